@@ -1,0 +1,173 @@
+"""Sample images for examples, tests and the napari sample-data menu.
+
+Pure NumPy (scikit-image only for the bundled cameraman); importing this module never imports
+napari or Qt.
+
+Functions
+---------
+cameraman
+    The 512x512 uint8 cameraman photograph of scikit-image, the example of the method's seed.
+phantom
+    A synthetic noisy image of ``n_classes`` smooth regions with known ground-truth labels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["cameraman", "phantom"]
+
+
+def cameraman():
+    """Return the cameraman photograph bundled with scikit-image.
+
+    Returns
+    -------
+    image : (512, 512) ndarray of uint8
+        Grey levels 0..255 (the full 8-bit range is used, so the ``"ranges"`` initialisation
+        with ``n_components=2`` starts from the slices [0, 127] and [128, 255]).
+
+    Notes
+    -----
+    The image ships inside scikit-image (no download). It is the example image of the seed
+    method this package implements.
+
+    Examples
+    --------
+    >>> from napari_gmm.datasets import cameraman
+    >>> img = cameraman()
+    >>> img.shape, img.dtype
+    ((512, 512), dtype('uint8'))
+    """
+    from skimage import data
+
+    return data.camera()
+
+
+def _smooth_field(shape, length, rng):
+    """Gaussian-filtered white noise (periodic, via FFT), standardised; float64 of ``shape``."""
+    white = rng.standard_normal(shape)
+    spectrum = np.fft.rfftn(white)
+    # Gaussian low-pass with spatial standard deviation `length` pixels along every axis
+    freqs = np.meshgrid(
+        *[np.fft.fftfreq(n) for n in shape[:-1]], np.fft.rfftfreq(shape[-1]), indexing="ij",
+        sparse=True,
+    )
+    f2 = sum(f * f for f in freqs)
+    spectrum *= np.exp(-2.0 * np.pi**2 * length**2 * f2)
+    field = np.fft.irfftn(spectrum, s=shape, axes=tuple(range(len(shape))))
+    field -= field.mean()
+    std = field.std()
+    return field / std if std > 0 else field
+
+
+def _class_fractions(n_classes):
+    """Area fraction of each class, darkest first: halving geometric series, normalised.
+
+    ``n_classes=3`` gives (4/7, 2/7, 1/7): a large dark background, a middle class and a small
+    bright class, as in a fluorescence image of cells with nuclei.
+    """
+    f = 0.5 ** np.arange(n_classes, dtype=np.float64)
+    return f / f.sum()
+
+
+def phantom(shape=(256, 256), *, n_classes=3, noise=0.25, seed=0, dtype=np.uint16):
+    """Synthetic noisy image of smooth regions with known ground-truth classes.
+
+    The classes are the nested level sets of a smooth random field (blob-like "cells" with
+    brighter "nuclei"), each class a constant intensity, plus i.i.d. Gaussian noise. The grey-level
+    distribution is therefore an exact Gaussian mixture (up to rounding and clipping), with
+    unequal weights, so a Gaussian-mixture fit has a true answer to find.
+
+    Parameters
+    ----------
+    shape : tuple of int, optional
+        Image shape, any number of dimensions >= 1 (e.g. ``(64, 128, 128)`` for a volume; each
+        axis should be at least 8 pixels for the shapes to be blob-like).
+    n_classes : int, optional
+        Number of classes K (2..16). Class k (1-based) covers a fraction proportional to
+        ``2**-(k-1)`` of the image.
+    noise : float, optional
+        Standard deviation of the Gaussian noise in units of the spacing between consecutive class
+        intensities. With two equally likely classes the Bayes error is ``Phi(-1 / (2 * noise))``
+        (``noise=0.25``: about 2.3 % per boundary between neighbouring classes); ``noise=0`` gives
+        noise-free piecewise-constant data.
+    seed : int or numpy.random.Generator, optional
+        Seed of the shapes and the noise; the result is a deterministic function of all arguments.
+    dtype : {numpy.uint16, numpy.uint8}, optional
+        ``uint16`` (default) places the classes in a 12-bit camera range (0..4095), ``uint8`` in
+        0..255.
+
+    Returns
+    -------
+    image : ndarray of ``dtype``, shape ``shape``
+        The noisy image. Class k has mean intensity
+        ``lo + (k - 1) * step`` with ``lo = 0.25 * top``, ``step = 0.5 * top / (K - 1)`` and
+        ``top`` = 4095 (uint16) or 255 (uint8); the noise standard deviation is ``noise * step``.
+        Values are rounded and clipped to the dtype's range (with ``n_classes=3`` and
+        ``noise <= 0.25`` the darkest and brightest class means are 4 standard deviations or more
+        from 0 and from ``top``).
+    truth : ndarray of uint8, shape ``shape``
+        Ground-truth class of every pixel, 1..K ordered by class intensity (1 = darkest), the
+        label convention of :func:`napari_gmm.segment`.
+
+    Raises
+    ------
+    ValueError
+        If ``shape`` is empty or has a zero-length axis, ``n_classes`` is outside 2..16, ``noise``
+        is negative or not finite, or ``dtype`` is not uint8/uint16.
+
+    Notes
+    -----
+    The smooth field is white noise low-pass filtered with a Gaussian of standard deviation
+    ``min(shape) / 12`` pixels (periodic boundary); the class thresholds are its quantiles, so the
+    area fractions are exactly ``2**-(k-1) / sum_j 2**-(j-1)`` up to ties. The region edges are
+    sharp, so every pixel's class is defined; only the noise makes classes overlap in intensity.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from napari_gmm.datasets import phantom
+    >>> image, truth = phantom((128, 128), seed=1)
+    >>> image.dtype, truth.dtype, np.unique(truth).tolist()
+    (dtype('uint16'), dtype('uint8'), [1, 2, 3])
+    >>> means = [image[truth == k].mean() for k in (1, 2, 3)]
+    >>> bool(means[0] < means[1] < means[2])
+    True
+    """
+    shape = tuple(int(n) for n in np.atleast_1d(shape))
+    if len(shape) == 0 or min(shape) < 1:
+        raise ValueError(f"phantom: shape must be a non-empty tuple of positive ints, got {shape}")
+    if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)):
+        raise ValueError(f"phantom: n_classes must be an int in 2..16, got {n_classes!r}")
+    n_classes = int(n_classes)
+    if not 2 <= n_classes <= 16:
+        raise ValueError(f"phantom: n_classes must be in 2..16, got {n_classes}")
+    noise = float(noise)
+    if not np.isfinite(noise) or noise < 0:
+        raise ValueError(f"phantom: noise must be a finite number >= 0, got {noise}")
+    dtype = np.dtype(dtype)
+    if dtype == np.uint16:
+        top = 4095.0
+    elif dtype == np.uint8:
+        top = 255.0
+    else:
+        raise ValueError(f"phantom: dtype must be numpy.uint8 or numpy.uint16, got {dtype}")
+
+    rng = np.random.default_rng(seed)
+    field = _smooth_field(shape, max(min(shape) / 12.0, 1.0), rng)
+
+    # class boundaries at quantiles of the field: class 1 = lowest field values
+    cum = np.cumsum(_class_fractions(n_classes))[:-1]
+    edges = np.quantile(field, cum)
+    truth = (np.searchsorted(edges, field.ravel(), side="right") + 1).astype(np.uint8)
+    truth = truth.reshape(shape)
+
+    lo = 0.25 * top
+    step = 0.5 * top / (n_classes - 1)
+    levels = lo + step * np.arange(n_classes)
+    image = levels[truth - 1]
+    if noise > 0:
+        image = image + rng.normal(0.0, noise * step, size=shape)
+    image = np.clip(np.rint(image), 0, np.iinfo(dtype).max).astype(dtype)
+    return image, truth
