@@ -9,7 +9,7 @@ the second import of the package does not compile again.
 FASTMATH = {"nsz", "arcp", "contract", "reassoc"}
 
 #: keyword arguments for serial kernels
-JIT = dict(nopython=True, nogil=True, cache=True, fastmath=FASTMATH)
+JIT = dict(nogil=True, cache=True, fastmath=FASTMATH)
 
 #: keyword arguments for kernels parallel over their outer ``prange`` loop
 PJIT = dict(JIT, parallel=True)

@@ -1,0 +1,337 @@
+"""Compression and lookup kernels: exact histograms, binned float histograms, label look-up tables.
+
+Every kernel takes a flat contiguous image ``a`` and a flat ``uint8`` mask ``m``; a mask of length 0
+means "no mask". Parallel kernels split the pixels into chunks and give every chunk its own partial
+result (no atomics), merged serially at the end.
+"""
+
+import numpy as np
+from numba import njit, prange
+
+from ._config import JIT, PJIT
+
+
+@njit(**JIT)
+def _nchunks(n, nthreads):
+    return max(1, min(nthreads * 4, n // 65536))
+
+
+@njit(**PJIT)
+def int_range(a, m, nthreads):
+    """(min, max, n_counted) of the masked integer pixels; min > max when none is counted."""
+    n = a.size
+    has_mask = m.size > 0
+    nc = _nchunks(n, nthreads)
+    step = (n + nc - 1) // nc
+    lo = np.empty(nc, np.int64)
+    hi = np.empty(nc, np.int64)
+    cnt = np.zeros(nc, np.int64)
+    for c in prange(nc):
+        mn = np.iinfo(np.int64).max
+        mx = np.iinfo(np.int64).min
+        k = 0
+        for i in range(c * step, min(n, (c + 1) * step)):
+            if has_mask and m[i] == 0:
+                continue
+            v = np.int64(a[i])
+            if v < mn:
+                mn = v
+            if v > mx:
+                mx = v
+            k += 1
+        lo[c] = mn
+        hi[c] = mx
+        cnt[c] = k
+    return lo.min(), hi.max(), cnt.sum()
+
+
+@njit(**PJIT)
+def float_range(a, m, nthreads):
+    """(min, max, n_finite, n_nan, n_inf) of the masked float pixels (min/max over finite values)."""
+    n = a.size
+    has_mask = m.size > 0
+    nc = _nchunks(n, nthreads)
+    step = (n + nc - 1) // nc
+    lo = np.empty(nc)
+    hi = np.empty(nc)
+    cnt = np.zeros((nc, 3), np.int64)
+    for c in prange(nc):
+        mn = np.inf
+        mx = -np.inf
+        kf = 0
+        kn = 0
+        ki = 0
+        for i in range(c * step, min(n, (c + 1) * step)):
+            if has_mask and m[i] == 0:
+                continue
+            v = np.float64(a[i])
+            if np.isnan(v):
+                kn += 1
+            elif np.isinf(v):
+                ki += 1
+            else:
+                kf += 1
+                if v < mn:
+                    mn = v
+                if v > mx:
+                    mx = v
+        lo[c] = mn
+        hi[c] = mx
+        cnt[c, 0] = kf
+        cnt[c, 1] = kn
+        cnt[c, 2] = ki
+    s = cnt.sum(axis=0)
+    return lo.min(), hi.max(), s[0], s[1], s[2]
+
+
+@njit(**PJIT)
+def bincount_offset(a, m, vmin, nbins, nthreads):
+    """Exact histogram of integer pixels: counts[v - vmin] (int64, length nbins)."""
+    n = a.size
+    has_mask = m.size > 0
+    nc = min(nthreads, max(1, n // 65536))
+    step = (n + nc - 1) // nc
+    part = np.zeros((nc, nbins), np.int64)
+    for c in prange(nc):
+        for i in range(c * step, min(n, (c + 1) * step)):
+            if has_mask and m[i] == 0:
+                continue
+            part[c, np.int64(a[i]) - vmin] += 1
+    out = part[0].copy()
+    for c in range(1, nc):
+        out += part[c]
+    return out
+
+
+@njit(**PJIT)
+def bincount_float(a, m, lo, inv_width, nbins, nthreads):
+    """Binned histogram of finite float pixels: (counts int64, sums float64) per bin.
+
+    Bin of value v: floor((v - lo) * inv_width), the top edge folded into the last bin.
+    """
+    n = a.size
+    has_mask = m.size > 0
+    nc = min(nthreads, max(1, n // 65536))
+    step = (n + nc - 1) // nc
+    pc = np.zeros((nc, nbins), np.int64)
+    ps = np.zeros((nc, nbins))
+    for c in prange(nc):
+        for i in range(c * step, min(n, (c + 1) * step)):
+            if has_mask and m[i] == 0:
+                continue
+            v = np.float64(a[i])
+            if not np.isfinite(v):
+                continue
+            b = np.int64((v - lo) * inv_width)
+            if b >= nbins:
+                b = nbins - 1
+            elif b < 0:
+                b = 0
+            pc[c, b] += 1
+            ps[c, b] += v
+    counts = pc[0].copy()
+    sums = ps[0].copy()
+    for c in range(1, nc):
+        counts += pc[c]
+        sums += ps[c]
+    return counts, sums
+
+
+@njit(**PJIT)
+def lut_offset(a, m, vmin, lut, out):
+    """out[i] = lut[a[i] - vmin] (0 where masked out or outside the table)."""
+    n = a.size
+    has_mask = m.size > 0
+    G = lut.size
+    for i in prange(n):
+        if has_mask and m[i] == 0:
+            out[i] = 0
+            continue
+        j = np.int64(a[i]) - vmin
+        if j < 0 or j >= G:
+            out[i] = 0
+        else:
+            out[i] = lut[j]
+
+
+@njit(**PJIT)
+def lut_float(a, m, lo, inv_width, lut, out):
+    """out[i] = lut[bin(a[i])] with the bins of :func:`bincount_float`; 0 for masked, NaN or inf."""
+    n = a.size
+    has_mask = m.size > 0
+    nbins = lut.size
+    for i in prange(n):
+        if has_mask and m[i] == 0:
+            out[i] = 0
+            continue
+        v = np.float64(a[i])
+        if not np.isfinite(v):
+            out[i] = 0
+            continue
+        b = np.int64((v - lo) * inv_width)
+        if b >= nbins:
+            b = nbins - 1
+        elif b < 0:
+            b = 0
+        out[i] = lut[b]
+
+
+@njit(**PJIT)
+def index_offset(a, m, vmin, G, out):
+    """Row index into a table over [vmin, vmin + G): a[i] - vmin, or G (a zero row) where excluded."""
+    n = a.size
+    has_mask = m.size > 0
+    for i in prange(n):
+        j = np.int64(a[i]) - vmin
+        if (has_mask and m[i] == 0) or j < 0 or j >= G:
+            out[i] = G
+        else:
+            out[i] = j
+
+
+@njit(**PJIT)
+def index_float(a, m, lo, inv_width, nbins, out):
+    """Bin index of every pixel, or nbins (a zero row) where masked, NaN or inf."""
+    n = a.size
+    has_mask = m.size > 0
+    for i in prange(n):
+        v = np.float64(a[i])
+        if (has_mask and m[i] == 0) or not np.isfinite(v):
+            out[i] = nbins
+            continue
+        b = np.int64((v - lo) * inv_width)
+        if b >= nbins:
+            b = nbins - 1
+        elif b < 0:
+            b = 0
+        out[i] = b
+
+
+# --- multichannel ---------------------------------------------------------------------------
+
+
+@njit(**PJIT)
+def pack_keys(a, m, mins, shifts, out):
+    """Pack every pixel's integer channels (a: (N, D)) into one int64 key; -1 where masked out.
+
+    key = sum_d (a[i, d] - mins[d]) << shifts[d].
+    """
+    N, D = a.shape
+    has_mask = m.size > 0
+    for i in prange(N):
+        if has_mask and m[i] == 0:
+            out[i] = -1
+            continue
+        key = np.int64(0)
+        for d in range(D):
+            key |= (np.int64(a[i, d]) - mins[d]) << shifts[d]
+        out[i] = key
+
+
+@njit(**PJIT)
+def channel_ranges(a, m, nthreads):
+    """Per-channel (min, max) of the masked pixels of a (N, D) array, finite values only;
+    also the count of pixels with any NaN or inf channel (which are excluded)."""
+    N, D = a.shape
+    has_mask = m.size > 0
+    nc = _nchunks(N, nthreads)
+    step = (N + nc - 1) // nc
+    lo = np.full((nc, D), np.inf)
+    hi = np.full((nc, D), -np.inf)
+    bad = np.zeros(nc, np.int64)
+    for c in prange(nc):
+        for i in range(c * step, min(N, (c + 1) * step)):
+            if has_mask and m[i] == 0:
+                continue
+            ok = True
+            for d in range(D):
+                if not np.isfinite(np.float64(a[i, d])):
+                    ok = False
+            if not ok:
+                bad[c] += 1
+                continue
+            for d in range(D):
+                v = np.float64(a[i, d])
+                if v < lo[c, d]:
+                    lo[c, d] = v
+                if v > hi[c, d]:
+                    hi[c, d] = v
+    outlo = np.empty(D)
+    outhi = np.empty(D)
+    for d in range(D):
+        outlo[d] = lo[:, d].min()
+        outhi[d] = hi[:, d].max()
+    return outlo, outhi, bad.sum()
+
+
+@njit(**PJIT)
+def grid_keys(a, m, lo, inv_width, nbins, out):
+    """Cell key of every pixel on a per-channel grid of ``nbins`` cells; -1 where masked or non-finite."""
+    N, D = a.shape
+    has_mask = m.size > 0
+    for i in prange(N):
+        if has_mask and m[i] == 0:
+            out[i] = -1
+            continue
+        key = np.int64(0)
+        ok = True
+        for d in range(D):
+            v = np.float64(a[i, d])
+            if not np.isfinite(v):
+                ok = False
+                break
+            b = np.int64((v - lo[d]) * inv_width[d])
+            if b >= nbins:
+                b = nbins - 1
+            elif b < 0:
+                b = 0
+            key = key * nbins + b
+        out[i] = key if ok else -1
+
+
+@njit(**JIT)
+def count_packed_dense(a, m, mins, shifts, size):
+    """Counts of every packed key in a dense table of ``size`` (uint32); serial, one pass, no key array."""
+    N, D = a.shape
+    has_mask = m.size > 0
+    counts = np.zeros(size, np.uint32)
+    for i in range(N):
+        if has_mask and m[i] == 0:
+            continue
+        key = np.int64(0)
+        for d in range(D):
+            key |= (np.int64(a[i, d]) - mins[d]) << shifts[d]
+        counts[key] += 1
+    return counts
+
+
+@njit(**PJIT)
+def lut_packed_dense(a, m, mins, shifts, lut, out):
+    """out[i] = lut[key(a[i])] with a dense table over all packed keys; 0 where masked out."""
+    N, D = a.shape
+    has_mask = m.size > 0
+    for i in prange(N):
+        if has_mask and m[i] == 0:
+            out[i] = 0
+            continue
+        key = np.int64(0)
+        for d in range(D):
+            key |= (np.int64(a[i, d]) - mins[d]) << shifts[d]
+        out[i] = lut[key]
+
+
+@njit(**PJIT)
+def lookup_sorted(keys, table_keys, lut, out):
+    """out[i] = lut[j] where table_keys[j] == keys[i] (binary search); 0 where key < 0 or absent."""
+    n = keys.size
+    G = table_keys.size
+    for i in prange(n):
+        k = keys[i]
+        if k < 0:
+            out[i] = 0
+            continue
+        j = np.searchsorted(table_keys, k)
+        if j < G and table_keys[j] == k:
+            out[i] = lut[j]
+        else:
+            out[i] = 0

@@ -1,0 +1,396 @@
+"""Exact compression of images into weighted samples, and the look-up back onto the image.
+
+EM never sees pixels: it sees the distinct values (or colours, or bins) with their counts. This module
+turns an image into those weighted samples (a :class:`Histogram`) and maps per-sample results (labels,
+posteriors) back onto the pixels.
+
+=====================  ==========================================  ==============================
+data                   compression                                 exact?
+=====================  ==========================================  ==============================
+integer grey           histogram over [min, max] (``kind="integer"``) exact
+                       (unique values when the range exceeds 2**22)
+float grey             ``bins`` equal bins over the finite range,  binned; each bin's sample is
+                       default 4096 (``kind="binned"``)             the mean of its pixels
+integer multichannel   unique colours with counts (``"colour"``)    exact
+float multichannel     every pixel when N <= 2**20 (``"pixels"``),  exact / binned (labels are
+                       else a ``bins``-per-channel grid, default 64 then computed per pixel)
+                       (``"grid"``), each cell's mean colour
+=====================  ==========================================  ==============================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from numba import get_num_threads as _nt
+
+from ._kernels import hist as _k
+from ._validate import InputError, as_flat, is_dask
+
+__all__ = ["Histogram", "histogram"]
+
+#: largest integer range kept as a dense histogram (32 MB of int64 per thread)
+MAX_DENSE_RANGE = 2**22
+#: default number of bins for float grey data
+DEFAULT_FLOAT_BINS = 4096
+#: default number of bins per channel for large float multichannel data
+DEFAULT_GRID_BINS = 64
+#: float multichannel images up to this many pixels are fitted on every pixel exactly
+MAX_EXACT_PIXELS = 2**20
+#: dense colour tables are used up to this many packed bits (uint8 RGB = 24 bits)
+MAX_DENSE_BITS = 24
+
+
+@dataclass
+class Histogram:
+    """Weighted samples that stand for the pixels of an image exactly (or binned, for floats).
+
+    Attributes
+    ----------
+    values : ndarray, shape (M, D), float64
+        The sample values: grey levels, unique colours, or bin means. Only non-empty entries.
+    counts : ndarray, shape (M,), float64
+        Number of pixels of each sample.
+    kind : str
+        ``"integer"``, ``"integer-sparse"``, ``"binned"``, ``"colour"``, ``"pixels"`` or ``"grid"``.
+    bin_width : ndarray, shape (D,)
+        Quantisation step per feature: 1 for integer data, the bin width for binned data, 0 for
+        ``"pixels"``.
+    low, high : ndarray, shape (D,)
+        Smallest and largest counted value per feature.
+    n_pixels : int
+        Pixels counted (inside the mask, finite).
+    n_nan, n_inf : int
+        Pixels left out because they were NaN or infinite.
+    dtype : numpy.dtype
+        Data type of the image.
+    """
+
+    values: np.ndarray
+    counts: np.ndarray
+    kind: str
+    bin_width: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    n_pixels: int
+    n_nan: int = 0
+    n_inf: int = 0
+    dtype: np.dtype = np.dtype(np.float64)
+    spec: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def n_features(self) -> int:
+        return self.values.shape[1]
+
+    @property
+    def n_distinct(self) -> int:
+        """Number of distinct (non-empty) samples."""
+        return self.values.shape[0]
+
+    def density(self):
+        """Grey histograms as a density on a regular grid, for plots.
+
+        Returns
+        -------
+        centers, density, width : ndarray, ndarray, float
+            Bin centres, counts / (n_pixels * width) and the bin width. Integer data use one bin per
+            grey level (coarsened to at most 1024 bins for wide ranges).
+        """
+        if self.n_features != 1:
+            raise ValueError("density() is for grey (one-feature) histograms; use values/counts")
+        lo, hi = float(self.low[0]), float(self.high[0])
+        if self.kind == "binned":
+            w = float(self.bin_width[0])
+            nb = int(self.spec["nbins"])
+            centers = self.spec["lo"] + (np.arange(nb) + 0.5) * w
+            dens = np.zeros(nb)
+            idx = np.minimum(((self.values[:, 0] - self.spec["lo"]) / w).astype(np.int64), nb - 1)
+            np.add.at(dens, idx, self.counts)
+        else:
+            span = hi - lo + 1
+            step = max(1, int(np.ceil(span / 1024)))
+            nb = int(np.ceil(span / step))
+            idx = ((self.values[:, 0] - lo) // step).astype(np.int64)
+            dens = np.bincount(idx, weights=self.counts, minlength=nb).astype(np.float64)
+            w = float(step)
+            centers = lo + (np.arange(nb) + 0.5) * step - 0.5
+        return centers, dens / (self.n_pixels * w), w
+
+
+def _mask_flat(mask, spatial_shape):
+    if mask is None:
+        return np.zeros(0, np.uint8)
+    mask = np.asarray(mask)
+    if mask.shape != tuple(spatial_shape):
+        raise InputError(
+            f"mask has shape {mask.shape} but the image's pixels have shape {tuple(spatial_shape)}: "
+            "give a mask with one entry per pixel (True/nonzero = use the pixel)"
+        )
+    if mask.dtype == bool:
+        return np.ascontiguousarray(mask).reshape(-1).view(np.uint8)
+    return np.ascontiguousarray(mask != 0).reshape(-1).view(np.uint8)
+
+
+# --------------------------------------------------------------------------------------------
+# grey: range -> counts -> lookup, block-wise so that dask chunks can be merged
+
+
+def grey_range(a, m):
+    """(low, high, n_counted, n_nan, n_inf) of one flat block."""
+    if a.dtype.kind == "f":
+        lo, hi, nf, nn, ni = _k.float_range(a, m, _nt())
+        return float(lo), float(hi), int(nf), int(nn), int(ni)
+    lo, hi, n = _k.int_range(a, m, _nt())
+    return int(lo), int(hi), int(n), 0, 0
+
+
+def merge_ranges(parts):
+    lo = min(p[0] for p in parts)
+    hi = max(p[1] for p in parts)
+    return lo, hi, sum(p[2] for p in parts), sum(p[3] for p in parts), sum(p[4] for p in parts)
+
+
+def empty_grey(rng, dtype):
+    """The histogram of an image with no counted pixel (all masked, NaN or inf)."""
+    return Histogram(np.zeros((0, 1)), np.zeros(0), "integer", np.ones(1), np.full(1, np.nan),
+                     np.full(1, np.nan), n_pixels=0, n_nan=int(rng[3]), n_inf=int(rng[4]),
+                     dtype=np.dtype(dtype), spec={"kind": "integer", "vmin": 0, "nbins": 0})
+
+
+def grey_spec(dtype, lo, hi, bins):
+    """How to bin grey data of this dtype and range."""
+    if dtype.kind in "ui":
+        span = int(hi) - int(lo) + 1
+        if bins is not None:
+            raise InputError(
+                "bins is for float images; integer images are histogrammed exactly, one bin per "
+                "grey level: leave bins=None"
+            )
+        if span <= MAX_DENSE_RANGE:
+            return {"kind": "integer", "vmin": int(lo), "nbins": span}
+        return {"kind": "integer-sparse", "vmin": int(lo), "nbins": span}
+    nb = DEFAULT_FLOAT_BINS if bins is None else int(bins)
+    if nb < 2:
+        raise InputError(f"bins must be at least 2, got {bins}")
+    width = (hi - lo) / nb
+    if width <= 0 or not np.isfinite(width):
+        width = 1.0
+    return {"kind": "binned", "lo": float(lo), "nbins": nb, "width": float(width), "inv_width": 1.0 / width}
+
+
+def grey_counts(a, m, spec):
+    """Per-block histogram: dense counts (and sums for binned), or (values, counts) when sparse."""
+    if spec["kind"] == "integer":
+        return _k.bincount_offset(a, m, np.int64(spec["vmin"]), spec["nbins"], _nt())
+    if spec["kind"] == "binned":
+        return _k.bincount_float(a, m, spec["lo"], spec["inv_width"], spec["nbins"], _nt())
+    v = a if m.size == 0 else a[m.view(bool)]
+    return np.unique(v.astype(np.int64), return_counts=True)
+
+
+def merge_counts(parts, spec):
+    if spec["kind"] == "integer":
+        return sum(parts[1:], parts[0].copy())
+    if spec["kind"] == "binned":
+        return (sum((p[0] for p in parts[1:]), parts[0][0].copy()), sum((p[1] for p in parts[1:]), parts[0][1].copy()))
+    vals = np.concatenate([p[0] for p in parts])
+    cnts = np.concatenate([p[1] for p in parts])
+    u, inv = np.unique(vals, return_inverse=True)
+    return u, np.bincount(inv, weights=cnts).astype(np.int64)
+
+
+def grey_histogram(merged, spec, rng, dtype):
+    lo, hi, n, nn, ni = rng
+    if spec["kind"] == "integer":
+        nz = np.flatnonzero(merged)
+        values = (nz + spec["vmin"]).astype(np.float64)
+        counts = merged[nz].astype(np.float64)
+        width = 1.0
+    elif spec["kind"] == "binned":
+        c, s = merged
+        nz = np.flatnonzero(c)
+        counts = c[nz].astype(np.float64)
+        values = s[nz] / counts
+        width = spec["width"]
+    else:
+        u, c = merged
+        values, counts = u.astype(np.float64), c.astype(np.float64)
+        spec["keys"] = u
+        width = 1.0
+    return Histogram(
+        values=values[:, None], counts=counts, kind=spec["kind"], bin_width=np.array([width]),
+        low=np.array([float(lo)]), high=np.array([float(hi)]), n_pixels=int(n), n_nan=int(nn),
+        n_inf=int(ni), dtype=np.dtype(dtype), spec=spec,
+    )
+
+
+def grey_grid(hist: Histogram):
+    """Values at which the look-up table is evaluated, shape (G, 1)."""
+    spec = hist.spec
+    if spec["kind"] == "integer":
+        return (spec["vmin"] + np.arange(spec["nbins"], dtype=np.float64))[:, None]
+    if spec["kind"] == "binned":
+        g = spec["lo"] + (np.arange(spec["nbins"]) + 0.5) * spec["width"]
+        # non-empty bins are represented by the mean of their pixels, as in the fit
+        idx = np.minimum(((hist.values[:, 0] - spec["lo"]) * spec["inv_width"]).astype(np.int64), spec["nbins"] - 1)
+        g[idx] = hist.values[:, 0]
+        return g[:, None]
+    return hist.values
+
+
+def grey_lookup(a, m, spec, lut, out):
+    """Write lut[bin(pixel)] (0 where excluded) into ``out`` for one flat block."""
+    if spec["kind"] == "integer":
+        _k.lut_offset(a, m, np.int64(spec["vmin"]), lut, out)
+    elif spec["kind"] == "binned":
+        _k.lut_float(a, m, spec["lo"], spec["inv_width"], lut, out)
+    else:
+        keys = np.ascontiguousarray(a, dtype=np.int64)
+        if m.size:
+            keys = np.where(m.view(bool), keys, -1)
+        _k.lookup_sorted(keys, spec["keys"], lut, out)
+    return out
+
+
+def grey_index(a, m, spec):
+    """Row of every pixel in the grid table, or G (one past the end) where excluded."""
+    out = np.empty(a.size, np.int64)
+    if spec["kind"] == "integer":
+        _k.index_offset(a, m, np.int64(spec["vmin"]), spec["nbins"], out)
+    elif spec["kind"] == "binned":
+        _k.index_float(a, m, spec["lo"], spec["inv_width"], spec["nbins"], out)
+    else:
+        G = spec["keys"].size
+        lut = np.arange(1, G + 1, dtype=np.int64)
+        keys = np.ascontiguousarray(a, dtype=np.int64)
+        if m.size:
+            keys = np.where(m.view(bool), keys, -1)
+        _k.lookup_sorted(keys, spec["keys"], lut, out)
+        out -= 1
+        out[out < 0] = G
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# multichannel
+
+
+def colour_histogram(a, m, dtype, bins):
+    """Compress (N, D) pixels into unique colours (integers) or an exact/grid sample set (floats)."""
+    N, D = a.shape
+    lo, hi, nbad = _k.channel_ranges(a, m, _nt())
+    n = (N if m.size == 0 else int(m.sum())) - int(nbad)
+    common = dict(low=lo.copy(), high=hi.copy(), n_pixels=int(n), dtype=np.dtype(dtype))
+    if n <= 0:
+        return Histogram(np.zeros((0, D)), np.zeros(0), "colour", np.ones(D), n_nan=int(nbad), spec={}, **common)
+    if dtype.kind in "ui":
+        mins = lo.astype(np.int64)
+        bits = np.array([max(1, int(hi[d] - lo[d]).bit_length()) for d in range(D)], np.int64)
+        shifts = np.concatenate([[0], np.cumsum(bits)[:-1]]).astype(np.int64)
+        total = int(bits.sum())
+        if total <= 62:
+            spec = {"kind": "colour", "mins": mins, "shifts": shifts, "bits": total}
+            if total <= MAX_DENSE_BITS and N >= 2**21:
+                counts = _k.count_packed_dense(a, m, mins, shifts, 1 << total)
+                keys = np.flatnonzero(counts).astype(np.int64)
+                cnt = counts[keys].astype(np.float64)
+            else:
+                keys_all = np.empty(N, np.int64)
+                _k.pack_keys(a, m, mins, shifts, keys_all)
+                keys_all = keys_all[keys_all >= 0] if m.size else keys_all
+                keys, c = np.unique(keys_all, return_counts=True)
+                del keys_all
+                cnt = c.astype(np.float64)
+            vals = np.empty((keys.size, D))
+            for d in range(D):
+                vals[:, d] = ((keys >> shifts[d]) & ((1 << bits[d]) - 1)) + mins[d]
+            spec["keys"] = keys
+            return Histogram(vals, cnt, "colour", np.ones(D), spec=spec, **common)
+    # float (or integers too wide to pack): every pixel, or a grid of cell means
+    finite = np.isfinite(a).all(axis=1) if a.dtype.kind == "f" else np.ones(N, bool)
+    use = finite if m.size == 0 else (finite & m.view(bool))
+    if n <= MAX_EXACT_PIXELS and bins is None:
+        vals = np.ascontiguousarray(a[use], dtype=np.float64)
+        return Histogram(vals, np.ones(vals.shape[0]), "pixels", np.zeros(D), n_nan=int(nbad),
+                         spec={"kind": "pixels"}, **common)
+    nb = DEFAULT_GRID_BINS if bins is None else int(bins)
+    if nb < 2:
+        raise InputError(f"bins must be at least 2, got {bins}")
+    if D * np.log2(nb) > 62:
+        nb = int(2 ** (62 // D))
+    width = np.where(hi > lo, (hi - lo) / nb, 1.0)
+    keys = np.empty(N, np.int64)
+    _k.grid_keys(a, m, lo, 1.0 / width, nb, keys)
+    sel = keys >= 0
+    u, inv, c = np.unique(keys[sel], return_inverse=True, return_counts=True)
+    vals = np.empty((u.size, D))
+    for d in range(D):
+        vals[:, d] = np.bincount(inv, weights=a[sel, d].astype(np.float64), minlength=u.size) / c
+    return Histogram(vals, c.astype(np.float64), "grid", width, n_nan=int(nbad),
+                     spec={"kind": "grid", "nbins": nb}, **common)
+
+
+def colour_lookup(a, m, hist: Histogram, lut, out):
+    """Labels of (N, D) integer pixels from the per-colour table ``lut`` (aligned with hist.values)."""
+    spec = hist.spec
+    if spec.get("bits", 99) <= MAX_DENSE_BITS and a.shape[0] >= 2**16:
+        dense = np.zeros(1 << spec["bits"], lut.dtype)
+        dense[spec["keys"]] = lut
+        _k.lut_packed_dense(a, m, spec["mins"], spec["shifts"], dense, out)
+    else:
+        keys = np.empty(a.shape[0], np.int64)
+        _k.pack_keys(a, m, spec["mins"], spec["shifts"], keys)
+        _k.lookup_sorted(keys, spec["keys"], lut, out)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def histogram(image, *, channel_axis=None, mask=None, bins=None) -> Histogram:
+    """Compress an image into exact weighted samples (its histogram or unique colours).
+
+    Parameters
+    ----------
+    image : array_like, shape (..., ) or with a channel axis
+        Grey image of any dimensionality and dtype, or a multichannel image.
+    channel_axis : int or None
+        Axis holding colour channels (``-1`` for RGB); ``None`` for grey data.
+    mask : array_like of bool, optional
+        Same shape as the image's pixels (the image shape without the channel axis); only pixels
+        where it is True are counted.
+    bins : int, optional
+        Float data only: number of bins over the finite range (grey, default 4096) or per channel
+        (multichannel, default 64, used when the image has more than 2**20 pixels).
+
+    Returns
+    -------
+    Histogram
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from napari_gmm import histogram
+    >>> h = histogram(np.array([[0, 0, 1], [5, 5, 5]], dtype=np.uint8))
+    >>> h.values[:, 0], h.counts
+    (array([0., 1., 5.]), array([2., 1., 3.]))
+    """
+    from ._validate import check_image, move_channels
+
+    image = check_image(image, channel_axis=channel_axis)
+    if is_dask(image):
+        from ._dask import dask_histogram
+
+        return dask_histogram(image, mask=mask, bins=bins, channel_axis=channel_axis)
+    if channel_axis is None:
+        a = as_flat(image)
+        m = _mask_flat(mask, image.shape)
+        rng = grey_range(a, m)
+        if rng[2] == 0:
+            return empty_grey(rng, image.dtype)
+        spec = grey_spec(image.dtype, rng[0], rng[1], bins)
+        return grey_histogram(grey_counts(a, m, spec), spec, rng, image.dtype)
+    a, spatial = move_channels(image, channel_axis)
+    m = _mask_flat(mask, spatial)
+    return colour_histogram(a, m, image.dtype, bins)

@@ -1,0 +1,1003 @@
+"""Gaussian mixtures fitted by EM on compressed images: :func:`fit_mixture`, :func:`segment`,
+:func:`quantize` and the :class:`MixtureModel` they share.
+
+The pipeline is *compress -> weighted EM -> lookup*: the image becomes weighted samples (its exact
+histogram or unique colours, :mod:`napari_gmm.histogram`), EM runs on those samples in a parallel Numba
+kernel, and a per-sample label table is mapped back onto the pixels. EM therefore costs the same for a
+256 x 256 and a 4096 x 4096 uint8 image, and gives exactly the result EM on all pixels would give.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+from numba import get_num_threads as _nt
+
+import importlib
+
+_h = importlib.import_module(".histogram", __package__)
+from ._kernels import em as _em
+from ._validate import (
+    ConvergenceWarning,
+    FitError,
+    InputError,
+    as_flat,
+    check_image,
+    check_k,
+    is_dask,
+    label_dtype,
+    move_channels,
+)
+
+__all__ = ["MixtureModel", "fit_mixture", "segment", "quantize"]
+
+COV_TYPES = {"spherical": 0, "diag": 1, "full": 2}
+INITS = ("ranges", "quantiles", "kmeans++", "random")
+_EPS10 = 10 * np.finfo(np.float64).eps
+
+
+# ============================================================================================
+# the model
+
+
+def _check_cov_type(covariance_type):
+    if covariance_type not in COV_TYPES:
+        raise InputError(
+            f"covariance_type={covariance_type!r} is not supported: use 'spherical' (one variance per "
+            "component), 'diag' (one per component and channel) or 'full'"
+        )
+    return COV_TYPES[covariance_type]
+
+
+def _precisions(covariances, cov_type, D, iteration=None):
+    """(inv_sd (K, D), prec_chol (K, D, D), log_det (K,)) of the covariances, or FitError."""
+    K = covariances.shape[0]
+    where = "" if iteration is None else f" at EM iteration {iteration}"
+    advice = (
+        "Reduce n_components, increase reg_covar (None picks one quantisation step's variance), or "
+        "try another init (e.g. 'kmeans++')"
+    )
+    if not np.all(np.isfinite(covariances)):
+        raise FitError(f"a component's covariance became non-finite{where}. {advice}")
+    if cov_type == 2:
+        prec_chol = np.empty((K, D, D))
+        for k in range(K):
+            try:
+                L = np.linalg.cholesky(covariances[k])
+            except np.linalg.LinAlgError:
+                raise FitError(
+                    f"component {k + 1} collapsed{where}: its covariance is not positive definite "
+                    f"(the pixels it holds lie on a line or a single colour). {advice}"
+                ) from None
+            prec_chol[k] = np.linalg.inv(L).T
+        log_det = np.log(np.diagonal(prec_chol, axis1=1, axis2=2)).sum(axis=1)
+        return np.zeros((K, D)), prec_chol, log_det
+    var = covariances if cov_type == 1 else np.repeat(covariances[:, None], D, axis=1)
+    bad = np.flatnonzero((var <= 0).any(axis=1))
+    if bad.size:
+        raise FitError(
+            f"component {bad[0] + 1} collapsed{where}: its variance is {var[bad[0]].min():g} (all its "
+            f"pixels have one value). {advice}"
+        )
+    inv_sd = 1.0 / np.sqrt(var)
+    return np.ascontiguousarray(inv_sd), np.zeros((K, D, D)), np.log(inv_sd).sum(axis=1)
+
+
+def _as_2d_means(means):
+    m = np.asarray(means, dtype=np.float64)
+    return m[:, None] if m.ndim == 1 else m
+
+
+class MixtureModel:
+    """A fitted (or given) Gaussian mixture over pixel intensities or colours.
+
+    Parameters
+    ----------
+    weights : array_like, shape (K,)
+        Mixing weights, summing to 1.
+    means : array_like, shape (K, D) or (K,)
+        Component means (D = 1 for grey images, the number of channels for colour).
+    covariances : array_like
+        In scikit-learn's shapes: (K,) for ``"spherical"``, (K, D) for ``"diag"``, (K, D, D) for
+        ``"full"``.
+    covariance_type : {"spherical", "diag", "full"}
+    n_iter, converged, history, lower_bound, params :
+        Set by :func:`fit_mixture`; see Attributes.
+
+    Attributes
+    ----------
+    n_components, n_features : int
+        K and D.
+    n_iter : int
+        EM iterations run (M-steps).
+    converged : bool
+        Whether the mean log-likelihood changed by less than ``tol`` before ``max_iter``.
+    lower_bound : float
+        Mean log-likelihood per pixel of the final parameters.
+    history : dict of ndarray
+        ``"weights"`` (n_iter + 1, K), ``"means"`` (n_iter + 1, K, D), ``"covariances"``
+        (n_iter + 1, ...), ``"log_likelihood"`` (n_iter + 1,): entry i holds the parameters after i
+        iterations (0 = the start) and their mean log-likelihood per pixel.
+    params : dict
+        The fit's parameters (JSON-able), for provenance.
+
+    Notes
+    -----
+    Components are ordered by mean (by mean brightness, the average over channels, for colour), so
+    component k carries label k + 1.
+    """
+
+    def __init__(self, weights, means, covariances, covariance_type="spherical", *, n_iter=0,
+                 converged=False, history=None, lower_bound=float("nan"), params=None):
+        cov_type = _check_cov_type(covariance_type)
+        w = np.asarray(weights, dtype=np.float64).reshape(-1)
+        m = _as_2d_means(means)
+        c = np.asarray(covariances, dtype=np.float64)
+        K, D = m.shape
+        want = {0: (K,), 1: (K, D), 2: (K, D, D)}[cov_type]
+        if c.shape != want and cov_type == 0 and c.shape == (K, 1):
+            c = c[:, 0]
+        if w.shape != (K,) or c.shape != want:
+            raise InputError(
+                f"inconsistent shapes: weights {w.shape}, means {m.shape}, covariances {c.shape}; "
+                f"covariance_type={covariance_type!r} needs weights ({K},), means ({K}, {D}), "
+                f"covariances {want}"
+            )
+        if np.any(w < 0) or not np.isclose(w.sum(), 1.0, atol=1e-6):
+            raise InputError(f"weights must be non-negative and sum to 1 (they sum to {w.sum():g})")
+        self.weights = w
+        self.means = m
+        self.covariances = c
+        self.covariance_type = covariance_type
+        self.n_iter = int(n_iter)
+        self.converged = bool(converged)
+        self.lower_bound = float(lower_bound)
+        self.params = dict(params or {})
+        if history is None:
+            history = {
+                "weights": w[None].copy(), "means": m[None].copy(), "covariances": c[None].copy(),
+                "log_likelihood": np.array([self.lower_bound]),
+            }
+        self.history = history
+
+    # ---- basic properties ------------------------------------------------------------------
+    @property
+    def n_components(self) -> int:
+        return self.means.shape[0]
+
+    @property
+    def n_features(self) -> int:
+        return self.means.shape[1]
+
+    @property
+    def variances(self) -> np.ndarray:
+        """Per-component, per-feature variances (K, D), whatever the covariance type."""
+        c = self.covariances
+        if self.covariance_type == "spherical":
+            return np.repeat(c[:, None], self.n_features, axis=1)
+        if self.covariance_type == "diag":
+            return c.copy()
+        return np.diagonal(c, axis1=1, axis2=2).copy()
+
+    def _kernel_args(self, iteration=None):
+        if iteration is None:
+            w, m, c = self.weights, self.means, self.covariances
+        else:
+            w = self.history["weights"][iteration]
+            m = self.history["means"][iteration]
+            c = self.history["covariances"][iteration]
+        ct = COV_TYPES[self.covariance_type]
+        inv_sd, prec_chol, log_det = _precisions(c, ct, m.shape[1])
+        with np.errstate(divide="ignore"):
+            log_w = np.log(w)
+        return (np.ascontiguousarray(m), inv_sd, prec_chol, log_det, log_w, ct)
+
+    # ---- on samples -----------------------------------------------------------------------
+    def _sample_labels(self, X):
+        """0-based most probable component of every row of X (M, D)."""
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        out = np.empty(X.shape[0], np.int64)
+        if X.shape[0]:
+            _em.map_labels(X, *self._kernel_args(), out, _nt())
+        return out
+
+    def _sample_posteriors(self, X):
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        out = np.empty((X.shape[0], self.n_components))
+        if X.shape[0]:
+            _em.posteriors(X, *self._kernel_args(), out, _nt())
+        return out
+
+    def _check_features(self, channel_axis, image):
+        D = 1 if channel_axis is None else image.shape[channel_axis]
+        if D != self.n_features:
+            raise InputError(
+                f"the model has {self.n_features} feature(s) per pixel but the image gives {D} "
+                f"(channel_axis={channel_axis}): use the channel_axis the model was fitted with "
+                f"({self.params.get('channel_axis')!r})"
+            )
+
+    # ---- on images ------------------------------------------------------------------------
+    def predict(self, image, *, channel_axis=None, mask=None, bins=None):
+        """Most probable component of every pixel, as labels 1..K (0 = masked, NaN or inf).
+
+        Parameters
+        ----------
+        image : array_like
+            Grey image (any shape) or multichannel image with ``channel_axis``.
+        channel_axis : int or None
+        mask : array_like of bool, optional
+            Same shape as the pixels; False pixels get label 0.
+        bins : int, optional
+            Float images: number of bins of the look-up (default as :func:`napari_gmm.histogram`).
+
+        Returns
+        -------
+        labels : ndarray
+            Shape of the image without the channel axis, uint8 (uint16 for K > 255).
+        """
+        image = check_image(image, channel_axis=channel_axis)
+        self._check_features(channel_axis, image)
+        if is_dask(image):
+            from ._dask import dask_predict
+
+            return dask_predict(self, image, channel_axis=channel_axis, mask=mask, bins=bins)
+        hist = _h.histogram(image, channel_axis=channel_axis, mask=mask, bins=bins)
+        return _labels_from_hist(self, image, hist, channel_axis, mask)
+
+    def predict_proba(self, image, *, channel_axis=None, mask=None, bins=None):
+        """Posterior probability maps, one per component.
+
+        Returns
+        -------
+        proba : ndarray of float32, shape (K, *pixels)
+            ``proba[k]`` is the probability that each pixel belongs to component k (label k + 1);
+            0 for masked, NaN or inf pixels.
+        """
+        image = check_image(image, channel_axis=channel_axis)
+        self._check_features(channel_axis, image)
+        if is_dask(image):
+            image = image.compute()
+        hist = _h.histogram(image, channel_axis=channel_axis, mask=mask, bins=bins)
+        K = self.n_components
+        if channel_axis is None:
+            a = as_flat(image)
+            m = _h._mask_flat(mask, image.shape)
+            grid = _h.grey_grid(hist)
+            table = np.zeros((grid.shape[0] + 1, K), np.float32)
+            table[:-1] = self._sample_posteriors(grid)
+            idx = _h.grey_index(a, m, hist.spec)
+            out = np.empty((K, a.size), np.float32)
+            for k in range(K):
+                np.take(table[:, k], idx, out=out[k])
+            return out.reshape((K,) + image.shape)
+        a, spatial = move_channels(image, channel_axis)
+        valid = _valid_rows(a, _h._mask_flat(mask, spatial))
+        out = np.zeros((a.shape[0], K), np.float32)
+        out[valid] = self._sample_posteriors(a[valid])
+        return np.ascontiguousarray(out.T).reshape((K,) + tuple(spatial))
+
+    def score(self, image, *, channel_axis=None, mask=None, bins=None):
+        """Mean log-likelihood per pixel of the image under the model (finite, unmasked pixels).
+
+        For integer data this is exact; for float data it is evaluated on the bin means.
+        """
+        image = check_image(image, channel_axis=channel_axis)
+        self._check_features(channel_axis, image)
+        hist = _h.histogram(image, channel_axis=channel_axis, mask=mask, bins=bins)
+        return self._score_hist(hist)
+
+    def _score_hist(self, hist):
+        if hist.counts.sum() == 0:
+            raise InputError("no pixels to score: the image is empty, masked out or all NaN")
+        X = np.ascontiguousarray(hist.values)
+        return float(_em.log_likelihood(X, hist.counts, *self._kernel_args(), _nt()) / hist.counts.sum())
+
+    # ---- for plots --------------------------------------------------------------------------
+    def pdf(self, x, iteration=None):
+        """Weighted component densities ``w_k N(x | mu_k, var_k)`` of a grey model.
+
+        Parameters
+        ----------
+        x : array_like, shape (n,)
+            Intensities.
+        iteration : int, optional
+            Use the parameters of ``history`` entry ``iteration`` (0 = the start) instead of the
+            final ones.
+
+        Returns
+        -------
+        ndarray, shape (n, K)
+            Sum over axis 1 for the mixture density.
+        """
+        if self.n_features != 1:
+            raise InputError("pdf(x) is for grey models; for colour use predict_proba or the marginals")
+        x = np.asarray(x, dtype=np.float64).reshape(-1)
+        if iteration is None:
+            w, m, c = self.weights, self.means[:, 0], self.covariances
+        else:
+            w = self.history["weights"][iteration]
+            m = self.history["means"][iteration][:, 0]
+            c = self.history["covariances"][iteration]
+        var = np.asarray(c, dtype=np.float64).reshape(self.n_components, -1)[:, 0]
+        z = (x[:, None] - m[None, :]) ** 2 / var[None, :]
+        return w[None, :] * np.exp(-0.5 * z) / np.sqrt(2 * np.pi * var)[None, :]
+
+    def thresholds(self, lo, hi, n=4097):
+        """Grey levels in [lo, hi] where the most probable component changes (sorted).
+
+        Found on a grid of ``n`` points and refined by bisection to 1e-9 of the range.
+        """
+        x = np.linspace(float(lo), float(hi), int(n))
+        lab = self._sample_labels(x[:, None])
+        out = []
+        for i in np.flatnonzero(np.diff(lab)):
+            a, b = x[i], x[i + 1]
+            la = lab[i]
+            for _ in range(60):
+                mid = 0.5 * (a + b)
+                if self._sample_labels(np.array([[mid]]))[0] == la:
+                    a = mid
+                else:
+                    b = mid
+                if b - a <= 1e-9 * max(1.0, abs(hi - lo)):
+                    break
+            out.append(0.5 * (a + b))
+        return np.array(out)
+
+    # ---- (de)serialisation -------------------------------------------------------------------
+    def to_dict(self):
+        """Plain JSON-able dict (lists, floats, str, bool) with everything, history included."""
+        return {
+            "weights": self.weights.tolist(),
+            "means": self.means.tolist(),
+            "covariances": self.covariances.tolist(),
+            "covariance_type": self.covariance_type,
+            "n_iter": self.n_iter,
+            "converged": self.converged,
+            "lower_bound": _json_float(self.lower_bound),
+            "history": {k: np.asarray(v).tolist() for k, v in self.history.items()},
+            "params": _jsonable(self.params),
+        }
+
+    @classmethod
+    def from_dict(cls, d):
+        """Inverse of :meth:`to_dict`."""
+        hist = d.get("history")
+        if hist is not None:
+            hist = {k: np.asarray(v, dtype=np.float64) for k, v in hist.items()}
+            hist["means"] = hist["means"].reshape(hist["means"].shape[0], len(d["weights"]), -1)
+        lb = d.get("lower_bound")
+        return cls(
+            d["weights"], d["means"], d["covariances"], d.get("covariance_type", "spherical"),
+            n_iter=d.get("n_iter", 0), converged=d.get("converged", False), history=hist,
+            lower_bound=float("nan") if lb is None else lb, params=d.get("params"),
+        )
+
+    def summary(self):
+        """Short human-readable description of the fit."""
+        lines = [
+            f"{self.n_components} components, {self.covariance_type} covariance, "
+            f"{self.n_iter} iterations ({'converged' if self.converged else 'NOT converged'}), "
+            f"mean log-likelihood {self.lower_bound:.6g}"
+        ]
+        sd = np.sqrt(self.variances)
+        for k in range(self.n_components):
+            mu = ", ".join(f"{v:.4g}" for v in self.means[k])
+            s = ", ".join(f"{v:.3g}" for v in sd[k])
+            lines.append(f"  label {k + 1}: weight {self.weights[k]:.3f}  mean {mu}  sd {s}")
+        return "\n".join(lines)
+
+    def __repr__(self):
+        return (
+            f"MixtureModel(n_components={self.n_components}, n_features={self.n_features}, "
+            f"covariance_type={self.covariance_type!r}, n_iter={self.n_iter}, "
+            f"converged={self.converged}, lower_bound={self.lower_bound:.6g})"
+        )
+
+
+def _json_float(v):
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def _jsonable(o):
+    if isinstance(o, dict):
+        return {str(k): _jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, float):
+        return _json_float(o)
+    return o
+
+
+# ============================================================================================
+# starts
+
+
+def _brightness(X):
+    return X.mean(axis=1)
+
+
+def _slices_from_assignment(X, w, assign, K, cov_type, reg, fallback_means):
+    """Initial (weights, means, covariances) from a hard assignment of samples to K groups."""
+    D = X.shape[1]
+    Nk = np.bincount(assign, weights=w, minlength=K)
+    means = np.empty((K, D))
+    var = np.empty((K, D))
+    cov = np.zeros((K, D, D))
+    for k in range(K):
+        sel = assign == k
+        if Nk[k] > 0:
+            wk = w[sel]
+            xk = X[sel]
+            mu = (wk[:, None] * xk).sum(0) / Nk[k]
+            d = xk - mu
+            means[k] = mu
+            cov[k] = (wk[:, None, None] * d[:, :, None] * d[:, None, :]).sum(0) / Nk[k]
+        else:
+            means[k] = fallback_means[k]
+    filled = Nk > 0
+    spread = cov[filled].mean(axis=0) if filled.any() else np.zeros((D, D))
+    for k in np.flatnonzero(~filled):
+        cov[k] = spread
+    for k in range(K):
+        cov[k].flat[:: D + 1] += reg
+        var[k] = np.diagonal(cov[k])
+    # an empty start group gets a small but living weight instead of 0 (the seed's 0/0)
+    if (~filled).any():
+        Nk = Nk.copy()
+        Nk[~filled] = max(0.1 * Nk[filled].min(), 1e-3 * Nk.sum() / K) if filled.any() else 1.0
+    weights = Nk / Nk.sum()
+    if cov_type == 2:
+        return weights, means, cov
+    if cov_type == 1:
+        return weights, means, var
+    return weights, means, var.mean(axis=1)
+
+
+def _init_ranges(X, w, K, integer, cov_type, reg):
+    b = _brightness(X)
+    lo, hi = b.min(), b.max()
+    if integer and X.shape[1] == 1:
+        assign = np.floor((b - lo) * K / (hi - lo + 1)).astype(np.int64)
+        edges = lo + np.arange(K + 1) * (hi - lo + 1) / K
+        centres = 0.5 * (edges[:-1] + edges[1:]) - 0.5
+    else:
+        assign = np.floor((b - lo) * K / max(hi - lo, 1e-300)).astype(np.int64)
+        edges = lo + np.arange(K + 1) * (hi - lo) / K
+        centres = 0.5 * (edges[:-1] + edges[1:])
+    assign = np.clip(assign, 0, K - 1)
+    fb = np.repeat(centres[:, None], X.shape[1], axis=1)
+    return _slices_from_assignment(X, w, assign, K, cov_type, reg, fb)
+
+
+def _init_quantiles(X, w, K, cov_type, reg):
+    b = _brightness(X)
+    order = np.argsort(b, kind="stable")
+    cw = np.cumsum(w[order])
+    mid = (cw - 0.5 * w[order]) / cw[-1]
+    assign = np.empty(X.shape[0], np.int64)
+    assign[order] = np.minimum((mid * K).astype(np.int64), K - 1)
+    qs = np.interp((np.arange(K) + 0.5) / K, mid, b[order])
+    fb = np.repeat(qs[:, None], X.shape[1], axis=1)
+    return _slices_from_assignment(X, w, assign, K, cov_type, reg, fb)
+
+
+def _nearest(X, C):
+    assign = np.empty(X.shape[0], np.int64)
+    dist = np.empty(X.shape[0])
+    _em.nearest_center(np.ascontiguousarray(X), np.ascontiguousarray(C), assign, dist)
+    return assign, dist
+
+
+def _kmeanspp_centres(X, w, K, rng):
+    """Weighted greedy k-means++ seeding (Arthur & Vassilvitskii 2007, as scikit-learn)."""
+    M = X.shape[0]
+    p = w / w.sum()
+    n_trials = 2 + int(np.log(K))
+    centres = np.empty((K, X.shape[1]))
+    centres[0] = X[rng.choice(M, p=p)]
+    _, d2 = _nearest(X, centres[:1])
+    pot = (w * d2).sum()
+    for c in range(1, K):
+        if pot <= 0:
+            centres[c] = X[rng.choice(M, p=p)]
+            continue
+        cand = np.searchsorted(np.cumsum(w * d2), rng.random(n_trials) * pot)
+        cand = np.minimum(cand, M - 1)
+        best = None
+        for j in cand:
+            _, dj = _nearest(X, X[j : j + 1])
+            nd = np.minimum(d2, dj)
+            pj = (w * nd).sum()
+            if best is None or pj < best[0]:
+                best = (pj, j, nd)
+        pot, j, d2 = best
+        centres[c] = X[j]
+    return centres
+
+
+def _init_from_centres(X, w, C, cov_type, reg):
+    assign, _ = _nearest(X, C)
+    return _slices_from_assignment(X, w, assign, C.shape[0], cov_type, reg, C)
+
+
+def _start(init, X, w, K, hist, cov_type, reg, rng):
+    if isinstance(init, MixtureModel):
+        if init.n_components != K or init.n_features != X.shape[1]:
+            raise InputError(
+                f"init model has {init.n_components} components and {init.n_features} features; "
+                f"this fit asks for n_components={K} on {X.shape[1]} feature(s)"
+            )
+        m = init
+        ct = _check_cov_type(m.covariance_type)
+        if ct != cov_type:
+            v = m.variances
+            cov = {0: v.mean(1), 1: v, 2: np.stack([np.diag(r) for r in v])}[cov_type]
+            return m.weights.copy(), m.means.copy(), cov
+        return m.weights.copy(), m.means.copy(), m.covariances.copy()
+    if init == "ranges":
+        return _init_ranges(X, w, K, hist.kind.startswith("integer"), cov_type, reg)
+    if init == "quantiles":
+        return _init_quantiles(X, w, K, cov_type, reg)
+    if init == "kmeans++":
+        return _init_from_centres(X, w, _kmeanspp_centres(X, w, K, rng), cov_type, reg)
+    if init == "random":
+        idx = rng.choice(X.shape[0], size=K, replace=False, p=w / w.sum())
+        return _init_from_centres(X, w, X[np.sort(idx)], cov_type, reg)
+    raise InputError(
+        f"init={init!r} is not a start: use 'ranges' (K equal slices of the intensity range), "
+        "'quantiles', 'kmeans++', 'random' or a fitted MixtureModel (warm start)"
+    )
+
+
+# ============================================================================================
+# EM
+
+
+def _m_step(Nk, Sx, Sxx, ref, cov_type, reg):
+    """scikit-learn's M-step from statistics accumulated around ``ref`` (see em.estep_accumulate)."""
+    nk = Nk + _EPS10
+    shift = Sx / nk[:, None]
+    means = ref + shift
+    D = ref.shape[1]
+    if cov_type == 2:
+        cov = Sxx / nk[:, None, None] - shift[:, :, None] * shift[:, None, :]
+        idx = np.arange(D)
+        cov[:, idx, idx] += reg
+    else:
+        var = np.diagonal(Sxx, axis1=1, axis2=2) / nk[:, None] - shift**2 + reg
+        cov = var if cov_type == 1 else var.mean(axis=1)
+    return nk / nk.sum(), means, cov
+
+
+def _run_em(X, w, start, cov_type, max_iter, tol, reg, callback=None):
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    w = np.ascontiguousarray(w, dtype=np.float64)
+    W = w.sum()
+    weights, means, cov = start
+    K, D = means.shape
+    hw, hm, hc, hll = [weights], [means], [cov], []
+    Nk, Sx, Sxx = np.empty(K), np.empty((K, D)), np.empty((K, D, D))
+    prev = -np.inf
+    converged = False
+    n_iter = 0
+    for it in range(1, max_iter + 1):
+        inv_sd, prec_chol, log_det = _precisions(cov, cov_type, D, iteration=it - 1)
+        with np.errstate(divide="ignore"):
+            log_w = np.log(weights)
+        ll = _em.estep_accumulate(X, w, means, means, inv_sd, prec_chol, log_det, log_w, cov_type, Nk, Sx, Sxx, _nt()) / W
+        hll.append(ll)
+        weights, means, cov = _m_step(Nk, Sx, Sxx, means, cov_type, reg)
+        hw.append(weights)
+        hm.append(means)
+        hc.append(cov)
+        n_iter = it
+        if callback is not None:
+            callback(it, ll)
+        if abs(ll - prev) < tol:
+            converged = True
+            break
+        prev = ll
+    inv_sd, prec_chol, log_det = _precisions(cov, cov_type, D, iteration=n_iter)
+    with np.errstate(divide="ignore"):
+        log_w = np.log(weights)
+    final = _em.log_likelihood(X, w, means, inv_sd, prec_chol, log_det, log_w, cov_type, _nt()) / W
+    hll.append(final)
+    history = {
+        "weights": np.array(hw), "means": np.array(hm), "covariances": np.array(hc),
+        "log_likelihood": np.array(hll),
+    }
+    return weights, means, cov, n_iter, converged, final, history
+
+
+def _sorted_by_brightness(weights, means, cov, history):
+    order = np.argsort(means.mean(axis=1), kind="stable")
+    h = {k: (v[:, order] if k != "log_likelihood" else v) for k, v in history.items()}
+    return weights[order], means[order], cov[order], h
+
+
+def _default_reg(hist):
+    """One quantisation step's variance, h**2 / 12 (Sheppard), in data units."""
+    h = np.asarray(hist.bin_width, dtype=np.float64)
+    if hist.kind == "pixels" or not np.all(h > 0):
+        span = float(np.max(hist.high - hist.low))
+        h = np.array([span / _h.DEFAULT_FLOAT_BINS if span > 0 else 1.0])
+    return float(np.max(h) ** 2 / 12.0)
+
+
+def _check_fit_args(n_components, max_iter, tol, reg_covar, n_init):
+    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
+        raise InputError(f"max_iter must be a whole number >= 1, got {max_iter!r}")
+    if not (isinstance(tol, (int, float, np.floating)) and tol >= 0):
+        raise InputError(f"tol must be a number >= 0 (0 runs exactly max_iter iterations), got {tol!r}")
+    if reg_covar is not None and not (isinstance(reg_covar, (int, float, np.floating)) and reg_covar >= 0):
+        raise InputError(f"reg_covar must be None (automatic) or a number >= 0, got {reg_covar!r}")
+    if isinstance(n_init, bool) or not isinstance(n_init, (int, np.integer)) or n_init < 1:
+        raise InputError(f"n_init must be a whole number >= 1, got {n_init!r}")
+
+
+def _explain_empty(hist, image_shape):
+    if hist.n_pixels > 0:
+        return
+    if hist.n_nan or hist.n_inf:
+        raise InputError(
+            f"the image has no finite pixels to model ({hist.n_nan} NaN, {hist.n_inf} inf): "
+            "check the data, or replace non-finite values (np.nan_to_num)"
+        )
+    raise InputError("the mask excludes every pixel: nothing is left to model; check the mask")
+
+
+def fit_hist(hist, n_components=2, *, channel_axis=None, covariance_type="spherical", init="ranges",
+             n_init=1, max_iter=100, tol=1e-6, reg_covar=None, random_state=None, callback=None,
+             extra_params=None):
+    """Fit a mixture to an already compressed :class:`~napari_gmm.histogram.Histogram`."""
+    cov_type = _check_cov_type(covariance_type)
+    _check_fit_args(n_components, max_iter, tol, reg_covar, n_init)
+    _explain_empty(hist, None)
+    if hist.n_inf:
+        warnings.warn(
+            f"{hist.n_inf} infinite pixel value(s) were left out of the fit and get label 0; replace "
+            "them (np.nan_to_num) if they are real data",
+            UserWarning, stacklevel=3,
+        )
+    if hist.n_distinct == 1:
+        v = ", ".join(f"{x:g}" for x in hist.values[0])
+        raise InputError(
+            f"the image is constant (every counted pixel is {v}): there is nothing to separate. Check "
+            "the layer/mask, or use n_components=1 only if you want its statistics"
+            if n_components > 1 else
+            f"the image is constant (every counted pixel is {v}): a Gaussian needs some spread"
+        )
+    check_k(n_components, hist.n_distinct, hist)
+    reg = _default_reg(hist) if reg_covar is None else float(reg_covar)
+    X, w = hist.values, hist.counts
+    deterministic = isinstance(init, MixtureModel) or init in ("ranges", "quantiles")
+    rng = np.random.default_rng(random_state)
+    best = None
+    for _ in range(1 if deterministic else n_init):
+        start = _start(init, X, w, n_components, hist, cov_type, reg, rng)
+        res = _run_em(X, w, start, cov_type, max_iter, tol, reg, callback)
+        if best is None or res[5] > best[5]:
+            best = res
+    weights, means, cov, n_iter, converged, lb, history = best
+    if not converged and tol > 0:
+        warnings.warn(
+            f"EM did not converge in max_iter={max_iter} iterations (last change above tol={tol:g}): "
+            "increase max_iter or tol, or check the fit",
+            ConvergenceWarning, stacklevel=3,
+        )
+    weights, means, cov, history = _sorted_by_brightness(weights, means, cov, history)
+    params = {
+        "n_components": int(n_components), "channel_axis": channel_axis,
+        "covariance_type": covariance_type,
+        "init": "model" if isinstance(init, MixtureModel) else init, "n_init": int(n_init),
+        "max_iter": int(max_iter), "tol": float(tol), "reg_covar": reg,
+        "random_state": random_state if isinstance(random_state, (int, type(None))) else "generator",
+        "compression": hist.kind, "n_samples": int(hist.n_distinct), "n_pixels": int(hist.n_pixels),
+        "dtype": str(hist.dtype), "bin_width": hist.bin_width.tolist(),
+        "n_nan": int(hist.n_nan), "n_inf": int(hist.n_inf),
+    }
+    params.update(extra_params or {})
+    return MixtureModel(weights, means, cov, covariance_type, n_iter=n_iter, converged=converged,
+                        history=history, lower_bound=lb, params=params)
+
+
+def fit_mixture(image, n_components=2, *, channel_axis=None, covariance_type="spherical", init="ranges",
+                n_init=1, max_iter=100, tol=1e-6, reg_covar=None, mask=None, bins=None, random_state=None):
+    """Fit a Gaussian mixture to the intensities (or colours) of an image with EM.
+
+    The image is first compressed to exact weighted samples (its histogram; unique colours for
+    integer multichannel data), so EM costs the number of distinct values, not of pixels, and gives
+    the same result as EM on every pixel.
+
+    Parameters
+    ----------
+    image : array_like or dask array
+        Grey image of any shape and dtype (uint8, uint16, int, float), or a multichannel image with
+        ``channel_axis``. NaN and inf pixels are left out (inf with a warning).
+    n_components : int, default 2
+        Number of Gaussians K (1 <= K <= number of distinct values).
+    channel_axis : int or None, default None
+        None for grey data (D = 1); the axis of 2 to 8 channels otherwise (-1 for RGB, 0 for (C, Y, X)).
+    covariance_type : {"spherical", "diag", "full"}, default "spherical"
+        As scikit-learn. For grey data the three are the same model.
+    init : {"ranges", "quantiles", "kmeans++", "random"} or MixtureModel, default "ranges"
+        Start. ``"ranges"``: K equal slices of the intensity range [min, max] (integer value v starts in
+        slice floor((v - min) * K / (max - min + 1))), each slice's weight, mean and variance taken from
+        its part of the histogram (colour: slices of the mean over channels). ``"quantiles"``: K slices
+        with equal pixel counts. ``"kmeans++"``: weighted k-means++ seeds then nearest-seed groups.
+        ``"random"``: K distinct values drawn with probability proportional to their pixel counts.
+        A MixtureModel starts EM from its parameters (warm start, or reuse on another image).
+    n_init : int, default 1
+        Restarts for the random starts (kmeans++, random), keeping the best log-likelihood; the
+        deterministic starts run once.
+    max_iter : int, default 100
+    tol : float, default 1e-6
+        Stop when the mean log-likelihood per pixel changes by less than tol. 0 runs exactly max_iter.
+    reg_covar : float or None, default None
+        Added to the variances (diagonal of the covariances). None: the variance of one quantisation
+        step, h**2 / 12 (1/12 for integer data, bin width**2 / 12 for binned float data), which keeps a
+        component from collapsing onto a single grey level.
+    mask : array_like of bool, optional
+        Shape of the pixels (image shape without the channel axis); only True pixels are used.
+    bins : int, optional
+        Float data only: bins over the finite range (grey, default 4096; per channel for large
+        multichannel images, default 64).
+    random_state : int, numpy Generator or None
+        Seed of the random starts.
+
+    Returns
+    -------
+    MixtureModel
+        Components ordered by mean (brightness), with the EM history.
+
+    Raises
+    ------
+    InputError (a ValueError)
+        For unusable input; the message says what to do.
+    FitError
+        When a component collapses (non positive-definite covariance).
+
+    Warns
+    -----
+    ConvergenceWarning
+        When tol > 0 and max_iter was reached first.
+
+    Notes
+    -----
+    E-step responsibilities are computed in log space (log-probability minus logsumexp); terms more
+    than 40 nats below a sample's best component are skipped (their share is below 1e-17). The
+    M-step is scikit-learn's (``nk + 10 eps``, ``reg_covar`` on the diagonal), with sufficient
+    statistics accumulated around the previous means to avoid cancellation. After the last M-step a
+    final E-step computes ``lower_bound``, so that fit and predict agree.
+
+    References
+    ----------
+    .. [1] Dempster, Laird & Rubin (1977), Maximum likelihood from incomplete data via the EM
+           algorithm. J. R. Stat. Soc. B 39(1).
+    .. [2] scikit-learn, ``sklearn.mixture.GaussianMixture``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from napari_gmm import fit_mixture
+    >>> rng = np.random.default_rng(0)
+    >>> img = np.concatenate([rng.normal(60, 8, 5000), rng.normal(180, 12, 5000)])
+    >>> img = np.clip(img, 0, 255).astype(np.uint8).reshape(100, 100)
+    >>> model = fit_mixture(img, 2)
+    >>> np.round(model.means[:, 0]).tolist()
+    [60.0, 180.0]
+    """
+    image = check_image(image, channel_axis=channel_axis)
+    hist = _h.histogram(image, channel_axis=channel_axis, mask=mask, bins=bins)
+    return fit_hist(hist, n_components, channel_axis=channel_axis, covariance_type=covariance_type,
+                    init=init, n_init=n_init, max_iter=max_iter, tol=tol, reg_covar=reg_covar,
+                    random_state=random_state, extra_params={"bins": bins})
+
+
+# ============================================================================================
+# labels
+
+
+def _valid_rows(a, m):
+    ok = np.isfinite(a).all(axis=1) if a.dtype.kind == "f" else np.ones(a.shape[0], bool)
+    if m.size:
+        ok &= m.view(bool)
+    return ok
+
+
+def _labels_from_hist(model, image, hist, channel_axis, mask):
+    """Labels 1..K of every pixel of ``image`` through the look-up table of ``hist``."""
+    dt = label_dtype(model.n_components)
+    if channel_axis is None:
+        a = as_flat(image)
+        m = _h._mask_flat(mask, image.shape)
+        lut = (model._sample_labels(_h.grey_grid(hist)) + 1).astype(dt)
+        out = np.empty(a.size, dt)
+        _h.grey_lookup(a, m, hist.spec, lut, out)
+        return out.reshape(image.shape)
+    a, spatial = move_channels(image, channel_axis)
+    m = _h._mask_flat(mask, spatial)
+    out = np.zeros(a.shape[0], dt)
+    if hist.kind == "colour":
+        lut = (model._sample_labels(hist.values) + 1).astype(dt)
+        _h.colour_lookup(a, m, hist, lut, out)
+    else:  # float: exact per pixel
+        valid = _valid_rows(a, m)
+        out[valid] = (model._sample_labels(a[valid]) + 1).astype(dt)
+    return out.reshape(spatial)
+
+
+def _segment_numpy(image, n_components, channel_axis, mask, fit_kw):
+    hist = _h.histogram(image, channel_axis=channel_axis, mask=mask, bins=fit_kw.get("bins"))
+    kw = {k: v for k, v in fit_kw.items() if k != "bins"}
+    model = fit_hist(hist, n_components, channel_axis=channel_axis, extra_params={"bins": fit_kw.get("bins")}, **kw)
+    return _labels_from_hist(model, image, hist, channel_axis, mask), model
+
+
+def segment(image, n_components=2, *, channel_axis=None, covariance_type="spherical", init="ranges",
+            n_init=1, max_iter=100, tol=1e-6, reg_covar=None, mask=None, bins=None, random_state=None,
+            split_axis=None, return_model=False, progress=None):
+    """Label every pixel with its most probable Gaussian component.
+
+    Fits :func:`fit_mixture` and assigns each pixel (through a per-value look-up table) to the
+    component with the highest posterior probability.
+
+    Parameters
+    ----------
+    image, n_components, channel_axis, covariance_type, init, n_init, max_iter, tol, reg_covar, mask, bins, random_state
+        As :func:`fit_mixture`.
+    split_axis : int, optional
+        Fit one model per index of this axis (e.g. 0 for each time point of a (T, Y, X) stack, where
+        bleaching shifts intensities), instead of one model for the whole array.
+    return_model : bool, default False
+        Also return the model (a list of models with ``split_axis``).
+    progress : callable, optional
+        ``progress(done, total)``, called after each fitted model.
+
+    Returns
+    -------
+    labels : ndarray (or dask array for dask input)
+        Image shape without the channel axis; uint8 for K < 256, else uint16. Labels 1..K ordered by
+        component mean (1 = darkest; colour: by mean brightness), 0 where masked, NaN or inf.
+    model : MixtureModel or list of MixtureModel
+        Only with ``return_model=True``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from napari_gmm import segment
+    >>> img = np.array([[10, 12, 11], [200, 202, 199]], dtype=np.uint8)
+    >>> segment(img, 2)
+    array([[1, 1, 1],
+           [2, 2, 2]], dtype=uint8)
+    """
+    image = check_image(image, channel_axis=channel_axis)
+    fit_kw = dict(covariance_type=covariance_type, init=init, n_init=n_init, max_iter=max_iter, tol=tol,
+                  reg_covar=reg_covar, bins=bins, random_state=random_state)
+    if is_dask(image):
+        from ._dask import dask_segment
+
+        labels, model = dask_segment(image, n_components, channel_axis, mask, fit_kw, split_axis, progress)
+    elif split_axis is None:
+        labels, model = _segment_numpy(image, n_components, channel_axis, mask, fit_kw)
+        if progress is not None:
+            progress(1, 1)
+    else:
+        labels, model = _segment_split(image, n_components, channel_axis, mask, fit_kw, split_axis, progress)
+    return (labels, model) if return_model else labels
+
+
+def _split_axis(image, channel_axis, split_axis):
+    nd = image.ndim
+    if not isinstance(split_axis, (int, np.integer)) or not -nd <= split_axis < nd:
+        raise InputError(f"split_axis={split_axis!r} is not an axis of the image (ndim {nd})")
+    ax = split_axis % nd
+    if channel_axis is not None and ax == channel_axis % nd:
+        raise InputError("split_axis and channel_axis are the same axis: split over time/z, not channels")
+    if image.shape[ax] < 1:
+        raise InputError("split_axis has length 0")
+    return ax
+
+
+def _segment_split(image, n_components, channel_axis, mask, fit_kw, split_axis, progress):
+    ax = _split_axis(image, channel_axis, split_axis)
+    nd = image.ndim
+    ch = None if channel_axis is None else channel_axis % nd
+    # the channel axis index inside one slice
+    ch_slice = None if ch is None else (ch - 1 if ch > ax else ch)
+    pix_ax = ax if ch is None or ax < ch else ax - 1  # split axis among the pixel axes
+    spatial = tuple(s for i, s in enumerate(image.shape) if i != ch)
+    if mask is not None and np.shape(mask) != spatial:
+        raise InputError(
+            f"mask has shape {np.shape(mask)} but the image's pixels have shape {spatial}: give a mask "
+            "with one entry per pixel"
+        )
+    n = image.shape[ax]
+    labels = np.zeros(spatial, label_dtype(n_components))
+    models = []
+    for i in range(n):
+        sub = np.take(image, i, axis=ax)
+        msub = None if mask is None else np.take(np.asarray(mask), i, axis=pix_ax)
+        try:
+            lab, model = _segment_numpy(sub, n_components, ch_slice, msub, fit_kw)
+        except (InputError, FitError) as e:
+            raise type(e)(f"index {i} of axis {ax}: {e}") from None
+        model.params["split_axis"] = int(ax)
+        model.params["index"] = i
+        idx = [slice(None)] * len(spatial)
+        idx[pix_ax] = i
+        labels[tuple(idx)] = lab
+        models.append(model)
+        if progress is not None:
+            progress(i + 1, n)
+    return labels, models
+
+
+def quantize(image, n_components=32, *, channel_axis=-1, covariance_type="spherical", init="kmeans++",
+             n_init=1, max_iter=100, tol=1e-6, reg_covar=None, mask=None, bins=None, random_state=0,
+             return_model=False):
+    """Replace every pixel by the mean colour (or grey level) of its most probable component.
+
+    The classic "image with only K colours": :func:`segment` followed by a look-up of the component
+    means, rounded and clipped back into the input dtype. Masked, NaN or inf pixels keep their value.
+
+    Parameters
+    ----------
+    image : array_like
+        Colour image (default ``channel_axis=-1``) or, with ``channel_axis=None``, a grey image.
+    n_components : int, default 32
+    init : default "kmeans++"
+        The k-means++ start suits colour; any start of :func:`fit_mixture` works.
+    random_state : default 0
+        Fixed, so that the same call gives the same image.
+    Other parameters as :func:`fit_mixture`.
+
+    Returns
+    -------
+    quantised : ndarray
+        Same shape and dtype as ``image``.
+    model : MixtureModel
+        Only with ``return_model=True``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from napari_gmm import quantize
+    >>> rgb = np.zeros((4, 4, 3), np.uint8); rgb[:2] = (200, 10, 10); rgb[2:] = (10, 10, 200)
+    >>> rgb[0, 0] = (210, 20, 20)
+    >>> q = quantize(rgb, 2)
+    >>> q[0, 0].tolist(), q.dtype
+    ([201, 11, 11], dtype('uint8'))
+    """
+    image = check_image(image, channel_axis=channel_axis)
+    if is_dask(image):
+        image = image.compute()
+    labels, model = segment(image, n_components, channel_axis=channel_axis, covariance_type=covariance_type,
+                            init=init, n_init=n_init, max_iter=max_iter, tol=tol, reg_covar=reg_covar,
+                            mask=mask, bins=bins, random_state=random_state, return_model=True)
+    out = _paint_means(image, labels, model.means, channel_axis)
+    return (out, model) if return_model else out
+
+
+def _paint_means(image, labels, means, channel_axis):
+    image = np.asarray(image)
+    dt = image.dtype
+    table = means.copy()
+    if dt.kind in "ui":
+        info = np.iinfo(dt)
+        table = np.clip(np.rint(table), info.min, info.max)
+    table = table.astype(dt)
+    out = image.copy()
+    view = out[..., None] if channel_axis is None else np.moveaxis(out, channel_axis, -1)
+    sel = labels > 0
+    view[sel] = table[labels[sel].astype(np.intp) - 1]
+    return out
