@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Run the WHOLE napari-gmm test suite, GUI tests included, on a machine with nothing but Python.
+#
+#   bash tools/run-tests.sh [pytest args...]
+#
+# 1. Installs Xvfb, xauth and the X/xcb/GL libraries Qt 6 needs through apt where any is missing
+#    (Debian/Ubuntu as root, or with sudo); skipped when all are present.
+# 2. Creates a virtualenv (NAPARI_GMM_VENV if set, else ./.venv in the checkout) unless it
+#    exists, and installs the package editable with its test extras: pip install -e ".[testing]".
+# 3. Runs pytest under `xvfb-run -a` with QT_QPA_PLATFORM=xcb (napari's canvas needs a real X
+#    server; Qt's offscreen platform cannot render it) and exits with pytest's exit code. pytest's
+#    summary line is the last line printed (nothing is printed after pytest). Exit code 5 (no test
+#    collected: pytest prints "no tests ran") is passed on as is, i.e. a failure.
+#
+# Environment: PYTHON (interpreter that creates the venv, default python3), NAPARI_GMM_VENV,
+# NAPARI_GMM_SKIP_INSTALL=1 (use the venv as it is), NUMBA_NUM_THREADS (default 2).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$here"
+log() { printf 'run-tests: %s\n' "$*" >&2; }
+
+# --- 1. system packages -------------------------------------------------------------------
+apt_packages=(xvfb xauth libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0 libxcb-cursor0
+              libxcb-shape0 libxcb-randr0 libxcb-render-util0 libxcb-image0 libxkbcommon-x11-0
+              libegl1 libopengl0 libgl1 libfontconfig1 libdbus-1-3)
+if command -v dpkg-query >/dev/null 2>&1; then
+    missing=()
+    for p in "${apt_packages[@]}"; do
+        status="$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)"
+        [[ "$status" == *"ok installed"* ]] || missing+=("$p")
+    done
+    if ((${#missing[@]})); then
+        sudo=()
+        if [[ "$(id -u)" != 0 ]]; then
+            if command -v sudo >/dev/null 2>&1; then sudo=(sudo -n); else
+                log "missing system packages ${missing[*]} and not root (no sudo): install them first"
+                exit 1
+            fi
+        fi
+        log "installing system packages: ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        "${sudo[@]}" apt-get update -q >&2
+        "${sudo[@]}" apt-get install -y -q -o DPkg::Lock::Timeout=900 "${apt_packages[@]}" >&2
+    else
+        log "system packages present (Xvfb, xcb, GL)"
+    fi
+elif ! command -v xvfb-run >/dev/null 2>&1; then
+    log "no dpkg and no xvfb-run: install Xvfb (xvfb-run) and Qt's xcb libraries by hand"
+    exit 1
+fi
+
+# --- 2. virtualenv --------------------------------------------------------------------------
+venv="${NAPARI_GMM_VENV:-$here/.venv}"
+py="$venv/bin/python"
+if [[ ! -x "$py" ]]; then
+    log "creating virtualenv $venv with ${PYTHON:-python3}"
+    if ! "${PYTHON:-python3}" -m venv "$venv"; then
+        # Debian's own python3 needs python3-venv for ensurepip
+        if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+            log "installing python3-venv"
+            rm -rf "$venv"
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=900 \
+                python3-venv >&2
+            "${PYTHON:-python3}" -m venv "$venv"
+        else
+            exit 1
+        fi
+    fi
+    "$py" -m pip install -q --disable-pip-version-check --upgrade pip >&2
+fi
+if [[ "${NAPARI_GMM_SKIP_INSTALL:-0}" != 1 ]]; then
+    log "pip install -e .[testing] into $venv"
+    "$py" -m pip install -q --disable-pip-version-check -e ".[testing]" >&2
+fi
+
+# --- 3. pytest under Xvfb ---------------------------------------------------------------------
+export QT_QPA_PLATFORM=xcb QT_API=pyqt6 PYTEST_QT_API=pyqt6
+export NUMBA_NUM_THREADS="${NUMBA_NUM_THREADS:-2}"
+unset DISPLAY WAYLAND_DISPLAY
+log "running pytest under xvfb-run ($("$py" -c 'import sys; print(sys.version.split()[0])'), NUMBA_NUM_THREADS=$NUMBA_NUM_THREADS)"
+# exec: pytest's exit code is the script's, and nothing is printed after its summary line
+exec xvfb-run -a -s "-screen 0 1600x1000x24" "$py" -m pytest "$@" </dev/null
