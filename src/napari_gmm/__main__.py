@@ -133,13 +133,14 @@ def plot_grey_model(path, image: np.ndarray, model, *, title: str = "") -> list[
     FigureCanvasAgg(fig)
     ax, ax2 = fig.subplots(1, 2, width_ratios=[2.2, 1])
     ax.stairs(density, edges, fill=True, color="0.75", label="histogram (density)")
+    # the mixture underneath (broad, translucent), so that the components drawn on top stay visible
+    ax.plot(x, comps.sum(axis=1), color="k", lw=3.5, alpha=0.35, label="mixture (sum)")
     for j in range(k):
         mu = float(np.asarray(model.means)[j, 0])
         sd = float(np.sqrt(np.asarray(model.covariances, dtype=np.float64).reshape(k, -1)[j, 0]))
         ax.plot(x, comps[:, j], color=pal[j], lw=1.8,
                 label=f"component {j + 1}: w={float(model.weights[j]):.3f}, "
                       f"\u03bc={mu:.1f}, \u03c3={sd:.1f}")
-    ax.plot(x, comps.sum(axis=1), color="k", lw=1.2, ls="--", label="mixture")
     for i, t in enumerate(thresholds):
         ax.axvline(t, color="crimson", lw=1, ls=":", label="thresholds" if i == 0 else None)
     ax.set_xlim(lo, hi)
