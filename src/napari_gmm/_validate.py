@@ -23,9 +23,15 @@ def is_dask(a) -> bool:
     return type(a).__module__.split(".")[0] == "dask"
 
 
+def as_kernel_dtype(a) -> np.ndarray:
+    """float16 (which Numba cannot compute with) as float32; every other dtype as it is."""
+    a = np.asarray(a)
+    return a.astype(np.float32) if a.dtype == np.float16 else a
+
+
 def as_flat(a) -> np.ndarray:
-    """A flat C-contiguous view of ``a`` (a copy only when ``a`` is not contiguous)."""
-    return np.ascontiguousarray(a).reshape(-1)
+    """A flat C-contiguous view of ``a`` (a copy only when ``a`` is not contiguous or float16)."""
+    return np.ascontiguousarray(as_kernel_dtype(a)).reshape(-1)
 
 
 def _describe(a) -> str:
@@ -94,7 +100,7 @@ def check_image(image, *, channel_axis=None):
 
 def move_channels(image, channel_axis):
     """(N, D) C-contiguous pixels of a multichannel image, and the spatial shape."""
-    a = np.moveaxis(np.asarray(image), channel_axis, -1)
+    a = np.moveaxis(as_kernel_dtype(image), channel_axis, -1)
     spatial = a.shape[:-1]
     return np.ascontiguousarray(a).reshape(-1, a.shape[-1]), spatial
 

@@ -246,10 +246,9 @@ def grey_lookup(a, m, spec, lut, out):
     elif spec["kind"] == "binned":
         _k.lut_float(a, m, spec["lo"], spec["inv_width"], lut, out)
     else:
-        keys = np.ascontiguousarray(a, dtype=np.int64)
+        _k.lookup_sorted(np.ascontiguousarray(a, dtype=np.int64), spec["keys"], lut, False, out)
         if m.size:
-            keys = np.where(m.view(bool), keys, -1)
-        _k.lookup_sorted(keys, spec["keys"], lut, out)
+            out[~m.view(bool)] = 0
     return out
 
 
@@ -263,12 +262,11 @@ def grey_index(a, m, spec):
     else:
         G = spec["keys"].size
         lut = np.arange(1, G + 1, dtype=np.int64)
-        keys = np.ascontiguousarray(a, dtype=np.int64)
-        if m.size:
-            keys = np.where(m.view(bool), keys, -1)
-        _k.lookup_sorted(keys, spec["keys"], lut, out)
+        _k.lookup_sorted(np.ascontiguousarray(a, dtype=np.int64), spec["keys"], lut, False, out)
         out -= 1
         out[out < 0] = G
+        if m.size:
+            out[~m.view(bool)] = G
     return out
 
 
@@ -341,7 +339,7 @@ def colour_lookup(a, m, hist: Histogram, lut, out):
     else:
         keys = np.empty(a.shape[0], np.int64)
         _k.pack_keys(a, m, spec["mins"], spec["shifts"], keys)
-        _k.lookup_sorted(keys, spec["keys"], lut, out)
+        _k.lookup_sorted(keys, spec["keys"], lut, True, out)
     return out
 
 

@@ -695,6 +695,13 @@ def fit_hist(hist, n_components=2, *, channel_axis=None, covariance_type="spheri
             ConvergenceWarning, stacklevel=3,
         )
     weights, means, cov, history = _sorted_by_brightness(weights, means, cov, history)
+    empty = np.flatnonzero(weights * hist.counts.sum() < 0.5)
+    if empty.size:
+        warnings.warn(
+            f"component(s) {', '.join(str(k + 1) for k in empty)} ended empty (less than half a pixel "
+            "of weight): their labels will not appear. Reduce n_components or try another init",
+            UserWarning, stacklevel=3,
+        )
     params = {
         "n_components": int(n_components), "channel_axis": channel_axis,
         "covariance_type": covariance_type,

@@ -321,13 +321,14 @@ def lut_packed_dense(a, m, mins, shifts, lut, out):
 
 
 @njit(**PJIT)
-def lookup_sorted(keys, table_keys, lut, out):
-    """out[i] = lut[j] where table_keys[j] == keys[i] (binary search); 0 where key < 0 or absent."""
+def lookup_sorted(keys, table_keys, lut, negative_is_masked, out):
+    """out[i] = lut[j] where table_keys[j] == keys[i] (binary search); 0 where absent, and where
+    key < 0 if ``negative_is_masked`` (packed colour keys are never negative)."""
     n = keys.size
     G = table_keys.size
     for i in prange(n):
         k = keys[i]
-        if k < 0:
+        if negative_is_masked and k < 0:
             out[i] = 0
             continue
         j = np.searchsorted(table_keys, k)
