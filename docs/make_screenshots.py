@@ -1,0 +1,122 @@
+"""Make the README screenshots of the "Gaussian mixture segmentation" dock widget.
+
+Needs a display; headless, run it under Xvfb with the xcb Qt platform (offscreen Qt cannot render
+napari's canvas)::
+
+    xvfb-run -a -s "-screen 0 1600x1000x24" env QT_QPA_PLATFORM=xcb python docs/make_screenshots.py
+
+Writes ``docs/segment_widget.png`` (cameraman, K=3, grey mode) and ``docs/segment_colour.png``
+(astronaut, K=8, colour mode with the quantised image shown). Pass ``--out DIR`` to write elsewhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import napari
+import numpy as np
+from qtpy.QtWidgets import QApplication
+from skimage import data
+
+from napari_gmm._widgets._segment import SegmentWidget
+
+WINDOW = (1400, 900)
+MAX_BYTES = 300_000
+
+
+def _wait(widget: SegmentWidget, timeout: float = 300.0) -> None:
+    app = QApplication.instance()
+    t0 = time.perf_counter()
+    while widget.is_running:
+        app.processEvents()
+        time.sleep(0.01)
+        if time.perf_counter() - t0 > timeout:
+            raise TimeoutError("the segmentation did not finish")
+    for _ in range(20):  # let the canvas and the dock repaint
+        app.processEvents()
+        time.sleep(0.02)
+
+
+def _viewer_with_widget(title: str) -> tuple[napari.Viewer, SegmentWidget]:
+    viewer = napari.Viewer(title=title, show=True)
+    viewer.window.resize(*WINDOW)
+    return viewer, None
+
+
+def _dock(viewer: napari.Viewer) -> SegmentWidget:
+    widget = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Gaussian mixture segmentation", area="right")
+    return widget
+
+
+def _close_toasts() -> None:
+    """Close napari's notification pop-ups so they do not cover the canvas in the picture."""
+    from napari._qt.dialogs.qt_notification import NapariQtNotification
+
+    app = QApplication.instance()
+    for widget in app.allWidgets():
+        if isinstance(widget, NapariQtNotification):
+            widget.close()
+    for _ in range(20):
+        app.processEvents()
+        time.sleep(0.02)
+
+
+def _save(viewer: napari.Viewer, path: Path) -> None:
+    """Window grab (canvas, layer list and dock widgets), saved as a compact palette PNG."""
+    from PIL import Image as PILImage
+
+    _close_toasts()
+    shot = viewer.screenshot(canvas_only=False, flash=False)  # (H, W, 4) uint8 RGBA
+    img = PILImage.fromarray(np.ascontiguousarray(shot[..., :3]))
+    img.save(path, optimize=True)
+    if path.stat().st_size > MAX_BYTES:  # photos in the canvas: fall back to an adaptive palette
+        img.quantize(colors=256, method=PILImage.Quantize.MEDIANCUT, dither=PILImage.Dither.NONE).save(
+            path, optimize=True)
+    print(f"wrote {path} ({img.width}x{img.height}, {path.stat().st_size / 1e3:.0f} kB)")
+
+
+def grey(out: Path) -> None:
+    viewer, _ = _viewer_with_widget("napari-gmm: cameraman, K = 3")
+    viewer.add_image(data.camera(), name="camera")
+    widget = _dock(viewer)
+    widget.n_components.value = 3
+    widget.run()
+    _wait(widget)
+    viewer.layers["camera GMM labels"].opacity = 0.6
+    viewer.layers.selection.active = viewer.layers["camera GMM labels"]
+    viewer.reset_view()
+    _wait(widget)
+    _save(viewer, out / "segment_widget.png")
+    viewer.close()
+
+
+def colour(out: Path) -> None:
+    viewer, _ = _viewer_with_widget("napari-gmm: astronaut, K = 8, colour mode")
+    viewer.add_image(data.astronaut(), name="astronaut")
+    widget = _dock(viewer)
+    widget.n_components.value = 8
+    widget.out_quantised.value = True
+    widget.run()
+    _wait(widget)
+    viewer.layers["astronaut GMM labels"].visible = False  # show the quantised image itself
+    viewer.layers.selection.active = viewer.layers["astronaut GMM quantised"]
+    viewer.reset_view()
+    _wait(widget)
+    _save(viewer, out / "segment_colour.png")
+    viewer.close()
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    grey(args.out)
+    colour(args.out)
+
+
+if __name__ == "__main__":
+    main()

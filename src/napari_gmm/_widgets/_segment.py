@@ -1,0 +1,805 @@
+"""Dock widget "Gaussian mixture segmentation" (grey and colour images).
+
+A thin shell around :func:`napari_gmm.segment`: it reads the chosen layer and options, validates what
+the core cannot know about (layer types, masks from other layers), runs the fit in a napari
+``thread_worker`` so the viewer stays responsive, and writes the results back as layers:
+
+- ``"<image> GMM labels"`` (Labels, 1..K ordered by component mean, 0 = masked / not finite), updated
+  in place on re-runs (same layer object, data replaced);
+- optionally ``"<image> GMM quantised"`` (every pixel replaced by its component mean, input dtype);
+- optionally ``"<image> GMM posteriors"`` (float32, shape ``(K, *spatial)``, one map per component).
+
+Each output layer carries ``metadata["napari_gmm"] = {"model": ..., "params": ..., "source": ...}`` as
+plain JSON-able data. Errors never touch the viewer: they are shown as napari notifications.
+
+Why a magicgui ``Container`` rather than a hand-made ``QWidget``: napari keeps the layer pickers of a
+docked magicgui widget in sync with the layer list (``reset_choices``), the values are plain Python
+attributes (easy to script and test: ``w.n_components.value = 3; w.run()``), and the widget looks like
+napari's own. The few Qt-only touches (busy progress bar, fixed-width summary font, the cross-thread
+progress signal) use ``widget.native``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    Label,
+    LineEdit,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+)
+from napari.layers import Image, Labels
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QObject, Qt, QTimer, Signal
+from qtpy.QtGui import QFontDatabase
+from qtpy.QtWidgets import QSizePolicy
+
+import napari_gmm as ng
+
+if TYPE_CHECKING:
+    import napari
+
+__all__ = ["SegmentWidget", "segment_widget"]
+
+_log = logging.getLogger(__name__)
+
+INITS = ("ranges", "quantiles", "kmeans++", "random")
+COVARIANCE_TYPES = ("spherical", "diag", "full")
+LABELS_SUFFIX = " GMM labels"
+QUANTISED_SUFFIX = " GMM quantised"
+POSTERIORS_SUFFIX = " GMM posteriors"
+#: the core models 2..8 channels (colour / multichannel)
+MAX_CHANNELS = 8
+#: posterior maps larger than this (bytes) are refused with a message instead of exhausting memory
+MAX_POSTERIOR_BYTES = 2 * 1024**3
+
+
+class _InputError(ValueError):
+    """A problem with the widget's inputs, shown to the user as is."""
+
+
+class _Cancelled(Exception):
+    """Raised inside the progress callback to stop the computation."""
+
+
+class _ProgressRelay(QObject):
+    """Carries ``progress(done, total)`` calls from the computing thread to the GUI thread.
+
+    The signal is emitted in the worker thread; Qt queues it to this object's (GUI) thread.
+    """
+
+    progressed = Signal(int, int)
+
+
+@dataclass
+class _Job:
+    layer: Any  # the source napari Image layer
+    data: Any  # array handed to the core (RGBA: a view without alpha); never modified
+    colour: bool
+    channel_axis: int | None  # axis of ``data`` holding the channels (non-negative) or None
+    split_axis: int | None  # axis of ``data`` fitted index by index, or None
+    mask: Any  # bool array of the spatial shape, or None
+    kwargs: dict  # keywords for ng.segment
+    params: dict  # JSON-able record of the parameters (metadata / summary)
+    want_quantised: bool
+    want_posteriors: bool
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class _Result:
+    labels: Any
+    model: Any  # MixtureModel or list of them (split_axis)
+    quantised: Any = None
+    posteriors: Any = None
+    seconds: float = 0.0
+    error: BaseException | None = None
+    error_tb: str = ""
+
+
+# --------------------------------------------------------------------------------------------------
+# pure helpers (no GUI), run in the worker thread
+# --------------------------------------------------------------------------------------------------
+def _models(model) -> list:
+    return list(model) if isinstance(model, (list, tuple)) else [model]
+
+
+def _means_by_label(model) -> np.ndarray:
+    """Component means (K, D) in label order: the core orders components by mean (colour: mean
+    brightness), so row k-1 is label k."""
+    means = np.asarray(model.means, dtype=np.float64)
+    return means[:, None] if means.ndim == 1 else means
+
+
+def _paint(view, labels, model, dtype):
+    """Write each labelled pixel's component mean into ``view`` (spatial..., D); label 0 untouched."""
+    means = _means_by_label(model)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        means = np.clip(np.rint(means), info.min, info.max)
+    table = means.astype(dtype)
+    sel = labels > 0
+    view[sel] = table[labels[sel].astype(np.intp) - 1]
+
+
+def _quantise(job: _Job, labels, model):
+    """The image with every pixel replaced by its component's mean (input dtype, same shape as the
+    data given to the core); masked / non-finite pixels (label 0) keep their value, as in
+    :func:`napari_gmm.quantize`."""
+    out = np.array(job.data, copy=True)
+    labels = np.asarray(labels)
+    ca = job.channel_axis
+    chan_last = out[..., None] if ca is None else np.moveaxis(out, ca, -1)  # a view of ``out``
+    if not isinstance(model, (list, tuple)):
+        _paint(chan_last, labels, model, out.dtype)
+        return out
+    pix_ax = _spatial_axis(job.split_axis, ca)  # split axis among the pixel axes
+    for i, m in enumerate(model):
+        idx = [slice(None)] * labels.ndim
+        idx[pix_ax] = i
+        _paint(chan_last[tuple(idx)], labels[tuple(idx)], m, out.dtype)
+    return out
+
+
+def _spatial_axis(axis: int, channel_axis: int | None) -> int:
+    """Index of data axis ``axis`` among the spatial axes (data axes minus the channel axis)."""
+    if channel_axis is not None and axis > channel_axis:
+        return axis - 1
+    return axis
+
+
+def _shift_after_removal(channel_axis: int | None, removed: int) -> int | None:
+    """Where the channel axis is after taking one index of axis ``removed``."""
+    if channel_axis is None:
+        return None
+    return channel_axis - 1 if channel_axis > removed else channel_axis
+
+
+def _posteriors(job: _Job, model):
+    ca = job.channel_axis
+    if not isinstance(model, (list, tuple)):
+        return np.asarray(model.predict_proba(job.data, channel_axis=ca, mask=job.mask), dtype=np.float32)
+    sa = _spatial_axis(job.split_axis, ca)
+    parts = []
+    for i, m in enumerate(model):
+        if job.cancel.is_set():
+            raise _Cancelled
+        img_i = np.take(job.data, i, axis=job.split_axis)
+        mask_i = None if job.mask is None else np.take(job.mask, i, axis=sa)
+        ca_i = _shift_after_removal(ca, job.split_axis)
+        parts.append(np.asarray(m.predict_proba(img_i, channel_axis=ca_i, mask=mask_i), dtype=np.float32))
+    return np.stack(parts, axis=1 + sa)  # (K, *spatial)
+
+
+def _compute(job: _Job, relay: _ProgressRelay | None) -> _Result:
+    """Worker-thread body: never raises, errors are returned in the result."""
+    t0 = time.perf_counter()
+
+    def progress(done, total):
+        if job.cancel.is_set():
+            raise _Cancelled
+        if relay is not None:
+            relay.progressed.emit(int(done), int(total))
+
+    try:
+        labels, model = ng.segment(
+            job.data,
+            split_axis=job.split_axis,
+            return_model=True,
+            progress=progress,
+            **job.kwargs,
+        )
+        if job.cancel.is_set():
+            raise _Cancelled
+        result = _Result(labels=labels, model=model)
+        if job.want_posteriors:
+            result.posteriors = _posteriors(job, model)
+        if job.want_quantised:
+            result.quantised = _quantise(job, labels, model)
+        result.seconds = time.perf_counter() - t0
+        return result
+    except BaseException as exc:  # noqa: BLE001 - everything goes back to the GUI thread
+        return _Result(labels=None, model=None, error=exc, error_tb=traceback.format_exc())
+
+
+def _fmt_vec(v) -> str:
+    """Compact numbers for the summary: 8-bit-like ranges as integers, small ranges with 3 digits."""
+    v = np.atleast_1d(np.asarray(v, dtype=float))
+    scale = float(np.max(np.abs(v))) if v.size else 0.0
+    v = np.where(np.abs(v) < 1e-9 * max(scale, 1.0), 0.0, v)  # no 3e-212 noise in the table
+    if scale >= 100:
+        parts = [f"{x:.0f}" for x in v]
+    elif scale >= 10:
+        parts = [f"{x:.1f}" for x in v]
+    else:
+        parts = [f"{x:.3g}" for x in v]
+    return parts[0] if v.size == 1 else "(" + ", ".join(parts) + ")"
+
+
+def _fmt_seconds(seconds: float) -> str:
+    return f"{seconds * 1e3:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def _summary_text(model, seconds: float, params: dict) -> str:
+    """Short human summary of a fit: K, means, weights, n_iter, converged, log-likelihood, time."""
+    models = _models(model)
+    k = params["n_components"]
+    mode = "colour" if params.get("channel_axis") is not None else "grey"
+    lines = [f"K = {k} ({mode}, init {params['init']}) in {_fmt_seconds(seconds)}"]
+    if len(models) == 1:
+        m = models[0]
+        if m.converged:
+            lines.append(f"converged after {m.n_iter} iterations")
+        else:
+            lines.append(f"NOT converged after {m.n_iter} iterations")
+            lines.append("  (raise max_iter, or tol)")
+        lines.append(f"log-likelihood / pixel: {float(m.lower_bound):.5g}")
+        lines.append("label  weight   mean")
+        means = _means_by_label(m)
+        weights = np.asarray(m.weights, float)
+        shown = range(len(means)) if len(means) <= 12 else [*range(6), None, *range(len(means) - 5, len(means))]
+        for i in shown:
+            if i is None:
+                lines.append("  ...")
+                continue
+            lines.append(f"{i + 1:>5}  {weights[i]:.4f}   {_fmt_vec(means[i])}")
+    else:
+        n_conv = sum(bool(m.converged) for m in models)
+        iters = [int(m.n_iter) for m in models]
+        ll = [float(m.lower_bound) for m in models]
+        lines.append(f"{len(models)} fits along axis {params['split_axis']}: "
+                     f"{n_conv}/{len(models)} converged, {min(iters)}-{max(iters)} iterations")
+        lines.append(f"log-likelihood / pixel: {min(ll):.5g} .. {max(ll):.5g}")
+        first, last = _means_by_label(models[0]), _means_by_label(models[-1])
+        lines.append("label  mean (first index -> last)")
+        for i in range(min(len(first), 12)):
+            lines.append(f"{i + 1:>5}  {_fmt_vec(first[i])} -> {_fmt_vec(last[i])}")
+        if len(first) > 12:
+            lines.append("  ...")
+    return "\n".join(lines)
+
+
+def _to_mask(layer) -> np.ndarray:
+    data = layer.data
+    if getattr(layer, "multiscale", False):
+        data = data[0]
+    data = np.asarray(data)
+    if isinstance(layer, Labels):
+        return data != 0
+    return data.astype(bool, copy=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# the widget
+# --------------------------------------------------------------------------------------------------
+class SegmentWidget(Container):
+    """Gaussian mixture segmentation of an image layer (grey or colour) into K classes.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+        The viewer whose layers are read and written.
+
+    Notes
+    -----
+    Scripting from the napari console::
+
+        w = SegmentWidget(viewer)
+        viewer.window.add_dock_widget(w)
+        w.image.value = viewer.layers["camera"]
+        w.n_components.value = 3
+        worker = w.run()          # returns the napari worker (or None if the inputs were refused)
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer):
+        super().__init__(labels=False)
+        self._viewer = viewer
+        self._worker = None
+        self._job: _Job | None = None
+        self._relay = _ProgressRelay()
+        self._relay.progressed.connect(self._on_progress)
+        self._colour_mode: bool | None = None
+
+        self.image = ComboBox(label="image", choices=self._image_choices, nullable=False,
+                              tooltip="Image layer to segment (Labels and binary layers cannot be fitted).")
+        self.mode = Label(label="mode", value="")
+        self.channel_axis = ComboBox(label="channels", choices=self._channel_choices,
+                                     tooltip="Axis holding the colour channels (RGB layers: automatic).")
+        self.n_components = SpinBox(label="K (classes)", value=3, min=1, max=65535,
+                                    tooltip="Number of Gaussian components = number of labels.")
+        self.init = ComboBox(label="init", choices=list(INITS), value="ranges",
+                             tooltip="ranges: K equal slices of the intensity range (the classic start); "
+                                     "quantiles: K equal-count slices; kmeans++ / random: seeded by random state.")
+        self.mask = ComboBox(label="mask", choices=self._mask_choices, nullable=True, value=None,
+                             tooltip="Optional Labels or binary layer: only its non-zero pixels are fitted "
+                                     "and labelled (others get 0). Same shape as the image.")
+        self.split_axis = ComboBox(label="fit each index of", choices=self._split_choices,
+                                   tooltip="Fit a separate model for each index of this axis (e.g. each "
+                                           "time point of a bleaching time-lapse).")
+        self.out_quantised = CheckBox(text="quantised image (component means)", value=False)
+        self.out_posteriors = CheckBox(text="posterior maps (float32, K x image)", value=False)
+        self.show_advanced = CheckBox(text="advanced options", value=False)
+
+        self.max_iter = SpinBox(label="max_iter", value=100, min=1, max=1_000_000)
+        self.tol = LineEdit(label="tol", value="1e-6",
+                            tooltip="Stop when the mean log-likelihood per pixel changes by less than this; "
+                                    "0 runs exactly max_iter iterations.")
+        self.reg_covar = LineEdit(label="reg_covar", value="auto",
+                                  tooltip="Variance floor added to the covariances; 'auto' lets the core "
+                                          "choose from the data type / bin width.")
+        self.bins = SpinBox(label="bins", value=0, min=0, max=1 << 24,
+                            tooltip="Histogram bins for float data (0 = auto). Integer data are always "
+                                    "counted exactly.")
+        self.covariance_type = ComboBox(label="covariance", choices=list(COVARIANCE_TYPES), value="spherical",
+                                        tooltip="Colour mode: one variance per component (spherical), one "
+                                                "per channel (diag) or a full covariance matrix (full).")
+        self.n_init = SpinBox(label="n_init", value=1, min=1, max=1000,
+                              tooltip="Restarts (kmeans++/random inits); the best log-likelihood wins.")
+        self.random_state = SpinBox(label="random state", value=0, min=0, max=2**31 - 1)
+        self._advanced = [self.max_iter, self.tol, self.reg_covar, self.bins, self.covariance_type,
+                          self.n_init, self.random_state]
+
+        self.run_button = PushButton(text="Run")
+        self.progress = ProgressBar(value=0, min=0, max=100)
+        self.summary = Label(value="")
+
+        # one labelled form (label column shared by all fields), then full-width progress and summary
+        self.form = Container(labels=True)
+        self.form.extend([  # extend after construction: magicgui then aligns the label column
+            self.image, self.mode, self.channel_axis, self.n_components, self.init, self.mask,
+            self.split_axis, self.out_quantised, self.out_posteriors, self.show_advanced,
+            *self._advanced, self.run_button,
+        ])
+        self.form.margins = (0, 0, 0, 0)
+        self._on_show_advanced()
+        self.progress.visible = False
+        self.extend([self.form, self.progress, self.summary])
+
+        # Qt touches: monospace, selectable, wrapping summary; busy bar hidden text until running
+        self.bins.native.setSpecialValueText("auto")
+        font = QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont)
+        self.summary.native.setFont(font)
+        self.summary.native.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.summary.native.setWordWrap(False)  # a table: rows must not wrap
+        self.progress.native.setTextVisible(False)
+        self.mode.native.setWordWrap(True)
+        self.mode.native.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+        self.mode.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        self.summary.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+
+        # magicgui sizes the label column with the default font; napari's stylesheet font is larger,
+        # so re-align once the dock is styled (next event-loop turn)
+        QTimer.singleShot(0, self._align_labels)
+
+        self.image.changed.connect(self._on_image_changed)
+        self.channel_axis.changed.connect(self._on_channel_axis_changed)
+        self.show_advanced.changed.connect(self._on_show_advanced)
+        self.run_button.changed.connect(self._on_run_clicked)
+
+        # keep pickers in sync even when not docked (napari also connects these when docked)
+        events = self._viewer.layers.events
+        for name in ("inserted", "removed", "reordered"):
+            getattr(events, name).connect(self._reset_choices_event)
+
+        self.reset_choices()
+        active = self._viewer.layers.selection.active
+        problem = _layer_problem(active) if active is not None else None
+        if active is not None and problem is None and active in self.image.choices:
+            self.image.value = active
+        elif active is not None and problem is not None and not self._is_own_output(active):
+            # e.g. opened from Layers > Segment with a Labels layer selected: say why it is not used
+            chosen = self.image.value
+            then = (f" Segmenting '{chosen.name}' instead; change 'image' if needed." if chosen is not None
+                    else "")
+            show_info(problem + then)
+        self._on_image_changed()
+
+    def _align_labels(self):
+        try:
+            labels = [w._labeled_widget()._label_widget.native for w in self.form
+                      if w._labeled_widget() is not None]
+        except (AttributeError, RuntimeError):  # magicgui internals changed / widget deleted
+            return
+        if labels:
+            width = max(lbl.sizeHint().width() for lbl in labels)
+            for lbl in labels:
+                lbl.setMinimumWidth(width)
+
+    # ---------------------------------------------------------------- choices
+    def _image_choices(self, _widget=None):
+        return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, Image)]
+
+    def _mask_choices(self, _widget=None):
+        out = []
+        for layer in self._viewer.layers:
+            if isinstance(layer, Labels) or (isinstance(layer, Image) and _is_bool_layer(layer)):
+                out.append((layer.name, layer))
+        return out
+
+    def _reset_choices_event(self, event=None):
+        self.reset_choices()
+
+    @staticmethod
+    def _is_own_output(layer) -> bool:
+        return any(layer.name.endswith(s) for s in (LABELS_SUFFIX, QUANTISED_SUFFIX, POSTERIORS_SUFFIX))
+
+    # ---------------------------------------------------------------- reactions
+    def _on_show_advanced(self, value=None):
+        for w in self._advanced:
+            w.visible = bool(self.show_advanced.value)
+
+    def _channel_choices(self, _widget=None):
+        layer = self.image.value
+        if layer is None:
+            return [("none: grey intensities", None)]
+        shape = _data_shape(layer)
+        if layer.rgb:
+            return [(f"RGB{'A' if shape[-1] == 4 else ''} (last axis)", len(shape) - 1)]
+        choices = [("none: grey intensities", None)]
+        if len(shape) >= 3:
+            choices += [(f"axis {a} ({shape[a]} channels)", a) for a in range(len(shape)) if 2 <= shape[a] <= MAX_CHANNELS]
+        return choices
+
+    def _split_choices(self, _widget=None):
+        layer = self.image.value
+        choices = [("none: one model", None)]
+        if layer is None:
+            return choices
+        shape = _data_shape(layer)
+        ca = self.channel_axis.value
+        spatial = [a for a in range(len(shape)) if a != ca]
+        if len(spatial) >= 3:
+            choices += [(f"axis {a} ({shape[a]} indices)", a) for a in spatial[:-2]]
+        return choices
+
+    def _on_image_changed(self, value=None):
+        layer = self.image.value
+        self.channel_axis.reset_choices()
+        if layer is None:
+            self.channel_axis.enabled = False
+            self.split_axis.reset_choices()
+            self.split_axis.enabled = False
+            self.mode.value = "no image layer: open or add one"
+            return
+        self.channel_axis.value = self.channel_axis.choices[0]  # RGB: last axis; else grey
+        self.channel_axis.enabled = not layer.rgb and len(self.channel_axis.choices) > 1
+        self._on_channel_axis_changed()
+
+    def _on_channel_axis_changed(self, value=None):
+        layer = self.image.value
+        if layer is None:
+            return
+        ca = self.channel_axis.value
+        shape = _data_shape(layer)
+        self.split_axis.reset_choices()
+        self.split_axis.enabled = len(self.split_axis.choices) > 1
+        colour = ca is not None
+        if layer.rgb:
+            alpha = "A, alpha ignored" if shape[-1] == 4 else ""
+            self.mode.value = f"colour (RGB{alpha})"
+        elif colour:
+            self.mode.value = f"colour ({shape[ca]} channels, axis {ca})"
+        else:
+            self.mode.value = "grey intensities"
+        self.covariance_type.enabled = colour
+        if colour != self._colour_mode:
+            if colour:
+                self.init.value = "kmeans++"
+                if layer.rgb:
+                    show_info(f"napari-gmm: '{layer.name}' is an RGB layer: colour mode (channel_axis=-1, "
+                              "init kmeans++); labels are ordered by mean brightness.")
+                elif self._colour_mode is not None:
+                    show_info(f"napari-gmm: colour mode on axis {ca} of '{layer.name}' (init kmeans++).")
+            else:
+                self.init.value = "ranges"
+            self._colour_mode = colour
+
+    def _on_run_clicked(self, value=None):
+        if self.is_running:
+            self.cancel()
+        else:
+            self.run()
+
+    # ---------------------------------------------------------------- public API
+    @property
+    def is_running(self) -> bool:
+        return self._worker is not None
+
+    def cancel(self) -> None:
+        """Ask the running computation to stop; the viewer is left untouched."""
+        if self._job is not None:
+            self._job.cancel.set()
+            self.run_button.text = "Cancelling..."
+            self.run_button.enabled = False
+
+    def run(self, image=None):
+        """Validate the inputs and start the segmentation in a worker thread.
+
+        Parameters
+        ----------
+        image : napari.layers.Layer, optional
+            Layer to segment instead of the picker's value (scripting).
+
+        Returns
+        -------
+        worker : napari.qt.threading.FunctionWorker or None
+            The started worker, or None when the inputs were refused (a notification says why).
+        """
+        if self.is_running:
+            show_error("napari-gmm: a segmentation is already running; wait for it or press Cancel.")
+            return None
+        try:
+            if image is not None and image is not self.image.value:
+                problem = _layer_problem(image)
+                if problem:
+                    raise _InputError(problem)
+                if image not in self.image.choices:
+                    raise _InputError(f"napari-gmm: layer '{image.name}' is not in this viewer.")
+                self.image.value = image  # the form then shows (and uses) its channel/axis options
+            job = self._make_job(self.image.value)
+        except _InputError as exc:
+            show_error(str(exc))
+            return None
+        self._job = job
+        self.run_button.text = "Cancel"
+        self.progress.native.setRange(0, 0)  # busy until the core reports progress
+        self.progress.visible = True
+        self.summary.value = f"running on '{job.layer.name}'..."
+        self._worker = create_worker(
+            _compute, job, self._relay,
+            _connect={"returned": self._on_returned, "errored": self._on_errored,
+                      "finished": self._on_finished},
+            _start_thread=True,
+        )
+        return self._worker
+
+    # ---------------------------------------------------------------- job building
+    def _make_job(self, layer) -> _Job:
+        if layer is None:
+            raise _InputError("napari-gmm: no image layer to segment. Open an image (File > Open, or "
+                              "File > Open Sample > napari GMM) and pick it in 'image'.")
+        problem = _layer_problem(layer)
+        if problem:
+            raise _InputError(problem)
+        if layer not in self._viewer.layers:
+            raise _InputError(f"napari-gmm: layer '{layer.name}' is not in this viewer.")
+        data = layer.data
+        if getattr(layer, "multiscale", False):
+            raise _InputError(
+                f"napari-gmm: '{layer.name}' is a multiscale (pyramid) layer; the widget does not segment "
+                "pyramids yet. From the console: labels = napari_gmm.segment(layer.data[0], ...), or add "
+                "the full-resolution level as its own layer.")
+        shape = tuple(data.shape)
+        if layer.rgb:
+            channel_axis = len(shape) - 1
+            if shape[-1] == 4:
+                data = data[..., :3]  # a view: alpha is ignored, the layer is not modified
+        else:
+            channel_axis = self.channel_axis.value
+        colour = channel_axis is not None
+        spatial_shape = tuple(s for a, s in enumerate(data.shape) if a != channel_axis)
+
+        split_axis = self.split_axis.value
+        if split_axis is not None and (split_axis == channel_axis or split_axis >= len(shape)):
+            split_axis = None
+
+        mask = None
+        mask_layer = self.mask.value
+        if mask_layer is not None:
+            if mask_layer is layer:
+                raise _InputError("napari-gmm: the mask layer is the image itself; pick a Labels or "
+                                  "binary layer as mask, or 'None'.")
+            if mask_layer not in self._viewer.layers:
+                raise _InputError(f"napari-gmm: mask layer '{mask_layer.name}' was removed; pick another.")
+            mshape = tuple(_to_mask_shape(mask_layer))
+            if mshape != spatial_shape:
+                what = "its shape without the channel axis" if colour else "its shape"
+                raise _InputError(
+                    f"napari-gmm: mask '{mask_layer.name}' has shape {mshape} but image '{layer.name}' "
+                    f"has {what} {spatial_shape}. Pick a mask of the same shape (e.g. draw a Labels "
+                    f"layer on the image: Layers > New Labels layer) or set mask to None.")
+            mask = _to_mask(mask_layer)
+
+        tol = _parse_float(self.tol.value, "tol", allow_auto=False)
+        reg_covar = _parse_float(self.reg_covar.value, "reg_covar", allow_auto=True)
+        k = int(self.n_components.value)
+        bins = int(self.bins.value) or None
+        covariance_type = self.covariance_type.value if colour else "spherical"
+        kwargs = dict(
+            n_components=k, channel_axis=channel_axis, covariance_type=covariance_type,
+            init=self.init.value, n_init=int(self.n_init.value), max_iter=int(self.max_iter.value),
+            tol=tol, reg_covar=reg_covar, mask=mask, bins=bins, random_state=int(self.random_state.value),
+        )
+        if self.out_posteriors.value:
+            n_pix = math.prod(spatial_shape)
+            need = 4 * k * n_pix
+            if need > MAX_POSTERIOR_BYTES:
+                raise _InputError(
+                    f"napari-gmm: posterior maps for K={k} on {n_pix:,} pixels need {need / 1024**3:.1f} GB. "
+                    "Untick 'posterior maps', lower K, or compute them for a crop from the console "
+                    "with model.predict_proba.")
+        params = {key: val for key, val in kwargs.items() if key != "mask"}
+        params.update(
+            split_axis=split_axis,
+            mask=None if mask_layer is None else mask_layer.name,
+            colour=colour,
+            rgb=bool(layer.rgb),
+        )
+        return _Job(layer=layer, data=data, colour=colour, channel_axis=channel_axis, split_axis=split_axis,
+                    mask=mask, kwargs=kwargs, params=params, want_quantised=bool(self.out_quantised.value),
+                    want_posteriors=bool(self.out_posteriors.value))
+
+    # ---------------------------------------------------------------- worker callbacks (GUI thread)
+    def _on_progress(self, done: int, total: int):
+        if self._job is None or total <= 0:
+            return
+        self.progress.native.setRange(0, 1000)
+        self.progress.native.setValue(int(1000 * min(max(done / total, 0.0), 1.0)))
+
+    def _on_returned(self, result: _Result):
+        job = self._job
+        if result.error is not None:
+            if isinstance(result.error, _Cancelled):
+                show_info("napari-gmm: segmentation cancelled; nothing was changed.")
+                self.summary.value = "cancelled"
+                return
+            exc = result.error
+            if isinstance(exc, (ValueError, TypeError, ng.FitError)):
+                msg = f"napari-gmm: {exc}"
+            else:
+                msg = f"napari-gmm failed ({type(exc).__name__}): {exc}"
+                _log.error("napari-gmm segmentation failed:\n%s", result.error_tb)
+            self.summary.value = msg
+            show_error(msg)
+            return
+        if job.cancel.is_set():
+            show_info("napari-gmm: segmentation cancelled; nothing was changed.")
+            self.summary.value = "cancelled"
+            return
+        if job.layer not in self._viewer.layers:
+            show_info(f"napari-gmm: layer '{job.layer.name}' was removed during the fit; result discarded.")
+            self.summary.value = "source layer removed; result discarded"
+            return
+        try:
+            self._write_layers(job, result)
+        except Exception as exc:  # noqa: BLE001
+            _log.exception("napari-gmm could not write the result layers")
+            show_error(f"napari-gmm could not write the result layers ({type(exc).__name__}): {exc}")
+            return
+        self.summary.value = _summary_text(result.model, result.seconds, job.params)
+
+    def _on_errored(self, exc: BaseException):  # only for failures outside _compute's own try
+        show_error(f"napari-gmm failed ({type(exc).__name__}): {exc}")
+
+    def _on_finished(self):
+        self._worker = None
+        self._job = None
+        self.run_button.text = "Run"
+        self.run_button.enabled = True
+        self.progress.native.setRange(0, 100)
+        self.progress.native.setValue(0)
+        self.progress.visible = False
+
+    # ---------------------------------------------------------------- output layers
+    def _write_layers(self, job: _Job, result: _Result):
+        layer = job.layer
+        src = layer.name
+        model = result.model
+        model_dict = [m.to_dict() for m in model] if isinstance(model, (list, tuple)) else model.to_dict()
+        meta = {"model": model_dict, "params": dict(job.params), "source": src}
+
+        spatial = _spatial_geometry(layer, job.channel_axis)
+        self._put_layer(Labels, src + LABELS_SUFFIX, result.labels, meta, spatial)
+        if result.posteriors is not None:
+            post_geom = {"scale": (1.0, *spatial["scale"]), "translate": (0.0, *spatial["translate"])}
+            self._put_layer(Image, src + POSTERIORS_SUFFIX, result.posteriors, meta, post_geom,
+                            image_kwargs={"colormap": "magma", "contrast_limits": (0.0, 1.0)})
+        if result.quantised is not None:
+            geom = {"scale": tuple(layer.scale), "translate": tuple(layer.translate)}
+            kw = {"rgb": bool(layer.rgb)}
+            if not layer.rgb and job.channel_axis is None:
+                kw.update(colormap=layer.colormap, contrast_limits=tuple(layer.contrast_limits))
+            elif layer.rgb:
+                kw.update(contrast_limits=tuple(layer.contrast_limits))
+            self._put_layer(Image, src + QUANTISED_SUFFIX, result.quantised, meta, geom, image_kwargs=kw)
+
+    def _put_layer(self, kind, name, data, meta, geom, image_kwargs=None):
+        existing = None
+        if name in self._viewer.layers:
+            candidate = self._viewer.layers[name]
+            if isinstance(candidate, kind) and (kind is not Image or
+                                                 bool(candidate.rgb) == bool((image_kwargs or {}).get("rgb"))):
+                existing = candidate
+        if existing is not None and existing.ndim == np.ndim(data) - (1 if getattr(existing, "rgb", False) else 0):
+            # metadata first: listeners of the data event (plots) then see the new model
+            existing.metadata["napari_gmm"] = meta
+            existing.data = data
+            if kind is Image and image_kwargs and "contrast_limits" in image_kwargs:
+                existing.contrast_limits = image_kwargs["contrast_limits"]
+            return existing
+        if existing is not None:  # dimensionality changed: replace the layer at the same place
+            index = self._viewer.layers.index(existing)
+            self._viewer.layers.remove(existing)
+        else:
+            index = None
+        new = kind(data, name=name, metadata={"napari_gmm": meta}, **geom, **(image_kwargs or {}))
+        if index is None:
+            self._viewer.add_layer(new)
+        else:
+            self._viewer.layers.insert(index, new)
+        return new
+
+
+# --------------------------------------------------------------------------------------------------
+# layer helpers
+# --------------------------------------------------------------------------------------------------
+def _is_bool_layer(layer) -> bool:
+    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+    return np.dtype(getattr(data, "dtype", np.float64)) == np.bool_
+
+
+def _layer_problem(layer) -> str | None:
+    """Why ``layer`` cannot be segmented (a message saying what to do), or None."""
+    if isinstance(layer, Labels):
+        return (f"napari-gmm: '{layer.name}' is a Labels layer: it holds classes, not intensities. "
+                "Pick an Image layer to segment (a Labels layer can serve as the mask).")
+    if not isinstance(layer, Image):
+        return (f"napari-gmm: '{layer.name}' is a {type(layer).__name__} layer; pick an Image layer "
+                "to segment.")
+    if _is_bool_layer(layer):
+        return (f"napari-gmm: '{layer.name}' is a binary (bool) image: there are no intensities to fit. "
+                "Pick an intensity image; a binary layer can serve as the mask.")
+    return None
+
+
+def _data_shape(layer) -> tuple:
+    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+    return tuple(data.shape)
+
+
+def _data_ndim(layer) -> int:
+    return len(_data_shape(layer))
+
+
+def _to_mask_shape(layer) -> tuple:
+    return _data_shape(layer)
+
+
+def _spatial_geometry(layer, channel_axis: int | None) -> dict:
+    """scale/translate (and units/axis labels when per-axis) of the output labels (no channel axis)."""
+    geom = {"scale": tuple(layer.scale), "translate": tuple(layer.translate)}
+    if channel_axis is not None and not layer.rgb:
+        geom = {key: tuple(v for a, v in enumerate(val) if a != channel_axis) for key, val in geom.items()}
+    return geom
+
+
+def _parse_float(text: str, name: str, *, allow_auto: bool) -> float | None:
+    text = (text or "").strip()
+    if allow_auto and text.lower() in ("", "auto", "none"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        hint = "a number like 1e-6" + (" or 'auto'" if allow_auto else "")
+        raise _InputError(f"napari-gmm: {name} = {text!r} is not a number; enter {hint}.") from None
+    if not math.isfinite(value) or value < 0:
+        raise _InputError(f"napari-gmm: {name} must be a finite number >= 0 (got {text!r}).")
+    return value
+
+
+#: the npe2 widget contribution (``napari_gmm._widgets._segment:segment_widget``): napari calls it with
+#: the viewer (the constructor's parameter is annotated ``napari.viewer.Viewer``).
+segment_widget = SegmentWidget
