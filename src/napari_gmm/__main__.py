@@ -258,7 +258,8 @@ def demo_phantom(ctx: DemoContext) -> dict[str, Any]:
 
 #: The demo, in order: ``(name, step)``. A step gets the :class:`DemoContext`, writes its files
 #: with ``ctx.path(name)`` and returns its JSON-able summary section (stored under ``name`` in
-#: summary.json). Append new steps here (e.g. colour quantisation: ``("colour", demo_colour)``).
+#: summary.json; a ``"text"`` entry in it, if any, is copied into summary.txt). Append new steps
+#: here (e.g. colour quantisation: ``("colour", demo_colour)``); ``--steps`` picks them by name.
 DEMO_STEPS: list[tuple[str, Callable[[DemoContext], dict]]] = [
     ("cameraman", demo_cameraman),
     ("phantom", demo_phantom),
