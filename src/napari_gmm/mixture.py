@@ -578,44 +578,56 @@ def _m_step(Nk, Sx, Sxx, ref, cov_type, reg):
     return nk / nk.sum(), means, cov
 
 
-def _run_em(X, w, start, cov_type, max_iter, tol, reg, callback=None):
+def _to_full(cov, cov_type, K, D):
+    if cov_type == 2:
+        return np.array(cov, dtype=np.float64, copy=True)
+    var = np.asarray(cov, dtype=np.float64)
+    var = np.repeat(var[:, None], D, axis=1) if cov_type == 0 else var
+    full = np.zeros((K, D, D))
+    idx = np.arange(D)
+    full[:, idx, idx] = var
+    return full
+
+
+def _from_full(full, cov_type):
+    """(..., K, D, D) -> scikit-learn's shape for the covariance type."""
+    if cov_type == 2:
+        return full
+    diag = np.diagonal(full, axis1=-2, axis2=-1)
+    return diag.copy() if cov_type == 1 else diag[..., 0].copy()
+
+
+#: samples x components above which the E-step runs on all threads
+PARALLEL_WORK = 100_000
+
+
+def _run_em(X, w, start, cov_type, max_iter, tol, reg):
+    """EM from ``start`` = (weights, means, covariances) on samples X (M, D) with weights w (M,)."""
     X = np.ascontiguousarray(X, dtype=np.float64)
     w = np.ascontiguousarray(w, dtype=np.float64)
-    W = w.sum()
-    weights, means, cov = start
-    K, D = means.shape
-    hw, hm, hc, hll = [weights], [means], [cov], []
-    Nk, Sx, Sxx = np.empty(K), np.empty((K, D)), np.empty((K, D, D))
-    prev = -np.inf
-    converged = False
-    n_iter = 0
-    for it in range(1, max_iter + 1):
-        inv_sd, prec_chol, log_det = _precisions(cov, cov_type, D, iteration=it - 1)
-        with np.errstate(divide="ignore"):
-            log_w = np.log(weights)
-        ll = _em.estep_accumulate(X, w, means, means, inv_sd, prec_chol, log_det, log_w, cov_type, Nk, Sx, Sxx, _nt()) / W
-        hll.append(ll)
-        weights, means, cov = _m_step(Nk, Sx, Sxx, means, cov_type, reg)
-        hw.append(weights)
-        hm.append(means)
-        hc.append(cov)
-        n_iter = it
-        if callback is not None:
-            callback(it, ll)
-        if abs(ll - prev) < tol:
-            converged = True
-            break
-        prev = ll
-    inv_sd, prec_chol, log_det = _precisions(cov, cov_type, D, iteration=n_iter)
-    with np.errstate(divide="ignore"):
-        log_w = np.log(weights)
-    final = _em.log_likelihood(X, w, means, inv_sd, prec_chol, log_det, log_w, cov_type, _nt()) / W
-    hll.append(final)
+    weights0, means0, cov0 = start
+    K, D = means0.shape
+    weights = np.array(weights0, dtype=np.float64, copy=True)
+    means = np.array(means0, dtype=np.float64, copy=True)
+    cov = _to_full(cov0, cov_type, K, D)
+    hw = np.zeros((max_iter + 1, K))
+    hm = np.zeros((max_iter + 1, K, D))
+    hc = np.zeros((max_iter + 1, K, D, D))
+    hll = np.full(max_iter + 1, np.nan)
+    parallel = X.shape[0] * K >= PARALLEL_WORK
+    n_iter, converged, bad = _em.em_loop(X, w, weights, means, cov, cov_type, int(max_iter), float(tol),
+                                         float(reg), parallel, _nt(), hw, hm, hc, hll)
+    if bad >= 0:
+        # the message names the component and iteration, and says what to change
+        _precisions(_from_full(cov, cov_type), cov_type, D, iteration=n_iter)
+        raise FitError(f"component {bad + 1} collapsed at EM iteration {n_iter}: increase reg_covar or "
+                       "reduce n_components")
+    n = n_iter + 1
     history = {
-        "weights": np.array(hw), "means": np.array(hm), "covariances": np.array(hc),
-        "log_likelihood": np.array(hll),
+        "weights": hw[:n], "means": hm[:n], "covariances": _from_full(hc[:n], cov_type),
+        "log_likelihood": hll[:n],
     }
-    return weights, means, cov, n_iter, converged, final, history
+    return weights, means, _from_full(cov, cov_type), n_iter, bool(converged), float(hll[n_iter]), history
 
 
 def _sorted_by_brightness(weights, means, cov, history):
@@ -656,8 +668,7 @@ def _explain_empty(hist, image_shape):
 
 
 def fit_hist(hist, n_components=2, *, channel_axis=None, covariance_type="spherical", init="ranges",
-             n_init=1, max_iter=100, tol=1e-6, reg_covar=None, random_state=None, callback=None,
-             extra_params=None):
+             n_init=1, max_iter=100, tol=1e-6, reg_covar=None, random_state=None, extra_params=None):
     """Fit a mixture to an already compressed :class:`~napari_gmm.histogram.Histogram`."""
     cov_type = _check_cov_type(covariance_type)
     _check_fit_args(n_components, max_iter, tol, reg_covar, n_init)
@@ -684,7 +695,7 @@ def fit_hist(hist, n_components=2, *, channel_axis=None, covariance_type="spheri
     best = None
     for _ in range(1 if deterministic else n_init):
         start = _start(init, X, w, n_components, hist, cov_type, reg, rng)
-        res = _run_em(X, w, start, cov_type, max_iter, tol, reg, callback)
+        res = _run_em(X, w, start, cov_type, max_iter, tol, reg)
         if best is None or res[5] > best[5]:
             best = res
     weights, means, cov, n_iter, converged, lb, history = best

@@ -16,6 +16,8 @@ reference point per component (the previous means) so that the variance update d
 to cancellation on data with a large offset (uint16, float microscopy).
 """
 
+import math
+
 import numpy as np
 from numba import njit, prange
 
@@ -25,6 +27,34 @@ LOG_2PI = np.log(2.0 * np.pi)
 #: components whose log-probability is this far below a sample's best one get exp() == 0:
 #: exp(-40) = 4e-18 relative to the best term, below float64 resolution of the sum.
 SKIP = -40.0
+#: exp(-j + 0.5) for j = 0..41: the integer part of :func:`_exp_neg`'s argument, looked up
+EXP_TABLE = np.exp(-np.arange(42.0) + 0.5)
+#: Taylor coefficients of exp(g) for |g| <= 1/2 up to g**14 (truncation error < 3e-17 relative)
+_C = 1.0 / np.array([math.factorial(n) for n in range(15)], dtype=np.float64)
+
+
+@njit(**JIT)
+def _exp_neg(t, table):
+    """exp(t) for SKIP <= t <= 0 to float64 precision, branch-free so that loops over it vectorise
+    (Numba's np.exp is a scalar libm call): exp(t) = exp(floor(t) + 1/2) * exp(g), g in [-1/2, 1/2)."""
+    a = np.floor(t)
+    g = t - a - 0.5
+    p = _C[14]
+    p = p * g + _C[13]
+    p = p * g + _C[12]
+    p = p * g + _C[11]
+    p = p * g + _C[10]
+    p = p * g + _C[9]
+    p = p * g + _C[8]
+    p = p * g + _C[7]
+    p = p * g + _C[6]
+    p = p * g + _C[5]
+    p = p * g + _C[4]
+    p = p * g + _C[3]
+    p = p * g + _C[2]
+    p = p * g + _C[1]
+    p = p * g + _C[0]
+    return table[np.int64(-a)] * p
 
 
 @njit(**JIT)
@@ -62,60 +92,89 @@ def _row_log_probs(x, means, inv_sd, prec_chol, log_det, log_w, cov_type, tmp, l
     return best
 
 
-@njit(**PJIT)
-def estep_accumulate(X, w, means, ref, inv_sd, prec_chol, log_det, log_w, cov_type, Nk, Sx, Sxx, nthreads):
+def _estep_impl(X, w, means, ref, inv_sd, prec_chol, log_det, log_w, cov_type, Nk, Sx, Sxx, nthreads):
     """One E-step with the M-step sufficient statistics, parallel over sample chunks.
 
     Writes ``Nk`` (K,), ``Sx`` (K, D) = sum r w (x - ref), ``Sxx`` (K, D, D) = sum r w (x - ref)(x - ref)^T
     (only the diagonal for cov_type < 2) and returns sum_i w_i log p(x_i).
+
+    For the diagonal types the distances to all K components are computed with components in the
+    inner, contiguous loop (SIMD); only the components within ``SKIP`` nats of a sample's best one
+    get an exp() and an accumulation, which is what makes K = 32..64 colour fits cheap.
     """
     M, D = X.shape
     K = means.shape[0]
-    nchunks = min(nthreads * 4, max(1, M // 256))
+    nchunks = max(1, min(nthreads * 4, M // 512))
     pN = np.zeros((nchunks, K))
     pX = np.zeros((nchunks, K, D))
-    pXX = np.zeros((nchunks, K, D, D))
+    diag = cov_type != 2
+    pXX = np.zeros((nchunks, K, D, D)) if not diag else np.zeros((nchunks, K, D, 1))
     pll = np.zeros(nchunks)
+    # component-inner layouts for the distance loop
+    MT = np.empty((D, K))
+    PT = np.empty((D, K))
+    c0 = np.empty(K)
+    const = -0.5 * D * LOG_2PI
+    for k in range(K):
+        c0[k] = log_det[k] + log_w[k] + const
+        for j in range(D):
+            MT[j, k] = means[k, j]
+            PT[j, k] = inv_sd[k, j] * inv_sd[k, j]
+    table = EXP_TABLE
     step = (M + nchunks - 1) // nchunks
     for c in prange(nchunks):
-        tmp = np.empty(D)
         lp = np.empty(K)
+        act = np.empty(K, np.int64)
+        tmp = np.empty(D)
         d = np.empty(D)
-        start = c * step
-        stop = min(M, start + step)
         ll = 0.0
-        for i in range(start, stop):
+        for i in range(c * step, min(M, (c + 1) * step)):
             wi = w[i]
             if wi == 0.0:
                 continue
-            x = X[i]
-            best = _row_log_probs(x, means, inv_sd, prec_chol, log_det, log_w, cov_type, tmp, lp)
-            s = 0.0
-            for k in range(K):
-                t = lp[k] - best
-                if t > SKIP:
-                    e = np.exp(t)
-                    lp[k] = e
-                    s += e
-                else:
+            if diag:
+                for k in range(K):
                     lp[k] = 0.0
+                for j in range(D):
+                    xj = X[i, j]
+                    for k in range(K):
+                        t = xj - MT[j, k]
+                        lp[k] += t * t * PT[j, k]
+                best = -np.inf
+                for k in range(K):
+                    v = c0[k] - 0.5 * lp[k]
+                    lp[k] = v
+                    best = max(best, v)
+            else:
+                best = _row_log_probs(X[i], means, inv_sd, prec_chol, log_det, log_w, cov_type, tmp, lp)
+            s = 0.0
+            for k in range(K):  # vectorised: every exp, no branch
+                t = max(lp[k] - best, SKIP)
+                e = _exp_neg(t, table) if t > SKIP else 0.0
+                lp[k] = e
+                s += e
+            na = 0
+            for k in range(K):
+                if lp[k] > 0.0:
+                    lp[na] = lp[k]
+                    act[na] = k
+                    na += 1
             ll += wi * (best + np.log(s))
             inv_s = wi / s
-            for k in range(K):
-                if lp[k] == 0.0:
-                    continue
-                rw = lp[k] * inv_s
+            for q in range(na):
+                k = act[q]
+                rw = lp[q] * inv_s
                 pN[c, k] += rw
                 for j in range(D):
-                    d[j] = x[j] - ref[k, j]
+                    d[j] = X[i, j] - ref[k, j]
                     pX[c, k, j] += rw * d[j]
-                if cov_type == 2:
+                if diag:
+                    for j in range(D):
+                        pXX[c, k, j, 0] += rw * d[j] * d[j]
+                else:
                     for a in range(D):
                         for b in range(a + 1):
                             pXX[c, k, a, b] += rw * d[a] * d[b]
-                else:
-                    for j in range(D):
-                        pXX[c, k, j, j] += rw * d[j] * d[j]
         pll[c] = ll
     Nk[:] = 0.0
     Sx[:] = 0.0
@@ -127,13 +186,23 @@ def estep_accumulate(X, w, means, ref, inv_sd, prec_chol, log_det, log_w, cov_ty
             Nk[k] += pN[c, k]
             for a in range(D):
                 Sx[k, a] += pX[c, k, a]
-                for b in range(a + 1):
-                    Sxx[k, a, b] += pXX[c, k, a, b]
-    for k in range(K):
-        for a in range(D):
-            for b in range(a):
-                Sxx[k, b, a] = Sxx[k, a, b]
+                if diag:
+                    Sxx[k, a, a] += pXX[c, k, a, 0]
+                else:
+                    for b in range(a + 1):
+                        Sxx[k, a, b] += pXX[c, k, a, b]
+    if not diag:
+        for k in range(K):
+            for a in range(D):
+                for b in range(a):
+                    Sxx[k, b, a] = Sxx[k, a, b]
     return total
+
+
+#: the E-step, parallel over chunks of samples (large sample sets)
+estep_accumulate = njit(**PJIT)(_estep_impl)
+#: the same E-step compiled serially: no thread start-up for the few hundred samples of a grey histogram
+estep_accumulate_serial = njit(**JIT)(_estep_impl)
 
 
 @njit(**PJIT)
@@ -221,3 +290,142 @@ def nearest_center(X, C, out, dist):
                 arg = k
         out[i] = arg
         dist[i] = best
+
+
+@njit(**JIT)
+def precisions(cov, cov_type, inv_sd, prec_chol, log_det):
+    """Precision factors of covariances held as (K, D, D) (diagonal types: only the diagonal is read).
+
+    Fills ``inv_sd`` (diagonal types) or ``prec_chol`` (full: the upper factor U = inv(L).T of the
+    Cholesky factor L of the covariance) and ``log_det`` = log det(U). Returns -1, or the index of
+    the first component whose covariance is not positive definite (collapsed).
+    """
+    K, D, _ = cov.shape
+    L = np.zeros((D, D))
+    Li = np.zeros((D, D))
+    for k in range(K):
+        if cov_type != 2:
+            ld = 0.0
+            for j in range(D):
+                v = cov[k, 0, 0] if cov_type == 0 else cov[k, j, j]
+                if not (v > 0.0) or not np.isfinite(v):
+                    return k
+                inv_sd[k, j] = 1.0 / np.sqrt(v)
+                ld += np.log(inv_sd[k, j])
+            log_det[k] = ld
+            continue
+        L[:] = 0.0
+        for j in range(D):
+            s = cov[k, j, j]
+            for m in range(j):
+                s -= L[j, m] * L[j, m]
+            if not (s > 0.0) or not np.isfinite(s):
+                return k
+            L[j, j] = np.sqrt(s)
+            for i in range(j + 1, D):
+                t = cov[k, i, j]
+                for m in range(j):
+                    t -= L[i, m] * L[j, m]
+                L[i, j] = t / L[j, j]
+        Li[:] = 0.0
+        ld = 0.0
+        for i in range(D):
+            Li[i, i] = 1.0 / L[i, i]
+            ld -= np.log(L[i, i])
+            for j in range(i):
+                t = 0.0
+                for m in range(j, i):
+                    t += L[i, m] * Li[m, j]
+                Li[i, j] = -t / L[i, i]
+        for a in range(D):
+            for b in range(D):
+                prec_chol[k, a, b] = Li[b, a]
+        log_det[k] = ld
+    return -1
+
+
+@njit(**JIT)
+def em_loop(X, w, weights, means, cov, cov_type, max_iter, tol, reg, parallel, nthreads, hw, hm, hc, hll):
+    """The whole EM loop in compiled code (no Python between iterations).
+
+    ``weights`` (K,), ``means`` (K, D) and ``cov`` (K, D, D; diagonal types keep only the diagonal)
+    are updated in place. History arrays have max_iter + 1 rows: row i holds the parameters after i
+    iterations and ``hll[i]`` their mean log-likelihood. Returns (n_iter, converged, collapsed) where
+    collapsed is -1 or the index of a component whose covariance stopped being positive definite.
+    The M-step is scikit-learn's: nk + 10 eps, reg on the diagonal, spherical = mean of the diagonal.
+    """
+    M, D = X.shape
+    K = means.shape[0]
+    W = 0.0
+    for i in range(M):
+        W += w[i]
+    inv_sd = np.zeros((K, D))
+    prec_chol = np.zeros((K, D, D))
+    log_det = np.zeros(K)
+    log_w = np.zeros(K)
+    Nk = np.zeros(K)
+    Sx = np.zeros((K, D))
+    Sxx = np.zeros((K, D, D))
+    eps10 = 10.0 * np.finfo(np.float64).eps
+    hw[0] = weights
+    hm[0] = means
+    hc[0] = cov
+    prev = -np.inf
+    n_iter = 0
+    converged = False
+    for it in range(1, max_iter + 1):
+        bad = precisions(cov, cov_type, inv_sd, prec_chol, log_det)
+        if bad >= 0:
+            return n_iter, converged, bad
+        for k in range(K):
+            log_w[k] = np.log(weights[k]) if weights[k] > 0 else -np.inf
+        if parallel:
+            ll = estep_accumulate(X, w, means, means, inv_sd, prec_chol, log_det, log_w, cov_type, Nk, Sx, Sxx, nthreads)
+        else:
+            ll = estep_accumulate_serial(X, w, means, means, inv_sd, prec_chol, log_det, log_w, cov_type, Nk, Sx, Sxx, nthreads)
+        ll /= W
+        hll[it - 1] = ll
+        total = 0.0
+        for k in range(K):
+            nk = Nk[k] + eps10
+            total += nk
+            for j in range(D):
+                Sx[k, j] /= nk
+            for a in range(D):
+                for b in range(D):
+                    if cov_type == 2:
+                        cov[k, a, b] = Sxx[k, a, b] / nk - Sx[k, a] * Sx[k, b]
+                    else:
+                        cov[k, a, b] = 0.0
+                cov[k, a, a] = Sxx[k, a, a] / nk - Sx[k, a] * Sx[k, a] + reg
+            if cov_type == 0:
+                v = 0.0
+                for j in range(D):
+                    v += cov[k, j, j]
+                v /= D
+                for j in range(D):
+                    cov[k, j, j] = v
+            for j in range(D):
+                means[k, j] += Sx[k, j]
+            weights[k] = nk
+        for k in range(K):
+            weights[k] /= total
+        hw[it] = weights
+        hm[it] = means
+        hc[it] = cov
+        n_iter = it
+        if abs(ll - prev) < tol:
+            converged = True
+            break
+        prev = ll
+    bad = precisions(cov, cov_type, inv_sd, prec_chol, log_det)
+    if bad >= 0:
+        return n_iter, converged, bad
+    for k in range(K):
+        log_w[k] = np.log(weights[k]) if weights[k] > 0 else -np.inf
+    if parallel:
+        ll = estep_accumulate(X, w, means, means, inv_sd, prec_chol, log_det, log_w, cov_type, Nk, Sx, Sxx, nthreads)
+    else:
+        ll = estep_accumulate_serial(X, w, means, means, inv_sd, prec_chol, log_det, log_w, cov_type, Nk, Sx, Sxx, nthreads)
+    hll[n_iter] = ll / W
+    return n_iter, converged, -1
