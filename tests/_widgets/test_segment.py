@@ -25,9 +25,9 @@ WAIT_MS = 120_000
 @pytest.fixture
 def notes(monkeypatch):
     """Record the widget's notifications instead of showing them."""
-    got = {"error": [], "info": []}
-    monkeypatch.setattr(_segment, "show_error", lambda msg: got["error"].append(str(msg)))
-    monkeypatch.setattr(_segment, "show_info", lambda msg: got["info"].append(str(msg)))
+    got = {"error": [], "info": [], "warning": []}
+    for kind in got:
+        monkeypatch.setattr(_segment, f"show_{kind}", lambda msg, kind=kind: got[kind].append(str(msg)))
     return got
 
 
@@ -151,6 +151,35 @@ def test_rerun_updates_the_same_labels_layer(viewer, qtbot, notes):
     assert seen and seen[-1] == 2
 
 
+def test_a_users_layer_with_the_output_name_is_not_overwritten(viewer, qtbot, notes):
+    img = camera()
+    viewer.add_image(img, name="camera")
+    mine = viewer.add_labels(np.ones(img.shape, np.uint8), name="camera GMM labels")
+    w = dock(viewer)
+    w.image.value = viewer.layers["camera"]
+    run_and_wait(qtbot, w)
+    assert notes["error"] == []
+    np.testing.assert_array_equal(mine.data, 1)
+    assert mine.name == "camera GMM labels" and "napari_gmm" not in mine.metadata
+    ours = [lyr for lyr in viewer.layers if "napari_gmm" in lyr.metadata]
+    assert len(ours) == 1 and ours[0] is not mine
+    assert set(np.unique(ours[0].data)) == {1, 2, 3}
+    assert ours[0].metadata["napari_gmm"]["output"] == "labels"
+    # a re-run finds our (renamed by napari) layer again: no pile of copies
+    w.n_components.value = 2
+    run_and_wait(qtbot, w)
+    assert [lyr for lyr in viewer.layers if "napari_gmm" in lyr.metadata] == ours
+    assert set(np.unique(ours[0].data)) == {1, 2}
+    np.testing.assert_array_equal(mine.data, 1)
+    # a result the user renamed to keep it is not overwritten either
+    ours[0].name = "kept K=2"
+    w.n_components.value = 4
+    run_and_wait(qtbot, w)
+    assert set(np.unique(ours[0].data)) == {1, 2}
+    fresh = [lyr for lyr in viewer.layers if "napari_gmm" in lyr.metadata and lyr is not ours[0]]
+    assert len(fresh) == 1 and set(np.unique(fresh[0].data)) == {1, 2, 3, 4}
+
+
 def test_quantised_and_posteriors(viewer, qtbot, notes):
     rng = np.random.default_rng(0)
     img, _ = phantom(rng)
@@ -268,18 +297,86 @@ def test_fit_each_time_point(viewer, qtbot, notes):
     assert 0 in w.split_axis.choices
     w.split_axis.value = 0
     w.n_components.value = 3
+    w.out_quantised.value = True
+    w.out_posteriors.value = True
     run_and_wait(qtbot, w)
     assert notes["error"] == []
     labels = viewer.layers["tyx GMM labels"]
+    quant = viewer.layers["tyx GMM quantised"].data
+    post = viewer.layers["tyx GMM posteriors"].data
     assert labels.data.shape == stack.shape
+    assert quant.shape == stack.shape and quant.dtype == stack.dtype
+    assert post.shape == (3, *stack.shape) and post.dtype == np.float32
     for t in range(3):
         np.testing.assert_array_equal(labels.data[t], ng.segment(stack[t], n_components=3, random_state=0))
+        q_t = ng.quantize(stack[t], n_components=3, channel_axis=None, init="ranges", random_state=0)
+        np.testing.assert_array_equal(quant[t], q_t)
+        m_t = ng.fit_mixture(stack[t], n_components=3, random_state=0)
+        np.testing.assert_allclose(post[:, t], m_t.predict_proba(stack[t]), atol=1e-6)
     assert (labels.data == truth).mean() > 0.99  # per-frame models follow the bleaching
     meta = labels.metadata["napari_gmm"]
     assert isinstance(meta["model"], list) and len(meta["model"]) == 3
     assert meta["params"]["split_axis"] == 0
     json.dumps(meta)
     assert "3 fits along axis 0" in w.summary.value
+
+
+def test_dask_image_stays_lazy(viewer, qtbot, notes):
+    da = pytest.importorskip("dask.array")
+    img = camera()
+    lazy = da.from_array(img, chunks=(128, 256))
+    viewer.add_image(lazy, name="lazy", multiscale=False)
+    w = dock(viewer)
+    w.n_components.value = 3
+    w.out_quantised.value = True
+    run_and_wait(qtbot, w)
+    assert notes["error"] == []
+    labels = viewer.layers["lazy GMM labels"].data
+    quant = viewer.layers["lazy GMM quantised"].data
+    assert isinstance(labels, da.Array) and isinstance(quant, da.Array)  # not materialised
+    np.testing.assert_array_equal(np.asarray(labels), ng.segment(img, n_components=3, random_state=0))
+    np.testing.assert_array_equal(
+        np.asarray(quant), ng.quantize(img, n_components=3, channel_axis=None, init="ranges", random_state=0))
+
+
+def test_not_converged_is_reported(viewer, qtbot, notes):
+    viewer.add_image(camera(), name="camera")
+    w = dock(viewer)
+    w.n_components.value = 4
+    w.max_iter.value = 2
+    run_and_wait(qtbot, w)
+    assert notes["error"] == []
+    assert "NOT converged after 2 iterations" in w.summary.value
+    # the core's ConvergenceWarning, raised in the worker thread, reaches the user as a notification
+    assert any("converge" in m and "max_iter" in m for m in notes["warning"]), notes["warning"]
+    assert viewer.layers["camera GMM labels"].metadata["napari_gmm"]["params"]["max_iter"] == 2
+
+
+def test_float_image_with_nan_and_inf(viewer, qtbot, notes):
+    rng = np.random.default_rng(3)
+    img, truth = phantom(rng)
+    img[0, :5] = np.nan
+    img[1, :5] = np.inf
+    before = img.copy()
+    viewer.add_image(img, name="float")
+    w = dock(viewer)
+    w.n_components.value = 3
+    run_and_wait(qtbot, w)
+    assert notes["error"] == []
+    labels = viewer.layers["float GMM labels"].data
+    assert np.all(labels[:2, :5] == 0)  # not finite -> unassigned
+    assert any("inf" in m for m in notes["warning"]), notes["warning"]  # the core says it excluded them
+    ok = np.isfinite(img)
+    assert (labels[ok] == truth[ok]).mean() > 0.99
+    np.testing.assert_array_equal(viewer.layers["float"].data, before)  # NaN-aware equality
+
+
+def test_multiscale_layer_is_refused(viewer, qtbot, notes):
+    img = camera()
+    viewer.add_image([img, img[::2, ::2]], name="pyramid", multiscale=True)
+    w = dock(viewer)
+    msg = assert_refused(viewer, w, notes, qtbot, ["multiscale"])
+    assert "layer.data[0]" in msg
 
 
 # ------------------------------------------------------------------------------------------ mask
@@ -411,7 +508,7 @@ def test_cancel_leaves_viewer_untouched(viewer, qtbot, notes, monkeypatch):
     worker = w.run()
     assert worker is not None and w.is_running and w.run_button.text == "Cancel"
     qtbot.wait(100)
-    w.run_button.changed.emit(True)  # the user presses "Cancel"
+    w.run_button.native.click()  # the user presses "Cancel"
     qtbot.waitUntil(lambda: not w.is_running, timeout=WAIT_MS)
     assert layer_state(viewer) == state
     assert notes["error"] == []

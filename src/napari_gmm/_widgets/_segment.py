@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import threading
 import time
 import traceback
@@ -42,7 +43,7 @@ from magicgui.widgets import (
 )
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QObject, Qt, QTimer, Signal
 from qtpy.QtGui import QFontDatabase
 from qtpy.QtWidgets import QSizePolicy
@@ -124,24 +125,58 @@ def _means_by_label(model) -> np.ndarray:
     return means[:, None] if means.ndim == 1 else means
 
 
-def _paint(view, labels, model, dtype):
-    """Write each labelled pixel's component mean into ``view`` (spatial..., D); label 0 untouched."""
+def _is_dask(a) -> bool:
+    return type(a).__module__.split(".")[0] == "dask"
+
+
+def _mean_table(model, dtype) -> np.ndarray:
+    """(K, D) component means in label order, rounded and clipped into ``dtype``."""
     means = _means_by_label(model)
     if np.issubdtype(dtype, np.integer):
         info = np.iinfo(dtype)
         means = np.clip(np.rint(means), info.min, info.max)
-    table = means.astype(dtype)
+    return means.astype(dtype)
+
+
+def _paint(view, labels, model, dtype):
+    """Write each labelled pixel's component mean into ``view`` (spatial..., D); label 0 untouched."""
+    table = _mean_table(model, dtype)
     sel = labels > 0
     view[sel] = table[labels[sel].astype(np.intp) - 1]
+
+
+def _paint_block(block, labels, table):
+    out = np.array(block, copy=True)
+    sel = labels > 0
+    out[sel] = table[labels[sel].astype(np.intp) - 1, 0]
+    return out
+
+
+def _paint_lazy(data, labels, model):
+    """Grey dask data + lazy labels -> lazy quantised image (no materialisation)."""
+    import dask.array as da
+
+    table = _mean_table(model, data.dtype)
+    return da.map_blocks(_paint_block, data, labels.rechunk(data.chunks), table=table, dtype=data.dtype)
 
 
 def _quantise(job: _Job, labels, model):
     """The image with every pixel replaced by its component's mean (input dtype, same shape as the
     data given to the core); masked / non-finite pixels (label 0) keep their value, as in
     :func:`napari_gmm.quantize`."""
+    ca = job.channel_axis
+    if _is_dask(labels) and ca is None:  # grey dask input: the core returned lazy labels; stay lazy
+        import dask.array as da
+
+        data = da.asarray(job.data)
+        if not isinstance(model, (list, tuple)):
+            return _paint_lazy(data, labels, model)
+        ax = job.split_axis
+        parts = [_paint_lazy(data[(slice(None),) * ax + (i,)], labels[(slice(None),) * ax + (i,)], m)
+                 for i, m in enumerate(model)]
+        return da.stack(parts, axis=ax)
     out = np.array(job.data, copy=True)
     labels = np.asarray(labels)
-    ca = job.channel_axis
     chan_last = out[..., None] if ca is None else np.moveaxis(out, ca, -1)  # a view of ``out``
     if not isinstance(model, (list, tuple)):
         _paint(chan_last, labels, model, out.dtype)
@@ -170,8 +205,10 @@ def _shift_after_removal(channel_axis: int | None, removed: int) -> int | None:
 
 def _posteriors(job: _Job, model):
     ca = job.channel_axis
+    bins = job.kwargs.get("bins")
     if not isinstance(model, (list, tuple)):
-        return np.asarray(model.predict_proba(job.data, channel_axis=ca, mask=job.mask), dtype=np.float32)
+        return np.asarray(model.predict_proba(job.data, channel_axis=ca, mask=job.mask, bins=bins),
+                          dtype=np.float32)
     sa = _spatial_axis(job.split_axis, ca)
     parts = []
     for i, m in enumerate(model):
@@ -180,7 +217,8 @@ def _posteriors(job: _Job, model):
         img_i = np.take(job.data, i, axis=job.split_axis)
         mask_i = None if job.mask is None else np.take(job.mask, i, axis=sa)
         ca_i = _shift_after_removal(ca, job.split_axis)
-        parts.append(np.asarray(m.predict_proba(img_i, channel_axis=ca_i, mask=mask_i), dtype=np.float32))
+        parts.append(np.asarray(m.predict_proba(img_i, channel_axis=ca_i, mask=mask_i, bins=bins),
+                                dtype=np.float32))
     return np.stack(parts, axis=1 + sa)  # (K, *spatial)
 
 
@@ -250,7 +288,8 @@ def _summary_text(model, seconds: float, params: dict) -> str:
         lines.append("label  weight   mean")
         means = _means_by_label(m)
         weights = np.asarray(m.weights, float)
-        shown = range(len(means)) if len(means) <= 12 else [*range(6), None, *range(len(means) - 5, len(means))]
+        k_all = len(means)
+        shown = range(k_all) if k_all <= 12 else [*range(6), None, *range(k_all - 5, k_all)]
         for i in shown:
             if i is None:
                 lines.append("  ...")
@@ -322,7 +361,8 @@ class SegmentWidget(Container):
                                     tooltip="Number of Gaussian components = number of labels.")
         self.init = ComboBox(label="init", choices=list(INITS), value="ranges",
                              tooltip="ranges: K equal slices of the intensity range (the classic start); "
-                                     "quantiles: K equal-count slices; kmeans++ / random: seeded by random state.")
+                                     "quantiles: K equal-count slices; kmeans++ / random: seeded by "
+                                     "random state.")
         self.mask = ComboBox(label="mask", choices=self._mask_choices, nullable=True, value=None,
                              tooltip="Optional Labels or binary layer: only its non-zero pixels are fitted "
                                      "and labelled (others get 0). Same shape as the image.")
@@ -389,11 +429,8 @@ class SegmentWidget(Container):
         self.show_advanced.changed.connect(self._on_show_advanced)
         self.run_button.changed.connect(self._on_run_clicked)
 
-        # keep pickers in sync even when not docked (napari also connects these when docked)
-        events = self._viewer.layers.events
-        for name in ("inserted", "removed", "reordered"):
-            getattr(events, name).connect(self._reset_choices_event)
-
+        # napari keeps the pickers in sync with the layer list once the widget is docked
+        # (layers.events.inserted/removed/reordered/renamed -> reset_choices)
         self.reset_choices()
         active = self._viewer.layers.selection.active
         problem = _layer_problem(active) if active is not None else None
@@ -429,9 +466,6 @@ class SegmentWidget(Container):
                 out.append((layer.name, layer))
         return out
 
-    def _reset_choices_event(self, event=None):
-        self.reset_choices()
-
     @staticmethod
     def _is_own_output(layer) -> bool:
         return any(layer.name.endswith(s) for s in (LABELS_SUFFIX, QUANTISED_SUFFIX, POSTERIORS_SUFFIX))
@@ -450,7 +484,8 @@ class SegmentWidget(Container):
             return [(f"RGB{'A' if shape[-1] == 4 else ''} (last axis)", len(shape) - 1)]
         choices = [("none: grey intensities", None)]
         if len(shape) >= 3:
-            choices += [(f"axis {a} ({shape[a]} channels)", a) for a in range(len(shape)) if 2 <= shape[a] <= MAX_CHANNELS]
+            choices += [(f"axis {a} ({shape[a]} channels)", a) for a in range(len(shape))
+                        if 2 <= shape[a] <= MAX_CHANNELS]
         return choices
 
     def _split_choices(self, _widget=None):
@@ -561,7 +596,7 @@ class SegmentWidget(Container):
         self._worker = create_worker(
             _compute, job, self._relay,
             _connect={"returned": self._on_returned, "errored": self._on_errored,
-                      "finished": self._on_finished},
+                      "warned": self._on_warned, "finished": self._on_finished},
             _start_thread=True,
         )
         return self._worker
@@ -604,7 +639,7 @@ class SegmentWidget(Container):
                                   "binary layer as mask, or 'None'.")
             if mask_layer not in self._viewer.layers:
                 raise _InputError(f"napari-gmm: mask layer '{mask_layer.name}' was removed; pick another.")
-            mshape = tuple(_to_mask_shape(mask_layer))
+            mshape = _data_shape(mask_layer)
             if mshape != spatial_shape:
                 what = "its shape without the channel axis" if colour else "its shape"
                 raise _InputError(
@@ -681,6 +716,12 @@ class SegmentWidget(Container):
             return
         self.summary.value = _summary_text(result.model, result.seconds, job.params)
 
+    def _on_warned(self, show_warning_args: tuple):
+        # the worker records warnings raised in its thread (e.g. ng.ConvergenceWarning, inf pixels
+        # excluded) and hands over warnings.showwarning's arguments: message, category, file, line
+        message = show_warning_args[0]
+        show_warning(f"napari-gmm: {message}")
+
     def _on_errored(self, exc: BaseException):  # only for failures outside _compute's own try
         show_error(f"napari-gmm failed ({type(exc).__name__}): {exc}")
 
@@ -702,10 +743,11 @@ class SegmentWidget(Container):
         meta = {"model": model_dict, "params": dict(job.params), "source": src}
 
         spatial = _spatial_geometry(layer, job.channel_axis)
-        self._put_layer(Labels, src + LABELS_SUFFIX, result.labels, meta, spatial)
+        self._put_layer(Labels, src + LABELS_SUFFIX, result.labels, dict(meta, output="labels"), spatial)
         if result.posteriors is not None:
             post_geom = {"scale": (1.0, *spatial["scale"]), "translate": (0.0, *spatial["translate"])}
-            self._put_layer(Image, src + POSTERIORS_SUFFIX, result.posteriors, meta, post_geom,
+            self._put_layer(Image, src + POSTERIORS_SUFFIX, result.posteriors, dict(meta, output="posteriors"),
+                            post_geom,
                             image_kwargs={"colormap": "magma", "contrast_limits": (0.0, 1.0)})
         if result.quantised is not None:
             geom = {"scale": tuple(layer.scale), "translate": tuple(layer.translate)}
@@ -714,32 +756,47 @@ class SegmentWidget(Container):
                 kw.update(colormap=layer.colormap, contrast_limits=tuple(layer.contrast_limits))
             elif layer.rgb:
                 kw.update(contrast_limits=tuple(layer.contrast_limits))
-            self._put_layer(Image, src + QUANTISED_SUFFIX, result.quantised, meta, geom, image_kwargs=kw)
+            self._put_layer(Image, src + QUANTISED_SUFFIX, result.quantised, dict(meta, output="quantised"),
+                            geom, image_kwargs=kw)
 
     def _put_layer(self, kind, name, data, meta, geom, image_kwargs=None):
-        existing = None
-        if name in self._viewer.layers:
-            candidate = self._viewer.layers[name]
-            if isinstance(candidate, kind) and (kind is not Image or
-                                                 bool(candidate.rgb) == bool((image_kwargs or {}).get("rgb"))):
-                existing = candidate
-        if existing is not None and existing.ndim == np.ndim(data) - (1 if getattr(existing, "rgb", False) else 0):
-            # metadata first: listeners of the data event (plots) then see the new model
-            existing.metadata["napari_gmm"] = meta
-            existing.data = data
-            if kind is Image and image_kwargs and "contrast_limits" in image_kwargs:
-                existing.contrast_limits = image_kwargs["contrast_limits"]
-            return existing
-        if existing is not None:  # dimensionality changed: replace the layer at the same place
-            index = self._viewer.layers.index(existing)
-            self._viewer.layers.remove(existing)
+        """Update our output layer in place (same object), or add it as ``name``.
+
+        Only a layer this widget made for this source and output (``metadata["napari_gmm"]``) is reused;
+        a user's layer that happens to carry the name is left alone (napari then numbers the new one).
+        The metadata is set before the data, so listeners of the data event (plots) see the new model.
+        """
+        kw = dict(image_kwargs or {})
+        layers = self._viewer.layers
+
+        def ours(lyr):
+            info = lyr.metadata.get("napari_gmm")
+            return (isinstance(lyr, kind) and isinstance(info, dict)
+                    and info.get("output") == meta["output"] and info.get("source") == meta["source"]
+                    and (kind is not Image or bool(lyr.rgb) == bool(kw.get("rgb"))))
+
+        # by name; or napari's "<name> [1]" when a user's layer held the name as ours was added. A
+        # layer the user renamed (to keep a result) is not overwritten.
+        numbered = re.compile(re.escape(name) + r" \[\d+\]")
+        old = layers[name] if name in layers and ours(layers[name]) else None
+        if old is None:
+            old = next((lyr for lyr in layers if numbered.fullmatch(lyr.name) and ours(lyr)), None)
+        if old is not None:
+            n_channel = 1 if kind is Image and kw.get("rgb") else 0
+            if old.ndim == np.ndim(data) - n_channel:
+                old.metadata["napari_gmm"] = meta
+                old.scale, old.translate = geom["scale"], geom["translate"]
+                old.data = data
+                if "contrast_limits" in kw:
+                    old.contrast_limits = kw["contrast_limits"]
+                return old
+        new = kind(data, name=name, metadata={"napari_gmm": meta}, **geom, **kw)
+        if old is not None:  # dimensionality changed: replace our layer at the same place
+            index = layers.index(old)
+            layers.remove(old)
+            layers.insert(index, new)
         else:
-            index = None
-        new = kind(data, name=name, metadata={"napari_gmm": meta}, **geom, **(image_kwargs or {}))
-        if index is None:
             self._viewer.add_layer(new)
-        else:
-            self._viewer.layers.insert(index, new)
         return new
 
 
@@ -772,10 +829,6 @@ def _data_shape(layer) -> tuple:
 
 def _data_ndim(layer) -> int:
     return len(_data_shape(layer))
-
-
-def _to_mask_shape(layer) -> tuple:
-    return _data_shape(layer)
 
 
 def _spatial_geometry(layer, channel_axis: int | None) -> dict:
