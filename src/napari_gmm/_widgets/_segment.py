@@ -9,8 +9,12 @@ the core cannot know about (layer types, masks from other layers), runs the fit 
 - optionally ``"<image> GMM quantised"`` (every pixel replaced by its component mean, input dtype);
 - optionally ``"<image> GMM posteriors"`` (float32, shape ``(K, *spatial)``, one map per component).
 
-Each output layer carries ``metadata["napari_gmm"] = {"model": ..., "params": ..., "source": ...}`` as
-plain JSON-able data. Errors never touch the viewer: they are shown as napari notifications.
+Each output layer carries ``metadata["napari_gmm"] = {"model": ..., "params": ..., "source": ...,
+"output": "labels" | "quantised" | "posteriors"}`` as plain JSON-able data (``model`` is
+``MixtureModel.to_dict()``, or a list of them when each index of an axis is fitted separately). Errors
+never touch the viewer: they are shown as napari notifications. Warnings of the core (e.g.
+``ConvergenceWarning``) are shown as warning notifications. Cancel discards the result; the computation
+itself stops at the core's next progress report (after each fitted model).
 
 Why a magicgui ``Container`` rather than a hand-made ``QWidget``: napari keeps the layer pickers of a
 docked magicgui widget in sync with the layer list (``reset_choices``), the values are plain Python
@@ -253,18 +257,22 @@ def _compute(job: _Job, relay: _ProgressRelay | None) -> _Result:
         return _Result(labels=None, model=None, error=exc, error_tb=traceback.format_exc())
 
 
-def _fmt_vec(v) -> str:
-    """Compact numbers for the summary: 8-bit-like ranges as integers, small ranges with 3 digits."""
+def _fmt_vec(v, scale: float | None = None) -> str:
+    """Compact numbers for the summary table. Grey: 4 significant digits. Colour: decimals chosen by
+    ``scale`` (the table's largest magnitude): integers for 8-bit-like ranges, 3 digits for [0, 1]."""
     v = np.atleast_1d(np.asarray(v, dtype=float))
-    scale = float(np.max(np.abs(v))) if v.size else 0.0
+    if v.size == 1:
+        return f"{v[0]:.4g}"
+    if scale is None:
+        scale = float(np.max(np.abs(v)))
     v = np.where(np.abs(v) < 1e-9 * max(scale, 1.0), 0.0, v)  # no 3e-212 noise in the table
     if scale >= 100:
         parts = [f"{x:.0f}" for x in v]
     elif scale >= 10:
         parts = [f"{x:.1f}" for x in v]
     else:
-        parts = [f"{x:.3g}" for x in v]
-    return parts[0] if v.size == 1 else "(" + ", ".join(parts) + ")"
+        parts = [f"{x:.3f}" for x in v]
+    return "(" + ", ".join(parts) + ")"
 
 
 def _fmt_seconds(seconds: float) -> str:
@@ -287,6 +295,7 @@ def _summary_text(model, seconds: float, params: dict) -> str:
         lines.append(f"log-likelihood / pixel: {float(m.lower_bound):.5g}")
         lines.append("label  weight   mean")
         means = _means_by_label(m)
+        scale = float(np.max(np.abs(means)))
         weights = np.asarray(m.weights, float)
         k_all = len(means)
         shown = range(k_all) if k_all <= 12 else [*range(6), None, *range(k_all - 5, k_all)]
@@ -294,7 +303,7 @@ def _summary_text(model, seconds: float, params: dict) -> str:
             if i is None:
                 lines.append("  ...")
                 continue
-            lines.append(f"{i + 1:>5}  {weights[i]:.4f}   {_fmt_vec(means[i])}")
+            lines.append(f"{i + 1:>5}  {weights[i]:.4f}   {_fmt_vec(means[i], scale)}")
     else:
         n_conv = sum(bool(m.converged) for m in models)
         iters = [int(m.n_iter) for m in models]
@@ -303,9 +312,10 @@ def _summary_text(model, seconds: float, params: dict) -> str:
                      f"{n_conv}/{len(models)} converged, {min(iters)}-{max(iters)} iterations")
         lines.append(f"log-likelihood / pixel: {min(ll):.5g} .. {max(ll):.5g}")
         first, last = _means_by_label(models[0]), _means_by_label(models[-1])
+        scale = float(max(np.max(np.abs(first)), np.max(np.abs(last))))
         lines.append("label  mean (first index -> last)")
         for i in range(min(len(first), 12)):
-            lines.append(f"{i + 1:>5}  {_fmt_vec(first[i])} -> {_fmt_vec(last[i])}")
+            lines.append(f"{i + 1:>5}  {_fmt_vec(first[i], scale)} -> {_fmt_vec(last[i], scale)}")
         if len(first) > 12:
             lines.append("  ...")
     return "\n".join(lines)
