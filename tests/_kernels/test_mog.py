@@ -105,8 +105,9 @@ def run_kernel(stack, k_max, alphas, detect_shadows=True, **kw):
     bg = np.zeros((h, w, c), np.float32)
     states = []
     for i in range(t):
-        mog.mog2_apply(np.ascontiguousarray(stack[i]), 1.0, weights, means, variances, n_modes,
-                       masks[i], bg, True, alphas[i], params["var_threshold"],
+        mog.mog2_apply(np.ascontiguousarray(stack[i:i + 1]), 1.0, weights, means, variances,
+                       n_modes, masks[i:i + 1], bg[None], True, alphas[i:i + 1],
+                       params["var_threshold"],
                        params["background_ratio"], params["var_threshold_gen"],
                        params["var_init"], params["var_min"], params["var_max"], params["ct"],
                        params["tau"], detect_shadows)
@@ -209,6 +210,26 @@ def test_matches_opencv_mog2_closely():
     assert agree > 0.97, agree
 
 
+def test_block_equals_frame_by_frame():
+    rng = np.random.default_rng(8)
+    stack = _scene(rng, 30, 9, 11, 3)
+    alphas = np.array([1.0 / min(2 * (i + 1), 20) for i in range(30)])
+    masks, states = run_kernel(stack, 4, alphas)
+    k, (h, w, c) = 4, stack.shape[1:]
+    state = [np.zeros((h, w, k), np.float32), np.zeros((h, w, k, c), np.float32),
+             np.zeros((h, w, k), np.float32), np.zeros((h, w), np.uint8)]
+    block_masks = np.zeros_like(masks)
+    bg = np.zeros((30, h, w, c), np.float32)
+    for t0, t1 in [(0, 7), (7, 8), (8, 30)]:
+        mog.mog2_apply(np.ascontiguousarray(stack[t0:t1]), 1.0, *state, block_masks[t0:t1],
+                       bg[t0:t1], True, alphas[t0:t1], 16.0, 0.9, 9.0, 15.0, 4.0, 75.0, 0.05,
+                       0.5, True)
+    np.testing.assert_array_equal(block_masks, masks)
+    for a, b in zip(state, states[-1]):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(bg[-1], states[-1][4])
+
+
 def test_majority_filter():
     mask = np.zeros((7, 8), np.uint8)
     mask[2:5, 2:5] = 1
@@ -217,6 +238,9 @@ def test_majority_filter():
     mask[3, 3] = 0                  # hole: filled
     out = np.empty_like(mask)
     mog.majority_filter(mask, 1, out)
+    stacked = np.empty((2,) + mask.shape, np.uint8)
+    mog.majority_filter_stack(np.stack([mask, mask]), 1, stacked)
+    np.testing.assert_array_equal(stacked[1], out)
     assert out[0, 7] == 0 and out[6, 0] == 2 and out[3, 3] == 1
     # brute-force reference
     ref = mask.copy()

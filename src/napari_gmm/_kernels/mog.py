@@ -34,114 +34,19 @@ BACKGROUND, FOREGROUND, SHADOW = 0, 1, 2
 
 
 @njit(**JIT)
-def _update_pixel(data, w, mu, var, nm, alpha, var_threshold, background_ratio,
-                  var_threshold_gen, var_init, var_min, var_max, prune, diff):
-    """Update the mixture of one pixel with sample ``data``; return (is_background, n_modes)."""
-    n_ch = data.shape[0]
-    alpha1 = 1.0 - alpha
-    background = False
-    fits = False
-    total = 0.0
-    n_alive = nm
-    for m in range(nm):
-        wt = alpha1 * w[m] + prune
-        dest = m
-        if not fits:
-            v = var[m]
-            dist2 = 0.0
-            for c in range(n_ch):
-                d = mu[m, c] - data[c]
-                diff[c] = d
-                dist2 += d * d
-            # background: one of the first modes (cumulative weight < background_ratio) is close
-            if total < background_ratio and dist2 < var_threshold * v:
-                background = True
-            if dist2 < var_threshold_gen * v:
-                fits = True
-                wt += alpha
-                k = alpha / wt
-                for c in range(n_ch):
-                    mu[m, c] -= k * diff[c]
-                vnew = v + k * (dist2 - v)
-                if vnew < var_min:
-                    vnew = var_min
-                if vnew > var_max:
-                    vnew = var_max
-                var[m] = vnew
-                # bubble the matched mode up (modes above it already hold their new weights)
-                i = m
-                while i > 0 and wt >= w[i - 1]:
-                    w[i] = w[i - 1]
-                    tmp = var[i]
-                    var[i] = var[i - 1]
-                    var[i - 1] = tmp
-                    for c in range(n_ch):
-                        tmp = mu[i, c]
-                        mu[i, c] = mu[i - 1, c]
-                        mu[i - 1, c] = tmp
-                    i -= 1
-                dest = i
-        if wt < -prune:
-            # complexity reduction: the pruned modes form the tail of the sorted list
-            wt = 0.0
-            n_alive -= 1
-        w[dest] = wt
-        total += wt
+def _is_shadow(data, wf, mf, vf, kbase, nm, n_ch, var_threshold, background_ratio, tau):
+    """Prati et al. shadow test of one pixel against its background modes.
 
-    inv = 1.0 / total if total > 1.1920929e-07 else 0.0
-    for m in range(n_alive):
-        w[m] = w[m] * inv
-    for m in range(n_alive, nm):
-        w[m] = 0.0
-
-    if not fits and alpha > 0.0:
-        if n_alive == w.shape[0]:
-            mode = n_alive - 1
-            replaced = True
-        else:
-            mode = n_alive
-            n_alive += 1
-            replaced = False
-        if n_alive == 1:
-            w[mode] = 1.0
-        else:
-            for i in range(n_alive - 1):
-                w[i] = w[i] * alpha1
-            w[mode] = alpha
-            if replaced:
-                s = 0.0
-                for i in range(n_alive):
-                    s += w[i]
-                for i in range(n_alive):
-                    w[i] = w[i] / s
-        for c in range(n_ch):
-            mu[mode, c] = data[c]
-        var[mode] = var_init
-        wnew = w[mode]
-        i = mode
-        while i > 0 and wnew >= w[i - 1]:
-            w[i] = w[i - 1]
-            var[i] = var[i - 1]
-            for c in range(n_ch):
-                mu[i, c] = mu[i - 1, c]
-            i -= 1
-        w[i] = wnew
-        var[i] = var_init
-        for c in range(n_ch):
-            mu[i, c] = data[c]
-    return background, n_alive
-
-
-@njit(**JIT)
-def _is_shadow(data, w, mu, var, nm, var_threshold, background_ratio, tau):
-    """Prati et al. shadow test against the background modes of one pixel."""
-    n_ch = data.shape[0]
+    ``kbase`` is the flat index of the pixel's first mode in ``wf``/``vf`` (``kbase * n_ch`` in
+    ``mf``).
+    """
     tw = 0.0
     for m in range(nm):
+        o = (kbase + m) * n_ch
         num = 0.0
         den = 0.0
         for c in range(n_ch):
-            mc = np.float64(mu[m, c])
+            mc = np.float64(mf[o + c])
             num += data[c] * mc
             den += mc * mc
         if den == 0.0:
@@ -150,64 +55,448 @@ def _is_shadow(data, w, mu, var, nm, var_threshold, background_ratio, tau):
             a = num / den
             dist2a = 0.0
             for c in range(n_ch):
-                d = a * mu[m, c] - data[c]
+                d = a * mf[o + c] - data[c]
                 dist2a += d * d
-            if dist2a < var_threshold * var[m] * a * a:
+            if dist2a < var_threshold * vf[kbase + m] * a * a:
                 return True
-        tw += w[m]
+        tw += wf[kbase + m]
         if tw > background_ratio:
             return False
     return False
 
 
 @njit(**PJIT)
-def mog2_apply(frame, scale, weights, means, variances, n_modes, mask, bg_out, write_bg,
-               alpha, var_threshold, background_ratio, var_threshold_gen, var_init, var_min,
+def _apply_grey(frames, scale, weights, means, variances, n_modes, masks, bg_out, write_bg,
+               alphas, var_threshold, background_ratio, var_threshold_gen, var_init, var_min,
                var_max, ct, tau, detect_shadows):
-    """Classify one frame and update the model in place (parallel over rows).
-
-    Parameters
-    ----------
-    frame : (H, W, C) array, any real dtype, C-contiguous
-        The frame in data units; it is multiplied by ``scale`` to model units.
-    scale : float
-        Data units to model units (255 / data_range).
-    weights, means, variances, n_modes : state arrays (see module docstring), updated in place.
-    mask : (H, W) uint8
-        Output: 0 background, 1 foreground, 2 shadow.
-    bg_out : (H, W, C) float32
-        Output when ``write_bg``: the mean of the most probable mode, in data units.
-    alpha : float
-        Learning rate of this frame (0 classifies without learning).
-    ct : float
-        Complexity reduction prior; the pruning threshold is ``alpha * ct``.
-    """
-    height, width, n_ch = frame.shape
-    prune = -alpha * ct
+    """One grey frame (C = 1): the channel loops of :func:`_apply_any` spelled out."""
+    height, width = n_modes.shape
+    n_ch = means.shape[3]
+    k_max = weights.shape[2]
+    wf = weights.reshape(-1)
+    mf = means.reshape(-1)
+    vf = variances.reshape(-1)
     inv_scale = 1.0 / scale
+    # pixels are independent: each thread takes whole rows through every frame of the block
     for y in prange(height):
         data = np.empty(n_ch, np.float64)
         diff = np.empty(n_ch, np.float64)
-        for x in range(width):
-            for c in range(n_ch):
-                data[c] = frame[y, x, c] * scale
-            w = weights[y, x]
-            mu = means[y, x]
-            var = variances[y, x]
-            background, nm = _update_pixel(
-                data, w, mu, var, np.int64(n_modes[y, x]), alpha, var_threshold,
-                background_ratio, var_threshold_gen, var_init, var_min, var_max, prune, diff)
-            n_modes[y, x] = nm
-            if background:
-                mask[y, x] = BACKGROUND
-            elif detect_shadows and _is_shadow(data, w, mu, var, nm, var_threshold,
-                                               background_ratio, tau):
-                mask[y, x] = SHADOW
-            else:
-                mask[y, x] = FOREGROUND
-            if write_bg:
+        for b in range(frames.shape[0]):
+            alpha = alphas[b]
+            prune = -alpha * ct
+            alpha1 = 1.0 - alpha
+            for x in range(width):
+                kb = (y * width + x) * k_max          # first mode of this pixel in wf / vf
+                x0 = frames[b, y, x, 0] * scale
+                nm = np.int64(n_modes[y, x])
+                background = False
+                fits = False
+                total = 0.0
+                n_alive = nm
+                for m in range(nm):
+                    wt = alpha1 * wf[kb + m] + prune
+                    dest = m
+                    if not fits:
+                        v = np.float64(vf[kb + m])
+                        o = (kb + m) * n_ch
+                        d0 = mf[o] - x0
+                        dist2 = d0 * d0
+                        # background: one of the first modes (cumulative weight < ratio) is close
+                        if total < background_ratio and dist2 < var_threshold * v:
+                            background = True
+                        if dist2 < var_threshold_gen * v:
+                            fits = True
+                            wt += alpha
+                            k = alpha / wt
+                            mf[o] -= k * d0
+                            vnew = v + k * (dist2 - v)
+                            if vnew < var_min:
+                                vnew = var_min
+                            if vnew > var_max:
+                                vnew = var_max
+                            vf[kb + m] = vnew
+                            # bubble the matched mode up (modes above hold their new weights)
+                            i = m
+                            while i > 0 and wt >= wf[kb + i - 1]:
+                                wf[kb + i] = wf[kb + i - 1]
+                                tmp = vf[kb + i]
+                                vf[kb + i] = vf[kb + i - 1]
+                                vf[kb + i - 1] = tmp
+                                oi = (kb + i) * n_ch
+                                tmp = mf[oi]
+                                mf[oi] = mf[oi - 1]
+                                mf[oi - 1] = tmp
+                                i -= 1
+                            dest = i
+                    if wt < -prune:
+                        # complexity reduction: the pruned modes form the tail of the sorted list
+                        wt = 0.0
+                        n_alive -= 1
+                    wf[kb + dest] = wt
+                    total += wt
+
+                inv = 1.0 / total if total > 1.1920929e-07 else 0.0
+                for m in range(n_alive):
+                    wf[kb + m] = wf[kb + m] * inv
+                for m in range(n_alive, nm):
+                    wf[kb + m] = 0.0
+
+                if not fits and alpha > 0.0:
+                    if n_alive == k_max:
+                        mode = n_alive - 1
+                        replaced = True
+                    else:
+                        mode = n_alive
+                        n_alive += 1
+                        replaced = False
+                    if n_alive == 1:
+                        wnew = 1.0
+                    else:
+                        for i in range(n_alive - 1):
+                            wf[kb + i] = wf[kb + i] * alpha1
+                        wf[kb + mode] = alpha
+                        if replaced:
+                            s = 0.0
+                            for i in range(n_alive):
+                                s += wf[kb + i]
+                            for i in range(n_alive):
+                                wf[kb + i] = wf[kb + i] / s
+                        wnew = wf[kb + mode]
+                    i = mode
+                    while i > 0 and wnew >= wf[kb + i - 1]:
+                        wf[kb + i] = wf[kb + i - 1]
+                        vf[kb + i] = vf[kb + i - 1]
+                        oi = (kb + i) * n_ch
+                        mf[oi] = mf[oi - 1]
+                        i -= 1
+                    wf[kb + i] = wnew
+                    vf[kb + i] = var_init
+                    oi = (kb + i) * n_ch
+                    mf[oi] = x0
+
+                n_modes[y, x] = n_alive
+                if background:
+                    masks[b, y, x] = BACKGROUND
+                else:
+                    shadow = False
+                    if detect_shadows:
+                        data[0] = x0
+                        shadow = _is_shadow(data, wf, mf, vf, kb, n_alive, n_ch, var_threshold,
+                                            background_ratio, tau)
+                    masks[b, y, x] = SHADOW if shadow else FOREGROUND
+                if write_bg:
+                    o = kb * n_ch
+                    bg_out[b, y, x, 0] = mf[o] * inv_scale if n_alive > 0 else 0.0
+
+@njit(**PJIT)
+def _apply_rgb(frames, scale, weights, means, variances, n_modes, masks, bg_out, write_bg,
+               alphas, var_threshold, background_ratio, var_threshold_gen, var_init, var_min,
+               var_max, ct, tau, detect_shadows):
+    """One 3-channel frame (C = 3): the channel loops of :func:`_apply_any` spelled out."""
+    height, width = n_modes.shape
+    n_ch = means.shape[3]
+    k_max = weights.shape[2]
+    wf = weights.reshape(-1)
+    mf = means.reshape(-1)
+    vf = variances.reshape(-1)
+    inv_scale = 1.0 / scale
+    # pixels are independent: each thread takes whole rows through every frame of the block
+    for y in prange(height):
+        data = np.empty(n_ch, np.float64)
+        diff = np.empty(n_ch, np.float64)
+        for b in range(frames.shape[0]):
+            alpha = alphas[b]
+            prune = -alpha * ct
+            alpha1 = 1.0 - alpha
+            for x in range(width):
+                kb = (y * width + x) * k_max          # first mode of this pixel in wf / vf
+                x0 = frames[b, y, x, 0] * scale
+                x1 = frames[b, y, x, 1] * scale
+                x2 = frames[b, y, x, 2] * scale
+                nm = np.int64(n_modes[y, x])
+                background = False
+                fits = False
+                total = 0.0
+                n_alive = nm
+                for m in range(nm):
+                    wt = alpha1 * wf[kb + m] + prune
+                    dest = m
+                    if not fits:
+                        v = np.float64(vf[kb + m])
+                        o = (kb + m) * n_ch
+                        d0 = mf[o] - x0
+                        d1 = mf[o + 1] - x1
+                        d2 = mf[o + 2] - x2
+                        dist2 = d0 * d0 + d1 * d1 + d2 * d2
+                        # background: one of the first modes (cumulative weight < ratio) is close
+                        if total < background_ratio and dist2 < var_threshold * v:
+                            background = True
+                        if dist2 < var_threshold_gen * v:
+                            fits = True
+                            wt += alpha
+                            k = alpha / wt
+                            mf[o] -= k * d0
+                            mf[o + 1] -= k * d1
+                            mf[o + 2] -= k * d2
+                            vnew = v + k * (dist2 - v)
+                            if vnew < var_min:
+                                vnew = var_min
+                            if vnew > var_max:
+                                vnew = var_max
+                            vf[kb + m] = vnew
+                            # bubble the matched mode up (modes above hold their new weights)
+                            i = m
+                            while i > 0 and wt >= wf[kb + i - 1]:
+                                wf[kb + i] = wf[kb + i - 1]
+                                tmp = vf[kb + i]
+                                vf[kb + i] = vf[kb + i - 1]
+                                vf[kb + i - 1] = tmp
+                                oi = (kb + i) * n_ch
+                                for c in range(3):
+                                    tmp = mf[oi + c]
+                                    mf[oi + c] = mf[oi - 3 + c]
+                                    mf[oi - 3 + c] = tmp
+                                i -= 1
+                            dest = i
+                    if wt < -prune:
+                        # complexity reduction: the pruned modes form the tail of the sorted list
+                        wt = 0.0
+                        n_alive -= 1
+                    wf[kb + dest] = wt
+                    total += wt
+
+                inv = 1.0 / total if total > 1.1920929e-07 else 0.0
+                for m in range(n_alive):
+                    wf[kb + m] = wf[kb + m] * inv
+                for m in range(n_alive, nm):
+                    wf[kb + m] = 0.0
+
+                if not fits and alpha > 0.0:
+                    if n_alive == k_max:
+                        mode = n_alive - 1
+                        replaced = True
+                    else:
+                        mode = n_alive
+                        n_alive += 1
+                        replaced = False
+                    if n_alive == 1:
+                        wnew = 1.0
+                    else:
+                        for i in range(n_alive - 1):
+                            wf[kb + i] = wf[kb + i] * alpha1
+                        wf[kb + mode] = alpha
+                        if replaced:
+                            s = 0.0
+                            for i in range(n_alive):
+                                s += wf[kb + i]
+                            for i in range(n_alive):
+                                wf[kb + i] = wf[kb + i] / s
+                        wnew = wf[kb + mode]
+                    i = mode
+                    while i > 0 and wnew >= wf[kb + i - 1]:
+                        wf[kb + i] = wf[kb + i - 1]
+                        vf[kb + i] = vf[kb + i - 1]
+                        oi = (kb + i) * n_ch
+                        for c in range(3):
+                            mf[oi + c] = mf[oi - 3 + c]
+                        i -= 1
+                    wf[kb + i] = wnew
+                    vf[kb + i] = var_init
+                    oi = (kb + i) * n_ch
+                    mf[oi] = x0
+                    mf[oi + 1] = x1
+                    mf[oi + 2] = x2
+
+                n_modes[y, x] = n_alive
+                if background:
+                    masks[b, y, x] = BACKGROUND
+                else:
+                    shadow = False
+                    if detect_shadows:
+                        data[0] = x0
+                        data[1] = x1
+                        data[2] = x2
+                        shadow = _is_shadow(data, wf, mf, vf, kb, n_alive, n_ch, var_threshold,
+                                            background_ratio, tau)
+                    masks[b, y, x] = SHADOW if shadow else FOREGROUND
+                if write_bg:
+                    o = kb * n_ch
+                    for c in range(3):
+                        bg_out[b, y, x, c] = mf[o + c] * inv_scale if n_alive > 0 else 0.0
+
+@njit(**PJIT)
+def _apply_any(frames, scale, weights, means, variances, n_modes, masks, bg_out, write_bg,
+               alphas, var_threshold, background_ratio, var_threshold_gen, var_init, var_min,
+               var_max, ct, tau, detect_shadows):
+    """One frame with any number of channels C (the reference form of the update)."""
+    height, width = n_modes.shape
+    n_ch = means.shape[3]
+    k_max = weights.shape[2]
+    wf = weights.reshape(-1)
+    mf = means.reshape(-1)
+    vf = variances.reshape(-1)
+    inv_scale = 1.0 / scale
+    # pixels are independent: each thread takes whole rows through every frame of the block
+    for y in prange(height):
+        data = np.empty(n_ch, np.float64)
+        diff = np.empty(n_ch, np.float64)
+        for b in range(frames.shape[0]):
+            alpha = alphas[b]
+            prune = -alpha * ct
+            alpha1 = 1.0 - alpha
+            for x in range(width):
+                kb = (y * width + x) * k_max          # first mode of this pixel in wf / vf
                 for c in range(n_ch):
-                    bg_out[y, x, c] = mu[0, c] * inv_scale if nm > 0 else 0.0
+                    data[c] = frames[b, y, x, c] * scale
+                nm = np.int64(n_modes[y, x])
+                background = False
+                fits = False
+                total = 0.0
+                n_alive = nm
+                for m in range(nm):
+                    wt = alpha1 * wf[kb + m] + prune
+                    dest = m
+                    if not fits:
+                        v = np.float64(vf[kb + m])
+                        o = (kb + m) * n_ch
+                        dist2 = 0.0
+                        for c in range(n_ch):
+                            d = mf[o + c] - data[c]
+                            diff[c] = d
+                            dist2 += d * d
+                        # background: one of the first modes (cumulative weight < ratio) is close
+                        if total < background_ratio and dist2 < var_threshold * v:
+                            background = True
+                        if dist2 < var_threshold_gen * v:
+                            fits = True
+                            wt += alpha
+                            k = alpha / wt
+                            for c in range(n_ch):
+                                mf[o + c] -= k * diff[c]
+                            vnew = v + k * (dist2 - v)
+                            if vnew < var_min:
+                                vnew = var_min
+                            if vnew > var_max:
+                                vnew = var_max
+                            vf[kb + m] = vnew
+                            # bubble the matched mode up (modes above hold their new weights)
+                            i = m
+                            while i > 0 and wt >= wf[kb + i - 1]:
+                                wf[kb + i] = wf[kb + i - 1]
+                                tmp = vf[kb + i]
+                                vf[kb + i] = vf[kb + i - 1]
+                                vf[kb + i - 1] = tmp
+                                oi = (kb + i) * n_ch
+                                for c in range(n_ch):
+                                    tmp = mf[oi + c]
+                                    mf[oi + c] = mf[oi - n_ch + c]
+                                    mf[oi - n_ch + c] = tmp
+                                i -= 1
+                            dest = i
+                    if wt < -prune:
+                        # complexity reduction: the pruned modes form the tail of the sorted list
+                        wt = 0.0
+                        n_alive -= 1
+                    wf[kb + dest] = wt
+                    total += wt
+
+                inv = 1.0 / total if total > 1.1920929e-07 else 0.0
+                for m in range(n_alive):
+                    wf[kb + m] = wf[kb + m] * inv
+                for m in range(n_alive, nm):
+                    wf[kb + m] = 0.0
+
+                if not fits and alpha > 0.0:
+                    if n_alive == k_max:
+                        mode = n_alive - 1
+                        replaced = True
+                    else:
+                        mode = n_alive
+                        n_alive += 1
+                        replaced = False
+                    if n_alive == 1:
+                        wnew = 1.0
+                    else:
+                        for i in range(n_alive - 1):
+                            wf[kb + i] = wf[kb + i] * alpha1
+                        wf[kb + mode] = alpha
+                        if replaced:
+                            s = 0.0
+                            for i in range(n_alive):
+                                s += wf[kb + i]
+                            for i in range(n_alive):
+                                wf[kb + i] = wf[kb + i] / s
+                        wnew = wf[kb + mode]
+                    i = mode
+                    while i > 0 and wnew >= wf[kb + i - 1]:
+                        wf[kb + i] = wf[kb + i - 1]
+                        vf[kb + i] = vf[kb + i - 1]
+                        oi = (kb + i) * n_ch
+                        for c in range(n_ch):
+                            mf[oi + c] = mf[oi - n_ch + c]
+                        i -= 1
+                    wf[kb + i] = wnew
+                    vf[kb + i] = var_init
+                    oi = (kb + i) * n_ch
+                    for c in range(n_ch):
+                        mf[oi + c] = data[c]
+
+                n_modes[y, x] = n_alive
+                if background:
+                    masks[b, y, x] = BACKGROUND
+                else:
+                    shadow = False
+                    if detect_shadows:
+                        pass
+                        shadow = _is_shadow(data, wf, mf, vf, kb, n_alive, n_ch, var_threshold,
+                                            background_ratio, tau)
+                    masks[b, y, x] = SHADOW if shadow else FOREGROUND
+                if write_bg:
+                    o = kb * n_ch
+                    for c in range(n_ch):
+                        bg_out[b, y, x, c] = mf[o + c] * inv_scale if n_alive > 0 else 0.0
+
+def mog2_apply(frames, scale, weights, means, variances, n_modes, masks, bg_out, write_bg,
+               alphas, var_threshold, background_ratio, var_threshold_gen, var_init, var_min,
+               var_max, ct, tau, detect_shadows):
+    """Classify a block of frames and update the model in place (parallel over rows).
+
+    Each pixel's mixture only depends on that pixel's samples, so every thread takes whole
+    rows through all frames of the block: one parallel launch per block, and the state of a
+    row stays in cache from frame to frame. The result is identical to calling this once per
+    frame. Dispatches to the kernel for grey (C = 1), RGB (C = 3) or any C: the same
+    algorithm, the first two with their channel loops written out with scalars (about twice
+    as fast).
+
+    Parameters
+    ----------
+    frames : (B, H, W, C) array, any real dtype, C-contiguous
+        The frames in data units; multiplied by ``scale`` to model units.
+    scale : float
+        Data units to model units (255 / data_range).
+    weights, means, variances, n_modes : state arrays (see module docstring), updated in place.
+    masks : (B, H, W) uint8
+        Output: 0 background, 1 foreground, 2 shadow.
+    bg_out : (B, H, W, C) float32
+        Output when ``write_bg``: the mean of the most probable mode after each frame, in data
+        units (any array, e.g. (1, 1, 1, C), when ``write_bg`` is False).
+    write_bg : bool
+    alphas : (B,) float64
+        Learning rate of each frame (0 classifies without learning).
+    var_threshold, background_ratio, var_threshold_gen, var_init, var_min, var_max : float
+        OpenCV's Tb, TB, Tg, fVarInit, fVarMin, fVarMax (variances in model units).
+    ct : float
+        Complexity reduction prior; the pruning threshold is ``alpha * ct``.
+    tau : float
+        Shadow threshold.
+    detect_shadows : bool
+    """
+    n_ch = frames.shape[3]
+    kernel = _apply_grey if n_ch == 1 else _apply_rgb if n_ch == 3 else _apply_any
+    kernel(frames, float(scale), weights, means, variances, n_modes, masks, bg_out,
+           bool(write_bg), np.ascontiguousarray(alphas, np.float64), float(var_threshold),
+           float(background_ratio), float(var_threshold_gen), float(var_init), float(var_min),
+           float(var_max), float(ct), float(tau), bool(detect_shadows))
 
 
 @njit(**PJIT)
@@ -222,34 +511,52 @@ def mog2_background(means, n_modes, scale, out):
                 out[y, x, c] = means[y, x, 0, c] * inv_scale if n_modes[y, x] > 0 else 0.0
 
 
-@njit(**PJIT)
+@njit(**JIT)
 def majority_filter(mask, radius, out):
     """Binary majority vote of ``mask == 1`` over a (2r+1)^2 window (clipped at the borders).
 
     Pixels where more than half of the window is foreground become 1; other pixels keep
     their value if it is 0 or 2 and become 0 if it was 1. This is the post-filtering step
-    of Zivkovic's reference implementation, written as a separable box count.
+    of Zivkovic's reference implementation (a median filter of the binary mask), written as a
+    separable running box count.
     """
     height, width = mask.shape
     rows = np.empty((height, width), np.int32)
-    for y in prange(height):
+    widths = np.empty(width, np.int32)
+    for x in range(width):
+        widths[x] = min(width, x + radius + 1) - max(0, x - radius)
+    for y in range(height):
+        s = 0
+        for x in range(min(radius, width)):
+            s += mask[y, x] == FOREGROUND
         for x in range(width):
-            s = 0
-            for xx in range(max(0, x - radius), min(width, x + radius + 1)):
-                if mask[y, xx] == FOREGROUND:
-                    s += 1
+            xa = x + radius
+            if xa < width:
+                s += mask[y, xa] == FOREGROUND
+            xr = x - radius - 1
+            if xr >= 0:
+                s -= mask[y, xr] == FOREGROUND
             rows[y, x] = s
-    for y in prange(height):
+    acc = np.empty(width, np.int32)
+    for y in range(height):
         y0 = max(0, y - radius)
         y1 = min(height, y + radius + 1)
+        acc[:] = 0
+        for yy in range(y0, y1):
+            for x in range(width):
+                acc[x] += rows[yy, x]
+        hy = y1 - y0
         for x in range(width):
-            s = 0
-            for yy in range(y0, y1):
-                s += rows[yy, x]
-            area = (y1 - y0) * (min(width, x + radius + 1) - max(0, x - radius))
-            if 2 * s > area:
+            if 2 * acc[x] > hy * widths[x]:
                 out[y, x] = FOREGROUND
             elif mask[y, x] == FOREGROUND:
                 out[y, x] = BACKGROUND
             else:
                 out[y, x] = mask[y, x]
+
+
+@njit(**PJIT)
+def majority_filter_stack(masks, radius, out):
+    """:func:`majority_filter` of every frame of (B, H, W) ``masks``, parallel over frames."""
+    for b in prange(masks.shape[0]):
+        majority_filter(masks[b], radius, out[b])
