@@ -343,6 +343,19 @@ def colour_lookup(a, m, hist: Histogram, lut, out):
     return out
 
 
+def _small_int_histogram(a, m, bins):
+    """8- and 16-bit integers: one pass over the whole dtype range, no separate min/max pass."""
+    info = np.iinfo(a.dtype)
+    full = grey_counts(a, m, {"kind": "integer", "vmin": int(info.min), "nbins": int(info.max) - int(info.min) + 1})
+    nz = np.flatnonzero(full)
+    if nz.size == 0:
+        return empty_grey((0, 0, 0, 0, 0), a.dtype)
+    lo, hi = int(nz[0]) + int(info.min), int(nz[-1]) + int(info.min)
+    spec = grey_spec(a.dtype, lo, hi, bins)
+    counts = full[nz[0] : nz[-1] + 1]
+    return grey_histogram(counts, spec, (lo, hi, int(full.sum()), 0, 0), a.dtype)
+
+
 # --------------------------------------------------------------------------------------------
 
 
@@ -384,6 +397,8 @@ def histogram(image, *, channel_axis=None, mask=None, bins=None) -> Histogram:
     if channel_axis is None:
         a = as_flat(image)
         m = _mask_flat(mask, image.shape)
+        if a.dtype.kind in "ui" and a.dtype.itemsize <= 2:
+            return _small_int_histogram(a, m, bins)
         rng = grey_range(a, m)
         if rng[2] == 0:
             return empty_grey(rng, image.dtype)
