@@ -210,6 +210,22 @@ def test_quantised_and_posteriors(viewer, qtbot, notes):
     assert "napari_gmm" in viewer.layers["ph GMM posteriors"].metadata
 
 
+def test_more_than_255_classes_give_uint16_labels(viewer, qtbot, notes):
+    img = np.arange(32 * 32, dtype=np.uint16).reshape(32, 32) * 3
+    viewer.add_image(img, name="ramp")
+    w = dock(viewer)
+    w.n_components.value = 300
+    w.max_iter.value = 3
+    w.tol.value = "0"
+    run_and_wait(qtbot, w)
+    assert notes["error"] == []
+    labels = viewer.layers["ramp GMM labels"].data
+    assert labels.dtype == np.uint16
+    assert labels.min() >= 1 and labels.max() <= 300 and labels.max() > 255
+    assert np.all(np.diff(labels.ravel().astype(int)) >= 0)  # a ramp: labels never go down
+    assert "label  weight" in w.summary.value and "..." in w.summary.value  # long tables are cut
+
+
 # ------------------------------------------------------------------------------------------ colour
 def test_rgb_layer_switches_to_colour_mode(viewer, qtbot, notes):
     rgb = small_rgb()
@@ -263,7 +279,7 @@ def test_multichannel_stack_channel_axis_choice(viewer, qtbot, notes):
     a, truth = phantom(rng, shape=(48, 48))
     b = np.where(truth == 2, 180.0, 60.0) + rng.normal(0, 6, truth.shape)
     stack = np.clip(np.stack([a, b]), 0, 255).astype(np.uint8)  # (C=2, Y, X)
-    viewer.add_image(stack, name="cyx")
+    viewer.add_image(stack, name="cyx", scale=(1.0, 0.5, 0.25))
     w = dock(viewer)
     assert w.channel_axis.value is None and w.mode.value.startswith("grey")
     assert 0 in w.channel_axis.choices
@@ -276,6 +292,7 @@ def test_multichannel_stack_channel_axis_choice(viewer, qtbot, notes):
     labels = viewer.layers["cyx GMM labels"]
     assert labels.data.shape == truth.shape
     assert labels.ndim == 2
+    np.testing.assert_allclose(labels.scale, (0.5, 0.25))  # the channel axis is dropped
     expected = ng.segment(stack, n_components=3, channel_axis=0, covariance_type="diag", init="kmeans++",
                           random_state=0)
     np.testing.assert_array_equal(labels.data, expected)
@@ -507,13 +524,42 @@ def test_cancel_leaves_viewer_untouched(viewer, qtbot, notes, monkeypatch):
     state = layer_state(viewer)
     worker = w.run()
     assert worker is not None and w.is_running and w.run_button.text == "Cancel"
-    qtbot.wait(100)
+    # the GUI thread keeps running while the worker computes: progress reports reach the bar
+    qtbot.waitUntil(lambda: w.progress.native.value() > 0, timeout=WAIT_MS)
+    assert not w.progress.native.isHidden()
     w.run_button.native.click()  # the user presses "Cancel"
     qtbot.waitUntil(lambda: not w.is_running, timeout=WAIT_MS)
     assert layer_state(viewer) == state
     assert notes["error"] == []
     assert any("cancelled" in m for m in notes["info"])
     assert w.run_button.text == "Run"
+
+
+def test_closing_the_widget_during_a_fit(viewer, qtbot, notes, monkeypatch):
+    viewer.add_image(camera(), name="camera")
+    w = dock(viewer)
+    seen = []
+
+    def slow_segment(image, *args, progress=None, **kwargs):
+        for i in range(1000):
+            progress(i, 1000)  # raises once the widget is gone: the computation stops
+            seen.append(i)
+            time.sleep(0.01)
+        raise AssertionError("the worker was not stopped")
+
+    monkeypatch.setattr(_segment.ng, "segment", slow_segment)
+    state = layer_state(viewer)
+    worker = w.run()
+    done = []
+    worker.finished.connect(lambda: done.append(True))
+    qtbot.waitUntil(lambda: len(seen) > 3, timeout=WAIT_MS)
+    viewer.window.remove_dock_widget(w.native)  # the user closes the dock mid-fit
+    w.native.deleteLater()
+    qtbot.waitUntil(lambda: bool(done), timeout=WAIT_MS)
+    qtbot.wait(50)  # late queued signals must not touch deleted widgets (pytest-qt would report it)
+    assert len(seen) < 1000
+    assert layer_state(viewer) == state
+    assert notes["error"] == []
 
 
 # ------------------------------------------------------------------------------------------ plugin

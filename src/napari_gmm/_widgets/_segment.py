@@ -360,6 +360,16 @@ class SegmentWidget(Container):
         self._job: _Job | None = None
         self._relay = _ProgressRelay()
         self._relay.progressed.connect(self._on_progress)
+        # If the widget is closed (or the viewer quits) while a fit runs, the worker must neither
+        # touch deleted Qt widgets nor keep computing: the handler holds no reference to the widget.
+        self._alive = alive = {"alive": True, "job": None}
+
+        def _on_destroyed(*_):
+            alive["alive"] = False
+            if alive["job"] is not None:
+                alive["job"].cancel.set()
+
+        self.native.destroyed.connect(_on_destroyed)
         self._colour_mode: bool | None = None
 
         self.image = ComboBox(label="image", choices=self._image_choices, nullable=False,
@@ -598,7 +608,7 @@ class SegmentWidget(Container):
         except _InputError as exc:
             show_error(str(exc))
             return None
-        self._job = job
+        self._job = self._alive["job"] = job
         self.run_button.text = "Cancel"
         self.progress.native.setRange(0, 0)  # busy until the core reports progress
         self.progress.visible = True
@@ -689,12 +699,16 @@ class SegmentWidget(Container):
 
     # ---------------------------------------------------------------- worker callbacks (GUI thread)
     def _on_progress(self, done: int, total: int):
+        if not self._alive["alive"]:
+            return
         if self._job is None or total <= 0:
             return
         self.progress.native.setRange(0, 1000)
         self.progress.native.setValue(int(1000 * min(max(done / total, 0.0), 1.0)))
 
     def _on_returned(self, result: _Result):
+        if not self._alive["alive"]:
+            return
         job = self._job
         if result.error is not None:
             if isinstance(result.error, _Cancelled):
@@ -727,17 +741,23 @@ class SegmentWidget(Container):
         self.summary.value = _summary_text(result.model, result.seconds, job.params)
 
     def _on_warned(self, show_warning_args: tuple):
+        if not self._alive["alive"]:
+            return
         # the worker records warnings raised in its thread (e.g. ng.ConvergenceWarning, inf pixels
         # excluded) and hands over warnings.showwarning's arguments: message, category, file, line
         message = show_warning_args[0]
         show_warning(f"napari-gmm: {message}")
 
     def _on_errored(self, exc: BaseException):  # only for failures outside _compute's own try
+        if not self._alive["alive"]:
+            return
         show_error(f"napari-gmm failed ({type(exc).__name__}): {exc}")
 
     def _on_finished(self):
+        if not self._alive["alive"]:
+            return
         self._worker = None
-        self._job = None
+        self._job = self._alive["job"] = None
         self.run_button.text = "Run"
         self.run_button.enabled = True
         self.progress.native.setRange(0, 100)
