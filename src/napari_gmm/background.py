@@ -656,7 +656,14 @@ def _subtract_background_steps(stack, *, time_axis=0, channel_axis=None, burn_in
     if n_burn:
         for ts, frames in _iter_blocks(view, info["dask"], block, burn_idx):
             data = model._check_block(frames, ts=ts, time_axis=time_axis)
-            model._step(data, model._rates(len(ts), learning_rate), model._masks[:len(ts)])
+            if learning_rate is None:
+                # burn-in: every frame weighs the same (running averages, 1 / n), so a mode's
+                # weight is the fraction of burn-in frames it explains
+                k = model.n_frames + 1 + np.arange(len(ts))
+                rates = 1.0 / np.minimum(k, p["history"])
+            else:
+                rates = model._rates(len(ts), learning_rate)
+            model._step(data, rates, model._masks[:len(ts)])
             done += len(ts)
             yield done, total
     for ts, frames in _iter_blocks(view, info["dask"], block):
@@ -761,16 +768,19 @@ def subtract_background(stack, *, time_axis=0, channel_axis=None, burn_in="all",
     >>> import numpy as np
     >>> from napari_gmm import subtract_background
     >>> rng = np.random.default_rng(0)
-    >>> stack = rng.normal(80, 2, (40, 48, 48)).clip(0, 255).astype(np.uint8)
-    >>> for t in range(40):                      # a bright square moving right
-    ...     stack[t, 20:28, t:t + 8] = 200
+    >>> stack = rng.normal(80, 2, (60, 32, 128)).clip(0, 255).astype(np.uint8)
+    >>> for t in range(60):                      # a bright square moving right
+    ...     stack[t, 12:18, 2 * t:2 * t + 6] = 200
     >>> res = subtract_background(stack)
     >>> res.foreground.shape, res.foreground.dtype
-    ((40, 48, 48), dtype('uint8'))
-    >>> int(res.foreground[0, 24, 4]), int(res.foreground[0, 5, 40])
+    ((60, 32, 128), dtype('uint8'))
+    >>> int(res.foreground[0, 14, 2]), int(res.foreground[0, 5, 100])   # from the first frame on
     (1, 0)
-    >>> res.background.shape
-    (40, 48, 48)
+    >>> res.background.shape, abs(int(res.background[0, 14, 2]) - 80) <= 1   # no square in it
+    ((60, 32, 128), True)
+    >>> online = subtract_background(stack, burn_in=None)               # as OpenCV: learns first
+    >>> int(online.foreground[0, 5, 100])
+    1
     """
     gen = _subtract_background_steps(
         stack, time_axis=time_axis, channel_axis=channel_axis, burn_in=burn_in,

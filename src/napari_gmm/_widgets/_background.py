@@ -1,0 +1,465 @@
+"""Dock widget "Background model": MOG2 background subtraction of a time-stack layer.
+
+A thin shell around :func:`napari_gmm.subtract_background`: it reads the chosen Image layer and
+options, runs the model in a napari worker thread with a per-frame progress bar and a working
+Cancel, and writes (or updates in place, on re-runs) the output layers:
+
+- ``"<image> foreground"`` (Labels, same axes as the image without channels: 1 foreground,
+  2 shadow, 0 background);
+- ``"<image> background"`` (Image: the background of every frame, or only the last frame);
+- optionally ``"<image> foreground image"`` (input minus background, or input masked by the
+  foreground).
+
+Each output carries ``metadata["napari_gmm"] = {"params": ..., "source": ..., "output": ...}``
+(JSON-able). Errors are napari notifications and leave the viewer untouched; a cancelled run
+adds or changes nothing (layers are only written once the whole stack is done).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    FloatSpinBox,
+    Label,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+)
+from napari.layers import Image, Labels
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QObject, Signal
+
+import napari_gmm as ng
+
+if TYPE_CHECKING:
+    import napari
+
+__all__ = ["BackgroundWidget", "background_widget"]
+
+FOREGROUND_SUFFIX = " foreground"
+BACKGROUND_SUFFIX = " background"
+FG_IMAGE_SUFFIX = " foreground image"
+BURN_IN = {"whole stack (offline)": "all", "frames spread over the stack": "frames",
+           "none (online, as OpenCV)": None}
+BACKGROUND_OUT = {"every frame": "all", "last frame only": "last", "none": None}
+FG_IMAGE_OUT = {"none": None, "input - background": "difference", "input masked": "masked"}
+SHADOWS = {"auto (colour only)": "auto", "on": True, "off": False}
+
+
+class _ProgressRelay(QObject):
+    """Carries ``progress(done, total)`` from the worker thread to the GUI thread."""
+
+    progressed = Signal(int, int)
+
+
+@dataclass
+class _Job:
+    layer: Any
+    data: Any
+    time_axis: int
+    channel_axis: int | None
+    kwargs: dict
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class _Result:
+    result: Any = None
+    seconds: float = 0.0
+    error: BaseException | None = None
+    error_tb: str = ""
+
+
+def _compute(job: _Job, relay: _ProgressRelay | None) -> _Result:
+    """Worker-thread body: never raises; errors (and cancellation) go back in the result."""
+    t0 = time.perf_counter()
+
+    def progress(done, total):
+        if relay is not None:
+            relay.progressed.emit(int(done), int(total))
+
+    try:
+        res = ng.subtract_background(job.data, time_axis=job.time_axis,
+                                     channel_axis=job.channel_axis, progress=progress,
+                                     should_stop=job.cancel.is_set, **job.kwargs)
+        return _Result(result=res, seconds=time.perf_counter() - t0)
+    except BaseException as exc:  # noqa: BLE001 - everything goes back to the GUI thread
+        return _Result(error=exc, error_tb=traceback.format_exc())
+
+
+class BackgroundWidget(Container):
+    """Background model (MOG2) of a time-stack Image layer.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+        The viewer whose layers are read and written.
+
+    Notes
+    -----
+    Scripting from the napari console::
+
+        w = BackgroundWidget(viewer)
+        viewer.window.add_dock_widget(w)
+        w.image.value = viewer.layers["video"]
+        w.var_threshold.value = 20
+        worker = w.run()        # the napari worker, or None when the inputs were refused
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer):
+        super().__init__(labels=True)
+        self._viewer = viewer
+        self._worker = None
+        self._job: _Job | None = None
+        self._relay = _ProgressRelay()
+        self._relay.progressed.connect(self._on_progress)
+        self._alive = alive = {"alive": True, "job": None}
+
+        def _on_destroyed(*_):
+            alive["alive"] = False
+            if alive["job"] is not None:
+                alive["job"].cancel.set()
+
+        self.native.destroyed.connect(_on_destroyed)
+
+        d = ng.background.MODEL_DEFAULTS
+        self.image = ComboBox(label="image", choices=self._image_choices, nullable=False,
+                              tooltip="Time-stack Image layer (T, Y, X) or (T, Y, X, C).")
+        self.time_axis = ComboBox(label="time axis", choices=self._axis_choices,
+                                  tooltip="Axis along which frames follow each other.")
+        self.channel_axis = ComboBox(label="channels", choices=self._channel_choices,
+                                     tooltip="Axis holding channels (RGB layers: automatic).")
+        self.history = SpinBox(label="history", value=d["history"], min=1, max=1_000_000,
+                               tooltip="Learning rate settles at 1 / history (frames).")
+        self.var_threshold = FloatSpinBox(
+            label="var_threshold", value=d["var_threshold"], min=0.1, max=1000.0, step=1.0,
+            tooltip="Squared Mahalanobis distance to a background mode under which a pixel is "
+                    "background (16 = 4 sigma).")
+        self.n_mixtures = SpinBox(label="n_mixtures", value=d["n_mixtures"], min=1,
+                                  max=ng.background.MAX_MIXTURES,
+                                  tooltip="Maximum number of Gaussian modes per pixel.")
+        self.background_ratio = FloatSpinBox(
+            label="background_ratio", value=d["background_ratio"], min=0.01, max=1.0, step=0.05,
+            tooltip="Modes whose cumulative weight passes this make the background.")
+        self.detect_shadows = ComboBox(label="shadows", choices=list(SHADOWS),
+                                       value="auto (colour only)",
+                                       tooltip="Label darker versions of the background 2.")
+        self.median_size = SpinBox(label="median filter", value=d["median_size"], min=0, max=15,
+                                   step=1, tooltip="Majority filter window of the mask (odd; "
+                                                   "0 or 1: off).")
+        self.burn_in = ComboBox(label="burn-in", choices=list(BURN_IN),
+                                value="whole stack (offline)",
+                                tooltip="Learn the scene before classifying, so the first frames "
+                                        "are not all foreground.")
+        self.burn_in_frames = SpinBox(label="burn-in frames", value=100, min=1, max=1_000_000,
+                                      tooltip="With 'frames spread over the stack'.")
+        self.background_out = ComboBox(label="background", choices=list(BACKGROUND_OUT),
+                                       value="every frame",
+                                       tooltip="Background layer: every frame (memory: like the "
+                                               "input), only the last frame, or none.")
+        self.fg_image_out = ComboBox(label="foreground image", choices=list(FG_IMAGE_OUT),
+                                     value="none")
+        self.run_button = PushButton(text="Run")
+        self.progress = ProgressBar(value=0, min=0, max=1000, label="progress")
+        self.progress.visible = False
+        self.summary = Label(value="")
+        self.extend([self.image, self.time_axis, self.channel_axis, self.history,
+                     self.var_threshold, self.n_mixtures, self.background_ratio,
+                     self.detect_shadows, self.median_size, self.burn_in, self.burn_in_frames,
+                     self.background_out, self.fg_image_out, self.run_button, self.progress,
+                     self.summary])
+        self.run_button.changed.connect(self._on_run_clicked)
+        self.image.changed.connect(self._on_image_changed)
+        self.reset_choices()
+
+    # ---------------------------------------------------------------- choices
+    def _image_choices(self, _widget=None):
+        return [(lyr.name, lyr) for lyr in self._viewer.layers
+                if isinstance(lyr, Image) and not self._is_own_output(lyr)]
+
+    @staticmethod
+    def _is_own_output(layer) -> bool:
+        info = layer.metadata.get("napari_gmm") if hasattr(layer, "metadata") else None
+        return isinstance(info, dict) and info.get("output") in ("background", "foreground_image")
+
+    def _current_layer(self):
+        combo = self.__dict__.get("image")
+        if combo is None:
+            try:
+                combo = self.image
+            except AttributeError:
+                return None
+        return combo.value
+
+    def _layer_ndim(self):
+        layer = self._current_layer()
+        return 0 if layer is None else len(layer.data.shape)
+
+    def _axis_choices(self, _widget=None):
+        n = self._layer_ndim()
+        layer = self._current_layer()
+        rgb = bool(layer is not None and layer.rgb)
+        return [(f"axis {a}", a) for a in range(n - (1 if rgb else 0))] or [("axis 0", 0)]
+
+    def _channel_choices(self, _widget=None):
+        layer = self._current_layer()
+        if layer is not None and layer.rgb:
+            return [("RGB (last axis)", -1)]
+        return [("none (grey)", None)] + [(f"axis {a}", a) for a in range(self._layer_ndim())]
+
+    def _on_image_changed(self, value=None):
+        self.time_axis.reset_choices()
+        self.channel_axis.reset_choices()
+
+    def _on_run_clicked(self, value=None):
+        if self.is_running:
+            self.cancel()
+        else:
+            self.run()
+
+    # ---------------------------------------------------------------- public API
+    @property
+    def is_running(self) -> bool:
+        return self._worker is not None
+
+    def cancel(self) -> None:
+        """Stop the running model after the current block of frames; the viewer is untouched."""
+        if self._job is not None:
+            self._job.cancel.set()
+            self.run_button.text = "Cancelling..."
+            self.run_button.enabled = False
+
+    def run(self, image=None):
+        """Validate the inputs and start the background model in a worker thread.
+
+        Returns the started worker, or None when the inputs were refused (a notification says
+        why).
+        """
+        if self.is_running:
+            show_error("napari-gmm: a background model is already running; wait for it or "
+                       "press Cancel.")
+            return None
+        try:
+            if image is not None:
+                if image not in self._viewer.layers:
+                    raise ng.InputError(f"layer '{image.name}' is not in this viewer.")
+                self.image.value = image
+            job = self._make_job(self.image.value)
+        except (ng.InputError, ValueError, TypeError) as exc:
+            show_error(f"napari-gmm: {exc}")
+            return None
+        self._job = self._alive["job"] = job
+        self.run_button.text = "Cancel"
+        self.progress.value = 0
+        self.progress.visible = True
+        self.summary.value = f"running on '{job.layer.name}'..."
+        self._worker = create_worker(
+            _compute, job, self._relay,
+            _connect={"returned": self._on_returned, "errored": self._on_errored,
+                      "finished": self._on_finished},
+            _start_thread=True,
+        )
+        return self._worker
+
+    def _make_job(self, layer) -> _Job:
+        if layer is None:
+            raise ng.InputError("no image layer: open a time stack (T, Y, X) or (T, Y, X, C) "
+                                "and pick it in 'image'.")
+        if not isinstance(layer, Image):
+            raise ng.InputError(f"'{layer.name}' is not an Image layer.")
+        if getattr(layer, "multiscale", False):
+            raise ng.InputError(f"'{layer.name}' is a multiscale (pyramid) layer; run "
+                                "napari_gmm.subtract_background(layer.data[0]) from the console.")
+        data = layer.data
+        ndim = len(data.shape)
+        channel_axis = self.channel_axis.value
+        if layer.rgb:
+            channel_axis = ndim - 1
+            if data.shape[-1] == 4:
+                data = data[..., :3]        # a view: alpha is ignored
+        time_axis = self.time_axis.value
+        if time_axis is None or time_axis >= ndim:
+            time_axis = 0
+        if channel_axis is not None and channel_axis == time_axis:
+            raise ng.InputError("the time axis and the channel axis are the same; pick "
+                                "different axes.")
+        burn = BURN_IN[self.burn_in.value]
+        if burn == "frames":
+            burn = int(self.burn_in_frames.value)
+        kwargs = dict(
+            history=int(self.history.value), var_threshold=float(self.var_threshold.value),
+            n_mixtures=int(self.n_mixtures.value),
+            background_ratio=float(self.background_ratio.value),
+            detect_shadows=SHADOWS[self.detect_shadows.value],
+            median_size=int(self.median_size.value), burn_in=burn,
+            background=BACKGROUND_OUT[self.background_out.value],
+            foreground_image=FG_IMAGE_OUT[self.fg_image_out.value],
+        )
+        if kwargs["median_size"] > 1 and kwargs["median_size"] % 2 == 0:
+            raise ng.InputError("the median filter window must be odd (or 0 / 1 for none).")
+        # the core's checks, before any thread starts: shapes and axes (cheap, no data read)
+        ng.background._check_model_params({k: v for k, v in kwargs.items()
+                                           if k in ng.background.MODEL_DEFAULTS})
+        ng.background._normalise_stack(data, time_axis, channel_axis
+                                       if not layer.rgb else ndim - 1)
+        return _Job(layer=layer, data=data, time_axis=time_axis,
+                    channel_axis=None if layer.rgb else channel_axis, kwargs=kwargs)
+
+    # ---------------------------------------------------------------- worker callbacks
+    def _on_progress(self, done: int, total: int):
+        if not self._alive["alive"] or self._job is None or total <= 0:
+            return
+        self.progress.value = int(1000 * min(max(done / total, 0.0), 1.0))
+        self.summary.value = f"frame {done} / {total}"
+
+    def _on_returned(self, out: _Result):
+        if not self._alive["alive"]:
+            return
+        job = self._job
+        if out.error is not None:
+            if isinstance(out.error, InterruptedError) or job.cancel.is_set():
+                show_info("napari-gmm: background model cancelled; nothing was changed.")
+                self.summary.value = "cancelled"
+                return
+            msg = f"napari-gmm: {out.error}"
+            if not isinstance(out.error, (ValueError, TypeError)):
+                msg = f"napari-gmm failed ({type(out.error).__name__}): {out.error}"
+            self.summary.value = msg
+            show_error(msg)
+            return
+        if job.cancel.is_set():
+            show_info("napari-gmm: background model cancelled; nothing was changed.")
+            self.summary.value = "cancelled"
+            return
+        if job.layer not in self._viewer.layers:
+            show_info(f"napari-gmm: layer '{job.layer.name}' was removed; result discarded.")
+            return
+        try:
+            self._write_layers(job, out.result)
+        except Exception as exc:  # noqa: BLE001
+            show_error(f"napari-gmm could not write the result layers "
+                       f"({type(exc).__name__}): {exc}")
+            return
+        fg = out.result.foreground
+        n = fg.shape[0]
+        self.summary.value = (f"{n} frames in {out.seconds:.1f} s ({n / max(out.seconds, 1e-9):.0f}"
+                              f" fps); foreground {100 * np.mean(fg == 1):.1f} % of pixels")
+
+    def _on_errored(self, exc: BaseException):
+        if self._alive["alive"]:
+            show_error(f"napari-gmm failed ({type(exc).__name__}): {exc}")
+
+    def _on_finished(self):
+        if not self._alive["alive"]:
+            return
+        self._worker = None
+        self._job = self._alive["job"] = None
+        self.run_button.text = "Run"
+        self.run_button.enabled = True
+        self.progress.visible = False
+
+    # ---------------------------------------------------------------- output layers
+    def _write_layers(self, job: _Job, res):
+        layer = job.layer
+        src = layer.name
+        ndim = len(job.data.shape)
+        t_ax = job.time_axis
+        c_ax = (ndim - 1) if layer.rgb else job.channel_axis
+        meta = {"params": dict(res.params), "source": src}
+        # axes of the image without its channel axis; outputs go back to the input's order
+        spatial = [a for a in range(ndim) if a != c_ax]
+        t_pos = spatial.index(t_ax)
+        scale = tuple(layer.scale[a] for a in spatial)
+        translate = tuple(layer.translate[a] for a in spatial)
+        fg = np.moveaxis(res.foreground, 0, t_pos)
+        self._put_layer(Labels, src + FOREGROUND_SUFFIX, fg, dict(meta, output="foreground"),
+                        dict(scale=scale, translate=translate))
+
+        def back(a, with_time=True):
+            """Time-first, channels-last array -> the input's axis order."""
+            if c_ax is None or layer.rgb:
+                return np.moveaxis(a, 0, t_pos) if with_time else a
+            if with_time:
+                return np.moveaxis(a, [0, -1], [t_ax, c_ax])
+            return np.moveaxis(a, -1, c_ax - (1 if c_ax > t_ax else 0))
+
+        kw = {"rgb": bool(layer.rgb)}
+        if not layer.rgb and c_ax is None:
+            kw.update(colormap=layer.colormap.name, contrast_limits=tuple(layer.contrast_limits))
+        full_geom = dict(scale=tuple(layer.scale), translate=tuple(layer.translate))
+        if res.background is not None:
+            if res.params["background"] == "all":
+                self._put_layer(Image, src + BACKGROUND_SUFFIX, back(res.background),
+                                dict(meta, output="background"), full_geom, kw)
+            else:
+                keep = [a for a in range(ndim) if a != t_ax]
+                geom = dict(scale=tuple(layer.scale[a] for a in keep),
+                            translate=tuple(layer.translate[a] for a in keep))
+                self._put_layer(Image, src + BACKGROUND_SUFFIX, back(res.background, False),
+                                dict(meta, output="background"), geom, kw)
+        if res.foreground_image is not None:
+            kw2 = dict(kw)
+            if res.params["foreground_image"] == "difference":
+                kw2.pop("contrast_limits", None)
+                kw2["rgb"] = False if layer.rgb else kw2["rgb"]
+                data = back(res.foreground_image)
+                if layer.rgb:                       # signed difference: show as channels
+                    data = np.moveaxis(data, -1, 0)
+                    full = dict(scale=(1.0,) + tuple(layer.scale[:-1]),
+                                translate=(0.0,) + tuple(layer.translate[:-1]))
+                    self._put_layer(Image, src + FG_IMAGE_SUFFIX, data,
+                                    dict(meta, output="foreground_image"), full, kw2)
+                    return
+            else:
+                data = back(res.foreground_image)
+            self._put_layer(Image, src + FG_IMAGE_SUFFIX, data,
+                            dict(meta, output="foreground_image"), full_geom, kw2)
+
+    def _put_layer(self, kind, name, data, meta, geom, image_kwargs=None):
+        """Update our output layer in place (same object) or add it.
+
+        Only a layer this widget made for this source and output is reused (checked through
+        ``metadata["napari_gmm"]``); a user's layer with the same name is left alone.
+        """
+        kw = dict(image_kwargs or {})
+        layers = self._viewer.layers
+
+        def ours(lyr):
+            info = lyr.metadata.get("napari_gmm")
+            return (isinstance(lyr, kind) and isinstance(info, dict)
+                    and info.get("output") == meta["output"]
+                    and info.get("source") == meta["source"]
+                    and (kind is not Image or bool(lyr.rgb) == bool(kw.get("rgb"))))
+
+        old = next((lyr for lyr in layers if ours(lyr)), None)
+        if old is not None:
+            n_channel = 1 if kind is Image and kw.get("rgb") else 0
+            if old.ndim == np.ndim(data) - n_channel:
+                old.metadata["napari_gmm"] = meta
+                old.scale, old.translate = geom["scale"], geom["translate"]
+                old.data = data
+                if "contrast_limits" in kw:
+                    old.contrast_limits = kw["contrast_limits"]
+                return old
+        new = kind(data, name=name, metadata={"napari_gmm": meta}, **geom, **kw)
+        if old is not None:
+            index = layers.index(old)
+            layers.remove(old)
+            layers.insert(index, new)
+        else:
+            self._viewer.add_layer(new)
+        return new
+
+
+#: the npe2 widget contribution (``napari_gmm._widgets._background:background_widget``): napari
+#: calls it with the viewer (the constructor's parameter is annotated ``napari.viewer.Viewer``).
+background_widget = BackgroundWidget

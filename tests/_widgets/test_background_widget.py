@@ -1,0 +1,168 @@
+"""The "Background model" dock widget under a real (headless, Xvfb) napari viewer.
+
+Run with:  xvfb-run -a -s "-screen 0 1600x1000x24" env QT_QPA_PLATFORM=xcb python -m pytest tests/_widgets
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+napari = pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+import napari_gmm as ng  # noqa: E402
+from napari_gmm._widgets import _background  # noqa: E402
+from napari_gmm._widgets._background import BackgroundWidget, background_widget  # noqa: E402
+from napari_gmm.datasets import moving_objects  # noqa: E402
+
+WAIT_MS = 120_000
+
+
+@pytest.fixture
+def notes(monkeypatch):
+    got = {"error": [], "info": []}
+    for kind in got:
+        monkeypatch.setattr(_background, f"show_{kind}",
+                            lambda msg, kind=kind: got[kind].append(str(msg)))
+    return got
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    return make_napari_viewer()
+
+
+def dock(viewer) -> BackgroundWidget:
+    widget = BackgroundWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Background model")
+    return widget
+
+
+def run_and_wait(qtbot, widget, **kwargs):
+    worker = widget.run(**kwargs)
+    assert worker is not None, "the widget refused inputs that should be valid"
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=WAIT_MS)
+    return worker
+
+
+def layer_state(viewer):
+    return [(id(lyr), lyr.name, id(lyr.data)) for lyr in viewer.layers]
+
+
+def test_contribution_is_the_widget_class():
+    import inspect
+
+    assert background_widget is BackgroundWidget
+    ann = inspect.signature(BackgroundWidget.__init__).parameters["viewer"].annotation
+    assert "Viewer" in str(ann)
+
+
+def test_run_writes_layers_and_rerun_updates_in_place(viewer, qtbot, notes):
+    stack, truth = moving_objects((40, 48, 64), n_objects=2, seed=1)
+    src = viewer.add_image(stack, name="video")
+    widget = dock(viewer)
+    assert widget.image.value is src
+    run_and_wait(qtbot, widget)
+    assert notes["error"] == []
+    fg = viewer.layers["video foreground"]
+    bg = viewer.layers["video background"]
+    assert isinstance(fg, napari.layers.Labels) and isinstance(bg, napari.layers.Image)
+    np.testing.assert_array_equal(fg.data, ng.subtract_background(stack).foreground)
+    assert bg.data.shape == stack.shape
+    meta = fg.metadata["napari_gmm"]
+    assert meta["output"] == "foreground" and meta["source"] == "video"
+    json.dumps(meta)
+    assert meta["params"]["var_threshold"] == 16.0
+    assert "40 frames" in widget.summary.value
+
+    # re-run with other parameters: the same layer objects, new data
+    ids = (id(fg), id(bg))
+    widget.var_threshold.value = 36.0
+    widget.background_out.value = "last frame only"
+    run_and_wait(qtbot, widget)
+    fg2 = viewer.layers["video foreground"]
+    bg2 = viewer.layers["video background"]
+    assert (id(fg2), id(bg2)) != () and id(fg2) == ids[0]
+    assert bg2.data.shape == stack.shape[1:]              # replaced: dimensionality changed
+    assert fg2.metadata["napari_gmm"]["params"]["var_threshold"] == 36.0
+    np.testing.assert_array_equal(
+        fg2.data, ng.subtract_background(stack, var_threshold=36.0, background="last").foreground)
+    assert len(viewer.layers) == 3
+
+
+def test_rgb_with_time_on_another_axis(viewer, qtbot, notes):
+    stack, _ = moving_objects((24, 32, 40), n_objects=1, rgb=True, seed=2)
+    moved = np.ascontiguousarray(np.moveaxis(stack, 0, 1))      # (Y, T, X, 3)
+    viewer.add_image(moved, name="rgbvid", rgb=True)
+    widget = dock(viewer)
+    widget.time_axis.value = 1
+    widget.fg_image_out.value = "input masked"
+    run_and_wait(qtbot, widget)
+    assert notes["error"] == []
+    ref = ng.subtract_background(stack, foreground_image="masked")
+    np.testing.assert_array_equal(viewer.layers["rgbvid foreground"].data,
+                                  np.moveaxis(ref.foreground, 0, 1))
+    np.testing.assert_array_equal(viewer.layers["rgbvid background"].data,
+                                  np.moveaxis(ref.background, 0, 1))
+    assert viewer.layers["rgbvid background"].rgb
+    np.testing.assert_array_equal(viewer.layers["rgbvid foreground image"].data,
+                                  np.moveaxis(ref.foreground_image, 0, 1))
+
+
+def test_cancel_leaves_nothing(viewer, qtbot, notes):
+    stack, _ = moving_objects((300, 64, 64), n_objects=2, seed=3)
+    viewer.add_image(stack, name="long")
+    widget = dock(viewer)
+    before = layer_state(viewer)
+    worker = widget.run()
+    assert worker is not None and widget.is_running
+    widget.cancel()
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=WAIT_MS)
+    assert layer_state(viewer) == before
+    assert any("cancelled" in m for m in notes["info"])
+    assert notes["error"] == []
+    assert widget.run_button.text == "Run"
+
+
+@pytest.mark.parametrize("data,match", [
+    (np.zeros((48, 64), np.uint8), "T >= 2"),
+    (np.zeros((1, 48, 64), np.uint8), "T >= 2"),
+])
+def test_bad_input_is_a_notification_and_viewer_unchanged(viewer, qtbot, notes, data, match):
+    viewer.add_image(data, name="img")
+    widget = dock(viewer)
+    before = layer_state(viewer)
+    assert widget.run() is None
+    assert len(notes["error"]) == 1 and match in notes["error"][0]
+    assert layer_state(viewer) == before
+
+
+def test_nan_frame_reported_after_run(viewer, qtbot, notes):
+    stack = np.random.default_rng(0).normal(0.5, 0.01, (12, 32, 32)).astype(np.float32)
+    stack[7, 3, 3] = np.nan
+    viewer.add_image(stack, name="nan")
+    widget = dock(viewer)
+    before = layer_state(viewer)
+    run_and_wait(qtbot, widget)
+    assert len(notes["error"]) == 1 and "frame 7" in notes["error"][0]
+    assert layer_state(viewer) == before
+    assert np.isnan(viewer.layers["nan"].data[7, 3, 3])        # input untouched
+
+
+def test_no_layer_and_same_axes(viewer, qtbot, notes):
+    widget = dock(viewer)
+    assert widget.run() is None
+    assert "no image layer" in notes["error"][-1]
+    viewer.add_image(np.zeros((5, 3, 16, 16), np.uint8), name="tc")
+    widget.reset_choices()
+    widget.image.value = viewer.layers["tc"]
+    widget.channel_axis.value = 0
+    assert widget.run() is None
+    assert "same" in notes["error"][-1]
+    widget.channel_axis.value = None
+    assert widget.run() is None
+    assert "channel_axis=1" in notes["error"][-1]
+    assert len(viewer.layers) == 1

@@ -1,0 +1,268 @@
+"""subtract_background / BackgroundModel: accuracy on exact ground truth, streaming, dask, input
+handling."""
+
+import doctest
+import json
+
+import numpy as np
+import pytest
+
+import napari_gmm
+from napari_gmm import BackgroundModel, BackgroundResult, subtract_background
+from napari_gmm._validate import InputError
+from napari_gmm.datasets import moving_objects
+
+
+def f_measure(fg, truth):
+    pred = fg == 1
+    tp = np.count_nonzero(pred & truth)
+    p = tp / max(np.count_nonzero(pred), 1)
+    r = tp / max(np.count_nonzero(truth), 1)
+    return 2 * p * r / max(p + r, 1e-12)
+
+
+@pytest.fixture(scope="module")
+def grey():
+    return moving_objects((80, 64, 96), n_objects=3, seed=2)
+
+
+# --------------------------------------------------------------------------- accuracy
+@pytest.mark.parametrize("rgb", [False, True])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_f_measure_on_synthetic_ground_truth(rgb, dtype):
+    stack, truth = moving_objects((100, 64, 96), n_objects=3, rgb=rgb, dtype=dtype, seed=3)
+    res = subtract_background(stack)
+    assert isinstance(res, BackgroundResult)
+    assert res.foreground.shape == truth.shape and res.foreground.dtype == np.uint8
+    f = f_measure(res.foreground, truth)
+    assert f > 0.9, f
+    # the flickering region and the illumination drift are background
+    flick = np.zeros(truth.shape[1:], bool)
+    flick[64 // 8:64 // 2, 96 // 8:96 // 2] = True
+    false_pos = (res.foreground == 1) & ~truth & flick
+    assert false_pos.mean() < 0.01
+
+
+def test_offline_burn_in_beats_online(grey):
+    stack, truth = grey
+    online = subtract_background(stack, burn_in=None)
+    offline = subtract_background(stack)
+    assert f_measure(offline.foreground, truth) > f_measure(online.foreground, truth) + 0.02
+    # the online model calls the first frame all foreground; the offline one knows the scene
+    assert (online.foreground[0] == 1).mean() > 0.5
+    assert (offline.foreground[0] == 1).mean() < truth[0].mean() + 0.02
+    # a burn-in over frames spread through the stack also works
+    spread = subtract_background(stack, burn_in=20)
+    assert f_measure(spread.foreground, truth) > 0.9
+
+
+def test_uint16_scaled_data_gives_the_uint8_result(grey):
+    stack, _ = grey
+    ref = subtract_background(stack, burn_in=None)
+    big = stack.astype(np.uint16) * 16
+    res = subtract_background(big, burn_in=None, data_range=255 * 16)
+    np.testing.assert_array_equal(res.foreground, ref.foreground)
+    np.testing.assert_allclose(res.model.background, ref.model.background * 16, rtol=1e-5)
+    assert np.abs(res.background.astype(int) - ref.background.astype(int) * 16).max() <= 8
+    # mixture reported in data units
+    mix_ref = ref.model.mixture_at(5, 7)
+    mix = res.model.mixture_at(5, 7)
+    np.testing.assert_allclose(mix["means"], mix_ref["means"] * 16, rtol=1e-5)
+    np.testing.assert_allclose(mix["variances"], mix_ref["variances"] * 256, rtol=1e-5)
+    np.testing.assert_allclose(mix["weights"], mix_ref["weights"])
+
+
+def test_default_data_range_of_float_data():
+    stack, truth = moving_objects((60, 48, 64), n_objects=2, dtype=np.float32, seed=4)
+    res = subtract_background(stack)
+    assert 0.5 < res.params["data_range"] <= 1.0
+    assert f_measure(res.foreground, truth) > 0.9
+    assert res.background.dtype == np.float32
+    assert abs(float(res.background[-1].mean()) - float(np.median(stack[-1]))) < 0.1
+
+
+# --------------------------------------------------------------------------- streaming / dask
+def test_streaming_equals_one_call(grey):
+    stack, _ = grey
+    res = subtract_background(stack, burn_in=None, foreground_image="difference")
+    model = BackgroundModel(stack.shape[1:])
+    bg = np.empty(stack.shape[1:], np.float32)
+    for t, frame in enumerate(stack):
+        mask = model.apply(frame, background_out=bg)
+        np.testing.assert_array_equal(mask, res.foreground[t])
+        np.testing.assert_array_equal(np.rint(bg).astype(np.uint8), res.background[t])
+        np.testing.assert_allclose(res.foreground_image[t], frame.astype(np.float32) - bg)
+    np.testing.assert_array_equal(model.background, res.model.background)
+    assert model.n_frames == res.model.n_frames == len(stack)
+
+
+def test_dask_with_uneven_chunks_equals_numpy():
+    da = pytest.importorskip("dask.array")
+    stack, _ = moving_objects((50, 40, 56), n_objects=2, rgb=True, seed=5)
+    ref = subtract_background(stack, burn_in=12)
+    lazy = da.from_array(stack, chunks=((7, 30, 13), (25, 15), (56,), (3,)))
+    res = subtract_background(lazy, burn_in=12)
+    np.testing.assert_array_equal(res.foreground, ref.foreground)
+    np.testing.assert_array_equal(res.background, ref.background)
+    full = subtract_background(lazy)
+    np.testing.assert_array_equal(full.foreground, subtract_background(stack).foreground)
+
+
+def test_time_and_channel_axes_anywhere():
+    stack, _ = moving_objects((30, 32, 40), n_objects=2, rgb=True, seed=6)
+    ref = subtract_background(stack)
+    moved = np.ascontiguousarray(np.moveaxis(stack, [0, 3], [2, 0]))   # (C, Y, T, X)
+    res = subtract_background(moved, time_axis=2, channel_axis=0)
+    np.testing.assert_array_equal(res.foreground, ref.foreground)
+    np.testing.assert_array_equal(res.background, ref.background)
+    assert res.params["time_axis"] == 2 and res.params["channel_axis"] == 0
+
+
+# --------------------------------------------------------------------------- outputs / model
+def test_background_options_and_params(grey):
+    stack, truth = grey
+    last = subtract_background(stack, background="last", foreground_image="masked")
+    assert last.background.shape == stack.shape[1:] and last.background.dtype == np.uint8
+    masked = last.foreground_image
+    fgm = last.foreground == 1
+    np.testing.assert_array_equal(masked[fgm], stack[fgm])
+    assert (masked[~fgm] == 0).all()
+    none = subtract_background(stack, background=None)
+    assert none.background is None and none.foreground_image is None
+    np.testing.assert_array_equal(none.foreground, last.foreground)
+    # the background is the scene without the objects
+    allbg = subtract_background(stack).background
+    err = np.abs(allbg[-1].astype(int) - stack[-1].astype(int))
+    assert err[~truth[-1]].mean() < 10 and err[truth[-1]].mean() > 40
+    json.dumps(last.params)                         # JSON-able for layer metadata
+    assert last.params["burn_in"] == "all" and last.params["n_mixtures"] == 5
+
+
+def test_mixture_at_and_invariants(grey):
+    stack, _ = grey
+    res = subtract_background(stack, burn_in=None)
+    model = res.model
+    for y, x in [(0, 0), (20, 30), (63, 95), (-1, -1)]:
+        mix = model.mixture_at(y, x)
+        n = len(mix["weights"])
+        assert 1 <= n <= 5
+        assert abs(mix["weights"].sum() - 1) < 1e-5
+        assert (np.diff(mix["weights"]) <= 0).all()
+        assert mix["means"].shape == (n,) and mix["variances"].shape == (n,)
+        assert ((mix["variances"] >= 4 - 1e-4) & (mix["variances"] <= 75 + 1e-3)).all()
+        assert mix["is_background"][0]
+    with pytest.raises(IndexError, match="outside the frame"):
+        model.mixture_at(64, 0)
+    rgb_model = BackgroundModel((8, 9, 3))
+    rgb_model.apply(np.full((8, 9, 3), 100, np.uint8))
+    assert rgb_model.mixture_at(1, 1)["means"].shape == (1, 3)
+    assert rgb_model.background.shape == (8, 9, 3)
+
+
+def test_learning_rate_zero_freezes_the_model(grey):
+    stack, _ = grey
+    model = BackgroundModel(stack.shape[1:])
+    for frame in stack[:20]:
+        model.apply(frame)
+    state = model.mixture_at(10, 10), model.background.copy()
+    mask = model.apply(stack[40], learning_rate=0)
+    assert mask.shape == stack.shape[1:]
+    np.testing.assert_array_equal(model.background, state[1])
+    np.testing.assert_array_equal(model.mixture_at(10, 10)["weights"], state[0]["weights"])
+    model.apply(stack[0], learning_rate=1)                    # restart, as OpenCV
+    assert model.n_frames == 1
+
+
+def test_progress_and_cancel(grey):
+    stack, _ = grey
+    calls = []
+    subtract_background(stack, burn_in=10, progress=lambda d, t: calls.append((d, t)))
+    assert calls[-1] == (90, 90)
+    assert all(b[0] > a[0] for a, b in zip(calls, calls[1:]))
+    n = []
+    with pytest.raises(InterruptedError, match="cancelled"):
+        subtract_background(stack, should_stop=lambda: n.append(1) or len(n) > 2)
+
+
+# --------------------------------------------------------------------------- bad input
+def test_2d_image_and_single_frame_are_refused():
+    img = np.zeros((32, 32), np.uint8)
+    with pytest.raises(InputError, match=r"T >= 2.*time_axis=0"):
+        subtract_background(img)
+    with pytest.raises(InputError, match=r"T >= 2.*time_axis=0.*has 1 there"):
+        subtract_background(img[None])
+    with pytest.raises(InputError, match=r"time_axis=2"):
+        subtract_background(np.zeros((32, 32, 1), np.uint8), time_axis=2)
+
+
+def test_misplaced_channel_axis_and_wrong_time_axis():
+    stack = np.zeros((10, 3, 32, 32), np.uint8)
+    with pytest.raises(InputError, match="channel_axis=1"):
+        subtract_background(stack)
+    rgb = np.zeros((10, 32, 32, 3), np.uint8)
+    with pytest.raises(InputError, match="looks like the colour axis"):
+        subtract_background(rgb, time_axis=-1)
+    with pytest.raises(InputError, match="out of range"):
+        subtract_background(rgb, time_axis=4)
+    with pytest.raises(InputError, match="same axis"):
+        subtract_background(rgb, time_axis=3, channel_axis=-1)
+    # a (Y, X, T) stack read with time_axis=0 gives frames 2 pixels wide
+    with pytest.raises(InputError, match="time_axis is the axis along which frames follow"):
+        subtract_background(np.zeros((64, 64, 2), np.uint8))
+    with pytest.raises(InputError, match="5 dimensions"):
+        subtract_background(np.zeros((2, 2, 8, 8, 3), np.uint8))
+
+
+def test_nan_frames_are_refused_and_input_untouched():
+    stack, _ = moving_objects((20, 32, 32), n_objects=1, dtype=np.float32, seed=7)
+    stack[13, 4, 5] = np.nan
+    before = stack.copy()
+    with pytest.raises(InputError, match=r"frame 13 .*NaN"):
+        subtract_background(stack)
+    np.testing.assert_array_equal(stack, before)           # NaN == NaN with assert_array_equal
+    model = BackgroundModel((32, 32))
+    model.apply(stack[0])
+    weights = model.mixture_at(4, 5)["weights"]
+    with pytest.raises(InputError, match="NaN"):
+        model.apply(stack[13])
+    assert model.n_frames == 1                               # state untouched
+    np.testing.assert_array_equal(model.mixture_at(4, 5)["weights"], weights)
+
+
+@pytest.mark.parametrize("bad,match", [
+    (dict(n_mixtures=0), r"1 <= n_mixtures <= 16"),
+    (dict(n_mixtures=17), r"1 <= n_mixtures <= 16"),
+    (dict(n_mixtures=2.5), "integer"),
+    (dict(background_ratio=1.5), "background_ratio"),
+    (dict(var_min=10, var_max=5), "var_min"),
+    (dict(var_init=100), "var_init"),
+    (dict(median_size=4), "odd"),
+    (dict(detect_shadows="yes"), "detect_shadows"),
+    (dict(burn_in="first"), "burn_in"),
+    (dict(background="some"), "background"),
+    (dict(history=0), "history"),
+])
+def test_parameters_out_of_range(grey, bad, match):
+    stack, _ = grey
+    with pytest.raises(InputError, match=match):
+        subtract_background(stack[:4], **bad)
+
+
+def test_unknown_parameter_and_bad_dtype(grey):
+    stack, _ = grey
+    with pytest.raises(TypeError, match="varThreshold"):
+        subtract_background(stack[:4], varThreshold=10)
+    with pytest.raises(InputError, match="bool"):
+        subtract_background(stack[:4] > 100)
+    model = BackgroundModel((64, 96))
+    with pytest.raises(InputError, match="shape"):
+        model.apply(stack[0, :10])
+
+
+def test_public_names_and_docstring_examples():
+    for name in ("subtract_background", "BackgroundModel", "BackgroundResult"):
+        assert name in napari_gmm.__all__
+    from napari_gmm import background
+
+    failures, tried = doctest.testmod(background, optionflags=doctest.ELLIPSIS)
+    assert tried > 5 and failures == 0
