@@ -493,12 +493,14 @@ def _init_quantiles(X, w, K, cov_type, reg):
 def _nearest(X, C):
     assign = np.empty(X.shape[0], np.int64)
     dist = np.empty(X.shape[0])
-    _em.nearest_center(np.ascontiguousarray(X), np.ascontiguousarray(C), assign, dist)
+    f = _em.nearest_center if X.shape[0] * C.shape[0] >= PARALLEL_WORK else _em.nearest_center_serial
+    f(np.ascontiguousarray(X), np.ascontiguousarray(C), assign, dist)
     return assign, dist
 
 
 def _kmeanspp_centres(X, w, K, rng):
-    """Weighted greedy k-means++ seeding (Arthur & Vassilvitskii 2007, as scikit-learn)."""
+    """Weighted greedy k-means++ seeding (Arthur & Vassilvitskii 2007, as scikit-learn): each new
+    centre is the best of 2 + log K candidates drawn with probability w * D**2."""
     M = X.shape[0]
     p = w / w.sum()
     n_trials = 2 + int(np.log(K))
@@ -510,8 +512,7 @@ def _kmeanspp_centres(X, w, K, rng):
         if pot <= 0:
             centres[c] = X[rng.choice(M, p=p)]
             continue
-        cand = np.searchsorted(np.cumsum(w * d2), rng.random(n_trials) * pot)
-        cand = np.minimum(cand, M - 1)
+        cand = np.minimum(np.searchsorted(np.cumsum(w * d2), rng.random(n_trials) * pot), M - 1)
         best = None
         for j in cand:
             _, dj = _nearest(X, X[j : j + 1])

@@ -25,10 +25,10 @@ from ._config import JIT, PJIT
 
 LOG_2PI = np.log(2.0 * np.pi)
 #: components whose log-probability is this far below a sample's best one get exp() == 0:
-#: exp(-40) = 4e-18 relative to the best term, below float64 resolution of the sum.
-SKIP = -40.0
-#: exp(-j + 0.5) for j = 0..41: the integer part of :func:`_exp_neg`'s argument, looked up
-EXP_TABLE = np.exp(-np.arange(42.0) + 0.5)
+#: exp(-34.6) < 1e-15 relative to the best term, at the resolution of a float64 sum.
+SKIP = -34.6
+#: exp(-j + 0.5) for j = 0..35: the integer part of :func:`_exp_neg`'s argument, looked up
+EXP_TABLE = np.exp(-np.arange(36.0) + 0.5)
 #: Taylor coefficients of exp(g) for |g| <= 1/2 up to g**14 (truncation error < 3e-17 relative)
 _C = 1.0 / np.array([math.factorial(n) for n in range(15)], dtype=np.float64)
 
@@ -272,8 +272,7 @@ def log_likelihood(X, w, means, inv_sd, prec_chol, log_det, log_w, cov_type, nth
     return part.sum()
 
 
-@njit(**PJIT)
-def nearest_center(X, C, out, dist):
+def _nearest_impl(X, C, out, dist):
     """Index of the nearest centre (squared Euclidean) of every sample and that distance."""
     M, D = X.shape
     K = C.shape[0]
@@ -290,6 +289,11 @@ def nearest_center(X, C, out, dist):
                 arg = k
         out[i] = arg
         dist[i] = best
+
+
+nearest_center = njit(**PJIT)(_nearest_impl)
+#: serial twin for the many one-centre calls of k-means++ (no thread start-up per call)
+nearest_center_serial = njit(**JIT)(_nearest_impl)
 
 
 @njit(**JIT)
