@@ -435,3 +435,54 @@ def test_model_feature_mismatch(camera, rgb_crop):
     m = ng.fit_mixture(camera, 2)
     with pytest.raises(InputError, match="feature"):
         m.predict(rgb_crop, channel_axis=-1)
+
+
+# --------------------------------------------------------------------------------------------
+# colour edge cases (issue 3)
+
+
+def test_colour_bad_input_messages(rgb_crop):
+    before = rgb_crop.copy()
+    with pytest.raises(InputError, match="constant"):
+        ng.segment(np.full((20, 20, 3), (10, 200, 30), np.uint8), 2, channel_axis=-1)
+    two = np.zeros((10, 10, 3), np.uint8)
+    two[5:] = (255, 0, 0)
+    with pytest.raises(InputError, match="2 distinct colours"):
+        ng.segment(two, 3, channel_axis=-1)
+    with pytest.raises(InputError, match="single channel"):
+        ng.segment(rgb_crop[..., :1], 2, channel_axis=-1)
+    with pytest.raises(InputError, match="2 to 8 channels"):
+        ng.segment(rgb_crop, 2, channel_axis=0)
+    rgba = np.concatenate([rgb_crop, np.full(rgb_crop.shape[:2] + (1,), 255, np.uint8)], axis=-1)
+    with pytest.warns(UserWarning, match="alpha"):
+        ng.segment(rgba, 2, channel_axis=-1)
+    np.testing.assert_array_equal(before, rgb_crop)
+
+
+def test_colour_nan_in_one_channel_and_int64():
+    rng = np.random.default_rng(0)
+    truth = (rng.random((30, 40)) > 0.5).astype(np.uint8)
+    img = np.array([[0.2, 0.7, 0.1], [0.8, 0.2, 0.6]])[truth] + rng.normal(0, 0.02, (30, 40, 3))
+    img[0, 0, 1] = np.nan
+    labels = ng.segment(img, 2, channel_axis=-1)
+    assert labels[0, 0] == 0
+    assert (labels.ravel()[1:] == truth.ravel()[1:] + 1).all()
+    big = (np.nan_to_num(img, nan=0.5) * 1e12).astype(np.int64)  # 40 bits a channel: too wide to pack
+    lab64, m = ng.segment(big, 2, channel_axis=-1, return_model=True)
+    assert m.params["compression"] == "pixels"
+    assert (lab64 == truth + 1).mean() > 0.99
+
+
+def test_colour_unique_compression_is_exact(rgb_crop):
+    h = ng.histogram(rgb_crop, channel_axis=-1)
+    u, c = np.unique(rgb_crop.reshape(-1, 3), axis=0, return_counts=True)
+    assert h.kind == "colour"
+    order = np.lexsort(h.values.T[::-1])
+    np.testing.assert_array_equal(h.values[order], u)
+    np.testing.assert_array_equal(h.counts[order], c)
+
+
+def test_colour_n_init_keeps_best(rgb_crop):
+    one = ng.fit_mixture(rgb_crop, 6, channel_axis=-1, init="random", random_state=3)
+    many = ng.fit_mixture(rgb_crop, 6, channel_axis=-1, init="random", random_state=3, n_init=4)
+    assert many.lower_bound >= one.lower_bound - 1e-12

@@ -93,8 +93,14 @@ def check_image(image, *, channel_axis=None):
             f"multichannel mode supports 2 to {MAX_CHANNELS} channels. Is that the right axis? For RGB "
             "use -1, for (C, Y, X) stacks 0"
         )
-    if dt.kind == "i" and dt.itemsize == 8:
-        pass  # packed exactly when the range allows, else grid-binned: documented in histogram
+    if nc == 4 and dt == np.uint8 and channel_axis % ndim == ndim - 1:
+        import warnings
+
+        warnings.warn(
+            "the image has 4 channels on its last axis (RGBA?): all 4 are modelled. If the 4th is "
+            "alpha, pass image[..., :3] (the napari widget drops alpha itself)",
+            UserWarning, stacklevel=3,
+        )
     return image
 
 
