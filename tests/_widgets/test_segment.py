@@ -87,7 +87,7 @@ def test_contribution_is_the_widget_class():
 def test_grey_run_adds_labels_matching_the_core(viewer, qtbot, notes):
     img = camera()
     before = img.copy()
-    layer = viewer.add_image(img, name="camera", scale=(0.5, 0.25))
+    layer = viewer.add_image(img, name="camera", scale=(0.5, 0.25), units=("um", "nm"), axis_labels=("y", "x"))
     w = dock(viewer)
     assert w.image.value is layer  # active layer preselected
     assert w.mode.value.startswith("grey")
@@ -109,6 +109,7 @@ def test_grey_run_adds_labels_matching_the_core(viewer, qtbot, notes):
     assert means == sorted(means)
     # geometry follows the image
     np.testing.assert_allclose(labels.scale, (0.5, 0.25))
+    assert labels.units == layer.units and labels.axis_labels == ("y", "x")
     # metadata: JSON-able, model restorable, params and source recorded
     meta = labels.metadata["napari_gmm"]
     json.dumps(meta)
@@ -201,6 +202,7 @@ def test_quantised_and_posteriors(viewer, qtbot, notes):
     np.testing.assert_array_equal(quant, lut[labels - 1])
 
     assert post.dtype == np.float32 and post.shape == (3, *img.shape)
+    assert viewer.layers["ph GMM posteriors"].axis_labels[0] == "component"
     np.testing.assert_allclose(post.sum(axis=0), 1.0, atol=1e-5)
     # posterior map k-1 belongs to label k: the MAP of the maps is the labels wherever it is not a tie
     top2 = np.sort(post, axis=0)[-2:]
@@ -279,7 +281,7 @@ def test_multichannel_stack_channel_axis_choice(viewer, qtbot, notes):
     a, truth = phantom(rng, shape=(48, 48))
     b = np.where(truth == 2, 180.0, 60.0) + rng.normal(0, 6, truth.shape)
     stack = np.clip(np.stack([a, b]), 0, 255).astype(np.uint8)  # (C=2, Y, X)
-    viewer.add_image(stack, name="cyx", scale=(1.0, 0.5, 0.25))
+    viewer.add_image(stack, name="cyx", scale=(1.0, 0.5, 0.25), axis_labels=("c", "y", "x"))
     w = dock(viewer)
     assert w.channel_axis.value is None and w.mode.value.startswith("grey")
     assert 0 in w.channel_axis.choices
@@ -293,6 +295,7 @@ def test_multichannel_stack_channel_axis_choice(viewer, qtbot, notes):
     assert labels.data.shape == truth.shape
     assert labels.ndim == 2
     np.testing.assert_allclose(labels.scale, (0.5, 0.25))  # the channel axis is dropped
+    assert labels.axis_labels == ("y", "x")
     expected = ng.segment(stack, n_components=3, channel_axis=0, covariance_type="diag", init="kmeans++",
                           random_state=0)
     np.testing.assert_array_equal(labels.data, expected)

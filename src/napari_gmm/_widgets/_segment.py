@@ -775,12 +775,12 @@ class SegmentWidget(Container):
         spatial = _spatial_geometry(layer, job.channel_axis)
         self._put_layer(Labels, src + LABELS_SUFFIX, result.labels, dict(meta, output="labels"), spatial)
         if result.posteriors is not None:
-            post_geom = {"scale": (1.0, *spatial["scale"]), "translate": (0.0, *spatial["translate"])}
+            post_geom = _with_leading_axis(spatial, "component")
             self._put_layer(Image, src + POSTERIORS_SUFFIX, result.posteriors, dict(meta, output="posteriors"),
                             post_geom,
                             image_kwargs={"colormap": "magma", "contrast_limits": (0.0, 1.0)})
         if result.quantised is not None:
-            geom = {"scale": tuple(layer.scale), "translate": tuple(layer.translate)}
+            geom = _geometry(layer)
             kw = {"rgb": bool(layer.rgb)}
             if not layer.rgb and job.channel_axis is None:
                 kw.update(colormap=layer.colormap, contrast_limits=tuple(layer.contrast_limits))
@@ -815,7 +815,8 @@ class SegmentWidget(Container):
             n_channel = 1 if kind is Image and kw.get("rgb") else 0
             if old.ndim == np.ndim(data) - n_channel:
                 old.metadata["napari_gmm"] = meta
-                old.scale, old.translate = geom["scale"], geom["translate"]
+                for key, val in geom.items():  # the source may have been rescaled meanwhile
+                    setattr(old, key, val)
                 old.data = data
                 if "contrast_limits" in kw:
                     old.contrast_limits = kw["contrast_limits"]
@@ -861,12 +862,28 @@ def _data_ndim(layer) -> int:
     return len(_data_shape(layer))
 
 
-def _spatial_geometry(layer, channel_axis: int | None) -> dict:
-    """scale/translate (and units/axis labels when per-axis) of the output labels (no channel axis)."""
+def _geometry(layer) -> dict:
+    """The layer's world placement per (non-RGB) axis: scale, translate, units, axis labels."""
     geom = {"scale": tuple(layer.scale), "translate": tuple(layer.translate)}
+    for key in ("units", "axis_labels"):  # napari >= 0.6
+        if hasattr(layer, key):
+            geom[key] = tuple(str(v) for v in getattr(layer, key))
+    return geom
+
+
+def _spatial_geometry(layer, channel_axis: int | None) -> dict:
+    """Placement of outputs without the channel axis (labels): the channel axis of a non-RGB layer is
+    dropped (an RGB layer's colour axis is not a layer axis)."""
+    geom = _geometry(layer)
     if channel_axis is not None and not layer.rgb:
         geom = {key: tuple(v for a, v in enumerate(val) if a != channel_axis) for key, val in geom.items()}
     return geom
+
+
+def _with_leading_axis(geom: dict, label: str) -> dict:
+    """Placement of (K, *spatial) posterior maps: a unit-step, unlabelled-units component axis first."""
+    lead = {"scale": 1.0, "translate": 0.0, "units": "pixel", "axis_labels": label}
+    return {key: (lead[key], *val) for key, val in geom.items()}
 
 
 def _parse_float(text: str, name: str, *, allow_auto: bool) -> float | None:
