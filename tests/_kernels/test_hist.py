@@ -1,0 +1,56 @@
+"""Compression and look-up kernels against NumPy."""
+
+import numpy as np
+from numba import get_num_threads
+
+from napari_gmm._kernels import hist as k
+
+
+def test_bincount_offset_with_and_without_mask():
+    rng = np.random.default_rng(0)
+    a = rng.integers(-300, 900, 200_003).astype(np.int32)
+    m = (rng.random(a.size) > 0.3).astype(np.uint8)
+    none = np.zeros(0, np.uint8)
+    np.testing.assert_array_equal(k.bincount_offset(a, none, -300, 1200, get_num_threads()), np.bincount(a + 300, minlength=1200))
+    np.testing.assert_array_equal(k.bincount_offset(a, m, -300, 1200, get_num_threads()), np.bincount(a[m == 1] + 300, minlength=1200))
+    assert k.int_range(a, m, get_num_threads())[:2] == (a[m == 1].min(), a[m == 1].max())
+
+
+def test_float_range_and_bins():
+    a = np.array([np.nan, 1.0, np.inf, -2.0, 3.0, -np.inf, 0.5], np.float32)
+    lo, hi, nf, nn, ni = k.float_range(a, np.zeros(0, np.uint8), get_num_threads())
+    assert (lo, hi, nf, nn, ni) == (-2.0, 3.0, 4, 1, 2)
+    counts, sums = k.bincount_float(a, np.zeros(0, np.uint8), -2.0, 2 / 5.0, 2, get_num_threads())
+    np.testing.assert_array_equal(counts, [1, 3])  # [-2, 0.5) and [0.5, 3] (top edge folded in)
+    np.testing.assert_allclose(sums, [-2.0, 4.5])
+
+
+def test_luts():
+    a = np.array([5, 6, 7, 9], np.uint16)
+    out = np.empty(4, np.uint8)
+    k.lut_offset(a, np.array([1, 1, 0, 1], np.uint8), 5, np.array([1, 2, 3, 4, 5], np.uint8), out)
+    np.testing.assert_array_equal(out, [1, 2, 0, 5])
+    f = np.array([0.0, 0.49, 0.5, 1.0, np.nan])
+    k.lut_float(f, np.zeros(0, np.uint8), 0.0, 2.0, np.array([7, 8], np.uint8), out := np.empty(5, np.uint8))
+    np.testing.assert_array_equal(out, [7, 7, 8, 8, 0])
+
+
+def test_packed_keys_dense_and_sorted_agree():
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, 256, (5000, 3)).astype(np.uint8)
+    mins = np.zeros(3, np.int64)
+    shifts = np.array([0, 8, 16], np.int64)
+    keys = np.empty(5000, np.int64)
+    k.pack_keys(a, np.zeros(0, np.uint8), mins, shifts, keys)
+    np.testing.assert_array_equal(keys, a[:, 0] + (a[:, 1].astype(np.int64) << 8) + (a[:, 2].astype(np.int64) << 16))
+    dense = k.count_packed_dense(a, np.zeros(0, np.uint8), mins, shifts, 1 << 24)
+    u, c = np.unique(keys, return_counts=True)
+    np.testing.assert_array_equal(dense[u], c)
+    lut = np.arange(1, u.size + 1).astype(np.uint16)
+    o1, o2 = np.empty(5000, np.uint16), np.empty(5000, np.uint16)
+    k.lookup_sorted(keys, u, lut, True, o1)
+    big = np.zeros(1 << 24, np.uint16)
+    big[u] = lut
+    k.lut_packed_dense(a, np.zeros(0, np.uint8), mins, shifts, big, o2)
+    np.testing.assert_array_equal(o1, o2)
+    np.testing.assert_array_equal(u[o1 - 1], keys)
