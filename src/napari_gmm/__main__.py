@@ -256,6 +256,8 @@ def demo_phantom(ctx: DemoContext) -> dict[str, Any]:
     }
 
 
+from ._demo_colour import demo_colour  # noqa: E402  (the colour step lives in its own module)
+
 #: The demo, in order: ``(name, step)``. A step gets the :class:`DemoContext`, writes its files
 #: with ``ctx.path(name)`` and returns its JSON-able summary section (stored under ``name`` in
 #: summary.json; a ``"text"`` entry in it, if any, is copied into summary.txt). Append new steps
@@ -263,7 +265,7 @@ def demo_phantom(ctx: DemoContext) -> dict[str, Any]:
 DEMO_STEPS: list[tuple[str, Callable[[DemoContext], dict]]] = [
     ("cameraman", demo_cameraman),
     ("phantom", demo_phantom),
-    # ("colour", demo_colour),  # issue 3: quantised k=32 / k=64 figure of the seed image
+    ("colour", demo_colour),
 ]
 
 
