@@ -57,7 +57,7 @@ import napari_gmm as ng
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["SegmentWidget", "segment_widget"]
+__all__ = ["COMPUTE_LOCK", "SegmentWidget", "segment_widget"]
 
 _log = logging.getLogger(__name__)
 
@@ -70,6 +70,13 @@ POSTERIORS_SUFFIX = " GMM posteriors"
 MAX_CHANNELS = 8
 #: posterior maps larger than this (bytes) are refused with a message instead of exhausting memory
 MAX_POSTERIOR_BYTES = 2 * 1024**3
+
+
+#: Serialises the Numba computations started from widgets: with Numba's "workqueue" threading layer
+#: (the fallback where neither OpenMP nor TBB is available, e.g. pip wheels on macOS), two parallel
+#: kernels launched from two threads at once abort the process. Other napari-gmm widgets that compute
+#: in worker threads should hold this lock too.
+COMPUTE_LOCK = threading.Lock()
 
 
 class _InputError(ValueError):
@@ -228,7 +235,6 @@ def _posteriors(job: _Job, model):
 
 def _compute(job: _Job, relay: _ProgressRelay | None) -> _Result:
     """Worker-thread body: never raises, errors are returned in the result."""
-    t0 = time.perf_counter()
 
     def progress(done, total):
         if job.cancel.is_set():
@@ -237,21 +243,23 @@ def _compute(job: _Job, relay: _ProgressRelay | None) -> _Result:
             relay.progressed.emit(int(done), int(total))
 
     try:
-        labels, model = ng.segment(
-            job.data,
-            split_axis=job.split_axis,
-            return_model=True,
-            progress=progress,
-            **job.kwargs,
-        )
-        if job.cancel.is_set():
-            raise _Cancelled
-        result = _Result(labels=labels, model=model)
-        if job.want_posteriors:
-            result.posteriors = _posteriors(job, model)
-        if job.want_quantised:
-            result.quantised = _quantise(job, labels, model)
-        result.seconds = time.perf_counter() - t0
+        with COMPUTE_LOCK:
+            t0 = time.perf_counter()  # the time of the fit, not of waiting for another widget
+            labels, model = ng.segment(
+                job.data,
+                split_axis=job.split_axis,
+                return_model=True,
+                progress=progress,
+                **job.kwargs,
+            )
+            if job.cancel.is_set():
+                raise _Cancelled
+            result = _Result(labels=labels, model=model)
+            if job.want_posteriors:
+                result.posteriors = _posteriors(job, model)
+            if job.want_quantised:
+                result.quantised = _quantise(job, labels, model)
+            result.seconds = time.perf_counter() - t0
         return result
     except BaseException as exc:  # noqa: BLE001 - everything goes back to the GUI thread
         return _Result(labels=None, model=None, error=exc, error_tb=traceback.format_exc())
