@@ -39,10 +39,10 @@ def _wait(widget: SegmentWidget, timeout: float = 300.0) -> None:
         time.sleep(0.02)
 
 
-def _viewer_with_widget(title: str) -> tuple[napari.Viewer, SegmentWidget]:
+def _viewer(title: str) -> napari.Viewer:
     viewer = napari.Viewer(title=title, show=True)
     viewer.window.resize(*WINDOW)
-    return viewer, None
+    return viewer
 
 
 def _dock(viewer: napari.Viewer) -> SegmentWidget:
@@ -79,7 +79,7 @@ def _save(viewer: napari.Viewer, path: Path) -> None:
 
 
 def grey(out: Path) -> None:
-    viewer, _ = _viewer_with_widget("napari-gmm: cameraman, K = 3")
+    viewer = _viewer("napari-gmm: cameraman, K = 3")
     viewer.add_image(data.camera(), name="camera")
     widget = _dock(viewer)
     widget.n_components.value = 3
@@ -94,7 +94,7 @@ def grey(out: Path) -> None:
 
 
 def colour(out: Path) -> None:
-    viewer, _ = _viewer_with_widget("napari-gmm: astronaut, K = 8, colour mode")
+    viewer = _viewer("napari-gmm: astronaut, K = 8, colour mode")
     viewer.add_image(data.astronaut(), name="astronaut")
     widget = _dock(viewer)
     widget.n_components.value = 8
