@@ -27,6 +27,9 @@ LOG_2PI = np.log(2.0 * np.pi)
 #: components whose log-probability is this far below a sample's best one get exp() == 0:
 #: exp(-34.6) < 1e-15 relative to the best term, at the resolution of a float64 sum.
 SKIP = -34.6
+#: samples per block of the E-step's component pruning (unique colours come sorted by their packed
+#: key, so consecutive samples are close in two of three channels)
+BLOCK = 32
 #: exp(-j + 0.5) for j = 0..35: the integer part of :func:`_exp_neg`'s argument, looked up
 EXP_TABLE = np.exp(-np.arange(36.0) + 0.5)
 #: Taylor coefficients of exp(g) for |g| <= 1/2 up to g**14 (truncation error < 3e-17 relative)
@@ -125,56 +128,100 @@ def _estep_impl(X, w, means, ref, inv_sd, prec_chol, log_det, log_w, cov_type, N
     for c in prange(nchunks):
         lp = np.empty(K)
         act = np.empty(K, np.int64)
+        cand = np.arange(K)
+        MTb = MT.copy()
+        PTb = PT.copy()
+        c0b = c0.copy()
+        lo = np.empty(D)
+        hi = np.empty(D)
         tmp = np.empty(D)
         d = np.empty(D)
         ll = 0.0
-        for i in range(c * step, min(M, (c + 1) * step)):
-            wi = w[i]
-            if wi == 0.0:
-                continue
+        stop = min(M, (c + 1) * step)
+        for b0 in range(c * step, stop, BLOCK):
+            b1 = min(stop, b0 + BLOCK)
+            nc = K
             if diag:
-                for k in range(K):
-                    lp[k] = 0.0
+                # Prune, for the whole block of samples, the components that cannot come within
+                # SKIP nats of any sample's best one: an upper bound of their log-probability over
+                # the block's bounding box against a lower bound of every sample's best.
                 for j in range(D):
-                    xj = X[i, j]
-                    for k in range(K):
-                        t = xj - MT[j, k]
-                        lp[k] += t * t * PT[j, k]
-                best = -np.inf
-                for k in range(K):
-                    v = c0[k] - 0.5 * lp[k]
-                    lp[k] = v
-                    best = max(best, v)
-            else:
-                best = _row_log_probs(X[i], means, inv_sd, prec_chol, log_det, log_w, cov_type, tmp, lp)
-            s = 0.0
-            for k in range(K):  # vectorised: every exp, no branch
-                t = max(lp[k] - best, SKIP)
-                e = _exp_neg(t, table) if t > SKIP else 0.0
-                lp[k] = e
-                s += e
-            na = 0
-            for k in range(K):
-                if lp[k] > 0.0:
-                    lp[na] = lp[k]
-                    act[na] = k
-                    na += 1
-            ll += wi * (best + np.log(s))
-            inv_s = wi / s
-            for q in range(na):
-                k = act[q]
-                rw = lp[q] * inv_s
-                pN[c, k] += rw
-                for j in range(D):
-                    d[j] = X[i, j] - ref[k, j]
-                    pX[c, k, j] += rw * d[j]
-                if diag:
+                    lo[j] = np.inf
+                    hi[j] = -np.inf
+                for i in range(b0, b1):
                     for j in range(D):
-                        pXX[c, k, j, 0] += rw * d[j] * d[j]
+                        v = X[i, j]
+                        lo[j] = min(lo[j], v)
+                        hi[j] = max(hi[j], v)
+                lb = -np.inf
+                for k in range(K):
+                    far = 0.0
+                    for j in range(D):
+                        u = lo[j] - MT[j, k]
+                        v = hi[j] - MT[j, k]
+                        far += max(u * u, v * v) * PT[j, k]
+                    lb = max(lb, c0[k] - 0.5 * far)
+                nc = 0
+                for k in range(K):
+                    near = 0.0
+                    for j in range(D):
+                        m = MT[j, k]
+                        g = lo[j] - m if m < lo[j] else (m - hi[j] if m > hi[j] else 0.0)
+                        near += g * g * PT[j, k]
+                    if c0[k] - 0.5 * near - lb > SKIP:
+                        cand[nc] = k
+                        for j in range(D):
+                            MTb[j, nc] = MT[j, k]
+                            PTb[j, nc] = PT[j, k]
+                        c0b[nc] = c0[k]
+                        nc += 1
+            for i in range(b0, b1):
+                wi = w[i]
+                if wi == 0.0:
+                    continue
+                if diag:
+                    for q in range(nc):
+                        lp[q] = 0.0
+                    for j in range(D):
+                        xj = X[i, j]
+                        for q in range(nc):
+                            t = xj - MTb[j, q]
+                            lp[q] += t * t * PTb[j, q]
+                    best = -np.inf
+                    for q in range(nc):
+                        v = c0b[q] - 0.5 * lp[q]
+                        lp[q] = v
+                        best = max(best, v)
                 else:
-                    for a in range(D):
-                        for b in range(a + 1):
-                            pXX[c, k, a, b] += rw * d[a] * d[b]
+                    best = _row_log_probs(X[i], means, inv_sd, prec_chol, log_det, log_w, cov_type, tmp, lp)
+                s = 0.0
+                for q in range(nc):  # every exp, no branch on the path
+                    t = max(lp[q] - best, SKIP)
+                    e = _exp_neg(t, table) if t > SKIP else 0.0
+                    lp[q] = e
+                    s += e
+                na = 0
+                for q in range(nc):
+                    if lp[q] > 0.0:
+                        lp[na] = lp[q]
+                        act[na] = cand[q]
+                        na += 1
+                ll += wi * (best + np.log(s))
+                inv_s = wi / s
+                for q in range(na):
+                    k = act[q]
+                    rw = lp[q] * inv_s
+                    pN[c, k] += rw
+                    for j in range(D):
+                        d[j] = X[i, j] - ref[k, j]
+                        pX[c, k, j] += rw * d[j]
+                    if diag:
+                        for j in range(D):
+                            pXX[c, k, j, 0] += rw * d[j] * d[j]
+                    else:
+                        for a in range(D):
+                            for b in range(a + 1):
+                                pXX[c, k, a, b] += rw * d[a] * d[b]
         pll[c] = ll
     Nk[:] = 0.0
     Sx[:] = 0.0
