@@ -292,8 +292,23 @@ def test_nd_and_split_axis():
     l4 = ng.segment(four, 3, split_axis=1)
     np.testing.assert_array_equal(l4[1, 2], ng.segment(four[:, 2], 3)[1])
     calls = []
-    ng.segment(stack, 3, split_axis=0, progress=lambda d, n: calls.append((d, n)))
-    assert calls == [(1, 3), (2, 3), (3, 3)]
+    ng.segment(stack, 3, split_axis=0, max_iter=50, progress=lambda d, n: calls.append((d, n)))
+    done = [d for d, _ in calls]
+    assert {n for _, n in calls} == {150} and calls[-1] == (150, 150)
+    assert done == sorted(done) and (50, 150) in calls and (100, 150) in calls and len(calls) >= 6
+
+
+def test_progress_can_cancel_a_fit(rgb_crop):
+    seen = []
+
+    def progress(done, total):
+        seen.append(done)
+        if done >= 10:
+            raise KeyboardInterrupt("cancelled")
+
+    with pytest.raises(KeyboardInterrupt):
+        ng.segment(rgb_crop, 8, channel_axis=-1, init="kmeans++", max_iter=200, tol=0, progress=progress)
+    assert seen == [5, 10]  # stopped after 10 of 200 iterations
 
 
 def test_mask(camera):

@@ -87,7 +87,7 @@ def dask_predict(model, image, *, channel_axis=None, mask=None, bins=None):
 
 
 def dask_segment(image, n_components, channel_axis, mask, fit_kw, split_axis, progress):
-    from .mixture import _split_axis, fit_hist, segment
+    from .mixture import _slice_progress, _split_axis, fit_hist, segment
 
     if channel_axis is not None:
         return segment(image.compute(), n_components, channel_axis=channel_axis,
@@ -97,9 +97,7 @@ def dask_segment(image, n_components, channel_axis, mask, fit_kw, split_axis, pr
     bins = fit_kw.get("bins")
     if split_axis is None:
         hist = dask_histogram(image, mask=mask, bins=bins)
-        model = fit_hist(hist, n_components, extra_params={"bins": bins}, **kw)
-        if progress is not None:
-            progress(1, 1)
+        model = fit_hist(hist, n_components, extra_params={"bins": bins}, callback=progress, **kw)
         return _lazy_labels(model, image, hist, mask), model
     import dask.array as da
 
@@ -115,11 +113,10 @@ def dask_segment(image, n_components, channel_axis, mask, fit_kw, split_axis, pr
         msub = None if mask is None else da.asarray(mask)[(slice(None),) * ax + (i,)]
         hist = dask_histogram(sub, mask=msub, bins=bins)
         try:
-            model = fit_hist(hist, n_components, extra_params={"bins": bins, "split_axis": ax, "index": i}, **kw)
+            model = fit_hist(hist, n_components, extra_params={"bins": bins, "split_axis": ax, "index": i},
+                             callback=_slice_progress(progress, i, n), **kw)
         except ValueError as e:
             raise type(e)(f"index {i} of axis {ax}: {e}") from None
         models.append(model)
         parts.append(_lazy_labels(model, sub, hist, msub))
-        if progress is not None:
-            progress(i + 1, n)
     return da.stack(parts, axis=ax), models

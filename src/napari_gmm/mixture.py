@@ -602,8 +602,16 @@ def _from_full(full, cov_type):
 PARALLEL_WORK = 100_000
 
 
-def _run_em(X, w, start, cov_type, max_iter, tol, reg):
-    """EM from ``start`` = (weights, means, covariances) on samples X (M, D) with weights w (M,)."""
+#: EM iterations between two calls of the progress callback (which may raise to cancel a fit)
+CALLBACK_EVERY = 5
+
+
+def _run_em(X, w, start, cov_type, max_iter, tol, reg, callback=None):
+    """EM from ``start`` = (weights, means, covariances) on samples X (M, D) with weights w (M,).
+
+    ``callback(n_iter)``, if given, is called every :data:`CALLBACK_EVERY` iterations and at the end;
+    an exception it raises stops the fit there (the napari widget's Cancel).
+    """
     X = np.ascontiguousarray(X, dtype=np.float64)
     w = np.ascontiguousarray(w, dtype=np.float64)
     weights0, means0, cov0 = start
@@ -615,20 +623,35 @@ def _run_em(X, w, start, cov_type, max_iter, tol, reg):
     hm = np.zeros((max_iter + 1, K, D))
     hc = np.zeros((max_iter + 1, K, D, D))
     hll = np.full(max_iter + 1, np.nan)
+    hw[0], hm[0], hc[0] = weights, means, cov
     parallel = X.shape[0] * K >= PARALLEL_WORK
-    n_iter, converged, bad = _em.em_loop(X, w, weights, means, cov, cov_type, int(max_iter), float(tol),
-                                         float(reg), parallel, _nt(), hw, hm, hc, hll)
+    step = CALLBACK_EVERY if callback is not None else max_iter
+    prev = np.array([-np.inf])
+    n_iter, converged = 0, False
+    while n_iter < max_iter and not converged:
+        n_iter, converged, bad = _em.em_loop(X, w, weights, means, cov, cov_type, n_iter, min(max_iter, n_iter + step),
+                                             float(tol), float(reg), parallel, _nt(), hw, hm, hc, hll, prev)
+        if bad >= 0:
+            _raise_collapse(cov, cov_type, D, n_iter, bad)
+        if callback is not None:
+            callback(n_iter)
+    final, bad = _em.final_log_likelihood(X, w, weights, means, cov, cov_type, parallel, _nt())
     if bad >= 0:
-        # the message names the component and iteration, and says what to change
-        _precisions(_from_full(cov, cov_type), cov_type, D, iteration=n_iter)
-        raise FitError(f"component {bad + 1} collapsed at EM iteration {n_iter}: increase reg_covar or "
-                       "reduce n_components")
+        _raise_collapse(cov, cov_type, D, n_iter, bad)
+    hll[n_iter] = final
     n = n_iter + 1
     history = {
         "weights": hw[:n], "means": hm[:n], "covariances": _from_full(hc[:n], cov_type),
         "log_likelihood": hll[:n],
     }
-    return weights, means, _from_full(cov, cov_type), n_iter, bool(converged), float(hll[n_iter]), history
+    return weights, means, _from_full(cov, cov_type), n_iter, bool(converged), float(final), history
+
+
+def _raise_collapse(cov, cov_type, D, n_iter, bad):
+    # _precisions raises the FitError naming the component and iteration, with what to change
+    _precisions(_from_full(cov, cov_type), cov_type, D, iteration=n_iter)
+    raise FitError(f"component {bad + 1} collapsed at EM iteration {n_iter}: increase reg_covar or "
+                   "reduce n_components")
 
 
 def _sorted_by_brightness(weights, means, cov, history):
@@ -669,8 +692,13 @@ def _explain_empty(hist, image_shape):
 
 
 def fit_hist(hist, n_components=2, *, channel_axis=None, covariance_type="spherical", init="ranges",
-             n_init=1, max_iter=100, tol=1e-6, reg_covar=None, random_state=None, extra_params=None):
-    """Fit a mixture to an already compressed :class:`~napari_gmm.histogram.Histogram`."""
+             n_init=1, max_iter=100, tol=1e-6, reg_covar=None, random_state=None, extra_params=None,
+             callback=None):
+    """Fit a mixture to an already compressed :class:`~napari_gmm.histogram.Histogram`.
+
+    ``callback(done, total)`` reports EM iterations over all starts (total = runs * max_iter; done
+    jumps to total at convergence); an exception it raises stops the fit.
+    """
     cov_type = _check_cov_type(covariance_type)
     _check_fit_args(n_components, max_iter, tol, reg_covar, n_init)
     _explain_empty(hist, None)
@@ -694,12 +722,16 @@ def fit_hist(hist, n_components=2, *, channel_axis=None, covariance_type="spheri
     deterministic = isinstance(init, MixtureModel) or init in ("ranges", "quantiles")
     rng = np.random.default_rng(random_state)
     best = None
-    for _ in range(1 if deterministic else n_init):
+    runs = 1 if deterministic else n_init
+    for r in range(runs):
         start = _start(init, X, w, n_components, hist, cov_type, reg, rng)
-        res = _run_em(X, w, start, cov_type, max_iter, tol, reg)
+        cb = None if callback is None else (lambda it, r=r: callback(r * max_iter + it, runs * max_iter))
+        res = _run_em(X, w, start, cov_type, max_iter, tol, reg, cb)
         if best is None or res[5] > best[5]:
             best = res
     weights, means, cov, n_iter, converged, lb, history = best
+    if callback is not None:
+        callback(runs * max_iter, runs * max_iter)
     if not converged and tol > 0:
         warnings.warn(
             f"EM did not converge in max_iter={max_iter} iterations (last change above tol={tol:g}): "
@@ -855,11 +887,19 @@ def _labels_from_hist(model, image, hist, channel_axis, mask):
     return out.reshape(spatial)
 
 
-def _segment_numpy(image, n_components, channel_axis, mask, fit_kw):
+def _segment_numpy(image, n_components, channel_axis, mask, fit_kw, callback=None):
     hist = _h.histogram(image, channel_axis=channel_axis, mask=mask, bins=fit_kw.get("bins"))
     kw = {k: v for k, v in fit_kw.items() if k != "bins"}
-    model = fit_hist(hist, n_components, channel_axis=channel_axis, extra_params={"bins": fit_kw.get("bins")}, **kw)
+    model = fit_hist(hist, n_components, channel_axis=channel_axis, extra_params={"bins": fit_kw.get("bins")},
+                     callback=callback, **kw)
     return _labels_from_hist(model, image, hist, channel_axis, mask), model
+
+
+def _slice_progress(progress, i, n):
+    """Progress of fit i of n as a part of the whole: done = i * total_i + done_i, of n * total_i."""
+    if progress is None:
+        return None
+    return lambda done, total: progress(i * total + done, n * total)
 
 
 def segment(image, n_components=2, *, channel_axis=None, covariance_type="spherical", init="ranges",
@@ -880,7 +920,10 @@ def segment(image, n_components=2, *, channel_axis=None, covariance_type="spheri
     return_model : bool, default False
         Also return the model (a list of models with ``split_axis``).
     progress : callable, optional
-        ``progress(done, total)``, called after each fitted model.
+        ``progress(done, total)``, called every few EM iterations from the computing thread, with
+        ``done`` growing to ``total`` (EM iterations over all fits; a converged fit counts as its
+        ``max_iter``). An exception it raises stops the computation there (how the napari widget
+        cancels).
 
     Returns
     -------
@@ -907,9 +950,7 @@ def segment(image, n_components=2, *, channel_axis=None, covariance_type="spheri
 
         labels, model = dask_segment(image, n_components, channel_axis, mask, fit_kw, split_axis, progress)
     elif split_axis is None:
-        labels, model = _segment_numpy(image, n_components, channel_axis, mask, fit_kw)
-        if progress is not None:
-            progress(1, 1)
+        labels, model = _segment_numpy(image, n_components, channel_axis, mask, fit_kw, progress)
     else:
         labels, model = _segment_split(image, n_components, channel_axis, mask, fit_kw, split_axis, progress)
     return (labels, model) if return_model else labels
@@ -947,7 +988,7 @@ def _segment_split(image, n_components, channel_axis, mask, fit_kw, split_axis, 
         sub = np.take(image, i, axis=ax)
         msub = None if mask is None else np.take(np.asarray(mask), i, axis=pix_ax)
         try:
-            lab, model = _segment_numpy(sub, n_components, ch_slice, msub, fit_kw)
+            lab, model = _segment_numpy(sub, n_components, ch_slice, msub, fit_kw, _slice_progress(progress, i, n))
         except (InputError, FitError) as e:
             raise type(e)(f"index {i} of axis {ax}: {e}") from None
         model.params["split_axis"] = int(ax)
@@ -956,8 +997,6 @@ def _segment_split(image, n_components, channel_axis, mask, fit_kw, split_axis, 
         idx[pix_ax] = i
         labels[tuple(idx)] = lab
         models.append(model)
-        if progress is not None:
-            progress(i + 1, n)
     return labels, models
 
 

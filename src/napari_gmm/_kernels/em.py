@@ -396,14 +396,17 @@ def precisions(cov, cov_type, inv_sd, prec_chol, log_det):
 
 
 @njit(**JIT)
-def em_loop(X, w, weights, means, cov, cov_type, max_iter, tol, reg, parallel, nthreads, hw, hm, hc, hll):
-    """The whole EM loop in compiled code (no Python between iterations).
+def em_loop(X, w, weights, means, cov, cov_type, it0, it1, tol, reg, parallel, nthreads, hw, hm, hc, hll, prev):
+    """EM iterations it0 + 1 .. it1 in compiled code (no Python between iterations).
 
     ``weights`` (K,), ``means`` (K, D) and ``cov`` (K, D, D; diagonal types keep only the diagonal)
     are updated in place. History arrays have max_iter + 1 rows: row i holds the parameters after i
-    iterations and ``hll[i]`` their mean log-likelihood. Returns (n_iter, converged, collapsed) where
-    collapsed is -1 or the index of a component whose covariance stopped being positive definite.
-    The M-step is scikit-learn's: nk + 10 eps, reg on the diagonal, spherical = mean of the diagonal.
+    iterations and ``hll[i]`` their mean log-likelihood (the caller fills row 0). ``prev`` (1,) carries
+    the last mean log-likelihood between calls, so that a loop cut into slices (for progress reports
+    and cancellation between them) stops exactly where one call would. Returns (n_iter, converged,
+    collapsed), collapsed being -1 or the index of a component whose covariance stopped being
+    positive definite. The M-step is scikit-learn's: nk + 10 eps, reg on the diagonal, spherical =
+    mean of the diagonal.
     """
     M, D = X.shape
     K = means.shape[0]
@@ -418,13 +421,9 @@ def em_loop(X, w, weights, means, cov, cov_type, max_iter, tol, reg, parallel, n
     Sx = np.zeros((K, D))
     Sxx = np.zeros((K, D, D))
     eps10 = 10.0 * np.finfo(np.float64).eps
-    hw[0] = weights
-    hm[0] = means
-    hc[0] = cov
-    prev = -np.inf
-    n_iter = 0
+    n_iter = it0
     converged = False
-    for it in range(1, max_iter + 1):
+    for it in range(it0 + 1, it1 + 1):
         bad = precisions(cov, cov_type, inv_sd, prec_chol, log_det)
         if bad >= 0:
             return n_iter, converged, bad
@@ -465,18 +464,36 @@ def em_loop(X, w, weights, means, cov, cov_type, max_iter, tol, reg, parallel, n
         hm[it] = means
         hc[it] = cov
         n_iter = it
-        if abs(ll - prev) < tol:
+        if abs(ll - prev[0]) < tol:
             converged = True
+            prev[0] = ll
             break
-        prev = ll
+        prev[0] = ll
+    return n_iter, converged, -1
+
+
+@njit(**JIT)
+def final_log_likelihood(X, w, weights, means, cov, cov_type, parallel, nthreads):
+    """The closing E-step: (mean log-likelihood of the final parameters, collapsed component or -1)."""
+    M, D = X.shape
+    K = means.shape[0]
+    inv_sd = np.zeros((K, D))
+    prec_chol = np.zeros((K, D, D))
+    log_det = np.zeros(K)
+    log_w = np.zeros(K)
     bad = precisions(cov, cov_type, inv_sd, prec_chol, log_det)
     if bad >= 0:
-        return n_iter, converged, bad
+        return np.nan, bad
     for k in range(K):
         log_w[k] = np.log(weights[k]) if weights[k] > 0 else -np.inf
+    Nk = np.zeros(K)
+    Sx = np.zeros((K, D))
+    Sxx = np.zeros((K, D, D))
     if parallel:
         ll = estep_accumulate(X, w, means, means, inv_sd, prec_chol, log_det, log_w, cov_type, Nk, Sx, Sxx, nthreads)
     else:
         ll = estep_accumulate_serial(X, w, means, means, inv_sd, prec_chol, log_det, log_w, cov_type, Nk, Sx, Sxx, nthreads)
-    hll[n_iter] = ll / W
-    return n_iter, converged, -1
+    W = 0.0
+    for i in range(M):
+        W += w[i]
+    return ll / W, -1
