@@ -14,7 +14,7 @@ Each output layer carries ``metadata["napari_gmm"] = {"model": ..., "params": ..
 ``MixtureModel.to_dict()``, or a list of them when each index of an axis is fitted separately). Errors
 never touch the viewer: they are shown as napari notifications. Warnings of the core (e.g.
 ``ConvergenceWarning``) are shown as warning notifications. Cancel discards the result; the computation
-itself stops at the core's next progress report (after each fitted model).
+itself stops at the core's next progress report (every 5 EM iterations).
 
 Why a magicgui ``Container`` rather than a hand-made ``QWidget``: napari keeps the layer pickers of a
 docked magicgui widget in sync with the layer list (``reset_choices``), the values are plain Python
