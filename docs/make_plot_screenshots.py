@@ -69,8 +69,12 @@ def _labels(viewer, image_layer, labels, model, params):
                              opacity=0.6)
 
 
+THEME = "dark"
+
+
 def _viewer(title):
     viewer = napari.Viewer(title=title, show=True)
+    viewer.theme = THEME
     viewer.window.resize(*WINDOW)
     return viewer
 
@@ -143,7 +147,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
     parser.add_argument("--only", choices=["mixture", "em", "colour", "trace"])
+    parser.add_argument("--theme", default="dark", help="napari theme (dark, light)")
     args = parser.parse_args()
+    global THEME
+    THEME = args.theme
     args.out.mkdir(parents=True, exist_ok=True)
     ng.segment(data.camera()[::8, ::8], 3)  # compile / load the kernels first
     jobs = {"mixture": lambda: mixture(args.out), "em": lambda: mixture(args.out, em=True),

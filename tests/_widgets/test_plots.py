@@ -122,6 +122,36 @@ def test_mixture_follows_model_changes_and_colours(viewer, qtbot):
     assert_grey_curves(w.artists, new_model, ng.histogram(img.data), labels)
 
 
+def test_follows_the_segmentation_widget(viewer, qtbot):
+    """Docked before any model exists: picks up the widget's labels layer, then its in-place re-runs."""
+    from napari_gmm._widgets._segment import SegmentWidget
+
+    img = viewer.add_image(three_class(6), name="img")
+    plot = dock(viewer, MixturePlotWidget)
+    em = dock(viewer, EMEvolutionWidget)
+    seg = dock(viewer, SegmentWidget)
+    seg.n_components.value = 3
+    n = plot.n_draws
+    assert seg.run() is not None
+    qtbot.waitUntil(lambda: not seg.is_running, timeout=60_000)
+    labels = viewer.layers["img GMM labels"]
+    redrawn(qtbot, plot, n)
+    assert plot.model_layer.value is labels and em.model_layer.value is labels
+    model = ng.MixtureModel.from_dict(labels.metadata["napari_gmm"]["model"])
+    qtbot.waitUntil(lambda: len(plot.artists.get("components", [])) == 3, timeout=WAIT_MS)
+    assert_grey_curves(plot.artists, model, ng.histogram(img.data), labels)
+    seg.n_components.value = 2  # re-run: same layer, new model
+    n, n_em = plot.n_draws, em.n_draws
+    assert seg.run() is not None
+    qtbot.waitUntil(lambda: not seg.is_running, timeout=60_000)
+    redrawn(qtbot, plot, n)
+    redrawn(qtbot, em, n_em)
+    model = ng.MixtureModel.from_dict(labels.metadata["napari_gmm"]["model"])
+    assert model.n_components == 2
+    assert_grey_curves(plot.artists, model, ng.histogram(img.data), labels)
+    assert em.iteration.max == model.n_iter and len(em.artists["mixture"]["components"]) == 2
+
+
 def test_per_frame_models_follow_the_dims_slider(viewer, qtbot):
     frames = np.stack([three_class(s, means=(40 + 20 * s, 120, 200 - 10 * s)) for s in range(3)])
     img = viewer.add_image(frames, name="stack")
