@@ -229,7 +229,7 @@ def _legend(ax, handles, labels, style, **kw):
 
 
 def plot_mixture(ax, model, hist=None, colors=None, *, bins=None, log=False, thresholds=True,
-                 iteration=None, style=None, legend=True, x_range=None):
+                 iteration=None, style=None, legend=True, x_range=None, threshold_values=None):
     """Histogram (as a density) with each weighted component, the mixture sum and the thresholds.
 
     Parameters
@@ -252,6 +252,9 @@ def plot_mixture(ax, model, hist=None, colors=None, *, bins=None, log=False, thr
         Draw the components of this EM iteration (``model.history``) instead of the final ones.
     style : dict, optional
         ``{"text", "edge", "background", "hist"}`` colours (theme).
+    threshold_values : array_like, optional
+        Thresholds already computed (``model.thresholds(lo, hi)`` over the histogram's range), e.g.
+        cached by a caller that redraws often.
 
     Returns
     -------
@@ -293,8 +296,10 @@ def plot_mixture(ax, model, hist=None, colors=None, *, bins=None, log=False, thr
     (out["sum"],) = ax.plot(x, y.sum(axis=1), color=style.get("text", "black"), lw=1.0, ls="-",
                             alpha=0.8, label="mixture", zorder=2.5)
     if thresholds and K > 1:
-        mod = model_at(model, iteration)
-        th = mod.thresholds(lo, hi) if hi > lo else np.zeros(0)
+        if threshold_values is not None:
+            th = np.asarray(threshold_values, float)
+        else:
+            th = model_at(model, iteration).thresholds(lo, hi) if hi > lo else np.zeros(0)
         out["threshold_values"] = th
         for t in th:
             out["thresholds"].append(ax.axvline(t, color=style.get("text", "black"), ls="--", lw=0.9,

@@ -407,3 +407,74 @@ def test_contributions_are_the_widget_classes():
     for cls in (MixturePlotWidget, EMEvolutionWidget, PixelTraceWidget):
         params = list(inspect.signature(cls).parameters)
         assert params == ["viewer"]
+
+
+def test_pixel_trace_with_the_background_widget(viewer, qtbot):
+    """The Background model widget's foreground layer and parameters drive the trace."""
+    bgw = pytest.importorskip("napari_gmm._widgets._background")
+    stack = moving_bar()
+    img = viewer.add_image(stack, name="movie")
+    w = dock(viewer, PixelTraceWidget)
+    seg = dock(viewer, bgw.BackgroundWidget)
+    seg.var_threshold.value = 25.0
+    assert seg.run() is not None
+    qtbot.waitUntil(lambda: not seg.is_running, timeout=60_000)
+    fg = next(lyr for lyr in viewer.layers if (lyr.metadata.get("napari_gmm") or {}).get("output") == "foreground")
+    assert w.foreground_layer.value is fg
+    y, x = 10, 12
+    _click(w, viewer, img.data_to_world((0, y, x)))
+    params = fg.metadata["napari_gmm"]["params"]
+    assert w._trace["var_threshold"] == params["var_threshold"] == 25.0
+    np.testing.assert_array_equal(w._fg_trace, np.asarray(fg.data)[:, y, x])
+    res = ng.subtract_background(stack, **{k: params[k] for k in _plots._BG_KEYS if k in params})
+    for key in ("weights", "means", "variances"):
+        np.testing.assert_allclose(w._trace["mixture"][key], res.model.mixture_at(y, x)[key], rtol=1e-6)
+
+
+def test_multichannel_channel_axis_0_and_float(viewer):
+    rng = np.random.default_rng(3)
+    lab = rng.integers(0, 2, (40, 50))
+    cyx = np.stack([np.where(lab, 0.8, 0.2), np.where(lab, 0.3, 0.6)]) + rng.normal(0, 0.05, (2, 40, 50))
+    img = viewer.add_image(cyx.astype(np.float32), name="cyx")
+    labels, model = add_model(viewer, img, 2, channel_axis=0, init="kmeans++", random_state=0)
+    w = dock(viewer, MixturePlotWidget)
+    w.refresh()
+    assert len(w.artists["marginals"]["components"]) == 2
+    assert len(w.artists["density"]["ellipses"]) == 2
+    assert w.figure.axes[-1].get_xlabel() == "channel 0"
+
+    grey = viewer.add_image(cyx[0].astype(np.float32), name="grey float")
+    glabels, gmodel = add_model(viewer, grey, 2)
+    w.model_layer.value = glabels
+    w.refresh()
+    hist = ng.histogram(grey.data)
+    assert_grey_curves(w.artists, gmodel, hist, glabels)
+
+
+def test_direct_label_colours(viewer):
+    from napari.utils.colormaps import DirectLabelColormap
+
+    img = viewer.add_image(three_class(7), name="img")
+    labels, model = add_model(viewer, img, 3)
+    labels.colormap = DirectLabelColormap(color_dict={None: "black", 1: "red", 2: "lime", 3: "blue"})
+    w = dock(viewer, MixturePlotWidget)
+    w.refresh()
+    got = [to_rgba(ln.get_color())[:3] for ln in w.artists["components"]]
+    assert got == [(1, 0, 0), (0, 1, 0), (0, 0, 1)]
+
+
+def test_pixel_trace_rgb_stack(viewer):
+    from napari_gmm.datasets import moving_objects
+
+    stack, _ = moving_objects((24, 32, 40), n_objects=2, rgb=True, seed=1)
+    img = viewer.add_image(stack, name="rgb movie", rgb=True)
+    res = ng.subtract_background(stack)
+    viewer.add_labels(res.foreground, name="rgb movie foreground",
+                      metadata={"napari_gmm": {"params": res.params, "output": "foreground", "source": img.name}})
+    w = dock(viewer, PixelTraceWidget)
+    _click(w, viewer, img.data_to_world((0, 20, 25)))
+    traces = w.artists["traces"]
+    assert len(traces) == 3
+    for c in range(3):
+        np.testing.assert_array_equal(traces[c].get_ydata(), stack[:, 20, 25, c])
+    np.testing.assert_allclose(w._trace["mixture"]["means"], res.model.mixture_at(20, 25)["means"], rtol=1e-6)

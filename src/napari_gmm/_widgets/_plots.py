@@ -148,6 +148,9 @@ class _PlotWidget(BaseNapariMPLWidget):
         self._generation = 0
         self._connected: list = []
         self._models_cache = (None, None)
+        self._layout_key, self._layout_pos = None, None
+        self.canvas.mpl_connect("draw_event", self._on_mpl_draw)
+        self.canvas.mpl_connect("resize_event", self._on_mpl_resize)
         viewer.layers.events.inserted.connect(self._on_layers_changed)
         viewer.layers.events.removed.connect(self._on_layers_changed)
         viewer.layers.events.moved.connect(self._on_layers_changed)
@@ -172,12 +175,37 @@ class _PlotWidget(BaseNapariMPLWidget):
         self.figure.set_facecolor(style["background"])
         return style
 
-    def _finish_figure(self, style):
-        for ax in self.figure.axes:
+    def _finish_figure(self, style, layout_key=None):
+        """Style the axes and draw.
+
+        Constrained layout costs more than the rest of a draw, so when a redraw has the same structure
+        (``layout_key``) and canvas size as the previous one, the axes get the positions constrained
+        layout found then (slider and dims redraws), and the layout engine is switched off for it.
+        """
+        fig = self.figure
+        for ax in fig.axes:
             ax.set_facecolor("none")
             ax.title.set_color(style["text"])
+        key = None if layout_key is None else (layout_key, tuple(self.canvas.get_width_height()),
+                                                 len(fig.axes), self.viewer.theme)
+        if key is not None and key == self._layout_key and self._layout_pos is not None \
+                and len(self._layout_pos) == len(fig.axes):
+            fig.set_layout_engine("none")
+            for ax, pos in zip(fig.axes, self._layout_pos):
+                ax.set_position(pos)
+        else:
+            fig.set_layout_engine("constrained")
+            self._layout_key, self._layout_pos = key, None
         self.canvas.draw_idle()
         self.n_draws += 1
+
+    def _on_mpl_draw(self, event=None):
+        if self.figure.get_layout_engine() is not None and self._layout_key is not None:
+            self._layout_pos = [ax.get_position().frozen() for ax in self.figure.axes]
+
+    def _on_mpl_resize(self, event=None):
+        self._layout_key, self._layout_pos = None, None
+        self.figure.set_layout_engine("constrained")
 
     def save(self, path, **kwargs):
         """Save the current figure (format from the extension: .png, .svg, .pdf ...)."""
@@ -355,13 +383,14 @@ class _PlotWidget(BaseNapariMPLWidget):
                     return
         with mplstyle.context(self.napari_theme_style_sheet):
             style = self._prepare_figure()
+            key = None
             try:
-                self._draw(state, hist, style)
+                key = self._draw(state, hist, style)
             except Exception as exc:  # noqa: BLE001
                 _log.exception("napari-gmm plot failed")
                 self.figure.clear()
                 self._message_axes(f"plot failed: {exc}", style)
-            self._finish_figure(style)
+            self._finish_figure(style, key)
 
     def _on_worker_error(self, exc):
         self._draw_message(f"cannot compute the histogram: {exc}")
@@ -420,6 +449,21 @@ class _ModelPlot(_PlotWidget):
         for w in self._colour_widgets:
             w.changed.connect(self.request_redraw)
         viewer.dims.events.current_step.connect(self._on_dims)
+
+    def _thresholds(self, model, hist, iteration=None):
+        """model.thresholds over the histogram's range, cached (slider and dims redraws)."""
+        if hist is None or hist.n_pixels == 0 or model.n_components < 2:
+            return None
+        lo, hi = float(hist.low[0]), float(hist.high[0])
+        if not hi > lo:
+            return np.zeros(0)
+        cache = self.__dict__.setdefault("_th_cache", {})
+        key = (id(model), iteration, lo, hi)
+        if key not in cache:
+            if len(cache) > 512:
+                cache.clear()
+            cache[key] = (model, plotting.model_at(model, iteration).thresholds(lo, hi))
+        return cache[key][1]
 
     def _channel_choices(self, _widget=None):
         layer = self.model_layer.value if hasattr(self, "model_layer") else None
@@ -593,7 +637,8 @@ class MixturePlotWidget(_ModelPlot):
             ax = self.figure.add_subplot()
             self.artists = plotting.plot_mixture(ax, model, hist, state["colors"], bins=int(self.bins.value) or None,
                                                  log=bool(self.log_y.value),
-                                                 thresholds=bool(self.show_thresholds.value), style=style)
+                                                 thresholds=bool(self.show_thresholds.value), style=style,
+                                                 threshold_values=self._thresholds(model, hist))
             ax.set_title(self._title(state), fontsize="small")
             th = self.artists["threshold_values"]
             txt = (f"thresholds: {', '.join(f'{t:.4g}' for t in th)}" if th.size and th.size <= 12 else "")
@@ -603,6 +648,7 @@ class MixturePlotWidget(_ModelPlot):
             txt = ""
         src = f"histogram of '{state['image'].name}'" if hist is not None else "no image: curves only"
         self.status.setText(f"{src}. {txt}".strip())
+        return ("mixture", model.n_features == 1, self.view.value, bool(self.log_y.value), id(state["layer"]))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -685,13 +731,15 @@ class EMEvolutionWidget(_ModelPlot):
         if model.n_features == 1:
             ax = self.figure.add_subplot(gs[1])
             self.artists["mixture"] = plotting.plot_mixture(ax, model, hist, state["colors"], iteration=it,
-                                                            style=style, thresholds=True)
+                                                            style=style, thresholds=True,
+                                                            threshold_values=self._thresholds(model, hist, it))
         else:
             sub = self.figure.add_subfigure(gs[1])
             sub.set_facecolor("none")
             self.artists["mixture"] = self._draw_colour(state, hist, style, iteration=it, axes_area=sub)
         self.status.setText(f"iteration {it}: log-likelihood / pixel {float(ll[it]):.6g} "
                             f"(final {float(ll[-1]):.6g})")
+        return ("em", id(state["layer"])) if model.n_features == 1 else None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -921,6 +969,7 @@ class PixelTraceWidget(_PlotWidget):
             for k in range(len(sd)))
         self.status.setText(f"pixel (y={y}, x={x}): {n_fg} of {tr['values'].shape[0]} frames foreground "
                             f"({src}); var_threshold {tr['var_threshold']:g}.\nfinal modes: {modes}")
+        return ("trace", id(state["stack"]), self.pixel)
 
 
 def _fmt(v):
