@@ -135,7 +135,7 @@ def test_background_options_and_params(grey):
     err = np.abs(allbg[-1].astype(int) - stack[-1].astype(int))
     assert err[~truth[-1]].mean() < 10 and err[truth[-1]].mean() > 40
     json.dumps(last.params)                         # JSON-able for layer metadata
-    assert last.params["burn_in"] == "all" and last.params["n_mixtures"] == 5
+    assert last.params["burn_in"] == 100 and last.params["n_mixtures"] == 5
 
 
 def test_mixture_at_and_invariants(grey):

@@ -7,8 +7,9 @@ shadow detection. Parameter names are OpenCV's in snake_case.
 
 Two additions for stacks that are entirely known in advance (as in napari):
 
-- an *offline burn-in*: the model first learns over the first ``burn_in`` frames (or the whole
-  stack), then classifies every frame from the start, so early frames are not all foreground;
+- an *offline burn-in*: the model first learns from ``burn_in`` frames spread evenly over the
+  stack (or from all of them), then classifies every frame from the start, so early frames are
+  not all foreground and passing objects never become background;
 - a *post-filter*: a majority (median) vote of the foreground mask over a small window, as the
   post-filtering step of Zivkovic's reference implementation.
 
@@ -590,7 +591,7 @@ def _to_dtype(a, dtype):
     return a.astype(np.float32, copy=False)
 
 
-def _subtract_background_steps(stack, *, time_axis=0, channel_axis=None, burn_in="all",
+def _subtract_background_steps(stack, *, time_axis=0, channel_axis=None, burn_in=100,
                                background="all", foreground_image=None, data_range=None,
                                learning_rate=None, **params) -> Iterator:
     """Generator behind :func:`subtract_background`: yields (done, total) after each frame and
@@ -694,7 +695,7 @@ def _subtract_background_steps(stack, *, time_axis=0, channel_axis=None, burn_in
                             model=model, params=used)
 
 
-def subtract_background(stack, *, time_axis=0, channel_axis=None, burn_in="all",
+def subtract_background(stack, *, time_axis=0, channel_axis=None, burn_in=100,
                         background="all", foreground_image=None, data_range=None,
                         learning_rate=None, progress: Callable | None = None,
                         should_stop: Callable | None = None, **params) -> BackgroundResult:
@@ -710,11 +711,13 @@ def subtract_background(stack, *, time_axis=0, channel_axis=None, burn_in="all",
     channel_axis : int, optional
         Axis holding channels. Default: the last axis of a 4D stack when it has 3 or 4 entries
         (RGB(A), as napari's rgb layers), no channels for a 3D stack.
-    burn_in : "all", int or None, default "all"
-        Offline burn-in: the model first learns over the first ``burn_in`` frames (``"all"``:
-        one full pass), then classifies every frame from the start, still learning. ``None``
-        or 0 gives the online (OpenCV) behaviour where the first frames are foreground until
-        the model has learned the scene.
+    burn_in : int, "all" or None, default 100
+        Offline burn-in: the model first learns from ``burn_in`` frames spread evenly over the
+        stack (``"all"``, or ``burn_in >= T``: every frame, one full extra pass), giving each
+        of them the same weight (learning rate ``1 / n``); then it classifies every frame from
+        the start, still learning at ``1 / min(2 n, history)``. ``None`` or 0 gives the online
+        (OpenCV) behaviour, where the first frames are foreground until the model has learned
+        the scene.
     background : {"all", "last", None}, default "all"
         Return the background of every frame, only the final one, or none (saves memory).
     foreground_image : {None, "difference", "masked"}
@@ -759,9 +762,11 @@ def subtract_background(stack, *, time_axis=0, channel_axis=None, burn_in="all",
     scaled by ``255 / data_range`` inside the model, so the defaults work on 0..1 floats and on
     12- or 16-bit microscopy alike. The Mahalanobis thresholds are unit-free.
 
-    With ``burn_in="all"`` every frame is classified by a model that has seen the whole stack
-    once: objects that only pass by never gather enough weight to become background, while the
-    static scene is known from the first frame on. It costs one extra pass over the data.
+    With the offline burn-in every frame is classified by a model that has already seen the
+    whole time span: objects that only pass by never gather enough weight to become
+    background, while the static scene is known from the first frame on. The default 100 spread
+    frames cost little (6 % more work on a 1700-frame video); ``burn_in="all"`` costs a full
+    extra pass and helps most with dynamic backgrounds (waving trees, water).
 
     Examples
     --------

@@ -9,66 +9,71 @@ PARAMS = dict(var_threshold=16.0, background_ratio=0.9, var_threshold_gen=9.0, v
               var_min=4.0, var_max=75.0, ct=0.05, tau=0.5)
 
 
-def _f32(x):
-    return float(np.float32(x))
+F32 = np.float32
 
 
 def reference_pixel(data, modes, alpha, var_threshold, background_ratio, var_threshold_gen,
                     var_init, var_min, var_max, ct, tau, k_max, detect_shadows=True):
     """Naive MOG2 update of one pixel, written from Zivkovic (2006) / OpenCV's description.
 
-    ``modes`` is a list of [weight, mean(list), variance], sorted by decreasing weight; values
-    are rounded to float32 when stored, as the kernel stores its state in float32.
-    Returns (mask value, new modes).
+    ``modes`` is a list of [weight, mean (list), variance], sorted by decreasing weight. The
+    update is computed in float32 (NumPy float32 scalars; the kernel is float32 without
+    fast-math), the shadow test in float64. Returns (mask value, new modes).
     """
-    prune = -alpha * ct
+    data = [F32(d) for d in data]
+    alpha64 = alpha
+    alpha, prune, alpha1 = F32(alpha64), F32(-alpha64 * ct), F32(1.0 - alpha64)
+    vt, vtg, ratio = F32(var_threshold), F32(var_threshold_gen), F32(background_ratio)
+    vmin, vmax, vinit = F32(var_min), F32(var_max), F32(var_init)
     new = []          # modes after the update, in order, as [w, mu, var, matched]
     background = False
     fits = False
-    total = 0.0
+    total = F32(0)
     for w, mu, var in modes:
-        wt = (1 - alpha) * w + prune
+        wt = alpha1 * w + prune
         matched = False
         if not fits:
             diff = [m - d for m, d in zip(mu, data)]
-            dist2 = sum(d * d for d in diff)
-            if total < background_ratio and dist2 < var_threshold * var:
+            dist2 = F32(0)
+            for d in diff:
+                dist2 = dist2 + d * d
+            if total < ratio and dist2 < vt * var:
                 background = True
-            if dist2 < var_threshold_gen * var:
+            if dist2 < vtg * var:
                 fits = matched = True
-                wt += alpha
+                wt = wt + alpha
                 k = alpha / wt
-                mu = [_f32(m - k * d) for m, d in zip(mu, diff)]
-                var = _f32(min(max(var + k * (dist2 - var), var_min), var_max))
+                mu = [m - k * d for m, d in zip(mu, diff)]
+                var = min(max(var + k * (dist2 - var), vmin), vmax)
         if wt < -prune:
-            wt = 0.0
-        total += wt                      # the sum uses the unrounded weights
+            wt = F32(0)
+        total = total + wt
         new.append([wt, mu, var, matched])
-    # the matched mode moves up past every mode whose (stored) new weight is not larger
+    # the matched mode moves up past every mode whose new weight is not larger
     for i, m in enumerate(new):
         if m[3]:
             j = i
-            while j > 0 and m[0] >= _f32(new[j - 1][0]):
+            while j > 0 and m[0] >= new[j - 1][0]:
                 j -= 1
             new.insert(j, new.pop(i))
             break
-    alive = [[_f32(m[0]), m[1], m[2]] for m in new if m[0] != 0.0]
-    inv = 1.0 / total if total > 1.1920929e-07 else 0.0
-    alive = [[_f32(w * inv), mu, var] for w, mu, var in alive]
+    alive = [[m[0], m[1], m[2]] for m in new if m[0] != 0]
+    inv = F32(1) / total if total > F32(1.1920929e-07) else F32(0)
+    alive = [[w * inv, mu, var] for w, mu, var in alive]
     if not fits and alpha > 0:
-        if len(alive) == k_max:
+        replaced = len(alive) == k_max
+        if replaced:
             alive = alive[:-1]
-            replaced = True
-        else:
-            replaced = False
         if not alive:
-            alive = [[1.0, [_f32(d) for d in data], _f32(var_init)]]
+            alive = [[F32(1), list(data), vinit]]
         else:
-            alive = [[_f32(w * (1 - alpha)), mu, var] for w, mu, var in alive]
-            alive.append([_f32(alpha), [_f32(d) for d in data], _f32(var_init)])
+            alive = [[w * alpha1, mu, var] for w, mu, var in alive]
+            alive.append([alpha, list(data), vinit])
             if replaced:
-                s = sum(m[0] for m in alive)
-                alive = [[_f32(w / s), mu, var] for w, mu, var in alive]
+                s = F32(0)
+                for m in alive:
+                    s = s + m[0]
+                alive = [[w / s, mu, var] for w, mu, var in alive]
             new_mode = alive.pop()
             j = len(alive)
             while j > 0 and new_mode[0] >= alive[j - 1][0]:
@@ -79,17 +84,17 @@ def reference_pixel(data, modes, alpha, var_threshold, background_ratio, var_thr
     if detect_shadows:
         tw = 0.0
         for w, mu, var in alive:
-            num = sum(d * m for d, m in zip(data, mu))
-            den = sum(m * m for m in mu)
+            num = sum(float(d) * float(m) for d, m in zip(data, mu))
+            den = sum(float(m) * float(m) for m in mu)
             if den == 0:
                 break
             if tau * den <= num <= den:
                 a = num / den
-                dist2a = sum((a * m - d) ** 2 for m, d in zip(mu, data))
-                if dist2a < var_threshold * var * a * a:
+                dist2a = sum((a * float(m) - float(d)) ** 2 for m, d in zip(mu, data))
+                if dist2a < float(vt * var) * a * a:
                     return 2, alive
-            tw += w
-            if tw > background_ratio:
+            tw += float(w)
+            if tw > float(ratio):
                 break
     return 1, alive
 
@@ -156,10 +161,11 @@ def test_kernel_equals_naive_reference(c, k_max, ct):
             ref = ref_modes[y][x]
             n = int(n_modes[y, x])
             assert n == len(ref)
-            np.testing.assert_allclose(weights[y, x, :n], [m[0] for m in ref], rtol=1e-5)
-            np.testing.assert_allclose(means[y, x, :n], [m[1] for m in ref], rtol=1e-5)
-            np.testing.assert_allclose(variances[y, x, :n], [m[2] for m in ref], rtol=1e-5)
-            np.testing.assert_allclose(bg[y, x], ref[0][1], rtol=1e-5)
+            # bit for bit: both compute in IEEE float32
+            np.testing.assert_array_equal(weights[y, x, :n], np.float32([m[0] for m in ref]))
+            np.testing.assert_array_equal(means[y, x, :n], np.float32([m[1] for m in ref]))
+            np.testing.assert_array_equal(variances[y, x, :n], np.float32([m[2] for m in ref]))
+            np.testing.assert_array_equal(bg[y, x], np.float32(ref[0][1]))
     # the scene has all three labels, so the comparison is not vacuous
     assert set(np.unique(masks)) == {0, 1, 2}
 

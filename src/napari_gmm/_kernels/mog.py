@@ -21,13 +21,18 @@ Differences from OpenCV (deliberate, documented in ``napari_gmm.background``):
 - the mask uses 0 background, 1 foreground and 2 shadow.
 
 Kernels trust their input: shapes, dtypes and contiguity are checked by the public wrappers.
-Scalar arithmetic runs in float64; the state is stored in float32.
+The update arithmetic is float32 (as OpenCV's), IEEE without fast-math; the shadow test runs in
+float64.
 """
 
 import numpy as np
 from numba import njit, prange
 
 from ._config import JIT, PJIT
+
+#: the update kernels compute in float32 without fast-math, so that they are bit-for-bit
+#: reproducible by a plain NumPy float32 reference (tests) and do not depend on the compiler
+PJIT_EXACT = dict(PJIT, fastmath=False)
 
 #: mask values written by the kernels
 BACKGROUND, FOREGROUND, SHADOW = 0, 1, 2
@@ -65,7 +70,7 @@ def _is_shadow(data, wf, mf, vf, kbase, nm, n_ch, var_threshold, background_rati
     return False
 
 
-@njit(**PJIT)
+@njit(**PJIT_EXACT)
 def _apply_grey(frames, scale, weights, means, variances, n_modes, masks, bg_out, write_bg,
                alphas, var_threshold, background_ratio, var_threshold_gen, var_init, var_min,
                var_max, ct, tau, detect_shadows):
@@ -77,27 +82,36 @@ def _apply_grey(frames, scale, weights, means, variances, n_modes, masks, bg_out
     mf = means.reshape(-1)
     vf = variances.reshape(-1)
     inv_scale = 1.0 / scale
+    f1 = np.float32(1.0)
+    f0 = np.float32(0.0)
+    scale = np.float32(scale)
+    var_threshold = np.float32(var_threshold)
+    var_threshold_gen = np.float32(var_threshold_gen)
+    background_ratio = np.float32(background_ratio)
+    var_min = np.float32(var_min)
+    var_max = np.float32(var_max)
+    var_init = np.float32(var_init)
     # pixels are independent: each thread takes whole rows through every frame of the block
     for y in prange(height):
-        data = np.empty(n_ch, np.float64)
-        diff = np.empty(n_ch, np.float64)
+        data = np.empty(n_ch, np.float32)
+        diff = np.empty(n_ch, np.float32)
         for b in range(frames.shape[0]):
-            alpha = alphas[b]
-            prune = -alpha * ct
-            alpha1 = 1.0 - alpha
+            alpha = np.float32(alphas[b])
+            prune = np.float32(-alphas[b] * ct)
+            alpha1 = np.float32(1.0 - alphas[b])
             for x in range(width):
                 kb = (y * width + x) * k_max          # first mode of this pixel in wf / vf
-                x0 = frames[b, y, x, 0] * scale
+                x0 = np.float32(frames[b, y, x, 0]) * scale
                 nm = np.int64(n_modes[y, x])
                 background = False
                 fits = False
-                total = 0.0
+                total = f0
                 n_alive = nm
                 for m in range(nm):
                     wt = alpha1 * wf[kb + m] + prune
                     dest = m
                     if not fits:
-                        v = np.float64(vf[kb + m])
+                        v = vf[kb + m]
                         o = (kb + m) * n_ch
                         d0 = mf[o] - x0
                         dist2 = d0 * d0
@@ -130,18 +144,18 @@ def _apply_grey(frames, scale, weights, means, variances, n_modes, masks, bg_out
                             dest = i
                     if wt < -prune:
                         # complexity reduction: the pruned modes form the tail of the sorted list
-                        wt = 0.0
+                        wt = f0
                         n_alive -= 1
                     wf[kb + dest] = wt
                     total += wt
 
-                inv = 1.0 / total if total > 1.1920929e-07 else 0.0
+                inv = f1 / total if total > np.float32(1.1920929e-07) else f0
                 for m in range(n_alive):
                     wf[kb + m] = wf[kb + m] * inv
                 for m in range(n_alive, nm):
-                    wf[kb + m] = 0.0
+                    wf[kb + m] = f0
 
-                if not fits and alpha > 0.0:
+                if not fits and alpha > f0:
                     if n_alive == k_max:
                         mode = n_alive - 1
                         replaced = True
@@ -150,13 +164,13 @@ def _apply_grey(frames, scale, weights, means, variances, n_modes, masks, bg_out
                         n_alive += 1
                         replaced = False
                     if n_alive == 1:
-                        wnew = 1.0
+                        wnew = f1
                     else:
                         for i in range(n_alive - 1):
                             wf[kb + i] = wf[kb + i] * alpha1
                         wf[kb + mode] = alpha
                         if replaced:
-                            s = 0.0
+                            s = f0
                             for i in range(n_alive):
                                 s += wf[kb + i]
                             for i in range(n_alive):
@@ -188,7 +202,7 @@ def _apply_grey(frames, scale, weights, means, variances, n_modes, masks, bg_out
                     o = kb * n_ch
                     bg_out[b, y, x, 0] = mf[o] * inv_scale if n_alive > 0 else 0.0
 
-@njit(**PJIT)
+@njit(**PJIT_EXACT)
 def _apply_rgb(frames, scale, weights, means, variances, n_modes, masks, bg_out, write_bg,
                alphas, var_threshold, background_ratio, var_threshold_gen, var_init, var_min,
                var_max, ct, tau, detect_shadows):
@@ -200,29 +214,38 @@ def _apply_rgb(frames, scale, weights, means, variances, n_modes, masks, bg_out,
     mf = means.reshape(-1)
     vf = variances.reshape(-1)
     inv_scale = 1.0 / scale
+    f1 = np.float32(1.0)
+    f0 = np.float32(0.0)
+    scale = np.float32(scale)
+    var_threshold = np.float32(var_threshold)
+    var_threshold_gen = np.float32(var_threshold_gen)
+    background_ratio = np.float32(background_ratio)
+    var_min = np.float32(var_min)
+    var_max = np.float32(var_max)
+    var_init = np.float32(var_init)
     # pixels are independent: each thread takes whole rows through every frame of the block
     for y in prange(height):
-        data = np.empty(n_ch, np.float64)
-        diff = np.empty(n_ch, np.float64)
+        data = np.empty(n_ch, np.float32)
+        diff = np.empty(n_ch, np.float32)
         for b in range(frames.shape[0]):
-            alpha = alphas[b]
-            prune = -alpha * ct
-            alpha1 = 1.0 - alpha
+            alpha = np.float32(alphas[b])
+            prune = np.float32(-alphas[b] * ct)
+            alpha1 = np.float32(1.0 - alphas[b])
             for x in range(width):
                 kb = (y * width + x) * k_max          # first mode of this pixel in wf / vf
-                x0 = frames[b, y, x, 0] * scale
-                x1 = frames[b, y, x, 1] * scale
-                x2 = frames[b, y, x, 2] * scale
+                x0 = np.float32(frames[b, y, x, 0]) * scale
+                x1 = np.float32(frames[b, y, x, 1]) * scale
+                x2 = np.float32(frames[b, y, x, 2]) * scale
                 nm = np.int64(n_modes[y, x])
                 background = False
                 fits = False
-                total = 0.0
+                total = f0
                 n_alive = nm
                 for m in range(nm):
                     wt = alpha1 * wf[kb + m] + prune
                     dest = m
                     if not fits:
-                        v = np.float64(vf[kb + m])
+                        v = vf[kb + m]
                         o = (kb + m) * n_ch
                         d0 = mf[o] - x0
                         d1 = mf[o + 1] - x1
@@ -260,18 +283,18 @@ def _apply_rgb(frames, scale, weights, means, variances, n_modes, masks, bg_out,
                             dest = i
                     if wt < -prune:
                         # complexity reduction: the pruned modes form the tail of the sorted list
-                        wt = 0.0
+                        wt = f0
                         n_alive -= 1
                     wf[kb + dest] = wt
                     total += wt
 
-                inv = 1.0 / total if total > 1.1920929e-07 else 0.0
+                inv = f1 / total if total > np.float32(1.1920929e-07) else f0
                 for m in range(n_alive):
                     wf[kb + m] = wf[kb + m] * inv
                 for m in range(n_alive, nm):
-                    wf[kb + m] = 0.0
+                    wf[kb + m] = f0
 
-                if not fits and alpha > 0.0:
+                if not fits and alpha > f0:
                     if n_alive == k_max:
                         mode = n_alive - 1
                         replaced = True
@@ -280,13 +303,13 @@ def _apply_rgb(frames, scale, weights, means, variances, n_modes, masks, bg_out,
                         n_alive += 1
                         replaced = False
                     if n_alive == 1:
-                        wnew = 1.0
+                        wnew = f1
                     else:
                         for i in range(n_alive - 1):
                             wf[kb + i] = wf[kb + i] * alpha1
                         wf[kb + mode] = alpha
                         if replaced:
-                            s = 0.0
+                            s = f0
                             for i in range(n_alive):
                                 s += wf[kb + i]
                             for i in range(n_alive):
@@ -324,7 +347,7 @@ def _apply_rgb(frames, scale, weights, means, variances, n_modes, masks, bg_out,
                     for c in range(3):
                         bg_out[b, y, x, c] = mf[o + c] * inv_scale if n_alive > 0 else 0.0
 
-@njit(**PJIT)
+@njit(**PJIT_EXACT)
 def _apply_any(frames, scale, weights, means, variances, n_modes, masks, bg_out, write_bg,
                alphas, var_threshold, background_ratio, var_threshold_gen, var_init, var_min,
                var_max, ct, tau, detect_shadows):
@@ -336,30 +359,39 @@ def _apply_any(frames, scale, weights, means, variances, n_modes, masks, bg_out,
     mf = means.reshape(-1)
     vf = variances.reshape(-1)
     inv_scale = 1.0 / scale
+    f1 = np.float32(1.0)
+    f0 = np.float32(0.0)
+    scale = np.float32(scale)
+    var_threshold = np.float32(var_threshold)
+    var_threshold_gen = np.float32(var_threshold_gen)
+    background_ratio = np.float32(background_ratio)
+    var_min = np.float32(var_min)
+    var_max = np.float32(var_max)
+    var_init = np.float32(var_init)
     # pixels are independent: each thread takes whole rows through every frame of the block
     for y in prange(height):
-        data = np.empty(n_ch, np.float64)
-        diff = np.empty(n_ch, np.float64)
+        data = np.empty(n_ch, np.float32)
+        diff = np.empty(n_ch, np.float32)
         for b in range(frames.shape[0]):
-            alpha = alphas[b]
-            prune = -alpha * ct
-            alpha1 = 1.0 - alpha
+            alpha = np.float32(alphas[b])
+            prune = np.float32(-alphas[b] * ct)
+            alpha1 = np.float32(1.0 - alphas[b])
             for x in range(width):
                 kb = (y * width + x) * k_max          # first mode of this pixel in wf / vf
                 for c in range(n_ch):
-                    data[c] = frames[b, y, x, c] * scale
+                    data[c] = np.float32(frames[b, y, x, c]) * scale
                 nm = np.int64(n_modes[y, x])
                 background = False
                 fits = False
-                total = 0.0
+                total = f0
                 n_alive = nm
                 for m in range(nm):
                     wt = alpha1 * wf[kb + m] + prune
                     dest = m
                     if not fits:
-                        v = np.float64(vf[kb + m])
+                        v = vf[kb + m]
                         o = (kb + m) * n_ch
-                        dist2 = 0.0
+                        dist2 = f0
                         for c in range(n_ch):
                             d = mf[o + c] - data[c]
                             diff[c] = d
@@ -395,18 +427,18 @@ def _apply_any(frames, scale, weights, means, variances, n_modes, masks, bg_out,
                             dest = i
                     if wt < -prune:
                         # complexity reduction: the pruned modes form the tail of the sorted list
-                        wt = 0.0
+                        wt = f0
                         n_alive -= 1
                     wf[kb + dest] = wt
                     total += wt
 
-                inv = 1.0 / total if total > 1.1920929e-07 else 0.0
+                inv = f1 / total if total > np.float32(1.1920929e-07) else f0
                 for m in range(n_alive):
                     wf[kb + m] = wf[kb + m] * inv
                 for m in range(n_alive, nm):
-                    wf[kb + m] = 0.0
+                    wf[kb + m] = f0
 
-                if not fits and alpha > 0.0:
+                if not fits and alpha > f0:
                     if n_alive == k_max:
                         mode = n_alive - 1
                         replaced = True
@@ -415,13 +447,13 @@ def _apply_any(frames, scale, weights, means, variances, n_modes, masks, bg_out,
                         n_alive += 1
                         replaced = False
                     if n_alive == 1:
-                        wnew = 1.0
+                        wnew = f1
                     else:
                         for i in range(n_alive - 1):
                             wf[kb + i] = wf[kb + i] * alpha1
                         wf[kb + mode] = alpha
                         if replaced:
-                            s = 0.0
+                            s = f0
                             for i in range(n_alive):
                                 s += wf[kb + i]
                             for i in range(n_alive):
@@ -455,6 +487,7 @@ def _apply_any(frames, scale, weights, means, variances, n_modes, masks, bg_out,
                     o = kb * n_ch
                     for c in range(n_ch):
                         bg_out[b, y, x, c] = mf[o + c] * inv_scale if n_alive > 0 else 0.0
+
 
 def mog2_apply(frames, scale, weights, means, variances, n_modes, masks, bg_out, write_bg,
                alphas, var_threshold, background_ratio, var_threshold_gen, var_init, var_min,

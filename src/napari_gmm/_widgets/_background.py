@@ -48,7 +48,7 @@ __all__ = ["BackgroundWidget", "background_widget"]
 FOREGROUND_SUFFIX = " foreground"
 BACKGROUND_SUFFIX = " background"
 FG_IMAGE_SUFFIX = " foreground image"
-BURN_IN = {"whole stack (offline)": "all", "frames spread over the stack": "frames",
+BURN_IN = {"frames spread over the stack": "frames", "whole stack (one extra pass)": "all",
            "none (online, as OpenCV)": None}
 BACKGROUND_OUT = {"every frame": "all", "last frame only": "last", "none": None}
 FG_IMAGE_OUT = {"none": None, "input - background": "difference", "input masked": "masked"}
@@ -157,7 +157,7 @@ class BackgroundWidget(Container):
                                    step=1, tooltip="Majority filter window of the mask (odd; "
                                                    "0 or 1: off).")
         self.burn_in = ComboBox(label="burn-in", choices=list(BURN_IN),
-                                value="whole stack (offline)",
+                                value="frames spread over the stack",
                                 tooltip="Learn the scene before classifying, so the first frames "
                                         "are not all foreground.")
         self.burn_in_frames = SpinBox(label="burn-in frames", value=100, min=1, max=1_000_000,
