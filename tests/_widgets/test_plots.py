@@ -478,3 +478,40 @@ def test_pixel_trace_rgb_stack(viewer):
     for c in range(3):
         np.testing.assert_array_equal(traces[c].get_ydata(), stack[:, 20, 25, c])
     np.testing.assert_allclose(w._trace["mixture"]["means"], res.model.mixture_at(20, 25)["means"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("name, cls", [("Mixture plot", MixturePlotWidget), ("EM evolution", EMEvolutionWidget),
+                                       ("Pixel trace", PixelTraceWidget)])
+def test_opened_from_the_plugin_menu(viewer, name, cls):
+    """napari builds the widget from napari.yaml, handing in the viewer (as a PublicOnlyProxy)."""
+    img = viewer.add_image(three_class(), name="img")
+    labels, _ = add_model(viewer, img, 2)
+    try:
+        _, w = viewer.window.add_plugin_dock_widget("napari-gmm", name)
+    except KeyError:
+        pytest.skip("napari-gmm is not installed (pip install -e .), so napari cannot discover it")
+    assert isinstance(w, cls)
+    w.refresh()
+    if cls is PixelTraceWidget:
+        assert mouse_callback_registered(viewer, w)
+        stack = viewer.add_image(moving_bar(T=12), name="movie")
+        w.stack_layer.value = stack
+        _click(w, viewer, stack.data_to_world((0, 10, 12)))
+        assert w.pixel == (10, 12) and len(w.artists["traces"]) == 1
+    else:
+        assert w.model_layer.value is labels or w.model_layer.value.name == labels.name
+        arts = w.artists if cls is MixturePlotWidget else w.artists["mixture"]
+        assert len(arts["components"]) == 2
+
+
+def test_dask_image_is_histogrammed_in_a_thread(viewer, qtbot):
+    da = pytest.importorskip("dask.array")
+    data = three_class(8)
+    img = viewer.add_image(da.from_array(data, chunks=(16, 32)), name="lazy")
+    labels, model = ng.segment(data, 3, return_model=True)
+    meta = {"model": model.to_dict(), "source": "lazy", "output": "labels", "params": {"n_components": 3}}
+    labels_layer = viewer.add_labels(labels, name="lazy GMM labels", metadata={"napari_gmm": meta})
+    w = dock(viewer, MixturePlotWidget)
+    qtbot.waitUntil(lambda: len(w.artists.get("components", [])) == 3 and w.artists.get("hist") is not None,
+                    timeout=WAIT_MS)
+    assert_grey_curves(w.artists, model, ng.histogram(data), labels_layer)
