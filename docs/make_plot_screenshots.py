@@ -128,14 +128,17 @@ def trace(out: Path) -> None:
                       opacity=0.5)
     widget = PixelTraceWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Pixel trace", area="right")
-    # the pixel crossed by most objects (outside the flickering quarter)
+    # the pixel crossed by most objects (in the central part, outside the flickering quarter)
     fg = res.foreground == 1
     counts = fg.sum(axis=0)
     counts[: 96 // 2, : 128 // 2] = 0
+    counts[:, : 128 // 3] = 0
+    counts[:, -128 // 6:] = 0
     y, x = np.unravel_index(int(np.argmax(counts)), counts.shape)
     t = int(np.flatnonzero(fg[:, y, x])[0])
     viewer.dims.set_current_step(0, t)
     widget.pick_world(img.data_to_world((t, y, x)))
+    _settle()
     viewer.reset_view()
     _settle()
     widget.refresh()

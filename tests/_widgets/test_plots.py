@@ -349,6 +349,13 @@ def test_pixel_trace_click(viewer):
     np.testing.assert_allclose(w._trace["mixture"]["means"], final["means"], rtol=1e-6)
     assert len(art["mixture"]["modes"]) == final["weights"].size
     assert art["current"].get_xdata()[0] == 4
+    marker = viewer.layers[_plots.MARKER_NAME]  # the traced pixel is marked, in world coordinates
+    np.testing.assert_allclose(marker.data, [[2 * y, 2 * x]])
+    assert viewer.layers.selection.active is not marker
+    _click(w, viewer, img.data_to_world((4, 3, 5)))
+    np.testing.assert_allclose(viewer.layers[_plots.MARKER_NAME].data, [[6, 10]])
+    w.mark.value = False
+    assert not marker.visible
 
 
 def test_pixel_trace_time_on_the_last_axis(viewer):

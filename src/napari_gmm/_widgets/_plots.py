@@ -737,14 +737,19 @@ class EMEvolutionWidget(_ModelPlot):
             sub = self.figure.add_subfigure(gs[1])
             sub.set_facecolor("none")
             self.artists["mixture"] = self._draw_colour(state, hist, style, iteration=it, axes_area=sub)
+        th = self.artists["mixture"].get("threshold_values", np.zeros(0)) if model.n_features == 1 else np.zeros(0)
+        th_txt = f"; thresholds {', '.join(f'{t:.4g}' for t in th)}" if 0 < th.size <= 12 else ""
         self.status.setText(f"iteration {it}: log-likelihood / pixel {float(ll[it]):.6g} "
-                            f"(final {float(ll[-1]):.6g})")
+                            f"(final {float(ll[-1]):.6g}){th_txt}")
         return ("em", id(state["layer"])) if model.n_features == 1 else None
 
 
 # --------------------------------------------------------------------------------------------------
 # pixel trace
 # --------------------------------------------------------------------------------------------------
+#: name of the Points layer marking the traced pixel
+MARKER_NAME = "traced pixel"
+
 #: parameters of subtract_background that the per-pixel replay takes from a result layer's metadata
 _BG_KEYS = ("history", "var_threshold", "n_mixtures", "background_ratio", "var_threshold_gen", "var_init",
             "var_min", "var_max", "complexity_reduction_threshold", "detect_shadows", "shadow_threshold",
@@ -781,7 +786,10 @@ class PixelTraceWidget(_PlotWidget):
                                          tooltip="Labels layer with the foreground masks (T, Y, X), whose "
                                                  "parameters are used for the replay.")
         self.pick = CheckBox(text="pick the pixel on click", value=True)
-        self.form.extend([self.stack_layer, self.foreground_layer, self.pick])
+        self.mark = CheckBox(text="mark the pixel (points layer)", value=True,
+                             tooltip=f"Show the traced pixel as a cross in a Points layer '{MARKER_NAME}'.")
+        self.form.extend([self.stack_layer, self.foreground_layer, self.pick, self.mark])
+        self.mark.changed.connect(self._update_marker)
         self.stack_layer.changed.connect(self._forget)
         self.foreground_layer.changed.connect(self._forget)
         self.pixel = None  # (y, x) in the stack's data coordinates
@@ -858,7 +866,31 @@ class PixelTraceWidget(_PlotWidget):
         self._world = np.asarray(position, float)
         self.pixel = tuple(int(coords[a]) for a in spatial[-2:])
         self._trace = None
+        self._marker_world = np.asarray(stack.data_to_world(coords.astype(float)), float)[-2:]
+        extent = [shape[a] * abs(float(stack.scale[a])) for a in spatial[-2:]]
+        self._marker_size = float(np.clip(min(extent) / 40.0, 2.0, 50.0))
         self.refresh()
+        self._update_marker()
+
+    def _update_marker(self, value=None):
+        """Cross at the traced pixel in the Points layer MARKER_NAME (2D: shown on every frame)."""
+        layers = self.viewer.layers
+        marker = layers[MARKER_NAME] if MARKER_NAME in layers else None
+        if not self.mark.value or getattr(self, "_marker_world", None) is None:
+            if marker is not None:
+                marker.visible = False
+            return
+        if marker is None:
+            active = layers.selection.active
+            marker = self.viewer.add_points(self._marker_world[None], name=MARKER_NAME, symbol="cross",
+                                            size=self._marker_size,
+                                            face_color="#ff9f1c", border_width=0, ndim=2)
+            if active is not None and active in layers:
+                layers.selection.active = active  # keep the user's layer selected
+        else:
+            marker.data = self._marker_world[None]
+            marker.size = self._marker_size
+            marker.visible = True
 
     def show_pixel(self, y, x):
         """Trace pixel ``(y, x)`` (data coordinates of the stack's two last spatial axes; other axes such
