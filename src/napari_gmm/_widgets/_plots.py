@@ -8,7 +8,8 @@
   with a slider (or played as an animation).
 - :class:`PixelTraceWidget`: click a pixel of a frame stack: its intensity over time, the frames
   classified foreground shaded, the background mean +- sqrt(var_threshold) sigma and the pixel's final
-  mixture (the background model replayed for that pixel, :func:`napari_gmm.plotting.pixel_history`).
+  mixture (the background model replayed for that pixel, :func:`napari_gmm.plotting.pixel_history`);
+  the traced pixel is marked by a cross in a Points layer ``"traced pixel"``.
 
 The models are read from ``metadata["napari_gmm"]["model"]`` of Labels layers (written by the
 "Gaussian mixture segmentation" widget, or by a script: ``{"model": model.to_dict(), "source": image
