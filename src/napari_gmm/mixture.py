@@ -328,17 +328,29 @@ class MixtureModel:
     def thresholds(self, lo, hi, n=4097):
         """Grey levels in [lo, hi] where the most probable component changes (sorted).
 
-        Found on a grid of ``n`` points and refined by bisection to 1e-9 of the range.
+        Found on a grid of ``n`` points and refined by bisection to 1e-9 of the range (in NumPy: a
+        few hundred evaluations, no kernel launch).
         """
+        if self.n_features != 1:
+            raise InputError("thresholds() is for grey models")
+        var = self.variances[:, 0]
+        mu = self.means[:, 0]
+        with np.errstate(divide="ignore"):
+            c = np.log(self.weights) - 0.5 * np.log(2 * np.pi * var)
+
+        def label(x):
+            x = np.atleast_1d(np.asarray(x, dtype=np.float64))
+            return np.argmax(c[None, :] - 0.5 * (x[:, None] - mu[None, :]) ** 2 / var[None, :], axis=1)
+
         x = np.linspace(float(lo), float(hi), int(n))
-        lab = self._sample_labels(x[:, None])
+        lab = label(x)
         out = []
         for i in np.flatnonzero(np.diff(lab)):
             a, b = x[i], x[i + 1]
             la = lab[i]
-            for _ in range(60):
+            for _ in range(80):
                 mid = 0.5 * (a + b)
-                if self._sample_labels(np.array([[mid]]))[0] == la:
+                if label(mid)[0] == la:
                     a = mid
                 else:
                     b = mid
@@ -628,16 +640,37 @@ def _run_em(X, w, start, cov_type, max_iter, tol, reg, callback=None):
     step = CALLBACK_EVERY if callback is not None else max_iter
     prev = np.array([-np.inf])
     n_iter, converged = 0, False
-    while n_iter < max_iter and not converged:
-        n_iter, converged, bad = _em.em_loop(X, w, weights, means, cov, cov_type, n_iter, min(max_iter, n_iter + step),
-                                             float(tol), float(reg), parallel, _nt(), hw, hm, hc, hll, prev)
+    inv_sd, prec_chol, log_det = np.zeros((K, D)), np.zeros((K, D, D)), np.zeros(K)
+    log_w, Nk, Sx, Sxx = np.zeros(K), np.zeros(K), np.zeros((K, D)), np.zeros((K, D, D))
+    W = w.sum()
+
+    def estep():
+        bad = _em.precisions(cov, cov_type, inv_sd, prec_chol, log_det)
         if bad >= 0:
             _raise_collapse(cov, cov_type, D, n_iter, bad)
+        _em.log_weights(weights, log_w)
+        f = _em.estep_accumulate if parallel else _em.estep_accumulate_serial
+        return f(X, w, means, means, inv_sd, prec_chol, log_det, log_w, cov_type, Nk, Sx, Sxx, _nt()) / W
+
+    while n_iter < max_iter and not converged:
+        stop = min(max_iter, n_iter + step)
+        if parallel:  # a long E-step: the Python between iterations costs nothing
+            while n_iter < stop and not converged:
+                ll = estep()
+                hll[n_iter] = ll
+                _em.m_step(Nk, Sx, Sxx, cov_type, float(reg), weights, means, cov)
+                n_iter += 1
+                hw[n_iter], hm[n_iter], hc[n_iter] = weights, means, cov
+                converged = abs(ll - prev[0]) < tol
+                prev[0] = ll
+        else:
+            n_iter, converged, bad = _em.em_loop(X, w, weights, means, cov, cov_type, n_iter, stop, float(tol),
+                                                 float(reg), hw, hm, hc, hll, prev)
+            if bad >= 0:
+                _raise_collapse(cov, cov_type, D, n_iter, bad)
         if callback is not None:
             callback(n_iter)
-    final, bad = _em.final_log_likelihood(X, w, weights, means, cov, cov_type, parallel, _nt())
-    if bad >= 0:
-        _raise_collapse(cov, cov_type, D, n_iter, bad)
+    final = estep()
     hll[n_iter] = final
     n = n_iter + 1
     history = {

@@ -396,8 +396,50 @@ def precisions(cov, cov_type, inv_sd, prec_chol, log_det):
 
 
 @njit(**JIT)
-def em_loop(X, w, weights, means, cov, cov_type, it0, it1, tol, reg, parallel, nthreads, hw, hm, hc, hll, prev):
-    """EM iterations it0 + 1 .. it1 in compiled code (no Python between iterations).
+def m_step(Nk, Sx, Sxx, cov_type, reg, weights, means, cov):
+    """scikit-learn's M-step from statistics accumulated around the current means (in place).
+
+    nk + 10 eps, reg on the diagonal, spherical = mean of the diagonal; ``Sx`` is overwritten.
+    """
+    K, D = means.shape
+    eps10 = 10.0 * np.finfo(np.float64).eps
+    total = 0.0
+    for k in range(K):
+        nk = Nk[k] + eps10
+        total += nk
+        for j in range(D):
+            Sx[k, j] /= nk
+        for a in range(D):
+            for b in range(D):
+                if cov_type == 2:
+                    cov[k, a, b] = Sxx[k, a, b] / nk - Sx[k, a] * Sx[k, b]
+                else:
+                    cov[k, a, b] = 0.0
+            cov[k, a, a] = Sxx[k, a, a] / nk - Sx[k, a] * Sx[k, a] + reg
+        if cov_type == 0:
+            v = 0.0
+            for j in range(D):
+                v += cov[k, j, j]
+            v /= D
+            for j in range(D):
+                cov[k, j, j] = v
+        for j in range(D):
+            means[k, j] += Sx[k, j]
+        weights[k] = nk
+    for k in range(K):
+        weights[k] /= total
+
+
+@njit(**JIT)
+def log_weights(weights, out):
+    for k in range(weights.shape[0]):
+        out[k] = np.log(weights[k]) if weights[k] > 0 else -np.inf
+
+
+@njit(**JIT)
+def em_loop(X, w, weights, means, cov, cov_type, it0, it1, tol, reg, hw, hm, hc, hll, prev):
+    """EM iterations it0 + 1 .. it1 in compiled code, serial E-step (small sample sets: a grey
+    histogram), no Python between iterations.
 
     ``weights`` (K,), ``means`` (K, D) and ``cov`` (K, D, D; diagonal types keep only the diagonal)
     are updated in place. History arrays have max_iter + 1 rows: row i holds the parameters after i
@@ -405,8 +447,7 @@ def em_loop(X, w, weights, means, cov, cov_type, it0, it1, tol, reg, parallel, n
     the last mean log-likelihood between calls, so that a loop cut into slices (for progress reports
     and cancellation between them) stops exactly where one call would. Returns (n_iter, converged,
     collapsed), collapsed being -1 or the index of a component whose covariance stopped being
-    positive definite. The M-step is scikit-learn's: nk + 10 eps, reg on the diagonal, spherical =
-    mean of the diagonal.
+    positive definite. Large sample sets run the same steps from Python with the parallel E-step.
     """
     M, D = X.shape
     K = means.shape[0]
@@ -420,46 +461,17 @@ def em_loop(X, w, weights, means, cov, cov_type, it0, it1, tol, reg, parallel, n
     Nk = np.zeros(K)
     Sx = np.zeros((K, D))
     Sxx = np.zeros((K, D, D))
-    eps10 = 10.0 * np.finfo(np.float64).eps
     n_iter = it0
     converged = False
     for it in range(it0 + 1, it1 + 1):
         bad = precisions(cov, cov_type, inv_sd, prec_chol, log_det)
         if bad >= 0:
             return n_iter, converged, bad
-        for k in range(K):
-            log_w[k] = np.log(weights[k]) if weights[k] > 0 else -np.inf
-        if parallel:
-            ll = estep_accumulate(X, w, means, means, inv_sd, prec_chol, log_det, log_w, cov_type, Nk, Sx, Sxx, nthreads)
-        else:
-            ll = estep_accumulate_serial(X, w, means, means, inv_sd, prec_chol, log_det, log_w, cov_type, Nk, Sx, Sxx, nthreads)
+        log_weights(weights, log_w)
+        ll = estep_accumulate_serial(X, w, means, means, inv_sd, prec_chol, log_det, log_w, cov_type, Nk, Sx, Sxx, 1)
         ll /= W
         hll[it - 1] = ll
-        total = 0.0
-        for k in range(K):
-            nk = Nk[k] + eps10
-            total += nk
-            for j in range(D):
-                Sx[k, j] /= nk
-            for a in range(D):
-                for b in range(D):
-                    if cov_type == 2:
-                        cov[k, a, b] = Sxx[k, a, b] / nk - Sx[k, a] * Sx[k, b]
-                    else:
-                        cov[k, a, b] = 0.0
-                cov[k, a, a] = Sxx[k, a, a] / nk - Sx[k, a] * Sx[k, a] + reg
-            if cov_type == 0:
-                v = 0.0
-                for j in range(D):
-                    v += cov[k, j, j]
-                v /= D
-                for j in range(D):
-                    cov[k, j, j] = v
-            for j in range(D):
-                means[k, j] += Sx[k, j]
-            weights[k] = nk
-        for k in range(K):
-            weights[k] /= total
+        m_step(Nk, Sx, Sxx, cov_type, reg, weights, means, cov)
         hw[it] = weights
         hm[it] = means
         hc[it] = cov
@@ -470,30 +482,3 @@ def em_loop(X, w, weights, means, cov, cov_type, it0, it1, tol, reg, parallel, n
             break
         prev[0] = ll
     return n_iter, converged, -1
-
-
-@njit(**JIT)
-def final_log_likelihood(X, w, weights, means, cov, cov_type, parallel, nthreads):
-    """The closing E-step: (mean log-likelihood of the final parameters, collapsed component or -1)."""
-    M, D = X.shape
-    K = means.shape[0]
-    inv_sd = np.zeros((K, D))
-    prec_chol = np.zeros((K, D, D))
-    log_det = np.zeros(K)
-    log_w = np.zeros(K)
-    bad = precisions(cov, cov_type, inv_sd, prec_chol, log_det)
-    if bad >= 0:
-        return np.nan, bad
-    for k in range(K):
-        log_w[k] = np.log(weights[k]) if weights[k] > 0 else -np.inf
-    Nk = np.zeros(K)
-    Sx = np.zeros((K, D))
-    Sxx = np.zeros((K, D, D))
-    if parallel:
-        ll = estep_accumulate(X, w, means, means, inv_sd, prec_chol, log_det, log_w, cov_type, Nk, Sx, Sxx, nthreads)
-    else:
-        ll = estep_accumulate_serial(X, w, means, means, inv_sd, prec_chol, log_det, log_w, cov_type, Nk, Sx, Sxx, nthreads)
-    W = 0.0
-    for i in range(M):
-        W += w[i]
-    return ll / W, -1
