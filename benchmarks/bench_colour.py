@@ -30,6 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import best_time, peak_growth  # noqa: E402
+
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "seed-em-img-seg" / "img.jpg"
 RUST_SEED_SECONDS = 7.08  # issue 3: the seed's Rust build, median, single-threaded, this kind of machine
 
@@ -38,15 +41,6 @@ def load():
     from PIL import Image
 
     return np.asarray(Image.open(DATA).convert("RGB"))
-
-
-def best_time(f, repeat):
-    ts, out = [], None
-    for _ in range(repeat):
-        t = time.perf_counter()
-        out = f()
-        ts.append(time.perf_counter() - t)
-    return min(ts), out
 
 
 def ours(img, k, cov):
@@ -59,20 +53,10 @@ def ours(img, k, cov):
 def memory_child():
     import napari_gmm as ng
 
-    def status(key):
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(key):
-                    return int(line.split()[1]) * 1024
-        raise KeyError(key)
-
     img = load()
     ng.quantize(img[:50, :50], 4, max_iter=2)  # compile / load kernels first
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    before = status("VmRSS:")
-    q = ng.quantize(img, 32, max_iter=30, tol=0)
-    peak = status("VmHWM:")
+    growth, q = peak_growth(lambda: ng.quantize(img, 32, max_iter=30, tol=0))
+    before, peak = 0, growth
     print(json.dumps({"before": before, "peak": peak, "input": img.nbytes, "output": q.nbytes}))
 
 

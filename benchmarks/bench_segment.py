@@ -29,14 +29,12 @@ import warnings
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import best_time as _best, peak_growth  # noqa: E402
 
-def best_time(f, repeat=7, min_time=0.0):
-    ts = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        f()
-        ts.append(time.perf_counter() - t)
-    return min(ts)
+
+def best_time(f, repeat=7):
+    return _best(f, repeat)[0]
 
 
 def big_image(shape=(4096, 4096), seed=0):
@@ -65,20 +63,10 @@ def memory_child(path):
     """
     import napari_gmm as ng
 
-    def status(key):
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(key):
-                    return int(line.split()[1]) * 1024
-        raise KeyError(key)
-
     img = np.load(path)
     ng.segment(img[:64, :64].copy(), 3)  # compile / load kernels first
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset the peak RSS (VmHWM) to the current RSS (Linux >= 4.0)
-    before = status("VmRSS:")
-    out = ng.segment(img, 3)
-    peak = status("VmHWM:")
+    growth, out = peak_growth(lambda: ng.segment(img, 3))
+    before, peak = 0, growth
     print(json.dumps({"input": img.nbytes, "labels": out.nbytes, "before": before, "peak": peak}))
 
 

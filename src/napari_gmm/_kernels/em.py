@@ -108,10 +108,10 @@ def _estep_impl(X, w, means, ref, inv_sd, prec_chol, log_det, log_w, cov_type, N
     M, D = X.shape
     K = means.shape[0]
     nchunks = max(1, min(nthreads * 4, M // 512))
-    pN = np.zeros((nchunks, K))
-    pX = np.zeros((nchunks, K, D))
     diag = cov_type != 2
-    pXX = np.zeros((nchunks, K, D, D)) if not diag else np.zeros((nchunks, K, D, 1))
+    # one contiguous row per (chunk, component): [N, Sx (D), Sxx (D diagonal, or D*D full)]
+    width = 1 + D + (D if diag else D * D)
+    acc = np.zeros((nchunks, K, width))
     pll = np.zeros(nchunks)
     # component-inner layouts for the distance loop
     MT = np.empty((D, K))
@@ -211,17 +211,18 @@ def _estep_impl(X, w, means, ref, inv_sd, prec_chol, log_det, log_w, cov_type, N
                 for q in range(na):
                     k = act[q]
                     rw = lp[q] * inv_s
-                    pN[c, k] += rw
+                    row = acc[c, k]
+                    row[0] += rw
                     for j in range(D):
                         d[j] = X[i, j] - ref[k, j]
-                        pX[c, k, j] += rw * d[j]
-                    if diag:
-                        for j in range(D):
-                            pXX[c, k, j, 0] += rw * d[j] * d[j]
-                    else:
+                        rd = rw * d[j]
+                        row[1 + j] += rd
+                        if diag:
+                            row[1 + D + j] += rd * d[j]
+                    if not diag:
                         for a in range(D):
                             for b in range(a + 1):
-                                pXX[c, k, a, b] += rw * d[a] * d[b]
+                                row[1 + D + a * D + b] += rw * d[a] * d[b]
         pll[c] = ll
     Nk[:] = 0.0
     Sx[:] = 0.0
@@ -230,14 +231,14 @@ def _estep_impl(X, w, means, ref, inv_sd, prec_chol, log_det, log_w, cov_type, N
     for c in range(nchunks):
         total += pll[c]
         for k in range(K):
-            Nk[k] += pN[c, k]
+            Nk[k] += acc[c, k, 0]
             for a in range(D):
-                Sx[k, a] += pX[c, k, a]
+                Sx[k, a] += acc[c, k, 1 + a]
                 if diag:
-                    Sxx[k, a, a] += pXX[c, k, a, 0]
+                    Sxx[k, a, a] += acc[c, k, 1 + D + a]
                 else:
                     for b in range(a + 1):
-                        Sxx[k, a, b] += pXX[c, k, a, b]
+                        Sxx[k, a, b] += acc[c, k, 1 + D + a * D + b]
     if not diag:
         for k in range(K):
             for a in range(D):
