@@ -537,6 +537,29 @@ def _kmeanspp_centres(X, w, K, rng):
     return centres
 
 
+#: weighted Lloyd (k-means) iterations refining the k-means++ seeds before EM starts
+LLOYD_ITER = 10
+
+
+def _lloyd(X, w, C, n_iter=LLOYD_ITER):
+    """A few weighted k-means (Lloyd) iterations from centres C: better starts for EM at the cost
+    of a few E-step-sized passes (scikit-learn's default GMM start runs k-means to convergence)."""
+    K, D = C.shape
+    C = C.copy()
+    assign = None
+    for _ in range(n_iter):
+        new, _ = _nearest(X, C)
+        if assign is not None and np.array_equal(new, assign):
+            break
+        assign = new
+        nk = np.bincount(assign, weights=w, minlength=K)
+        filled = nk > 0
+        for j in range(D):
+            sums = np.bincount(assign, weights=w * X[:, j], minlength=K)
+            C[filled, j] = sums[filled] / nk[filled]
+    return C
+
+
 def _init_from_centres(X, w, C, cov_type, reg):
     assign, _ = _nearest(X, C)
     return _slices_from_assignment(X, w, assign, C.shape[0], cov_type, reg, C)
@@ -561,7 +584,7 @@ def _start(init, X, w, K, hist, cov_type, reg, rng):
     if init == "quantiles":
         return _init_quantiles(X, w, K, cov_type, reg)
     if init == "kmeans++":
-        return _init_from_centres(X, w, _kmeanspp_centres(X, w, K, rng), cov_type, reg)
+        return _init_from_centres(X, w, _lloyd(X, w, _kmeanspp_centres(X, w, K, rng)), cov_type, reg)
     if init == "random":
         idx = rng.choice(X.shape[0], size=K, replace=False, p=w / w.sum())
         return _init_from_centres(X, w, X[np.sort(idx)], cov_type, reg)
@@ -817,7 +840,8 @@ def fit_mixture(image, n_components=2, *, channel_axis=None, covariance_type="sp
         Start. ``"ranges"``: K equal slices of the intensity range [min, max] (integer value v starts in
         slice floor((v - min) * K / (max - min + 1))), each slice's weight, mean and variance taken from
         its part of the histogram (colour: slices of the mean over channels). ``"quantiles"``: K slices
-        with equal pixel counts. ``"kmeans++"``: weighted k-means++ seeds then nearest-seed groups.
+        with equal pixel counts. ``"kmeans++"``: weighted k-means++ seeds refined by up to 10 weighted k-means
+        (Lloyd) iterations, then nearest-centre groups.
         ``"random"``: K distinct values drawn with probability proportional to their pixel counts.
         A MixtureModel starts EM from its parameters (warm start, or reuse on another image).
     n_init : int, default 1
