@@ -749,10 +749,13 @@ def subtract_background(stack, *, time_axis=0, channel_axis=None, burn_in=100,
 
     Raises
     ------
-    ValueError
-        For a 2D image or a 1-frame stack, an ambiguous or misplaced channel axis, frames
-        thinner than 4 pixels (wrong time axis), NaN/inf in a frame, or parameters out of
-        range (e.g. ``n_mixtures`` outside 1..16).
+    napari_gmm.InputError
+        (a ``ValueError``) for a 2D image or a 1-frame stack, an ambiguous or misplaced
+        channel axis, frames thinner than 4 pixels (wrong time axis), NaN/inf in a frame, or
+        parameters out of range (e.g. ``n_mixtures`` outside 1..16). Nothing is returned and
+        the input is not modified.
+    TypeError
+        For an unknown parameter name (e.g. OpenCV's camelCase ``varThreshold``).
     InterruptedError
         When ``should_stop()`` returned True.
 

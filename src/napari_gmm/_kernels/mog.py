@@ -25,6 +25,7 @@ The update arithmetic is float32 (as OpenCV's), IEEE without fast-math; the shad
 float64.
 """
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -73,7 +74,7 @@ def _is_shadow(data, wf, mf, vf, kbase, nm, n_ch, var_threshold, background_rati
 @njit(**PJIT_EXACT)
 def _apply_grey(frames, scale, weights, means, variances, n_modes, masks, bg_out, write_bg,
                alphas, var_threshold, background_ratio, var_threshold_gen, var_init, var_min,
-               var_max, ct, tau, detect_shadows):
+               var_max, ct, tau, detect_shadows, rows):
     """One grey frame (C = 1): the channel loops of :func:`_apply_any` spelled out."""
     height, width = n_modes.shape
     n_ch = means.shape[3]
@@ -91,8 +92,11 @@ def _apply_grey(frames, scale, weights, means, variances, n_modes, masks, bg_out
     var_min = np.float32(var_min)
     var_max = np.float32(var_max)
     var_init = np.float32(var_init)
-    # pixels are independent: each thread takes whole rows through every frame of the block
-    for y in prange(height):
+    # pixels are independent: each thread takes whole rows through every frame of the block;
+    # ``rows`` interleaves the rows so that every thread's share spreads over the whole frame
+    # (busy regions such as trees or traffic lanes are not all given to one thread)
+    for r in prange(height):
+        y = rows[r]
         data = np.empty(n_ch, np.float32)
         diff = np.empty(n_ch, np.float32)
         for b in range(frames.shape[0]):
@@ -205,7 +209,7 @@ def _apply_grey(frames, scale, weights, means, variances, n_modes, masks, bg_out
 @njit(**PJIT_EXACT)
 def _apply_rgb(frames, scale, weights, means, variances, n_modes, masks, bg_out, write_bg,
                alphas, var_threshold, background_ratio, var_threshold_gen, var_init, var_min,
-               var_max, ct, tau, detect_shadows):
+               var_max, ct, tau, detect_shadows, rows):
     """One 3-channel frame (C = 3): the channel loops of :func:`_apply_any` spelled out."""
     height, width = n_modes.shape
     n_ch = means.shape[3]
@@ -223,8 +227,11 @@ def _apply_rgb(frames, scale, weights, means, variances, n_modes, masks, bg_out,
     var_min = np.float32(var_min)
     var_max = np.float32(var_max)
     var_init = np.float32(var_init)
-    # pixels are independent: each thread takes whole rows through every frame of the block
-    for y in prange(height):
+    # pixels are independent: each thread takes whole rows through every frame of the block;
+    # ``rows`` interleaves the rows so that every thread's share spreads over the whole frame
+    # (busy regions such as trees or traffic lanes are not all given to one thread)
+    for r in prange(height):
+        y = rows[r]
         data = np.empty(n_ch, np.float32)
         diff = np.empty(n_ch, np.float32)
         for b in range(frames.shape[0]):
@@ -350,7 +357,7 @@ def _apply_rgb(frames, scale, weights, means, variances, n_modes, masks, bg_out,
 @njit(**PJIT_EXACT)
 def _apply_any(frames, scale, weights, means, variances, n_modes, masks, bg_out, write_bg,
                alphas, var_threshold, background_ratio, var_threshold_gen, var_init, var_min,
-               var_max, ct, tau, detect_shadows):
+               var_max, ct, tau, detect_shadows, rows):
     """One frame with any number of channels C (the reference form of the update)."""
     height, width = n_modes.shape
     n_ch = means.shape[3]
@@ -368,8 +375,11 @@ def _apply_any(frames, scale, weights, means, variances, n_modes, masks, bg_out,
     var_min = np.float32(var_min)
     var_max = np.float32(var_max)
     var_init = np.float32(var_init)
-    # pixels are independent: each thread takes whole rows through every frame of the block
-    for y in prange(height):
+    # pixels are independent: each thread takes whole rows through every frame of the block;
+    # ``rows`` interleaves the rows so that every thread's share spreads over the whole frame
+    # (busy regions such as trees or traffic lanes are not all given to one thread)
+    for r in prange(height):
+        y = rows[r]
         data = np.empty(n_ch, np.float32)
         diff = np.empty(n_ch, np.float32)
         for b in range(frames.shape[0]):
@@ -529,7 +539,14 @@ def mog2_apply(frames, scale, weights, means, variances, n_modes, masks, bg_out,
     kernel(frames, float(scale), weights, means, variances, n_modes, masks, bg_out,
            bool(write_bg), np.ascontiguousarray(alphas, np.float64), float(var_threshold),
            float(background_ratio), float(var_threshold_gen), float(var_init), float(var_min),
-           float(var_max), float(ct), float(tau), bool(detect_shadows))
+           float(var_max), float(ct), float(tau), bool(detect_shadows),
+           _row_order(n_modes.shape[0]))
+
+
+def _row_order(height):
+    """Rows grouped by ``row % n_threads``: prange's equal chunks then interleave over the frame."""
+    n = max(1, numba.get_num_threads())
+    return np.argsort(np.arange(height) % n, kind="stable").astype(np.int64)
 
 
 @njit(**PJIT)
