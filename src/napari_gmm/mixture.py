@@ -14,6 +14,7 @@ import warnings
 
 import numpy as np
 from numba import get_num_threads as _nt
+from numba import parallel_chunksize
 
 import importlib
 
@@ -672,8 +673,14 @@ def _run_em(X, w, start, cov_type, max_iter, tol, reg, callback=None):
         if bad >= 0:
             _raise_collapse(cov, cov_type, D, n_iter, bad)
         _em.log_weights(weights, log_w)
-        f = _em.estep_accumulate if parallel else _em.estep_accumulate_serial
-        return f(X, w, means, means, inv_sd, prec_chol, log_det, log_w, cov_type, Nk, Sx, Sxx, _nt()) / W
+        if not parallel:
+            return _em.estep_accumulate_serial(X, w, means, means, inv_sd, prec_chol, log_det, log_w, cov_type,
+                                               Nk, Sx, Sxx, 1) / W
+        # chunks handed out one at a time: a thread slowed down by other work on the machine does
+        # not hold the others up at the end of the E-step (prange's default splits up front)
+        with parallel_chunksize(1):
+            return _em.estep_accumulate(X, w, means, means, inv_sd, prec_chol, log_det, log_w, cov_type,
+                                        Nk, Sx, Sxx, _nt()) / W
 
     while n_iter < max_iter and not converged:
         stop = min(max_iter, n_iter + step)
