@@ -124,7 +124,7 @@ def test_menu_ids_are_napari_contributable_menus(manifest):
 
 
 def test_segment_entry_in_layers_segment(manifest):
-    """Layers > Segment > "Gaussian mixture (EM)" holds the segmentation widget."""
+    """Layers > Segment > "Gaussian mixture (EM)" holds the segmentation and background widgets."""
     from napari._app_model.constants import MenuId
 
     contrib = manifest.contributions
@@ -132,11 +132,14 @@ def test_segment_entry_in_layers_segment(manifest):
     labels = {s.id: s.label for s in contrib.submenus}
     sub = [e.submenu for e in entries if hasattr(e, "submenu")]
     assert [labels[s] for s in sub] == ["Gaussian mixture (EM)"]
-    assert [i.command for i in contrib.menus[sub[0]]] == ["napari-gmm.segment_widget"]
+    assert [i.command for i in contrib.menus[sub[0]]] == ["napari-gmm.segment_widget",
+                                                          "napari-gmm.background_widget"]
     widgets = {w.command: w.display_name for w in contrib.widgets}
     assert widgets["napari-gmm.segment_widget"] == "Gaussian mixture segmentation"
-    cmd = {c.id: c for c in contrib.commands}["napari-gmm.segment_widget"]
-    assert cmd.python_name == "napari_gmm._widgets._segment:segment_widget"
+    assert widgets["napari-gmm.background_widget"] == "Background model"
+    cmds = {c.id: c for c in contrib.commands}
+    assert cmds["napari-gmm.segment_widget"].python_name == "napari_gmm._widgets._segment:segment_widget"
+    assert cmds["napari-gmm.background_widget"].python_name == "napari_gmm._widgets._background:background_widget"
 
 
 def test_sample_data_commands(manifest):
@@ -156,6 +159,9 @@ def test_sample_data_commands(manifest):
     assert type(image).__name__ == "Image" and type(truth).__name__ == "Labels"
     assert image.data.shape == truth.data.shape == (256, 256)
     assert sorted(set(truth.data.ravel().tolist())) == [1, 2, 3]
+    stack, moving = seen["moving_objects"]
+    assert stack.data.ndim == 3 and moving.data.shape == stack.data.shape
+    assert sorted(set(moving.data.ravel().tolist())) == [0, 1]
 
 
 # --------------------------------------------------------------------------------------------
@@ -236,7 +242,7 @@ def test_menus_in_a_running_napari(make_napari_viewer):
     assert len(subs) == 1 and subs[0].title == "Gaussian mixture (EM)"
     inner = [i.command.id for i in app.menus.get_menu("napari-gmm.layers_segment_gmm")
              if hasattr(i, "command")]
-    assert inner == ["napari-gmm.segment_widget"]
+    assert inner == ["napari-gmm.segment_widget", "napari-gmm.background_widget"]
 
     # Qt: the menu a user clicks through
     menubar = viewer.window._qt_window.menuBar()
@@ -255,6 +261,10 @@ def test_menus_in_a_running_napari(make_napari_viewer):
     action.trigger()
     docks = viewer.window.dock_widgets
     assert any("Gaussian mixture segmentation" in name for name in docks), list(docks)
+    assert "Background model (napari GMM)" in titles, titles
+    action = next(a for a in gmm.menu().actions() if a.text().replace("&&", "&").startswith("Background model"))
+    action.trigger()
+    assert any("Background model" in name for name in viewer.window.dock_widgets), list(viewer.window.dock_widgets)
 
     # File > Open Sample > napari GMM > phantom: image + truth labels
     viewer.open_sample(PLUGIN, "phantom")

@@ -7,6 +7,7 @@ they are thin wrappers of :mod:`napari_gmm.datasets` and import nothing from nap
 from __future__ import annotations
 
 from ..datasets import cameraman as _cameraman
+from ..datasets import moving_objects as _moving_objects
 from ..datasets import phantom as _phantom
 
 
@@ -44,6 +45,28 @@ def phantom():
              # not "napari_gmm": that key holds fitted models (results of the segment widget)
              "metadata": {"napari_gmm_sample": {"ground_truth": True, "n_classes": 3,
                                                 "noise": 0.25, "seed": 0}}},
+            "labels",
+        ),
+    ]
+
+
+def moving_objects():
+    """A synthetic video for background modelling, with its exact ground truth.
+
+    Returns
+    -------
+    list of tuple
+        An image layer ``moving objects`` (120, 96, 128) uint8 (T, Y, X): a textured background with a
+        slowly drifting illumination, a flickering rectangle, noise and 4 moving objects; and a hidden
+        Labels layer ``moving objects truth`` (1 = foreground).
+    """
+    stack, truth = _moving_objects((120, 96, 128), seed=0)
+    return [
+        (stack, {"name": "moving objects", "colormap": "gray"}, "image"),
+        (
+            truth.astype("uint8"),
+            {"name": "moving objects truth", "opacity": 0.5, "visible": False,
+             "metadata": {"napari_gmm_sample": {"ground_truth": True}}},
             "labels",
         ),
     ]
