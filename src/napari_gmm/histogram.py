@@ -132,6 +132,15 @@ def _mask_flat(mask, spatial_shape):
     return np.ascontiguousarray(mask != 0).reshape(-1).view(np.uint8)
 
 
+#: below this many pixels the histogram and look-up kernels run on the calling thread
+SERIAL_BELOW = 2**20
+
+
+def _kern(name, n):
+    """The parallel kernel ``name``, or its serial twin for fewer than SERIAL_BELOW pixels."""
+    return getattr(_k, name if n >= SERIAL_BELOW else name + "_serial")
+
+
 # --------------------------------------------------------------------------------------------
 # grey: range -> counts -> lookup, block-wise so that dask chunks can be merged
 
@@ -139,9 +148,9 @@ def _mask_flat(mask, spatial_shape):
 def grey_range(a, m):
     """(low, high, n_counted, n_nan, n_inf) of one flat block."""
     if a.dtype.kind == "f":
-        lo, hi, nf, nn, ni = _k.float_range(a, m, _nt())
+        lo, hi, nf, nn, ni = _kern("float_range", a.size)(a, m, _nt())
         return float(lo), float(hi), int(nf), int(nn), int(ni)
-    lo, hi, n = _k.int_range(a, m, _nt())
+    lo, hi, n = _kern("int_range", a.size)(a, m, _nt())
     return int(lo), int(hi), int(n), 0, 0
 
 
@@ -182,9 +191,9 @@ def grey_spec(dtype, lo, hi, bins):
 def grey_counts(a, m, spec):
     """Per-block histogram: dense counts (and sums for binned), or (values, counts) when sparse."""
     if spec["kind"] == "integer":
-        return _k.bincount_offset(a, m, np.int64(spec["vmin"]), spec["nbins"], _nt())
+        return _kern("bincount_offset", a.size)(a, m, np.int64(spec["vmin"]), spec["nbins"], _nt())
     if spec["kind"] == "binned":
-        return _k.bincount_float(a, m, spec["lo"], spec["inv_width"], spec["nbins"], _nt())
+        return _kern("bincount_float", a.size)(a, m, spec["lo"], spec["inv_width"], spec["nbins"], _nt())
     v = a if m.size == 0 else a[m.view(bool)]
     return np.unique(v.astype(np.int64), return_counts=True)
 
@@ -242,9 +251,9 @@ def grey_grid(hist: Histogram):
 def grey_lookup(a, m, spec, lut, out):
     """Write lut[bin(pixel)] (0 where excluded) into ``out`` for one flat block."""
     if spec["kind"] == "integer":
-        _k.lut_offset(a, m, np.int64(spec["vmin"]), lut, out)
+        _kern("lut_offset", a.size)(a, m, np.int64(spec["vmin"]), lut, out)
     elif spec["kind"] == "binned":
-        _k.lut_float(a, m, spec["lo"], spec["inv_width"], lut, out)
+        _kern("lut_float", a.size)(a, m, spec["lo"], spec["inv_width"], lut, out)
     else:
         _k.lookup_sorted(np.ascontiguousarray(a, dtype=np.int64), spec["keys"], lut, False, out)
         if m.size:

@@ -201,7 +201,8 @@ class MixtureModel:
         X = np.ascontiguousarray(X, dtype=np.float64)
         out = np.empty(X.shape[0], np.int64)
         if X.shape[0]:
-            _em.map_labels(X, *self._kernel_args(), out, _nt())
+            f = _em.map_labels if X.shape[0] * self.n_components >= PARALLEL_WORK else _em.map_labels_serial
+            f(X, *self._kernel_args(), out, _nt())
         return out
 
     def _sample_posteriors(self, X):

@@ -253,8 +253,7 @@ estep_accumulate = njit(**PJIT)(_estep_impl)
 estep_accumulate_serial = njit(**JIT)(_estep_impl)
 
 
-@njit(**PJIT)
-def map_labels(X, means, inv_sd, prec_chol, log_det, log_w, cov_type, out, nthreads):
+def _map_labels(X, means, inv_sd, prec_chol, log_det, log_w, cov_type, out, nthreads):
     """Most probable component (0-based) of every sample, parallel. Ties go to the lower index."""
     M, D = X.shape
     K = means.shape[0]
@@ -270,6 +269,11 @@ def map_labels(X, means, inv_sd, prec_chol, log_det, log_w, cov_type, out, nthre
                 if lp[k] > lp[arg]:
                     arg = k
             out[i] = arg
+
+
+map_labels = njit(**PJIT)(_map_labels)
+#: serial twin: the look-up table of a grey histogram has a few hundred entries
+map_labels_serial = njit(**JIT)(_map_labels)
 
 
 @njit(**PJIT)

@@ -16,8 +16,7 @@ def _nchunks(n, nthreads):
     return max(1, min(nthreads * 4, n // 65536))
 
 
-@njit(**PJIT)
-def int_range(a, m, nthreads):
+def _int_range(a, m, nthreads):
     """(min, max, n_counted) of the masked integer pixels; min > max when none is counted."""
     n = a.size
     has_mask = m.size > 0
@@ -45,8 +44,7 @@ def int_range(a, m, nthreads):
     return lo.min(), hi.max(), cnt.sum()
 
 
-@njit(**PJIT)
-def float_range(a, m, nthreads):
+def _float_range(a, m, nthreads):
     """(min, max, n_finite, n_nan, n_inf) of the masked float pixels (min/max over finite values)."""
     n = a.size
     has_mask = m.size > 0
@@ -84,8 +82,7 @@ def float_range(a, m, nthreads):
     return lo.min(), hi.max(), s[0], s[1], s[2]
 
 
-@njit(**PJIT)
-def bincount_offset(a, m, vmin, nbins, nthreads):
+def _bincount_offset(a, m, vmin, nbins, nthreads):
     """Exact histogram of integer pixels: counts[v - vmin] (int64, length nbins)."""
     n = a.size
     has_mask = m.size > 0
@@ -103,8 +100,7 @@ def bincount_offset(a, m, vmin, nbins, nthreads):
     return out
 
 
-@njit(**PJIT)
-def bincount_float(a, m, lo, inv_width, nbins, nthreads):
+def _bincount_float(a, m, lo, inv_width, nbins, nthreads):
     """Binned histogram of finite float pixels: (counts int64, sums float64) per bin.
 
     Bin of value v: floor((v - lo) * inv_width), the top edge folded into the last bin.
@@ -137,8 +133,7 @@ def bincount_float(a, m, lo, inv_width, nbins, nthreads):
     return counts, sums
 
 
-@njit(**PJIT)
-def lut_offset(a, m, vmin, lut, out):
+def _lut_offset(a, m, vmin, lut, out):
     """out[i] = lut[a[i] - vmin] (0 where masked out or outside the table)."""
     n = a.size
     has_mask = m.size > 0
@@ -154,8 +149,7 @@ def lut_offset(a, m, vmin, lut, out):
             out[i] = lut[j]
 
 
-@njit(**PJIT)
-def lut_float(a, m, lo, inv_width, lut, out):
+def _lut_float(a, m, lo, inv_width, lut, out):
     """out[i] = lut[bin(a[i])] with the bins of :func:`bincount_float`; 0 for masked, NaN or inf."""
     n = a.size
     has_mask = m.size > 0
@@ -336,3 +330,14 @@ def lookup_sorted(keys, table_keys, lut, negative_is_masked, out):
             out[i] = lut[j]
         else:
             out[i] = 0
+
+
+# --- parallel kernels and their serial twins -------------------------------------------------
+# A parallel region costs a thread wake-up (tens of microseconds with passive waiting): images
+# below a megapixel are faster on the calling thread alone. The wrappers pick by size.
+int_range, int_range_serial = njit(**PJIT)(_int_range), njit(**JIT)(_int_range)
+float_range, float_range_serial = njit(**PJIT)(_float_range), njit(**JIT)(_float_range)
+bincount_offset, bincount_offset_serial = njit(**PJIT)(_bincount_offset), njit(**JIT)(_bincount_offset)
+bincount_float, bincount_float_serial = njit(**PJIT)(_bincount_float), njit(**JIT)(_bincount_float)
+lut_offset, lut_offset_serial = njit(**PJIT)(_lut_offset), njit(**JIT)(_lut_offset)
+lut_float, lut_float_serial = njit(**PJIT)(_lut_float), njit(**JIT)(_lut_float)
