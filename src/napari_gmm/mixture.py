@@ -522,20 +522,22 @@ def _kmeanspp_centres(X, w, K, rng):
     centres[0] = X[rng.choice(M, p=p)]
     _, d2 = _nearest(X, centres[:1])
     pot = (w * d2).sum()
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    w = np.ascontiguousarray(w, dtype=np.float64)
+    nd, best_nd = np.empty(M), np.empty(M)
     for c in range(1, K):
         if pot <= 0:
             centres[c] = X[rng.choice(M, p=p)]
             continue
         cand = np.minimum(np.searchsorted(np.cumsum(w * d2), rng.random(n_trials) * pot), M - 1)
-        best = None
+        best_pot, best_j = np.inf, -1
         for j in cand:
-            _, dj = _nearest(X, X[j : j + 1])
-            nd = np.minimum(d2, dj)
-            pj = (w * nd).sum()
-            if best is None or pj < best[0]:
-                best = (pj, j, nd)
-        pot, j, d2 = best
-        centres[c] = X[j]
+            pj = _em.kpp_trial(X, w, d2, int(j), nd)
+            if pj < best_pot:
+                best_pot, best_j = pj, int(j)
+                nd, best_nd = best_nd, nd
+        pot, d2 = best_pot, best_nd.copy()
+        centres[c] = X[best_j]
     return centres
 
 

@@ -211,18 +211,19 @@ def _estep_impl(X, w, means, ref, inv_sd, prec_chol, log_det, log_w, cov_type, N
                 for q in range(na):
                     k = act[q]
                     rw = lp[q] * inv_s
-                    row = acc[c, k]
-                    row[0] += rw
+                    # indexed, not through a row view: a view's reference count is an atomic
+                    # shared by all threads, which serialised them
+                    acc[c, k, 0] += rw
                     for j in range(D):
                         d[j] = X[i, j] - ref[k, j]
                         rd = rw * d[j]
-                        row[1 + j] += rd
+                        acc[c, k, 1 + j] += rd
                         if diag:
-                            row[1 + D + j] += rd * d[j]
+                            acc[c, k, 1 + D + j] += rd * d[j]
                     if not diag:
                         for a in range(D):
                             for b in range(a + 1):
-                                row[1 + D + a * D + b] += rw * d[a] * d[b]
+                                acc[c, k, 1 + D + a * D + b] += rw * d[a] * d[b]
         pll[c] = ll
     Nk[:] = 0.0
     Sx[:] = 0.0
@@ -325,22 +326,53 @@ def log_likelihood(X, w, means, inv_sd, prec_chol, log_det, log_w, cov_type, nth
 
 
 def _nearest_impl(X, C, out, dist):
-    """Index of the nearest centre (squared Euclidean) of every sample and that distance."""
+    """Index of the nearest centre (squared Euclidean) of every sample and that distance.
+
+    Centres are laid out (D, K) so that the distances to all of them vectorise; samples are split
+    into a few chunks per thread, each with its own scratch row.
+    """
     M, D = X.shape
     K = C.shape[0]
-    for i in prange(M):
-        best = np.inf
-        arg = 0
-        for k in range(K):
-            s = 0.0
+    CT = np.empty((D, K))
+    for k in range(K):
+        for j in range(D):
+            CT[j, k] = C[k, j]
+    nchunks = max(1, min(64, M // 2048))
+    step = (M + nchunks - 1) // nchunks
+    for c in prange(nchunks):
+        s = np.empty(K)
+        for i in range(c * step, min(M, (c + 1) * step)):
+            for k in range(K):
+                s[k] = 0.0
             for j in range(D):
-                t = X[i, j] - C[k, j]
-                s += t * t
-            if s < best:
-                best = s
-                arg = k
-        out[i] = arg
-        dist[i] = best
+                xj = X[i, j]
+                for k in range(K):
+                    t = xj - CT[j, k]
+                    s[k] += t * t
+            best = s[0]
+            arg = 0
+            for k in range(1, K):
+                if s[k] < best:
+                    best = s[k]
+                    arg = k
+            out[i] = arg
+            dist[i] = best
+
+
+@njit(**JIT)
+def kpp_trial(X, w, d2, j, out):
+    """k-means++ candidate j: out = min(d2, |X - X[j]|**2) per sample; returns sum(w * out)."""
+    M, D = X.shape
+    pot = 0.0
+    for i in range(M):
+        s = 0.0
+        for q in range(D):
+            t = X[i, q] - X[j, q]
+            s += t * t
+        v = min(d2[i], s)
+        out[i] = v
+        pot += w[i] * v
+    return pot
 
 
 nearest_center = njit(**PJIT)(_nearest_impl)
