@@ -20,6 +20,7 @@ import importlib
 
 _h = importlib.import_module(".histogram", __package__)
 from ._kernels import em as _em
+from ._kernels import hist as _kh
 from ._validate import (
     ConvergenceWarning,
     FitError,
@@ -525,6 +526,7 @@ def _kmeanspp_centres(X, w, K, rng):
     X = np.ascontiguousarray(X, dtype=np.float64)
     w = np.ascontiguousarray(w, dtype=np.float64)
     nd, best_nd = np.empty(M), np.empty(M)
+    trial = _em.kpp_trial if M >= PARALLEL_WORK else _em.kpp_trial_serial
     for c in range(1, K):
         if pot <= 0:
             centres[c] = X[rng.choice(M, p=p)]
@@ -532,7 +534,7 @@ def _kmeanspp_centres(X, w, K, rng):
         cand = np.minimum(np.searchsorted(np.cumsum(w * d2), rng.random(n_trials) * pot), M - 1)
         best_pot, best_j = np.inf, -1
         for j in cand:
-            pj = _em.kpp_trial(X, w, d2, int(j), nd)
+            pj = trial(X, w, d2, int(j), nd)
             if pj < best_pot:
                 best_pot, best_j = pj, int(j)
                 nd, best_nd = best_nd, nd
@@ -1123,6 +1125,11 @@ def _paint_means(image, labels, means, channel_axis):
     table = table.astype(dt)
     out = image.copy()
     view = out[..., None] if channel_axis is None else np.moveaxis(out, channel_axis, -1)
+    if view.flags.c_contiguous and dt != np.float16:
+        # in place, in parallel, through a flat (N, D) view of the copy
+        _kh.paint_table(np.ascontiguousarray(labels).reshape(-1), np.ascontiguousarray(table),
+                        view.reshape(-1, view.shape[-1]))
+        return out
     sel = labels > 0
     view[sel] = table[labels[sel].astype(np.intp) - 1]
     return out

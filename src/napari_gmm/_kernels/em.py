@@ -61,34 +61,38 @@ def _exp_neg(t, table):
 
 
 @njit(**JIT)
-def _log_prob(x, k, means, inv_sd, prec_chol, cov_type, tmp):
-    """Minus half the squared Mahalanobis distance of sample ``x`` to component ``k``."""
-    D = x.shape[0]
+def _log_prob(X, i, k, means, inv_sd, prec_chol, cov_type, tmp):
+    """Minus half the squared Mahalanobis distance of sample X[i] to component ``k``.
+
+    Takes (X, i) rather than the row X[i]: a row view's reference count is an atomic shared by all
+    threads of a parallel loop, and updating it per sample serialises them.
+    """
+    D = X.shape[1]
     maha = 0.0
     if cov_type == 2:
         for j in range(D):
-            tmp[j] = x[j] - means[k, j]
+            tmp[j] = X[i, j] - means[k, j]
         for j in range(D):
             y = 0.0
-            for i in range(j + 1):
-                y += tmp[i] * prec_chol[k, i, j]
+            for q in range(j + 1):
+                y += tmp[q] * prec_chol[k, q, j]
             maha += y * y
     else:
         for j in range(D):
-            y = (x[j] - means[k, j]) * inv_sd[k, j]
+            y = (X[i, j] - means[k, j]) * inv_sd[k, j]
             maha += y * y
     return -0.5 * maha
 
 
 @njit(**JIT)
-def _row_log_probs(x, means, inv_sd, prec_chol, log_det, log_w, cov_type, tmp, lp):
-    """Fill ``lp`` (K,) with log w_k + log N(x | k); return the maximum."""
+def _row_log_probs(X, i, means, inv_sd, prec_chol, log_det, log_w, cov_type, tmp, lp):
+    """Fill ``lp`` (K,) with log w_k + log N(X[i] | k); return the maximum."""
     K = means.shape[0]
-    D = x.shape[0]
+    D = X.shape[1]
     const = -0.5 * D * LOG_2PI
     best = -np.inf
     for k in range(K):
-        v = _log_prob(x, k, means, inv_sd, prec_chol, cov_type, tmp) + log_det[k] + log_w[k] + const
+        v = _log_prob(X, i, k, means, inv_sd, prec_chol, cov_type, tmp) + log_det[k] + log_w[k] + const
         lp[k] = v
         if v > best:
             best = v
@@ -193,7 +197,7 @@ def _estep_impl(X, w, means, ref, inv_sd, prec_chol, log_det, log_w, cov_type, N
                         lp[q] = v
                         best = max(best, v)
                 else:
-                    best = _row_log_probs(X[i], means, inv_sd, prec_chol, log_det, log_w, cov_type, tmp, lp)
+                    best = _row_log_probs(X, i, means, inv_sd, prec_chol, log_det, log_w, cov_type, tmp, lp)
                 s = 0.0
                 for q in range(nc):  # every exp, no branch on the path
                     t = max(lp[q] - best, SKIP)
@@ -255,16 +259,37 @@ estep_accumulate_serial = njit(**JIT)(_estep_impl)
 
 
 def _map_labels(X, means, inv_sd, prec_chol, log_det, log_w, cov_type, out, nthreads):
-    """Most probable component (0-based) of every sample, parallel. Ties go to the lower index."""
+    """Most probable component (0-based) of every sample, parallel. Ties go to the lower index.
+
+    Diagonal types use the E-step's component-inner layout, so the K distances vectorise."""
     M, D = X.shape
     K = means.shape[0]
     nchunks = min(nthreads * 4, max(1, M // 1024))
     step = (M + nchunks - 1) // nchunks
+    MT = np.empty((D, K))
+    PT = np.empty((D, K))
+    c0 = np.empty(K)
+    for k in range(K):
+        c0[k] = log_det[k] + log_w[k]
+        for j in range(D):
+            MT[j, k] = means[k, j]
+            PT[j, k] = inv_sd[k, j] * inv_sd[k, j]
     for c in prange(nchunks):
         tmp = np.empty(D)
         lp = np.empty(K)
         for i in range(c * step, min(M, (c + 1) * step)):
-            _row_log_probs(X[i], means, inv_sd, prec_chol, log_det, log_w, cov_type, tmp, lp)
+            if cov_type != 2:
+                for k in range(K):
+                    lp[k] = 0.0
+                for j in range(D):
+                    xj = X[i, j]
+                    for k in range(K):
+                        t = xj - MT[j, k]
+                        lp[k] += t * t * PT[j, k]
+                for k in range(K):
+                    lp[k] = c0[k] - 0.5 * lp[k]
+            else:
+                _row_log_probs(X, i, means, inv_sd, prec_chol, log_det, log_w, cov_type, tmp, lp)
             arg = 0
             for k in range(1, K):
                 if lp[k] > lp[arg]:
@@ -290,7 +315,7 @@ def posteriors(X, means, inv_sd, prec_chol, log_det, log_w, cov_type, out, nthre
         tmp = np.empty(D)
         lp = np.empty(K)
         for i in range(c * step, min(M, (c + 1) * step)):
-            best = _row_log_probs(X[i], means, inv_sd, prec_chol, log_det, log_w, cov_type, tmp, lp)
+            best = _row_log_probs(X, i, means, inv_sd, prec_chol, log_det, log_w, cov_type, tmp, lp)
             s = 0.0
             for k in range(K):
                 lp[k] = np.exp(lp[k] - best)
@@ -314,7 +339,7 @@ def log_likelihood(X, w, means, inv_sd, prec_chol, log_det, log_w, cov_type, nth
         for i in range(c * step, min(M, (c + 1) * step)):
             if w[i] == 0.0:
                 continue
-            best = _row_log_probs(X[i], means, inv_sd, prec_chol, log_det, log_w, cov_type, tmp, lp)
+            best = _row_log_probs(X, i, means, inv_sd, prec_chol, log_det, log_w, cov_type, tmp, lp)
             s = 0.0
             for k in range(K):
                 t = lp[k] - best
@@ -359,12 +384,11 @@ def _nearest_impl(X, C, out, dist):
             dist[i] = best
 
 
-@njit(**JIT)
-def kpp_trial(X, w, d2, j, out):
+def _kpp_trial(X, w, d2, j, out):
     """k-means++ candidate j: out = min(d2, |X - X[j]|**2) per sample; returns sum(w * out)."""
     M, D = X.shape
     pot = 0.0
-    for i in range(M):
+    for i in prange(M):
         s = 0.0
         for q in range(D):
             t = X[i, q] - X[j, q]
@@ -373,6 +397,10 @@ def kpp_trial(X, w, d2, j, out):
         out[i] = v
         pot += w[i] * v
     return pot
+
+
+kpp_trial = njit(**PJIT)(_kpp_trial)
+kpp_trial_serial = njit(**JIT)(_kpp_trial)
 
 
 nearest_center = njit(**PJIT)(_nearest_impl)

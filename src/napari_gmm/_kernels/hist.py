@@ -341,3 +341,15 @@ bincount_offset, bincount_offset_serial = njit(**PJIT)(_bincount_offset), njit(*
 bincount_float, bincount_float_serial = njit(**PJIT)(_bincount_float), njit(**JIT)(_bincount_float)
 lut_offset, lut_offset_serial = njit(**PJIT)(_lut_offset), njit(**JIT)(_lut_offset)
 lut_float, lut_float_serial = njit(**PJIT)(_lut_float), njit(**JIT)(_lut_float)
+
+
+@njit(**PJIT)
+def paint_table(labels, table, out):
+    """out[i, :] = table[labels[i] - 1, :] where labels[i] > 0 (others keep their value)."""
+    n = labels.size
+    D = table.shape[1]
+    for i in prange(n):
+        lab = labels[i]
+        if lab > 0:
+            for d in range(D):
+                out[i, d] = table[lab - 1, d]
