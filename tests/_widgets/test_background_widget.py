@@ -14,38 +14,22 @@ napari = pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
 import napari_gmm as ng  # noqa: E402
+from tests._widgets._util import WAIT_MS, record_notifications, run_and_wait  # noqa: E402
 from napari_gmm._widgets import _background  # noqa: E402
 from napari_gmm._widgets._background import BackgroundWidget, background_widget  # noqa: E402
 from napari_gmm.datasets import moving_objects  # noqa: E402
 
-WAIT_MS = 120_000
-
 
 @pytest.fixture
 def notes(monkeypatch):
-    got = {"error": [], "info": []}
-    for kind in got:
-        monkeypatch.setattr(_background, f"show_{kind}",
-                            lambda msg, kind=kind: got[kind].append(str(msg)))
-    return got
-
-
-@pytest.fixture
-def viewer(make_napari_viewer):
-    return make_napari_viewer()
+    """Record the widget's notifications instead of showing them."""
+    return record_notifications(monkeypatch, _background, ("error", "info"))
 
 
 def dock(viewer) -> BackgroundWidget:
     widget = BackgroundWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Background model")
     return widget
-
-
-def run_and_wait(qtbot, widget, **kwargs):
-    worker = widget.run(**kwargs)
-    assert worker is not None, "the widget refused inputs that should be valid"
-    qtbot.waitUntil(lambda: not widget.is_running, timeout=WAIT_MS)
-    return worker
 
 
 def layer_state(viewer):

@@ -21,11 +21,6 @@ from napari_gmm._widgets._plots import EMEvolutionWidget, MixturePlotWidget, Pix
 WAIT_MS = 20_000
 
 
-@pytest.fixture
-def viewer(make_napari_viewer):
-    return make_napari_viewer()
-
-
 def dock(viewer, cls):
     widget = cls(viewer)
     viewer.window.add_dock_widget(widget, name=cls.__name__)

@@ -15,38 +15,22 @@ napari = pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
 import napari_gmm as ng  # noqa: E402
+from tests._widgets._util import WAIT_MS, record_notifications, run_and_wait  # noqa: E402
 from napari_gmm._widgets import _segment  # noqa: E402
 from napari_gmm._widgets._segment import SegmentWidget, segment_widget  # noqa: E402
-
-WAIT_MS = 120_000
 
 
 # ------------------------------------------------------------------------------------------ fixtures
 @pytest.fixture
 def notes(monkeypatch):
     """Record the widget's notifications instead of showing them."""
-    got = {"error": [], "info": [], "warning": []}
-    for kind in got:
-        monkeypatch.setattr(_segment, f"show_{kind}", lambda msg, kind=kind: got[kind].append(str(msg)))
-    return got
-
-
-@pytest.fixture
-def viewer(make_napari_viewer):
-    return make_napari_viewer()
+    return record_notifications(monkeypatch, _segment)
 
 
 def dock(viewer) -> SegmentWidget:
     widget = SegmentWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Gaussian mixture segmentation")
     return widget
-
-
-def run_and_wait(qtbot, widget, **kwargs):
-    worker = widget.run(**kwargs)
-    assert worker is not None, "the widget refused inputs that should be valid"
-    qtbot.waitUntil(lambda: not widget.is_running, timeout=WAIT_MS)
-    return worker
 
 
 def layer_state(viewer):
