@@ -509,7 +509,7 @@ def test_opened_from_the_plugin_menu(viewer, name, cls):
 def test_dask_image_is_histogrammed_in_a_thread(viewer, qtbot):
     da = pytest.importorskip("dask.array")
     data = three_class(8)
-    img = viewer.add_image(da.from_array(data, chunks=(16, 32)), name="lazy")
+    viewer.add_image(da.from_array(data, chunks=(16, 32)), name="lazy")
     labels, model = ng.segment(data, 3, return_model=True)
     meta = {"model": model.to_dict(), "source": "lazy", "output": "labels", "params": {"n_components": 3}}
     labels_layer = viewer.add_labels(labels, name="lazy GMM labels", metadata={"napari_gmm": meta})

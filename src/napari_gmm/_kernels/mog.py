@@ -98,7 +98,6 @@ def _apply_grey(frames, scale, weights, means, variances, n_modes, masks, bg_out
     for r in prange(height):
         y = rows[r]
         data = np.empty(n_ch, np.float32)
-        diff = np.empty(n_ch, np.float32)
         for b in range(frames.shape[0]):
             alpha = np.float32(alphas[b])
             prune = np.float32(-alphas[b] * ct)
@@ -233,7 +232,6 @@ def _apply_rgb(frames, scale, weights, means, variances, n_modes, masks, bg_out,
     for r in prange(height):
         y = rows[r]
         data = np.empty(n_ch, np.float32)
-        diff = np.empty(n_ch, np.float32)
         for b in range(frames.shape[0]):
             alpha = np.float32(alphas[b])
             prune = np.float32(-alphas[b] * ct)

@@ -36,9 +36,10 @@ from magicgui.widgets import (
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QObject, Signal
 
 import napari_gmm as ng
+
+from ._common import COMPUTE_LOCK, ProgressRelay, RunCancelMixin
 
 if TYPE_CHECKING:
     import napari
@@ -53,12 +54,6 @@ BURN_IN = {"frames spread over the stack": "frames", "whole stack (one extra pas
 BACKGROUND_OUT = {"every frame": "all", "last frame only": "last", "none": None}
 FG_IMAGE_OUT = {"none": None, "input - background": "difference", "input masked": "masked"}
 SHADOWS = {"auto (colour only)": "auto", "on": True, "off": False}
-
-
-class _ProgressRelay(QObject):
-    """Carries ``progress(done, total)`` from the worker thread to the GUI thread."""
-
-    progressed = Signal(int, int)
 
 
 @dataclass
@@ -79,7 +74,7 @@ class _Result:
     error_tb: str = ""
 
 
-def _compute(job: _Job, relay: _ProgressRelay | None) -> _Result:
+def _compute(job: _Job, relay: ProgressRelay | None) -> _Result:
     """Worker-thread body: never raises; errors (and cancellation) go back in the result."""
     t0 = time.perf_counter()
 
@@ -88,15 +83,16 @@ def _compute(job: _Job, relay: _ProgressRelay | None) -> _Result:
             relay.progressed.emit(int(done), int(total))
 
     try:
-        res = ng.subtract_background(job.data, time_axis=job.time_axis,
-                                     channel_axis=job.channel_axis, progress=progress,
-                                     should_stop=job.cancel.is_set, **job.kwargs)
+        with COMPUTE_LOCK:  # one heavy Numba job at a time (see _common)
+            res = ng.subtract_background(job.data, time_axis=job.time_axis,
+                                         channel_axis=job.channel_axis, progress=progress,
+                                         should_stop=job.cancel.is_set, **job.kwargs)
         return _Result(result=res, seconds=time.perf_counter() - t0)
     except BaseException as exc:  # noqa: BLE001 - everything goes back to the GUI thread
         return _Result(error=exc, error_tb=traceback.format_exc())
 
 
-class BackgroundWidget(Container):
+class BackgroundWidget(RunCancelMixin, Container):
     """Background model (MOG2) of a time-stack Image layer.
 
     Parameters
@@ -120,7 +116,7 @@ class BackgroundWidget(Container):
         self._viewer = viewer
         self._worker = None
         self._job: _Job | None = None
-        self._relay = _ProgressRelay()
+        self._relay = ProgressRelay()
         self._relay.progressed.connect(self._on_progress)
         self._alive = alive = {"alive": True, "job": None}
 
@@ -220,24 +216,7 @@ class BackgroundWidget(Container):
         self.time_axis.reset_choices()
         self.channel_axis.reset_choices()
 
-    def _on_run_clicked(self, value=None):
-        if self.is_running:
-            self.cancel()
-        else:
-            self.run()
-
     # ---------------------------------------------------------------- public API
-    @property
-    def is_running(self) -> bool:
-        return self._worker is not None
-
-    def cancel(self) -> None:
-        """Stop the running model after the current block of frames; the viewer is untouched."""
-        if self._job is not None:
-            self._job.cancel.set()
-            self.run_button.text = "Cancelling..."
-            self.run_button.enabled = False
-
     def run(self, image=None):
         """Validate the inputs and start the background model in a worker thread.
 

@@ -31,7 +31,6 @@ worker thread for large or lazy (dask) images so the viewer never freezes.
 from __future__ import annotations
 
 import logging
-import math
 from collections import OrderedDict
 
 import matplotlib.style as mplstyle
@@ -43,7 +42,6 @@ from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
 from napari.utils.theme import get_theme
 from napari_matplotlib.base import BaseNapariMPLWidget
-from napari_matplotlib.util import style_sheet_from_theme
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QLabel, QSizePolicy
 

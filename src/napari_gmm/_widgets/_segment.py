@@ -48,11 +48,13 @@ from magicgui.widgets import (
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QObject, Qt, QTimer, Signal
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtGui import QFontDatabase
 from qtpy.QtWidgets import QSizePolicy
 
 import napari_gmm as ng
+
+from ._common import COMPUTE_LOCK, ProgressRelay, RunCancelMixin
 
 if TYPE_CHECKING:
     import napari
@@ -72,11 +74,6 @@ MAX_CHANNELS = 8
 MAX_POSTERIOR_BYTES = 2 * 1024**3
 
 
-#: Serialises the Numba computations started from widgets: with Numba's "workqueue" threading layer
-#: (the fallback where neither OpenMP nor TBB is available, e.g. pip wheels on macOS), two parallel
-#: kernels launched from two threads at once abort the process. Other napari-gmm widgets that compute
-#: in worker threads should hold this lock too.
-COMPUTE_LOCK = threading.Lock()
 
 
 class _InputError(ValueError):
@@ -85,15 +82,6 @@ class _InputError(ValueError):
 
 class _Cancelled(Exception):
     """Raised inside the progress callback to stop the computation."""
-
-
-class _ProgressRelay(QObject):
-    """Carries ``progress(done, total)`` calls from the computing thread to the GUI thread.
-
-    The signal is emitted in the worker thread; Qt queues it to this object's (GUI) thread.
-    """
-
-    progressed = Signal(int, int)
 
 
 @dataclass
@@ -233,7 +221,7 @@ def _posteriors(job: _Job, model):
     return np.stack(parts, axis=1 + sa)  # (K, *spatial)
 
 
-def _compute(job: _Job, relay: _ProgressRelay | None) -> _Result:
+def _compute(job: _Job, relay: ProgressRelay | None) -> _Result:
     """Worker-thread body: never raises, errors are returned in the result."""
 
     def progress(done, total):
@@ -342,7 +330,7 @@ def _to_mask(layer) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 # the widget
 # --------------------------------------------------------------------------------------------------
-class SegmentWidget(Container):
+class SegmentWidget(RunCancelMixin, Container):
     """Gaussian mixture segmentation of an image layer (grey or colour) into K classes.
 
     Parameters
@@ -366,7 +354,7 @@ class SegmentWidget(Container):
         self._viewer = viewer
         self._worker = None
         self._job: _Job | None = None
-        self._relay = _ProgressRelay()
+        self._relay = ProgressRelay()
         self._relay.progressed.connect(self._on_progress)
         # If the widget is closed (or the viewer quits) while a fit runs, the worker must neither
         # touch deleted Qt widgets nor keep computing: the handler holds no reference to the widget.
@@ -570,24 +558,7 @@ class SegmentWidget(Container):
                 self.init.value = "ranges"
             self._colour_mode = colour
 
-    def _on_run_clicked(self, value=None):
-        if self.is_running:
-            self.cancel()
-        else:
-            self.run()
-
     # ---------------------------------------------------------------- public API
-    @property
-    def is_running(self) -> bool:
-        return self._worker is not None
-
-    def cancel(self) -> None:
-        """Ask the running computation to stop; the viewer is left untouched."""
-        if self._job is not None:
-            self._job.cancel.set()
-            self.run_button.text = "Cancelling..."
-            self.run_button.enabled = False
-
     def run(self, image=None):
         """Validate the inputs and start the segmentation in a worker thread.
 
