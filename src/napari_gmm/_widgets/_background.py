@@ -114,18 +114,7 @@ class BackgroundWidget(RunCancelMixin, Container):
     def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__(labels=True)
         self._viewer = viewer
-        self._worker = None
-        self._job: _Job | None = None
-        self._relay = ProgressRelay()
-        self._relay.progressed.connect(self._on_progress)
-        self._alive = alive = {"alive": True, "job": None}
-
-        def _on_destroyed(*_):
-            alive["alive"] = False
-            if alive["job"] is not None:
-                alive["job"].cancel.set()
-
-        self.native.destroyed.connect(_on_destroyed)
+        self._init_run_state()
 
         d = ng.background.MODEL_DEFAULTS
         self.image = ComboBox(label="image", choices=self._image_choices, nullable=False,

@@ -24,9 +24,26 @@ class ProgressRelay(QObject):
 class RunCancelMixin:
     """The Run / Cancel button of a computing widget.
 
-    Expects ``self._worker`` (None when idle), ``self._job`` (with a ``cancel`` threading.Event),
-    ``self.run_button`` and ``self.run()``.
+    :meth:`_init_run_state` sets ``self._worker`` (None when idle), ``self._job`` (with a ``cancel``
+    threading.Event), the progress relay and the lifetime guard; the widget provides
+    ``self.run_button``, ``self.run()`` and ``self._on_progress(done, total)``.
     """
+
+    def _init_run_state(self) -> None:
+        self._worker = None
+        self._job = None
+        self._relay = ProgressRelay()
+        self._relay.progressed.connect(self._on_progress)
+        # If the widget is closed (or the viewer quits) while a job runs, the worker must neither
+        # touch deleted Qt widgets nor keep computing: the handler holds no reference to the widget.
+        self._alive = alive = {"alive": True, "job": None}
+
+        def _on_destroyed(*_):
+            alive["alive"] = False
+            if alive["job"] is not None:
+                alive["job"].cancel.set()
+
+        self.native.destroyed.connect(_on_destroyed)
 
     def _on_run_clicked(self, value=None):
         if self.is_running:

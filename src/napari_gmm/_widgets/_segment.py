@@ -352,20 +352,7 @@ class SegmentWidget(RunCancelMixin, Container):
     def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__(labels=False)
         self._viewer = viewer
-        self._worker = None
-        self._job: _Job | None = None
-        self._relay = ProgressRelay()
-        self._relay.progressed.connect(self._on_progress)
-        # If the widget is closed (or the viewer quits) while a fit runs, the worker must neither
-        # touch deleted Qt widgets nor keep computing: the handler holds no reference to the widget.
-        self._alive = alive = {"alive": True, "job": None}
-
-        def _on_destroyed(*_):
-            alive["alive"] = False
-            if alive["job"] is not None:
-                alive["job"].cancel.set()
-
-        self.native.destroyed.connect(_on_destroyed)
+        self._init_run_state()
         self._colour_mode: bool | None = None
 
         self.image = ComboBox(label="image", choices=self._image_choices, nullable=False,
