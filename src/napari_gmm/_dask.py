@@ -55,7 +55,7 @@ def dask_histogram(image, *, mask=None, bins=None, channel_axis=None):
     import dask
 
     if channel_axis is not None:
-        return _h.histogram(image.compute(), channel_axis=channel_axis,
+        return _h.compress(image.compute(), channel_axis=channel_axis,
                             mask=None if mask is None else np.asarray(mask), bins=bins)
     blocks = list(image.to_delayed().ravel())
     mblocks = _mask_blocks(image, mask)

@@ -396,9 +396,17 @@ def histogram(image, *, channel_axis=None, mask=None, bins=None) -> Histogram:
     >>> h.values[:, 0], h.counts
     (array([0., 1., 5.]), array([2., 1., 3.]))
     """
-    from ._validate import check_image, move_channels
+    from ._validate import check_image
 
-    image = check_image(image, channel_axis=channel_axis)
+    return compress(check_image(image, channel_axis=channel_axis), channel_axis=channel_axis, mask=mask,
+                    bins=bins)
+
+
+def compress(image, *, channel_axis=None, mask=None, bins=None) -> Histogram:
+    """:func:`histogram` of an image that :func:`~napari_gmm._validate.check_image` has accepted
+    (the public functions validate once, at their entry, and compress without validating again)."""
+    from ._validate import move_channels
+
     if is_dask(image):
         from ._dask import dask_histogram
 

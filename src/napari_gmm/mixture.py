@@ -247,7 +247,7 @@ class MixtureModel:
             from ._dask import dask_predict
 
             return dask_predict(self, image, channel_axis=channel_axis, mask=mask, bins=bins)
-        hist = _h.histogram(image, channel_axis=channel_axis, mask=mask, bins=bins)
+        hist = _h.compress(image, channel_axis=channel_axis, mask=mask, bins=bins)
         return _labels_from_hist(self, image, hist, channel_axis, mask)
 
     def predict_proba(self, image, *, channel_axis=None, mask=None, bins=None):
@@ -263,7 +263,7 @@ class MixtureModel:
         self._check_features(channel_axis, image)
         if is_dask(image):
             image = image.compute()
-        hist = _h.histogram(image, channel_axis=channel_axis, mask=mask, bins=bins)
+        hist = _h.compress(image, channel_axis=channel_axis, mask=mask, bins=bins)
         K = self.n_components
         if channel_axis is None:
             a = as_flat(image)
@@ -289,7 +289,7 @@ class MixtureModel:
         """
         image = check_image(image, channel_axis=channel_axis)
         self._check_features(channel_axis, image)
-        hist = _h.histogram(image, channel_axis=channel_axis, mask=mask, bins=bins)
+        hist = _h.compress(image, channel_axis=channel_axis, mask=mask, bins=bins)
         return self._score_hist(hist)
 
     def _score_hist(self, hist):
@@ -911,13 +911,13 @@ def fit_mixture(image, n_components=2, *, channel_axis=None, covariance_type="sp
     >>> from napari_gmm import fit_mixture
     >>> rng = np.random.default_rng(0)
     >>> img = np.concatenate([rng.normal(60, 8, 5000), rng.normal(180, 12, 5000)])
-    >>> img = np.clip(img, 0, 255).astype(np.uint8).reshape(100, 100)
+    >>> img = np.clip(np.rint(img), 0, 255).astype(np.uint8).reshape(100, 100)
     >>> model = fit_mixture(img, 2)
     >>> np.round(model.means[:, 0]).tolist()
     [60.0, 180.0]
     """
     image = check_image(image, channel_axis=channel_axis)
-    hist = _h.histogram(image, channel_axis=channel_axis, mask=mask, bins=bins)
+    hist = _h.compress(image, channel_axis=channel_axis, mask=mask, bins=bins)
     return fit_hist(hist, n_components, channel_axis=channel_axis, covariance_type=covariance_type,
                     init=init, n_init=n_init, max_iter=max_iter, tol=tol, reg_covar=reg_covar,
                     random_state=random_state, extra_params={"bins": bins})
@@ -957,7 +957,7 @@ def _labels_from_hist(model, image, hist, channel_axis, mask):
 
 
 def _segment_numpy(image, n_components, channel_axis, mask, fit_kw, callback=None):
-    hist = _h.histogram(image, channel_axis=channel_axis, mask=mask, bins=fit_kw.get("bins"))
+    hist = _h.compress(image, channel_axis=channel_axis, mask=mask, bins=fit_kw.get("bins"))
     kw = {k: v for k, v in fit_kw.items() if k != "bins"}
     model = fit_hist(hist, n_components, channel_axis=channel_axis, extra_params={"bins": fit_kw.get("bins")},
                      callback=callback, **kw)
@@ -1105,9 +1105,8 @@ def quantize(image, n_components=32, *, channel_axis=-1, covariance_type="spheri
     >>> q[0, 0].tolist(), q.dtype
     ([201, 11, 11], dtype('uint8'))
     """
-    image = check_image(image, channel_axis=channel_axis)
-    if is_dask(image):
-        image = image.compute()
+    # segment() validates (once: its checks would otherwise run, and warn, twice)
+    image = image.compute() if is_dask(image) else np.asarray(image)
     labels, model = segment(image, n_components, channel_axis=channel_axis, covariance_type=covariance_type,
                             init=init, n_init=n_init, max_iter=max_iter, tol=tol, reg_covar=reg_covar,
                             mask=mask, bins=bins, random_state=random_state, return_model=True)
