@@ -21,6 +21,7 @@ import importlib
 _h = importlib.import_module(".histogram", __package__)
 from ._kernels import em as _em
 from ._kernels import hist as _kh
+from ._kernels import kmeans as _km
 from ._validate import (
     ConvergenceWarning,
     FitError,
@@ -443,31 +444,18 @@ def _brightness(X):
 def _slices_from_assignment(X, w, assign, K, cov_type, reg, fallback_means):
     """Initial (weights, means, covariances) from a hard assignment of samples to K groups."""
     D = X.shape[1]
-    Nk = np.bincount(assign, weights=w, minlength=K)
-    means = np.empty((K, D))
-    var = np.empty((K, D))
-    cov = np.zeros((K, D, D))
-    for k in range(K):
-        sel = assign == k
-        if Nk[k] > 0:
-            wk = w[sel]
-            xk = X[sel]
-            mu = (wk[:, None] * xk).sum(0) / Nk[k]
-            d = xk - mu
-            means[k] = mu
-            cov[k] = (wk[:, None, None] * d[:, :, None] * d[:, None, :]).sum(0) / Nk[k]
-        else:
-            means[k] = fallback_means[k]
+    Nk, means, cov = np.empty(K), np.empty((K, D)), np.empty((K, D, D))
+    _km.group_stats(np.ascontiguousarray(X, dtype=np.float64), np.ascontiguousarray(w, dtype=np.float64),
+                    np.ascontiguousarray(assign, dtype=np.int64), Nk, means, cov)
     filled = Nk > 0
+    means[~filled] = np.asarray(fallback_means)[~filled]
     spread = cov[filled].mean(axis=0) if filled.any() else np.zeros((D, D))
-    for k in np.flatnonzero(~filled):
-        cov[k] = spread
-    for k in range(K):
-        cov[k].flat[:: D + 1] += reg
-        var[k] = np.diagonal(cov[k])
+    cov[~filled] = spread
+    idx = np.arange(D)
+    cov[:, idx, idx] += reg
+    var = np.diagonal(cov, axis1=1, axis2=2).copy()
     # an empty start group gets a small but living weight instead of 0 (the seed's 0/0)
     if (~filled).any():
-        Nk = Nk.copy()
         Nk[~filled] = max(0.1 * Nk[filled].min(), 1e-3 * Nk.sum() / K) if filled.any() else 1.0
     weights = Nk / Nk.sum()
     if cov_type == 2:
@@ -508,8 +496,8 @@ def _init_quantiles(X, w, K, cov_type, reg):
 def _nearest(X, C):
     assign = np.empty(X.shape[0], np.int64)
     dist = np.empty(X.shape[0])
-    f = _em.nearest_center if X.shape[0] * C.shape[0] >= PARALLEL_WORK else _em.nearest_center_serial
-    f(np.ascontiguousarray(X), np.ascontiguousarray(C), assign, dist)
+    f = _km.nearest_center if X.shape[0] * C.shape[0] >= PARALLEL_WORK else _km.nearest_center_serial
+    f(np.ascontiguousarray(X, dtype=np.float64), np.ascontiguousarray(C, dtype=np.float64), assign, dist)
     return assign, dist
 
 
@@ -517,30 +505,13 @@ def _kmeanspp_centres(X, w, K, rng):
     """Weighted greedy k-means++ seeding (Arthur & Vassilvitskii 2007, as scikit-learn): each new
     centre is the best of 2 + log K candidates drawn with probability w * D**2."""
     M = X.shape[0]
-    p = w / w.sum()
     n_trials = 2 + int(np.log(K))
-    centres = np.empty((K, X.shape[1]))
-    centres[0] = X[rng.choice(M, p=p)]
-    _, d2 = _nearest(X, centres[:1])
-    pot = (w * d2).sum()
+    first = rng.choice(M, p=w / w.sum())
+    u = rng.random((K - 1, n_trials))
+    idx = np.empty(K, np.int64)
     X = np.ascontiguousarray(X, dtype=np.float64)
-    w = np.ascontiguousarray(w, dtype=np.float64)
-    nd, best_nd = np.empty(M), np.empty(M)
-    trial = _em.kpp_trial if M >= PARALLEL_WORK else _em.kpp_trial_serial
-    for c in range(1, K):
-        if pot <= 0:
-            centres[c] = X[rng.choice(M, p=p)]
-            continue
-        cand = np.minimum(np.searchsorted(np.cumsum(w * d2), rng.random(n_trials) * pot), M - 1)
-        best_pot, best_j = np.inf, -1
-        for j in cand:
-            pj = trial(X, w, d2, int(j), nd)
-            if pj < best_pot:
-                best_pot, best_j = pj, int(j)
-                nd, best_nd = best_nd, nd
-        pot, d2 = best_pot, best_nd.copy()
-        centres[c] = X[best_j]
-    return centres
+    _km.kmeanspp(X, np.ascontiguousarray(w, dtype=np.float64), int(first), u, idx)
+    return X[idx]
 
 
 #: weighted Lloyd (k-means) iterations refining the k-means++ seeds before EM starts
@@ -549,25 +520,22 @@ LLOYD_ITER = 10
 
 def _lloyd(X, w, C, n_iter=LLOYD_ITER):
     """A few weighted k-means (Lloyd) iterations from centres C: better starts for EM at the cost
-    of a few E-step-sized passes (scikit-learn's default GMM start runs k-means to convergence)."""
-    K, D = C.shape
-    C = C.copy()
-    assign = None
-    for _ in range(n_iter):
-        new, _ = _nearest(X, C)
-        if assign is not None and np.array_equal(new, assign):
-            break
-        assign = new
-        nk = np.bincount(assign, weights=w, minlength=K)
-        filled = nk > 0
-        for j in range(D):
-            sums = np.bincount(assign, weights=w * X[:, j], minlength=K)
-            C[filled, j] = sums[filled] / nk[filled]
-    return C
+    of a few E-step-sized passes (scikit-learn's default GMM start runs k-means to convergence).
+    Returns the centres and the assignment of the samples to them."""
+    C = np.array(C, dtype=np.float64, copy=True)
+    assign = np.empty(X.shape[0], np.int64)
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    w = np.ascontiguousarray(w, dtype=np.float64)
+    if X.shape[0] * C.shape[0] >= PARALLEL_WORK:
+        _km.lloyd(X, w, C, n_iter, assign, _nt())
+    else:
+        _km.lloyd_serial(X, w, C, n_iter, assign, 1)
+    return C, assign
 
 
-def _init_from_centres(X, w, C, cov_type, reg):
-    assign, _ = _nearest(X, C)
+def _init_from_centres(X, w, C, cov_type, reg, assign=None):
+    if assign is None:
+        assign, _ = _nearest(X, C)
     return _slices_from_assignment(X, w, assign, C.shape[0], cov_type, reg, C)
 
 
@@ -590,7 +558,8 @@ def _start(init, X, w, K, hist, cov_type, reg, rng):
     if init == "quantiles":
         return _init_quantiles(X, w, K, cov_type, reg)
     if init == "kmeans++":
-        return _init_from_centres(X, w, _lloyd(X, w, _kmeanspp_centres(X, w, K, rng)), cov_type, reg)
+        C, assign = _lloyd(X, w, _kmeanspp_centres(X, w, K, rng))
+        return _init_from_centres(X, w, C, cov_type, reg, assign)
     if init == "random":
         idx = rng.choice(X.shape[0], size=K, replace=False, p=w / w.sum())
         return _init_from_centres(X, w, X[np.sort(idx)], cov_type, reg)
@@ -759,6 +728,28 @@ def _explain_empty(hist, image_shape):
     raise InputError("the mask excludes every pixel: nothing is left to model; check the mask")
 
 
+def _compact_order(X):
+    """An order of multichannel samples along a Z-order (Morton) curve, or None (one feature: grey
+    values come sorted already; or too few samples to matter).
+
+    The E-step prunes components per block of consecutive samples by the block's bounding box;
+    unique colours come sorted by their packed key (the last channel slowest), so a block spans a
+    long run of one channel. In Z-order a block is a compact box: on the seed's 48,414 colours at
+    K = 32, 11 candidate components per block of 64 instead of 15.5. The fit does not depend on the
+    order of its samples (only the rounding of its sums does).
+    """
+    M, D = X.shape
+    if D == 1 or M < 4 * _em.BLOCK:
+        return None
+    bits = min(10, 62 // D)
+    lo = X.min(axis=0)
+    span = X.max(axis=0) - lo
+    scale = np.where(span > 0, 2.0**bits / np.where(span > 0, span, 1.0), 0.0)
+    codes = np.empty(M, np.int64)
+    _em.morton_codes(np.ascontiguousarray(X, dtype=np.float64), lo, scale, bits, codes)
+    return np.argsort(codes)  # introsort (SIMD in NumPy 2): 0.5 ms, the stable sort 1.4 ms
+
+
 def fit_hist(hist, n_components=2, *, channel_axis=None, covariance_type="spherical", init="ranges",
              n_init=1, max_iter=100, tol=1e-6, reg_covar=None, random_state=None, extra_params=None,
              callback=None):
@@ -787,6 +778,9 @@ def fit_hist(hist, n_components=2, *, channel_axis=None, covariance_type="spheri
     check_k(n_components, hist.n_distinct, hist)
     reg = _default_reg(hist) if reg_covar is None else float(reg_covar)
     X, w = hist.values, hist.counts
+    order = _compact_order(X)
+    if order is not None:
+        X, w = X[order], w[order]
     deterministic = isinstance(init, MixtureModel) or init in ("ranges", "quantiles")
     rng = np.random.default_rng(random_state)
     best = None

@@ -71,16 +71,3 @@ def test_estep_serial_equals_parallel_and_numpy():
             np.testing.assert_allclose(a[3], full, rtol=1e-9, atol=1e-7)
         else:
             np.testing.assert_allclose(np.diagonal(a[3], axis1=1, axis2=2), np.diagonal(full, axis1=1, axis2=2), rtol=1e-9)
-
-
-def test_nearest_center_serial_equals_parallel():
-    rng = np.random.default_rng(2)
-    X, C = rng.normal(size=(3000, 3)), rng.normal(size=(7, 3))
-    a1, d1 = np.empty(3000, np.int64), np.empty(3000)
-    a2, d2 = np.empty(3000, np.int64), np.empty(3000)
-    em.nearest_center(X, C, a1, d1)
-    em.nearest_center_serial(X, C, a2, d2)
-    ref = ((X[:, None] - C[None]) ** 2).sum(2)
-    np.testing.assert_array_equal(a1, ref.argmin(1))
-    np.testing.assert_array_equal(a1, a2)
-    np.testing.assert_allclose(d1, ref.min(1))

@@ -394,62 +394,22 @@ def log_likelihood(X, w, means, inv_sd, prec_chol, log_det, log_w, cov_type, nth
     return part.sum()
 
 
-def _nearest_impl(X, C, out, dist):
-    """Index of the nearest centre (squared Euclidean) of every sample and that distance.
-
-    Centres are laid out (D, K) so that the distances to all of them vectorise; samples are split
-    into a few chunks per thread, each with its own scratch row.
-    """
+@njit(**JIT)
+def morton_codes(X, lo, scale, bits, out):
+    """Z-order (Morton) code of every sample: the ``bits`` high bits of each feature, quantised
+    as (x - lo) * scale in [0, 2**bits), interleaved (bits * D <= 62). Samples sorted by it sit in
+    compact boxes, which is what the E-step's per-block pruning needs."""
     M, D = X.shape
-    K = C.shape[0]
-    CT = np.empty((D, K))
-    for k in range(K):
-        for j in range(D):
-            CT[j, k] = C[k, j]
-    nchunks = max(1, min(64, M // 2048))
-    step = (M + nchunks - 1) // nchunks
-    for c in prange(nchunks):
-        s = np.empty(K)
-        for i in range(c * step, min(M, (c + 1) * step)):
-            for k in range(K):
-                s[k] = 0.0
-            for j in range(D):
-                xj = X[i, j]
-                for k in range(K):
-                    t = xj - CT[j, k]
-                    s[k] += t * t
-            best = s[0]
-            arg = 0
-            for k in range(1, K):
-                if s[k] < best:
-                    best = s[k]
-                    arg = k
-            out[i] = arg
-            dist[i] = best
-
-
-def _kpp_trial(X, w, d2, j, out):
-    """k-means++ candidate j: out = min(d2, |X - X[j]|**2) per sample; returns sum(w * out)."""
-    M, D = X.shape
-    pot = 0.0
-    for i in prange(M):
-        s = 0.0
-        for q in range(D):
-            t = X[i, q] - X[j, q]
-            s += t * t
-        v = min(d2[i], s)
-        out[i] = v
-        pot += w[i] * v
-    return pot
-
-
-kpp_trial = njit(**PJIT)(_kpp_trial)
-kpp_trial_serial = njit(**JIT)(_kpp_trial)
-
-
-nearest_center = njit(**PJIT)(_nearest_impl)
-#: serial twin for the many one-centre calls of k-means++ (no thread start-up per call)
-nearest_center_serial = njit(**JIT)(_nearest_impl)
+    top = (1 << bits) - 1
+    q = np.empty(D, np.int64)
+    for i in range(M):
+        for d in range(D):
+            q[d] = min(top, max(0, np.int64((X[i, d] - lo[d]) * scale[d])))
+        code = np.int64(0)
+        for b in range(bits - 1, -1, -1):
+            for d in range(D):
+                code = (code << 1) | ((q[d] >> b) & 1)
+        out[i] = code
 
 
 @njit(**JIT)
