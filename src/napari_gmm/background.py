@@ -251,10 +251,9 @@ class BackgroundModel:
         self._c = 1 if self._grey else shape[2]
         k = self.params["n_mixtures"]
         h, w = self._hw
-        self._weights = np.zeros((h, w, k), np.float32)
-        self._means = np.zeros((h, w, k, self._c), np.float32)
-        self._variances = np.zeros((h, w, k), np.float32)
-        self._n_modes = np.zeros((h, w), np.uint8)
+        # kernel layout: (H, K, W), (H, K, C, W), (H, K, W), (H, W); see _kernels/mog.py
+        self._weights, self._means, self._variances, self._n_modes = _mog.new_state(
+            h, w, k, self._c)
         self._masks = np.zeros((1, h, w), np.uint8)
         self._dummy_bg = np.zeros((1, 1, 1, self._c), np.float32)
         self.n_frames = 0
@@ -410,9 +409,9 @@ class BackgroundModel:
             raise IndexError(f"pixel ({y}, {x}) is outside the frame of shape {self._hw}")
         n = int(self._n_modes[y, x])
         s = self.scale
-        weights = self._weights[y, x, :n].astype(np.float64)
-        means = self._means[y, x, :n].astype(np.float64) / s
-        variances = self._variances[y, x, :n].astype(np.float64) / (s * s)
+        weights = self._weights[y, :n, x].astype(np.float64)
+        means = self._means[y, :n, :, x].astype(np.float64) / s
+        variances = self._variances[y, :n, x].astype(np.float64) / (s * s)
         cum = np.concatenate([[0.0], np.cumsum(weights)[:-1]])
         return dict(
             weights=weights,

@@ -102,10 +102,7 @@ def reference_pixel(data, modes, alpha, var_threshold, background_ratio, var_thr
 def run_kernel(stack, k_max, alphas, detect_shadows=True, **kw):
     params = dict(PARAMS, **kw)
     t, h, w, c = stack.shape
-    weights = np.zeros((h, w, k_max), np.float32)
-    means = np.zeros((h, w, k_max, c), np.float32)
-    variances = np.zeros((h, w, k_max), np.float32)
-    n_modes = np.zeros((h, w), np.uint8)
+    weights, means, variances, n_modes = mog.new_state(h, w, k_max, c)
     masks = np.zeros((t, h, w), np.uint8)
     bg = np.zeros((h, w, c), np.float32)
     states = []
@@ -116,8 +113,14 @@ def run_kernel(stack, k_max, alphas, detect_shadows=True, **kw):
                        params["background_ratio"], params["var_threshold_gen"],
                        params["var_init"], params["var_min"], params["var_max"], params["ct"],
                        params["tau"], detect_shadows)
-        states.append((weights.copy(), means.copy(), variances.copy(), n_modes.copy(), bg.copy()))
+        states.append(pixel_major(weights, means, variances, n_modes) + (bg.copy(),))
     return masks, states
+
+
+def pixel_major(weights, means, variances, n_modes):
+    """Copies of the state as (H, W, K), (H, W, K, C), (H, W, K), (H, W)."""
+    return (weights.transpose(0, 2, 1).copy(), means.transpose(0, 3, 1, 2).copy(),
+            variances.transpose(0, 2, 1).copy(), n_modes.copy())
 
 
 def run_reference(stack, k_max, alphas, detect_shadows=True, **kw):
@@ -222,8 +225,7 @@ def test_block_equals_frame_by_frame():
     alphas = np.array([1.0 / min(2 * (i + 1), 20) for i in range(30)])
     masks, states = run_kernel(stack, 4, alphas)
     k, (h, w, c) = 4, stack.shape[1:]
-    state = [np.zeros((h, w, k), np.float32), np.zeros((h, w, k, c), np.float32),
-             np.zeros((h, w, k), np.float32), np.zeros((h, w), np.uint8)]
+    state = mog.new_state(h, w, k, c)
     block_masks = np.zeros_like(masks)
     bg = np.zeros((30, h, w, c), np.float32)
     for t0, t1 in [(0, 7), (7, 8), (8, 30)]:
@@ -231,7 +233,7 @@ def test_block_equals_frame_by_frame():
                        bg[t0:t1], True, alphas[t0:t1], 16.0, 0.9, 9.0, 15.0, 4.0, 75.0, 0.05,
                        0.5, True)
     np.testing.assert_array_equal(block_masks, masks)
-    for a, b in zip(state, states[-1]):
+    for a, b in zip(pixel_major(*state), states[-1]):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(bg[-1], states[-1][4])
 

@@ -3,10 +3,15 @@
 State is a struct of arrays, float32 and C-contiguous, for a frame of ``H x W`` pixels with
 ``C`` channels and at most ``K`` modes per pixel:
 
-- ``weights``   (H, W, K)     mixing weights, the first ``n_modes`` of each pixel sum to 1,
-- ``means``     (H, W, K, C)  mode means, in *model units* (data multiplied by ``scale``),
-- ``variances`` (H, W, K)     isotropic variances, in model units squared,
+- ``weights``   (H, K, W)     mixing weights, the first ``n_modes`` of each pixel sum to 1,
+- ``means``     (H, K, C, W)  mode means, in *model units* (data multiplied by ``scale``),
+- ``variances`` (H, K, W)     isotropic variances, in model units squared,
 - ``n_modes``   (H, W) uint8  number of modes in use.
+
+Modes and channels come before the pixel's column (``weights[y, k, x]``): along a row, mode
+``k`` of consecutive pixels is contiguous, so the kernels update the common case (the top mode
+matches) with vectorised passes over a whole row (see :func:`_apply_fast`). Modes beyond a
+pixel's ``n_modes`` have weight 0.
 
 The modes of each pixel are kept sorted by decreasing weight, exactly as in OpenCV's
 ``bgfg_gaussmix2.cpp`` (the matched mode bubbles up, a new mode bubbles up from the tail),
@@ -32,27 +37,36 @@ from numba import njit, prange
 from ._config import JIT, PJIT
 
 #: the update kernels compute in float32 without fast-math, so that they are bit-for-bit
-#: reproducible by a plain NumPy float32 reference (tests) and do not depend on the compiler
-PJIT_EXACT = dict(PJIT, fastmath=False)
+#: reproducible by a plain NumPy float32 reference (tests) and do not depend on the compiler;
+#: NumPy's error model (no zero-division check: the vectorised passes divide in lanes whose
+#: result is then discarded, and a check per division would stop the vectorisation)
+JIT_EXACT = dict(JIT, fastmath=False, error_model="numpy")
+PJIT_EXACT = dict(PJIT, fastmath=False, error_model="numpy")
 
 #: mask values written by the kernels
 BACKGROUND, FOREGROUND, SHADOW = 0, 1, 2
 
 
-@njit(**JIT)
-def _is_shadow(data, wf, mf, vf, kbase, nm, n_ch, var_threshold, background_ratio, tau):
-    """Prati et al. shadow test of one pixel against its background modes.
+def new_state(height, width, n_mixtures, n_channels):
+    """Zeroed model state ``(weights, means, variances, n_modes)`` in the kernels' layout."""
+    h, w, k, c = int(height), int(width), int(n_mixtures), int(n_channels)
+    return (np.zeros((h, k, w), np.float32), np.zeros((h, k, c, w), np.float32),
+            np.zeros((h, k, w), np.float32), np.zeros((h, w), np.uint8))
 
-    ``kbase`` is the flat index of the pixel's first mode in ``wf``/``vf`` (``kbase * n_ch`` in
-    ``mf``).
+
+@njit(**JIT)
+def _is_shadow(data, wy, my, vy, x, nm, n_ch, var_threshold, background_ratio, tau):
+    """Prati et al. shadow test of pixel ``x`` of a row against its background modes.
+
+    ``wy``, ``vy`` are the row's (K, W) weights and variances, ``my`` its (K * C, W) means.
     """
     tw = 0.0
     for m in range(nm):
-        o = (kbase + m) * n_ch
+        o = m * n_ch
         num = 0.0
         den = 0.0
         for c in range(n_ch):
-            mc = np.float64(mf[o + c])
+            mc = np.float64(my[o + c, x])
             num += data[c] * mc
             den += mc * mc
         if den == 0.0:
@@ -61,311 +75,132 @@ def _is_shadow(data, wf, mf, vf, kbase, nm, n_ch, var_threshold, background_rati
             a = num / den
             dist2a = 0.0
             for c in range(n_ch):
-                d = a * mf[o + c] - data[c]
+                d = a * my[o + c, x] - data[c]
                 dist2a += d * d
-            if dist2a < var_threshold * vf[kbase + m] * a * a:
+            if dist2a < var_threshold * vy[m, x] * a * a:
                 return True
-        tw += wf[kbase + m]
+        tw += wy[m, x]
         if tw > background_ratio:
             return False
     return False
 
 
-@njit(**PJIT_EXACT)
-def _apply_grey(frames, scale, weights, means, variances, n_modes, masks, bg_out, write_bg,
-               alphas, var_threshold, background_ratio, var_threshold_gen, var_init, var_min,
-               var_max, ct, tau, detect_shadows, rows):
-    """One grey frame (C = 1): the channel loops of :func:`_apply_any` spelled out."""
-    height, width = n_modes.shape
-    n_ch = means.shape[3]
-    k_max = weights.shape[2]
-    wf = weights.reshape(-1)
-    mf = means.reshape(-1)
-    vf = variances.reshape(-1)
-    inv_scale = 1.0 / scale
-    f1 = np.float32(1.0)
+@njit(inline="always", **JIT_EXACT)
+def _update_pixel(data, diff, wy, my, vy, x, nm, k_max, n_ch, alpha, alpha1, prune,
+                  var_threshold, background_ratio, var_threshold_gen, var_init, var_min,
+                  var_max):
+    """The MOG2 update of pixel ``x`` of a row, any number of channels: the reference form.
+
+    ``data`` (C,) is the sample in model units, ``diff`` (C,) scratch; ``wy``, ``vy`` are the
+    row's (K, W) weights and variances, ``my`` its (K * C, W) means; every float argument is
+    float32. Returns ``(n_alive, background)``.
+    """
     f0 = np.float32(0.0)
-    scale = np.float32(scale)
-    var_threshold = np.float32(var_threshold)
-    var_threshold_gen = np.float32(var_threshold_gen)
-    background_ratio = np.float32(background_ratio)
-    var_min = np.float32(var_min)
-    var_max = np.float32(var_max)
-    var_init = np.float32(var_init)
-    # pixels are independent: each thread takes whole rows through every frame of the block;
-    # ``rows`` interleaves the rows so that every thread's share spreads over the whole frame
-    # (busy regions such as trees or traffic lanes are not all given to one thread)
-    for r in prange(height):
-        y = rows[r]
-        data = np.empty(n_ch, np.float32)
-        for b in range(frames.shape[0]):
-            alpha = np.float32(alphas[b])
-            prune = np.float32(-alphas[b] * ct)
-            alpha1 = np.float32(1.0 - alphas[b])
-            for x in range(width):
-                kb = (y * width + x) * k_max          # first mode of this pixel in wf / vf
-                x0 = np.float32(frames[b, y, x, 0]) * scale
-                nm = np.int64(n_modes[y, x])
-                background = False
-                fits = False
-                total = f0
-                n_alive = nm
-                for m in range(nm):
-                    wt = alpha1 * wf[kb + m] + prune
-                    dest = m
-                    if not fits:
-                        v = vf[kb + m]
-                        o = (kb + m) * n_ch
-                        d0 = mf[o] - x0
-                        dist2 = d0 * d0
-                        # background: one of the first modes (cumulative weight < ratio) is close
-                        if total < background_ratio and dist2 < var_threshold * v:
-                            background = True
-                        if dist2 < var_threshold_gen * v:
-                            fits = True
-                            wt += alpha
-                            k = alpha / wt
-                            mf[o] -= k * d0
-                            vnew = v + k * (dist2 - v)
-                            if vnew < var_min:
-                                vnew = var_min
-                            if vnew > var_max:
-                                vnew = var_max
-                            vf[kb + m] = vnew
-                            # bubble the matched mode up (modes above hold their new weights)
-                            i = m
-                            while i > 0 and wt >= wf[kb + i - 1]:
-                                wf[kb + i] = wf[kb + i - 1]
-                                tmp = vf[kb + i]
-                                vf[kb + i] = vf[kb + i - 1]
-                                vf[kb + i - 1] = tmp
-                                oi = (kb + i) * n_ch
-                                tmp = mf[oi]
-                                mf[oi] = mf[oi - 1]
-                                mf[oi - 1] = tmp
-                                i -= 1
-                            dest = i
-                    if wt < -prune:
-                        # complexity reduction: the pruned modes form the tail of the sorted list
-                        wt = f0
-                        n_alive -= 1
-                    wf[kb + dest] = wt
-                    total += wt
-
-                inv = f1 / total if total > np.float32(1.1920929e-07) else f0
-                for m in range(n_alive):
-                    wf[kb + m] = wf[kb + m] * inv
-                for m in range(n_alive, nm):
-                    wf[kb + m] = f0
-
-                if not fits and alpha > f0:
-                    if n_alive == k_max:
-                        mode = n_alive - 1
-                        replaced = True
-                    else:
-                        mode = n_alive
-                        n_alive += 1
-                        replaced = False
-                    if n_alive == 1:
-                        wnew = f1
-                    else:
-                        for i in range(n_alive - 1):
-                            wf[kb + i] = wf[kb + i] * alpha1
-                        wf[kb + mode] = alpha
-                        if replaced:
-                            s = f0
-                            for i in range(n_alive):
-                                s += wf[kb + i]
-                            for i in range(n_alive):
-                                wf[kb + i] = wf[kb + i] / s
-                        wnew = wf[kb + mode]
-                    i = mode
-                    while i > 0 and wnew >= wf[kb + i - 1]:
-                        wf[kb + i] = wf[kb + i - 1]
-                        vf[kb + i] = vf[kb + i - 1]
-                        oi = (kb + i) * n_ch
-                        mf[oi] = mf[oi - 1]
-                        i -= 1
-                    wf[kb + i] = wnew
-                    vf[kb + i] = var_init
-                    oi = (kb + i) * n_ch
-                    mf[oi] = x0
-
-                n_modes[y, x] = n_alive
-                if background:
-                    masks[b, y, x] = BACKGROUND
-                else:
-                    shadow = False
-                    if detect_shadows:
-                        data[0] = x0
-                        shadow = _is_shadow(data, wf, mf, vf, kb, n_alive, n_ch, var_threshold,
-                                            background_ratio, tau)
-                    masks[b, y, x] = SHADOW if shadow else FOREGROUND
-                if write_bg:
-                    o = kb * n_ch
-                    bg_out[b, y, x, 0] = mf[o] * inv_scale if n_alive > 0 else 0.0
-
-@njit(**PJIT_EXACT)
-def _apply_rgb(frames, scale, weights, means, variances, n_modes, masks, bg_out, write_bg,
-               alphas, var_threshold, background_ratio, var_threshold_gen, var_init, var_min,
-               var_max, ct, tau, detect_shadows, rows):
-    """One 3-channel frame (C = 3): the channel loops of :func:`_apply_any` spelled out."""
-    height, width = n_modes.shape
-    n_ch = means.shape[3]
-    k_max = weights.shape[2]
-    wf = weights.reshape(-1)
-    mf = means.reshape(-1)
-    vf = variances.reshape(-1)
-    inv_scale = 1.0 / scale
     f1 = np.float32(1.0)
-    f0 = np.float32(0.0)
-    scale = np.float32(scale)
-    var_threshold = np.float32(var_threshold)
-    var_threshold_gen = np.float32(var_threshold_gen)
-    background_ratio = np.float32(background_ratio)
-    var_min = np.float32(var_min)
-    var_max = np.float32(var_max)
-    var_init = np.float32(var_init)
-    # pixels are independent: each thread takes whole rows through every frame of the block;
-    # ``rows`` interleaves the rows so that every thread's share spreads over the whole frame
-    # (busy regions such as trees or traffic lanes are not all given to one thread)
-    for r in prange(height):
-        y = rows[r]
-        data = np.empty(n_ch, np.float32)
-        for b in range(frames.shape[0]):
-            alpha = np.float32(alphas[b])
-            prune = np.float32(-alphas[b] * ct)
-            alpha1 = np.float32(1.0 - alphas[b])
-            for x in range(width):
-                kb = (y * width + x) * k_max          # first mode of this pixel in wf / vf
-                x0 = np.float32(frames[b, y, x, 0]) * scale
-                x1 = np.float32(frames[b, y, x, 1]) * scale
-                x2 = np.float32(frames[b, y, x, 2]) * scale
-                nm = np.int64(n_modes[y, x])
-                background = False
-                fits = False
-                total = f0
-                n_alive = nm
-                for m in range(nm):
-                    wt = alpha1 * wf[kb + m] + prune
-                    dest = m
-                    if not fits:
-                        v = vf[kb + m]
-                        o = (kb + m) * n_ch
-                        d0 = mf[o] - x0
-                        d1 = mf[o + 1] - x1
-                        d2 = mf[o + 2] - x2
-                        dist2 = d0 * d0 + d1 * d1 + d2 * d2
-                        # background: one of the first modes (cumulative weight < ratio) is close
-                        if total < background_ratio and dist2 < var_threshold * v:
-                            background = True
-                        if dist2 < var_threshold_gen * v:
-                            fits = True
-                            wt += alpha
-                            k = alpha / wt
-                            mf[o] -= k * d0
-                            mf[o + 1] -= k * d1
-                            mf[o + 2] -= k * d2
-                            vnew = v + k * (dist2 - v)
-                            if vnew < var_min:
-                                vnew = var_min
-                            if vnew > var_max:
-                                vnew = var_max
-                            vf[kb + m] = vnew
-                            # bubble the matched mode up (modes above hold their new weights)
-                            i = m
-                            while i > 0 and wt >= wf[kb + i - 1]:
-                                wf[kb + i] = wf[kb + i - 1]
-                                tmp = vf[kb + i]
-                                vf[kb + i] = vf[kb + i - 1]
-                                vf[kb + i - 1] = tmp
-                                oi = (kb + i) * n_ch
-                                for c in range(3):
-                                    tmp = mf[oi + c]
-                                    mf[oi + c] = mf[oi - 3 + c]
-                                    mf[oi - 3 + c] = tmp
-                                i -= 1
-                            dest = i
-                    if wt < -prune:
-                        # complexity reduction: the pruned modes form the tail of the sorted list
-                        wt = f0
-                        n_alive -= 1
-                    wf[kb + dest] = wt
-                    total += wt
+    background = False
+    fits = False
+    total = f0
+    n_alive = nm
+    for m in range(nm):
+        wt = alpha1 * wy[m, x] + prune
+        dest = m
+        if not fits:
+            v = vy[m, x]
+            o = m * n_ch
+            dist2 = f0
+            for c in range(n_ch):
+                d = my[o + c, x] - data[c]
+                diff[c] = d
+                dist2 += d * d
+            # background: one of the first modes (cumulative weight < ratio) is close
+            if total < background_ratio and dist2 < var_threshold * v:
+                background = True
+            if dist2 < var_threshold_gen * v:
+                fits = True
+                wt += alpha
+                k = alpha / wt
+                for c in range(n_ch):
+                    my[o + c, x] -= k * diff[c]
+                vnew = v + k * (dist2 - v)
+                if vnew < var_min:
+                    vnew = var_min
+                if vnew > var_max:
+                    vnew = var_max
+                vy[m, x] = vnew
+                # bubble the matched mode up (modes above hold their new weights)
+                i = m
+                while i > 0 and wt >= wy[i - 1, x]:
+                    wy[i, x] = wy[i - 1, x]
+                    tmp = vy[i, x]
+                    vy[i, x] = vy[i - 1, x]
+                    vy[i - 1, x] = tmp
+                    oi = i * n_ch
+                    for c in range(n_ch):
+                        tmp = my[oi + c, x]
+                        my[oi + c, x] = my[oi - n_ch + c, x]
+                        my[oi - n_ch + c, x] = tmp
+                    i -= 1
+                dest = i
+        if wt < -prune:
+            # complexity reduction: the pruned modes form the tail of the sorted list
+            wt = f0
+            n_alive -= 1
+        wy[dest, x] = wt
+        total += wt
 
-                inv = f1 / total if total > np.float32(1.1920929e-07) else f0
-                for m in range(n_alive):
-                    wf[kb + m] = wf[kb + m] * inv
-                for m in range(n_alive, nm):
-                    wf[kb + m] = f0
+    inv = f1 / total if total > np.float32(1.1920929e-07) else f0
+    for m in range(n_alive):
+        wy[m, x] = wy[m, x] * inv
+    for m in range(n_alive, nm):
+        wy[m, x] = f0
 
-                if not fits and alpha > f0:
-                    if n_alive == k_max:
-                        mode = n_alive - 1
-                        replaced = True
-                    else:
-                        mode = n_alive
-                        n_alive += 1
-                        replaced = False
-                    if n_alive == 1:
-                        wnew = f1
-                    else:
-                        for i in range(n_alive - 1):
-                            wf[kb + i] = wf[kb + i] * alpha1
-                        wf[kb + mode] = alpha
-                        if replaced:
-                            s = f0
-                            for i in range(n_alive):
-                                s += wf[kb + i]
-                            for i in range(n_alive):
-                                wf[kb + i] = wf[kb + i] / s
-                        wnew = wf[kb + mode]
-                    i = mode
-                    while i > 0 and wnew >= wf[kb + i - 1]:
-                        wf[kb + i] = wf[kb + i - 1]
-                        vf[kb + i] = vf[kb + i - 1]
-                        oi = (kb + i) * n_ch
-                        for c in range(3):
-                            mf[oi + c] = mf[oi - 3 + c]
-                        i -= 1
-                    wf[kb + i] = wnew
-                    vf[kb + i] = var_init
-                    oi = (kb + i) * n_ch
-                    mf[oi] = x0
-                    mf[oi + 1] = x1
-                    mf[oi + 2] = x2
+    if not fits and alpha > f0:
+        if n_alive == k_max:
+            mode = n_alive - 1
+            replaced = True
+        else:
+            mode = n_alive
+            n_alive += 1
+            replaced = False
+        if n_alive == 1:
+            wnew = f1
+        else:
+            for i in range(n_alive - 1):
+                wy[i, x] = wy[i, x] * alpha1
+            wy[mode, x] = alpha
+            if replaced:
+                s = f0
+                for i in range(n_alive):
+                    s += wy[i, x]
+                for i in range(n_alive):
+                    wy[i, x] = wy[i, x] / s
+            wnew = wy[mode, x]
+        i = mode
+        while i > 0 and wnew >= wy[i - 1, x]:
+            wy[i, x] = wy[i - 1, x]
+            vy[i, x] = vy[i - 1, x]
+            oi = i * n_ch
+            for c in range(n_ch):
+                my[oi + c, x] = my[oi - n_ch + c, x]
+            i -= 1
+        wy[i, x] = wnew
+        vy[i, x] = var_init
+        oi = i * n_ch
+        for c in range(n_ch):
+            my[oi + c, x] = data[c]
+    return n_alive, background
 
-                n_modes[y, x] = n_alive
-                if background:
-                    masks[b, y, x] = BACKGROUND
-                else:
-                    shadow = False
-                    if detect_shadows:
-                        data[0] = x0
-                        data[1] = x1
-                        data[2] = x2
-                        shadow = _is_shadow(data, wf, mf, vf, kb, n_alive, n_ch, var_threshold,
-                                            background_ratio, tau)
-                    masks[b, y, x] = SHADOW if shadow else FOREGROUND
-                if write_bg:
-                    o = kb * n_ch
-                    for c in range(3):
-                        bg_out[b, y, x, c] = mf[o + c] * inv_scale if n_alive > 0 else 0.0
 
 @njit(**PJIT_EXACT)
 def _apply_any(frames, scale, weights, means, variances, n_modes, masks, bg_out, write_bg,
                alphas, var_threshold, background_ratio, var_threshold_gen, var_init, var_min,
                var_max, ct, tau, detect_shadows, rows):
-    """One frame with any number of channels C (the reference form of the update)."""
+    """Any number of channels C, one pixel at a time (:func:`_update_pixel`)."""
     height, width = n_modes.shape
-    n_ch = means.shape[3]
-    k_max = weights.shape[2]
-    wf = weights.reshape(-1)
-    mf = means.reshape(-1)
-    vf = variances.reshape(-1)
+    k_max = weights.shape[1]
+    n_ch = means.shape[2]
+    m3 = means.reshape((height, k_max * n_ch, width))
     inv_scale = 1.0 / scale
-    f1 = np.float32(1.0)
-    f0 = np.float32(0.0)
     scale = np.float32(scale)
     var_threshold = np.float32(var_threshold)
     var_threshold_gen = np.float32(var_threshold_gen)
@@ -373,11 +208,11 @@ def _apply_any(frames, scale, weights, means, variances, n_modes, masks, bg_out,
     var_min = np.float32(var_min)
     var_max = np.float32(var_max)
     var_init = np.float32(var_init)
-    # pixels are independent: each thread takes whole rows through every frame of the block;
-    # ``rows`` interleaves the rows so that every thread's share spreads over the whole frame
-    # (busy regions such as trees or traffic lanes are not all given to one thread)
     for r in prange(height):
         y = rows[r]
+        wy = weights[y]
+        my = m3[y]
+        vy = variances[y]
         data = np.empty(n_ch, np.float32)
         diff = np.empty(n_ch, np.float32)
         for b in range(frames.shape[0]):
@@ -385,116 +220,176 @@ def _apply_any(frames, scale, weights, means, variances, n_modes, masks, bg_out,
             prune = np.float32(-alphas[b] * ct)
             alpha1 = np.float32(1.0 - alphas[b])
             for x in range(width):
-                kb = (y * width + x) * k_max          # first mode of this pixel in wf / vf
                 for c in range(n_ch):
                     data[c] = np.float32(frames[b, y, x, c]) * scale
-                nm = np.int64(n_modes[y, x])
-                background = False
-                fits = False
-                total = f0
-                n_alive = nm
-                for m in range(nm):
-                    wt = alpha1 * wf[kb + m] + prune
-                    dest = m
-                    if not fits:
-                        v = vf[kb + m]
-                        o = (kb + m) * n_ch
-                        dist2 = f0
-                        for c in range(n_ch):
-                            d = mf[o + c] - data[c]
-                            diff[c] = d
-                            dist2 += d * d
-                        # background: one of the first modes (cumulative weight < ratio) is close
-                        if total < background_ratio and dist2 < var_threshold * v:
-                            background = True
-                        if dist2 < var_threshold_gen * v:
-                            fits = True
-                            wt += alpha
-                            k = alpha / wt
-                            for c in range(n_ch):
-                                mf[o + c] -= k * diff[c]
-                            vnew = v + k * (dist2 - v)
-                            if vnew < var_min:
-                                vnew = var_min
-                            if vnew > var_max:
-                                vnew = var_max
-                            vf[kb + m] = vnew
-                            # bubble the matched mode up (modes above hold their new weights)
-                            i = m
-                            while i > 0 and wt >= wf[kb + i - 1]:
-                                wf[kb + i] = wf[kb + i - 1]
-                                tmp = vf[kb + i]
-                                vf[kb + i] = vf[kb + i - 1]
-                                vf[kb + i - 1] = tmp
-                                oi = (kb + i) * n_ch
-                                for c in range(n_ch):
-                                    tmp = mf[oi + c]
-                                    mf[oi + c] = mf[oi - n_ch + c]
-                                    mf[oi - n_ch + c] = tmp
-                                i -= 1
-                            dest = i
-                    if wt < -prune:
-                        # complexity reduction: the pruned modes form the tail of the sorted list
-                        wt = f0
-                        n_alive -= 1
-                    wf[kb + dest] = wt
-                    total += wt
-
-                inv = f1 / total if total > np.float32(1.1920929e-07) else f0
-                for m in range(n_alive):
-                    wf[kb + m] = wf[kb + m] * inv
-                for m in range(n_alive, nm):
-                    wf[kb + m] = f0
-
-                if not fits and alpha > f0:
-                    if n_alive == k_max:
-                        mode = n_alive - 1
-                        replaced = True
-                    else:
-                        mode = n_alive
-                        n_alive += 1
-                        replaced = False
-                    if n_alive == 1:
-                        wnew = f1
-                    else:
-                        for i in range(n_alive - 1):
-                            wf[kb + i] = wf[kb + i] * alpha1
-                        wf[kb + mode] = alpha
-                        if replaced:
-                            s = f0
-                            for i in range(n_alive):
-                                s += wf[kb + i]
-                            for i in range(n_alive):
-                                wf[kb + i] = wf[kb + i] / s
-                        wnew = wf[kb + mode]
-                    i = mode
-                    while i > 0 and wnew >= wf[kb + i - 1]:
-                        wf[kb + i] = wf[kb + i - 1]
-                        vf[kb + i] = vf[kb + i - 1]
-                        oi = (kb + i) * n_ch
-                        for c in range(n_ch):
-                            mf[oi + c] = mf[oi - n_ch + c]
-                        i -= 1
-                    wf[kb + i] = wnew
-                    vf[kb + i] = var_init
-                    oi = (kb + i) * n_ch
-                    for c in range(n_ch):
-                        mf[oi + c] = data[c]
-
+                n_alive, background = _update_pixel(
+                    data, diff, wy, my, vy, x, np.int64(n_modes[y, x]), k_max, n_ch, alpha,
+                    alpha1, prune, var_threshold, background_ratio, var_threshold_gen,
+                    var_init, var_min, var_max)
                 n_modes[y, x] = n_alive
                 if background:
                     masks[b, y, x] = BACKGROUND
                 else:
                     shadow = False
                     if detect_shadows:
-                        pass
-                        shadow = _is_shadow(data, wf, mf, vf, kb, n_alive, n_ch, var_threshold,
+                        shadow = _is_shadow(data, wy, my, vy, x, n_alive, n_ch, var_threshold,
                                             background_ratio, tau)
                     masks[b, y, x] = SHADOW if shadow else FOREGROUND
                 if write_bg:
-                    o = kb * n_ch
                     for c in range(n_ch):
-                        bg_out[b, y, x, c] = mf[o + c] * inv_scale if n_alive > 0 else 0.0
+                        bg_out[b, y, x, c] = my[c, x] * inv_scale if n_alive > 0 else 0.0
+
+
+@njit(**PJIT_EXACT)
+def _apply_fast(frames, scale, weights, means, variances, n_modes, masks, bg_out, write_bg,
+                alphas, var_threshold, background_ratio, var_threshold_gen, var_init, var_min,
+                var_max, ct, tau, detect_shadows, rows):
+    """C = 1 or 3: the common case (top mode matches) in vectorisable passes over each row.
+
+    ``frames`` is (B, H, W * C). Per frame and row: pass A tests every pixel against its top
+    mode and updates that mode where it matches ("fast" pixels); passes B decay the other
+    modes of fast pixels and sum the weights; passes C normalise them; then the other pixels
+    (no match with the top mode) go through :func:`_update_pixel` one at a time. Every pass
+    computes exactly the float32 operations of :func:`_update_pixel`, in the same order, with
+    selects instead of branches (bit-identical results).
+    """
+    height, width = n_modes.shape
+    k_max = weights.shape[1]
+    n_ch = means.shape[2]
+    m3 = means.reshape((height, k_max * n_ch, width))
+    inv_scale = 1.0 / scale
+    f0 = np.float32(0.0)
+    f1 = np.float32(1.0)
+    eps = np.float32(1.1920929e-07)
+    scale = np.float32(scale)
+    var_threshold = np.float32(var_threshold)
+    var_threshold_gen = np.float32(var_threshold_gen)
+    background_ratio = np.float32(background_ratio)
+    var_min = np.float32(var_min)
+    var_max = np.float32(var_max)
+    var_init = np.float32(var_init)
+    rgb = n_ch == 3
+    for r in prange(height):
+        y = rows[r]
+        wy = weights[y]
+        my = m3[y]
+        vy = variances[y]
+        nmy = n_modes[y]
+        fast = np.empty(width, np.bool_)
+        bgd = np.empty(width, np.bool_)
+        tot = np.empty(width, np.float32)
+        cnt = np.empty(width, np.uint8)
+        data = np.empty(n_ch, np.float32)
+        diff = np.empty(n_ch, np.float32)
+        for b in range(frames.shape[0]):
+            alpha = np.float32(alphas[b])
+            prune = np.float32(-alphas[b] * ct)
+            alpha1 = np.float32(1.0 - alphas[b])
+            fr = frames[b, y]
+            # pass A: the top mode
+            nmax = 0
+            if rgb:
+                for x in range(width):
+                    nm = nmy[x]
+                    nmax = max(nmax, nm)
+                    v = vy[0, x]
+                    w = wy[0, x]
+                    mu0 = my[0, x]
+                    mu1 = my[1, x]
+                    mu2 = my[2, x]
+                    d0 = mu0 - np.float32(fr[3 * x]) * scale
+                    d1 = mu1 - np.float32(fr[3 * x + 1]) * scale
+                    d2 = mu2 - np.float32(fr[3 * x + 2]) * scale
+                    dist2 = d0 * d0 + d1 * d1 + d2 * d2
+                    wt = alpha1 * w + prune
+                    wt = wt + alpha
+                    ok = (nm > 0) & (dist2 < var_threshold_gen * v) & (wt >= -prune)
+                    k = alpha / wt
+                    vnew = v + k * (dist2 - v)
+                    vnew = var_min if vnew < var_min else vnew
+                    vnew = var_max if vnew > var_max else vnew
+                    my[0, x] = mu0 - k * d0 if ok else mu0
+                    my[1, x] = mu1 - k * d1 if ok else mu1
+                    my[2, x] = mu2 - k * d2 if ok else mu2
+                    vy[0, x] = vnew if ok else v
+                    wy[0, x] = wt if ok else w
+                    tot[x] = wt
+                    cnt[x] = 1
+                    bgd[x] = dist2 < var_threshold * v
+                    fast[x] = ok
+            else:
+                for x in range(width):
+                    nm = nmy[x]
+                    nmax = max(nmax, nm)
+                    v = vy[0, x]
+                    w = wy[0, x]
+                    mu0 = my[0, x]
+                    d0 = mu0 - np.float32(fr[x]) * scale
+                    dist2 = d0 * d0
+                    wt = alpha1 * w + prune
+                    wt = wt + alpha
+                    ok = (nm > 0) & (dist2 < var_threshold_gen * v) & (wt >= -prune)
+                    k = alpha / wt
+                    vnew = v + k * (dist2 - v)
+                    vnew = var_min if vnew < var_min else vnew
+                    vnew = var_max if vnew > var_max else vnew
+                    my[0, x] = mu0 - k * d0 if ok else mu0
+                    vy[0, x] = vnew if ok else v
+                    wy[0, x] = wt if ok else w
+                    tot[x] = wt
+                    cnt[x] = 1
+                    bgd[x] = dist2 < var_threshold * v
+                    fast[x] = ok
+            # pass B: decay (and prune) the other modes of the fast pixels; sum the weights
+            for m in range(1, nmax):
+                for x in range(width):
+                    w = wy[m, x]
+                    wm = alpha1 * w + prune
+                    keep = (m < nmy[x]) & (wm >= -prune)
+                    wm = wm if keep else f0
+                    wy[m, x] = wm if fast[x] else w
+                    tot[x] += wm
+                    cnt[x] += keep
+            # pass C: normalise (modes beyond a pixel's own count hold 0 and stay 0)
+            for x in range(width):
+                t = tot[x]
+                tot[x] = f1 / t if t > eps else f0
+            for m in range(nmax):
+                for x in range(width):
+                    w = wy[m, x]
+                    wy[m, x] = w * tot[x] if fast[x] else w
+            mb = masks[b, y]
+            for x in range(width):
+                nmy[x] = cnt[x] if fast[x] else nmy[x]
+                mb[x] = BACKGROUND if bgd[x] else FOREGROUND
+            # the other pixels, and the shadow test of fast foreground pixels
+            for x in range(width):
+                f = fast[x]
+                if f and (bgd[x] or not detect_shadows):
+                    continue
+                for c in range(n_ch):
+                    data[c] = np.float32(fr[n_ch * x + c]) * scale
+                if f:
+                    n_alive = np.int64(nmy[x])
+                    background = False
+                else:
+                    n_alive, background = _update_pixel(
+                        data, diff, wy, my, vy, x, np.int64(nmy[x]), k_max, n_ch, alpha,
+                        alpha1, prune, var_threshold, background_ratio, var_threshold_gen,
+                        var_init, var_min, var_max)
+                    nmy[x] = n_alive
+                if background:
+                    mb[x] = BACKGROUND
+                else:
+                    shadow = False
+                    if detect_shadows:
+                        shadow = _is_shadow(data, wy, my, vy, x, n_alive, n_ch, var_threshold,
+                                            background_ratio, tau)
+                    mb[x] = SHADOW if shadow else FOREGROUND
+            if write_bg:
+                for x in range(width):
+                    for c in range(n_ch):
+                        bg_out[b, y, x, c] = my[c, x] * inv_scale if nmy[x] > 0 else 0.0
 
 
 def mog2_apply(frames, scale, weights, means, variances, n_modes, masks, bg_out, write_bg,
@@ -505,9 +400,9 @@ def mog2_apply(frames, scale, weights, means, variances, n_modes, masks, bg_out,
     Each pixel's mixture only depends on that pixel's samples, so every thread takes whole
     rows through all frames of the block: one parallel launch per block, and the state of a
     row stays in cache from frame to frame. The result is identical to calling this once per
-    frame. Dispatches to the kernel for grey (C = 1), RGB (C = 3) or any C: the same
-    algorithm, the first two with their channel loops written out with scalars (about twice
-    as fast).
+    frame. Grey (C = 1) and RGB (C = 3) frames go through :func:`_apply_fast` (the common
+    case in vectorised passes over each row), any other C through :func:`_apply_any`: the same
+    float32 arithmetic, bit for bit.
 
     Parameters
     ----------
@@ -515,7 +410,8 @@ def mog2_apply(frames, scale, weights, means, variances, n_modes, masks, bg_out,
         The frames in data units; multiplied by ``scale`` to model units.
     scale : float
         Data units to model units (255 / data_range).
-    weights, means, variances, n_modes : state arrays (see module docstring), updated in place.
+    weights, means, variances, n_modes : state arrays (see module docstring and
+        :func:`new_state`), updated in place.
     masks : (B, H, W) uint8
         Output: 0 background, 1 foreground, 2 shadow.
     bg_out : (B, H, W, C) float32
@@ -532,13 +428,17 @@ def mog2_apply(frames, scale, weights, means, variances, n_modes, masks, bg_out,
         Shadow threshold.
     detect_shadows : bool
     """
-    n_ch = frames.shape[3]
-    kernel = _apply_grey if n_ch == 1 else _apply_rgb if n_ch == 3 else _apply_any
+    n_b, height, width, n_ch = frames.shape
+    if n_ch in (1, 3):
+        kernel = _apply_fast
+        frames = frames.reshape(n_b, height, width * n_ch)
+    else:
+        kernel = _apply_any
     kernel(frames, float(scale), weights, means, variances, n_modes, masks, bg_out,
            bool(write_bg), np.ascontiguousarray(alphas, np.float64), float(var_threshold),
            float(background_ratio), float(var_threshold_gen), float(var_init), float(var_min),
            float(var_max), float(ct), float(tau), bool(detect_shadows),
-           _row_order(n_modes.shape[0]))
+           _row_order(height))
 
 
 def _row_order(height):
@@ -556,7 +456,7 @@ def mog2_background(means, n_modes, scale, out):
     for y in prange(height):
         for x in range(width):
             for c in range(n_ch):
-                out[y, x, c] = means[y, x, 0, c] * inv_scale if n_modes[y, x] > 0 else 0.0
+                out[y, x, c] = means[y, 0, c, x] * inv_scale if n_modes[y, x] > 0 else 0.0
 
 
 @njit(**JIT)
