@@ -465,42 +465,50 @@ def majority_filter(mask, radius, out):
 
     Pixels where more than half of the window is foreground become 1; other pixels keep
     their value if it is 0 or 2 and become 0 if it was 1. This is the post-filtering step
-    of Zivkovic's reference implementation (a median filter of the binary mask), written as a
-    separable running box count.
+    of Zivkovic's reference implementation (a median filter of the binary mask), written as
+    running column counts (one row added, one removed per row) and a horizontal box sum; every
+    loop but the general-radius horizontal sum vectorises.
     """
     height, width = mask.shape
-    rows = np.empty((height, width), np.int32)
+    col = np.zeros(width, np.int32)
+    acc = np.empty(width, np.int32)
     widths = np.empty(width, np.int32)
     for x in range(width):
         widths[x] = min(width, x + radius + 1) - max(0, x - radius)
-    for y in range(height):
-        s = 0
-        for x in range(min(radius, width)):
-            s += mask[y, x] == FOREGROUND
+    for yy in range(min(radius, height)):
         for x in range(width):
-            xa = x + radius
-            if xa < width:
-                s += mask[y, xa] == FOREGROUND
-            xr = x - radius - 1
-            if xr >= 0:
-                s -= mask[y, xr] == FOREGROUND
-            rows[y, x] = s
-    acc = np.empty(width, np.int32)
+            col[x] += mask[yy, x] == FOREGROUND
     for y in range(height):
-        y0 = max(0, y - radius)
-        y1 = min(height, y + radius + 1)
-        acc[:] = 0
-        for yy in range(y0, y1):
+        ya = y + radius
+        if ya < height:
             for x in range(width):
-                acc[x] += rows[yy, x]
-        hy = y1 - y0
+                col[x] += mask[ya, x] == FOREGROUND
+        yr = y - radius - 1
+        if yr >= 0:
+            for x in range(width):
+                col[x] -= mask[yr, x] == FOREGROUND
+        if radius == 1 and width >= 2:
+            acc[0] = col[0] + col[1]
+            for x in range(1, width - 1):
+                acc[x] = col[x - 1] + col[x] + col[x + 1]
+            acc[width - 1] = col[width - 2] + col[width - 1]
+        else:
+            s = 0
+            for x in range(min(radius, width)):
+                s += col[x]
+            for x in range(width):
+                xa = x + radius
+                if xa < width:
+                    s += col[xa]
+                xr = x - radius - 1
+                if xr >= 0:
+                    s -= col[xr]
+                acc[x] = s
+        hy = min(height, y + radius + 1) - max(0, y - radius)
         for x in range(width):
-            if 2 * acc[x] > hy * widths[x]:
-                out[y, x] = FOREGROUND
-            elif mask[y, x] == FOREGROUND:
-                out[y, x] = BACKGROUND
-            else:
-                out[y, x] = mask[y, x]
+            m = mask[y, x]
+            keep = BACKGROUND if m == FOREGROUND else m
+            out[y, x] = FOREGROUND if 2 * acc[x] > hy * widths[x] else keep
 
 
 @njit(**PJIT)
