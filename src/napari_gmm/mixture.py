@@ -514,28 +514,8 @@ def _kmeanspp_centres(X, w, K, rng):
     return X[idx]
 
 
-#: weighted Lloyd (k-means) iterations refining the k-means++ seeds before EM starts
-LLOYD_ITER = 10
-
-
-def _lloyd(X, w, C, n_iter=LLOYD_ITER):
-    """A few weighted k-means (Lloyd) iterations from centres C: better starts for EM at the cost
-    of a few E-step-sized passes (scikit-learn's default GMM start runs k-means to convergence).
-    Returns the centres and the assignment of the samples to them."""
-    C = np.array(C, dtype=np.float64, copy=True)
-    assign = np.empty(X.shape[0], np.int64)
-    X = np.ascontiguousarray(X, dtype=np.float64)
-    w = np.ascontiguousarray(w, dtype=np.float64)
-    if X.shape[0] * C.shape[0] >= PARALLEL_WORK:
-        _km.lloyd(X, w, C, n_iter, assign, _nt())
-    else:
-        _km.lloyd_serial(X, w, C, n_iter, assign, 1)
-    return C, assign
-
-
-def _init_from_centres(X, w, C, cov_type, reg, assign=None):
-    if assign is None:
-        assign, _ = _nearest(X, C)
+def _init_from_centres(X, w, C, cov_type, reg):
+    assign, _ = _nearest(X, C)
     return _slices_from_assignment(X, w, assign, C.shape[0], cov_type, reg, C)
 
 
@@ -558,8 +538,10 @@ def _start(init, X, w, K, hist, cov_type, reg, rng):
     if init == "quantiles":
         return _init_quantiles(X, w, K, cov_type, reg)
     if init == "kmeans++":
-        C, assign = _lloyd(X, w, _kmeanspp_centres(X, w, K, rng))
-        return _init_from_centres(X, w, C, cov_type, reg, assign)
+        # k-means++ seeds, then their nearest-centre groups (as scikit-learn's init_params="k-means++").
+        # Refining the seeds with 10 weighted Lloyd iterations first did not pay: on the seed image
+        # over 6 seeds, mean log-likelihood 4.107 against 4.129 at K=32, 4.432 against 4.430 at K=64.
+        return _init_from_centres(X, w, _kmeanspp_centres(X, w, K, rng), cov_type, reg)
     if init == "random":
         idx = rng.choice(X.shape[0], size=K, replace=False, p=w / w.sum())
         return _init_from_centres(X, w, X[np.sort(idx)], cov_type, reg)
@@ -846,8 +828,8 @@ def fit_mixture(image, n_components=2, *, channel_axis=None, covariance_type="sp
         Start. ``"ranges"``: K equal slices of the intensity range [min, max] (integer value v starts in
         slice floor((v - min) * K / (max - min + 1))), each slice's weight, mean and variance taken from
         its part of the histogram (colour: slices of the mean over channels). ``"quantiles"``: K slices
-        with equal pixel counts. ``"kmeans++"``: weighted k-means++ seeds refined by up to 10 weighted k-means
-        (Lloyd) iterations, then nearest-centre groups.
+        with equal pixel counts. ``"kmeans++"``: weighted greedy k-means++ seeds (as scikit-learn), then
+        nearest-centre groups.
         ``"random"``: K distinct values drawn with probability proportional to their pixel counts.
         A MixtureModel starts EM from its parameters (warm start, or reuse on another image).
     n_init : int, default 1

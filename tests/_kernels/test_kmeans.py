@@ -1,8 +1,6 @@
-"""k-means kernels against NumPy: nearest centre, k-means++ seeding, Lloyd, group statistics."""
+"""k-means kernels against NumPy: nearest centre, k-means++ seeding, group statistics."""
 
 import numpy as np
-import pytest
-from numba import get_num_threads
 
 from napari_gmm._kernels import kmeans as km
 
@@ -59,40 +57,6 @@ def test_kmeanspp_with_fewer_distinct_points_than_centres_stays_in_range():
     km.kmeanspp(X, w, 0, np.random.default_rng(0).random((3, 3)), out)
     assert out.min() >= 0 and out.max() < 20
     assert {tuple(X[i]) for i in out} == {(0.0, 0.0), (5.0, 5.0)}
-
-
-def _lloyd_numpy(X, w, C, n_iter):
-    C = C.copy()
-    assign = None
-    for _ in range(n_iter):
-        new = ((X[:, None] - C[None]) ** 2).sum(2).argmin(1)
-        if assign is not None and np.array_equal(new, assign):
-            break
-        assign = new
-        nk = np.bincount(assign, weights=w, minlength=len(C))
-        for j in range(X.shape[1]):
-            s = np.bincount(assign, weights=w * X[:, j], minlength=len(C))
-            C[nk > 0, j] = s[nk > 0] / nk[nk > 0]
-    return C, ((X[:, None] - C[None]) ** 2).sum(2).argmin(1)
-
-
-@pytest.mark.parametrize("parallel", [False, True])
-@pytest.mark.parametrize("n_iter", [0, 1, 3, 50])
-def test_lloyd_equals_numpy_reference(parallel, n_iter):
-    rng = np.random.default_rng(4)
-    X = np.concatenate([rng.normal(m, 2.0, size=(3000, 3)) for m in (0, 6, 15)])
-    w = rng.integers(1, 9, len(X)).astype(float)
-    C0 = X[[0, 1, 2, 3000]].copy()
-    C = C0.copy()
-    assign = np.empty(len(X), np.int64)
-    f = km.lloyd if parallel else km.lloyd_serial
-    done = f(X, w, C, n_iter, assign, get_num_threads())
-    C_ref, assign_ref = _lloyd_numpy(X, w, C0, n_iter)
-    np.testing.assert_allclose(C, C_ref, rtol=1e-10)
-    np.testing.assert_array_equal(assign, assign_ref)
-    assert 0 <= done <= n_iter
-    if n_iter == 50:
-        assert done < 50  # converged: the assignment stopped changing
 
 
 def test_group_stats_equals_numpy():

@@ -31,7 +31,7 @@ SKIP = -34.6
 #: any sample of the block are pruned (unique colours come sorted by their packed key, grey levels
 #: sorted, so a block is compact), and the rest are evaluated densely, samples in the inner loop
 #: (SIMD). Measured on the seed's 48,414 colours, K=32: 2.0 ms at 32, 1.8 at 64, 1.6-1.8 up to 512.
-BLOCK = 64
+BLOCK = 128
 #: exp(-(n - 1/2) / 8) for n = 0 .. 287 (eight points per nat down to SKIP): the coarse part of
 #: :func:`_exp_neg`
 EXP_TABLE = np.exp(-(np.arange(36.0 * 8) - 0.5) / 8)

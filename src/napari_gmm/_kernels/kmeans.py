@@ -1,5 +1,5 @@
-"""k-means kernels for EM starts: nearest centre, weighted k-means++ seeding, weighted Lloyd
-iterations and the per-group statistics of a hard assignment.
+"""k-means kernels for EM starts: nearest centre, weighted k-means++ seeding and the per-group
+statistics of a hard assignment.
 
 Samples are X (M, D) float64 with weights w (M,). Distances are squared Euclidean. Blocks of
 :data:`BLOCK` samples are copied transposed (D, BLOCK) so that the loops over samples are the
@@ -156,64 +156,6 @@ def _kpp_update(XT, w, jc, d2, cum, first):
         s += w[i] * d2[i]
         cum[i] = s
     return s
-
-
-def _lloyd_impl(X, w, C, n_iter, assign, nthreads):
-    """Weighted Lloyd (k-means) iterations from centres C (K, D), updated in place.
-
-    Stops when the assignment no longer changes or after ``n_iter`` updates; ``assign`` (M,) ends
-    as the assignment to the final centres. A centre left without samples stays where it is.
-    Returns the number of centre updates made.
-    """
-    M, D = X.shape
-    K = C.shape[0]
-    nchunks = max(1, min(nthreads * 4, M // 512))
-    step = (M + nchunks - 1) // nchunks
-    sums = np.zeros((nchunks, K, D + 1))
-    changed = np.zeros(nchunks, np.int64)
-    for i in range(M):
-        assign[i] = -1
-    done = 0
-    for it in range(n_iter + 1):
-        sums[:] = 0.0
-        for c in prange(nchunks):
-            XT = np.empty((D, BLOCK))
-            best = np.empty(BLOCK)
-            arg = np.empty(BLOCK, np.int64)
-            sc = np.empty(BLOCK)
-            stop = min(M, (c + 1) * step)
-            n_changed = 0
-            for b0 in range(c * step, stop, BLOCK):
-                nb = min(stop, b0 + BLOCK) - b0
-                _assign_block(X, b0, nb, C, XT, best, arg, sc)
-                for i in range(nb):
-                    k = arg[i]
-                    if assign[b0 + i] != k:
-                        n_changed += 1
-                        assign[b0 + i] = k
-                    wi = w[b0 + i]
-                    sums[c, k, 0] += wi
-                    for j in range(D):
-                        sums[c, k, 1 + j] += wi * XT[j, i]
-            changed[c] = n_changed
-        if changed.sum() == 0 or it == n_iter:
-            break
-        for k in range(K):
-            n = 0.0
-            for c in range(nchunks):
-                n += sums[c, k, 0]
-            if n > 0.0:
-                for j in range(D):
-                    s = 0.0
-                    for c in range(nchunks):
-                        s += sums[c, k, 1 + j]
-                    C[k, j] = s / n
-        done += 1
-    return done
-
-
-lloyd = njit(**PJIT)(_lloyd_impl)
-lloyd_serial = njit(**JIT)(_lloyd_impl)
 
 
 @njit(**JIT)
