@@ -14,7 +14,6 @@ import warnings
 
 import numpy as np
 from numba import get_num_threads as _nt
-from numba import parallel_chunksize
 
 import importlib
 
@@ -632,11 +631,10 @@ def _run_em(X, w, start, cov_type, max_iter, tol, reg, callback=None):
         if not parallel:
             return _em.estep_accumulate_serial(X, w, means, means, inv_sd, prec_chol, log_det, log_w, cov_type,
                                                Nk, Sx, Sxx, 1) / W
-        # chunks handed out one at a time: a thread slowed down by other work on the machine does
-        # not hold the others up at the end of the E-step (prange's default splits up front)
-        with parallel_chunksize(1):
-            return _em.estep_accumulate(X, w, means, means, inv_sd, prec_chol, log_det, log_w, cov_type,
-                                        Nk, Sx, Sxx, _nt()) / W
+        # prange's default static split: handing the chunks out one at a time (parallel_chunksize(1))
+        # cost 0.35 ms more per E-step on the seed image (0.88 -> 1.22 ms, 2 threads, busy machine)
+        return _em.estep_accumulate(X, w, means, means, inv_sd, prec_chol, log_det, log_w, cov_type,
+                                    Nk, Sx, Sxx, _nt()) / W
 
     while n_iter < max_iter and not converged:
         stop = min(max_iter, n_iter + step)
