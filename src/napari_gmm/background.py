@@ -314,8 +314,11 @@ class BackgroundModel:
         if self._masks.shape[0] < n:
             self._masks = np.zeros((n,) + self._hw, np.uint8)
 
-    def _step(self, data, alphas, masks, background_out=None):
-        """Run the kernel on a checked block; write raw masks; count the frames."""
+    def _step(self, data, alphas, masks, background_out=None, shadows=True):
+        """Run the kernel on a checked block; write raw masks; count the frames.
+
+        ``shadows=False`` skips the shadow test (shadow pixels are marked foreground) where
+        the masks are not used, as in the burn-in; the model is the same either way."""
         p = self.params
         if background_out is not None:
             bg, write = background_out, True
@@ -325,7 +328,8 @@ class BackgroundModel:
             data, self.scale, self._weights, self._means, self._variances, self._n_modes,
             masks, bg, write, alphas, p["var_threshold"], p["background_ratio"],
             p["var_threshold_gen"], p["var_init"], p["var_min"], p["var_max"],
-            p["complexity_reduction_threshold"], p["shadow_threshold"], self._shadows)
+            p["complexity_reduction_threshold"], p["shadow_threshold"],
+            self._shadows and shadows)
         self.n_frames += len(alphas)
 
     def _postfilter(self, masks, out):
@@ -663,7 +667,8 @@ def _subtract_background_steps(stack, *, time_axis=0, channel_axis=None, burn_in
                 rates = 1.0 / np.minimum(k, p["history"])
             else:
                 rates = model._rates(len(ts), learning_rate)
-            model._step(data, rates, model._masks[:len(ts)])
+            # the burn-in's masks are not used: no shadow test
+            model._step(data, rates, model._masks[:len(ts)], shadows=False)
             done += len(ts)
             yield done, total
     for ts, frames in _iter_blocks(view, info["dask"], block):
