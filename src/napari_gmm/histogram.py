@@ -250,7 +250,14 @@ def grey_grid(hist: Histogram):
 
 def grey_lookup(a, m, spec, lut, out):
     """Write lut[bin(pixel)] (0 where excluded) into ``out`` for one flat block."""
-    if spec["kind"] == "integer":
+    if spec["kind"] == "integer" and a.dtype.kind in "ui" and a.dtype.itemsize <= 2:
+        # a table over the whole 8/16-bit dtype (at most 64 KiB): no offset, no range check
+        u = a.view(np.dtype(f"u{a.dtype.itemsize}"))
+        full = np.zeros(1 << (8 * a.dtype.itemsize), lut.dtype)
+        vals = (np.arange(lut.size) + spec["vmin"]).astype(a.dtype).view(u.dtype)
+        full[vals] = lut
+        _kern("lut_direct", a.size)(u, m, full, out)
+    elif spec["kind"] == "integer":
         _kern("lut_offset", a.size)(a, m, np.int64(spec["vmin"]), lut, out)
     elif spec["kind"] == "binned":
         _kern("lut_float", a.size)(a, m, spec["lo"], spec["inv_width"], lut, out)

@@ -35,6 +35,35 @@ def test_luts():
     np.testing.assert_array_equal(out, [7, 7, 8, 8, 0])
 
 
+def test_int_range_counts_masked_pixels_in_every_chunk():
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 60000, 1_000_003).astype(np.uint16)
+    m = (rng.random(a.size) > 0.5).astype(np.uint8)
+    lo, hi, n = k.int_range(a, m, get_num_threads())
+    assert (lo, hi, n) == (a[m == 1].min(), a[m == 1].max(), int(m.sum()))
+    assert k.int_range(a, np.zeros(0, np.uint8), get_num_threads()) == (a.min(), a.max(), a.size)
+
+
+def test_grey_lookup_full_dtype_table_equals_checked_lookup():
+    """8/16-bit images go through a table over the whole dtype (signed ones by their bit pattern);
+    it must give what the checked offset table gives, masked pixels 0."""
+    import importlib
+
+    h = importlib.import_module("napari_gmm.histogram")
+    rng = np.random.default_rng(4)
+    for dt, lo, hi in ((np.uint8, 3, 250), (np.int8, -100, 90), (np.uint16, 700, 56000), (np.int16, -3000, 2000)):
+        a = rng.integers(lo, hi + 1, 300_001).astype(dt)
+        m = (rng.random(a.size) > 0.2).astype(np.uint8)
+        spec = {"kind": "integer", "vmin": lo, "nbins": hi - lo + 1}
+        lut = rng.integers(1, 200, hi - lo + 1).astype(np.uint8)
+        for mask in (np.zeros(0, np.uint8), m):
+            got = h.grey_lookup(a, mask, spec, lut, np.empty(a.size, np.uint8))
+            want = lut[a.astype(np.int64) - lo]
+            if mask.size:
+                want = np.where(mask == 1, want, 0)
+            np.testing.assert_array_equal(got, want, err_msg=str(dt))
+
+
 def test_packed_keys_dense_and_sorted_agree():
     rng = np.random.default_rng(1)
     a = rng.integers(0, 256, (5000, 3)).astype(np.uint8)
