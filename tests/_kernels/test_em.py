@@ -71,3 +71,29 @@ def test_estep_serial_equals_parallel_and_numpy():
             np.testing.assert_allclose(a[3], full, rtol=1e-9, atol=1e-7)
         else:
             np.testing.assert_allclose(np.diagonal(a[3], axis1=1, axis2=2), np.diagonal(full, axis1=1, axis2=2), rtol=1e-9)
+
+
+def _morton_numpy(X, lo, scale, bits):
+    q = np.clip(((X - lo) * scale).astype(np.int64), 0, 2**bits - 1)
+    code = np.zeros(len(X), np.int64)
+    for b in range(bits - 1, -1, -1):
+        for d in range(X.shape[1]):
+            code = (code << 1) | ((q[:, d] >> b) & 1)
+    return code
+
+
+def test_morton_codes_interleave_the_high_bits_of_every_feature():
+    rng = np.random.default_rng(6)
+    for D, bits in ((3, 10), (5, 12), (8, 7)):
+        X = rng.normal(size=(3000, D)) * 50 + 1000
+        lo = X.min(0)
+        scale = 2.0**bits / (X.max(0) - lo)
+        out = np.empty(len(X), np.int64)
+        em.morton_codes(X, lo, scale, bits, out)
+        np.testing.assert_array_equal(out, _morton_numpy(X, lo, scale, bits))
+        assert out.min() >= 0
+    # neighbours in Z-order share their high bits: 8 corners of a cube are one run of 8 codes
+    corners = np.array([[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)], float)
+    out = np.empty(8, np.int64)
+    em.morton_codes(corners, np.zeros(3), np.ones(3), 10, out)
+    assert sorted(out.tolist()) == list(range(8))

@@ -395,21 +395,25 @@ def log_likelihood(X, w, means, inv_sd, prec_chol, log_det, log_w, cov_type, nth
     return part.sum()
 
 
-@njit(**JIT)
+@njit(**PJIT)
 def morton_codes(X, lo, scale, bits, out):
     """Z-order (Morton) code of every sample: the ``bits`` high bits of each feature, quantised
-    as (x - lo) * scale in [0, 2**bits), interleaved (bits * D <= 62). Samples sorted by it sit in
-    compact boxes, which is what the E-step's per-block pruning needs."""
+    as (x - lo) * scale in [0, 2**bits), interleaved (bits * D <= 62; bit b of feature d goes to
+    position b D + D - 1 - d). Samples sorted by it sit in compact boxes, which is what the
+    E-step's per-block pruning needs. Parallel over samples, bits spread by a table."""
     M, D = X.shape
     top = (1 << bits) - 1
-    q = np.empty(D, np.int64)
-    for i in range(M):
-        for d in range(D):
-            q[d] = min(top, max(0, np.int64((X[i, d] - lo[d]) * scale[d])))
+    spread = np.zeros(top + 1, np.int64)
+    for v in range(top + 1):
+        s = np.int64(0)
+        for b in range(bits):
+            s |= np.int64((v >> b) & 1) << (b * D)
+        spread[v] = s
+    for i in prange(M):
         code = np.int64(0)
-        for b in range(bits - 1, -1, -1):
-            for d in range(D):
-                code = (code << 1) | ((q[d] >> b) & 1)
+        for d in range(D):
+            q = min(top, max(0, np.int64((X[i, d] - lo[d]) * scale[d])))
+            code |= spread[q] << (D - 1 - d)
         out[i] = code
 
 
