@@ -32,7 +32,8 @@ float64.
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import intrinsic
 
 from ._config import JIT, PJIT
 
@@ -42,6 +43,21 @@ from ._config import JIT, PJIT
 #: result is then discarded, and a check per division would stop the vectorisation)
 JIT_EXACT = dict(JIT, fastmath=False, error_model="numpy")
 PJIT_EXACT = dict(PJIT, fastmath=False, error_model="numpy")
+
+@intrinsic
+def _fetch_add(typingctx, counter, value):
+    """Atomically add ``value`` to ``counter[0]`` (int64 array); return the previous value."""
+    if not (isinstance(counter, types.Array) and counter.dtype == types.int64
+            and isinstance(value, types.Integer)):
+        return None
+    sig = types.int64(counter, types.int64)
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        return builder.atomic_rmw("add", ary.data, args[1], "seq_cst")
+
+    return sig, codegen
+
 
 #: mask values written by the kernels
 BACKGROUND, FOREGROUND, SHADOW = 0, 1, 2
@@ -194,7 +210,7 @@ def _update_pixel(data, diff, wy, my, vy, x, nm, k_max, n_ch, alpha, alpha1, pru
 @njit(**PJIT_EXACT)
 def _apply_any(frames, scale, weights, means, variances, n_modes, masks, bg_out, write_bg,
                alphas, var_threshold, background_ratio, var_threshold_gen, var_init, var_min,
-               var_max, ct, tau, detect_shadows, rows):
+               var_max, ct, tau, detect_shadows, rows, counter, n_workers):
     """Any number of channels C, one pixel at a time (:func:`_update_pixel`)."""
     height, width = n_modes.shape
     k_max = weights.shape[1]
@@ -208,42 +224,48 @@ def _apply_any(frames, scale, weights, means, variances, n_modes, masks, bg_out,
     var_min = np.float32(var_min)
     var_max = np.float32(var_max)
     var_init = np.float32(var_init)
-    for r in prange(height):
-        y = rows[r]
-        wy = weights[y]
-        my = m3[y]
-        vy = variances[y]
-        data = np.empty(n_ch, np.float32)
-        diff = np.empty(n_ch, np.float32)
-        for b in range(frames.shape[0]):
-            alpha = np.float32(alphas[b])
-            prune = np.float32(-alphas[b] * ct)
-            alpha1 = np.float32(1.0 - alphas[b])
-            for x in range(width):
-                for c in range(n_ch):
-                    data[c] = np.float32(frames[b, y, x, c]) * scale
-                n_alive, background = _update_pixel(
-                    data, diff, wy, my, vy, x, np.int64(n_modes[y, x]), k_max, n_ch, alpha,
-                    alpha1, prune, var_threshold, background_ratio, var_threshold_gen,
-                    var_init, var_min, var_max)
-                n_modes[y, x] = n_alive
-                if background:
-                    masks[b, y, x] = BACKGROUND
-                else:
-                    shadow = False
-                    if detect_shadows:
-                        shadow = _is_shadow(data, wy, my, vy, x, n_alive, n_ch, var_threshold,
-                                            background_ratio, tau)
-                    masks[b, y, x] = SHADOW if shadow else FOREGROUND
-                if write_bg:
+    for _ in prange(n_workers):
+        # one task per thread, which takes rows until none are left (dynamic
+        # scheduling: a thread slowed down by other processes takes fewer rows)
+        while True:
+            r = _fetch_add(counter, 1)
+            if r >= height:
+                break
+            y = rows[r]
+            wy = weights[y]
+            my = m3[y]
+            vy = variances[y]
+            data = np.empty(n_ch, np.float32)
+            diff = np.empty(n_ch, np.float32)
+            for b in range(frames.shape[0]):
+                alpha = np.float32(alphas[b])
+                prune = np.float32(-alphas[b] * ct)
+                alpha1 = np.float32(1.0 - alphas[b])
+                for x in range(width):
                     for c in range(n_ch):
-                        bg_out[b, y, x, c] = my[c, x] * inv_scale if n_alive > 0 else 0.0
+                        data[c] = np.float32(frames[b, y, x, c]) * scale
+                    n_alive, background = _update_pixel(
+                        data, diff, wy, my, vy, x, np.int64(n_modes[y, x]), k_max, n_ch, alpha,
+                        alpha1, prune, var_threshold, background_ratio, var_threshold_gen,
+                        var_init, var_min, var_max)
+                    n_modes[y, x] = n_alive
+                    if background:
+                        masks[b, y, x] = BACKGROUND
+                    else:
+                        shadow = False
+                        if detect_shadows:
+                            shadow = _is_shadow(data, wy, my, vy, x, n_alive, n_ch, var_threshold,
+                                                background_ratio, tau)
+                        masks[b, y, x] = SHADOW if shadow else FOREGROUND
+                    if write_bg:
+                        for c in range(n_ch):
+                            bg_out[b, y, x, c] = my[c, x] * inv_scale if n_alive > 0 else 0.0
 
 
 @njit(**PJIT_EXACT)
 def _apply_fast(frames, scale, weights, means, variances, n_modes, masks, bg_out, write_bg,
                 alphas, var_threshold, background_ratio, var_threshold_gen, var_init, var_min,
-                var_max, ct, tau, detect_shadows, rows):
+                var_max, ct, tau, detect_shadows, rows, counter, n_workers):
     """C = 1 or 3: the common case (top mode matches) in vectorisable passes over each row.
 
     ``frames`` is (B, H, W * C). Per frame and row: pass A tests every pixel against its top
@@ -269,127 +291,133 @@ def _apply_fast(frames, scale, weights, means, variances, n_modes, masks, bg_out
     var_max = np.float32(var_max)
     var_init = np.float32(var_init)
     rgb = n_ch == 3
-    for r in prange(height):
-        y = rows[r]
-        wy = weights[y]
-        my = m3[y]
-        vy = variances[y]
-        nmy = n_modes[y]
-        fast = np.empty(width, np.bool_)
-        bgd = np.empty(width, np.bool_)
-        tot = np.empty(width, np.float32)
-        cnt = np.empty(width, np.uint8)
-        data = np.empty(n_ch, np.float32)
-        diff = np.empty(n_ch, np.float32)
-        for b in range(frames.shape[0]):
-            alpha = np.float32(alphas[b])
-            prune = np.float32(-alphas[b] * ct)
-            alpha1 = np.float32(1.0 - alphas[b])
-            fr = frames[b, y]
-            # pass A: the top mode
-            nmax = 0
-            if rgb:
-                for x in range(width):
-                    nm = nmy[x]
-                    nmax = max(nmax, nm)
-                    v = vy[0, x]
-                    w = wy[0, x]
-                    mu0 = my[0, x]
-                    mu1 = my[1, x]
-                    mu2 = my[2, x]
-                    d0 = mu0 - np.float32(fr[3 * x]) * scale
-                    d1 = mu1 - np.float32(fr[3 * x + 1]) * scale
-                    d2 = mu2 - np.float32(fr[3 * x + 2]) * scale
-                    dist2 = d0 * d0 + d1 * d1 + d2 * d2
-                    wt = alpha1 * w + prune
-                    wt = wt + alpha
-                    ok = (nm > 0) & (dist2 < var_threshold_gen * v) & (wt >= -prune)
-                    k = alpha / wt
-                    vnew = v + k * (dist2 - v)
-                    vnew = var_min if vnew < var_min else vnew
-                    vnew = var_max if vnew > var_max else vnew
-                    my[0, x] = mu0 - k * d0 if ok else mu0
-                    my[1, x] = mu1 - k * d1 if ok else mu1
-                    my[2, x] = mu2 - k * d2 if ok else mu2
-                    vy[0, x] = vnew if ok else v
-                    wy[0, x] = wt if ok else w
-                    tot[x] = wt
-                    cnt[x] = 1
-                    bgd[x] = dist2 < var_threshold * v
-                    fast[x] = ok
-            else:
-                for x in range(width):
-                    nm = nmy[x]
-                    nmax = max(nmax, nm)
-                    v = vy[0, x]
-                    w = wy[0, x]
-                    mu0 = my[0, x]
-                    d0 = mu0 - np.float32(fr[x]) * scale
-                    dist2 = d0 * d0
-                    wt = alpha1 * w + prune
-                    wt = wt + alpha
-                    ok = (nm > 0) & (dist2 < var_threshold_gen * v) & (wt >= -prune)
-                    k = alpha / wt
-                    vnew = v + k * (dist2 - v)
-                    vnew = var_min if vnew < var_min else vnew
-                    vnew = var_max if vnew > var_max else vnew
-                    my[0, x] = mu0 - k * d0 if ok else mu0
-                    vy[0, x] = vnew if ok else v
-                    wy[0, x] = wt if ok else w
-                    tot[x] = wt
-                    cnt[x] = 1
-                    bgd[x] = dist2 < var_threshold * v
-                    fast[x] = ok
-            # pass B: decay (and prune) the other modes of the fast pixels; sum the weights
-            for m in range(1, nmax):
-                for x in range(width):
-                    w = wy[m, x]
-                    wm = alpha1 * w + prune
-                    keep = (m < nmy[x]) & (wm >= -prune)
-                    wm = wm if keep else f0
-                    wy[m, x] = wm if fast[x] else w
-                    tot[x] += wm
-                    cnt[x] += keep
-            # pass C: normalise (modes beyond a pixel's own count hold 0 and stay 0)
-            for x in range(width):
-                t = tot[x]
-                tot[x] = f1 / t if t > eps else f0
-            for m in range(nmax):
-                for x in range(width):
-                    w = wy[m, x]
-                    wy[m, x] = w * tot[x] if fast[x] else w
-            mb = masks[b, y]
-            for x in range(width):
-                nmy[x] = cnt[x] if fast[x] else nmy[x]
-                mb[x] = BACKGROUND if bgd[x] else FOREGROUND
-            # the other pixels, and the shadow test of fast foreground pixels
-            for x in range(width):
-                f = fast[x]
-                if f and (bgd[x] or not detect_shadows):
-                    continue
-                for c in range(n_ch):
-                    data[c] = np.float32(fr[n_ch * x + c]) * scale
-                if f:
-                    n_alive = np.int64(nmy[x])
-                    background = False
+    for _ in prange(n_workers):
+        # one task per thread, which takes rows until none are left (dynamic
+        # scheduling: a thread slowed down by other processes takes fewer rows)
+        while True:
+            r = _fetch_add(counter, 1)
+            if r >= height:
+                break
+            y = rows[r]
+            wy = weights[y]
+            my = m3[y]
+            vy = variances[y]
+            nmy = n_modes[y]
+            fast = np.empty(width, np.bool_)
+            bgd = np.empty(width, np.bool_)
+            tot = np.empty(width, np.float32)
+            cnt = np.empty(width, np.uint8)
+            data = np.empty(n_ch, np.float32)
+            diff = np.empty(n_ch, np.float32)
+            for b in range(frames.shape[0]):
+                alpha = np.float32(alphas[b])
+                prune = np.float32(-alphas[b] * ct)
+                alpha1 = np.float32(1.0 - alphas[b])
+                fr = frames[b, y]
+                # pass A: the top mode
+                nmax = 0
+                if rgb:
+                    for x in range(width):
+                        nm = nmy[x]
+                        nmax = max(nmax, nm)
+                        v = vy[0, x]
+                        w = wy[0, x]
+                        mu0 = my[0, x]
+                        mu1 = my[1, x]
+                        mu2 = my[2, x]
+                        d0 = mu0 - np.float32(fr[3 * x]) * scale
+                        d1 = mu1 - np.float32(fr[3 * x + 1]) * scale
+                        d2 = mu2 - np.float32(fr[3 * x + 2]) * scale
+                        dist2 = d0 * d0 + d1 * d1 + d2 * d2
+                        wt = alpha1 * w + prune
+                        wt = wt + alpha
+                        ok = (nm > 0) & (dist2 < var_threshold_gen * v) & (wt >= -prune)
+                        k = alpha / wt
+                        vnew = v + k * (dist2 - v)
+                        vnew = var_min if vnew < var_min else vnew
+                        vnew = var_max if vnew > var_max else vnew
+                        my[0, x] = mu0 - k * d0 if ok else mu0
+                        my[1, x] = mu1 - k * d1 if ok else mu1
+                        my[2, x] = mu2 - k * d2 if ok else mu2
+                        vy[0, x] = vnew if ok else v
+                        wy[0, x] = wt if ok else w
+                        tot[x] = wt
+                        cnt[x] = 1
+                        bgd[x] = dist2 < var_threshold * v
+                        fast[x] = ok
                 else:
-                    n_alive, background = _update_pixel(
-                        data, diff, wy, my, vy, x, np.int64(nmy[x]), k_max, n_ch, alpha,
-                        alpha1, prune, var_threshold, background_ratio, var_threshold_gen,
-                        var_init, var_min, var_max)
-                    nmy[x] = n_alive
-                if background:
-                    mb[x] = BACKGROUND
-                else:
-                    shadow = False
-                    if detect_shadows:
-                        shadow = _is_shadow(data, wy, my, vy, x, n_alive, n_ch, var_threshold,
-                                            background_ratio, tau)
-                    mb[x] = SHADOW if shadow else FOREGROUND
-            if write_bg:
+                    for x in range(width):
+                        nm = nmy[x]
+                        nmax = max(nmax, nm)
+                        v = vy[0, x]
+                        w = wy[0, x]
+                        mu0 = my[0, x]
+                        d0 = mu0 - np.float32(fr[x]) * scale
+                        dist2 = d0 * d0
+                        wt = alpha1 * w + prune
+                        wt = wt + alpha
+                        ok = (nm > 0) & (dist2 < var_threshold_gen * v) & (wt >= -prune)
+                        k = alpha / wt
+                        vnew = v + k * (dist2 - v)
+                        vnew = var_min if vnew < var_min else vnew
+                        vnew = var_max if vnew > var_max else vnew
+                        my[0, x] = mu0 - k * d0 if ok else mu0
+                        vy[0, x] = vnew if ok else v
+                        wy[0, x] = wt if ok else w
+                        tot[x] = wt
+                        cnt[x] = 1
+                        bgd[x] = dist2 < var_threshold * v
+                        fast[x] = ok
+                # pass B: decay (and prune) the other modes of the fast pixels; sum the weights
+                for m in range(1, nmax):
+                    for x in range(width):
+                        w = wy[m, x]
+                        wm = alpha1 * w + prune
+                        keep = (m < nmy[x]) & (wm >= -prune)
+                        wm = wm if keep else f0
+                        wy[m, x] = wm if fast[x] else w
+                        tot[x] += wm
+                        cnt[x] += keep
+                # pass C: normalise (modes beyond a pixel's own count hold 0 and stay 0)
                 for x in range(width):
+                    t = tot[x]
+                    tot[x] = f1 / t if t > eps else f0
+                for m in range(nmax):
+                    for x in range(width):
+                        w = wy[m, x]
+                        wy[m, x] = w * tot[x] if fast[x] else w
+                mb = masks[b, y]
+                for x in range(width):
+                    nmy[x] = cnt[x] if fast[x] else nmy[x]
+                    mb[x] = BACKGROUND if bgd[x] else FOREGROUND
+                # the other pixels, and the shadow test of fast foreground pixels
+                for x in range(width):
+                    f = fast[x]
+                    if f and (bgd[x] or not detect_shadows):
+                        continue
                     for c in range(n_ch):
-                        bg_out[b, y, x, c] = my[c, x] * inv_scale if nmy[x] > 0 else 0.0
+                        data[c] = np.float32(fr[n_ch * x + c]) * scale
+                    if f:
+                        n_alive = np.int64(nmy[x])
+                        background = False
+                    else:
+                        n_alive, background = _update_pixel(
+                            data, diff, wy, my, vy, x, np.int64(nmy[x]), k_max, n_ch, alpha,
+                            alpha1, prune, var_threshold, background_ratio, var_threshold_gen,
+                            var_init, var_min, var_max)
+                        nmy[x] = n_alive
+                    if background:
+                        mb[x] = BACKGROUND
+                    else:
+                        shadow = False
+                        if detect_shadows:
+                            shadow = _is_shadow(data, wy, my, vy, x, n_alive, n_ch, var_threshold,
+                                                background_ratio, tau)
+                        mb[x] = SHADOW if shadow else FOREGROUND
+                if write_bg:
+                    for x in range(width):
+                        for c in range(n_ch):
+                            bg_out[b, y, x, c] = my[c, x] * inv_scale if nmy[x] > 0 else 0.0
 
 
 def mog2_apply(frames, scale, weights, means, variances, n_modes, masks, bg_out, write_bg,
@@ -438,13 +466,8 @@ def mog2_apply(frames, scale, weights, means, variances, n_modes, masks, bg_out,
            bool(write_bg), np.ascontiguousarray(alphas, np.float64), float(var_threshold),
            float(background_ratio), float(var_threshold_gen), float(var_init), float(var_min),
            float(var_max), float(ct), float(tau), bool(detect_shadows),
-           _row_order(height))
-
-
-def _row_order(height):
-    """Rows grouped by ``row % n_threads``: prange's equal chunks then interleave over the frame."""
-    n = max(1, numba.get_num_threads())
-    return np.argsort(np.arange(height) % n, kind="stable").astype(np.int64)
+           np.arange(height, dtype=np.int64), np.zeros(1, np.int64),
+           max(1, numba.get_num_threads()))
 
 
 @njit(**PJIT)
