@@ -27,7 +27,8 @@ Differences from OpenCV (deliberate, documented in ``napari_gmm.background``):
 
 Kernels trust their input: shapes, dtypes and contiguity are checked by the public wrappers.
 The update arithmetic is float32 (as OpenCV's), IEEE without fast-math; the shadow test runs in
-float64.
+float64, also without fast-math. The per-pixel helpers are inlined into the parallel kernels
+(``inline="always"``): a call per pixel that passes array views costs more than the update.
 """
 
 import numba
@@ -70,7 +71,7 @@ def new_state(height, width, n_mixtures, n_channels):
             np.zeros((h, k, w), np.float32), np.zeros((h, w), np.uint8))
 
 
-@njit(**JIT)
+@njit(inline="always", **JIT_EXACT)
 def _is_shadow(data, wy, my, vy, x, nm, n_ch, var_threshold, background_ratio, tau):
     """Prati et al. shadow test of pixel ``x`` of a row against its background modes.
 
