@@ -194,6 +194,8 @@ def _estep_diag_chunk(X, w, start, stop, MT, PT, c0, ref, acc, c):
     best = np.empty(BLOCK)
     s = np.empty(BLOCK)
     cand = np.empty(K, np.int64)
+    far = np.empty(K)
+    near = np.empty(K)
     lo = np.empty(D)
     hi = np.empty(D)
     ll = 0.0
@@ -211,22 +213,26 @@ def _estep_diag_chunk(X, w, start, stop, MT, PT, c0, ref, acc, c):
         # Prune the components that cannot come within SKIP nats of any sample's best one: an
         # upper bound of their log-probability over the block's bounding box against a lower
         # bound of every sample's best. A sample's best component always stays.
+        # (components in the inner loops: they vectorise)
+        for k in range(K):
+            far[k] = 0.0
+            near[k] = 0.0
+        for j in range(D):
+            lj = lo[j]
+            hj = hi[j]
+            for k in range(K):
+                m = MT[j, k]
+                u = lj - m
+                v = hj - m
+                far[k] += max(u * u, v * v) * PT[j, k]
+                g = max(u, 0.0) + max(-v, 0.0)  # distance from m to [lo, hi] along j
+                near[k] += g * g * PT[j, k]
         lb = -np.inf
         for k in range(K):
-            far = 0.0
-            for j in range(D):
-                u = lo[j] - MT[j, k]
-                v = hi[j] - MT[j, k]
-                far += max(u * u, v * v) * PT[j, k]
-            lb = max(lb, c0[k] - 0.5 * far)
+            lb = max(lb, c0[k] - 0.5 * far[k])
         nc = 0
         for k in range(K):
-            near = 0.0
-            for j in range(D):
-                m = MT[j, k]
-                g = lo[j] - m if m < lo[j] else (m - hi[j] if m > hi[j] else 0.0)
-                near += g * g * PT[j, k]
-            if c0[k] - 0.5 * near - lb > SKIP:
+            if c0[k] - 0.5 * near[k] - lb > SKIP:
                 cand[nc] = k
                 nc += 1
         for i in range(nb):
@@ -256,8 +262,8 @@ def _estep_diag_chunk(X, w, start, stop, MT, PT, c0, ref, acc, c):
                 e = e if t > SKIP else 0.0
                 L[q, i] = e
                 s[i] += e
-        for i in range(nb):
-            wi = w[b0 + i]
+        for i in range(nb):  # scalar: np.log is a libm call (a polynomial log with its division
+            wi = w[b0 + i]   # did not vectorise either, and ran slower)
             ll += wi * (best[i] + np.log(s[i]))
             f[i] = wi / s[i]
         for q in range(nc):
