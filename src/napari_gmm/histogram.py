@@ -188,9 +188,26 @@ def grey_spec(dtype, lo, hi, bins):
     return {"kind": "binned", "lo": float(lo), "nbins": nb, "width": float(width), "inv_width": 1.0 / width}
 
 
+def _small_int(a):
+    """8- or 16-bit integer pixels: their unsigned view (signed ones by bit pattern), else None.
+    These are counted and looked up in tables over the whole dtype (at most 65536 entries)."""
+    if a.dtype.kind in "ui" and a.dtype.itemsize <= 2:
+        return a.view(np.dtype(f"u{a.dtype.itemsize}"))
+    return None
+
+
+def _patterns(spec, dtype):
+    """Unsigned bit patterns of the grey levels vmin .. vmin + nbins - 1 of an 8/16-bit dtype."""
+    return (np.arange(spec["nbins"]) + spec["vmin"]).astype(dtype).view(np.dtype(f"u{dtype.itemsize}"))
+
+
 def grey_counts(a, m, spec):
     """Per-block histogram: dense counts (and sums for binned), or (values, counts) when sparse."""
     if spec["kind"] == "integer":
+        u = _small_int(a)
+        if u is not None:  # no offset and no range check in the counting loop
+            full = _kern("bincount_direct", a.size)(u, m, 1 << (8 * a.dtype.itemsize), _nt())
+            return full[_patterns(spec, a.dtype)]
         return _kern("bincount_offset", a.size)(a, m, np.int64(spec["vmin"]), spec["nbins"], _nt())
     if spec["kind"] == "binned":
         return _kern("bincount_float", a.size)(a, m, spec["lo"], spec["inv_width"], spec["nbins"], _nt())
@@ -250,13 +267,11 @@ def grey_grid(hist: Histogram):
 
 def grey_lookup(a, m, spec, lut, out):
     """Write lut[bin(pixel)] (0 where excluded) into ``out`` for one flat block."""
-    if spec["kind"] == "integer" and a.dtype.kind in "ui" and a.dtype.itemsize <= 2:
+    if spec["kind"] == "integer" and _small_int(a) is not None:
         # a table over the whole 8/16-bit dtype (at most 64 KiB): no offset, no range check
-        u = a.view(np.dtype(f"u{a.dtype.itemsize}"))
         full = np.zeros(1 << (8 * a.dtype.itemsize), lut.dtype)
-        vals = (np.arange(lut.size) + spec["vmin"]).astype(a.dtype).view(u.dtype)
-        full[vals] = lut
-        _kern("lut_direct", a.size)(u, m, full, out)
+        full[_patterns(spec, a.dtype)] = lut
+        _kern("lut_direct", a.size)(_small_int(a), m, full, out)
     elif spec["kind"] == "integer":
         _kern("lut_offset", a.size)(a, m, np.int64(spec["vmin"]), lut, out)
     elif spec["kind"] == "binned":

@@ -44,15 +44,15 @@ def test_int_range_counts_masked_pixels_in_every_chunk():
     assert k.int_range(a, np.zeros(0, np.uint8), get_num_threads()) == (a.min(), a.max(), a.size)
 
 
-def test_grey_lookup_full_dtype_table_equals_checked_lookup():
-    """8/16-bit images go through a table over the whole dtype (signed ones by their bit pattern);
-    it must give what the checked offset table gives, masked pixels 0."""
+def test_grey_lookup_and_counts_through_whole_dtype_tables():
+    """8/16-bit images are counted and looked up through tables over the whole dtype (signed ones
+    by their bit pattern): same as the offset tables, masked pixels 0 and not counted."""
     import importlib
 
     h = importlib.import_module("napari_gmm.histogram")
     rng = np.random.default_rng(4)
     for dt, lo, hi in ((np.uint8, 3, 250), (np.int8, -100, 90), (np.uint16, 700, 56000), (np.int16, -3000, 2000)):
-        a = rng.integers(lo, hi + 1, 300_001).astype(dt)
+        a = rng.integers(lo, hi + 1, 1_100_001).astype(dt)  # above SERIAL_BELOW: the parallel kernels
         m = (rng.random(a.size) > 0.2).astype(np.uint8)
         spec = {"kind": "integer", "vmin": lo, "nbins": hi - lo + 1}
         lut = rng.integers(1, 200, hi - lo + 1).astype(np.uint8)
@@ -62,6 +62,11 @@ def test_grey_lookup_full_dtype_table_equals_checked_lookup():
             if mask.size:
                 want = np.where(mask == 1, want, 0)
             np.testing.assert_array_equal(got, want, err_msg=str(dt))
+            # counting goes through a whole-dtype histogram too
+            counted = a if not mask.size else a[mask == 1]
+            np.testing.assert_array_equal(h.grey_counts(a, mask, spec),
+                                          np.bincount(counted.astype(np.int64) - lo, minlength=hi - lo + 1),
+                                          err_msg=str(dt))
 
 
 def test_packed_keys_dense_and_sorted_agree():
