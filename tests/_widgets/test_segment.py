@@ -113,6 +113,23 @@ def test_grey_run_adds_labels_matching_the_core(viewer, qtbot, notes):
     assert layer.data is img
 
 
+def test_first_run_of_a_session_says_why_it_may_be_slow(viewer, qtbot, notes, monkeypatch):
+    from napari_gmm._widgets import _common
+
+    monkeypatch.setattr(_common, "_WARM", set())  # as in a fresh session
+    viewer.add_image(camera()[::4, ::4], name="camera")
+    w = dock(viewer)
+    worker = w.run()
+    assert worker is not None
+    assert "first run of this session" in w.summary.value and "compiles" in w.summary.value
+    qtbot.waitUntil(lambda: not w.is_running, timeout=WAIT_MS)
+    assert "segment" in _common._WARM
+    assert w.run() is not None  # second run: the plain status line
+    assert w.summary.value == "running on 'camera'..."
+    qtbot.waitUntil(lambda: not w.is_running, timeout=WAIT_MS)
+    assert notes["error"] == []
+
+
 def test_rerun_updates_the_same_labels_layer(viewer, qtbot, notes):
     img = camera()
     viewer.add_image(img, name="camera")

@@ -39,7 +39,7 @@ from napari.utils.notifications import show_error, show_info
 
 import napari_gmm as ng
 
-from ._common import COMPUTE_LOCK, ProgressRelay, RunCancelMixin
+from ._common import COMPUTE_LOCK, ProgressRelay, RunCancelMixin, mark_warm, running_message
 
 if TYPE_CHECKING:
     import napari
@@ -229,7 +229,7 @@ class BackgroundWidget(RunCancelMixin, Container):
         self.run_button.text = "Cancel"
         self.progress.value = 0
         self.progress.visible = True
-        self.summary.value = f"running on '{job.layer.name}'..."
+        self.summary.value = running_message("background", job.layer.name)
         self._worker = create_worker(
             _compute, job, self._relay,
             _connect={"returned": self._on_returned, "errored": self._on_errored,
@@ -327,6 +327,7 @@ class BackgroundWidget(RunCancelMixin, Container):
             show_error(f"napari-gmm failed ({type(exc).__name__}): {exc}")
 
     def _on_finished(self):
+        mark_warm("background")  # its kernels are loaded now
         if not self._alive["alive"]:
             return
         self._worker = None

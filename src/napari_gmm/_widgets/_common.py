@@ -12,6 +12,25 @@ from qtpy.QtCore import QObject, Signal
 COMPUTE_LOCK = threading.Lock()
 
 
+#: the kinds of job ("segment", "background") that have finished once in this process
+_WARM: set[str] = set()
+
+
+def running_message(kind: str, layer_name: str) -> str:
+    """The status line while a job runs; the first job of its kind in a session also says why it
+    may take a while (Numba loads its compiled kernels, or compiles them once after installing)."""
+    msg = f"running on '{layer_name}'..."
+    if kind not in _WARM:
+        msg += (" (first run of this session: Numba loads its kernels from its cache; the very first "
+                "run after installing compiles them, up to a minute, once)")
+    return msg
+
+
+def mark_warm(kind: str) -> None:
+    """Record that a job of this kind has run: its kernels are loaded."""
+    _WARM.add(kind)
+
+
 class ProgressRelay(QObject):
     """Carries ``progress(done, total)`` calls from the computing thread to the GUI thread.
 

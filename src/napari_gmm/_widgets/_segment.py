@@ -54,7 +54,7 @@ from qtpy.QtWidgets import QSizePolicy
 
 import napari_gmm as ng
 
-from ._common import COMPUTE_LOCK, ProgressRelay, RunCancelMixin
+from ._common import COMPUTE_LOCK, ProgressRelay, RunCancelMixin, mark_warm, running_message
 
 if TYPE_CHECKING:
     import napari
@@ -578,7 +578,7 @@ class SegmentWidget(RunCancelMixin, Container):
         self.run_button.text = "Cancel"
         self.progress.native.setRange(0, 0)  # busy until the core reports progress
         self.progress.visible = True
-        self.summary.value = f"running on '{job.layer.name}'..."
+        self.summary.value = running_message("segment", job.layer.name)
         self._worker = create_worker(
             _compute, job, self._relay,
             _connect={"returned": self._on_returned, "errored": self._on_errored,
@@ -720,6 +720,7 @@ class SegmentWidget(RunCancelMixin, Container):
         show_error(f"napari-gmm failed ({type(exc).__name__}): {exc}")
 
     def _on_finished(self):
+        mark_warm("segment")  # its kernels are loaded now
         if not self._alive["alive"]:
             return
         self._worker = None
