@@ -644,9 +644,12 @@ def _subtract_background_steps(stack, *, time_axis=0, channel_axis=None, burn_in
         fg_img = np.empty((n_t,) + frame_shape, out_dtype)
     need_bg = background == "all" or foreground_image == "difference"
 
-    # frames per kernel launch: at most 16, and at most 32 MiB of float32 per block
+    # frames per kernel launch: 16 (fewer launches; a row's state stays in cache through the
+    # block), and at most 32 MiB for the float32 background buffer when there is one
     frame_f32 = int(np.prod(frame_shape)) * 4
-    block = int(max(1, min(16, (32 * 2**20) // max(frame_f32, 1))))
+    block = 16
+    if need_bg:
+        block = int(max(1, min(16, (32 * 2**20) // max(frame_f32, 1))))
     model._ensure_buffers(block)
     bg_buf = np.empty((block,) + frame_shape[:2] + (model._c,), np.float32) if need_bg else None
 
