@@ -260,3 +260,50 @@ def test_majority_filter():
             elif mask[y, x] == 1:
                 ref[y, x] = 0
     np.testing.assert_array_equal(out, ref)
+
+
+def _majority_reference(mask, r):
+    ref = mask.copy()
+    h, w = mask.shape
+    for y in range(h):
+        for x in range(w):
+            win = mask[max(0, y - r):y + r + 1, max(0, x - r):x + r + 1]
+            if 2 * (win == 1).sum() > win.size:
+                ref[y, x] = 1
+            elif mask[y, x] == 1:
+                ref[y, x] = 0
+    return ref
+
+
+@pytest.mark.parametrize("shape", [(9, 13), (1, 6), (6, 1), (2, 2), (5, 3)])
+@pytest.mark.parametrize("radius", [1, 2, 3])
+def test_majority_filter_random_masks(shape, radius):
+    rng = np.random.default_rng(shape[0] * 100 + shape[1] + radius)
+    masks = rng.choice(3, size=(3,) + shape, p=[0.4, 0.45, 0.15]).astype(np.uint8)
+    out = np.empty_like(masks)
+    mog.majority_filter_stack(masks, radius, out)
+    for b in range(3):
+        np.testing.assert_array_equal(out[b], _majority_reference(masks[b], radius))
+
+
+def test_result_does_not_depend_on_the_thread_count():
+    numba = pytest.importorskip("numba")
+    rng = np.random.default_rng(12)
+    stack = _scene(rng, 24, 37, 29, 3)
+    alphas = np.array([1.0 / min(2 * (i + 1), 20) for i in range(24)])
+    results = []
+    before = numba.get_num_threads()
+    try:
+        for n in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
+            numba.set_num_threads(n)
+            state = mog.new_state(37, 29, 4, 3)
+            masks = np.zeros((24, 37, 29), np.uint8)
+            mog.mog2_apply(stack, 1.0, *state, masks, np.zeros((1, 1, 1, 3), np.float32), False,
+                           alphas, 16.0, 0.9, 9.0, 15.0, 4.0, 75.0, 0.05, 0.5, True)
+            results.append((masks, state))
+    finally:
+        numba.set_num_threads(before)
+    for (m1, s1), (m2, s2) in zip(results, results[1:]):
+        np.testing.assert_array_equal(m1, m2)
+        for a, b in zip(s1, s2):
+            np.testing.assert_array_equal(a, b)
