@@ -383,6 +383,52 @@ def test_large_float_colour_uses_grid():
     assert (labels == truth + 1).mean() > 0.999
 
 
+def test_wide_integer_multichannel_uses_grid_above_2_20_pixels(monkeypatch):
+    """16-bit multichannel data (over 24 packed bits) are nearly all distinct when noisy: unique
+    colours up to 2**20 pixels, the grid above (and whenever ``bins`` is given)."""
+    from napari_gmm import mixture as mx
+
+    rng = np.random.default_rng(1)
+    truth = rng.integers(0, 3, (1030, 1030))
+    means = np.array([[500, 8000, 3000], [6000, 1000, 2000], [3000, 3000, 12000]])
+    img = (means[truth] + rng.normal(0, 300, truth.shape + (3,))).clip(0, 65535).astype(np.uint16)
+    mask = np.ones(truth.shape, bool)
+    mask[:5] = False
+    before = img.copy()
+    assert ng.histogram(img, channel_axis=-1).kind == "grid"
+    assert ng.histogram(img[:500], channel_axis=-1).kind == "colour"
+    assert ng.histogram(img[:500], channel_axis=-1, bins=32).kind == "grid"
+    # labels are computed per pixel in slices; a small slice gives the same labels
+    labels, m = ng.segment(img, 3, channel_axis=-1, mask=mask, return_model=True)
+    assert m.params["compression"] == "grid"
+    by_brightness = np.array([2, 1, 3])[truth]  # labels are ordered by mean brightness
+    assert (labels[5:] == by_brightness[5:]).mean() > 0.999 and (labels[:5] == 0).all()
+    monkeypatch.setattr(mx, "LABEL_SLICE", 4099)
+    np.testing.assert_array_equal(mx._labels_from_hist(m, img, ng.histogram(img, channel_axis=-1, mask=mask),
+                                                       -1, mask), labels)
+    np.testing.assert_array_equal(img, before)
+
+
+def test_grid_dense_tables_equal_the_sorted_keys():
+    import importlib
+
+    h = importlib.import_module("napari_gmm.histogram")
+    rng = np.random.default_rng(2)
+    img = rng.normal(size=(1200, 1000, 3)).astype(np.float32)
+    img[3, 4, 1] = np.nan
+    dense = ng.histogram(img, channel_axis=-1)
+    assert dense.kind == "grid" and 64**3 <= h.MAX_DENSE_CELLS
+    old = h.MAX_DENSE_CELLS
+    try:
+        h.MAX_DENSE_CELLS = 0  # force the sort-based path
+        ref = ng.histogram(img, channel_axis=-1)
+    finally:
+        h.MAX_DENSE_CELLS = old
+    np.testing.assert_array_equal(dense.counts, ref.counts)
+    np.testing.assert_allclose(dense.values, ref.values, rtol=1e-9)
+    assert dense.counts.sum() == img.shape[0] * img.shape[1] - 1 and dense.n_nan == 1
+
+
 # --------------------------------------------------------------------------------------------
 # dask
 

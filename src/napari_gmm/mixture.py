@@ -924,10 +924,21 @@ def _labels_from_hist(model, image, hist, channel_axis, mask):
     if hist.kind == "colour":
         lut = (model._sample_labels(hist.values) + 1).astype(dt)
         _h.colour_lookup(a, m, hist, lut, out)
-    else:  # float: exact per pixel
-        valid = _valid_rows(a, m)
-        out[valid] = (model._sample_labels(a[valid]) + 1).astype(dt)
+    else:  # every pixel through the model, in slices of LABEL_SLICE pixels (bounded memory)
+        for s in range(0, a.shape[0], LABEL_SLICE):
+            sub = a[s:s + LABEL_SLICE]
+            valid = _valid_rows(sub, m[s:s + LABEL_SLICE] if m.size else m)
+            part = out[s:s + LABEL_SLICE]
+            if valid.all():
+                part[:] = model._sample_labels(sub) + 1
+            else:
+                part[valid] = model._sample_labels(sub[valid]) + 1
     return out.reshape(spatial)
+
+
+#: pixels labelled per slice where every pixel goes through the model (float or wide-integer
+#: multichannel data): the float64 copy of a slice is 8 * D MiB
+LABEL_SLICE = 2**20
 
 
 def _segment_numpy(image, n_components, channel_axis, mask, fit_kw, callback=None):

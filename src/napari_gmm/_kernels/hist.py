@@ -341,6 +341,48 @@ def grid_keys(a, m, lo, inv_width, nbins, out):
         out[i] = key if ok else -1
 
 
+@njit(**PJIT)
+def grid_accumulate(a, m, lo, inv_width, nbins, ncells, nthreads):
+    """Pixel counts (int64) and channel sums (float64, (ncells, D)) of every cell of a per-channel
+    grid of ``nbins`` cells (the cells of :func:`grid_keys`), in dense tables: one pass, no key
+    array and no sort. One pair of tables per thread, merged at the end; masked and non-finite
+    pixels are left out."""
+    N, D = a.shape
+    has_mask = m.size > 0
+    nc = min(nthreads, max(1, N // 65536))
+    step = (N + nc - 1) // nc
+    counts = np.zeros((nc, ncells), np.int64)
+    sums = np.zeros((nc, ncells, D))
+    for c in prange(nc):
+        for i in range(c * step, min(N, (c + 1) * step)):
+            if has_mask and m[i] == 0:
+                continue
+            key = np.int64(0)
+            ok = True
+            for d in range(D):
+                v = np.float64(a[i, d])
+                if not np.isfinite(v):
+                    ok = False
+                    break
+                b = np.int64((v - lo[d]) * inv_width[d])
+                if b >= nbins:
+                    b = nbins - 1
+                elif b < 0:
+                    b = 0
+                key = key * nbins + b
+            if not ok:
+                continue
+            counts[c, key] += 1
+            for d in range(D):
+                sums[c, key, d] += np.float64(a[i, d])
+    total = counts[0].copy()
+    tsum = sums[0].copy()
+    for c in range(1, nc):
+        total += counts[c]
+        tsum += sums[c]
+    return total, tsum
+
+
 @njit(**JIT)
 def count_packed_dense(a, m, mins, shifts, size):
     """Counts of every packed key in a dense table of ``size`` (uint32); serial, one pass, no key array."""
