@@ -509,7 +509,8 @@ def _kmeanspp_centres(X, w, K, rng):
     u = rng.random((K - 1, n_trials))
     idx = np.empty(K, np.int64)
     X = np.ascontiguousarray(X, dtype=np.float64)
-    _km.kmeanspp(X, np.ascontiguousarray(w, dtype=np.float64), int(first), u, idx)
+    f = _km.kmeanspp if M * K >= PARALLEL_WORK else _km.kmeanspp_serial
+    f(X, np.ascontiguousarray(w, dtype=np.float64), int(first), u, idx)
     return X[idx]
 
 

@@ -21,7 +21,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._config import JIT, JIT_NO_REASSOC, PJIT
+from ._config import JIT, JIT_NO_REASSOC, PJIT, serial_copy
 
 LOG_2PI = np.log(2.0 * np.pi)
 #: components whose log-probability is this far below a sample's best one get exp() == 0:
@@ -326,7 +326,7 @@ def _estep_full_chunk(X, w, start, stop, means, ref, inv_sd, prec_chol, log_det,
 #: the E-step, parallel over chunks of samples (large sample sets)
 estep_accumulate = njit(**PJIT)(_estep_impl)
 #: the same E-step compiled serially: no thread start-up for the few hundred samples of a grey histogram
-estep_accumulate_serial = njit(**JIT)(_estep_impl)
+estep_accumulate_serial = njit(**JIT)(serial_copy(_estep_impl))
 
 
 def _map_labels(X, means, inv_sd, prec_chol, log_det, log_w, cov_type, out, nthreads):
@@ -370,7 +370,7 @@ def _map_labels(X, means, inv_sd, prec_chol, log_det, log_w, cov_type, out, nthr
 
 map_labels = njit(**PJIT)(_map_labels)
 #: serial twin: the look-up table of a grey histogram has a few hundred entries
-map_labels_serial = njit(**JIT)(_map_labels)
+map_labels_serial = njit(**JIT)(serial_copy(_map_labels))
 
 
 @njit(**PJIT)

@@ -8,7 +8,7 @@ result (no atomics), merged serially at the end.
 import numpy as np
 from numba import njit, prange
 
-from ._config import JIT, PJIT
+from ._config import JIT, PJIT, serial_copy
 
 
 @njit(**JIT)
@@ -435,14 +435,14 @@ def lookup_sorted(keys, table_keys, lut, negative_is_masked, out):
 # --- parallel kernels and their serial twins -------------------------------------------------
 # A parallel region costs a thread wake-up (tens of microseconds with passive waiting): images
 # below a megapixel are faster on the calling thread alone. The wrappers pick by size.
-int_range, int_range_serial = njit(**PJIT)(_int_range), njit(**JIT)(_int_range)
-float_range, float_range_serial = njit(**PJIT)(_float_range), njit(**JIT)(_float_range)
-bincount_offset, bincount_offset_serial = njit(**PJIT)(_bincount_offset), njit(**JIT)(_bincount_offset)
-bincount_float, bincount_float_serial = njit(**PJIT)(_bincount_float), njit(**JIT)(_bincount_float)
-lut_offset, lut_offset_serial = njit(**PJIT)(_lut_offset), njit(**JIT)(_lut_offset)
-lut_direct, lut_direct_serial = njit(**PJIT)(_lut_direct), njit(**JIT)(_lut_direct)
-bincount_direct, bincount_direct_serial = njit(**PJIT)(_bincount_direct), njit(**JIT)(_bincount_direct)
-lut_float, lut_float_serial = njit(**PJIT)(_lut_float), njit(**JIT)(_lut_float)
+int_range, int_range_serial = njit(**PJIT)(_int_range), njit(**JIT)(serial_copy(_int_range))
+float_range, float_range_serial = njit(**PJIT)(_float_range), njit(**JIT)(serial_copy(_float_range))
+bincount_offset, bincount_offset_serial = njit(**PJIT)(_bincount_offset), njit(**JIT)(serial_copy(_bincount_offset))
+bincount_float, bincount_float_serial = njit(**PJIT)(_bincount_float), njit(**JIT)(serial_copy(_bincount_float))
+lut_offset, lut_offset_serial = njit(**PJIT)(_lut_offset), njit(**JIT)(serial_copy(_lut_offset))
+lut_direct, lut_direct_serial = njit(**PJIT)(_lut_direct), njit(**JIT)(serial_copy(_lut_direct))
+bincount_direct, bincount_direct_serial = njit(**PJIT)(_bincount_direct), njit(**JIT)(serial_copy(_bincount_direct))
+lut_float, lut_float_serial = njit(**PJIT)(_lut_float), njit(**JIT)(serial_copy(_lut_float))
 
 
 @njit(**PJIT)

@@ -9,7 +9,7 @@ inner, contiguous ones (SIMD) and the loops over centres the outer ones.
 import numpy as np
 from numba import njit, prange
 
-from ._config import JIT, PJIT
+from ._config import JIT, PJIT, serial_copy
 
 #: samples per block of the assignment loops
 BLOCK = 256
@@ -64,11 +64,10 @@ def _assign_block(X, b0, nb, C, XT, best, arg, s):
 
 nearest_center = njit(**PJIT)(_nearest_impl)
 #: serial twin (no thread start-up for small sample sets)
-nearest_center_serial = njit(**JIT)(_nearest_impl)
+nearest_center_serial = njit(**JIT)(serial_copy(_nearest_impl))
 
 
-@njit(**JIT)
-def kmeanspp(X, w, first, u, out):
+def _kmeanspp_impl(X, w, first, u, out):
     """Greedy weighted k-means++ (Arthur & Vassilvitskii 2007; scikit-learn's ``_kmeans_plusplus``):
     the first centre is sample ``first``; each next one is the best, by the weighted potential
     sum w min(d2, |x - c|**2), of ``u.shape[1]`` candidates drawn with probability w * d2 by the
@@ -87,7 +86,9 @@ def kmeanspp(X, w, first, u, out):
             XT[j, i] = X[i, j]
     d2 = np.empty(M)
     cum = np.empty(M)
-    e2 = np.empty(KPP_BLOCK)
+    e2 = np.empty(((M + KPP_BLOCK - 1) // KPP_BLOCK, KPP_BLOCK))
+    nblocks = (M + KPP_BLOCK - 1) // KPP_BLOCK
+    bpots = np.empty((nblocks, n_trials))
     cand = np.empty(n_trials, np.int64)
     pots = np.empty(n_trials)
     out[0] = first
@@ -99,7 +100,8 @@ def kmeanspp(X, w, first, u, out):
             for t in range(n_trials):
                 cand[t] = min(np.searchsorted(cum, u[c - 1, t] * pot), M - 1)
                 pots[t] = 0.0
-            for b0 in range(0, M, KPP_BLOCK):
+            for bi in prange(nblocks):  # blocks in parallel, each with its own partial potentials
+                b0 = bi * KPP_BLOCK
                 b1 = min(M, b0 + KPP_BLOCK)
                 nb = b1 - b0
                 # views, indexed from 0: LLVM cannot see that b0 + i is non-negative, and Numba's
@@ -107,18 +109,23 @@ def kmeanspp(X, w, first, u, out):
                 xb = XT[:, b0:b1]
                 db = d2[b0:b1]
                 wb = w[b0:b1]
+                eb = e2[bi]
                 for t in range(n_trials):
                     for i in range(nb):
-                        e2[i] = 0.0
+                        eb[i] = 0.0
                     for j in range(D):
                         cj = XT[j, cand[t]]
                         for i in range(nb):
                             e = xb[j, i] - cj
-                            e2[i] += e * e
+                            eb[i] += e * e
                     p = 0.0
                     for i in range(nb):
-                        p += wb[i] * min(db[i], e2[i])
-                    pots[t] += p
+                        p += wb[i] * min(db[i], eb[i])
+                    bpots[bi, t] = p
+            for t in range(n_trials):
+                pots[t] = 0.0
+                for bi in range(nblocks):
+                    pots[t] += bpots[bi, t]
             bt = 0
             for t in range(1, n_trials):
                 if pots[t] < pots[bt]:
@@ -127,6 +134,11 @@ def kmeanspp(X, w, first, u, out):
         out[c] = jc
         pot = _kpp_update(XT, w, jc, d2, cum, False)
     return out
+
+
+kmeanspp = njit(**PJIT)(_kmeanspp_impl)
+#: serial twin (small sample sets)
+kmeanspp_serial = njit(**JIT)(serial_copy(_kmeanspp_impl))
 
 
 @njit(inline="always", **JIT)
