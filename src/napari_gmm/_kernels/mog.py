@@ -401,9 +401,16 @@ def _apply_fast(frames, scale, weights, means, variances, n_modes, masks, bg_out
                     if f:
                         n_alive = np.int64(nmy[x])
                         background = False
+                    elif rgb:
+                        # a literal channel count: the inlined update's channel loops unroll
+                        n_alive, background = _update_pixel(
+                            data, diff, wy, my, vy, x, np.int64(nmy[x]), k_max, 3, alpha,
+                            alpha1, prune, var_threshold, background_ratio, var_threshold_gen,
+                            var_init, var_min, var_max)
+                        nmy[x] = n_alive
                     else:
                         n_alive, background = _update_pixel(
-                            data, diff, wy, my, vy, x, np.int64(nmy[x]), k_max, n_ch, alpha,
+                            data, diff, wy, my, vy, x, np.int64(nmy[x]), k_max, 1, alpha,
                             alpha1, prune, var_threshold, background_ratio, var_threshold_gen,
                             var_init, var_min, var_max)
                         nmy[x] = n_alive
@@ -411,8 +418,11 @@ def _apply_fast(frames, scale, weights, means, variances, n_modes, masks, bg_out
                         mb[x] = BACKGROUND
                     else:
                         shadow = False
-                        if detect_shadows:
-                            shadow = _is_shadow(data, wy, my, vy, x, n_alive, n_ch, var_threshold,
+                        if detect_shadows and rgb:
+                            shadow = _is_shadow(data, wy, my, vy, x, n_alive, 3, var_threshold,
+                                                background_ratio, tau)
+                        elif detect_shadows:
+                            shadow = _is_shadow(data, wy, my, vy, x, n_alive, 1, var_threshold,
                                                 background_ratio, tau)
                         mb[x] = SHADOW if shadow else FOREGROUND
                 if write_bg:
