@@ -105,12 +105,14 @@ def _is_shadow(data, wy, my, vy, x, nm, n_ch, var_threshold, background_ratio, t
 @njit(inline="always", **JIT_EXACT)
 def _update_pixel(data, diff, wy, my, vy, x, nm, k_max, n_ch, alpha, alpha1, prune,
                   var_threshold, background_ratio, var_threshold_gen, var_init, var_min,
-                  var_max):
+                  var_max, skip_top, top_background):
     """The MOG2 update of pixel ``x`` of a row, any number of channels: the reference form.
 
     ``data`` (C,) is the sample in model units, ``diff`` (C,) scratch; ``wy``, ``vy`` are the
     row's (K, W) weights and variances, ``my`` its (K * C, W) means; every float argument is
-    float32. Returns ``(n_alive, background)``.
+    float32. ``skip_top``: the caller knows that the top mode does not match and whether it
+    makes the pixel background (``top_background``), so its distance is not computed again.
+    Returns ``(n_alive, background)``.
     """
     f0 = np.float32(0.0)
     f1 = np.float32(1.0)
@@ -118,7 +120,17 @@ def _update_pixel(data, diff, wy, my, vy, x, nm, k_max, n_ch, alpha, alpha1, pru
     fits = False
     total = f0
     n_alive = nm
-    for m in range(nm):
+    first = 0
+    if skip_top and nm > 0:
+        wt = alpha1 * wy[0, x] + prune
+        background = top_background
+        if wt < -prune:
+            wt = f0
+            n_alive -= 1
+        wy[0, x] = wt
+        total += wt
+        first = 1
+    for m in range(first, nm):
         wt = alpha1 * wy[m, x] + prune
         dest = m
         if not fits:
@@ -248,7 +260,7 @@ def _apply_any(frames, scale, weights, means, variances, n_modes, masks, bg_out,
                     n_alive, background = _update_pixel(
                         data, diff, wy, my, vy, x, np.int64(n_modes[y, x]), k_max, n_ch, alpha,
                         alpha1, prune, var_threshold, background_ratio, var_threshold_gen,
-                        var_init, var_min, var_max)
+                        var_init, var_min, var_max, False, False)
                     n_modes[y, x] = n_alive
                     if background:
                         masks[b, y, x] = BACKGROUND
@@ -306,6 +318,7 @@ def _apply_fast(frames, scale, weights, means, variances, n_modes, masks, bg_out
             nmy = n_modes[y]
             fast = np.empty(width, np.bool_)
             bgd = np.empty(width, np.bool_)
+            fit0 = np.empty(width, np.bool_)          # the top mode is within var_threshold_gen
             tot = np.empty(width, np.float32)
             cnt = np.empty(width, np.uint8)
             data = np.empty(n_ch, np.float32)
@@ -346,6 +359,7 @@ def _apply_fast(frames, scale, weights, means, variances, n_modes, masks, bg_out
                         cnt[x] = 1
                         bgd[x] = dist2 < var_threshold * v
                         fast[x] = ok
+                        fit0[x] = dist2 < var_threshold_gen * v
                 else:
                     for x in range(width):
                         nm = nmy[x]
@@ -369,6 +383,7 @@ def _apply_fast(frames, scale, weights, means, variances, n_modes, masks, bg_out
                         cnt[x] = 1
                         bgd[x] = dist2 < var_threshold * v
                         fast[x] = ok
+                        fit0[x] = dist2 < var_threshold_gen * v
                 # pass B: decay (and prune) the other modes of the fast pixels; sum the weights
                 for m in range(1, nmax):
                     for x in range(width):
@@ -406,13 +421,13 @@ def _apply_fast(frames, scale, weights, means, variances, n_modes, masks, bg_out
                         n_alive, background = _update_pixel(
                             data, diff, wy, my, vy, x, np.int64(nmy[x]), k_max, 3, alpha,
                             alpha1, prune, var_threshold, background_ratio, var_threshold_gen,
-                            var_init, var_min, var_max)
+                            var_init, var_min, var_max, not fit0[x], bgd[x])
                         nmy[x] = n_alive
                     else:
                         n_alive, background = _update_pixel(
                             data, diff, wy, my, vy, x, np.int64(nmy[x]), k_max, 1, alpha,
                             alpha1, prune, var_threshold, background_ratio, var_threshold_gen,
-                            var_init, var_min, var_max)
+                            var_init, var_min, var_max, not fit0[x], bgd[x])
                         nmy[x] = n_alive
                     if background:
                         mb[x] = BACKGROUND
