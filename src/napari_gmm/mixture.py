@@ -500,6 +500,10 @@ def _nearest(X, C):
     return assign, dist
 
 
+#: samples from which k-means++ runs on all threads
+KPP_PARALLEL_SAMPLES = 2**18
+
+
 def _kmeanspp_centres(X, w, K, rng):
     """Weighted greedy k-means++ seeding (Arthur & Vassilvitskii 2007, as scikit-learn): each new
     centre is the best of 2 + log K candidates drawn with probability w * D**2."""
@@ -509,7 +513,9 @@ def _kmeanspp_centres(X, w, K, rng):
     u = rng.random((K - 1, n_trials))
     idx = np.empty(K, np.int64)
     X = np.ascontiguousarray(X, dtype=np.float64)
-    f = _km.kmeanspp if M * K >= PARALLEL_WORK else _km.kmeanspp_serial
+    # one parallel region per centre, each worth M * n_trials distances: worth the threads' wake-up
+    # only for large sample sets (on the seed's 48,414 colours the serial twin was faster)
+    f = _km.kmeanspp if M >= KPP_PARALLEL_SAMPLES else _km.kmeanspp_serial
     f(X, np.ascontiguousarray(w, dtype=np.float64), int(first), u, idx)
     return X[idx]
 
@@ -1112,8 +1118,8 @@ def _paint_means(image, labels, means, channel_axis):
     view = out[..., None] if channel_axis is None else np.moveaxis(out, channel_axis, -1)
     if view.flags.c_contiguous and dt != np.float16:
         # in place, in parallel, through a flat (N, D) view of the copy
-        _kh.paint_table(np.ascontiguousarray(labels).reshape(-1), np.ascontiguousarray(table),
-                        view.reshape(-1, view.shape[-1]))
+        paint = _kh.paint_table if labels.size >= _h.SERIAL_BELOW else _kh.paint_table_serial
+        paint(np.ascontiguousarray(labels).reshape(-1), np.ascontiguousarray(table), view.reshape(-1, view.shape[-1]))
         return out
     sel = labels > 0
     view[sel] = table[labels[sel].astype(np.intp) - 1]

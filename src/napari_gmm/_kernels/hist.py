@@ -445,8 +445,7 @@ bincount_direct, bincount_direct_serial = njit(**PJIT)(_bincount_direct), njit(*
 lut_float, lut_float_serial = njit(**PJIT)(_lut_float), njit(**JIT)(serial_copy(_lut_float))
 
 
-@njit(**PJIT)
-def paint_table(labels, table, out):
+def _paint_table(labels, table, out):
     """out[i, :] = table[labels[i] - 1, :] where labels[i] > 0 (others keep their value)."""
     n = labels.size
     D = table.shape[1]
@@ -455,3 +454,6 @@ def paint_table(labels, table, out):
         if lab > 0:
             for d in range(D):
                 out[i, d] = table[lab - 1, d]
+
+
+paint_table, paint_table_serial = njit(**PJIT)(_paint_table), njit(**JIT)(serial_copy(_paint_table))
