@@ -500,10 +500,6 @@ def _nearest(X, C):
     return assign, dist
 
 
-#: samples from which k-means++ runs on all threads
-KPP_PARALLEL_SAMPLES = 2**18
-
-
 def _kmeanspp_centres(X, w, K, rng):
     """Weighted greedy k-means++ seeding (Arthur & Vassilvitskii 2007, as scikit-learn): each new
     centre is the best of 2 + log K candidates drawn with probability w * D**2."""
@@ -513,10 +509,7 @@ def _kmeanspp_centres(X, w, K, rng):
     u = rng.random((K - 1, n_trials))
     idx = np.empty(K, np.int64)
     X = np.ascontiguousarray(X, dtype=np.float64)
-    # one parallel region per centre, each worth M * n_trials distances: worth the threads' wake-up
-    # only for large sample sets (on the seed's 48,414 colours the serial twin was faster)
-    f = _km.kmeanspp if M >= KPP_PARALLEL_SAMPLES else _km.kmeanspp_serial
-    f(X, np.ascontiguousarray(w, dtype=np.float64), int(first), u, idx)
+    _km.kmeanspp(X, np.ascontiguousarray(w, dtype=np.float64), int(first), u, idx)
     return X[idx]
 
 

@@ -316,29 +316,34 @@ def channel_ranges(a, m, nthreads):
     return outlo, outhi, bad.sum()
 
 
+@njit(inline="always", **JIT)
+def _cell_key(a, i, lo, inv_width, nbins):
+    """Cell of pixel ``i`` on a per-channel grid of ``nbins`` cells (the edges folded in), or -1
+    when one of its channels is not finite."""
+    key = np.int64(0)
+    for d in range(a.shape[1]):
+        v = np.float64(a[i, d])
+        if not np.isfinite(v):
+            return np.int64(-1)
+        b = np.int64((v - lo[d]) * inv_width[d])
+        if b >= nbins:
+            b = nbins - 1
+        elif b < 0:
+            b = 0
+        key = key * nbins + b
+    return key
+
+
 @njit(**PJIT)
 def grid_keys(a, m, lo, inv_width, nbins, out):
     """Cell key of every pixel on a per-channel grid of ``nbins`` cells; -1 where masked or non-finite."""
-    N, D = a.shape
+    N = a.shape[0]
     has_mask = m.size > 0
     for i in prange(N):
         if has_mask and m[i] == 0:
             out[i] = -1
-            continue
-        key = np.int64(0)
-        ok = True
-        for d in range(D):
-            v = np.float64(a[i, d])
-            if not np.isfinite(v):
-                ok = False
-                break
-            b = np.int64((v - lo[d]) * inv_width[d])
-            if b >= nbins:
-                b = nbins - 1
-            elif b < 0:
-                b = 0
-            key = key * nbins + b
-        out[i] = key if ok else -1
+        else:
+            out[i] = _cell_key(a, i, lo, inv_width, nbins)
 
 
 @njit(**PJIT)
@@ -357,20 +362,8 @@ def grid_accumulate(a, m, lo, inv_width, nbins, ncells, nthreads):
         for i in range(c * step, min(N, (c + 1) * step)):
             if has_mask and m[i] == 0:
                 continue
-            key = np.int64(0)
-            ok = True
-            for d in range(D):
-                v = np.float64(a[i, d])
-                if not np.isfinite(v):
-                    ok = False
-                    break
-                b = np.int64((v - lo[d]) * inv_width[d])
-                if b >= nbins:
-                    b = nbins - 1
-                elif b < 0:
-                    b = 0
-                key = key * nbins + b
-            if not ok:
+            key = _cell_key(a, i, lo, inv_width, nbins)
+            if key < 0:
                 continue
             counts[c, key] += 1
             for d in range(D):
