@@ -60,6 +60,22 @@ def _fetch_add(typingctx, counter, value):
     return sig, codegen
 
 
+@njit(inline="always", **JIT_EXACT)
+def _next_row(counter, rows):
+    """The next row to process, or -1. Dynamic scheduling: the kernels run one task per thread,
+    and each takes rows from a shared counter until none are left, so a thread slowed down by
+    other processes takes fewer rows (prange's static equal shares would wait for it)."""
+    r = _fetch_add(counter, 1)
+    return rows[r] if r < rows.shape[0] else -1
+
+
+@njit(inline="always", **JIT_EXACT)
+def _as_f32(scale, var_threshold, var_threshold_gen, background_ratio, var_min, var_max, var_init):
+    """The float parameters of the update kernels as float32 (the kernels compute in float32)."""
+    return (np.float32(scale), np.float32(var_threshold), np.float32(var_threshold_gen),
+            np.float32(background_ratio), np.float32(var_min), np.float32(var_max), np.float32(var_init))
+
+
 #: mask values written by the kernels
 BACKGROUND, FOREGROUND, SHADOW = 0, 1, 2
 
@@ -230,21 +246,13 @@ def _apply_any(frames, scale, weights, means, variances, n_modes, masks, bg_out,
     n_ch = means.shape[2]
     m3 = means.reshape((height, k_max * n_ch, width))
     inv_scale = 1.0 / scale
-    scale = np.float32(scale)
-    var_threshold = np.float32(var_threshold)
-    var_threshold_gen = np.float32(var_threshold_gen)
-    background_ratio = np.float32(background_ratio)
-    var_min = np.float32(var_min)
-    var_max = np.float32(var_max)
-    var_init = np.float32(var_init)
-    for _ in prange(n_workers):
-        # one task per thread, which takes rows until none are left (dynamic
-        # scheduling: a thread slowed down by other processes takes fewer rows)
+    scale, var_threshold, var_threshold_gen, background_ratio, var_min, var_max, var_init = _as_f32(
+        scale, var_threshold, var_threshold_gen, background_ratio, var_min, var_max, var_init)
+    for _ in prange(n_workers):  # one task per thread, taking rows (see _next_row)
         while True:
-            r = _fetch_add(counter, 1)
-            if r >= height:
+            y = _next_row(counter, rows)
+            if y < 0:
                 break
-            y = rows[r]
             wy = weights[y]
             my = m3[y]
             vy = variances[y]
@@ -296,22 +304,14 @@ def _apply_fast(frames, scale, weights, means, variances, n_modes, masks, bg_out
     f0 = np.float32(0.0)
     f1 = np.float32(1.0)
     eps = np.float32(1.1920929e-07)
-    scale = np.float32(scale)
-    var_threshold = np.float32(var_threshold)
-    var_threshold_gen = np.float32(var_threshold_gen)
-    background_ratio = np.float32(background_ratio)
-    var_min = np.float32(var_min)
-    var_max = np.float32(var_max)
-    var_init = np.float32(var_init)
+    scale, var_threshold, var_threshold_gen, background_ratio, var_min, var_max, var_init = _as_f32(
+        scale, var_threshold, var_threshold_gen, background_ratio, var_min, var_max, var_init)
     rgb = n_ch == 3
-    for _ in prange(n_workers):
-        # one task per thread, which takes rows until none are left (dynamic
-        # scheduling: a thread slowed down by other processes takes fewer rows)
+    for _ in prange(n_workers):  # one task per thread, taking rows (see _next_row)
         while True:
-            r = _fetch_add(counter, 1)
-            if r >= height:
+            y = _next_row(counter, rows)
+            if y < 0:
                 break
-            y = rows[r]
             wy = weights[y]
             my = m3[y]
             vy = variances[y]
