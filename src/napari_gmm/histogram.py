@@ -272,11 +272,12 @@ def grey_grid(hist: Histogram):
 
 def grey_lookup(a, m, spec, lut, out):
     """Write lut[bin(pixel)] (0 where excluded) into ``out`` for one flat block."""
-    if spec["kind"] == "integer" and _small_int(a) is not None:
+    u = _small_int(a)
+    if spec["kind"] == "integer" and u is not None:
         # a table over the whole 8/16-bit dtype (at most 64 KiB): no offset, no range check
         full = np.zeros(1 << (8 * a.dtype.itemsize), lut.dtype)
         full[_patterns(spec, a.dtype)] = lut
-        _kern("lut_direct", a.size)(_small_int(a), m, full, out)
+        _kern("lut_direct", a.size)(u, m, full, out)
     elif spec["kind"] == "integer":
         _kern("lut_offset", a.size)(a, m, np.int64(spec["vmin"]), lut, out)
     elif spec["kind"] == "binned":

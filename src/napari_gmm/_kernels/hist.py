@@ -103,10 +103,7 @@ def _bincount_offset(a, m, vmin, nbins, nthreads):
             if has_mask and m[i] == 0:
                 continue
             part[c, np.int64(a[i]) - vmin] += 1
-    out = part[0].copy()
-    for c in range(1, nc):
-        out += part[c]
-    return out
+    return part.sum(axis=0)  # the per-thread partial histograms
 
 
 def _bincount_direct(a, m, size, nthreads):
@@ -130,10 +127,7 @@ def _bincount_direct(a, m, size, nthreads):
         else:
             for i in range(ac.size):
                 pc[np.uint32(ac[i])] += 1
-    out = part[0].copy()
-    for c in range(1, nc):
-        out += part[c]
-    return out
+    return part.sum(axis=0)  # the per-thread partial histograms
 
 
 def _bincount_float(a, m, lo, inv_width, nbins, nthreads):
@@ -161,12 +155,7 @@ def _bincount_float(a, m, lo, inv_width, nbins, nthreads):
                 b = 0
             pc[c, b] += 1
             ps[c, b] += v
-    counts = pc[0].copy()
-    sums = ps[0].copy()
-    for c in range(1, nc):
-        counts += pc[c]
-        sums += ps[c]
-    return counts, sums
+    return pc.sum(axis=0), ps.sum(axis=0)
 
 
 def _lut_offset(a, m, vmin, lut, out):
@@ -368,12 +357,7 @@ def grid_accumulate(a, m, lo, inv_width, nbins, ncells, nthreads):
             counts[c, key] += 1
             for d in range(D):
                 sums[c, key, d] += np.float64(a[i, d])
-    total = counts[0].copy()
-    tsum = sums[0].copy()
-    for c in range(1, nc):
-        total += counts[c]
-        tsum += sums[c]
-    return total, tsum
+    return counts.sum(axis=0), sums.sum(axis=0)
 
 
 @njit(**JIT)

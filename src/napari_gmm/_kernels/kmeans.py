@@ -98,9 +98,7 @@ def kmeanspp(X, w, first, u, out):
             XT[j, i] = X[i, j]
     d2 = np.empty(M)
     cum = np.empty(M)
-    e2 = np.empty(((M + KPP_BLOCK - 1) // KPP_BLOCK, KPP_BLOCK))
-    nblocks = (M + KPP_BLOCK - 1) // KPP_BLOCK
-    bpots = np.empty((nblocks, n_trials))
+    e2 = np.empty(KPP_BLOCK)
     cand = np.empty(n_trials, np.int64)
     pots = np.empty(n_trials)
     out[0] = first
@@ -112,8 +110,7 @@ def kmeanspp(X, w, first, u, out):
             for t in range(n_trials):
                 cand[t] = min(np.searchsorted(cum, u[c - 1, t] * pot), M - 1)
                 pots[t] = 0.0
-            for bi in range(nblocks):
-                b0 = bi * KPP_BLOCK
+            for b0 in range(0, M, KPP_BLOCK):
                 b1 = min(M, b0 + KPP_BLOCK)
                 nb = b1 - b0
                 # views, indexed from 0: LLVM cannot see that b0 + i is non-negative, and Numba's
@@ -121,17 +118,12 @@ def kmeanspp(X, w, first, u, out):
                 xb = XT[:, b0:b1]
                 db = d2[b0:b1]
                 wb = w[b0:b1]
-                eb = e2[bi]
                 for t in range(n_trials):
-                    _sq_dists(xb, nb, X, cand[t], eb)
+                    _sq_dists(xb, nb, X, cand[t], e2)
                     p = 0.0
                     for i in range(nb):
-                        p += wb[i] * min(db[i], eb[i])
-                    bpots[bi, t] = p
-            for t in range(n_trials):
-                pots[t] = 0.0
-                for bi in range(nblocks):
-                    pots[t] += bpots[bi, t]
+                        p += wb[i] * min(db[i], e2[i])
+                    pots[t] += p
             bt = 0
             for t in range(1, n_trials):
                 if pots[t] < pots[bt]:
@@ -144,8 +136,8 @@ def kmeanspp(X, w, first, u, out):
 
 @njit(inline="always", **JIT)
 def _kpp_update(X, XT, w, jc, d2, cum, first):
-    """d2 = min(d2, |x - x_jc|**2) (X and its transpose XT) (or the distance itself when ``first``), cum = running sum of
-    w d2; returns the total."""
+    """d2 = min(d2, |x - x_jc|**2) (or the distance itself when ``first``; X is given with its
+    transpose XT), cum = running sum of w d2; returns the total."""
     D, M = XT.shape
     if first:
         d2[:] = np.inf
