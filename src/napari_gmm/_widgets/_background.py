@@ -39,7 +39,7 @@ from napari.utils.notifications import show_error, show_info
 
 import napari_gmm as ng
 
-from ._common import COMPUTE_LOCK, ProgressRelay, RunCancelMixin, mark_warm, running_message
+from ._common import COMPUTE_LOCK, ProgressRelay, RunCancelMixin, put_output_layer, running_message
 
 if TYPE_CHECKING:
     import napari
@@ -327,14 +327,7 @@ class BackgroundWidget(RunCancelMixin, Container):
             show_error(f"napari-gmm failed ({type(exc).__name__}): {exc}")
 
     def _on_finished(self):
-        mark_warm("background")  # its kernels are loaded now
-        if not self._alive["alive"]:
-            return
-        self._worker = None
-        self._job = self._alive["job"] = None
-        self.run_button.text = "Run"
-        self.run_button.enabled = True
-        self.progress.visible = False
+        self._end_run("background")
 
     # ---------------------------------------------------------------- output layers
     def _write_layers(self, job: _Job, res):
@@ -394,39 +387,8 @@ class BackgroundWidget(RunCancelMixin, Container):
                             dict(meta, output="foreground_image"), full_geom, kw2)
 
     def _put_layer(self, kind, name, data, meta, geom, image_kwargs=None):
-        """Update our output layer in place (same object) or add it.
-
-        Only a layer this widget made for this source and output is reused (checked through
-        ``metadata["napari_gmm"]``); a user's layer with the same name is left alone.
-        """
-        kw = dict(image_kwargs or {})
-        layers = self._viewer.layers
-
-        def ours(lyr):
-            info = lyr.metadata.get("napari_gmm")
-            return (isinstance(lyr, kind) and isinstance(info, dict)
-                    and info.get("output") == meta["output"]
-                    and info.get("source") == meta["source"]
-                    and (kind is not Image or bool(lyr.rgb) == bool(kw.get("rgb"))))
-
-        old = next((lyr for lyr in layers if ours(lyr)), None)
-        if old is not None:
-            n_channel = 1 if kind is Image and kw.get("rgb") else 0
-            if old.ndim == np.ndim(data) - n_channel:
-                old.metadata["napari_gmm"] = meta
-                old.scale, old.translate = geom["scale"], geom["translate"]
-                old.data = data
-                if "contrast_limits" in kw:
-                    old.contrast_limits = kw["contrast_limits"]
-                return old
-        new = kind(data, name=name, metadata={"napari_gmm": meta}, **geom, **kw)
-        if old is not None:
-            index = layers.index(old)
-            layers.remove(old)
-            layers.insert(index, new)
-        else:
-            self._viewer.add_layer(new)
-        return new
+        # background outputs: any of ours for the source (see put_output_layer)
+        return put_output_layer(self._viewer, kind, name, data, meta, geom, image_kwargs, by_name=False)
 
 
 #: the npe2 widget contribution (``napari_gmm._widgets._background:background_widget``): napari

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import threading
 
+import numpy as np
+from napari.layers import Image
 from qtpy.QtCore import QObject, Signal
 
 #: Serialises the widgets' computations. Numba's workqueue threading layer (the one left where no
@@ -64,6 +67,19 @@ class RunCancelMixin:
 
         self.native.destroyed.connect(_on_destroyed)
 
+    def _end_run(self, kind: str) -> bool:
+        """Back to idle after a job of ``kind`` ("segment", "background") finished, whatever its
+        outcome; False when the widget is gone (nothing to reset)."""
+        mark_warm(kind)  # its kernels are loaded now
+        if not self._alive["alive"]:
+            return False
+        self._worker = None
+        self._job = self._alive["job"] = None
+        self.run_button.text = "Run"
+        self.run_button.enabled = True
+        self.progress.visible = False
+        return True
+
     def _on_run_clicked(self, value=None):
         if self.is_running:
             self.cancel()
@@ -80,3 +96,49 @@ class RunCancelMixin:
             self._job.cancel.set()
             self.run_button.text = "Cancelling..."
             self.run_button.enabled = False
+
+
+def put_output_layer(viewer, kind, name, data, meta, geom, image_kwargs=None, *, by_name=True):
+    """Update our output layer in place (same object), or add it as ``name``; return the layer.
+
+    Only a layer the plugin made for this source and output (``metadata["napari_gmm"]``) is reused;
+    a user's layer that happens to carry the name is left alone (napari then numbers the new one).
+    With ``by_name`` (segmentation) our layer is looked up as ``name`` or napari's "``name`` [n]",
+    so a layer the user renamed to keep a result is not overwritten; without it (background model)
+    any of our layers for this source and output is reused. The metadata is set before the data,
+    so listeners of the data event (plots) see the new model.
+    """
+    kw = dict(image_kwargs or {})
+    layers = viewer.layers
+
+    def ours(lyr):
+        info = lyr.metadata.get("napari_gmm")
+        return (isinstance(lyr, kind) and isinstance(info, dict)
+                and info.get("output") == meta["output"] and info.get("source") == meta["source"]
+                and (kind is not Image or bool(lyr.rgb) == bool(kw.get("rgb"))))
+
+    if by_name:
+        numbered = re.compile(re.escape(name) + r" \[\d+\]")
+        old = layers[name] if name in layers and ours(layers[name]) else None
+        if old is None:
+            old = next((lyr for lyr in layers if numbered.fullmatch(lyr.name) and ours(lyr)), None)
+    else:
+        old = next((lyr for lyr in layers if ours(lyr)), None)
+    if old is not None:
+        n_channel = 1 if kind is Image and kw.get("rgb") else 0
+        if old.ndim == np.ndim(data) - n_channel:
+            old.metadata["napari_gmm"] = meta
+            for key, val in geom.items():  # the source may have been rescaled meanwhile
+                setattr(old, key, val)
+            old.data = data
+            if "contrast_limits" in kw:
+                old.contrast_limits = kw["contrast_limits"]
+            return old
+    new = kind(data, name=name, metadata={"napari_gmm": meta}, **geom, **kw)
+    if old is not None:  # dimensionality changed: replace our layer at the same place
+        index = layers.index(old)
+        layers.remove(old)
+        layers.insert(index, new)
+    else:
+        viewer.add_layer(new)
+    return new

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import threading
 import time
 import traceback
@@ -54,7 +53,7 @@ from qtpy.QtWidgets import QSizePolicy
 
 import napari_gmm as ng
 
-from ._common import COMPUTE_LOCK, ProgressRelay, RunCancelMixin, mark_warm, running_message
+from ._common import COMPUTE_LOCK, ProgressRelay, RunCancelMixin, put_output_layer, running_message
 
 if TYPE_CHECKING:
     import napari
@@ -720,16 +719,9 @@ class SegmentWidget(RunCancelMixin, Container):
         show_error(f"napari-gmm failed ({type(exc).__name__}): {exc}")
 
     def _on_finished(self):
-        mark_warm("segment")  # its kernels are loaded now
-        if not self._alive["alive"]:
-            return
-        self._worker = None
-        self._job = self._alive["job"] = None
-        self.run_button.text = "Run"
-        self.run_button.enabled = True
-        self.progress.native.setRange(0, 100)
-        self.progress.native.setValue(0)
-        self.progress.visible = False
+        if self._end_run("segment"):
+            self.progress.native.setRange(0, 100)  # out of the busy mode of a run's start
+            self.progress.native.setValue(0)
 
     # ---------------------------------------------------------------- output layers
     def _write_layers(self, job: _Job, result: _Result):
@@ -757,45 +749,8 @@ class SegmentWidget(RunCancelMixin, Container):
                             geom, image_kwargs=kw)
 
     def _put_layer(self, kind, name, data, meta, geom, image_kwargs=None):
-        """Update our output layer in place (same object), or add it as ``name``.
-
-        Only a layer this widget made for this source and output (``metadata["napari_gmm"]``) is reused;
-        a user's layer that happens to carry the name is left alone (napari then numbers the new one).
-        The metadata is set before the data, so listeners of the data event (plots) see the new model.
-        """
-        kw = dict(image_kwargs or {})
-        layers = self._viewer.layers
-
-        def ours(lyr):
-            info = lyr.metadata.get("napari_gmm")
-            return (isinstance(lyr, kind) and isinstance(info, dict)
-                    and info.get("output") == meta["output"] and info.get("source") == meta["source"]
-                    and (kind is not Image or bool(lyr.rgb) == bool(kw.get("rgb"))))
-
-        # by name; or napari's "<name> [1]" when a user's layer held the name as ours was added. A
-        # layer the user renamed (to keep a result) is not overwritten.
-        numbered = re.compile(re.escape(name) + r" \[\d+\]")
-        old = layers[name] if name in layers and ours(layers[name]) else None
-        if old is None:
-            old = next((lyr for lyr in layers if numbered.fullmatch(lyr.name) and ours(lyr)), None)
-        if old is not None:
-            n_channel = 1 if kind is Image and kw.get("rgb") else 0
-            if old.ndim == np.ndim(data) - n_channel:
-                old.metadata["napari_gmm"] = meta
-                for key, val in geom.items():  # the source may have been rescaled meanwhile
-                    setattr(old, key, val)
-                old.data = data
-                if "contrast_limits" in kw:
-                    old.contrast_limits = kw["contrast_limits"]
-                return old
-        new = kind(data, name=name, metadata={"napari_gmm": meta}, **geom, **kw)
-        if old is not None:  # dimensionality changed: replace our layer at the same place
-            index = layers.index(old)
-            layers.remove(old)
-            layers.insert(index, new)
-        else:
-            self._viewer.add_layer(new)
-        return new
+        # segmentation outputs: looked up by name (see put_output_layer)
+        return put_output_layer(self._viewer, kind, name, data, meta, geom, image_kwargs, by_name=True)
 
 
 # --------------------------------------------------------------------------------------------------
