@@ -122,6 +122,8 @@ def test_first_run_of_a_session_says_why_it_may_be_slow(viewer, qtbot, notes, mo
     worker = w.run()
     assert worker is not None
     assert "first run of this session" in w.summary.value and "compiles" in w.summary.value
+    # short lines: the status label sizes the dock, and one long line squeezed the canvas out
+    assert max(len(line) for line in w.summary.value.splitlines()) <= 45
     qtbot.waitUntil(lambda: not w.is_running, timeout=WAIT_MS)
     assert "segment" in _common._WARM
     assert w.run() is not None  # second run: the plain status line

@@ -24,8 +24,10 @@ def running_message(kind: str, layer_name: str) -> str:
     may take a while (Numba loads its compiled kernels, or compiles them once after installing)."""
     msg = f"running on '{layer_name}'..."
     if kind not in _WARM:
-        msg += (" (first run of this session: Numba loads its kernels from its cache; the very first "
-                "run after installing compiles them, up to a minute, once)")
+        # short lines: the status label sizes the dock widget, and one long line widened it
+        # until the viewer's canvas was squeezed out (seen in a headless screenshot)
+        msg += ("\nfirst run of this session: Numba loads\nits kernels (the first run after installing\n"
+                "compiles them: up to a minute, once)")
     return msg
 
 
