@@ -266,3 +266,199 @@ def test_public_names_and_docstring_examples():
 
     failures, tried = doctest.testmod(background, optionflags=doctest.ELLIPSIS)
     assert tried > 5 and failures == 0
+
+
+# --------------------------------------------------------------------------- block API, replay
+def test_apply_block_equals_frame_by_frame(grey):
+    stack, _ = grey
+    a = BackgroundModel(stack.shape[1:], median_size=0)
+    b = BackgroundModel(stack.shape[1:], median_size=0)
+    masks = np.stack([a.apply(f) for f in stack[:30]])
+    bg = np.empty((30,) + stack.shape[1:], np.uint8)
+    block = np.concatenate([b.apply_block(stack[i:min(30, i + 7)], background_out=bg[i:i + 7])
+                            for i in range(0, 30, 7)])
+    np.testing.assert_array_equal(masks, block)
+    np.testing.assert_array_equal(
+        bg[-1], np.clip(np.rint(a.background), 0, 255).astype(np.uint8))
+    np.testing.assert_array_equal(a.learning_rates(3), b.learning_rates(3))
+    assert b.learning_rates(2, burn_in=True)[0] == 1.0 / 31
+
+
+def test_burn_in_schedule_and_default_range():
+    from napari_gmm.background import burn_in_indices, default_data_range
+
+    assert burn_in_indices(100, 5).tolist() == [0, 25, 50, 74, 99]
+    assert burn_in_indices(4, 100).tolist() == [0, 1, 2, 3]
+    with pytest.raises(InputError, match="burn_in"):
+        burn_in_indices(10, -1)
+    f = np.zeros((5, 8, 8), np.float32)
+    f[4, 0, 0] = 3.0                                    # only in the last frame: counted
+    assert default_data_range(f) == 3.0
+    assert default_data_range(f.astype(np.uint8)) == 255.0
+
+
+def test_pixel_history_replays_the_fluorescence_preset():
+    from napari_gmm.background import pixel_history
+    from napari_gmm.datasets import fluorescence_timelapse
+
+    stack, truth, info = fluorescence_timelapse((60, 64, 64), seed=3)
+    res = subtract_background(stack, preset="fluorescence time-lapse", median_size=0)
+    y, x = np.argwhere(truth.any(0))[0]
+    keys = napari_gmm.background.REPLAY_KEYS
+    h = pixel_history(stack[:, y, x], **{k: v for k, v in res.params.items() if k in keys})
+    np.testing.assert_array_equal(h["foreground"], res.foreground[:, y, x])
+    np.testing.assert_allclose(h["bg_mean"], res.background[:, y, x], atol=0.5)
+    json.dumps(res.params)
+
+
+# --------------------------------------------------------------------------- fluorescence
+@pytest.fixture(scope="module")
+def fluo():
+    from napari_gmm.datasets import fluorescence_timelapse
+
+    return {v: fluorescence_timelapse((200, 160, 160), variant=v, seed=1)
+            for v in ("standard", "dim", "crowded")}
+
+
+@pytest.mark.parametrize("variant", ["standard", "dim", "crowded"])
+def test_noise_model_recovery(fluo, variant):
+    from napari_gmm.background import estimate_noise
+
+    stack, _, info = fluo[variant]
+    est = estimate_noise(stack)
+    assert abs(est.gain / info["gain"] - 1) < 0.10
+    assert abs(est.offset - info["offset"]) < 0.10 * info["offset"]
+    # the modelled noise sd at the background level and at a bright level
+    true = napari_gmm.background.NoiseModel(info["gain"], info["offset"], info["read_noise"])
+    for level in np.percentile(stack[0], [20, 95]):
+        assert abs(np.sqrt(est.variance(level) / true.variance(level)) - 1) < 0.12
+    given = estimate_noise(stack, offset=info["offset"])
+    assert given.offset == info["offset"] and abs(given.gain / info["gain"] - 1) < 0.10
+    assert stack.flags.writeable and stack.dtype == np.uint16
+
+
+@pytest.mark.parametrize("variant", ["standard", "dim", "crowded"])
+def test_bleaching_factor_recovery(fluo, variant):
+    from napari_gmm.background import estimate_bleaching
+
+    from napari_gmm.background import estimate_noise
+
+    stack, _, info = fluo[variant]
+    f = estimate_bleaching(stack, offset=info["offset"])
+    assert f[0] == 1.0
+    np.testing.assert_allclose(f, info["factors"], atol=0.05)
+    f = estimate_bleaching(stack, offset=estimate_noise(stack).offset)
+    np.testing.assert_allclose(f, info["factors"], atol=0.06)
+    f = estimate_bleaching(stack)          # no offset: slopes against a median reference
+    np.testing.assert_allclose(f, info["factors"], atol=0.08)
+
+
+def test_fluorescence_preset_on_the_simulator(fluo):
+    stack, truth, info = fluo["standard"]
+    before = stack.copy()
+    res = subtract_background(stack, preset="fluorescence time-lapse")
+    np.testing.assert_array_equal(stack, before)
+    assert f_measure(res.foreground[5:], truth[5:]) > 0.95
+    video = subtract_background(stack)                   # the camera-video defaults
+    assert f_measure(video.foreground[5:], truth[5:]) < f_measure(res.foreground[5:], truth[5:])
+    assert res.params["preset"] == "fluorescence time-lapse" and res.noise is not None
+    assert len(res.params["frame_factors"]) == len(stack)
+    assert res.background.dtype == np.uint16
+
+
+def _pausing_stack(pause=(30, 60), t_len=140, seed=0):
+    """Poisson scene (offset 100, gain 2) with a particle moving right that pauses 30 frames
+    (a pixel under the pause is covered for at most 50 of the 140 frames, 36 %)."""
+    rng = np.random.default_rng(seed)
+    h, w = 32, 48
+    scene = 40.0 + 20.0 * (np.arange(w) / w)[None, :].repeat(h, 0)
+    truth = np.zeros((t_len, h, w), bool)
+    stack = np.empty((t_len, h, w), np.uint16)
+    yy, xx = np.mgrid[0:h, 0:w]
+    x = 4.0
+    for t in range(t_len):
+        if not pause[0] <= t < pause[1]:
+            x += 0.6
+        disc = (yy - 16) ** 2 + (xx - x) ** 2 <= 9
+        photons = scene * (1 - 0.3 * t / t_len) + np.where(disc, 60.0, 0.0)
+        truth[t] = disc
+        stack[t] = np.rint(100 + 2 * rng.poisson(photons) + rng.normal(0, 2, (h, w)))
+    return stack, truth
+
+
+def test_pausing_object_stays_foreground_for_its_whole_pause():
+    stack, truth = _pausing_stack()
+    # the per-pixel decision (the majority post-filter would erode the small disc's rim)
+    res = subtract_background(stack, preset="fluorescence time-lapse", median_size=0)
+    inside = truth[30:60].all(axis=0)                   # the pixels covered all the pause
+    assert inside.sum() > 10
+    assert (res.foreground[30:60][:, inside] == 1).all()
+    # the video preset (dominant modes up to 90 % of the weight) absorbs it
+    video = subtract_background(stack, burn_in="all", median_size=0)
+    assert (video.foreground[30:60][:, inside] == 1).mean() < 0.5
+
+
+def test_fluorescence_result_does_not_depend_on_the_thread_count():
+    numba = pytest.importorskip("numba")
+    stack, _ = _pausing_stack(t_len=70, pause=(20, 40))
+    before = numba.get_num_threads()
+    out = []
+    try:
+        for n in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
+            numba.set_num_threads(n)
+            r = subtract_background(stack, preset="fluorescence time-lapse")
+            out.append((r.foreground, r.background))
+    finally:
+        numba.set_num_threads(before)
+    for a, b in zip(out, out[1:]):
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+
+
+# --------------------------------------------------------------------------- bad input
+def test_noise_and_preset_bad_input():
+    from napari_gmm.background import NoiseModel
+
+    stack, _ = _pausing_stack(t_len=64)
+    before = stack.copy()
+    with pytest.raises(InputError, match="gain must be > 0"):
+        NoiseModel(gain=0.0)
+    with pytest.raises(InputError, match="gain must be > 0"):
+        subtract_background(stack, noise=dict(gain=-1.0, offset=100.0))
+    with pytest.raises(InputError, match="offset .* above most of the data"):
+        subtract_background(stack, noise=dict(gain=2.0, offset=60000.0))
+    with pytest.raises(InputError, match="preset must be one of"):
+        subtract_background(stack, preset="fluorescence")
+    with pytest.raises(InputError, match="bleach_correction"):
+        subtract_background(stack, bleach_correction=[1.0, 0.5])
+    same = np.repeat(stack[:1], 10, axis=0)
+    with pytest.raises(InputError, match="identical"):
+        subtract_background(same, preset="fluorescence time-lapse")
+    # identical frames are fine without a noise model: all background
+    assert (subtract_background(same).foreground == 0).all()
+    np.testing.assert_array_equal(stack, before)
+
+
+def test_saturated_region_is_background_and_does_not_spoil_the_noise_model():
+    from napari_gmm.background import estimate_noise
+
+    stack, truth = _pausing_stack(t_len=64)
+    stack[:, :8, :10] = 65535                           # a saturated static region
+    est = estimate_noise(stack, offset=100.0)
+    assert abs(est.gain / 2.0 - 1) < 0.15
+    res = subtract_background(stack, preset="fluorescence time-lapse")
+    assert (res.foreground[:, :8, :10] == 0).all()
+    assert (res.background[:, :8, :10] == 65535).all()
+
+
+def test_cancel_raises_cancelled():
+    stack, _ = _pausing_stack(t_len=64)
+    with pytest.raises(napari_gmm.Cancelled):
+        subtract_background(stack, should_stop=lambda: True)
+
+    def progress(done, total):
+        if done > 3:
+            raise napari_gmm.Cancelled("stop")
+
+    with pytest.raises(InterruptedError):
+        subtract_background(stack, preset="fluorescence time-lapse", progress=progress)

@@ -494,8 +494,7 @@ def _estimate_noise_steps(view, info, offset=None, read_noise=None, n_pairs=48,
     else:
         # the variance line alone does not split its intercept between offset and read noise;
         # a scene that dims (bleaching) does: every pixel moves towards the offset
-        lines = _scaling_lines(raw.T)
-        off = None if lines is None else _offset_from_lines(*lines)
+        off = _offset_from_frames(raw, lambda v: np.maximum(gain * v + c, 0.0))
         if off is not None and off <= float(np.nanmedian(raw)):
             offset, read = off, math.sqrt(max(c + gain * off, 0.0))
         else:
@@ -504,52 +503,59 @@ def _estimate_noise_steps(view, info, offset=None, read_noise=None, n_pairs=48,
     return NoiseModel(gain=gain, offset=offset, read_noise=read)
 
 
-def _scaling_lines(frames, n_bins=24):
-    """Per frame, the line ``frame = a * reference + b`` over the pixels (medians in bins of the
-    reference, the per-pixel median over ``frames``: moving objects are a minority in a bin).
+def _clipped_line(x, y):
+    """Least-squares line ``y = a x + b`` through the finite ``y``, refitted twice without the
+    points beyond 3 robust sd (moving objects). Returns (a, b, mean x, mean y) of the inliers."""
+    keep = np.isfinite(y)
+    a = b = np.nan
+    for _ in range(3):
+        if np.count_nonzero(keep) < 50:
+            return np.nan, np.nan, np.nan, np.nan
+        a, b = np.polyfit(x[keep], y[keep], 1)
+        r = y - (a * x + b)
+        sd = 1.482602218505602 * float(np.nanmedian(np.abs(r[keep])))
+        if not sd > 0:
+            break
+        keep = np.isfinite(r) & (np.abs(r) < 3.0 * sd)
+    return a, b, float(np.mean(x[keep])), float(np.mean(y[keep]))
 
-    ``frames`` (N, P) float with NaN for unusable samples. Returns (a, b) of shape (N,), or
-    None when the reference spans too few levels."""
+
+def _offset_from_frames(raw, variance):
+    """The level every pixel scales towards when the scene dims (bleaching): each frame is a
+    line ``frame = off + a (ref - off)`` of a reference, so its intercept is ``off (1 - a)``.
+
+    ``raw`` (P, N): N frames of P pixels (NaN unusable); ``variance(level)``: the noise model's
+    variance, used to undo the flattening of the slopes by the reference's own noise
+    (errors in variables). The reference of a frame is the median of the other half of the
+    frames. Returns None without enough dimming (slopes spread by less than 0.1) or contrast."""
     import warnings
 
+    n = raw.shape[1]
+    if n < 6:
+        return None
+    halves = (np.arange(0, n, 2), np.arange(1, n, 2))
+    slopes, icpts = [], []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        ref = np.nanmedian(frames, axis=0)
-    ok = np.isfinite(ref)
-    if np.count_nonzero(ok) < 100:
-        return None
-    edges = np.unique(np.quantile(ref[ok], np.linspace(0.0, 0.99, n_bins + 1)))
-    if len(edges) < 4:
-        return None
-    idx = np.full(ref.shape, -1)
-    idx[ok] = np.clip(np.searchsorted(edges, ref[ok], side="right") - 1, 0, len(edges) - 2)
-    bins = [np.flatnonzero(idx == k) for k in range(len(edges) - 1)]
-    bins = [b for b in bins if b.size >= 20]
-    if len(bins) < 3:
-        return None
-    x = np.array([np.median(ref[b]) for b in bins])
-    if np.ptp(x) <= 0:
-        return None
-    a = np.empty(len(frames))
-    b = np.empty(len(frames))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        for t, f in enumerate(frames):
-            y = np.array([np.nanmedian(f[bb]) for bb in bins])
-            fin = np.isfinite(y)
-            if np.count_nonzero(fin) < 3:
-                a[t], b[t] = np.nan, np.nan
-                continue
-            a[t], b[t] = np.polyfit(x[fin], y[fin], 1)
-    return a, b
-
-
-def _offset_from_lines(a, b, min_spread=0.1):
-    """The level every pixel scales towards: ``frame = off + a (ref - off)`` gives
-    ``b = off (1 - a)``; least squares over the frames. None without enough dimming."""
-    fin = np.isfinite(a) & np.isfinite(b)
-    a, b = a[fin], b[fin]
-    if a.size < 3 or np.ptp(a) < min_spread:
+        for own, other in (halves, halves[::-1]):
+            ref = np.nanmedian(raw[:, other], axis=1)
+            ok = np.isfinite(ref)
+            x = ref[ok]
+            # the variance of a median of k noisy values is about pi / 2 / k of theirs
+            noise = float(np.mean(np.pi / 2 / len(other) * variance(x)))
+            spread = float(np.var(x))
+            lam = 1.0 - noise / spread if spread > 0 else 0.0
+            if lam < 0.3:
+                return None
+            for t in own:
+                a, b, mx, my = _clipped_line(x, raw[ok, t].astype(np.float64))
+                if not np.isfinite(a):
+                    continue
+                a = a / lam
+                slopes.append(a)
+                icpts.append(my - a * mx)
+    a, b = np.asarray(slopes), np.asarray(icpts)
+    if a.size < 3 or np.ptp(a) < 0.1:
         return None
     u = 1.0 - a
     return float(np.sum(b * u) / np.sum(u * u))
@@ -615,7 +621,7 @@ def _drain(gen):
             return stop.value
 
 
-def _estimate_bleaching_steps(view, info, n_ref=25, n_pixels=2 ** 16) -> Iterator:
+def _estimate_bleaching_steps(view, info, offset=None, n_ref=25, n_pixels=2 ** 16) -> Iterator:
     """Generator behind :func:`estimate_bleaching`: yields after every frame read."""
     n_t = info["n_frames"]
     sat = _saturation_level(info["dtype"])
@@ -627,6 +633,26 @@ def _estimate_bleaching_steps(view, info, n_ref=25, n_pixels=2 ** 16) -> Iterato
         v[~np.isfinite(v) | (v >= sat)] = np.nan
         return v
 
+    if offset is not None:
+        # known offset: the ratio of the frames' median levels above it (moving objects are a
+        # minority of the pixels); it needs no spatial contrast in the scene
+        import warnings
+
+        levels = np.empty(n_t)
+        for t in range(n_t):
+            v = sample(t)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                levels[t] = np.nanmedian(v) - offset
+            yield
+        if not (np.all(np.isfinite(levels)) and np.all(levels > 0)):
+            bad = int(np.flatnonzero(~(np.isfinite(levels) & (levels > 0)))[0])
+            raise InputError(
+                f"cannot estimate bleaching: frame {bad} has no signal above the offset "
+                f"({offset:g}) in most pixels; check the offset, drop empty frames or use "
+                "bleach_correction=False")
+        return levels / levels[0]
+
     ref_t = np.unique(np.linspace(0, n_t - 1, min(n_ref, n_t)).round().astype(np.int64))
     ref_frames = []
     for t in ref_t:
@@ -635,37 +661,39 @@ def _estimate_bleaching_steps(view, info, n_ref=25, n_pixels=2 ** 16) -> Iterato
     ref_frames = np.stack(ref_frames)
     import warnings
 
+    # two references from disjoint halves of the reference frames: a frame is compared with
+    # a reference it is not part of (its own noise would steepen its slope)
+    halves = (np.arange(0, len(ref_t), 2), np.arange(1, len(ref_t), 2))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        ref = np.nanmedian(ref_frames, axis=0)             # NaN where always saturated
-    good = np.isfinite(ref)
-    edges = np.unique(np.quantile(ref[good], np.linspace(0.0, 0.99, 25))) if good.any() else []
-    if np.count_nonzero(good) < 100 or len(edges) < 4 or np.ptp(ref[good]) <= 0:
+        refs = [np.nanmedian(ref_frames[h], axis=0) if len(h) else None for h in halves]
+    members = [set(ref_t[h].tolist()) for h in halves]
+    good = [r is not None and np.count_nonzero(np.isfinite(r)) >= 100 and
+            np.ptp(r[np.isfinite(r)]) > 0 for r in refs]
+    if not any(good):
         raise InputError(
             "cannot estimate bleaching: the frames have fewer than 100 unsaturated pixels or a "
             "single level; use bleach_correction=False or give the factors")
-    x_all = ref[good]
-    # each frame's factor is the slope of frame against reference, a least-squares line
-    # through the pixels clipped at 3 robust sd (moving objects are outliers): the offset,
-    # which does not bleach, only moves the intercept
-    factors = np.empty(n_t)
+    # each frame's factor is its slope against a reference (a clipped least-squares line
+    # through the pixels: moving objects are outliers); the offset, which does not bleach,
+    # only moves the intercept
+    slopes = np.full((2, n_t), np.nan)
     for t in range(n_t):
-        y_all = sample(t)[good]
-        fin = np.isfinite(y_all)
-        x, y = x_all[fin], y_all[fin]
-        slope = np.nan
-        keep = np.ones(x.size, bool)
-        for _ in range(3):
-            if np.count_nonzero(keep) < 50:
-                break
-            slope, icpt = np.polyfit(x[keep], y[keep], 1)
-            r = y - (slope * x + icpt)
-            sd = 1.482602218505602 * float(np.median(np.abs(r[keep])))
-            if sd <= 0:
-                break
-            keep = np.abs(r) < 3.0 * sd
-        factors[t] = slope
+        f = sample(t)
+        for k in (0, 1):
+            if good[k] and t not in members[k]:
+                ok = np.isfinite(refs[k])
+                slopes[k, t] = _clipped_line(refs[k][ok], f[ok])[0]
         yield
+    # the two references flatten slopes a little differently (their own noise): put both on
+    # one scale through the frames measured against both
+    both = np.isfinite(slopes[0]) & np.isfinite(slopes[1])
+    ratio = float(np.median(slopes[1, both] / slopes[0, both])) if both.any() else 1.0
+    factors = np.where(np.isfinite(slopes[1]), slopes[1], slopes[0] * ratio)
+    if not np.isfinite(factors[0]) or factors[0] <= 0:
+        raise InputError(
+            "cannot estimate bleaching: the first frame does not scale with the others (no "
+            "signal, or saturated); drop empty frames or use bleach_correction=False")
     if not (np.all(np.isfinite(factors)) and np.all(factors > 0)):
         bad = int(np.flatnonzero(~(np.isfinite(factors) & (factors > 0)))[0])
         raise InputError(
@@ -674,7 +702,7 @@ def _estimate_bleaching_steps(view, info, n_ref=25, n_pixels=2 ** 16) -> Iterato
     return factors / factors[0]
 
 
-def estimate_bleaching(stack, *, time_axis=0, channel_axis=None):
+def estimate_bleaching(stack, *, time_axis=0, channel_axis=None, offset=None):
     """Per-frame intensity factor of a stack (bleaching, lamp drift), relative to frame 0.
 
     The reference is the per-pixel median of 25 frames spread over the stack; each frame's
@@ -689,6 +717,11 @@ def estimate_bleaching(stack, *, time_axis=0, channel_axis=None):
     stack : (T, Y, X) or (T, Y, X, C) array_like, numpy or dask
     time_axis, channel_axis : int
         As :func:`subtract_background`.
+    offset : float, optional
+        The camera's dark level (e.g. ``estimate_noise(stack).offset``). When given, each
+        factor is the ratio of the frame's median level above the offset to frame 0's: robust
+        to moving objects and good in dim scenes without spatial contrast (what
+        :func:`subtract_background` uses with a noise model).
 
     Returns
     -------
@@ -696,7 +729,7 @@ def estimate_bleaching(stack, *, time_axis=0, channel_axis=None):
         ``factors[0] == 1``; a stack bleached by 40 % ends near 0.6.
     """
     view, info = _normalise_stack(stack, time_axis, channel_axis)
-    return _drain(_estimate_bleaching_steps(view, info))
+    return _drain(_estimate_bleaching_steps(view, info, offset))
 
 
 class BackgroundModel:
@@ -927,7 +960,8 @@ class BackgroundModel:
         kw = {}
         if self.noise is not None or factors is not None:
             f = np.ones(len(alphas)) if factors is None else np.asarray(factors, np.float64)
-            kw = dict(offset=self.offset, factors=f)
+            kw = dict(offset=self.offset, factors=f,
+                      saturation=_saturation_level(data.dtype))
             if self.noise is not None:
                 kw["var_a"], kw["var_b"] = self._noise_coefficients(f, data.dtype.kind in "ui")
             self.last_factor = float(f[-1])
@@ -1350,7 +1384,8 @@ def _subtract_background_steps(stack, *, preset=DEFAULT_PRESET, time_axis=0, cha
     auto_noise = isinstance(noise, str)
     n_pairs = min(48, n_t - 1)
     auto_bleach = isinstance(bc, (bool, np.bool_)) and bool(bc)
-    total = ((2 * n_pairs if auto_noise else 0) + (min(25, n_t) + n_t if auto_bleach else 0)
+    n_bleach = n_t + (0 if noise is not None else min(25, n_t))   # (offset known: no reference)
+    total = ((2 * n_pairs if auto_noise else 0) + (n_bleach if auto_bleach else 0)
              + len(burn_idx) + n_t)
     done = 0
 
@@ -1371,7 +1406,7 @@ def _subtract_background_steps(stack, *, preset=DEFAULT_PRESET, time_axis=0, cha
     offset = model_noise.offset if model_noise is not None else 0.0
     factors = None
     if auto_bleach:
-        gen = _estimate_bleaching_steps(view, info)
+        gen = _estimate_bleaching_steps(view, info, offset if model_noise is not None else None)
         while True:
             try:
                 next(gen)

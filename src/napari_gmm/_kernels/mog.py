@@ -460,10 +460,10 @@ def _apply_fast(frames, scale, weights, means, variances, n_modes, masks, bg_out
 
 
 @njit(**PJIT_EXACT)
-def _apply_scaled(frames, offset, factors, scale, weights, means, variances, n_modes, masks, bg_out,
-                  write_bg, bg_round, bg_lo, bg_hi, alphas, modelled, var_a, var_b, var_threshold,
-                  background_ratio, var_threshold_gen, var_init, var_min, var_max, ct, tau,
-                  detect_shadows, rows, counter, n_workers):
+def _apply_scaled(frames, offset, factors, saturation, scale, weights, means, variances, n_modes,
+                  masks, bg_out, write_bg, bg_round, bg_lo, bg_hi, alphas, modelled, var_a, var_b,
+                  var_threshold, background_ratio, var_threshold_gen, var_init, var_min, var_max,
+                  ct, tau, detect_shadows, rows, counter, n_workers):
     """Frames with a per-frame offset and factor, and optionally modelled variances.
 
     The model sees ``(frame - offset) / factors[b]`` (times ``scale``): bleaching or a global
@@ -472,7 +472,10 @@ def _apply_scaled(frames, offset, factors, scale, weights, means, variances, n_m
     ``var_a[b] * max(mu, 0) + var_b[b]`` (shot noise plus read noise of that frame); the
     learned variances and their clamps are then not used. Otherwise this is :func:`_apply_any`
     on the corrected frames, the same float32 arithmetic. The background written is in the
-    frame's own units: ``offset + factors[b] * mu / scale``.
+    frame's own units: ``offset + factors[b] * mu / scale``. Samples at or above ``saturation``
+    carry no intensity and do not bleach: they enter as ``saturation - offset`` unscaled (a
+    saturated static region stays one constant mode; a saturated object is still far above
+    its background).
     """
     height, width = n_modes.shape
     k_max = weights.shape[1]
@@ -481,6 +484,7 @@ def _apply_scaled(frames, offset, factors, scale, weights, means, variances, n_m
     f0 = np.float32(0.0)
     tiny = np.float32(1e-30)
     off = np.float32(offset)
+    sat = np.float32(min(saturation, 3e38))
     if modelled:   # the learned variance is replaced before it is used: no clamps
         var_min = 1e-30
         var_max = 3e38
@@ -488,6 +492,7 @@ def _apply_scaled(frames, offset, factors, scale, weights, means, variances, n_m
     scale, var_threshold, var_threshold_gen, background_ratio, var_min, var_max, var_init = _as_f32(
         scale, var_threshold, var_threshold_gen, background_ratio, var_min, var_max, var_init)
     inv_ch = np.float32(1.0 / n_ch)
+    sat_m = (sat - off) * scale           # a saturated sample in model units
     for _ in prange(n_workers):  # one task per thread, taking rows (see _next_row)
         while True:
             y = _next_row(counter, rows)
@@ -508,7 +513,11 @@ def _apply_scaled(frames, offset, factors, scale, weights, means, variances, n_m
                 c_b = np.float32(var_b[b])
                 for x in range(width):
                     for c in range(n_ch):
-                        data[c] = (np.float32(frames[b, y, x, c]) - off) * s_b
+                        v = np.float32(frames[b, y, x, c])
+                        if v >= sat:
+                            data[c] = (sat - off) * scale
+                        else:
+                            data[c] = (v - off) * s_b
                     nm = np.int64(n_modes[y, x])
                     if modelled:
                         for m in range(nm):
@@ -532,15 +541,16 @@ def _apply_scaled(frames, offset, factors, scale, weights, means, variances, n_m
                         masks[b, y, x] = SHADOW if shadow else FOREGROUND
                     if write_bg:
                         for c in range(n_ch):
-                            bg_out[b, y, x, c] = _bg_value(
-                                my[c, x] * out_scale + offset if n_alive > 0 else 0.0,
-                                bg_round, bg_lo, bg_hi)
+                            v = my[c, x] * out_scale + offset if n_alive > 0 else 0.0
+                            if n_alive > 0 and my[c, x] == sat_m:   # learned from saturated data
+                                v = saturation
+                            bg_out[b, y, x, c] = _bg_value(v, bg_round, bg_lo, bg_hi)
 
 
 def mog2_apply(frames, scale, weights, means, variances, n_modes, masks, bg_out, write_bg,
                alphas, var_threshold, background_ratio, var_threshold_gen, var_init, var_min,
                var_max, ct, tau, detect_shadows, *, bg_range=None, offset=0.0, factors=None,
-               var_a=None, var_b=None):
+               var_a=None, var_b=None, saturation=np.inf):
     """Classify a block of frames and update the model in place (parallel over rows).
 
     Each pixel's mixture only depends on that pixel's samples, so every thread takes whole
@@ -585,6 +595,8 @@ def mog2_apply(frames, scale, weights, means, variances, n_modes, masks, bg_out,
     var_a, var_b : (B,) float64, optional
         Modelled variance of a mode of mean ``mu`` (model units) in frame ``b``:
         ``var_a[b] * max(mu, 0) + var_b[b]``; learned variances are not used.
+    saturation : float
+        With ``factors`` or ``var_a``: samples at or above it are saturated (not scaled).
     """
     n_b, height, width, n_ch = frames.shape
     rnd = bg_range is not None
@@ -598,7 +610,7 @@ def mog2_apply(frames, scale, weights, means, variances, n_modes, masks, bg_out,
         ones = np.ones(n_b, np.float64)
         _apply_scaled(frames, float(offset),
                       ones if factors is None else np.ascontiguousarray(factors, np.float64),
-                      float(scale), weights, means, variances, n_modes, masks, bg_out,
+                      float(saturation), float(scale), weights, means, variances, n_modes, masks, bg_out,
                       bool(write_bg), rnd, lo, hi, alphas, modelled,
                       np.ascontiguousarray(var_a if modelled else ones, np.float64),
                       np.ascontiguousarray(var_b if modelled else ones, np.float64),

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from magicgui.widgets import (
+    CheckBox,
     ComboBox,
     Container,
     FloatSpinBox,
@@ -51,6 +52,8 @@ BACKGROUND_SUFFIX = " background"
 FG_IMAGE_SUFFIX = " foreground image"
 BURN_IN = {"frames spread over the stack": "frames", "whole stack (one extra pass)": "all",
            "none (online, as OpenCV)": None}
+NOISE = {"estimate from the stack": "auto", "off (learned variances)": None,
+         "given (gain, offset, read noise)": "given"}
 BACKGROUND_OUT = {"every frame": "all", "last frame only": "last", "none": None}
 FG_IMAGE_OUT = {"none": None, "input - background": "difference", "input masked": "masked"}
 SHADOWS = {"auto (colour only)": "auto", "on": True, "off": False}
@@ -63,6 +66,7 @@ class _Job:
     time_axis: int
     channel_axis: int | None
     kwargs: dict
+    n_frames: int = 0
     cancel: threading.Event = field(default_factory=threading.Event)
 
 
@@ -79,6 +83,8 @@ def _compute(job: _Job, relay: ProgressRelay | None) -> _Result:
     t0 = time.perf_counter()
 
     def progress(done, total):
+        if job.cancel.is_set():
+            raise ng.Cancelled("background model cancelled")
         if relay is not None:
             relay.progressed.emit(int(done), int(total))
 
@@ -86,7 +92,7 @@ def _compute(job: _Job, relay: ProgressRelay | None) -> _Result:
         with COMPUTE_LOCK:  # one heavy Numba job at a time (see _common)
             res = ng.subtract_background(job.data, time_axis=job.time_axis,
                                          channel_axis=job.channel_axis, progress=progress,
-                                         should_stop=job.cancel.is_set, **job.kwargs)
+                                         **job.kwargs)
         return _Result(result=res, seconds=time.perf_counter() - t0)
     except BaseException as exc:  # noqa: BLE001 - everything goes back to the GUI thread
         return _Result(error=exc, error_tb=traceback.format_exc())
@@ -116,7 +122,13 @@ class BackgroundWidget(RunCancelMixin, Container):
         self._viewer = viewer
         self._init_run_state()
 
-        d = ng.background.MODEL_DEFAULTS
+        d = ng.background.preset_params(ng.background.DEFAULT_PRESET)
+        self.preset = ComboBox(label="preset", choices=list(ng.background.PRESETS),
+                               value=ng.background.DEFAULT_PRESET,
+                               tooltip="camera video: OpenCV's MOG2 (video, shadows, waving trees).\n"
+                                       "fluorescence time-lapse: microscopy photon counts: noise model,\n"
+                                       "bleaching correction, objects may pause up to half the stack.\n"
+                                       "Choosing one sets the fields below.")
         self.image = ComboBox(label="image", choices=self._image_choices, nullable=False,
                               tooltip="Time-stack Image layer (T, Y, X) or (T, Y, X, C).")
         self.time_axis = ComboBox(label="time axis", choices=self._axis_choices,
@@ -147,6 +159,19 @@ class BackgroundWidget(RunCancelMixin, Container):
                                         "are not all foreground.")
         self.burn_in_frames = SpinBox(label="burn-in frames", value=100, min=1, max=1_000_000,
                                       tooltip="With 'frames spread over the stack'.")
+        self.noise = ComboBox(label="noise model", choices=list(NOISE),
+                              value="off (learned variances)",
+                              tooltip="Shot + read noise var = gain (I - offset) + read_noise^2: the\n"
+                                      "tests use it instead of learned variances (microscopy).")
+        self.gain = FloatSpinBox(label="gain", value=1.0, min=1e-6, max=1e6, step=0.1,
+                                 tooltip="Data units per photo-electron (ADU / e-).")
+        self.offset = FloatSpinBox(label="offset", value=0.0, min=-1e9, max=1e9, step=1.0,
+                                   tooltip="Camera dark level (data units).")
+        self.read_noise = FloatSpinBox(label="read noise", value=0.0, min=0.0, max=1e6, step=0.5,
+                                       tooltip="Read noise standard deviation (data units).")
+        self.bleach = CheckBox(text="correct bleaching / global drift", value=False,
+                               tooltip="Divide a per-frame factor (estimated from the stack) out "
+                                       "before the model.")
         self.background_out = ComboBox(label="background", choices=list(BACKGROUND_OUT),
                                        value="every frame",
                                        tooltip="Background layer: every frame (memory: like the "
@@ -157,13 +182,17 @@ class BackgroundWidget(RunCancelMixin, Container):
         self.progress = ProgressBar(value=0, min=0, max=1000, label="progress")
         self.progress.visible = False
         self.summary = Label(value="")
-        self.extend([self.image, self.time_axis, self.channel_axis, self.history,
+        self.extend([self.preset, self.image, self.time_axis, self.channel_axis, self.history,
                      self.var_threshold, self.n_mixtures, self.background_ratio,
                      self.detect_shadows, self.median_size, self.burn_in, self.burn_in_frames,
+                     self.noise, self.gain, self.offset, self.read_noise, self.bleach,
                      self.background_out, self.fg_image_out, self.run_button, self.progress,
                      self.summary])
         self.run_button.changed.connect(self._on_run_clicked)
         self.image.changed.connect(self._on_image_changed)
+        self.preset.changed.connect(self._on_preset_changed)
+        self.noise.changed.connect(self._on_noise_changed)
+        self._on_noise_changed()
         self.reset_choices()
 
     # ---------------------------------------------------------------- choices
@@ -204,6 +233,55 @@ class BackgroundWidget(RunCancelMixin, Container):
     def _on_image_changed(self, value=None):
         self.time_axis.reset_choices()
         self.channel_axis.reset_choices()
+
+    def _on_noise_changed(self, value=None):
+        given = NOISE[self.noise.value] == "given"
+        for w in (self.gain, self.offset, self.read_noise):
+            w.visible = given
+
+    def _on_preset_changed(self, value=None):
+        """Set every field to the preset's value (the user may then change any of them)."""
+        self.load_params(dict(ng.background.preset_params(self.preset.value),
+                              preset=self.preset.value))
+
+    def load_params(self, params: dict) -> None:
+        """Set the fields from a parameter dict: ``BackgroundResult.params`` as stored in a result
+        layer's ``metadata["napari_gmm"]["params"]``, or :func:`napari_gmm.background.preset_params`.
+        Keys it does not know are ignored; missing keys keep their field."""
+        p = dict(params)
+        if p.get("preset") in ng.background.PRESETS and self.preset.value != p["preset"]:
+            with self.preset.changed.blocked():
+                self.preset.value = p["preset"]
+        for name in ("history", "n_mixtures", "median_size"):
+            if name in p:
+                getattr(self, name).value = int(p[name])
+        for name in ("var_threshold", "background_ratio"):
+            if name in p:
+                getattr(self, name).value = float(p[name])
+        if "detect_shadows" in p:
+            self.detect_shadows.value = {v: k for k, v in SHADOWS.items()}[p["detect_shadows"]]
+        if "burn_in" in p:
+            b = p["burn_in"]
+            if b in ("all", None):
+                self.burn_in.value = {v: k for k, v in BURN_IN.items()}[b]
+            else:
+                self.burn_in.value = "frames spread over the stack"
+                self.burn_in_frames.value = int(b)
+        if "noise" in p:
+            nz = p["noise"]
+            if isinstance(nz, dict):
+                self.noise.value = "given (gain, offset, read noise)"
+                self.gain.value = float(nz["gain"])
+                self.offset.value = float(nz.get("offset", 0.0))
+                self.read_noise.value = float(nz.get("read_noise", 0.0))
+            else:
+                self.noise.value = {v: k for k, v in NOISE.items()}[nz]
+        if "bleach_correction" in p:
+            self.bleach.value = bool(p["bleach_correction"])
+        for name, table, widget in (("background", BACKGROUND_OUT, self.background_out),
+                                    ("foreground_image", FG_IMAGE_OUT, self.fg_image_out)):
+            if name in p:
+                widget.value = {v: k for k, v in table.items()}[p[name]]
 
     # ---------------------------------------------------------------- public API
     def run(self, image=None):
@@ -263,7 +341,12 @@ class BackgroundWidget(RunCancelMixin, Container):
         burn = BURN_IN[self.burn_in.value]
         if burn == "frames":
             burn = int(self.burn_in_frames.value)
+        noise = NOISE[self.noise.value]
+        if noise == "given":
+            noise = dict(gain=float(self.gain.value), offset=float(self.offset.value),
+                         read_noise=float(self.read_noise.value))
         kwargs = dict(
+            preset=self.preset.value, noise=noise, bleach_correction=bool(self.bleach.value),
             history=int(self.history.value), var_threshold=float(self.var_threshold.value),
             n_mixtures=int(self.n_mixtures.value),
             background_ratio=float(self.background_ratio.value),
@@ -274,20 +357,28 @@ class BackgroundWidget(RunCancelMixin, Container):
         )
         if kwargs["median_size"] > 1 and kwargs["median_size"] % 2 == 0:
             raise ng.InputError("the median filter window must be odd (or 0 / 1 for none).")
-        # the core's checks, before any thread starts: shapes and axes (cheap, no data read)
-        ng.background._check_model_params({k: v for k, v in kwargs.items()
-                                           if k in ng.background.MODEL_DEFAULTS})
-        ng.background._normalise_stack(data, time_axis, channel_axis
-                                       if not layer.rgb else ndim - 1)
+        # the core's checks, before any thread starts: shapes, axes, parameters (no data read)
+        ng.background.check_background_args(
+            data, time_axis=time_axis, channel_axis=channel_axis if not layer.rgb else ndim - 1,
+            **kwargs)
         return _Job(layer=layer, data=data, time_axis=time_axis,
-                    channel_axis=None if layer.rgb else channel_axis, kwargs=kwargs)
+                    channel_axis=None if layer.rgb else channel_axis, kwargs=kwargs,
+                    n_frames=int(data.shape[time_axis]))
 
     # ---------------------------------------------------------------- worker callbacks
     def _on_progress(self, done: int, total: int):
         if not self._alive["alive"] or self._job is None or total <= 0:
             return
         self.progress.value = int(1000 * min(max(done / total, 0.0), 1.0))
-        self.summary.value = f"frame {done} / {total}"
+        # the classified frames are the last n_frames units of the work; before them come
+        # the noise and bleaching estimates and the burn-in
+        n = self._job.n_frames
+        first = total - n
+        if done > first:
+            self.summary.value = f"frame {done - first} / {n}"
+        else:
+            self.summary.value = (f"learning the stack (noise, bleaching, burn-in): "
+                                  f"{100 * done / max(first, 1):.0f} %")
 
     def _on_returned(self, out: _Result):
         if not self._alive["alive"]:
@@ -319,8 +410,15 @@ class BackgroundWidget(RunCancelMixin, Container):
             return
         fg = out.result.foreground
         n = fg.shape[0]
-        self.summary.value = (f"{n} frames in {out.seconds:.1f} s ({n / max(out.seconds, 1e-9):.0f}"
-                              f" fps); foreground {100 * np.mean(fg == 1):.1f} % of pixels")
+        msg = (f"{n} frames in {out.seconds:.1f} s ({n / max(out.seconds, 1e-9):.0f}"
+               f" fps); foreground {100 * np.mean(fg == 1):.1f} % of pixels")
+        res = out.result
+        if res.noise is not None:
+            msg += (f"\nnoise: gain {res.noise.gain:.3g}, offset {res.noise.offset:.4g}, "
+                    f"read noise {res.noise.read_noise:.3g}")
+        if res.frame_factors is not None:
+            msg += f"\nbleaching: last frame at {100 * res.frame_factors[-1]:.0f} % of the first"
+        self.summary.value = msg
 
     def _on_errored(self, exc: BaseException):
         if self._alive["alive"]:
