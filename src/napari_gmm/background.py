@@ -387,13 +387,17 @@ def _estimate_noise_steps(view, info, offset=None, read_noise=None, n_pairs=48,
             # of one step makes them continuous (its variance, 1/12, is taken off below)
             d += rng.uniform(-0.5, 0.5, d.shape)
         # a global change between the two frames (lamp drift, bleaching) is a line in m: off
-        ok = ~bad
-        if np.count_nonzero(ok) > 100:
-            e = np.unique(np.quantile(m[ok], np.linspace(0, 1, 9)))
+        # (medians in 8 level bins of at most 4096 pixels)
+        ok = np.flatnonzero(~bad)
+        ok = ok[:: max(1, len(ok) // 4096)]
+        if len(ok) > 100:
+            mo, do = m[ok], d[ok]
+            e = np.unique(np.quantile(mo, np.linspace(0, 1, 9)))
             if len(e) > 2:
-                k = np.clip(np.searchsorted(e, m[ok], side="right") - 1, 0, len(e) - 2)
-                cx = np.array([np.median(m[ok][k == j]) for j in range(len(e) - 1) if np.any(k == j)])
-                cy = np.array([np.median(d[ok][k == j]) for j in range(len(e) - 1) if np.any(k == j)])
+                k = np.clip(np.searchsorted(e, mo, side="right") - 1, 0, len(e) - 2)
+                has = [j for j in range(len(e) - 1) if np.any(k == j)]
+                cx = np.array([np.median(mo[k == j]) for j in has])
+                cy = np.array([np.median(do[k == j]) for j in has])
                 if len(cx) > 1 and np.ptp(cx) > 0:
                     beta, gamma = np.polyfit(cx, cy, 1)
                     d = d - (beta * m + gamma)
@@ -464,21 +468,19 @@ def _estimate_noise_steps(view, info, offset=None, read_noise=None, n_pairs=48,
     m_all, d_all = m_all[fin], d_all[fin]
     edges = np.unique(np.quantile(m_all, np.linspace(0, 0.99, n_bins + 1)))
     idx = np.clip(np.searchsorted(edges, m_all, side="right") - 1, 0, len(edges) - 2)
+    n_e = len(edges) - 1
     for _ in range(3):
         sd_d = np.sqrt(2.0 * np.maximum(slope * m_all + c, 1e-12) + dither)
         inl = d_all < 3.0 * sd_d
-        xs, vs, ws = [], [], []
-        for k in range(len(edges) - 1):
-            sel = (idx == k) & inl
-            n_sel = np.count_nonzero(sel)
-            if n_sel < 100:
-                continue
-            xs.append(float(np.mean(m_all[sel])))
-            vs.append((float(np.mean(d_all[sel] ** 2)) / 0.9733369246625415 - dither) / 2.0)
-            ws.append(n_sel)
-        if len(xs) < 3:
+        ws = np.bincount(idx[inl], minlength=n_e).astype(float)
+        sx = np.bincount(idx[inl], m_all[inl], minlength=n_e)
+        sd2 = np.bincount(idx[inl], d_all[inl] ** 2, minlength=n_e)
+        use = ws >= 100
+        if np.count_nonzero(use) < 3:
             break
-        xs, vs, ws = np.asarray(xs), np.asarray(vs), np.asarray(ws, float)
+        ws = ws[use]
+        xs = sx[use] / ws
+        vs = (sd2[use] / ws / 0.9733369246625415 - dither) / 2.0
         new_slope, new_c = np.polyfit(xs, vs, 1, w=np.sqrt(ws))
         if not new_slope > 0:
             break
@@ -537,8 +539,9 @@ def _offset_from_frames(raw, variance):
     slopes, icpts = [], []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
+        sub = raw[:: max(1, raw.shape[0] // 8192)]        # 8192 pixels are plenty for lines
         for own, other in (halves, halves[::-1]):
-            ref = np.nanmedian(raw[:, other], axis=1)
+            ref = np.nanmedian(sub[:, other], axis=1)
             ok = np.isfinite(ref)
             x = ref[ok]
             # the variance of a median of k noisy values is about pi / 2 / k of theirs
@@ -548,7 +551,7 @@ def _offset_from_frames(raw, variance):
             if lam < 0.3:
                 return None
             for t in own:
-                a, b, mx, my = _clipped_line(x, raw[ok, t].astype(np.float64))
+                a, b, mx, my = _clipped_line(x, sub[ok, t].astype(np.float64))
                 if not np.isfinite(a):
                     continue
                 a = a / lam

@@ -150,3 +150,73 @@ def test_no_layer_and_same_axes(viewer, qtbot, notes):
     assert widget.run() is None
     assert "channel_axis=1" in notes["error"][-1]
     assert len(viewer.layers) == 1
+
+
+def _small_fluorescence():
+    """A tiny Poisson stack (offset 100, gain 2, 30 % bleaching) with a particle that pauses."""
+    rng = np.random.default_rng(4)
+    t_len, h, w = 60, 32, 40
+    scene = 40.0 + 30.0 * (np.arange(w) / w)[None, :].repeat(h, 0)
+    yy, xx = np.mgrid[0:h, 0:w]
+    stack = np.empty((t_len, h, w), np.uint16)
+    x = 5.0
+    for t in range(t_len):
+        x += 0.0 if 20 <= t < 35 else 0.7
+        disc = (yy - 16) ** 2 + (xx - x) ** 2 <= 9
+        photons = scene * (1 - 0.3 * t / t_len) + np.where(disc, 80.0, 0.0)
+        stack[t] = np.rint(100 + 2 * rng.poisson(photons) + rng.normal(0, 2, (h, w)))
+    return stack
+
+
+def test_preset_round_trips_through_the_widget_and_the_layer_metadata(viewer, qtbot, notes):
+    stack = _small_fluorescence()
+    viewer.add_image(stack, name="cells")
+    widget = dock(viewer)
+    assert widget.preset.value == "camera video" and widget.var_threshold.value == 16.0
+    widget.preset.value = "fluorescence time-lapse"
+    # the preset fills the fields
+    assert widget.background_ratio.value == 0.5 and widget.noise.value == "estimate from the stack"
+    assert widget.bleach.value and widget.burn_in.value == "whole stack (one extra pass)"
+    assert widget.var_threshold.value == 6.25 and widget.detect_shadows.value == "off"
+    progress = []
+    widget._relay.progressed.connect(lambda d, t: progress.append(widget.summary.value))
+    run_and_wait(qtbot, widget)
+    assert notes["error"] == []
+    ref = ng.subtract_background(stack, preset="fluorescence time-lapse")
+    fg = viewer.layers["cells foreground"]
+    np.testing.assert_array_equal(fg.data, ref.foreground)
+    params = fg.metadata["napari_gmm"]["params"]
+    json.dumps(params)
+    assert params["preset"] == "fluorescence time-lapse" and params["noise"]["gain"] > 0
+    assert len(params["frame_factors"]) == len(stack)
+    assert "noise: gain" in widget.summary.value and "bleaching" in widget.summary.value
+    # progress counts the stack's real frames in the classifying pass (never "frame 200 / 320")
+    frames = [m for m in progress if m.startswith("frame ")]
+    assert frames and all(int(m.split()[3]) == len(stack) for m in frames)
+    assert max(int(m.split()[1]) for m in frames) <= len(stack)
+
+    # a fresh widget loads the parameters from the layer's metadata and gives the same result
+    other = dock(viewer)
+    other.load_params(params)
+    assert other.preset.value == "fluorescence time-lapse"
+    assert other.noise.value == "given (gain, offset, read noise)"
+    assert other.gain.value == pytest.approx(params["noise"]["gain"], rel=1e-5)
+    assert other.background_ratio.value == 0.5 and other.bleach.value
+    job = other._make_job(viewer.layers["cells"])
+    assert job.kwargs["preset"] == "fluorescence time-lapse"
+    # back to the video preset: its values again
+    other.preset.value = "camera video"
+    assert other.var_threshold.value == 16.0 and other.noise.value == "off (learned variances)"
+    assert not other.bleach.value
+
+
+def test_bad_noise_model_is_a_notification(viewer, qtbot, notes):
+    viewer.add_image(_small_fluorescence(), name="cells")
+    widget = dock(viewer)
+    before = layer_state(viewer)
+    widget.noise.value = "given (gain, offset, read noise)"
+    widget.gain.value = 2.0
+    widget.offset.value = 60000.0                      # above the data: refused in the thread
+    run_and_wait(qtbot, widget)
+    assert len(notes["error"]) == 1 and "offset" in notes["error"][0]
+    assert layer_state(viewer) == before

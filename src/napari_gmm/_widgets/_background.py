@@ -163,11 +163,12 @@ class BackgroundWidget(RunCancelMixin, Container):
                               value="off (learned variances)",
                               tooltip="Shot + read noise var = gain (I - offset) + read_noise^2: the\n"
                                       "tests use it instead of learned variances (microscopy).")
-        self.gain = FloatSpinBox(label="gain", value=1.0, min=1e-6, max=1e6, step=0.1,
+        # small steps: the spin boxes keep as many decimals (gains of float data are tiny)
+        self.gain = FloatSpinBox(label="gain", value=1.0, min=1e-6, max=1e6, step=1e-6,
                                  tooltip="Data units per photo-electron (ADU / e-).")
-        self.offset = FloatSpinBox(label="offset", value=0.0, min=-1e9, max=1e9, step=1.0,
+        self.offset = FloatSpinBox(label="offset", value=0.0, min=-1e9, max=1e9, step=1e-4,
                                    tooltip="Camera dark level (data units).")
-        self.read_noise = FloatSpinBox(label="read noise", value=0.0, min=0.0, max=1e6, step=0.5,
+        self.read_noise = FloatSpinBox(label="read noise", value=0.0, min=0.0, max=1e6, step=1e-4,
                                        tooltip="Read noise standard deviation (data units).")
         self.bleach = CheckBox(text="correct bleaching / global drift", value=False,
                                tooltip="Divide a per-frame factor (estimated from the stack) out "
