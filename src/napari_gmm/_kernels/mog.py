@@ -453,10 +453,19 @@ def _apply_fast(frames, scale, weights, means, variances, n_modes, masks, bg_out
                                                 background_ratio, tau)
                         mb[x] = SHADOW if shadow else FOREGROUND
                 if write_bg:
-                    for x in range(width):
-                        for c in range(n_ch):
-                            bg_out[b, y, x, c] = _bg_value(my[c, x] * inv_scale if nmy[x] > 0 else 0.0,
-                                                           bg_round, bg_lo, bg_hi)
+                    # one row of the output: literal channel counts, selects instead of
+                    # branches, so the loop vectorises
+                    bo = bg_out[b, y]
+                    if rgb:
+                        for x in range(width):
+                            has = nmy[x] > 0
+                            bo[x, 0] = _bg_value(my[0, x] * inv_scale if has else 0.0, bg_round, bg_lo, bg_hi)
+                            bo[x, 1] = _bg_value(my[1, x] * inv_scale if has else 0.0, bg_round, bg_lo, bg_hi)
+                            bo[x, 2] = _bg_value(my[2, x] * inv_scale if has else 0.0, bg_round, bg_lo, bg_hi)
+                    else:
+                        for x in range(width):
+                            bo[x, 0] = _bg_value(my[0, x] * inv_scale if nmy[x] > 0 else 0.0,
+                                                 bg_round, bg_lo, bg_hi)
 
 
 @njit(**PJIT_EXACT)
