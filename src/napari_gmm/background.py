@@ -955,7 +955,10 @@ class BackgroundModel:
         p = self.params
         write = bg is not None
         if not write:
-            bg = self._dummy_bg
+            # a dummy of the dtype the output would have: the kernel's compiled specialisation
+            # (frames dtype, output dtype) is the same with and without the output
+            bg = self._dummy_bg if data.dtype.kind not in "ui" else np.zeros(
+                (1, 1, 1, self._c), data.dtype)
         bg_range = None
         if bg.dtype.kind in "ui":
             info = np.iinfo(bg.dtype)
