@@ -337,7 +337,9 @@ def test_scaled_kernel_without_scaling_equals_the_mog2_kernel():
     rng = np.random.default_rng(5)
     stack = _scene(rng, 30, 6, 9, 1)
     alphas = np.array([1.0 / min(2 * (i + 1), 25) for i in range(30)])
-    masks, state, bg = run_scaled(stack, 3, alphas, detect_shadows=True)
+    # uint16 frames and output: the specialisation the fluorescence preset compiles anyway
+    masks, state, bg = run_scaled(stack.astype(np.uint16), 3, alphas, detect_shadows=True,
+                                  bg_dtype=np.uint16)
     ref_masks, states = run_kernel(stack, 3, alphas, detect_shadows=True)
     np.testing.assert_array_equal(masks, ref_masks)
     for a, b in zip(pixel_major(*state), states[-1][:4]):
@@ -353,14 +355,14 @@ def test_noise_model_kernel_equals_naive_reference():
     factors = np.linspace(1.0, 0.6, t)                  # bleaching
     offset = 10.0
     photons = rng.poisson(scene[None] * factors[:, None, None])
-    stack = (offset + photons).astype(np.float32)[..., None]
+    stack = (offset + photons).astype(np.uint16)[..., None]
     stack[20:28, 1:3, 1:4] += 80                          # a passing object
     alphas = np.array([1.0 / min(2 * (i + 1), 30) for i in range(t)])
     gain, read = 1.0, 2.0
     var_a = gain / factors
     var_b = (read ** 2) / factors ** 2
     masks, state, _ = run_scaled(stack, 3, alphas, offset=offset, factors=factors, var_a=var_a,
-                                 var_b=var_b)
+                                 var_b=var_b, bg_dtype=np.uint16)
     params = dict(PARAMS, var_min=1e-30, var_max=3e38)
     ref_masks = np.zeros_like(masks)
     for y in range(h):
@@ -377,13 +379,3 @@ def test_noise_model_kernel_equals_naive_reference():
     np.testing.assert_array_equal(masks, ref_masks)
     # (online learning at 1/30: the object is foreground when it appears, the scene background)
     assert (masks[20:22, 1:3, 1:4] == 1).all() and (masks[5:19] == 0).mean() > 0.95
-
-
-def test_integer_background_is_rounded_and_clipped_in_the_kernel():
-    rng = np.random.default_rng(2)
-    stack = _scene(rng, 12, 5, 6, 3)
-    alphas = np.array([1.0 / min(2 * (i + 1), 25) for i in range(12)])
-    _, _, bg_f = run_scaled(stack.astype(np.float32) * 1.37, 3, alphas)
-    _, _, bg_u = run_scaled(stack.astype(np.float32) * 1.37, 3, alphas, bg_dtype=np.uint8)
-    np.testing.assert_array_equal(bg_u, np.clip(np.rint(bg_f), 0, 255).astype(np.uint8))
-    assert bg_f.max() > 255                               # the clip is exercised

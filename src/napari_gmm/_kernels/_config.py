@@ -13,13 +13,15 @@ import numba
 from numba.np.ufunc import parallel as _numba_parallel
 
 #: Numba threading layers in the order the library prefers them, applied through
-#: ``numba.config.THREADING_LAYER_PRIORITY`` (see :func:`choose_threading_layer`). OpenMP first:
-#: it is thread-safe (dask's threaded scheduler and the napari workers may launch kernels from
-#: several threads at once; the workqueue layer aborts the process then) and measured the
-#: fastest of the thread-safe layers on a loaded 2-core machine (TBB ran the background and
-#: segmentation benchmarks slower; numbers in the README's developer notes). Nothing is written
-#: into ``os.environ``: OpenMP keeps its own defaults.
-THREADING_LAYER_PRIORITY = ("omp", "tbb", "workqueue")
+#: ``numba.config.THREADING_LAYER_PRIORITY`` (see :func:`choose_threading_layer`): TBB (a
+#: dependency of the package where wheels exist), then OpenMP, then workqueue. TBB is thread-safe
+#: (dask's threaded scheduler and the napari workers may launch kernels from several threads at
+#: once; the workqueue layer aborts the process then) and its idle workers sleep instead of
+#: spinning: on the loaded 2-core machine it ran segmentation as fast as workqueue and about 1.7x
+#: faster than OpenMP with its default (spinning) wait policy, and the background benchmark
+#: 1.1-1.4x faster than OpenMP (numbers in the README). OpenMP's passive wait would need
+#: OMP_WAIT_POLICY in the environment before it loads: nothing is written into ``os.environ``.
+THREADING_LAYER_PRIORITY = ("tbb", "omp", "workqueue")
 
 
 def choose_threading_layer() -> bool:

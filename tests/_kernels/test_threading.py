@@ -1,0 +1,41 @@
+"""The threading policy: chosen through numba.config, nothing written into os.environ."""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+
+CODE = textwrap.dedent("""
+    import json, os
+    before = dict(os.environ)
+    import napari_gmm, numba
+    from napari_gmm._kernels import _config
+    print(json.dumps({"same_env": dict(os.environ) == before,
+                      "priority": list(numba.config.THREADING_LAYER_PRIORITY),
+                      "preferred": list(_config.THREADING_LAYER_PRIORITY)}))
+""")
+
+
+def _run(extra_env):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NUMBA_THREADING_LAYER", "NUMBA_THREADING_LAYER_PRIORITY", "OMP_WAIT_POLICY")}
+    env.update(extra_env, PYTHONPATH=SRC)
+    out = subprocess.run([sys.executable, "-c", CODE], env=env, capture_output=True, text=True,
+                         check=True)
+    import json
+
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_import_writes_nothing_into_the_environment_and_sets_the_preference():
+    got = _run({})
+    assert got["same_env"]
+    assert got["priority"] == got["preferred"]
+
+
+def test_the_users_choice_wins():
+    got = _run({"NUMBA_THREADING_LAYER_PRIORITY": "workqueue omp tbb"})
+    assert got["same_env"] and got["priority"] == ["workqueue", "omp", "tbb"]
