@@ -274,6 +274,12 @@ def default_data_range(stack, *, time_axis=0) -> float:
     return span if span > 0 else 1.0
 
 
+def _default_data_range(frames) -> float:
+    """Old private helper (a list of frames); kept only until ``_widgets/_plots.py`` calls
+    :func:`default_data_range`. Do not use."""
+    return default_data_range(np.stack([np.asarray(f) for f in frames]))
+
+
 # ------------------------------------------------------------------------------ noise model
 @dataclass(frozen=True)
 class NoiseModel:
