@@ -47,25 +47,27 @@ from ._kernels import em as _kem
 from ._kernels import mrf as _mrf
 from ._validate import FitError, InputError, check_image, is_dask, label_dtype, move_channels
 
-__all__ = ["fit_spatial", "SpatialResult", "neighbourhood"]
+__all__ = ["fit_spatial", "segment_spatial", "SpatialResult", "neighbourhood"]
 
 #: default polynomial degree of ``bias_field=True``
 DEFAULT_BIAS_DEGREE = 3
 #: largest polynomial degree accepted for the bias field
 MAX_BIAS_DEGREE = 8
 #: pixels the pseudo-likelihood of beta is evaluated on (a regular subsample above it)
-BETA_SAMPLES = 2**18
+BETA_SAMPLES = 2**16
 #: Newton iterations per beta update (each on the stored subsample; the problem is concave)
 BETA_NEWTON = 8
 #: largest beta the automatic estimate may reach (per unit neighbour weight)
 BETA_MAX = 10.0
 #: stride of the pixel grid the bias field is fitted on (per axis)
 BIAS_STRIDE = 2
+#: largest change of log b (anywhere) of an update below which the bias field is kept from then on
+BIAS_SETTLED = 2e-3
 LOG_2PI = math.log(2.0 * math.pi)
 UNIFORM_WEIGHTS = True
 BETA_SIMULATED = True
 #: relative change of the beta estimate below which it is kept fixed for the rest of the fit
-BETA_SETTLED = 0.005
+BETA_SETTLED = 0.01
 
 
 # ============================================================================================
@@ -276,6 +278,7 @@ class SpatialProblem(_driver.Problem):
         self.beta_history = []
         self._seed = 0
         self._frozen = False
+        self._bias_frozen = False
         if self.auto:
             self.beta = self.estimate_beta(params.weights)
         else:
@@ -300,7 +303,7 @@ class SpatialProblem(_driver.Problem):
         nbar = np.empty((idx.size, K))
         _mrf.neighbour_fields(self.q, self.valid, self.dims, self.offs, self.wts, idx, nbar, BETA_SIMULATED,
                               np.uint64(self._seed))
-        qs = self.q[idx].astype(np.float64)
+        qs = self.q[idx]
         with np.errstate(divide="ignore"):
             log_w = np.log(np.maximum(weights, 1e-300))
         b = max(self.beta, 0.05)
@@ -317,30 +320,32 @@ class SpatialProblem(_driver.Problem):
         return float(b)
 
     def _update_bias(self, params):
+        """One Gauss-Newton step of the log bias field's coefficients (see bias_normal_equations)."""
         K, D = params.means.shape
-        mubar = params.means.mean(axis=1)
-        var = np.diagonal(params.cov, axis1=1, axis2=2).mean(axis=1)
-        ok = mubar > 0
-        log_mu = np.where(ok, np.log(np.where(ok, mubar, 1.0)), 0.0)
-        prec_log = np.where(ok, mubar**2 / np.maximum(var, 1e-300), 0.0)
+        mu = params.means.mean(axis=1)
+        var = np.maximum(np.diagonal(params.cov, axis1=1, axis2=2).mean(axis=1) / D, 1e-300)
         P = self._terms.shape[0]
         AtA, Atb = np.zeros((P, P)), np.zeros(P)
-        _mrf.bias_normal_equations(self._xbar, self.valid, self.q, log_mu, prec_log, self.dims, self._Lz,
+        log_b = self.log_b if self.log_b is not None else np.zeros(self.X.shape[0])
+        _mrf.bias_normal_equations(self._xbar, self.valid, self.q, mu, var, log_b, self.dims, self._Lz,
                                    self._Ly, self._Lx, self._terms, BIAS_STRIDE, AtA, Atb)
         ridge = 1e-9 * max(np.trace(AtA), 1e-300)
         try:
-            coef = np.linalg.solve(AtA + ridge * np.eye(P), Atb)
+            delta = np.linalg.solve(AtA + ridge * np.eye(P), Atb)
         except np.linalg.LinAlgError:
             return
-        if not np.all(np.isfinite(coef)):
+        if not np.all(np.isfinite(delta)):
             return
+        # |Legendre products| <= 1: sum |delta| bounds the change of log b anywhere
+        self._bias_frozen = float(np.abs(delta).sum()) < BIAS_SETTLED
+        coef = delta if self.bias_coef is None else self.bias_coef + delta
         self.bias_coef = coef
-        log_b = np.empty(self.X.shape[0])
-        _mrf.bias_evaluate(coef, self._terms, self._Lz, self._Ly, self._Lx, self.dims, log_b)
-        self.log_b = log_b
-        self.inv_b = np.exp(-log_b).astype(np.float32)
+        if self.log_b is None:
+            self.log_b = np.empty(self.X.shape[0])
+        _mrf.bias_evaluate(coef, self._terms, self._Lz, self._Ly, self._Lx, self.dims, self.log_b)
+        self.inv_b = np.exp(-self.log_b).astype(np.float32)
         v = self.valid.view(bool)
-        self._jac = -D * float(log_b[v].mean()) if v.any() else 0.0
+        self._jac = -D * float(self.log_b[v].mean()) if v.any() else 0.0
 
     # ---- the driver's interface ------------------------------------------------------------
     def step(self, params, iteration):
@@ -366,7 +371,7 @@ class SpatialProblem(_driver.Problem):
         _kem.m_step(Nk, Sx, Sxx, int(params.cov_type), self.reg, params.weights, params.means, params.cov)
         if self.uniform_weights:
             params.weights[:] = 1.0 / K
-        if self.bias_degree:
+        if self.bias_degree and not self._bias_frozen:
             self._update_bias(params)
         return value
 
@@ -524,9 +529,9 @@ def fit_spatial(image, n_components=2, *, beta="auto", spacing=None, connectivit
                          "(at least two axes of 2 pixels or more are needed); use beta=0")
     if degree:
         v = valid.view(bool)
-        if v.any() and np.min(X[v]) < 0:
-            raise InputError("bias_field needs non-negative intensities (the field is multiplicative): "
-                             "offset the image (subtract its minimum) or set bias_field=False")
+        if v.any() and np.mean(X[v].mean(axis=1) > 0) < 0.5:
+            raise InputError("bias_field needs mostly positive intensities (the field multiplies them): "
+                             "offset the image so that its background is above 0, or set bias_field=False")
     fit_kw = dict(channel_axis=channel_axis, covariance_type=covariance_type, init=init, n_init=n_init,
                   max_iter=max_iter, tol=tol, reg_covar=reg_covar, mask=mask, bins=bins, random_state=random_state)
     p0 = start_labels = None
@@ -578,3 +583,53 @@ def fit_spatial(image, n_components=2, *, beta="auto", spacing=None, connectivit
                          covariance_type, n_iter=res.n_iter, converged=res.converged, history=hist,
                          lower_bound=res.objective, params=params)
     return SpatialResult(model, labels, post, bias, params["beta"])
+
+
+def segment_spatial(image, n_components=2, *, beta="auto", spacing=None, connectivity=1, bias_field=False,
+                    channel_axis=None, covariance_type="spherical", init="ranges", n_init=1, max_iter=100,
+                    tol=1e-6, reg_covar=None, mask=None, bins=None, random_state=None, split_axis=None,
+                    return_model=False, progress=None):
+    """Labels 1..K of every pixel under the spatial model (what ``segment(..., beta=...)`` runs).
+
+    With ``split_axis``, one fit per index of that axis (each a 2-D or 3-D image); ``spacing`` then
+    lists the remaining spatial axes. Returns labels, or (labels, model or list of models).
+    """
+    kw = dict(beta=beta, connectivity=connectivity, bias_field=bias_field, covariance_type=covariance_type,
+              init=init, n_init=n_init, max_iter=max_iter, tol=tol, reg_covar=reg_covar, bins=bins,
+              random_state=random_state)
+    image = check_image(image, channel_axis=channel_axis)
+    if is_dask(image):
+        image = image.compute()
+    if split_axis is None:
+        r = fit_spatial(image, n_components, spacing=spacing, channel_axis=channel_axis, mask=mask,
+                        progress=progress, **kw)
+        return (r.labels, r.model) if return_model else r.labels
+    from .mixture import _slice_progress, _split_axis
+
+    ax = _split_axis(image, channel_axis, split_axis)
+    nd = image.ndim
+    ch = None if channel_axis is None else channel_axis % nd
+    ch_slice = None if ch is None else (ch - 1 if ch > ax else ch)
+    pix_ax = ax if ch is None or ax < ch else ax - 1
+    spatial = tuple(s for i, s in enumerate(image.shape) if i != ch)
+    if mask is not None and np.shape(mask) != spatial:
+        raise InputError(f"mask has shape {np.shape(mask)} but the image's pixels have shape {spatial}: give a "
+                         "mask with one entry per pixel")
+    n = image.shape[ax]
+    labels = np.zeros(spatial, label_dtype(n_components))
+    models = []
+    for i in range(n):
+        sub = np.take(image, i, axis=ax)
+        msub = None if mask is None else np.take(np.asarray(mask), i, axis=pix_ax)
+        try:
+            r = fit_spatial(sub, n_components, spacing=spacing, channel_axis=ch_slice, mask=msub,
+                            progress=_slice_progress(progress, i, n), **kw)
+        except (InputError, FitError) as e:
+            raise type(e)(f"index {i} of axis {ax}: {e}") from None
+        r.model.params["split_axis"] = int(ax)
+        r.model.params["index"] = i
+        idx = [slice(None)] * len(spatial)
+        idx[pix_ax] = i
+        labels[tuple(idx)] = r.labels
+        models.append(r.model)
+    return (labels, models) if return_model else labels
