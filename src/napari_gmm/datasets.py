@@ -344,13 +344,14 @@ def noisy_regions(shape=(512, 512), *, noise=0.58, bias=0.0, n_classes=3, separa
     if not 0 <= bias <= 0.9:
         raise ValueError(f"noisy_regions: bias must be in [0, 0.9], got {bias}")
     rng = np.random.default_rng(seed)
-    size = min(shape)
+    size = max(shape)
     field = _smooth_field(shape, max(size / 16.0, 1.0), rng)
     truth = np.ones(shape, np.uint8)
     truth[field > np.quantile(field, 0.7)] = 2
     vol = float(np.prod(shape))
     for k in range(3, int(n_classes) + 1):
-        rmin, rmax = size / 40.0 + 2, size / 12.0 + 3
+        rmax = min(size / 12.0 + 3, min(shape) / 3.0)
+        rmin = min(size / 40.0 + 2, 0.5 * rmax)
         mean_r = 0.5 * (rmin + rmax)
         unit = np.pi * mean_r**2 if len(shape) == 2 else 4.0 / 3.0 * np.pi * mean_r**3
         n = max(3, int(0.12 * vol / unit / (k - 2)))

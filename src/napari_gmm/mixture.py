@@ -804,7 +804,8 @@ def fit_hist(hist, n_components=2, *, channel_axis=None, covariance_type="spheri
 
 
 def fit_mixture(image, n_components=2, *, channel_axis=None, covariance_type="spherical", init="ranges",
-                n_init=1, max_iter=100, tol=1e-6, reg_covar=None, mask=None, bins=None, random_state=None):
+                n_init=1, max_iter=100, tol=1e-6, reg_covar=None, mask=None, bins=None, random_state=None,
+                beta=0.0, spacing=None, connectivity=1, bias_field=False):
     """Fit a Gaussian mixture to the intensities (or colours) of an image with EM.
 
     The image is first compressed to exact weighted samples (its histogram; unique colours for
@@ -847,6 +848,9 @@ def fit_mixture(image, n_components=2, *, channel_axis=None, covariance_type="sp
         multichannel images, default 64).
     random_state : int, numpy Generator or None
         Seed of the random starts.
+    beta, spacing, connectivity, bias_field
+        The spatial (hidden-Markov-random-field) model, see :func:`segment`. ``beta=0`` with
+        ``bias_field=False`` (the defaults) is the per-pixel fit above, unchanged.
 
     Returns
     -------
@@ -890,6 +894,13 @@ def fit_mixture(image, n_components=2, *, channel_axis=None, covariance_type="sp
     >>> np.round(model.means[:, 0]).tolist()
     [60.0, 180.0]
     """
+    if _spatial_requested(beta, bias_field):
+        from .spatial import fit_spatial
+
+        return fit_spatial(image, n_components, beta=beta, spacing=spacing, connectivity=connectivity,
+                           bias_field=bias_field, channel_axis=channel_axis, covariance_type=covariance_type,
+                           init=init, n_init=n_init, max_iter=max_iter, tol=tol, reg_covar=reg_covar, mask=mask,
+                           bins=bins, random_state=random_state).model
     image = check_image(image, channel_axis=channel_axis)
     hist = _h.compress(image, channel_axis=channel_axis, mask=mask, bins=bins)
     return fit_hist(hist, n_components, channel_axis=channel_axis, covariance_type=covariance_type,
@@ -958,7 +969,8 @@ def _slice_progress(progress, i, n):
 
 def segment(image, n_components=2, *, channel_axis=None, covariance_type="spherical", init="ranges",
             n_init=1, max_iter=100, tol=1e-6, reg_covar=None, mask=None, bins=None, random_state=None,
-            split_axis=None, return_model=False, progress=None):
+            split_axis=None, return_model=False, progress=None, beta=0.0, spacing=None, connectivity=1,
+            bias_field=False):
     """Label every pixel with its most probable Gaussian component.
 
     Fits :func:`fit_mixture` and assigns each pixel (through a per-value look-up table) to the
@@ -978,6 +990,23 @@ def segment(image, n_components=2, *, channel_axis=None, covariance_type="spheri
         ``done`` growing to ``total`` (EM iterations over all fits; a converged fit counts as its
         ``max_iter``). An exception it raises stops the computation there (how the napari widget
         cancels).
+    beta : float or "auto", default 0.0
+        Strength of a Potts (hidden-Markov-random-field) prior that makes neighbouring pixels
+        prefer the same label: noise-robust segmentation (see :mod:`napari_gmm.spatial`). 0 keeps
+        the per-pixel result exactly; a number fixes it (about 1-3 for 4-/6-neighbours); "auto"
+        estimates it from the image by pseudo-likelihood (the value used is in
+        ``model.params["beta"]``). EM then runs on the pixels (one mean-field sweep per
+        iteration) of a 2-D or 3-D image; use ``split_axis`` for time series.
+    spacing : sequence of float, optional
+        Pixel size along each spatial axis (e.g. a napari layer's ``scale``): neighbours are
+        weighted by inverse physical distance, so anisotropic z-stacks are smoothed correctly.
+    connectivity : int, default 1
+        1: face neighbours (4 in 2-D, 6 in 3-D); up to ndim: also diagonal ones (8, 26).
+    bias_field : bool or int, default False
+        Also estimate a smooth multiplicative intensity field (uneven illumination, vignetting)
+        inside EM: True for a polynomial of degree 3 in the log domain, or the degree (1..8).
+        The field is in ``model.params["bias_coef"]``; see :func:`napari_gmm.spatial.fit_spatial`
+        for the field on the pixel grid.
 
     Returns
     -------
@@ -996,6 +1025,14 @@ def segment(image, n_components=2, *, channel_axis=None, covariance_type="spheri
     array([[1, 1, 1],
            [2, 2, 2]], dtype=uint8)
     """
+    if _spatial_requested(beta, bias_field):
+        from .spatial import segment_spatial
+
+        return segment_spatial(image, n_components, beta=beta, spacing=spacing, connectivity=connectivity,
+                               bias_field=bias_field, channel_axis=channel_axis, covariance_type=covariance_type,
+                               init=init, n_init=n_init, max_iter=max_iter, tol=tol, reg_covar=reg_covar,
+                               mask=mask, bins=bins, random_state=random_state, split_axis=split_axis,
+                               return_model=return_model, progress=progress)
     image = check_image(image, channel_axis=channel_axis)
     fit_kw = dict(covariance_type=covariance_type, init=init, n_init=n_init, max_iter=max_iter, tol=tol,
                   reg_covar=reg_covar, bins=bins, random_state=random_state)
@@ -1008,6 +1045,15 @@ def segment(image, n_components=2, *, channel_axis=None, covariance_type="spheri
     else:
         labels, model = _segment_split(image, n_components, channel_axis, mask, fit_kw, split_axis, progress)
     return (labels, model) if return_model else labels
+
+
+def _spatial_requested(beta, bias_field):
+    """Whether the spatial model is asked for (beta != 0 or a bias field); InputError for a bad beta
+    or bias_field. beta=0 with bias_field=False is the per-pixel path, untouched."""
+    from .spatial import check_beta, check_bias
+
+    b = check_beta(beta)
+    return b is None or b > 0 or check_bias(bias_field) > 0
 
 
 def _split_axis(image, channel_axis, split_axis):
