@@ -359,7 +359,7 @@ def noisy_regions(shape=(512, 512), *, noise=0.58, bias=0.0, n_classes=3, separa
     image = separation * truth.astype(np.float64)
     image += rng.normal(0.0, noise * separation, shape)
     if bias > 0:
-        g = _smooth_field(shape, size / 3.0, rng)
+        g = _smooth_field(shape, size / 2.0, rng)
         g /= np.abs(g).max()
         bf = 1.0 + bias * g
     else:

@@ -899,8 +899,8 @@ def fit_mixture(image, n_components=2, *, channel_axis=None, covariance_type="sp
 
         return fit_spatial(image, n_components, beta=beta, spacing=spacing, connectivity=connectivity,
                            bias_field=bias_field, channel_axis=channel_axis, covariance_type=covariance_type,
-                           init=init, n_init=n_init, max_iter=max_iter, tol=tol, reg_covar=reg_covar, mask=mask,
-                           bins=bins, random_state=random_state).model
+                           init=init, n_init=n_init, max_iter=max_iter, tol=_spatial_tol(tol), reg_covar=reg_covar,
+                           mask=mask, bins=bins, random_state=random_state).model
     image = check_image(image, channel_axis=channel_axis)
     hist = _h.compress(image, channel_axis=channel_axis, mask=mask, bins=bins)
     return fit_hist(hist, n_components, channel_axis=channel_axis, covariance_type=covariance_type,
@@ -996,7 +996,8 @@ def segment(image, n_components=2, *, channel_axis=None, covariance_type="spheri
         the per-pixel result exactly; a number fixes it (about 1-3 for 4-/6-neighbours); "auto"
         estimates it from the image by pseudo-likelihood (the value used is in
         ``model.params["beta"]``). EM then runs on the pixels (one mean-field sweep per
-        iteration) of a 2-D or 3-D image; use ``split_axis`` for time series.
+        iteration) of a 2-D or 3-D image; use ``split_axis`` for time series. Its objective is
+        the mean-field free energy per pixel, and the default ``tol`` stands for 1e-4 there.
     spacing : sequence of float, optional
         Pixel size along each spatial axis (e.g. a napari layer's ``scale``): neighbours are
         weighted by inverse physical distance, so anisotropic z-stacks are smoothed correctly.
@@ -1030,8 +1031,8 @@ def segment(image, n_components=2, *, channel_axis=None, covariance_type="spheri
 
         return segment_spatial(image, n_components, beta=beta, spacing=spacing, connectivity=connectivity,
                                bias_field=bias_field, channel_axis=channel_axis, covariance_type=covariance_type,
-                               init=init, n_init=n_init, max_iter=max_iter, tol=tol, reg_covar=reg_covar,
-                               mask=mask, bins=bins, random_state=random_state, split_axis=split_axis,
+                               init=init, n_init=n_init, max_iter=max_iter, tol=_spatial_tol(tol),
+                               reg_covar=reg_covar, mask=mask, bins=bins, random_state=random_state, split_axis=split_axis,
                                return_model=return_model, progress=progress)
     image = check_image(image, channel_axis=channel_axis)
     fit_kw = dict(covariance_type=covariance_type, init=init, n_init=n_init, max_iter=max_iter, tol=tol,
@@ -1054,6 +1055,13 @@ def _spatial_requested(beta, bias_field):
 
     b = check_beta(beta)
     return b is None or b > 0 or check_bias(bias_field) > 0
+
+
+def _spatial_tol(tol):
+    """The spatial model's tol: the default 1e-6 stands for its own default
+    (:data:`napari_gmm.spatial.SPATIAL_TOL`, its objective is per pixel of a label field); any
+    other value is used as given."""
+    return None if tol == 1e-6 else tol
 
 
 def _split_axis(image, channel_axis, split_axis):
