@@ -45,3 +45,13 @@ def serial_copy(f):
     g.__doc__ = f.__doc__
     g.__module__ = f.__module__
     return g
+
+
+# ---- thresholds and slice sizes of the core (one place for every tunable) -------------------------
+
+#: samples x components above which the EM E-step (and labels, posteriors) run on all threads
+PARALLEL_WORK = 100_000
+#: the EM driver reports progress (and so can be cancelled) at least every this many iterations ...
+PROGRESS_EVERY = 5
+#: ... and at least every this many seconds
+PROGRESS_SECONDS = 0.1
