@@ -15,25 +15,12 @@ import warnings
 import numpy as np
 from numba import get_num_threads as _nt
 
-import importlib
-
-_h = importlib.import_module(".histogram", __package__)
 from . import em as _drv
+from . import pipeline as _pl
 from ._kernels import _config
 from ._kernels import em as _em
-from ._kernels import hist as _kh
 from ._kernels import kmeans as _km
-from ._validate import (
-    ConvergenceWarning,
-    FitError,
-    InputError,
-    as_flat,
-    check_image,
-    check_k,
-    is_dask,
-    label_dtype,
-    move_channels,
-)
+from ._validate import InputError, check_image, check_k, is_dask
 
 __all__ = ["MixtureModel", "fit_mixture", "segment", "quantize"]
 
@@ -184,74 +171,90 @@ class MixtureModel:
                 f"({self.params.get('channel_axis')!r})"
             )
 
+    def _fns(self) -> _pl.SampleFns:
+        return _pl.SampleFns(self.n_components, self._sample_labels, self._sample_posteriors)
+
+    def _prepare(self, image, channel_axis, mask, bins):
+        image = check_image(image, channel_axis=channel_axis)
+        self._check_features(channel_axis, image)
+        return image, _pl.compress_image(image, channel_axis=channel_axis, mask=mask, bins=bins)
+
     # ---- on images ------------------------------------------------------------------------
-    def predict(self, image, *, channel_axis=None, mask=None, bins=None):
+    def predict(self, image, *, channel_axis=None, mask=None, bins=None, progress=None):
         """Most probable component of every pixel, as labels 1..K (0 = masked, NaN or inf).
 
         Parameters
         ----------
-        image : array_like
+        image : array_like or dask array
             Grey image (any shape) or multichannel image with ``channel_axis``.
         channel_axis : int or None
         mask : array_like of bool, optional
             Same shape as the pixels; False pixels get label 0.
         bins : int, optional
             Float images: number of bins of the look-up (default as :func:`napari_gmm.histogram`).
+        progress : callable, optional
+            ``progress(done, total)`` between slices of the look-up; an exception it raises (e.g.
+            :class:`napari_gmm.Cancelled`) stops it.
 
         Returns
         -------
-        labels : ndarray
+        labels : ndarray (dask array for dask input, computed lazily)
             Shape of the image without the channel axis, uint8 (uint16 for K > 255).
         """
-        image = check_image(image, channel_axis=channel_axis)
-        self._check_features(channel_axis, image)
-        if is_dask(image):
-            from ._dask import dask_predict
+        image, hist = self._prepare(image, channel_axis, mask, bins)
+        return _pl.label_image(self._fns(), image, hist, channel_axis=channel_axis, mask=mask, progress=progress)
 
-            return dask_predict(self, image, channel_axis=channel_axis, mask=mask, bins=bins)
-        hist = _h.compress(image, channel_axis=channel_axis, mask=mask, bins=bins)
-        return _labels_from_hist(self, image, hist, channel_axis, mask)
-
-    def predict_proba(self, image, *, channel_axis=None, mask=None, bins=None):
+    def predict_proba(self, image, *, channel_axis=None, mask=None, bins=None, progress=None):
         """Posterior probability maps, one per component.
 
         Returns
         -------
-        proba : ndarray of float32, shape (K, *pixels)
+        proba : ndarray of float32, shape (K, *pixels) (dask array for dask input)
             ``proba[k]`` is the probability that each pixel belongs to component k (label k + 1);
-            0 for masked, NaN or inf pixels.
+            0 for masked, NaN or inf pixels. Memory: K float32 copies of the pixels.
+        """
+        image, hist = self._prepare(image, channel_axis, mask, bins)
+        return _pl.proba_image(self._fns(), image, hist, channel_axis=channel_axis, mask=mask, progress=progress)
+
+    def quantize(self, image, labels=None, *, channel_axis=None, mask=None, bins=None, progress=None):
+        """The image with every pixel replaced by the mean of its most probable component.
+
+        Parameters
+        ----------
+        image : array_like or dask array
+        labels : array_like, optional
+            The image's labels from :meth:`predict` (or :func:`napari_gmm.segment`), to save their
+            computation; pixels labelled 0 (masked, NaN, inf) keep their value.
+        channel_axis, mask, bins, progress
+            As :meth:`predict`.
+
+        Returns
+        -------
+        ndarray (dask array for dask input)
+            Same shape and dtype as ``image`` (means rounded and clipped into integer dtypes).
+            Memory: the output only (painted in place, in slices).
         """
         image = check_image(image, channel_axis=channel_axis)
         self._check_features(channel_axis, image)
-        if is_dask(image):
-            image = image.compute()
-        hist = _h.compress(image, channel_axis=channel_axis, mask=mask, bins=bins)
-        K = self.n_components
-        if channel_axis is None:
-            a = as_flat(image)
-            m = _h._mask_flat(mask, image.shape)
-            grid = _h.grey_grid(hist)
-            table = np.zeros((grid.shape[0] + 1, K), np.float32)
-            table[:-1] = self._sample_posteriors(grid)
-            idx = _h.grey_index(a, m, hist.spec)
-            out = np.empty((K, a.size), np.float32)
-            for k in range(K):
-                np.take(table[:, k], idx, out=out[k])
-            return out.reshape((K,) + image.shape)
-        a, spatial = move_channels(image, channel_axis)
-        valid = _valid_rows(a, _h._mask_flat(mask, spatial))
-        out = np.zeros((a.shape[0], K), np.float32)
-        out[valid] = self._sample_posteriors(a[valid])
-        return np.ascontiguousarray(out.T).reshape((K,) + tuple(spatial))
+        phases = _pl.Progress(progress, [1, 1])
+        if labels is None:
+            labels = self.predict(image, channel_axis=channel_axis, mask=mask, bins=bins, progress=phases.phase(0))
+        else:
+            spatial = tuple(n for i, n in enumerate(image.shape)
+                            if channel_axis is None or i != channel_axis % image.ndim)
+            if tuple(np.shape(labels)) != spatial:
+                raise InputError(f"labels have shape {tuple(np.shape(labels))} but the image's pixels have "
+                                 f"shape {spatial}: pass the labels of this image, or labels=None")
+            if not is_dask(labels):
+                labels = np.asarray(labels)
+        return _pl.paint_image(image, labels, self.means, channel_axis=channel_axis, progress=phases.phase(1))
 
     def score(self, image, *, channel_axis=None, mask=None, bins=None):
         """Mean log-likelihood per pixel of the image under the model (finite, unmasked pixels).
 
         For integer data this is exact; for float data it is evaluated on the bin means.
         """
-        image = check_image(image, channel_axis=channel_axis)
-        self._check_features(channel_axis, image)
-        hist = _h.compress(image, channel_axis=channel_axis, mask=mask, bins=bins)
+        _, hist = self._prepare(image, channel_axis, mask, bins)
         return self._score_hist(hist)
 
     def _score_hist(self, hist):
@@ -544,7 +547,7 @@ def _default_reg(hist):
     h = np.asarray(hist.bin_width, dtype=np.float64)
     if hist.kind == "pixels" or not np.all(h > 0):
         span = float(np.max(hist.high - hist.low))
-        h = np.array([span / _h.DEFAULT_FLOAT_BINS if span > 0 else 1.0])
+        h = np.array([span / _config.DEFAULT_FLOAT_BINS if span > 0 else 1.0])
     return float(np.max(h) ** 2 / 12.0)
 
 
@@ -743,69 +746,77 @@ def fit_mixture(image, n_components=2, *, channel_axis=None, covariance_type="sp
     [60.0, 180.0]
     """
     image = check_image(image, channel_axis=channel_axis)
-    hist = _h.compress(image, channel_axis=channel_axis, mask=mask, bins=bins)
+    hist = _pl.compress_image(image, channel_axis=channel_axis, mask=mask, bins=bins)
     return fit_hist(hist, n_components, channel_axis=channel_axis, covariance_type=covariance_type,
                     init=init, n_init=n_init, max_iter=max_iter, tol=tol, reg_covar=reg_covar,
                     random_state=random_state, extra_params={"bins": bins})
 
 
 # ============================================================================================
-# labels
+# one model per index of an axis
 
 
-def _valid_rows(a, m):
-    ok = np.isfinite(a).all(axis=1) if a.dtype.kind == "f" else np.ones(a.shape[0], bool)
-    if m.size:
-        ok &= m.view(bool)
-    return ok
+class SplitModels(list):
+    """The models of a fit with ``split_axis``: a list (model i for index i of the axis) that
+    applies each model to its own index.
 
+    Attributes
+    ----------
+    split_axis : int
+        The axis of the image the models were fitted along (counted with the channel axis).
+    channel_axis : int or None
+    """
 
-def _labels_from_hist(model, image, hist, channel_axis, mask):
-    """Labels 1..K of every pixel of ``image`` through the look-up table of ``hist``."""
-    dt = label_dtype(model.n_components)
-    if channel_axis is None:
-        a = as_flat(image)
-        m = _h._mask_flat(mask, image.shape)
-        lut = (model._sample_labels(_h.grey_grid(hist)) + 1).astype(dt)
-        out = np.empty(a.size, dt)
-        _h.grey_lookup(a, m, hist.spec, lut, out)
-        return out.reshape(image.shape)
-    a, spatial = move_channels(image, channel_axis)
-    m = _h._mask_flat(mask, spatial)
-    out = np.zeros(a.shape[0], dt)
-    if hist.kind == "colour":
-        lut = (model._sample_labels(hist.values) + 1).astype(dt)
-        _h.colour_lookup(a, m, hist, lut, out)
-    else:  # every pixel through the model, in slices of LABEL_SLICE pixels (bounded memory)
-        for s in range(0, a.shape[0], LABEL_SLICE):
-            sub = a[s:s + LABEL_SLICE]
-            valid = _valid_rows(sub, m[s:s + LABEL_SLICE] if m.size else m)
-            part = out[s:s + LABEL_SLICE]
-            if valid.all():
-                part[:] = model._sample_labels(sub) + 1
-            else:
-                part[valid] = model._sample_labels(sub[valid]) + 1
-    return out.reshape(spatial)
+    def __init__(self, models, split_axis, channel_axis=None):
+        super().__init__(models)
+        self.split_axis = int(split_axis)
+        self.channel_axis = channel_axis
 
+    def _axes(self, image, channel_axis):
+        image = check_image(image, channel_axis=channel_axis)
+        axes = _pl.split_axes(image, channel_axis, self.split_axis)
+        if axes.length != len(self):
+            raise InputError(f"the image has {axes.length} entries along axis {axes.axis} but there are "
+                             f"{len(self)} models: apply them to an image of the same length along that axis")
+        return image, axes
 
-#: pixels labelled per slice where every pixel goes through the model (float or wide-integer
-#: multichannel data): the float64 copy of a slice is 8 * D MiB
-LABEL_SLICE = 2**20
+    def _apply(self, one, image, channel_axis, mask, progress, stack_axis=None):
+        image, axes = self._axes(image, channel_axis)
+        if mask is not None and not is_dask(mask):
+            mask = np.asarray(mask)
+        return _pl.split(image, mask, axes, lambda sub, m, i: (one(self[i], sub, axes, m, i), None),
+                         _pl.Progress(progress, [1] * axes.length),
+                         stack_axis=stack_axis(axes) if stack_axis else None)[0]
 
+    def predict(self, image, *, channel_axis=None, mask=None, bins=None, progress=None):
+        """Labels of every index of the split axis by its own model (see :meth:`MixtureModel.predict`)."""
+        return self._apply(lambda mdl, sub, ax, m, i: mdl.predict(sub, channel_axis=ax.channel_slice, mask=m,
+                                                                  bins=bins), image, channel_axis, mask, progress)
 
-def _segment_numpy(image, n_components, channel_axis, mask, fit_kw, callback=None):
-    hist = _h.compress(image, channel_axis=channel_axis, mask=mask, bins=fit_kw.get("bins"))
-    kw = {k: v for k, v in fit_kw.items() if k != "bins"}
-    model = fit_hist(hist, n_components, channel_axis=channel_axis, extra_params={"bins": fit_kw.get("bins")},
-                     callback=callback, **kw)
-    return _labels_from_hist(model, image, hist, channel_axis, mask), model
+    def predict_proba(self, image, *, channel_axis=None, mask=None, bins=None, progress=None):
+        """Posterior maps (K, *pixels), each index of the split axis by its own model."""
+        return self._apply(lambda mdl, sub, ax, m, i: mdl.predict_proba(sub, channel_axis=ax.channel_slice, mask=m,
+                                                                        bins=bins),
+                           image, channel_axis, mask, progress, stack_axis=lambda ax: ax.pixel_axis + 1)
 
+    def quantize(self, image, labels=None, *, channel_axis=None, mask=None, bins=None, progress=None):
+        """The quantised image, each index of the split axis painted with its own model's means."""
 
-def _slice_progress(progress, i, n):
-    """Progress of fit i of n as a part of the whole: done = i * total_i + done_i, of n * total_i."""
-    if progress is None:
-        return None
-    return lambda done, total: progress(i * total + done, n * total)
+        def one(mdl, sub, ax, m, i):
+            lab = None if labels is None else labels[(slice(None),) * ax.pixel_axis + (i,)]
+            return mdl.quantize(sub, lab, channel_axis=ax.channel_slice, mask=m, bins=bins)
+
+        return self._apply(one, image, channel_axis, mask, progress, stack_axis=lambda ax: ax.axis)
+
+    def to_dict(self):
+        """JSON-able: the split axis, the channel axis and every model's :meth:`MixtureModel.to_dict`."""
+        return {"split_axis": self.split_axis, "channel_axis": self.channel_axis,
+                "models": [m.to_dict() for m in self]}
+
+    @classmethod
+    def from_dict(cls, d):
+        """Inverse of :meth:`to_dict`."""
+        return cls([MixtureModel.from_dict(m) for m in d["models"]], d["split_axis"], d.get("channel_axis"))
 
 
 def segment(image, n_components=2, *, channel_axis=None, covariance_type="spherical", init="auto",
@@ -826,10 +837,11 @@ def segment(image, n_components=2, *, channel_axis=None, covariance_type="spheri
     return_model : bool, default False
         Also return the model (a list of models with ``split_axis``).
     progress : callable, optional
-        ``progress(done, total)``, called every few EM iterations from the computing thread, with
-        ``done`` growing to ``total`` (EM iterations over all fits; a converged fit counts as its
-        ``max_iter``). An exception it raises stops the computation there (how the napari widget
-        cancels).
+        ``progress(done, total)``, called from the computing thread every few EM iterations (at
+        least every 0.1 s) and between slices of the look-up, with ``done`` growing to ``total``:
+        the EM iterations of all fits (a converged fit counts as its ``max_iter``) plus a tenth of
+        that for each fit's look-up. An exception it raises stops the computation there
+        (:class:`napari_gmm.Cancelled` is the documented way; the napari widget's Cancel does it).
 
     Returns
     -------
@@ -850,60 +862,44 @@ def segment(image, n_components=2, *, channel_axis=None, covariance_type="spheri
     """
     image = check_image(image, channel_axis=channel_axis)
     fit_kw = dict(covariance_type=covariance_type, init=init, n_init=n_init, max_iter=max_iter, tol=tol,
-                  reg_covar=reg_covar, bins=bins, random_state=random_state)
-    if is_dask(image):
-        from ._dask import dask_segment
+                  reg_covar=reg_covar, random_state=random_state)
+    _drv.check_em_args(max_iter, tol, n_init)
+    if split_axis is None:
+        labels, model = _segment_one(image, n_components, channel_axis, mask, bins, fit_kw,
+                                     _pl.Progress(progress, _units(fit_kw)))
+        return (labels, model) if return_model else labels
+    axes = _pl.split_axes(image, channel_axis, split_axis)
+    phases = _pl.Progress(progress, [sum(_units(fit_kw))] * axes.length)
 
-        labels, model = dask_segment(image, n_components, channel_axis, mask, fit_kw, split_axis, progress)
-    elif split_axis is None:
-        labels, model = _segment_numpy(image, n_components, channel_axis, mask, fit_kw, progress)
-    else:
-        labels, model = _segment_split(image, n_components, channel_axis, mask, fit_kw, split_axis, progress)
-    return (labels, model) if return_model else labels
+    def one(sub, m, i):
+        lab, model = _segment_one(sub, n_components, axes.channel_slice, m, bins, fit_kw,
+                                  _pl.Progress(phases.phase(i), _units(fit_kw)))
+        model.params.update(split_axis=axes.axis, index=i)
+        return lab, model
 
-
-def _split_axis(image, channel_axis, split_axis):
-    nd = image.ndim
-    if not isinstance(split_axis, (int, np.integer)) or not -nd <= split_axis < nd:
-        raise InputError(f"split_axis={split_axis!r} is not an axis of the image (ndim {nd})")
-    ax = split_axis % nd
-    if channel_axis is not None and ax == channel_axis % nd:
-        raise InputError("split_axis and channel_axis are the same axis: split over time/z, not channels")
-    if image.shape[ax] < 1:
-        raise InputError("split_axis has length 0")
-    return ax
+    if mask is not None and not is_dask(mask):
+        mask = np.asarray(mask)
+    labels, models = _pl.split(image, mask, axes, one)
+    return (labels, SplitModels(models, axes.axis, channel_axis)) if return_model else labels
 
 
-def _segment_split(image, n_components, channel_axis, mask, fit_kw, split_axis, progress):
-    ax = _split_axis(image, channel_axis, split_axis)
-    nd = image.ndim
-    ch = None if channel_axis is None else channel_axis % nd
-    # the channel axis index inside one slice
-    ch_slice = None if ch is None else (ch - 1 if ch > ax else ch)
-    pix_ax = ax if ch is None or ax < ch else ax - 1  # split axis among the pixel axes
-    spatial = tuple(s for i, s in enumerate(image.shape) if i != ch)
-    if mask is not None and np.shape(mask) != spatial:
-        raise InputError(
-            f"mask has shape {np.shape(mask)} but the image's pixels have shape {spatial}: give a mask "
-            "with one entry per pixel"
-        )
-    n = image.shape[ax]
-    labels = np.zeros(spatial, label_dtype(n_components))
-    models = []
-    for i in range(n):
-        sub = np.take(image, i, axis=ax)
-        msub = None if mask is None else np.take(np.asarray(mask), i, axis=pix_ax)
-        try:
-            lab, model = _segment_numpy(sub, n_components, ch_slice, msub, fit_kw, _slice_progress(progress, i, n))
-        except (InputError, FitError) as e:
-            raise type(e)(f"index {i} of axis {ax}: {e}") from None
-        model.params["split_axis"] = int(ax)
-        model.params["index"] = i
-        idx = [slice(None)] * len(spatial)
-        idx[pix_ax] = i
-        labels[tuple(idx)] = lab
-        models.append(model)
-    return labels, models
+def _units(fit_kw):
+    """Progress units of one fit and its look-up: EM iterations over all starts, then the look-up
+    as a tenth of that."""
+    init = fit_kw["init"]
+    deterministic = isinstance(init, MixtureModel) or init in ("auto", "ranges", "quantiles")
+    runs = 1 if deterministic else fit_kw["n_init"]
+    return [runs * fit_kw["max_iter"], max(1, runs * fit_kw["max_iter"] // 10)]
+
+
+def _segment_one(image, n_components, channel_axis, mask, bins, fit_kw, phases: _pl.Progress):
+    hist = _pl.compress_image(image, channel_axis=channel_axis, mask=mask, bins=bins)
+    model = fit_hist(hist, n_components, channel_axis=channel_axis, extra_params={"bins": bins},
+                     callback=phases.phase(0), **fit_kw)
+    labels = _pl.label_image(model._fns(), image, hist, channel_axis=channel_axis, mask=mask,
+                             progress=phases.phase(1))
+    phases.done(1)
+    return labels, model
 
 
 def quantize(image, n_components=32, *, channel_axis=-1, covariance_type="spherical", init="kmeans++",
@@ -942,30 +938,9 @@ def quantize(image, n_components=32, *, channel_axis=-1, covariance_type="spheri
     >>> q[0, 0].tolist(), q.dtype
     ([201, 11, 11], dtype('uint8'))
     """
-    # segment() validates (once: its checks would otherwise run, and warn, twice)
-    image = image.compute() if is_dask(image) else np.asarray(image)
     labels, model = segment(image, n_components, channel_axis=channel_axis, covariance_type=covariance_type,
                             init=init, n_init=n_init, max_iter=max_iter, tol=tol, reg_covar=reg_covar,
                             mask=mask, bins=bins, random_state=random_state, return_model=True)
-    out = _paint_means(image, labels, model.means, channel_axis)
+    out = _pl.paint_image(image if is_dask(image) else np.asarray(image), labels, model.means,
+                          channel_axis=channel_axis)
     return (out, model) if return_model else out
-
-
-def _paint_means(image, labels, means, channel_axis):
-    image = np.asarray(image)
-    dt = image.dtype
-    table = means.copy()
-    if dt.kind in "ui":
-        info = np.iinfo(dt)
-        table = np.clip(np.rint(table), info.min, info.max)
-    table = table.astype(dt)
-    out = image.copy()
-    view = out[..., None] if channel_axis is None else np.moveaxis(out, channel_axis, -1)
-    if view.flags.c_contiguous and dt != np.float16:
-        # in place, in parallel, through a flat (N, D) view of the copy
-        paint = _kh.paint_table if labels.size >= _h.SERIAL_BELOW else _kh.paint_table_serial
-        paint(np.ascontiguousarray(labels).reshape(-1), np.ascontiguousarray(table), view.reshape(-1, view.shape[-1]))
-        return out
-    sel = labels > 0
-    view[sel] = table[labels[sel].astype(np.intp) - 1]
-    return out
