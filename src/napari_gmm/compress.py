@@ -126,7 +126,7 @@ class Histogram:
             grey level (coarsened to at most 1024 bins for wide ranges).
         """
         if self.n_features != 1:
-            raise ValueError("density() is for grey (one-feature) histograms; use values/counts")
+            raise InputError("density() is for grey (one-feature) histograms; use values/counts")
         lo, hi = float(self.low[0]), float(self.high[0])
         if self.kind == "binned":
             w = float(self.bin_width[0])

@@ -492,8 +492,8 @@ def _resolve_init(init, n_features):
     return init
 
 
-#: the start ``init="auto"`` uses for multichannel data (mean log-likelihood per pixel at K = 32,
-#: measured in benchmarks/bench_colour.py over several images: see the README's table)
+#: the start ``init="auto"`` uses for multichannel data: the best mean rank of the final
+#: log-likelihood over the colour images of benchmarks/bench_inits.py (README, Colour quantisation)
 AUTO_COLOUR_INIT = "quantiles"
 
 
@@ -559,6 +559,12 @@ def _check_reg(reg_covar):
         raise InputError(f"reg_covar must be None (automatic) or a finite number >= 0, got {reg_covar!r}")
 
 
+def _data_variance(X, w):
+    """The largest per-feature variance of the weighted samples."""
+    mean = (w[:, None] * X).sum(axis=0) / w.sum()
+    return float(((w[:, None] * (X - mean) ** 2).sum(axis=0) / w.sum()).max())
+
+
 def _explain_empty(hist):
     if hist.n_pixels > 0:
         return
@@ -622,6 +628,14 @@ def fit_hist(hist, n_components=2, *, channel_axis=None, covariance_type="spheri
     start_name = _resolve_init(init, hist.n_features)
     reg = _default_reg(hist) if reg_covar is None else float(reg_covar)
     X, w = hist.values, hist.counts
+    spread = _data_variance(X, w)
+    if reg_covar is not None and reg > spread:
+        raise InputError(
+            f"reg_covar={reg_covar:g} is larger than the variance of the data ({spread:.4g}): every component "
+            "would be wider than the whole image's spread and the fit would be meaningless. Use "
+            f"reg_covar=None (one quantisation step's variance, here {_default_reg(hist):.3g}) or a value "
+            "well below the data's variance"
+        )
     order = _compact_order(X)
     if order is not None:
         X, w = X[order], w[order]
@@ -677,20 +691,27 @@ def fit_mixture(image, n_components=2, *, channel_axis=None, covariance_type="sp
         None for grey data (D = 1); the axis of 2 to 8 channels otherwise (-1 for RGB, 0 for (C, Y, X)).
     covariance_type : {"spherical", "diag", "full"}, default "spherical"
         As scikit-learn. For grey data the three are the same model.
-    init : {"ranges", "quantiles", "kmeans++", "random"} or MixtureModel, default "ranges"
-        Start. ``"ranges"``: K equal slices of the intensity range [min, max] (integer value v starts in
-        slice floor((v - min) * K / (max - min + 1))), each slice's weight, mean and variance taken from
-        its part of the histogram (colour: slices of the mean over channels). ``"quantiles"``: K slices
-        with equal pixel counts. ``"kmeans++"``: weighted greedy k-means++ seeds (as scikit-learn), then
-        nearest-centre groups.
-        ``"random"``: K distinct values drawn with probability proportional to their pixel counts.
-        A MixtureModel starts EM from its parameters (warm start, or reuse on another image).
+    init : {"auto", "ranges", "quantiles", "kmeans++", "random"} or MixtureModel, default "auto"
+        Start. ``"auto"``: ``"ranges"`` for grey data (the classic reference start) and
+        ``"quantiles"`` for multichannel data (the highest mean log-likelihood over the colour
+        images of ``benchmarks/bench_inits.py``). ``"ranges"``: K equal slices of the intensity
+        range [min, max] (integer value v starts in slice floor((v - min) * K / (max - min + 1))),
+        each slice's weight, mean and variance taken from its part of the histogram (colour: slices
+        of the mean over channels). ``"quantiles"``: K slices with equal pixel counts (colour: of
+        the mean over channels). ``"kmeans++"``: weighted greedy k-means++ seeds (as
+        scikit-learn), then nearest-centre groups. ``"random"``: K distinct values drawn with
+        probability proportional to their pixel counts. A MixtureModel starts EM from its
+        parameters (warm start, or reuse on another image).
     n_init : int, default 1
         Restarts for the random starts (kmeans++, random), keeping the best log-likelihood; the
         deterministic starts run once.
     max_iter : int, default 100
     tol : float, default 1e-6
-        Stop when the mean log-likelihood per pixel changes by less than tol. 0 runs exactly max_iter.
+        Convergence: EM stops when one plain EM iteration changes the mean log-likelihood per pixel
+        by less than tol. Where that change shrinks slowly (overlapping components), iterations
+        switch to SQUAREM acceleration, which reaches the same fixed point in a fraction of the
+        iterations; so ordinary 8- and 16-bit images converge well within the default max_iter.
+        0 runs exactly max_iter plain EM iterations (the reference iterations).
     reg_covar : float or None, default None
         Added to the variances (diagonal of the covariances). None: the variance of one quantisation
         step, h**2 / 12 (1/12 for integer data, bin width**2 / 12 for binned float data), which keeps a
@@ -902,7 +923,7 @@ def _segment_one(image, n_components, channel_axis, mask, bins, fit_kw, phases: 
     return labels, model
 
 
-def quantize(image, n_components=32, *, channel_axis=-1, covariance_type="spherical", init="kmeans++",
+def quantize(image, n_components=32, *, channel_axis=-1, covariance_type="spherical", init="auto",
              n_init=1, max_iter=100, tol=1e-6, reg_covar=None, mask=None, bins=None, random_state=0,
              return_model=False):
     """Replace every pixel by the mean colour (or grey level) of its most probable component.
@@ -915,10 +936,10 @@ def quantize(image, n_components=32, *, channel_axis=-1, covariance_type="spheri
     image : array_like
         Colour image (default ``channel_axis=-1``) or, with ``channel_axis=None``, a grey image.
     n_components : int, default 32
-    init : default "kmeans++"
-        The k-means++ start suits colour; any start of :func:`fit_mixture` works.
+    init : default "auto"
+        As :func:`fit_mixture` (for colour, the quantiles start: deterministic and the best measured).
     random_state : default 0
-        Fixed, so that the same call gives the same image.
+        Fixed, so that the same call gives the same image with a random start.
     Other parameters as :func:`fit_mixture`.
 
     Returns
