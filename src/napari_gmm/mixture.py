@@ -446,8 +446,22 @@ def _init_ranges(X, w, K, integer, cov_type, reg):
     return _slices_from_assignment(X, w, assign, K, cov_type, reg, fb)
 
 
+def _principal_projection(X, w):
+    """Samples projected on their (weighted) first principal axis, oriented so that it increases
+    with brightness; the values themselves for one feature."""
+    if X.shape[1] == 1:
+        return X[:, 0]
+    mean = (w[:, None] * X).sum(axis=0) / w.sum()
+    Xc = X - mean
+    cov = (w[:, None] * Xc).T @ Xc / w.sum()
+    axis = np.linalg.eigh(cov)[1][:, -1]
+    if axis.sum() < 0:
+        axis = -axis
+    return Xc @ axis
+
+
 def _init_quantiles(X, w, K, cov_type, reg):
-    b = _brightness(X)
+    b = _principal_projection(X, w)
     order = np.argsort(b, kind="stable")
     cw = np.cumsum(w[order])
     mid = (cw - 0.5 * w[order]) / cw[-1]
@@ -693,14 +707,15 @@ def fit_mixture(image, n_components=2, *, channel_axis=None, covariance_type="sp
         As scikit-learn. For grey data the three are the same model.
     init : {"auto", "ranges", "quantiles", "kmeans++", "random"} or MixtureModel, default "auto"
         Start. ``"auto"``: ``"ranges"`` for grey data (the classic reference start) and
-        ``"quantiles"`` for multichannel data (the highest mean log-likelihood over the colour
-        images of ``benchmarks/bench_inits.py``). ``"ranges"``: K equal slices of the intensity
-        range [min, max] (integer value v starts in slice floor((v - min) * K / (max - min + 1))),
-        each slice's weight, mean and variance taken from its part of the histogram (colour: slices
-        of the mean over channels). ``"quantiles"``: K slices with equal pixel counts (colour: of
-        the mean over channels). ``"kmeans++"``: weighted greedy k-means++ seeds (as
-        scikit-learn), then nearest-centre groups. ``"random"``: K distinct values drawn with
-        probability proportional to their pixel counts. A MixtureModel starts EM from its
+        ``"quantiles"`` for multichannel data (the best mean rank of the final log-likelihood over
+        the colour images of ``benchmarks/bench_inits.py``). ``"ranges"``: K equal slices of the
+        intensity range [min, max] (integer value v starts in slice
+        floor((v - min) * K / (max - min + 1))), each slice's weight, mean and variance taken from
+        its part of the histogram (colour: slices of the mean over channels). ``"quantiles"``: K
+        slices with equal pixel counts (colour: along the colours' first principal axis, so that
+        colours of equal brightness are told apart). ``"kmeans++"``: weighted greedy k-means++
+        seeds (as scikit-learn), then nearest-centre groups. ``"random"``: K distinct values drawn
+        with probability proportional to their pixel counts. A MixtureModel starts EM from its
         parameters (warm start, or reuse on another image).
     n_init : int, default 1
         Restarts for the random starts (kmeans++, random), keeping the best log-likelihood; the
