@@ -65,22 +65,37 @@ def _block_counts(b, m, spec):
 
 def histogram(image, *, channel_axis=None, mask=None, bins=None):
     """The exact histogram of a dask image (grey: chunk by chunk; colour: in memory)."""
-    import dask
-
     if channel_axis is not None:
         return compress_numpy(np.asarray(image), channel_axis=channel_axis,
                               mask=None if mask is None else np.asarray(mask), bins=bins)
-    _check_mask(mask, image.shape)
-    blocks = list(image.to_delayed().ravel())
-    m = _mask_array(image, mask, image.chunks)
-    mblocks = [None] * len(blocks) if m is None else list(m.to_delayed().ravel())
+    return pooled_histogram([image], [mask], bins=bins)
+
+
+def pooled_histogram(images, masks=None, *, bins=None):
+    """One exact grey histogram of several dask images together (a pooled fit): each chunk is
+    counted on the binning fixed by the images' common range, and the counts merge exactly."""
+    import dask
+
+    masks = masks or [None] * len(images)
+    dtypes = {np.dtype(im.dtype) for im in images}
+    if len(dtypes) > 1:
+        raise InputError(f"images of different dtypes ({', '.join(sorted(map(str, dtypes)))}) cannot share one "
+                         "histogram: convert them to one dtype, or fit each on its own")
+    blocks, mblocks = [], []
+    for im, mask in zip(images, masks):
+        _check_mask(mask, im.shape)
+        bs = list(im.to_delayed().ravel())
+        m = _mask_array(im, mask, im.chunks)
+        blocks += bs
+        mblocks += [None] * len(bs) if m is None else list(m.to_delayed().ravel())
+    dtype = dtypes.pop()
     rngs = dask.compute(*[dask.delayed(_block_range)(b, mb) for b, mb in zip(blocks, mblocks)])
     rng = merge_ranges(rngs)
     if rng[2] == 0:
-        return empty_grey(rng, image.dtype)
-    spec = grey_spec(np.dtype(image.dtype), rng[0], rng[1], bins)
+        return empty_grey(rng, dtype)
+    spec = grey_spec(dtype, rng[0], rng[1], bins)
     parts = dask.compute(*[dask.delayed(_block_counts)(b, mb, spec) for b, mb in zip(blocks, mblocks)])
-    return grey_histogram(merge_counts(list(parts), spec), spec, rng, image.dtype)
+    return grey_histogram(merge_counts(list(parts), spec), spec, rng, dtype)
 
 
 # --------------------------------------------------------------------------------------------

@@ -81,14 +81,6 @@ class Params:
     cov: np.ndarray
     cov_type: CovType
 
-    @property
-    def n_components(self) -> int:
-        return self.means.shape[0]
-
-    @property
-    def n_features(self) -> int:
-        return self.means.shape[1]
-
     def copy(self) -> Params:
         return Params(self.weights.copy(), self.means.copy(), self.cov.copy(), self.cov_type)
 
