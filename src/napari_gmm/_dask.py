@@ -23,10 +23,12 @@ from .compress import (
     grey_lookup,
     grey_range,
     grey_spec,
+    histogram_from_whole_dtype,
     merge_counts,
     merge_ranges,
     paint_numpy,
     valid_rows,
+    whole_dtype_counts,
 )
 from ._validate import InputError, as_flat, label_dtype, move_channels
 
@@ -59,6 +61,10 @@ def _block_range(b, m):
     return grey_range(as_flat(b), _flat_mask(m))
 
 
+def _block_whole(b, m):
+    return whole_dtype_counts(as_flat(b), _flat_mask(m))
+
+
 def _block_counts(b, m, spec):
     return grey_counts(as_flat(b), _flat_mask(m), spec)
 
@@ -89,6 +95,11 @@ def pooled_histogram(images, masks=None, *, bins=None):
         blocks += bs
         mblocks += [None] * len(bs) if m is None else list(m.to_delayed().ravel())
     dtype = dtypes.pop()
+    if dtype.kind in "ui" and dtype.itemsize <= 2:  # one pass: whole-dtype counts add up exactly
+        if bins is not None:
+            grey_spec(dtype, 0, 0, bins)  # the InputError for bins on integer data
+        parts = dask.compute(*[dask.delayed(_block_whole)(b, mb) for b, mb in zip(blocks, mblocks)])
+        return histogram_from_whole_dtype(sum(parts[1:], parts[0].copy()), dtype)
     rngs = dask.compute(*[dask.delayed(_block_range)(b, mb) for b, mb in zip(blocks, mblocks)])
     rng = merge_ranges(rngs)
     if rng[2] == 0:
