@@ -20,6 +20,8 @@ from . import pipeline as _pl
 from ._kernels import _config
 from ._kernels import em as _em
 from ._kernels import kmeans as _km
+from . import censored as _cz
+from . import selection as _sel
 from ._validate import InputError, check_image, check_k, is_dask
 
 __all__ = ["MixtureModel", "fit_mixture", "segment", "quantize"]
@@ -69,6 +71,13 @@ class MixtureModel:
         iterations (0 = the start) and their mean log-likelihood per pixel.
     params : dict
         The fit's parameters (JSON-able), for provenance.
+    selection : Selection or None
+        With ``n_components="auto"``: the chosen K and the criterion of every K tried
+        (:class:`napari_gmm.selection.Selection`).
+    censoring : Censoring or None
+        The censored (clipped) extreme grey levels of the fit, if any
+        (:class:`napari_gmm.censored.Censoring`); pixels at or beyond them are labelled by the
+        component most probable given the tail.
 
     Notes
     -----
@@ -110,6 +119,18 @@ class MixtureModel:
         self.history = history
 
     # ---- basic properties ------------------------------------------------------------------
+    @property
+    def selection(self):
+        from .selection import Selection
+
+        return Selection.from_dict(self.params.get("selection"))
+
+    @property
+    def censoring(self):
+        from .censored import Censoring
+
+        return Censoring.from_dict(self.params.get("censoring")) if self.n_features == 1 else None
+
     @property
     def n_components(self) -> int:
         return self.means.shape[0]
@@ -153,14 +174,47 @@ class MixtureModel:
         if X.shape[0]:
             f = _em.map_labels if X.shape[0] * self.n_components >= _config.PARALLEL_WORK else _em.map_labels_serial
             f(X, *self._kernel_args(), out, _nt())
+            self._censored_rows(X, lut=out)
         return out
+
+    def _censored_rows(self, X, lut=None, proba=None):
+        """Grey values at or beyond a censored level take the tail's answer (see napari_gmm.censored)."""
+        c = self.censoring
+        if c is not None and c.active:
+            from .censored import censored_grid_fix
+
+            censored_grid_fix(X[:, 0], self.weights, self.means[:, 0], self.variances[:, 0], c, lut=lut, proba=proba)
 
     def _sample_posteriors(self, X):
         X = np.ascontiguousarray(X, dtype=np.float64)
         out = np.empty((X.shape[0], self.n_components))
         if X.shape[0]:
             _em.posteriors(X, *self._kernel_args(), out, _nt())
+            self._censored_rows(X, proba=out)
         return out
+
+    def interval_cuts(self):
+        """Grey levels cutting the intensity axis into K contiguous intervals, one per component
+        (``labels="intervals"``): the decision points between neighbouring components (K - 1,),
+        ascending. See :func:`napari_gmm.selection.interval_cuts`."""
+        if self.n_features != 1:
+            raise InputError("interval labels are for grey models: a colour model has no intensity order "
+                             "to cut; use labels='map'")
+        from .selection import interval_cuts
+
+        return interval_cuts(self.weights, self.means[:, 0], self.variances[:, 0])
+
+    def _fns_for(self, labels="map") -> _pl.SampleFns:
+        """The look-up functions for ``labels="map"`` (most probable component) or ``"intervals"``."""
+        if labels == "map":
+            return self._fns()
+        if labels != "intervals":
+            raise InputError(f"labels={labels!r} is not an option: use 'map' (each pixel's most probable "
+                             "component) or 'intervals' (contiguous intensity ranges, grey images only)")
+        cuts = self.interval_cuts()
+        return _pl.SampleFns(self.n_components,
+                             lambda X: np.searchsorted(cuts, np.asarray(X)[:, 0], side="right").astype(np.int64),
+                             self._sample_posteriors)
 
     def _check_features(self, channel_axis, image):
         D = 1 if channel_axis is None else image.shape[channel_axis]
@@ -511,6 +565,16 @@ def _resolve_init(init, n_features):
 AUTO_COLOUR_INIT = "quantiles"
 
 
+def _check_n_components(n_components):
+    """True for ``"auto"``; InputError for any other string (integers are checked by check_k)."""
+    if isinstance(n_components, str):
+        if n_components == "auto":
+            return True
+        raise InputError(f"n_components={n_components!r} is not an option: give a whole number >= 1, or "
+                         "'auto' to choose it by an information criterion (see max_components, criterion)")
+    return False
+
+
 def _check_init(init, K, D):
     if isinstance(init, MixtureModel):
         if init.n_components != K or init.n_features != D:
@@ -613,11 +677,13 @@ def _compact_order(X):
 
 def fit_hist(hist, n_components=2, *, channel_axis=None, covariance_type="spherical", init="auto",
              n_init=1, max_iter=100, tol=1e-6, reg_covar=None, random_state=None, extra_params=None,
-             callback=None):
+             callback=None, max_components=8, criterion="bic", censoring="auto"):
     """Fit a mixture to an already compressed :class:`~napari_gmm.compress.Histogram`.
 
     ``callback(done, total)`` reports EM iterations over all starts (total = runs * max_iter; done
-    jumps to total at convergence); an exception it raises stops the fit.
+    jumps to total at convergence); an exception it raises stops the fit. ``n_components="auto"``
+    searches K = 1 .. max_components (:mod:`napari_gmm.selection`); ``censoring`` as
+    :func:`fit_mixture`.
     """
     cov_type = CovType.parse(covariance_type)
     _drv.check_em_args(max_iter, tol, n_init)
@@ -629,18 +695,26 @@ def fit_hist(hist, n_components=2, *, channel_axis=None, covariance_type="spheri
             "them (np.nan_to_num) if they are real data",
             UserWarning, stacklevel=3,
         )
+    auto = _check_n_components(n_components)
     if hist.n_distinct == 1:
         v = ", ".join(f"{x:g}" for x in hist.values[0])
         raise InputError(
             f"the image is constant (every counted pixel is {v}): there is nothing to separate. Check "
             "the layer/mask, or use n_components=1 only if you want its statistics"
-            if n_components > 1 else
+            if auto or n_components > 1 else
             f"the image is constant (every counted pixel is {v}): a Gaussian needs some spread"
         )
-    check_k(n_components, hist.n_distinct, hist)
-    _check_init(init, n_components, hist.n_features)
+    if auto:
+        max_components = _sel.check_selection_args(max_components, criterion, hist.n_distinct)
+        if isinstance(init, MixtureModel):
+            raise InputError("n_components='auto' searches K itself: init cannot be a fitted model (its K "
+                             "is fixed). Use a start name (init='auto', 'ranges', ...) or an integer K")
+    else:
+        check_k(n_components, hist.n_distinct, hist)
+    _check_init(init, None if auto else n_components, hist.n_features)
     start_name = _resolve_init(init, hist.n_features)
     reg = _default_reg(hist) if reg_covar is None else float(reg_covar)
+    cens = _cz.detect_censoring(hist, censoring)
     X, w = hist.values, hist.counts
     spread = _data_variance(X, w)
     if reg_covar is not None and reg > spread:
@@ -655,12 +729,23 @@ def fit_hist(hist, n_components=2, *, channel_axis=None, covariance_type="spheri
         X, w = X[order], w[order]
     deterministic = isinstance(start_name, MixtureModel) or start_name in ("ranges", "quantiles")
     integer = hist.kind.startswith("integer")
-    res = _drv.fit_em(
-        _drv.WeightedSamples(X, w, reg),
-        lambda rng: _start(start_name, X, w, n_components, integer, cov_type, reg, rng),
-        n_init=1 if deterministic else n_init, random_state=random_state, max_iter=max_iter, tol=tol,
-        progress=callback, warn_stacklevel=4,
-    )
+    problem = _drv.WeightedSamples(X, w, reg) if cens is None else _cz.CensoredSamples(X, w, cens, reg)
+    selection = None
+    if auto:
+        rng = np.random.default_rng(random_state)
+        extra = None if start_name == "ranges" else (
+            lambda Xc, wc, K: _start(start_name, Xc, wc, K, integer, cov_type, reg, rng))
+        res, selection = _sel.search_n_components(problem, max_components=max_components, criterion=criterion,
+                                                  cov_type=cov_type, max_iter=max_iter, tol=tol,
+                                                  progress=callback, extra_start=extra)
+        n_components = selection.n_components
+    else:
+        res = _drv.fit_em(
+            problem,
+            lambda rng: _start(start_name, X, w, n_components, integer, cov_type, reg, rng),
+            n_init=1 if deterministic else n_init, random_state=random_state, max_iter=max_iter, tol=tol,
+            progress=callback, warn_stacklevel=4,
+        )
     params, history = _sorted_by_brightness(res.params, res.history)
     empty = np.flatnonzero(params.weights * hist.counts.sum() < 0.5)
     if empty.size:
@@ -680,6 +765,13 @@ def fit_hist(hist, n_components=2, *, channel_axis=None, covariance_type="spheri
         "dtype": str(hist.dtype), "bin_width": hist.bin_width.tolist(),
         "n_nan": int(hist.n_nan), "n_inf": int(hist.n_inf),
     }
+    if auto:
+        params_used.update(n_components="auto", n_components_chosen=int(n_components),
+                           max_components=int(max_components), criterion=criterion,
+                           selection=selection.to_dict())
+    params_used["censoring_option"] = censoring
+    if cens is not None:
+        params_used["censoring"] = cens.to_dict()
     params_used.update(extra_params or {})
     return MixtureModel(params.weights, params.means, params.sklearn_covariances(), cov_type.label,
                         n_iter=res.n_iter, converged=res.converged, history=history, lower_bound=res.objective,
@@ -687,7 +779,8 @@ def fit_hist(hist, n_components=2, *, channel_axis=None, covariance_type="spheri
 
 
 def fit_mixture(image, n_components=2, *, channel_axis=None, covariance_type="spherical", init="auto",
-                n_init=1, max_iter=100, tol=1e-6, reg_covar=None, mask=None, bins=None, random_state=None):
+                n_init=1, max_iter=100, tol=1e-6, reg_covar=None, mask=None, bins=None, random_state=None,
+                max_components=8, criterion="bic", censoring="auto"):
     """Fit a Gaussian mixture to the intensities (or colours) of an image with EM.
 
     The image is first compressed to exact weighted samples (its histogram; unique colours for
@@ -699,8 +792,10 @@ def fit_mixture(image, n_components=2, *, channel_axis=None, covariance_type="sp
     image : array_like or dask array
         Grey image of any shape and dtype (uint8, uint16, int, float), or a multichannel image with
         ``channel_axis``. NaN and inf pixels are left out (inf with a warning).
-    n_components : int, default 2
-        Number of Gaussians K (1 <= K <= number of distinct values).
+    n_components : int or "auto", default 2
+        Number of Gaussians K (1 <= K <= number of distinct values), or ``"auto"``: fit K = 1 ..
+        ``max_components`` and keep the K with the smallest ``criterion`` (the record of the search is
+        ``model.selection``; see :mod:`napari_gmm.selection`).
     channel_axis : int or None, default None
         None for grey data (D = 1); the axis of 2 to 8 channels otherwise (-1 for RGB, 0 for (C, Y, X)).
     covariance_type : {"spherical", "diag", "full"}, default "spherical"
@@ -738,11 +833,27 @@ def fit_mixture(image, n_components=2, *, channel_axis=None, covariance_type="sp
         multichannel images, default 64).
     random_state : int, numpy Generator or None
         Seed of the random starts.
+    max_components : int, default 8
+        ``n_components="auto"``: the largest K tried (1 <= max_components <= distinct values). The
+        search stops earlier once three consecutive K are worse than the best.
+    criterion : {"bic", "icl", "aic"}, default "bic"
+        ``n_components="auto"``: BIC (-2 log L + p log N; the true K for Gaussian classes), ICL (BIC
+        plus twice the classification entropy: fewer, well separated classes) or AIC (no log N: more
+        components on large images).
+    censoring : {"auto", True, False, "lower", "upper"}, default "auto"
+        Grey data: fit the extreme grey level as *censored* (its pixels are only known to lie at or
+        beyond it: saturation, clipping) with each component's tail mass, so that clipped pixels
+        neither need a component of their own nor bias the class they were cut from
+        (:mod:`napari_gmm.censored`). ``"auto"`` censors an extreme level that is a pile of clipped
+        pixels (far more than its neighbouring levels hold); True both extreme levels, ``"lower"`` or
+        ``"upper"`` one, False none (every level a measured value). Without clipping ``"auto"``
+        changes nothing. Colour data are never censored. What was censored: ``model.censoring``.
 
     Returns
     -------
     MixtureModel
-        Components ordered by mean (brightness), with the EM history.
+        Components ordered by mean (brightness), with the EM history (with ``n_components="auto"``,
+        the history of the final EM run of the chosen K, which starts from the search's fit).
 
     Raises
     ------
@@ -785,7 +896,8 @@ def fit_mixture(image, n_components=2, *, channel_axis=None, covariance_type="sp
     hist = _pl.compress_image(image, channel_axis=channel_axis, mask=mask, bins=bins)
     return fit_hist(hist, n_components, channel_axis=channel_axis, covariance_type=covariance_type,
                     init=init, n_init=n_init, max_iter=max_iter, tol=tol, reg_covar=reg_covar,
-                    random_state=random_state, extra_params={"bins": bins})
+                    random_state=random_state, extra_params={"bins": bins}, max_components=max_components,
+                    criterion=criterion, censoring=censoring)
 
 
 # ============================================================================================
@@ -857,7 +969,8 @@ class SplitModels(list):
 
 def segment(image, n_components=2, *, channel_axis=None, covariance_type="spherical", init="auto",
             n_init=1, max_iter=100, tol=1e-6, reg_covar=None, mask=None, bins=None, random_state=None,
-            split_axis=None, return_model=False, progress=None):
+            split_axis=None, return_model=False, progress=None, max_components=8, criterion="bic",
+            censoring="auto", labels="map"):
     """Label every pixel with its most probable Gaussian component.
 
     Fits :func:`fit_mixture` and assigns each pixel (through a per-value look-up table) to the
@@ -867,6 +980,13 @@ def segment(image, n_components=2, *, channel_axis=None, covariance_type="spheri
     ----------
     image, n_components, channel_axis, covariance_type, init, n_init, max_iter, tol, reg_covar, mask, bins, random_state
         As :func:`fit_mixture`.
+    max_components, criterion, censoring
+        As :func:`fit_mixture` (``n_components="auto"`` and clipped grey levels).
+    labels : {"map", "intervals"}, default "map"
+        ``"map"``: each pixel's most probable component. ``"intervals"`` (grey images only): K
+        contiguous intensity intervals, cut at the decision points between neighbouring components
+        (:meth:`MixtureModel.interval_cuts`), so that label k + 1 is always brighter than label k
+        (with "map" a broad component can win in both tails).
     split_axis : int, optional
         Fit one model per index of this axis (e.g. 0 for each time point of a (T, Y, X) stack, where
         bleaching shifts intensities), instead of one model for the whole array.
@@ -898,8 +1018,10 @@ def segment(image, n_components=2, *, channel_axis=None, covariance_type="spheri
     """
     image = check_image(image, channel_axis=channel_axis)
     fit_kw = dict(covariance_type=covariance_type, init=init, n_init=n_init, max_iter=max_iter, tol=tol,
-                  reg_covar=reg_covar, random_state=random_state)
+                  reg_covar=reg_covar, random_state=random_state, max_components=max_components,
+                  criterion=criterion, censoring=censoring, labels=labels)
     _drv.check_em_args(max_iter, tol, n_init)
+    _check_labels(labels, channel_axis)
     if split_axis is None:
         labels, model = _segment_one(image, n_components, channel_axis, mask, bins, fit_kw,
                                      _pl.Progress(progress, _units(fit_kw)))
@@ -928,11 +1050,25 @@ def _units(fit_kw):
     return [runs * fit_kw["max_iter"], max(1, runs * fit_kw["max_iter"] // 10)]
 
 
+def _check_labels(labels, channel_axis):
+    if labels not in ("map", "intervals"):
+        raise InputError(f"labels={labels!r} is not an option: use 'map' (each pixel's most probable "
+                         "component) or 'intervals' (contiguous intensity ranges, grey images only)")
+    if labels == "intervals" and channel_axis is not None:
+        raise InputError("labels='intervals' cuts the intensity axis, so it is for grey images: a colour "
+                         "image has no intensity order to cut. Use labels='map' (or channel_axis=None on "
+                         "one channel)")
+
+
 def _segment_one(image, n_components, channel_axis, mask, bins, fit_kw, phases: _pl.Progress):
     hist = _pl.compress_image(image, channel_axis=channel_axis, mask=mask, bins=bins)
+    kw = {k: v for k, v in fit_kw.items() if k != "labels"}
     model = fit_hist(hist, n_components, channel_axis=channel_axis, extra_params={"bins": bins},
-                     callback=phases.phase(0), **fit_kw)
-    labels = _pl.label_image(model._fns(), image, hist, channel_axis=channel_axis, mask=mask,
+                     callback=phases.phase(0), **kw)
+    how = fit_kw.get("labels", "map")
+    if how != "map":
+        model.params["labels"] = how
+    labels = _pl.label_image(model._fns_for(how), image, hist, channel_axis=channel_axis, mask=mask,
                              progress=phases.phase(1))
     phases.done(1)
     return labels, model
@@ -940,7 +1076,7 @@ def _segment_one(image, n_components, channel_axis, mask, bins, fit_kw, phases: 
 
 def quantize(image, n_components=32, *, channel_axis=-1, covariance_type="spherical", init="auto",
              n_init=1, max_iter=100, tol=1e-6, reg_covar=None, mask=None, bins=None, random_state=0,
-             return_model=False):
+             return_model=False, max_components=8, criterion="bic", censoring="auto", labels="map"):
     """Replace every pixel by the mean colour (or grey level) of its most probable component.
 
     The classic "image with only K colours": :func:`segment` followed by a look-up of the component
@@ -955,7 +1091,10 @@ def quantize(image, n_components=32, *, channel_axis=-1, covariance_type="spheri
         As :func:`fit_mixture` (for colour, the quantiles start: deterministic and the best measured).
     random_state : default 0
         Fixed, so that the same call gives the same image with a random start.
-    Other parameters as :func:`fit_mixture`.
+    labels : {"map", "intervals"}, default "map"
+        As :func:`segment` (``"intervals"``: grey images only).
+    Other parameters as :func:`fit_mixture` (``n_components="auto"`` searches up to
+    ``max_components``).
 
     Returns
     -------
@@ -976,7 +1115,9 @@ def quantize(image, n_components=32, *, channel_axis=-1, covariance_type="spheri
     """
     labels, model = segment(image, n_components, channel_axis=channel_axis, covariance_type=covariance_type,
                             init=init, n_init=n_init, max_iter=max_iter, tol=tol, reg_covar=reg_covar,
-                            mask=mask, bins=bins, random_state=random_state, return_model=True)
+                            mask=mask, bins=bins, random_state=random_state, return_model=True,
+                            max_components=max_components, criterion=criterion, censoring=censoring,
+                            labels=labels)
     out = _pl.paint_image(image if is_dask(image) else np.asarray(image), labels, model.means,
                           channel_axis=channel_axis)
     return (out, model) if return_model else out
