@@ -81,6 +81,11 @@ class Params:
     cov: np.ndarray
     cov_type: CovType
 
+    @property
+    def n_components(self) -> int:
+        """K (the rows of ``means``)."""
+        return self.means.shape[0]
+
     def copy(self) -> Params:
         return Params(self.weights.copy(), self.means.copy(), self.cov.copy(), self.cov_type)
 
