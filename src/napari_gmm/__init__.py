@@ -9,7 +9,7 @@ Qt or magicgui. The napari widgets live in :mod:`napari_gmm._widgets`.
 [[1, 1, 2, 2]]
 """
 
-from ._validate import ConvergenceWarning, FitError, InputError
+from ._validate import Cancelled, ConvergenceWarning, FitError, InputError
 from .background import BackgroundModel, BackgroundResult, subtract_background
 from .histogram import Histogram, histogram
 from .mixture import MixtureModel, fit_mixture, quantize, segment
@@ -20,6 +20,7 @@ __all__ = [
     "BackgroundModel",
     "BackgroundResult",
     "subtract_background",
+    "Cancelled",
     "ConvergenceWarning",
     "FitError",
     "Histogram",

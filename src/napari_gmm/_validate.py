@@ -15,6 +15,11 @@ class FitError(RuntimeError):
     """Raised when EM cannot continue (a component collapsed); the message says what to change."""
 
 
+class Cancelled(InterruptedError):
+    """Raised to stop a long job: a ``progress`` callback that raises it stops the job, and the job
+    raises it on (subclass of InterruptedError, so ``except InterruptedError`` keeps working)."""
+
+
 class ConvergenceWarning(UserWarning):
     """EM stopped at ``max_iter`` before the log-likelihood change fell below ``tol``."""
 
