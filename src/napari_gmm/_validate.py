@@ -16,8 +16,10 @@ class FitError(RuntimeError):
 
 
 class Cancelled(InterruptedError):
-    """Raised to stop a long job: a ``progress`` callback that raises it stops the job, and the job
-    raises it on (subclass of InterruptedError, so ``except InterruptedError`` keeps working)."""
+    """A long job was cancelled: its ``progress`` callback raised this (the napari widgets' Cancel
+    button does), or ``should_stop()`` returned True. Nothing partial is returned.
+
+    A subclass of :class:`InterruptedError`, which ``subtract_background`` raised before."""
 
 
 class ConvergenceWarning(UserWarning):

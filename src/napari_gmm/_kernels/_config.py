@@ -45,3 +45,36 @@ def serial_copy(f):
     g.__doc__ = f.__doc__
     g.__module__ = f.__module__
     return g
+
+
+# ---- thresholds and slice sizes of the core (one place for every tunable) -------------------------
+
+#: samples x components above which the EM E-step (and labels, posteriors) run on all threads
+PARALLEL_WORK = 100_000
+#: the EM driver reports progress (and so can be cancelled) at least every this many iterations ...
+PROGRESS_EVERY = 5
+#: ... and at least every this many seconds
+PROGRESS_SECONDS = 0.1
+
+# compression (napari_gmm.compress)
+
+#: largest integer range kept as a dense histogram (32 MB of int64 per thread)
+MAX_DENSE_RANGE = 2**22
+#: default number of bins for float grey data
+DEFAULT_FLOAT_BINS = 4096
+#: default number of bins per channel for large float multichannel data
+DEFAULT_GRID_BINS = 64
+#: float multichannel images (and integer ones over 24 packed bits) up to this many pixels are
+#: fitted on every pixel (every distinct colour) exactly
+MAX_EXACT_PIXELS = 2**20
+#: grids of up to this many cells are counted in dense per-thread tables (64**3 = 2**18)
+MAX_DENSE_CELLS = 2**18
+#: dense colour tables are used up to this many packed bits (uint8 RGB = 24 bits)
+MAX_DENSE_BITS = 24
+#: below this many pixels the histogram, look-up and paint kernels run on the calling thread
+SERIAL_BELOW = 2**20
+#: pixels per slice of a NumPy look-up or paint pass (progress and cancellation between slices)
+LOOKUP_SLICE = 2**24
+#: pixels labelled per slice where every pixel goes through the model (float or wide-integer
+#: multichannel data): the float64 copy of a slice is 8 * D MiB
+LABEL_SLICE = 2**20
