@@ -130,3 +130,38 @@ def test_labels_saved_as_tiff_keep_their_model(make_napari_viewer, qtbot, tmp_pa
     assert side["model"] == labels.metadata["napari_gmm"]["model"] and side["source"] == "bands"
     assert w.load_model(tmp_path / "cells.tif.gmm.json") is not None  # the widget reads it back
     w.native.close()
+
+
+def test_walkthrough_of_a_first_session(make_napari_viewer, qtbot, notes, tmp_path):
+    """Open a sample -> Layers-menu command -> labels -> mixture plot -> edit labels -> re-run ->
+    save the model -> apply it to a second layer (issue 14's user path)."""
+    _installed()
+    from napari_gmm._widgets._plots import MixturePlotWidget
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-gmm", "phantom")
+    image, truth = viewer.layers["phantom"], viewer.layers["phantom truth"]
+    viewer.layers.selection.active = image
+    _menu_action(viewer, "Segment the selected layer")[0].trigger()  # defaults: K = 3
+    _wait_commands(qtbot)
+    labels = viewer.layers["phantom GMM labels"]
+    assert (labels.data == truth.data).mean() > 0.95
+    plot = MixturePlotWidget(viewer)
+    viewer.window.add_dock_widget(plot, name="Mixture plot")
+    assert plot.model_layer.value is labels and plot.artists  # the newest model, drawn
+    labels.paint((10, 10), int(labels.data[10, 10]) % 3 + 1)  # a correction with another class
+    viewer.layers.selection.active = image
+    _menu_action(viewer, "Segment the selected layer")[0].trigger()
+    _wait_commands(qtbot)
+    assert "phantom GMM labels [1]" in viewer.layers and notes["warning"]
+    w = _segment.SegmentWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Gaussian mixture segmentation")
+    viewer.layers.selection.active = labels
+    path = w.save_model(tmp_path / "phantom.gmm.json")
+    second = viewer.add_image(np.asarray(image.data)[::-1].copy(), name="phantom flipped")
+    w.load_model(path)
+    w.apply_model(image=second)
+    qtbot.waitUntil(lambda: not w.is_running, timeout=WAIT_MS)
+    flipped = viewer.layers["phantom flipped GMM labels"]
+    assert (flipped.data == np.asarray(truth.data)[::-1]).mean() > 0.95
+    assert notes["error"] == []

@@ -102,7 +102,8 @@ def _job(data, model, labels, split_axis=None):
                          mask=None, kwargs={}, params={}, want_quantised=True, want_posteriors=False)
 
 
-def test_quantised_image_memory_is_the_output_plus_a_block():
+def test_quantised_image_memory_is_the_output():
+    """The widget's quantised output (the core's model.quantize) once peaked at 15x the input."""
     import napari_gmm as ng
 
     img = (np.arange(16 * 256 * 256, dtype=np.uint32) % 4000).astype(np.uint16).reshape(16, 256, 256)
@@ -117,27 +118,53 @@ def test_quantised_image_memory_is_the_output_plus_a_block():
         tracemalloc.stop()
     assert out.shape == img.shape and out.dtype == img.dtype
     # whole-image temporaries (intp indices, boolean masks, gathered means) cost 7x the output
-    assert peak < out.nbytes + 8 * _segment.QUANTISE_BLOCK_PIXELS * 2, (peak, out.nbytes)
+    assert peak < 1.25 * out.nbytes, (peak, out.nbytes)
     table = np.clip(np.rint(np.asarray(model.means, float).ravel()), 0, 65535).astype(np.uint16)
     np.testing.assert_array_equal(out, table[labels.astype(np.intp) - 1])
 
 
-def test_quantised_image_stops_within_a_block_when_cancelled(monkeypatch):
+@pytest.mark.parametrize("phase, target", [("fitting", "segment"), ("posterior maps", "_posteriors"),
+                                           ("quantised image", "_quantise")])
+def test_cancel_stops_every_phase_at_its_next_report(viewer, qtbot, notes, monkeypatch, phase, target):
+    """Cancel acts through the phase's progress callback (raising napari_gmm.Cancelled): the job
+    stops at the first report after the click, in whichever phase it is."""
+    import time
+
     import napari_gmm as ng
 
-    monkeypatch.setattr(_segment, "QUANTISE_BLOCK_PIXELS", 64 * 64)
-    img, _ = bands((20, 64, 64))
-    labels, model = ng.segment(img, 3, return_model=True)
-    calls = []
+    img, _ = bands()
+    viewer.add_image(img, name="bands")
+    w = SegmentWidget(viewer)
+    w.out_quantised.value = w.out_posteriors.value = True
+    after_cancel = []
+    real = getattr(_segment, target) if target != "segment" else ng.segment
 
-    def progress(done, total):
-        calls.append((done, total))
-        if done == 3:
-            raise ng.Cancelled("stop")
+    def slow(*args, progress=None, **kwargs):
+        if target != "segment":  # (job, model, progress)
+            progress = args[-1] if progress is None else progress
+            args = args[:-1]
+        for i in range(2000):
+            if w._job is not None and w._job.cancel.is_set():
+                after_cancel.append(i)
+            progress(i, 2000)  # raises Cancelled once Cancel was pressed
+            time.sleep(0.005)
+        return real(*args, progress=progress, **kwargs)
 
-    with pytest.raises(ng.Cancelled):
-        _segment._quantise(_job(img, model, labels), labels, model, progress)
-    assert calls[-1] == (3, 20)  # one report per 64x64 block, stopped at the first report after cancel
+    if target == "segment":
+        monkeypatch.setattr(_segment.ng, "segment", slow)
+    else:
+        monkeypatch.setattr(_segment, target, slow)
+    phases = []
+    w._relay.phase.connect(phases.append)
+    state = [(id(lyr), lyr.name) for lyr in viewer.layers]
+    w.run()
+    qtbot.waitUntil(lambda: bool(phases) and phases[-1] == phase and w.progress.native.value() > 0,
+                    timeout=WAIT_MS)
+    w.run_button.native.click()  # Cancel
+    qtbot.waitUntil(lambda: not w.is_running, timeout=WAIT_MS)
+    assert len(after_cancel) <= 1, after_cancel  # stopped at its first report after the click
+    assert [(id(lyr), lyr.name) for lyr in viewer.layers] == state
+    assert notes["error"] == [] and any("cancelled" in m for m in notes["info"])
 
 
 # ------------------------------------------------------------------------------------------ 4, 5, 6
@@ -275,3 +302,69 @@ def test_save_a_model_and_apply_it_to_another_layer_and_every_time_point(viewer,
     # a model for colour images does not apply to a grey one; a broken file is refused
     (tmp_path / "bad.json").write_text("{not json")
     assert w.load_model(tmp_path / "bad.json") is None and "cannot read" in notes["error"][-1]
+
+
+# ------------------------------------------------------------------------------------------ channels
+def test_channels_from_separate_layers(viewer, qtbot, notes):
+    """napari opens a multichannel file as one layer per channel: pick them together."""
+    rng = np.random.default_rng(3)
+    truth = np.ones((45, 60), np.uint8)
+    truth[15:] = 2
+    truth[30:] = 3
+    means = np.array([[50.0, 50.0], [150.0, 50.0], [150.0, 150.0]])  # 3 classes need both channels
+    ch = means[truth - 1] + rng.normal(0, 8, (*truth.shape, 2))
+    a = viewer.add_image(ch[..., 0].astype(np.float32), name="ch0")
+    b = viewer.add_image(ch[..., 1].astype(np.float32), name="ch1")
+    viewer.add_image(np.zeros((10, 10), np.float32), name="other shape")
+    w = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(w, name="seg")
+    w.image.value = a
+    assert list(w.more_channels.choices) == [b]  # same shape only
+    w.more_channels.value = [b]
+    assert w.mode.value == "colour (2 layers as channels)" and not w.channel_axis.enabled
+    run_and_wait(qtbot, w)
+    assert notes["error"] == []
+    out = viewer.layers["ch0 GMM labels"]
+    np.testing.assert_array_equal(out.data, truth)
+    assert out.metadata["napari_gmm"]["params"]["channels_from_layers"] == ["ch0", "ch1"]
+    w.out_quantised.value = True  # one multichannel array would not fit either layer: refused
+    assert w.run() is None and "separate layers" in notes["error"][-1]
+
+
+# ------------------------------------------------------------------------------------------ 7
+def test_plots_pick_the_newest_model_and_stay_readable_docked(viewer, qtbot, notes):
+    from napari_gmm._widgets._plots import EMEvolutionWidget, MixturePlotWidget
+
+    shown(viewer, qtbot)
+    img, _ = bands()
+    first = viewer.add_image(img, name="first")
+    second = viewer.add_image((img // 2 + 100).astype(np.uint16), name="second with a long name" * 3)
+    w = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(w, name="seg")
+    run_and_wait(qtbot, w, image=first)
+    run_and_wait(qtbot, w, image=second)
+    newest = viewer.layers[second.name + " GMM labels"]
+    viewer.layers.selection.active = second
+    mix = MixturePlotWidget(viewer)
+    em = EMEvolutionWidget(viewer)
+    viewer.window.add_dock_widget(mix, name="Mixture plot")
+    viewer.window.add_dock_widget(em, name="EM evolution")
+    assert mix.model_layer.value is newest and em.model_layer.value is newest
+    em.iteration.value = 0
+    settle(qtbot)
+    for plot in (mix, em):
+        plot.refresh()
+        plot.canvas.draw()
+        renderer = plot.canvas.get_renderer()
+        fig_box = plot.figure.bbox
+        for ax in plot.figure.axes:  # titles inside the figure (one was cut off)
+            box = ax.title.get_window_extent(renderer)
+            assert box.x0 >= fig_box.x0 - 1 and box.x1 <= fig_box.x1 + 1, (ax.get_title(), box, fig_box)
+    ax = mix.figure.axes[0]
+    leg = mix.artists["legend"]  # below the axes, not over the histogram's peaks
+    assert leg.get_window_extent(renderer).y1 <= ax.get_window_extent(renderer).y0 + 1
+    ll_ax = em.figure.axes[0]
+    marker_y = em.artists["loglik"]["marker"].get_ydata()[0]
+    assert ll_ax.get_ylim()[0] <= marker_y <= ll_ax.get_ylim()[1]  # iteration 0 in view
+    viewer.layers.selection.active = viewer.layers["first GMM labels"]  # the plots follow
+    assert mix.model_layer.value is viewer.layers["first GMM labels"]

@@ -563,7 +563,9 @@ class _ModelPlot(_PlotWidget):
     def _title(self, state):
         m = state["model"]
         where = f", index {state['index']} of {state['n_models']}" if state["index"] is not None else ""
-        return f"{state['layer'].name} (K = {m.n_components}{where})"
+        name = state["layer"].name
+        name = name if len(name) <= 32 else name[:29] + "..."  # long layer names cut the title off
+        return f"{name} (K = {m.n_components}{where})"
 
     def _draw_colour(self, state, hist, style, *, iteration=None, axes_area=None):
         """Marginals and/or the 2-channel density of a colour model into the figure (or a subfigure)."""
@@ -661,7 +663,9 @@ class MixturePlotWidget(_ModelPlot):
             self.artists = plotting.plot_mixture(ax, model, hist, state["colors"], bins=int(self.bins.value) or None,
                                                  log=bool(self.log_y.value),
                                                  thresholds=bool(self.show_thresholds.value), style=style,
-                                                 threshold_values=self._thresholds(model, hist))
+                                                 threshold_values=self._thresholds(model, hist), legend=False)
+            _legend_below(self.figure, ax, self.artists, style)
+            _drop_crowded_threshold_labels(ax, self.artists, self.canvas)
             ax.set_title(self._title(state), fontsize="small")
             th = self.artists["threshold_values"]
             txt = (f"thresholds: {', '.join(f'{t:.4g}' for t in th)}" if th.size and th.size <= 12 else "")
@@ -751,12 +755,17 @@ class EMEvolutionWidget(_ModelPlot):
         ax_ll = self.figure.add_subplot(gs[0])
         self.artists = {"loglik": plotting.plot_log_likelihood(ax_ll, model, it, style=style)}
         conv = "converged" if model.converged else "not converged"
-        ax_ll.set_title(f"{self._title(state)}: iteration {it} of {len(ll) - 1}, {conv}", fontsize="small")
+        # two short lines: one long title was cut off at the default dock width
+        ax_ll.set_title(f"{self._title(state)}\niteration {it} of {len(ll) - 1}, {conv}", fontsize="small")
+        _keep_in_view(ax_ll, float(ll[it]))  # iteration 0 lies below the plotted climb
         if model.n_features == 1:
             ax = self.figure.add_subplot(gs[1])
             self.artists["mixture"] = plotting.plot_mixture(ax, model, hist, state["colors"], iteration=it,
                                                             style=style, thresholds=True,
-                                                            threshold_values=self._thresholds(model, hist, it))
+                                                            threshold_values=self._thresholds(model, hist, it),
+                                                            legend=False)
+            _legend_below(self.figure, ax, self.artists["mixture"], style)
+            _drop_crowded_threshold_labels(ax, self.artists["mixture"], self.canvas)
         else:
             sub = self.figure.add_subfigure(gs[1])
             sub.set_facecolor("none")
@@ -1043,6 +1052,47 @@ def _stack_range(data, t_ax):
     from napari_gmm.background import _default_data_range
 
     return float(_default_data_range(frames))
+
+
+def _legend_below(fig, ax, artists, style):
+    """The legend under the axes, outside the data (inside, it covered the histogram's peaks at
+    the default dock size)."""
+    handles = list(artists.get("components") or []) if len(artists.get("components") or []) <= 8 else []
+    if artists.get("sum") is not None:
+        handles.append(artists["sum"])
+    if artists.get("hist") is not None:
+        handles.insert(0, artists["hist"])
+    if not handles:
+        return None
+    leg = ax.legend(handles, [h.get_label() for h in handles], loc="upper center", bbox_to_anchor=(0.5, -0.22),
+                    ncols=min(len(handles), 4), fontsize="x-small", frameon=False, handlelength=1.2,
+                    columnspacing=0.8)
+    for t in leg.get_texts():
+        t.set_color(style.get("text", "black"))
+    artists["legend"] = leg
+    return leg
+
+
+def _drop_crowded_threshold_labels(ax, artists, canvas, min_px=48):
+    """Remove the thresholds' value labels when two of them would be closer than ``min_px`` on
+    screen (they overlapped at the default dock size); the values stay in the status line."""
+    th = np.sort(np.asarray(artists.get("threshold_values", np.zeros(0)), float))
+    if th.size < 2:
+        return
+    lo, hi = ax.get_xlim()
+    width_px = max(canvas.width() * ax.get_position().width, 1.0)
+    if np.min(np.diff(th)) / max(hi - lo, 1e-12) * width_px >= min_px:
+        return
+    values = {f" {t:.4g}" for t in th}
+    for text in list(ax.texts):
+        if text.get_text() in values:
+            text.remove()
+
+
+def _keep_in_view(ax, y):
+    lo, hi = ax.get_ylim()
+    if np.isfinite(y) and y < lo:
+        ax.set_ylim(y - 0.04 * (hi - y), hi)
 
 
 def _disconnect(emitter, callback):

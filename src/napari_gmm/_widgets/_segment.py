@@ -25,7 +25,6 @@ progress signal) use ``widget.native``.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 import threading
@@ -38,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from magicgui.widgets import (
     CheckBox,
+    Select,
     ComboBox,
     Container,
     Label,
@@ -51,7 +51,6 @@ from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtGui import QFontDatabase
-from qtpy.QtWidgets import QSizePolicy
 
 import napari_gmm as ng
 
@@ -89,9 +88,6 @@ POSTERIORS_SUFFIX = " GMM posteriors"
 MAX_CHANNELS = 8
 #: posterior maps larger than this (bytes) are refused with a message instead of exhausting memory
 MAX_POSTERIOR_BYTES = 2 * 1024**3
-#: pixels of the quantised image painted per step when the core has no ``model.quantize`` (memory
-#: is the output plus one block of temporaries; progress and cancel between blocks)
-QUANTISE_BLOCK_PIXELS = 1 << 18
 
 
 
@@ -141,145 +137,24 @@ def _means_by_label(model) -> np.ndarray:
     return means[:, None] if means.ndim == 1 else means
 
 
-def _is_dask(a) -> bool:
-    return type(a).__module__.split(".")[0] == "dask"
-
-
-def _mean_table(model, dtype) -> np.ndarray:
-    """(K, D) component means in label order, rounded and clipped into ``dtype``."""
-    means = _means_by_label(model)
-    if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        means = np.clip(np.rint(means), info.min, info.max)
-    return means.astype(dtype)
-
-
-def _paint_block(block, labels, table):
-    out = np.array(block, copy=True)
-    sel = labels > 0
-    out[sel] = table[labels[sel].astype(np.intp) - 1, 0]
-    return out
-
-
-def _paint_lazy(data, labels, model):
-    """Grey dask data + lazy labels -> lazy quantised image (no materialisation)."""
-    import dask.array as da
-
-    table = _mean_table(model, data.dtype)
-    return da.map_blocks(_paint_block, data, labels.rechunk(data.chunks), table=table, dtype=data.dtype)
-
-
-def _takes_progress(fn) -> bool:
-    try:
-        return "progress" in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 def _quantise(job: _Job, labels, model, progress=None):
-    """The image with every pixel replaced by its component's mean (input dtype, same shape as the
-    data given to the core); masked / non-finite pixels (label 0) keep their value, as in
-    :func:`napari_gmm.quantize`.
-
-    The core's ``model.quantize`` does it where it exists (MixtureModel and the SplitModels of
-    ``segment(..., split_axis=)``). Otherwise (older core) it is painted here block by block: memory
-    is the output plus one block (an 800 MB stack once peaked at +12 GB through whole-image
-    temporaries), and ``progress`` is called after every block (cancel within one block).
-    """
-    ca = job.channel_axis
-    core = getattr(model, "quantize", None)
-    if core is not None and _takes_progress(core):
-        return core(job.data, labels, channel_axis=ca, mask=job.mask, progress=progress)
-    if _is_dask(labels) and ca is None:  # grey dask input: the core returned lazy labels; stay lazy
-        import dask.array as da
-
-        data = da.asarray(job.data)
-        if not isinstance(model, (list, tuple)):
-            return _paint_lazy(data, labels, model)
-        ax = job.split_axis
-        parts = [_paint_lazy(data[(slice(None),) * ax + (i,)], labels[(slice(None),) * ax + (i,)], m)
-                 for i, m in enumerate(model)]
-        return da.stack(parts, axis=ax)
-    src = np.asarray(job.data)
-    labels = np.asarray(labels)
-    out = np.empty(src.shape, src.dtype)
-    # (spatial..., D) views of the input and the output
-    src_cl = src[..., None] if ca is None else np.moveaxis(src, ca, -1)
-    out_cl = out[..., None] if ca is None else np.moveaxis(out, ca, -1)
-    if labels.ndim < 2:  # a 1-D "image": one row
-        labels, src_cl, out_cl = labels[None], src_cl[None], out_cl[None]
-    models = _models(model)
-    tables = [_mean_table(m, out.dtype) for m in models]
-    pix_ax = None if len(models) == 1 else _spatial_axis(job.split_axis, ca)  # among labels' axes
-    lead_shape, (n_rows, n_cols) = labels.shape[:-2], labels.shape[-2:]
-    step = max(1, QUANTISE_BLOCK_PIXELS // max(n_cols, 1))
-    n_blocks = math.prod(lead_shape) * math.ceil(n_rows / step)
-    done = 0
-    for lead in np.ndindex(*lead_shape):
-        table = tables[0 if pix_ax is None else lead[pix_ax]]
-        for r0 in range(0, n_rows, step):
-            idx = (*lead, slice(r0, r0 + step))
-            lab, dst = labels[idx], out_cl[idx]
-            dst[...] = src_cl[idx]
-            sel = lab > 0
-            dst[sel] = table[lab[sel].astype(np.intp) - 1]
-            done += 1
-            if progress is not None:
-                progress(done, n_blocks)
-    return out
-
-
-def _spatial_axis(axis: int, channel_axis: int | None) -> int:
-    """Index of data axis ``axis`` among the spatial axes (data axes minus the channel axis)."""
-    if channel_axis is not None and axis > channel_axis:
-        return axis - 1
-    return axis
-
-
-def _shift_after_removal(channel_axis: int | None, removed: int) -> int | None:
-    """Where the channel axis is after taking one index of axis ``removed``."""
-    if channel_axis is None:
-        return None
-    return channel_axis - 1 if channel_axis > removed else channel_axis
+    """The image with every pixel replaced by its component's mean: the core's ``model.quantize``
+    (MixtureModel, or the SplitModels of a per-index fit; same shape and dtype as the data given to
+    the core, label-0 pixels keep their value, memory = the output, lazy for dask input)."""
+    return model.quantize(job.data, labels, channel_axis=job.channel_axis, mask=job.mask,
+                          bins=job.kwargs.get("bins"), progress=progress)
 
 
 def _posteriors(job: _Job, model, progress=None):
-    ca = job.channel_axis
-    bins = job.kwargs.get("bins")
-    core = getattr(model, "predict_proba", None)
-    if core is not None and (not isinstance(model, (list, tuple)) or _takes_progress(core)):
-        kw = {"progress": progress} if _takes_progress(core) else {}
-        return np.asarray(core(job.data, channel_axis=ca, mask=job.mask, bins=bins, **kw), dtype=np.float32)
-    sa = _spatial_axis(job.split_axis, ca)
-    parts = []
-    for i, m in enumerate(model):
-        if progress is not None:
-            progress(i, len(model))
-        img_i = np.take(job.data, i, axis=job.split_axis)
-        mask_i = None if job.mask is None else np.take(job.mask, i, axis=sa)
-        ca_i = _shift_after_removal(ca, job.split_axis)
-        parts.append(np.asarray(m.predict_proba(img_i, channel_axis=ca_i, mask=mask_i, bins=bins),
-                                dtype=np.float32))
-    return np.stack(parts, axis=1 + sa)  # (K, *spatial)
+    """(K, *pixels) float32 posterior maps: the core's ``model.predict_proba``."""
+    return np.asarray(model.predict_proba(job.data, channel_axis=job.channel_axis, mask=job.mask,
+                                          bins=job.kwargs.get("bins"), progress=progress), dtype=np.float32)
 
 
 def _predict(job: _Job, model, progress=None):
-    """Labels of ``job.data`` under a given model (or list of models, model i for index i of the
-    split axis): the model's ``predict`` (with progress where the core offers it)."""
-    ca, bins = job.channel_axis, job.kwargs.get("bins")
-    if not isinstance(model, (list, tuple)):
-        kw = {"progress": progress} if _takes_progress(model.predict) else {}
-        return model.predict(job.data, channel_axis=ca, mask=job.mask, bins=bins, **kw)
-    sa = _spatial_axis(job.split_axis, ca)
-    parts = []
-    for i, m in enumerate(model):
-        if progress is not None:
-            progress(i, len(model))
-        mask_i = None if job.mask is None else np.take(job.mask, i, axis=sa)
-        parts.append(np.asarray(m.predict(np.take(job.data, i, axis=job.split_axis),
-                                          channel_axis=_shift_after_removal(ca, job.split_axis),
-                                          mask=mask_i, bins=bins)))
-    return np.stack(parts, axis=sa)
+    """Labels of ``job.data`` under a given (loaded) model: the core's ``model.predict``."""
+    return model.predict(job.data, channel_axis=job.channel_axis, mask=job.mask, bins=job.kwargs.get("bins"),
+                         progress=progress)
 
 
 def _compute(job: _Job, relay: ProgressRelay | None) -> _Result:
@@ -451,6 +326,11 @@ class SegmentWidget(RunCancelMixin, Container):
         self.mask = ComboBox(label="mask", choices=self._mask_choices, nullable=True, value=None,
                              tooltip="Optional Labels or binary layer: only its non-zero pixels are fitted "
                                      "and labelled (others get 0). Same shape as the image.")
+        self.more_channels = Select(label="more channels", choices=self._more_channel_choices, value=[],
+                                    allow_multiple=True,
+                                    tooltip="Other image layers of the same shape, taken as further channels "
+                                            "of 'image' (napari opens a multichannel file as one layer per "
+                                            "channel). Ctrl/Shift-click to pick several; none = one layer.")
         self.split_axis = ComboBox(label="fit each index of", choices=self._split_choices,
                                    tooltip="Fit a separate model for each index of this axis (e.g. each "
                                            "time point of a bleaching time-lapse).")
@@ -511,7 +391,8 @@ class SegmentWidget(RunCancelMixin, Container):
                                    widgets=[self.apply_model_button, self.reset_button])
         self.apply_row.margins = (0, 0, 0, 0)
         self.form.extend([  # extend after construction: magicgui then aligns the label column
-            self.image, self.mode, self.channel_axis, self.n_components, self.init, self.mask,
+            self.image, self.mode, self.channel_axis, self.more_channels, self.n_components, self.init,
+            self.mask,
             self.split_axis, self.out_quantised, self.out_posteriors, self.show_advanced,
             *self._advanced, self.run_button, self.model_row, self.apply_row, self.model_file,
         ])
@@ -521,6 +402,7 @@ class SegmentWidget(RunCancelMixin, Container):
         # the form, bar and summary scroll inside the dock (its minimum height stays a few lines)
         self.body = Container(labels=False)
         self.body.extend([self.form, self.progress, self.summary])
+        self.body.native.layout().addStretch(1)  # extra height below the summary, not between rows
         self.margins = (0, 0, 0, 0)
         self._scroll = scroll_area(self.body.native)
         self.native.layout().addWidget(self._scroll)
@@ -542,6 +424,8 @@ class SegmentWidget(RunCancelMixin, Container):
         QTimer.singleShot(0, self._align_labels)
 
         self.image.changed.connect(self._on_image_changed)
+        self.more_channels.changed.connect(self._on_channel_axis_changed)
+        self.more_channels.native.setMaximumHeight(80)  # a few rows; the list scrolls
         # the image picker follows the layer selected in the layer list
         viewer.layers.selection.events.active.connect(self._on_active_layer)
         self.native.destroyed.connect(
@@ -681,6 +565,7 @@ class SegmentWidget(RunCancelMixin, Container):
         body = getattr(self, "body", None)
         if body is not None:
             body.reset_choices()
+            self.more_channels.visible = bool(self.more_channels.choices)
 
     def _on_active_layer(self, event=None):
         if not self._alive["alive"]:
@@ -744,6 +629,21 @@ class SegmentWidget(RunCancelMixin, Container):
                         if 2 <= shape[a] <= MAX_CHANNELS]
         return choices
 
+    def _more_channel_choices(self, _widget=None):
+        layer = self.image.value if hasattr(self, "image") else None
+        if layer is None or layer.rgb or getattr(layer, "multiscale", False):
+            return []
+        shape = _data_shape(layer)
+        return [(lyr.name, lyr) for lyr in self._viewer.layers
+                if isinstance(lyr, Image) and lyr is not layer and not lyr.rgb and not _is_bool_layer(lyr)
+                and not getattr(lyr, "multiscale", False) and _data_shape(lyr) == shape]
+
+    def _layer_channels(self) -> list:
+        """The image layers picked as further channels (those still in the viewer)."""
+        if not hasattr(self, "more_channels"):
+            return []
+        return [lyr for lyr in (self.more_channels.value or []) if lyr in self._viewer.layers]
+
     def _split_choices(self, _widget=None):
         layer = self.image.value
         choices = [("none: one model", None)]
@@ -751,6 +651,8 @@ class SegmentWidget(RunCancelMixin, Container):
             return choices
         shape = _data_shape(layer)
         ca = self.channel_axis.value
+        if self._layer_channels():  # channels from layers: a new last axis
+            shape, ca = (*shape, 1 + len(self._layer_channels())), len(shape)
         spatial = [a for a in range(len(shape)) if a != ca]
         if len(spatial) >= 3:
             choices += [(f"axis {a} ({shape[a]} indices)", a) for a in spatial[:-2]]
@@ -759,6 +661,9 @@ class SegmentWidget(RunCancelMixin, Container):
     def _on_image_changed(self, value=None):
         layer = self.image.value
         self.channel_axis.reset_choices()
+        if hasattr(self, "more_channels"):
+            self.more_channels.reset_choices()
+            self.more_channels.visible = bool(self.more_channels.choices)  # shown when there is a choice
         if layer is None:
             self.channel_axis.enabled = False
             self.split_axis.reset_choices()
@@ -775,12 +680,18 @@ class SegmentWidget(RunCancelMixin, Container):
             return
         ca = self.channel_axis.value
         shape = _data_shape(layer)
+        extra = self._layer_channels()
+        self.channel_axis.enabled = not layer.rgb and not extra and len(self.channel_axis.choices) > 1
+        if extra:
+            ca = len(shape)
         self.split_axis.reset_choices()
         self.split_axis.enabled = len(self.split_axis.choices) > 1
         colour = ca is not None
         if layer.rgb:
             alpha = "A, alpha ignored" if shape[-1] == 4 else ""
             self.mode.value = f"colour (RGB{alpha})"
+        elif extra:
+            self.mode.value = f"colour ({1 + len(extra)} layers as channels)"
         elif colour:
             self.mode.value = f"colour ({shape[ca]} channels, axis {ca})"
         else:
@@ -871,6 +782,9 @@ class SegmentWidget(RunCancelMixin, Container):
                 data = data[..., :3]  # a view: alpha is ignored, the layer is not modified
         else:
             channel_axis = self.channel_axis.value
+        extra = self._layer_channels()
+        if extra:
+            data, channel_axis, shape = self._stack_layers(layer, extra)
         colour = channel_axis is not None
         spatial_shape = tuple(s for a, s in enumerate(data.shape) if a != channel_axis)
 
@@ -919,6 +833,7 @@ class SegmentWidget(RunCancelMixin, Container):
         params = {key: val for key, val in kwargs.items() if key != "mask"}
         params.update(
             split_axis=split_axis,
+            channels_from_layers=[lyr.name for lyr in [layer, *extra]] if extra else None,
             mask=None if mask_layer is None else mask_layer.name,
             colour=colour,
             rgb=bool(layer.rgb),
@@ -928,6 +843,31 @@ class SegmentWidget(RunCancelMixin, Container):
         return _Job(layer=layer, data=data, colour=colour, channel_axis=channel_axis, split_axis=split_axis,
                     mask=mask, kwargs=kwargs, params=params, want_quantised=bool(self.out_quantised.value),
                     want_posteriors=bool(self.out_posteriors.value), apply=apply)
+
+    def _stack_layers(self, layer, extra):
+        """(data, channel_axis, shape): ``layer`` and the ``extra`` layers stacked on a new last axis
+        (a copy; dask layers stay lazy)."""
+        if len(extra) + 1 > MAX_CHANNELS:
+            raise _InputError(f"napari-gmm: at most {MAX_CHANNELS} channels; {1 + len(extra)} layers are picked "
+                              "(image + more channels).")
+        if self.out_quantised.value:
+            raise _InputError("napari-gmm: the quantised image is not made for channels from separate layers "
+                              "(it would be one multichannel array); untick it, or segment one layer.")
+        shape = _data_shape(layer)
+        for lyr in extra:
+            if _data_shape(lyr) != shape:
+                raise _InputError(f"napari-gmm: '{lyr.name}' has shape {_data_shape(lyr)} but '{layer.name}' has "
+                                  f"{shape}; channels from layers need the same shape.")
+        arrays = [layer.data, *(lyr.data for lyr in extra)]
+        if any(type(a).__module__.split(".")[0] == "dask" for a in arrays):
+            import dask.array as da
+
+            data = da.stack([da.asarray(a) for a in arrays], axis=-1)
+        else:
+            data = np.empty((*shape, len(arrays)), np.result_type(*[a.dtype for a in arrays]))
+            for i, a in enumerate(arrays):
+                data[..., i] = np.asarray(a)
+        return data, len(shape), tuple(data.shape)
 
     @staticmethod
     def _check_model_fits(record, layer, data, channel_axis, kwargs):
@@ -950,7 +890,9 @@ class SegmentWidget(RunCancelMixin, Container):
                     f"{split_axis}, but '{layer.name}' has shape {tuple(data.shape)}. Apply it to an image "
                     f"with {len(models)} indices on that axis.")
         kwargs = dict(kwargs, n_components=models[0].n_components, bins=record["params"].get("bins"))
-        return (models if split_axis is not None else models[0]), split_axis, kwargs
+        if split_axis is None:
+            return models[0], None, kwargs
+        return ng.SplitModels(models, split_axis, channel_axis), split_axis, kwargs
 
     # ---------------------------------------------------------------- worker callbacks (GUI thread)
     def _on_progress(self, done: int, total: int):
