@@ -197,6 +197,11 @@ def main(argv=None) -> None:
     parser.add_argument("--only", choices=["grey", "colour", "menu", "background"])
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    # the widgets' defaults, not the settings remembered from your own sessions (nor written there)
+    import os
+    import tempfile
+
+    os.environ["NAPARI_GMM_SETTINGS"] = os.path.join(tempfile.mkdtemp(), "settings.json")
     _warm_up()
     for name, make in (("grey", grey), ("colour", colour), ("menu", menu), ("background", background)):
         if args.only in (None, name):

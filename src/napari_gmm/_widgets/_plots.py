@@ -757,7 +757,9 @@ class EMEvolutionWidget(_ModelPlot):
         conv = "converged" if model.converged else "not converged"
         # two short lines: one long title was cut off at the default dock width
         ax_ll.set_title(f"{self._title(state)}\niteration {it} of {len(ll) - 1}, {conv}", fontsize="small")
-        _keep_in_view(ax_ll, float(ll[it]))  # iteration 0 lies below the plotted climb
+        # iteration 0 lies below the plotted climb: shown when that costs at most 3x the scale
+        _keep_in_view(ax_ll, float(ll[0]), max_stretch=3.0)
+        _keep_in_view(ax_ll, float(ll[it]))
         if model.n_features == 1:
             ax = self.figure.add_subplot(gs[1])
             self.artists["mixture"] = plotting.plot_mixture(ax, model, hist, state["colors"], iteration=it,
@@ -1064,9 +1066,10 @@ def _legend_below(fig, ax, artists, style):
         handles.insert(0, artists["hist"])
     if not handles:
         return None
-    leg = ax.legend(handles, [h.get_label() for h in handles], loc="upper center", bbox_to_anchor=(0.5, -0.22),
-                    ncols=min(len(handles), 4), fontsize="x-small", frameon=False, handlelength=1.2,
-                    columnspacing=0.8)
+    # a figure legend "outside" the axes: constrained layout makes room for it under the plots
+    leg = fig.legend(handles, [h.get_label() for h in handles], loc="outside lower center",
+                     ncols=min(len(handles), 5), fontsize="x-small", frameon=False, handlelength=1.2,
+                     columnspacing=0.8)
     for t in leg.get_texts():
         t.set_color(style.get("text", "black"))
     artists["legend"] = leg
@@ -1089,10 +1092,15 @@ def _drop_crowded_threshold_labels(ax, artists, canvas, min_px=48):
             text.remove()
 
 
-def _keep_in_view(ax, y):
+def _keep_in_view(ax, y, max_stretch=None):
+    """Lower the y axis to show ``y`` (unless that would stretch the axis more than
+    ``max_stretch`` times)."""
     lo, hi = ax.get_ylim()
-    if np.isfinite(y) and y < lo:
-        ax.set_ylim(y - 0.04 * (hi - y), hi)
+    if not np.isfinite(y) or y >= lo:
+        return
+    if max_stretch is not None and (hi - y) > max_stretch * (hi - lo):
+        return
+    ax.set_ylim(y - 0.04 * (hi - y), hi)
 
 
 def _disconnect(emitter, callback):

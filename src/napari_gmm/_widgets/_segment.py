@@ -636,7 +636,8 @@ class SegmentWidget(RunCancelMixin, Container):
         shape = _data_shape(layer)
         return [(lyr.name, lyr) for lyr in self._viewer.layers
                 if isinstance(lyr, Image) and lyr is not layer and not lyr.rgb and not _is_bool_layer(lyr)
-                and not getattr(lyr, "multiscale", False) and _data_shape(lyr) == shape]
+                and not getattr(lyr, "multiscale", False) and not self._is_own_output(lyr)
+                and _data_shape(lyr) == shape]
 
     def _layer_channels(self) -> list:
         """The image layers picked as further channels (those still in the viewer)."""
