@@ -149,7 +149,8 @@ def menu(out: Path) -> None:
     path = out / "layers_menu.png"
     shot.save(str(path))
     img = PILImage.open(path).convert("RGB")
-    img.save(path, optimize=True)
+    img.quantize(colors=256, method=PILImage.Quantize.MEDIANCUT, dither=PILImage.Dither.NONE).save(
+        path, optimize=True)
     print(f"wrote {path} ({img.width}x{img.height}, {path.stat().st_size / 1e3:.0f} kB)")
     for m in (gmm, segment, layers):
         m.close()

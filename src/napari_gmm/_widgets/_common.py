@@ -44,6 +44,12 @@ _WARMING: set[str] = set()
 
 
 def _warm_up_segment() -> None:
+    # napari imports pandas lazily when the session's first Labels layer is made (its features
+    # table): 0.5 s of the first result's display, in the GUI thread, unless done here
+    try:
+        import pandas  # noqa: F401
+    except ImportError:
+        pass
     import napari_gmm as ng
 
     ramp = np.arange(64, dtype=np.uint8).reshape(8, 8)
@@ -53,9 +59,10 @@ def _warm_up_segment() -> None:
 
 
 def start_warm_up(kind: str) -> threading.Thread | None:
-    """Load the Numba kernels of ``kind`` ("segment") in a background thread, once per session, so
-    that the first Run does not pay for it (loading compiled kernels holds the GIL: the first run
-    of a session froze the viewer for 0.5-0.8 s). Returns the thread (None if already started)."""
+    """Load the Numba kernels of ``kind`` ("segment"), and pandas (napari's first Labels layer
+    imports it in the GUI thread), in a background thread once per session, so that the first Run
+    does not pay for them: the first run of a session froze the viewer for 0.5-1.2 s. Returns the
+    thread (None if already started)."""
     if kind in _WARM or kind in _WARMING or kind != "segment":
         return None
     _WARMING.add(kind)
