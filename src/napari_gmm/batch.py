@@ -20,7 +20,8 @@ from typing import Callable
 
 from . import io as _io
 from ._validate import FitError, InputError, check_image
-from .mixture import MixtureModel, SplitModels, fit_hist, segment
+from .mixture import MixtureModel, SplitModels, fit_hist
+from .segmentation import segment
 
 __all__ = ["expand_inputs", "output_paths", "segment_files", "apply_files", "load_model", "connect"]
 
