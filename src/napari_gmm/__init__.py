@@ -9,10 +9,12 @@ Qt or magicgui. The napari widgets live in :mod:`napari_gmm._widgets`.
 [[1, 1, 2, 2]]
 """
 
-from ._validate import ConvergenceWarning, FitError, InputError
+from ._validate import Cancelled, ConvergenceWarning, FitError, InputError
 from .background import BackgroundModel, BackgroundResult, subtract_background
-from .histogram import Histogram, histogram
-from .mixture import MixtureModel, fit_mixture, quantize, segment
+from .compress import Histogram
+from .mixture import MixtureModel, SplitModels
+from .segmentation import fit_mixture, quantize, segment
+from .pipeline import histogram
 
 __version__ = "0.1.0"
 
@@ -20,11 +22,13 @@ __all__ = [
     "BackgroundModel",
     "BackgroundResult",
     "subtract_background",
+    "Cancelled",
     "ConvergenceWarning",
     "FitError",
     "Histogram",
     "InputError",
     "MixtureModel",
+    "SplitModels",
     "fit_mixture",
     "histogram",
     "quantize",

@@ -15,6 +15,13 @@ class FitError(RuntimeError):
     """Raised when EM cannot continue (a component collapsed); the message says what to change."""
 
 
+class Cancelled(InterruptedError):
+    """A long job was cancelled: its ``progress`` callback raised this (the napari widgets' Cancel
+    button does), or ``should_stop()`` returned True. Nothing partial is returned.
+
+    A subclass of :class:`InterruptedError`, which ``subtract_background`` raised before."""
+
+
 class ConvergenceWarning(UserWarning):
     """EM stopped at ``max_iter`` before the log-likelihood change fell below ``tol``."""
 

@@ -43,9 +43,11 @@ import warnings
 import numpy as np
 
 from . import em as _driver
+from . import pipeline as _pl
 from ._kernels import em as _kem
 from ._kernels import mrf as _mrf
-from ._validate import FitError, InputError, check_image, is_dask, label_dtype, move_channels
+from ._validate import InputError, check_image, is_dask, label_dtype, move_channels
+from .mixture import MixtureModel, SplitModels, fit_image
 
 __all__ = ["fit_spatial", "segment_spatial", "SpatialResult", "neighbourhood"]
 
@@ -452,6 +454,14 @@ SPATIAL_TOL = 1e-4
 #: 98.3 % at 1e-6)
 SPATIAL_BIAS_TOL = 1e-6
 
+
+def default_tol(tol):
+    """The spatial model's tol for a ``tol`` given to segment / fit_mixture: their default 1e-6
+    stands for the spatial model's own default (None: :data:`SPATIAL_TOL`, its objective is per pixel
+    of a label field); any other value is used as given."""
+    return None if tol == 1e-6 else tol
+
+
 #: standard deviation (in units of the smallest spacing) of the Gaussian smoothing of the start
 START_SIGMA = 1.5
 
@@ -465,8 +475,6 @@ def _smoothed_start(X, valid, spatial, spacing, K, image, fit_kw):
 
     Returns (the smoothed fit's MixtureModel, driver Params without reg_covar)."""
     from scipy import ndimage
-
-    from .mixture import fit_mixture
 
     D = X.shape[1]
     v = valid.view(bool).reshape(spatial)
@@ -486,7 +494,7 @@ def _smoothed_start(X, valid, spatial, spacing, K, image, fit_kw):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         img = sm[..., 0] if ch is None else sm
-        model = fit_mixture(img, K, channel_axis=None if ch is None else -1, **kw)
+        model = fit_image(img, K, channel_axis=None if ch is None else -1, **kw)
         lab = model.predict(img, channel_axis=None if ch is None else -1).reshape(-1)
     cov_type = _driver.CovType.parse(fit_kw["covariance_type"])
     Nk = np.zeros(K)
@@ -531,8 +539,6 @@ def fit_spatial(image, n_components=2, *, beta="auto", spacing=None, connectivit
     -------
     SpatialResult
     """
-    from .mixture import MixtureModel, fit_mixture
-
     image = check_image(image, channel_axis=channel_axis)
     if is_dask(image):
         image = image.compute()
@@ -566,7 +572,7 @@ def fit_spatial(image, n_components=2, *, beta="auto", spacing=None, connectivit
     elif start == "pixels":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            start = fit_mixture(image, n_components, **fit_kw)
+            start = fit_image(image, n_components, **fit_kw)
     reg = float(start.params.get("reg_covar", 0.0) if reg_covar is None else reg_covar)
     offs, wts = neighbourhood(nd, conn, sp)
     dims = (1,) * (3 - nd) + spatial
@@ -630,32 +636,14 @@ def segment_spatial(image, n_components=2, *, beta="auto", spacing=None, connect
         r = fit_spatial(image, n_components, spacing=spacing, channel_axis=channel_axis, mask=mask,
                         progress=progress, **kw)
         return (r.labels, r.model) if return_model else r.labels
-    from .mixture import _slice_progress, _split_axis
+    axes = _pl.split_axes(image, channel_axis, split_axis)
+    phases = _pl.Progress(progress, [max_iter] * axes.length)
 
-    ax = _split_axis(image, channel_axis, split_axis)
-    nd = image.ndim
-    ch = None if channel_axis is None else channel_axis % nd
-    ch_slice = None if ch is None else (ch - 1 if ch > ax else ch)
-    pix_ax = ax if ch is None or ax < ch else ax - 1
-    spatial = tuple(s for i, s in enumerate(image.shape) if i != ch)
-    if mask is not None and np.shape(mask) != spatial:
-        raise InputError(f"mask has shape {np.shape(mask)} but the image's pixels have shape {spatial}: give a "
-                         "mask with one entry per pixel")
-    n = image.shape[ax]
-    labels = np.zeros(spatial, label_dtype(n_components))
-    models = []
-    for i in range(n):
-        sub = np.take(image, i, axis=ax)
-        msub = None if mask is None else np.take(np.asarray(mask), i, axis=pix_ax)
-        try:
-            r = fit_spatial(sub, n_components, spacing=spacing, channel_axis=ch_slice, mask=msub,
-                            progress=_slice_progress(progress, i, n), **kw)
-        except (InputError, FitError) as e:
-            raise type(e)(f"index {i} of axis {ax}: {e}") from None
-        r.model.params["split_axis"] = int(ax)
-        r.model.params["index"] = i
-        idx = [slice(None)] * len(spatial)
-        idx[pix_ax] = i
-        labels[tuple(idx)] = r.labels
-        models.append(r.model)
-    return (labels, models) if return_model else labels
+    def one(sub, m, i):
+        r = fit_spatial(sub, n_components, spacing=spacing, channel_axis=axes.channel_slice, mask=m,
+                        progress=phases.phase(i), **kw)
+        r.model.params.update(split_axis=axes.axis, index=i)
+        return r.labels, r.model
+
+    labels, models = _pl.split(image, None if mask is None else np.asarray(mask), axes, one)
+    return (labels, SplitModels(models, axes.axis, channel_axis)) if return_model else labels

@@ -1,4 +1,4 @@
-"""Exact compression of images into weighted samples, and the look-up back onto the image.
+"""Exact compression of NumPy images into weighted samples, and the look-up back onto the pixels.
 
 EM never sees pixels: it sees the distinct values (or colours, or bins) with their counts. This module
 turns an image into those weighted samples (a :class:`Histogram`) and maps per-sample results (labels,
@@ -22,29 +22,52 @@ float multichannel     every pixel when N <= 2**20 (``"pixels"``),  exact / binn
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 
 import numpy as np
 from numba import get_num_threads as _nt
 
+from ._kernels import _config
 from ._kernels import hist as _k
-from ._validate import InputError, as_flat, is_dask
+from ._validate import InputError, as_flat, label_dtype, move_channels
 
-__all__ = ["Histogram", "histogram"]
+__all__ = ["Histogram", "Kind", "Binning", "compress_numpy"]
 
-#: largest integer range kept as a dense histogram (32 MB of int64 per thread)
-MAX_DENSE_RANGE = 2**22
-#: default number of bins for float grey data
-DEFAULT_FLOAT_BINS = 4096
-#: default number of bins per channel for large float multichannel data
-DEFAULT_GRID_BINS = 64
-#: float multichannel images (and integer ones over 24 packed bits) up to this many pixels are
-#: fitted on every pixel (every distinct colour) exactly
-MAX_EXACT_PIXELS = 2**20
-#: grids of up to this many cells are counted in dense per-thread tables (64**3 = 2**18)
-MAX_DENSE_CELLS = 2**18
-#: dense colour tables are used up to this many packed bits (uint8 RGB = 24 bits)
-MAX_DENSE_BITS = 24
+
+class Kind(enum.StrEnum):
+    """How an image was compressed (a str: ``hist.kind == "integer"`` works)."""
+
+    INTEGER = "integer"
+    INTEGER_SPARSE = "integer-sparse"
+    BINNED = "binned"
+    COLOUR = "colour"
+    PIXELS = "pixels"
+    GRID = "grid"
+
+
+@dataclass
+class Binning:
+    """How pixels map to samples (and so how a per-sample table maps back onto pixels).
+
+    Grey: ``INTEGER`` levels vmin .. vmin + nbins - 1; ``INTEGER_SPARSE`` the sorted ``keys``;
+    ``BINNED`` nbins bins of ``width`` from ``lo``. Colour: packed keys (``mins``, ``shifts``,
+    ``bits``) of the unique colours in ``keys``. ``GRID``: nbins cells per channel.
+    """
+
+    kind: Kind
+    vmin: int = 0
+    nbins: int = 0
+    lo: float = 0.0
+    width: float = 1.0
+    keys: np.ndarray | None = None
+    mins: np.ndarray | None = None
+    shifts: np.ndarray | None = None
+    bits: int = 0
+
+    @property
+    def inv_width(self) -> float:
+        return 1.0 / self.width
 
 
 @dataclass
@@ -57,7 +80,7 @@ class Histogram:
         The sample values: grey levels, unique colours, or bin means. Only non-empty entries.
     counts : ndarray, shape (M,), float64
         Number of pixels of each sample.
-    kind : str
+    kind : Kind (a str)
         ``"integer"``, ``"integer-sparse"``, ``"binned"``, ``"colour"``, ``"pixels"`` or ``"grid"``.
     bin_width : ndarray, shape (D,)
         Quantisation step per feature: 1 for integer data, the bin width for binned data, 0 for
@@ -74,7 +97,7 @@ class Histogram:
 
     values: np.ndarray
     counts: np.ndarray
-    kind: str
+    kind: Kind
     bin_width: np.ndarray
     low: np.ndarray
     high: np.ndarray
@@ -82,7 +105,7 @@ class Histogram:
     n_nan: int = 0
     n_inf: int = 0
     dtype: np.dtype = np.dtype(np.float64)
-    spec: dict = field(default_factory=dict, repr=False)
+    spec: Binning = field(default_factory=lambda: Binning(Kind.PIXELS), repr=False)
 
     @property
     def n_features(self) -> int:
@@ -103,14 +126,14 @@ class Histogram:
             grey level (coarsened to at most 1024 bins for wide ranges).
         """
         if self.n_features != 1:
-            raise ValueError("density() is for grey (one-feature) histograms; use values/counts")
+            raise InputError("density() is for grey (one-feature) histograms; use values/counts")
         lo, hi = float(self.low[0]), float(self.high[0])
         if self.kind == "binned":
             w = float(self.bin_width[0])
-            nb = int(self.spec["nbins"])
-            centers = self.spec["lo"] + (np.arange(nb) + 0.5) * w
+            nb = int(self.spec.nbins)
+            centers = self.spec.lo + (np.arange(nb) + 0.5) * w
             dens = np.zeros(nb)
-            idx = np.minimum(((self.values[:, 0] - self.spec["lo"]) / w).astype(np.int64), nb - 1)
+            idx = np.minimum(((self.values[:, 0] - self.spec.lo) / w).astype(np.int64), nb - 1)
             np.add.at(dens, idx, self.counts)
         else:
             span = hi - lo + 1
@@ -123,7 +146,8 @@ class Histogram:
         return centers, dens / (self.n_pixels * w), w
 
 
-def _mask_flat(mask, spatial_shape):
+def mask_flat(mask, spatial_shape):
+    """The mask as a flat uint8 view (empty for no mask), or InputError for a wrong shape."""
     if mask is None:
         return np.zeros(0, np.uint8)
     mask = np.asarray(mask)
@@ -137,13 +161,9 @@ def _mask_flat(mask, spatial_shape):
     return np.ascontiguousarray(mask != 0).reshape(-1).view(np.uint8)
 
 
-#: below this many pixels the histogram and look-up kernels run on the calling thread
-SERIAL_BELOW = 2**20
-
-
 def _kern(name, n):
-    """The parallel kernel ``name``, or its serial twin for fewer than SERIAL_BELOW pixels."""
-    return getattr(_k, name if n >= SERIAL_BELOW else name + "_serial")
+    """The parallel kernel ``name``, or its serial twin for fewer than _config.SERIAL_BELOW pixels."""
+    return getattr(_k, name if n >= _config.SERIAL_BELOW else name + "_serial")
 
 
 # --------------------------------------------------------------------------------------------
@@ -167,9 +187,9 @@ def merge_ranges(parts):
 
 def empty_grey(rng, dtype):
     """The histogram of an image with no counted pixel (all masked, NaN or inf)."""
-    return Histogram(np.zeros((0, 1)), np.zeros(0), "integer", np.ones(1), np.full(1, np.nan),
+    return Histogram(np.zeros((0, 1)), np.zeros(0), Kind.INTEGER, np.ones(1), np.full(1, np.nan),
                      np.full(1, np.nan), n_pixels=0, n_nan=int(rng[3]), n_inf=int(rng[4]),
-                     dtype=np.dtype(dtype), spec={"kind": "integer", "vmin": 0, "nbins": 0})
+                     dtype=np.dtype(dtype), spec=Binning(Kind.INTEGER))
 
 
 def grey_spec(dtype, lo, hi, bins):
@@ -181,16 +201,16 @@ def grey_spec(dtype, lo, hi, bins):
                 "bins is for float images; integer images are histogrammed exactly, one bin per "
                 "grey level: leave bins=None"
             )
-        if span <= MAX_DENSE_RANGE:
-            return {"kind": "integer", "vmin": int(lo), "nbins": span}
-        return {"kind": "integer-sparse", "vmin": int(lo), "nbins": span}
-    nb = DEFAULT_FLOAT_BINS if bins is None else int(bins)
+        if span <= _config.MAX_DENSE_RANGE:
+            return Binning(Kind.INTEGER, vmin=int(lo), nbins=span)
+        return Binning(Kind.INTEGER_SPARSE, vmin=int(lo), nbins=span)
+    nb = _config.DEFAULT_FLOAT_BINS if bins is None else int(bins)
     if nb < 2:
         raise InputError(f"bins must be at least 2, got {bins}")
     width = (hi - lo) / nb
     if width <= 0 or not np.isfinite(width):
         width = 1.0
-    return {"kind": "binned", "lo": float(lo), "nbins": nb, "width": float(width), "inv_width": 1.0 / width}
+    return Binning(Kind.BINNED, lo=float(lo), nbins=nb, width=float(width))
 
 
 def _small_int(a):
@@ -203,27 +223,27 @@ def _small_int(a):
 
 def _patterns(spec, dtype):
     """Unsigned bit patterns of the grey levels vmin .. vmin + nbins - 1 of an 8/16-bit dtype."""
-    return (np.arange(spec["nbins"]) + spec["vmin"]).astype(dtype).view(np.dtype(f"u{dtype.itemsize}"))
+    return (np.arange(spec.nbins) + spec.vmin).astype(dtype).view(np.dtype(f"u{dtype.itemsize}"))
 
 
 def grey_counts(a, m, spec):
     """Per-block histogram: dense counts (and sums for binned), or (values, counts) when sparse."""
-    if spec["kind"] == "integer":
+    if spec.kind == "integer":
         u = _small_int(a)
         if u is not None:  # no offset and no range check in the counting loop
             full = _kern("bincount_direct", a.size)(u, m, 1 << (8 * a.dtype.itemsize), _nt())
             return full[_patterns(spec, a.dtype)]
-        return _kern("bincount_offset", a.size)(a, m, np.int64(spec["vmin"]), spec["nbins"], _nt())
-    if spec["kind"] == "binned":
-        return _kern("bincount_float", a.size)(a, m, spec["lo"], spec["inv_width"], spec["nbins"], _nt())
+        return _kern("bincount_offset", a.size)(a, m, np.int64(spec.vmin), spec.nbins, _nt())
+    if spec.kind == "binned":
+        return _kern("bincount_float", a.size)(a, m, spec.lo, spec.inv_width, spec.nbins, _nt())
     v = a if m.size == 0 else a[m.view(bool)]
     return np.unique(v.astype(np.int64), return_counts=True)
 
 
 def merge_counts(parts, spec):
-    if spec["kind"] == "integer":
+    if spec.kind == "integer":
         return sum(parts[1:], parts[0].copy())
-    if spec["kind"] == "binned":
+    if spec.kind == "binned":
         return (sum((p[0] for p in parts[1:]), parts[0][0].copy()), sum((p[1] for p in parts[1:]), parts[0][1].copy()))
     vals = np.concatenate([p[0] for p in parts])
     cnts = np.concatenate([p[1] for p in parts])
@@ -233,24 +253,24 @@ def merge_counts(parts, spec):
 
 def grey_histogram(merged, spec, rng, dtype):
     lo, hi, n, nn, ni = rng
-    if spec["kind"] == "integer":
+    if spec.kind == "integer":
         nz = np.flatnonzero(merged)
-        values = (nz + spec["vmin"]).astype(np.float64)
+        values = (nz + spec.vmin).astype(np.float64)
         counts = merged[nz].astype(np.float64)
         width = 1.0
-    elif spec["kind"] == "binned":
+    elif spec.kind == "binned":
         c, s = merged
         nz = np.flatnonzero(c)
         counts = c[nz].astype(np.float64)
         values = s[nz] / counts
-        width = spec["width"]
+        width = spec.width
     else:
         u, c = merged
         values, counts = u.astype(np.float64), c.astype(np.float64)
-        spec["keys"] = u
+        spec.keys = u
         width = 1.0
     return Histogram(
-        values=values[:, None], counts=counts, kind=spec["kind"], bin_width=np.array([width]),
+        values=values[:, None], counts=counts, kind=Kind(spec.kind), bin_width=np.array([width]),
         low=np.array([float(lo)]), high=np.array([float(hi)]), n_pixels=int(n), n_nan=int(nn),
         n_inf=int(ni), dtype=np.dtype(dtype), spec=spec,
     )
@@ -259,12 +279,12 @@ def grey_histogram(merged, spec, rng, dtype):
 def grey_grid(hist: Histogram):
     """Values at which the look-up table is evaluated, shape (G, 1)."""
     spec = hist.spec
-    if spec["kind"] == "integer":
-        return (spec["vmin"] + np.arange(spec["nbins"], dtype=np.float64))[:, None]
-    if spec["kind"] == "binned":
-        g = spec["lo"] + (np.arange(spec["nbins"]) + 0.5) * spec["width"]
+    if spec.kind == "integer":
+        return (spec.vmin + np.arange(spec.nbins, dtype=np.float64))[:, None]
+    if spec.kind == "binned":
+        g = spec.lo + (np.arange(spec.nbins) + 0.5) * spec.width
         # non-empty bins are represented by the mean of their pixels, as in the fit
-        idx = np.minimum(((hist.values[:, 0] - spec["lo"]) * spec["inv_width"]).astype(np.int64), spec["nbins"] - 1)
+        idx = np.minimum(((hist.values[:, 0] - spec.lo) * spec.inv_width).astype(np.int64), spec.nbins - 1)
         g[idx] = hist.values[:, 0]
         return g[:, None]
     return hist.values
@@ -273,17 +293,17 @@ def grey_grid(hist: Histogram):
 def grey_lookup(a, m, spec, lut, out):
     """Write lut[bin(pixel)] (0 where excluded) into ``out`` for one flat block."""
     u = _small_int(a)
-    if spec["kind"] == "integer" and u is not None:
+    if spec.kind == "integer" and u is not None:
         # a table over the whole 8/16-bit dtype (at most 64 KiB): no offset, no range check
         full = np.zeros(1 << (8 * a.dtype.itemsize), lut.dtype)
         full[_patterns(spec, a.dtype)] = lut
         _kern("lut_direct", a.size)(u, m, full, out)
-    elif spec["kind"] == "integer":
-        _kern("lut_offset", a.size)(a, m, np.int64(spec["vmin"]), lut, out)
-    elif spec["kind"] == "binned":
-        _kern("lut_float", a.size)(a, m, spec["lo"], spec["inv_width"], lut, out)
+    elif spec.kind == "integer":
+        _kern("lut_offset", a.size)(a, m, np.int64(spec.vmin), lut, out)
+    elif spec.kind == "binned":
+        _kern("lut_float", a.size)(a, m, spec.lo, spec.inv_width, lut, out)
     else:
-        _k.lookup_sorted(np.ascontiguousarray(a, dtype=np.int64), spec["keys"], lut, False, out)
+        _k.lookup_sorted(np.ascontiguousarray(a, dtype=np.int64), spec.keys, lut, False, out)
         if m.size:
             out[~m.view(bool)] = 0
     return out
@@ -292,14 +312,14 @@ def grey_lookup(a, m, spec, lut, out):
 def grey_index(a, m, spec):
     """Row of every pixel in the grid table, or G (one past the end) where excluded."""
     out = np.empty(a.size, np.int64)
-    if spec["kind"] == "integer":
-        _k.index_offset(a, m, np.int64(spec["vmin"]), spec["nbins"], out)
-    elif spec["kind"] == "binned":
-        _k.index_float(a, m, spec["lo"], spec["inv_width"], spec["nbins"], out)
+    if spec.kind == "integer":
+        _k.index_offset(a, m, np.int64(spec.vmin), spec.nbins, out)
+    elif spec.kind == "binned":
+        _k.index_float(a, m, spec.lo, spec.inv_width, spec.nbins, out)
     else:
-        G = spec["keys"].size
+        G = spec.keys.size
         lut = np.arange(1, G + 1, dtype=np.int64)
-        _k.lookup_sorted(np.ascontiguousarray(a, dtype=np.int64), spec["keys"], lut, False, out)
+        _k.lookup_sorted(np.ascontiguousarray(a, dtype=np.int64), spec.keys, lut, False, out)
         out -= 1
         out[out < 0] = G
         if m.size:
@@ -318,7 +338,7 @@ def colour_histogram(a, m, dtype, bins):
     n = (N if m.size == 0 else int(m.sum())) - int(nbad)
     common = dict(low=lo.copy(), high=hi.copy(), n_pixels=int(n), dtype=np.dtype(dtype))
     if n <= 0:
-        return Histogram(np.zeros((0, D)), np.zeros(0), "colour", np.ones(D), n_nan=int(nbad), spec={}, **common)
+        return Histogram(np.zeros((0, D)), np.zeros(0), Kind.COLOUR, np.ones(D), n_nan=int(nbad), spec=Binning(Kind.COLOUR), **common)
     if dtype.kind in "ui":
         mins = lo.astype(np.int64)
         bits = np.array([max(1, int(hi[d] - lo[d]).bit_length()) for d in range(D)], np.int64)
@@ -327,10 +347,10 @@ def colour_histogram(a, m, dtype, bins):
         # Wide integers (over 24 packed bits: 16-bit multichannel microscopy) are nearly all
         # distinct when noisy (2048 x 2048 x 3 uint16 with noise: 4.19M distinct colours for 4.19M
         # pixels), so above 2**20 pixels they take the float path's grid, as ``bins`` asks too.
-        wide = total > MAX_DENSE_BITS
-        if total <= 62 and not (wide and (n > MAX_EXACT_PIXELS or bins is not None)):
-            spec = {"kind": "colour", "mins": mins, "shifts": shifts, "bits": total}
-            if total <= MAX_DENSE_BITS and N >= 2**21:
+        wide = total > _config.MAX_DENSE_BITS
+        if total <= 62 and not (wide and (n > _config.MAX_EXACT_PIXELS or bins is not None)):
+            spec = Binning(Kind.COLOUR, mins=mins, shifts=shifts, bits=total)
+            if total <= _config.MAX_DENSE_BITS and N >= 2**21:
                 counts = _k.count_packed_dense(a, m, mins, shifts, 1 << total)
                 keys = np.flatnonzero(counts).astype(np.int64)
                 cnt = counts[keys].astype(np.float64)
@@ -344,22 +364,22 @@ def colour_histogram(a, m, dtype, bins):
             vals = np.empty((keys.size, D))
             for d in range(D):
                 vals[:, d] = ((keys >> shifts[d]) & ((1 << bits[d]) - 1)) + mins[d]
-            spec["keys"] = keys
-            return Histogram(vals, cnt, "colour", np.ones(D), spec=spec, **common)
+            spec.keys = keys
+            return Histogram(vals, cnt, Kind.COLOUR, np.ones(D), spec=spec, **common)
     # float (or integers too wide to pack): every pixel, or a grid of cell means
     finite = np.isfinite(a).all(axis=1) if a.dtype.kind == "f" else np.ones(N, bool)
     use = finite if m.size == 0 else (finite & m.view(bool))
-    if n <= MAX_EXACT_PIXELS and bins is None:
+    if n <= _config.MAX_EXACT_PIXELS and bins is None:
         vals = np.ascontiguousarray(a[use], dtype=np.float64)
-        return Histogram(vals, np.ones(vals.shape[0]), "pixels", np.zeros(D), n_nan=int(nbad),
-                         spec={"kind": "pixels"}, **common)
-    nb = DEFAULT_GRID_BINS if bins is None else int(bins)
+        return Histogram(vals, np.ones(vals.shape[0]), Kind.PIXELS, np.zeros(D), n_nan=int(nbad),
+                         spec=Binning(Kind.PIXELS), **common)
+    nb = _config.DEFAULT_GRID_BINS if bins is None else int(bins)
     if nb < 2:
         raise InputError(f"bins must be at least 2, got {bins}")
     if D * np.log2(nb) > 62:
         nb = int(2 ** (62 // D))
     width = np.where(hi > lo, (hi - lo) / nb, 1.0)
-    if nb**D <= MAX_DENSE_CELLS:  # dense cell tables: one pass, no sort
+    if nb**D <= _config.MAX_DENSE_CELLS:  # dense cell tables: one pass, no sort
         cnt_all, sums = _k.grid_accumulate(a, m, lo, 1.0 / width, nb, nb**D, _nt())
         u = np.flatnonzero(cnt_all)
         c = cnt_all[u]
@@ -372,86 +392,56 @@ def colour_histogram(a, m, dtype, bins):
         vals = np.empty((u.size, D))
         for d in range(D):
             vals[:, d] = np.bincount(inv, weights=a[sel, d].astype(np.float64), minlength=u.size) / c
-    return Histogram(vals, c.astype(np.float64), "grid", width, n_nan=int(nbad),
-                     spec={"kind": "grid", "nbins": nb}, **common)
+    return Histogram(vals, c.astype(np.float64), Kind.GRID, width, n_nan=int(nbad),
+                     spec=Binning(Kind.GRID, nbins=nb), **common)
 
 
 def colour_lookup(a, m, hist: Histogram, lut, out):
     """Labels of (N, D) integer pixels from the per-colour table ``lut`` (aligned with hist.values)."""
     spec = hist.spec
-    if spec.get("bits", 99) <= MAX_DENSE_BITS and a.shape[0] >= 2**16:
-        dense = np.zeros(1 << spec["bits"], lut.dtype)
-        dense[spec["keys"]] = lut
-        _k.lut_packed_dense(a, m, spec["mins"], spec["shifts"], dense, out)
+    if (spec.bits or 99) <= _config.MAX_DENSE_BITS and a.shape[0] >= 2**16:
+        dense = np.zeros(1 << spec.bits, lut.dtype)
+        dense[spec.keys] = lut
+        _k.lut_packed_dense(a, m, spec.mins, spec.shifts, dense, out)
     else:
         keys = np.empty(a.shape[0], np.int64)
-        _k.pack_keys(a, m, spec["mins"], spec["shifts"], keys)
-        _k.lookup_sorted(keys, spec["keys"], lut, True, out)
+        _k.pack_keys(a, m, spec.mins, spec.shifts, keys)
+        _k.lookup_sorted(keys, spec.keys, lut, True, out)
     return out
+
+
+def whole_dtype_counts(a, m):
+    """Counts of 8- or 16-bit integer pixels over the whole dtype (index 0 = the dtype's minimum):
+    one pass, no range needed first; the counts of several blocks add up."""
+    info = np.iinfo(a.dtype)
+    return grey_counts(a, m, Binning(Kind.INTEGER, vmin=int(info.min), nbins=int(info.max) - int(info.min) + 1))
+
+
+def histogram_from_whole_dtype(full, dtype, bins=None) -> Histogram:
+    """The :class:`Histogram` of merged :func:`whole_dtype_counts`."""
+    info = np.iinfo(dtype)
+    nz = np.flatnonzero(full)
+    if nz.size == 0:
+        return empty_grey((0, 0, 0, 0, 0), dtype)
+    lo, hi = int(nz[0]) + int(info.min), int(nz[-1]) + int(info.min)
+    spec = grey_spec(np.dtype(dtype), lo, hi, bins)
+    counts = full[nz[0] : nz[-1] + 1]
+    return grey_histogram(counts, spec, (lo, hi, int(full.sum()), 0, 0), dtype)
 
 
 def _small_int_histogram(a, m, bins):
     """8- and 16-bit integers: one pass over the whole dtype range, no separate min/max pass."""
-    info = np.iinfo(a.dtype)
-    full = grey_counts(a, m, {"kind": "integer", "vmin": int(info.min), "nbins": int(info.max) - int(info.min) + 1})
-    nz = np.flatnonzero(full)
-    if nz.size == 0:
-        return empty_grey((0, 0, 0, 0, 0), a.dtype)
-    lo, hi = int(nz[0]) + int(info.min), int(nz[-1]) + int(info.min)
-    spec = grey_spec(a.dtype, lo, hi, bins)
-    counts = full[nz[0] : nz[-1] + 1]
-    return grey_histogram(counts, spec, (lo, hi, int(full.sum()), 0, 0), a.dtype)
+    return histogram_from_whole_dtype(whole_dtype_counts(a, m), a.dtype, bins)
 
 
 # --------------------------------------------------------------------------------------------
 
 
-def histogram(image, *, channel_axis=None, mask=None, bins=None) -> Histogram:
-    """Compress an image into exact weighted samples (its histogram or unique colours).
-
-    Parameters
-    ----------
-    image : array_like, shape (..., ) or with a channel axis
-        Grey image of any dimensionality and dtype, or a multichannel image.
-    channel_axis : int or None
-        Axis holding colour channels (``-1`` for RGB); ``None`` for grey data.
-    mask : array_like of bool, optional
-        Same shape as the image's pixels (the image shape without the channel axis); only pixels
-        where it is True are counted.
-    bins : int, optional
-        Float data only: number of bins over the finite range (grey, default 4096) or per channel
-        (multichannel, default 64, used when the image has more than 2**20 pixels).
-
-    Returns
-    -------
-    Histogram
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from napari_gmm import histogram
-    >>> h = histogram(np.array([[0, 0, 1], [5, 5, 5]], dtype=np.uint8))
-    >>> h.values[:, 0], h.counts
-    (array([0., 1., 5.]), array([2., 1., 3.]))
-    """
-    from ._validate import check_image
-
-    return compress(check_image(image, channel_axis=channel_axis), channel_axis=channel_axis, mask=mask,
-                    bins=bins)
-
-
-def compress(image, *, channel_axis=None, mask=None, bins=None) -> Histogram:
-    """:func:`histogram` of an image that :func:`~napari_gmm._validate.check_image` has accepted
-    (the public functions validate once, at their entry, and compress without validating again)."""
-    from ._validate import move_channels
-
-    if is_dask(image):
-        from ._dask import dask_histogram
-
-        return dask_histogram(image, mask=mask, bins=bins, channel_axis=channel_axis)
+def compress_numpy(image, *, channel_axis=None, mask=None, bins=None) -> Histogram:
+    """The :class:`Histogram` of a validated NumPy image (see :func:`napari_gmm.histogram`)."""
     if channel_axis is None:
         a = as_flat(image)
-        m = _mask_flat(mask, image.shape)
+        m = mask_flat(mask, image.shape)
         if a.dtype.kind in "ui" and a.dtype.itemsize <= 2:
             return _small_int_histogram(a, m, bins)
         rng = grey_range(a, m)
@@ -460,5 +450,69 @@ def compress(image, *, channel_axis=None, mask=None, bins=None) -> Histogram:
         spec = grey_spec(image.dtype, rng[0], rng[1], bins)
         return grey_histogram(grey_counts(a, m, spec), spec, rng, image.dtype)
     a, spatial = move_channels(image, channel_axis)
-    m = _mask_flat(mask, spatial)
+    m = mask_flat(mask, spatial)
     return colour_histogram(a, m, image.dtype, bins)
+
+
+# --------------------------------------------------------------------------------------------
+# look-up helpers shared by the NumPy and dask paths
+
+
+def valid_rows(a, m):
+    """Rows of (N, D) pixels that are finite and inside the flat mask ``m``."""
+    ok = np.isfinite(a).all(axis=1) if a.dtype.kind == "f" else np.ones(a.shape[0], bool)
+    if m.size:
+        ok &= m.view(bool)
+    return ok
+
+
+def slices(n, step):
+    """(start, stop) pairs covering range(n) in steps (one empty pair for n = 0)."""
+    return [(s, min(n, s + step)) for s in range(0, n, step)] or [(0, 0)]
+
+
+def report(progress, done, total):
+    """progress(done, total) if a callback was given."""
+    if progress is not None:
+        progress(done, total)
+
+
+def grey_label_table(fns, hist: Histogram) -> np.ndarray:
+    """Labels 1..K of every entry of the grey look-up grid of ``hist`` (``fns``: a pipeline.SampleFns)."""
+    return (fns.labels(grey_grid(hist)) + 1).astype(label_dtype(fns.n_components))
+
+
+def mean_table(means, dtype) -> np.ndarray:
+    """Component means (K, D) as values of ``dtype`` (rounded and clipped for integers)."""
+    dt = np.dtype(dtype)
+    table = np.asarray(means, dtype=np.float64).copy()
+    if dt.kind in "ui":
+        info = np.iinfo(dt)
+        table = np.clip(np.rint(table), info.min, info.max)
+    elif dt.kind == "f":
+        info = np.finfo(dt)
+        table = np.clip(table, info.min, info.max)
+    return np.ascontiguousarray(table.astype(dt))
+
+
+def paint_numpy(image, labels, table, channel_axis=None, progress=None) -> np.ndarray:
+    """A copy of ``image`` with every labelled pixel (label > 0) replaced by ``table[label - 1]``.
+
+    Memory: the output plus nothing of the image's size (painted in place, in slices).
+    """
+    image = np.asarray(image)
+    out = np.array(image, copy=True, order="C")
+    view = out[..., None] if channel_axis is None else np.moveaxis(out, channel_axis, -1)
+    if out.dtype == np.float16 or not view.flags.c_contiguous:
+        sel = labels > 0
+        view[sel] = table[labels[sel].astype(np.intp) - 1]
+        report(progress, 1, 1)
+        return out
+    flat = view.reshape(-1, view.shape[-1])
+    lab = np.ascontiguousarray(labels).reshape(-1)
+    parts = slices(lab.size, _config.LOOKUP_SLICE)
+    for i, (s, e) in enumerate(parts):
+        paint = _k.paint_table if e - s >= _config.SERIAL_BELOW else _k.paint_table_serial
+        paint(lab[s:e], table, flat[s:e])
+        report(progress, i + 1, len(parts))
+    return out
