@@ -351,9 +351,13 @@ class SpatialProblem(_driver.Problem):
         if self.log_b is None:
             self.log_b = np.empty(self.X.shape[0])
         _mrf.bias_evaluate(coef, self._terms, self._Lz, self._Ly, self._Lx, self.dims, self.log_b)
-        self.inv_b = np.exp(-self.log_b).astype(np.float32)
+        # geometric mean 1 over the pixels: the field's overall scale belongs to the class means
+        # (left free, the means and the field's mean drifted against each other for 100 iterations)
         v = self.valid.view(bool)
-        self._jac = -D * float(self.log_b[v].mean()) if v.any() else 0.0
+        if v.any():
+            self.log_b -= float(self.log_b[v].mean())
+        self.inv_b = np.exp(-self.log_b).astype(np.float32)
+        self._jac = 0.0
 
     # ---- the driver's interface ------------------------------------------------------------
     def step(self, params, iteration):
