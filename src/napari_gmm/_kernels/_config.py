@@ -131,3 +131,7 @@ SPIKE_NEIGHBOURS = 3
 SPIKE_RATIO = 2.0
 SPIKE_SIGMAS = 4.0
 SPIKE_MIN = 8.0
+
+# background modelling of dask stacks (napari_gmm.background): input bytes per spatial tile (the
+# whole time axis of a tile is one task; outputs and the model add about as much again)
+TILE_BYTES = 256 * 2**20
