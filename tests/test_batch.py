@@ -99,3 +99,20 @@ def test_console_script_runs_headless(folder, tmp_path):
                         str(tmp_path / "x.zarr"), "--no-progress"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "x.zarr.summary.json").exists()
+
+
+def test_background_command_writes_tiled_result_equal_to_numpy(tmp_path, monkeypatch):
+    from napari_gmm._kernels import _config
+    from napari_gmm.datasets import moving_objects
+
+    monkeypatch.setattr(_config, "TILE_BYTES", 40 * 24 * 24)  # several tiles
+    stack = moving_objects((40, 48, 56))[0]
+    tifffile.imwrite(tmp_path / "stack.tif", stack, photometric="minisblack")
+    out = tmp_path / "bg.zarr"
+    assert main(["background", str(tmp_path / "stack.tif"), "--out", str(out), "--no-progress"]) == 0
+    ref = ng.subtract_background(stack)
+    fg, meta = io.read_result(out, "foreground")
+    np.testing.assert_array_equal(fg.compute(), ref.foreground)
+    np.testing.assert_array_equal(io.read_result(out, "background")[0].compute(), ref.background)
+    assert meta["params"]["tiles"][0] * meta["params"]["tiles"][1] > 1
+    assert main(["background", str(tmp_path / "stack.tif"), "--out", str(out), "--no-progress"]) == 2
