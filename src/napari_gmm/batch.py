@@ -76,8 +76,8 @@ def _stem(p: Path) -> str:
     return p.stem
 
 
-def connect(address):
-    """A ``distributed.Client`` for ``address``, or InputError saying why not."""
+def connect(address, timeout="10s"):
+    """A ``distributed.Client`` for ``address``, or InputError saying why not (after ``timeout``)."""
     if address is None:
         return None
     try:
@@ -85,7 +85,7 @@ def connect(address):
     except ImportError:
         raise InputError('a scheduler address needs dask.distributed: pip install "napari-gmm[io]"') from None
     try:
-        return Client(address, timeout="10s")
+        return Client(address, timeout=timeout)
     except Exception as e:  # unreachable, refused, wrong protocol
         raise InputError(f"cannot reach the dask scheduler at {address}: {type(e).__name__}: {e}") from None
 
