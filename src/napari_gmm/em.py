@@ -221,7 +221,8 @@ class WeightedSamples(Problem):
             raise collapse_error(params, bad)
         _k.log_weights(params.weights, log_w)
         f = _k.log_likelihood if self._parallel(K) else _k.log_likelihood_serial
-        return f(self.X, self.w, params.means, inv_sd, prec_chol, log_det, log_w, ct, get_num_threads()) / self.total_weight
+        ll = f(self.X, self.w, params.means, inv_sd, prec_chol, log_det, log_w, ct, get_num_threads())
+        return ll / self.total_weight
 
 
 @dataclass
