@@ -21,13 +21,20 @@ not a reason for one more component.
 The search
 ----------
 Most of the work runs on a coarse copy of the histogram (at most :data:`_config.COARSE_BINS` bins; a
-uint8 image is its own copy): for each K the starts are the K - 1 fit with one component split in
-two (the widest and the one holding the most spread, ``w sd``) and K equal slices of the grey range
-(the ``"ranges"`` start); each runs :data:`_config.SCREEN_ITER` EM iterations, the best runs to
-convergence. Its parameters then take :data:`POLISH_ITER` EM iterations on the full histogram, whose
-log-likelihood gives the criterion. The chosen K finally runs to convergence on the full histogram
-from there. On a 4096 x 4096 uint16 image the whole search over K = 1..8 costs about as much as one
-fit at the true K (``benchmarks/bench_selection.py``).
+uint8 image is its own copy). For K = 1, 2, ... the starts are the K - 1 fit with one component split
+in two (the widest, and the one holding the most spread ``w sd``; a moment-preserving split) and K
+equal slices of the grey range (plus the user's ``init`` when it is another start); each runs
+:data:`_config.SCREEN_ITER` EM iterations and the best continues to the optimum
+(:data:`_config.SEARCH_TOL_NATS` of log-likelihood over all pixels, the driver switching to SQUAREM
+when EM creeps). The full histogram's log-likelihood at that fit gives the criterion. The search
+stops after :data:`_config.SEARCH_PATIENCE` consecutive K worse than the best (or at
+``max_components``), and the chosen K runs to convergence on the full histogram from its fit. On a
+4096 x 4096 uint16 image the search costs about 2x one fit at a fixed K
+(``benchmarks/bench_selection.py``).
+
+Why each K goes to its optimum: the criterion compares log-likelihoods summed over all pixels,
+and EM stopped by the usual ``tol`` (per pixel) on overlapping classes leaves a fit hundreds of nats
+short; a K + 2 fit that happens to converge faster then looks better, and BIC overestimates K.
 """
 
 from __future__ import annotations
