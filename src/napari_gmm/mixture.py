@@ -315,6 +315,9 @@ class MixtureModel:
         if hist.counts.sum() == 0:
             raise InputError("no pixels to score: the image is empty, masked out or all NaN")
         X = np.ascontiguousarray(hist.values)
+        c = self.censoring
+        if c is not None and c.active:  # pixels at or beyond a censored level count by their tail mass
+            return _cz.censored_score(X, hist.counts, self.weights, self.means[:, 0], self.variances[:, 0], c)
         return float(_em.log_likelihood(X, hist.counts, *self._kernel_args(), _nt()) / hist.counts.sum())
 
     # ---- for plots --------------------------------------------------------------------------
