@@ -225,6 +225,7 @@ def test_search_reports_progress_and_can_be_cancelled():
     ng.segment(img, "auto", progress=lambda d, t: calls.append((d, t)))
     assert calls and calls[-1][0] == calls[-1][1]
     assert all(d <= t for d, t in calls)
+    assert all(b[0] >= a[0] for a, b in zip(calls, calls[1:]))  # never backwards
 
     def stop(done, total):
         if done > 0:

@@ -48,7 +48,7 @@ from numba import get_num_threads
 from ._kernels import _config
 from ._kernels import em as _k
 from ._validate import FitError, InputError
-from .em import CovType, Params, Problem, WeightedSamples, run_em
+from .em import CovType, Params, Problem, WeightedSamples, fit_em, run_em
 
 __all__ = ["CRITERIA", "Selection", "n_parameters", "criterion_value", "search_n_components", "interval_cuts",
            "check_selection_args"]
@@ -336,7 +336,7 @@ def classification_entropy(problem, params: Params) -> float:
 
 
 def search_n_components(problem: Problem, *, max_components, criterion="bic", cov_type=CovType.SPHERICAL,
-                        max_iter=100, tol=1e-6, progress=None, extra_start=None):
+                        max_iter=100, tol=1e-6, progress=None, extra_start=None, warn_stacklevel=5):
     """Fit K = 1 .. max_components to ``problem`` and keep the K with the smallest criterion.
 
     Parameters
@@ -353,6 +353,8 @@ def search_n_components(problem: Problem, *, max_components, criterion="bic", co
     extra_start : callable, optional
         ``extra_start(X, w, K) -> Params``: one more start for every K (the user's ``init``), run on
         the coarse samples ``X, w``.
+    warn_stacklevel : int
+        Of the :class:`ConvergenceWarning` of the final fit (the driver's, as every fit's).
 
     Returns
     -------
@@ -365,8 +367,22 @@ def search_n_components(problem: Problem, *, max_components, criterion="bic", co
     Xc, wc = _all_samples(coarse)
     D = Xc.shape[1]
     N = problem.total_weight
-    total = max_components + 1
-    report = (lambda done: progress(done, total)) if progress is not None else None
+    # progress: 100 units per K tried and 100 for the final fit; the driver calls back at least every
+    # PROGRESS_SECONDS inside each run, so a Cancel is seen within a run too
+    total = 100 * (max_components + 1)
+    last = [0]
+
+    def report(done):  # never backwards: the runs of one K share its 100 units
+        last[0] = max(last[0], min(done, total))
+        progress(last[0], total)
+
+    if progress is None:
+        report = None
+
+    def within(K, steps):
+        if report is None:
+            return None
+        return lambda it: report(100 * (K - 1) + min(99, int(100 * it / steps)))
     prev = None
     sel = Selection(criterion=criterion, n_components=1, n_pixels=N,
                     entropy=[] if criterion == "icl" else None,
@@ -381,7 +397,7 @@ def search_n_components(problem: Problem, *, max_components, criterion="bic", co
         best = None
         for s in starts:
             try:
-                r = run_em(coarse, s, max_iter=min(_config.SCREEN_ITER, max_iter), tol=tol)
+                r = run_em(coarse, s, max_iter=min(_config.SCREEN_ITER, max_iter), tol=tol, progress=within(K, 100))
             except FitError:  # a collapsed start is only a worse start
                 continue
             if best is None or r.objective > best.objective:
@@ -389,7 +405,8 @@ def search_n_components(problem: Problem, *, max_components, criterion="bic", co
         if best is None:  # every start collapsed: no larger K can be fitted either
             break
         # to the optimum (the driver switches to SQUAREM when EM creeps): see _config.SEARCH_TOL_NATS
-        fit = run_em(coarse, best.params, max_iter=_config.SEARCH_MAX_STEPS, tol=_config.SEARCH_TOL_NATS / N)
+        fit = run_em(coarse, best.params, max_iter=_config.SEARCH_MAX_STEPS, tol=_config.SEARCH_TOL_NATS / N,
+                     progress=within(K, _config.SEARCH_MAX_STEPS))
         prev = fit.params
         polished = _Fit(fit.params, fit.objective if coarse is problem else problem.objective(fit.params))
         ll = polished.objective * N
@@ -403,14 +420,17 @@ def search_n_components(problem: Problem, *, max_components, criterion="bic", co
             sel.entropy.append(ent)
         fits[K] = polished
         if report is not None:
-            report(K)
+            report(100 * K)
         if K - sel.candidates[int(np.argmin(sel.values))] >= _config.SEARCH_PATIENCE:
             break
     if not sel.candidates:
         raise InputError("no number of components could be fitted: every start collapsed")
     i = int(np.argmin(sel.values))
     Kbest = sel.candidates[i]
-    final = run_em(problem, fits[Kbest].params, max_iter=max_iter, tol=tol)
+    start = fits[Kbest].params
+    final = fit_em(problem, lambda rng: start, n_init=1, max_iter=max_iter, tol=tol,
+                   progress=None if progress is None else (lambda d, t: report(100 * max_components + int(100 * d / t))),
+                   warn_stacklevel=warn_stacklevel)
     if final.objective * N > sel.log_likelihood[i]:
         ll = final.objective * N
         ent = classification_entropy(problem, final.params) if criterion == "icl" else 0.0
