@@ -302,6 +302,14 @@ def _split_candidates(params: Params):
     return sorted(set(out))
 
 
+def _objective(problem: Problem, params: Params) -> float:
+    """The objective of ``params``, through ``problem.step`` on a copy (the contract: step returns
+    the objective of the parameters it is called with). For :class:`WeightedSamples` that is the
+    E-step kernel, 10x faster than its ``objective`` (the sample-by-sample log-likelihood kernel:
+    0.65 against 8 ms on 49,466 levels)."""
+    return problem.step(params.copy(), 0)
+
+
 @dataclass
 class _Fit:
     params: Params
@@ -408,7 +416,7 @@ def search_n_components(problem: Problem, *, max_components, criterion="bic", co
         fit = run_em(coarse, best.params, max_iter=_config.SEARCH_MAX_STEPS, tol=_config.SEARCH_TOL_NATS / N,
                      progress=within(K, _config.SEARCH_MAX_STEPS))
         prev = fit.params
-        polished = _Fit(fit.params, fit.objective if coarse is problem else problem.objective(fit.params))
+        polished = _Fit(fit.params, fit.objective if coarse is problem else _objective(problem, fit.params))
         ll = polished.objective * N
         p = n_parameters(K, D, cov_type)
         ent = classification_entropy(problem, polished.params) if criterion == "icl" else 0.0
