@@ -138,7 +138,8 @@ def run_synthetic(dtypes, with_sklearn):
 
 def print_synthetic(rows):
     print("\n## 1. Chosen K on synthetic images (512 x 512; defaults: BIC, censoring='auto')\n")
-    print("| dtype | clipped | true K | sep (sd) | ours | censoring=False | sklearn BIC | oracle gap | censored | time (ms) |")
+    print("| dtype | clipped | true K | sep (sd) | ours | censoring=False | sklearn BIC | oracle gap | censored "
+          "| time (ms) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for dtype, clip, K, sep, k, plain, skl, gap, dt, cens in rows:
         ok = "" if k == K else " (miss)"
@@ -241,7 +242,8 @@ def plot(path, real):
             ax.plot([s.n_components], [0], "k*", ms=14)
         sp = plain.selection
         vp = np.asarray(sp.values)
-        ax.plot(sp.candidates, vp - vp.min(), "x:", color="grey", label=f"BIC, censoring=False (chose {sp.n_components})")
+        ax.plot(sp.candidates, vp - vp.min(), "x:", color="grey",
+                label=f"BIC, censoring=False (chose {sp.n_components})")
         ax.set_yscale("symlog", linthresh=10)
         ax.set_xlabel("K (number of components)")
         ax.set_ylabel("criterion - its minimum")

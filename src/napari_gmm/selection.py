@@ -436,8 +436,8 @@ def search_n_components(problem: Problem, *, max_components, criterion="bic", co
     i = int(np.argmin(sel.values))
     Kbest = sel.candidates[i]
     start = fits[Kbest].params
-    final = fit_em(problem, lambda rng: start, n_init=1, max_iter=max_iter, tol=tol,
-                   progress=None if progress is None else (lambda d, t: report(100 * max_components + int(100 * d / t))),
+    final_progress = None if report is None else (lambda d, t: report(100 * max_components + int(100 * d / t)))
+    final = fit_em(problem, lambda rng: start, n_init=1, max_iter=max_iter, tol=tol, progress=final_progress,
                    warn_stacklevel=warn_stacklevel)
     if final.objective * N > sel.log_likelihood[i]:
         ll = final.objective * N
