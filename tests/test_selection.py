@@ -288,6 +288,9 @@ def test_interval_labels_are_monotone_where_map_labels_are_not():
     mu = m.means[:, 0]
     assert np.all((cuts > mu[:-1]) & (cuts < mu[1:]))
     np.testing.assert_array_equal(li, np.searchsorted(cuts, img, side="right") + 1)
+    # the model labels as it was used: predict after a round trip gives the interval labels again
+    again = ng.MixtureModel.from_dict(json.loads(json.dumps(m.to_dict())))
+    np.testing.assert_array_equal(again.predict(img), li)
     q = ng.quantize(img, 3, channel_axis=None, init="ranges", labels="intervals")
     assert np.all(np.diff(q.reshape(-1)[order].astype(int)) >= 0)
 
