@@ -21,7 +21,8 @@ not a reason for one more component.
 The search
 ----------
 Most of the work runs on a coarse copy of the histogram (at most :data:`_config.COARSE_BINS` bins; a
-uint8 image is its own copy). For K = 1, 2, ... the starts are the K - 1 fit with one component split
+uint8 image is its own copy; colour: the occupied cells of a :data:`_config.COARSE_COLOUR_BINS`-per-
+channel grid, whose fit then takes :data:`_config.COLOUR_POLISH_ITER` EM iterations on all colours). For K = 1, 2, ... the starts are the K - 1 fit with one component split
 in two (the widest, and the one holding the most spread ``w sd``; a moment-preserving split) and K
 equal slices of the grey range (plus the user's ``init`` when it is another start); each runs
 :data:`_config.SCREEN_ITER` EM iterations and the best continues to the optimum
@@ -174,10 +175,32 @@ class Selection:
 # the search
 
 
+def _coarse_colours(X, w, bins):
+    """Multichannel samples merged into the cells of a ``bins``-per-channel grid (weighted mean
+    colour per occupied cell, summed counts), and the largest cell width (0 when nothing merged)."""
+    M, D = X.shape
+    if M <= bins**min(D, 3):
+        return X, w, 0.0
+    lo = X.min(axis=0)
+    span = X.max(axis=0) - lo
+    width = np.where(span > 0, span / bins, 1.0)
+    idx = np.minimum(((X - lo) / width).astype(np.int64), bins - 1)
+    keys = np.zeros(M, np.int64)
+    for d in range(D):
+        keys = keys * bins + idx[:, d]
+    _, inv = np.unique(keys, return_inverse=True)
+    cnt = np.bincount(inv, weights=w)
+    means = np.stack([np.bincount(inv, weights=w * (X[:, d] - lo[d])) for d in range(D)], axis=1)
+    return np.ascontiguousarray(means / cnt[:, None] + lo), np.ascontiguousarray(cnt), float(width.max())
+
+
 def _coarse_samples(X, w, bins):
     """Grey samples re-binned into at most ``bins`` equal bins (weighted means, summed counts), and
-    the bin width (0 when nothing was merged)."""
-    if X.shape[1] != 1 or X.shape[0] <= bins:
+    the bin width (0 when nothing was merged). Multichannel: :func:`_coarse_colours` on a grid of
+    :data:`_config.COARSE_COLOUR_BINS` per channel."""
+    if X.shape[1] != 1:
+        return _coarse_colours(X, w, _config.COARSE_COLOUR_BINS)
+    if X.shape[0] <= bins:
         return X, w, 0.0
     v = X[:, 0]
     lo, hi = float(v[0]), float(v[-1])
@@ -416,7 +439,14 @@ def search_n_components(problem: Problem, *, max_components, criterion="bic", co
         fit = run_em(coarse, best.params, max_iter=_config.SEARCH_MAX_STEPS, tol=_config.SEARCH_TOL_NATS / N,
                      progress=within(K, _config.SEARCH_MAX_STEPS))
         prev = fit.params
-        polished = _Fit(fit.params, fit.objective if coarse is problem else _objective(problem, fit.params))
+        if coarse is problem:
+            polished = _Fit(fit.params, fit.objective)
+        elif D > 1:  # a colour grid is cruder than a grey re-binning: a few EM steps on all samples
+            r = run_em(problem, fit.params, max_iter=_config.COLOUR_POLISH_ITER, tol=_config.SEARCH_TOL_NATS / N,
+                       progress=within(K, _config.SEARCH_MAX_STEPS))
+            polished = _Fit(r.params, r.objective)
+        else:
+            polished = _Fit(fit.params, _objective(problem, fit.params))
         ll = polished.objective * N
         p = n_parameters(K, D, cov_type)
         ent = classification_entropy(problem, polished.params) if criterion == "icl" else 0.0
