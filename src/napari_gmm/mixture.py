@@ -208,7 +208,7 @@ class MixtureModel:
     def _fns_for(self, labels="map") -> _pl.SampleFns:
         """The look-up functions for ``labels="map"`` (most probable component) or ``"intervals"``."""
         if labels == "map":
-            return self._fns()
+            return _pl.SampleFns(self.n_components, self._sample_labels, self._sample_posteriors)
         if labels != "intervals":
             raise InputError(f"labels={labels!r} is not an option: use 'map' (each pixel's most probable "
                              "component) or 'intervals' (contiguous intensity ranges, grey images only)")
@@ -227,7 +227,8 @@ class MixtureModel:
             )
 
     def _fns(self) -> _pl.SampleFns:
-        return _pl.SampleFns(self.n_components, self._sample_labels, self._sample_posteriors)
+        # a model fitted with labels="intervals" labels (predict, quantize) as it was used
+        return self._fns_for("intervals" if self.params.get("labels") == "intervals" else "map")
 
     def _prepare(self, image, channel_axis, mask, bins):
         image = check_image(image, channel_axis=channel_axis)
@@ -254,7 +255,8 @@ class MixtureModel:
         Returns
         -------
         labels : ndarray (dask array for dask input, computed lazily)
-            Shape of the image without the channel axis, uint8 (uint16 for K > 255).
+            Shape of the image without the channel axis, uint8 (uint16 for K > 255). A model fitted
+            by ``segment(..., labels="intervals")`` (``params["labels"]``) gives interval labels.
         """
         image, hist = self._prepare(image, channel_axis, mask, bins)
         return _pl.label_image(self._fns(), image, hist, channel_axis=channel_axis, mask=mask, progress=progress)
@@ -316,6 +318,9 @@ class MixtureModel:
         if hist.counts.sum() == 0:
             raise InputError("no pixels to score: the image is empty, masked out or all NaN")
         X = np.ascontiguousarray(hist.values)
+        c = self.censoring
+        if c is not None and c.active:  # pixels at or beyond a censored level count by their tail mass
+            return _cz.censored_score(X, hist.counts, self.weights, self.means[:, 0], self.variances[:, 0], c)
         return float(_em.log_likelihood(X, hist.counts, *self._kernel_args(), _nt()) / hist.counts.sum())
 
     # ---- for plots --------------------------------------------------------------------------
