@@ -23,7 +23,7 @@ from . import selection as _sel
 from ._kernels import _config
 from ._kernels import em as _em
 from ._kernels import kmeans as _km
-from ._validate import InputError, check_image, check_k, is_dask
+from ._validate import InputError, check_image, check_k, is_dask, user_stacklevel
 
 __all__ = ["MixtureModel", "SplitModels", "fit_hist"]
 
@@ -701,7 +701,7 @@ def fit_hist(hist, n_components=2, *, channel_axis=None, covariance_type="spheri
         warnings.warn(
             f"{hist.n_inf} infinite pixel value(s) were left out of the fit and get label 0; replace "
             "them (np.nan_to_num) if they are real data",
-            UserWarning, stacklevel=3,
+            UserWarning, stacklevel=user_stacklevel(),
         )
     auto = _check_n_components(n_components)
     if hist.n_distinct == 1:
@@ -755,7 +755,7 @@ def fit_hist(hist, n_components=2, *, channel_axis=None, covariance_type="spheri
             problem,
             lambda rng: _start(next(run_names), X, w, n_components, integer, cov_type, reg, rng),
             n_init=runs, random_state=random_state, max_iter=max_iter, tol=tol,
-            progress=callback, warn_stacklevel=4,
+            progress=callback,
         )
     params, history = _sorted_by_brightness(res.params, res.history)
     empty = np.flatnonzero(params.weights * hist.counts.sum() < 0.5)
@@ -763,7 +763,7 @@ def fit_hist(hist, n_components=2, *, channel_axis=None, covariance_type="spheri
         warnings.warn(
             f"component(s) {', '.join(str(k + 1) for k in empty)} ended empty (less than half a pixel "
             "of weight): their labels will not appear. Reduce n_components or try another init",
-            UserWarning, stacklevel=3,
+            UserWarning, stacklevel=user_stacklevel(),
         )
     params_used = {
         "n_components": int(n_components), "channel_axis": channel_axis,
