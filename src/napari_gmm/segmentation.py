@@ -165,8 +165,8 @@ def fit_mixture(image, n_components=2, *, channel_axis=None, covariance_type="sp
                                   dict(covariance_type=covariance_type, init=init, reg_covar=reg_covar))
         return _spatial.fit_spatial(image, n_components, beta=beta, spacing=spacing, connectivity=connectivity,
                            bias_field=bias_field, channel_axis=channel_axis, covariance_type=covariance_type,
-                           init=init, n_init=n_init, max_iter=max_iter, tol=tol, reg_covar=reg_covar, mask=mask,
-                           bins=bins, random_state=random_state).model
+                           init=init, n_init=n_init, max_iter=max_iter, tol=_spatial.default_tol(tol),
+                           reg_covar=reg_covar, mask=mask, bins=bins, random_state=random_state).model
     return _mx.fit_image(image, n_components, channel_axis=channel_axis, mask=mask, bins=bins,
                          covariance_type=covariance_type, init=init, n_init=n_init, max_iter=max_iter, tol=tol,
                          reg_covar=reg_covar, random_state=random_state, max_components=max_components,
@@ -211,7 +211,9 @@ def segment(image, n_components=2, *, channel_axis=None, covariance_type="spheri
         the per-pixel result exactly; a number fixes it (about 1-3 for 4-/6-neighbours); "auto"
         estimates it from the image by pseudo-likelihood (the value used is in
         ``model.params["beta"]``). EM then runs on the pixels (one mean-field sweep per
-        iteration) of a 2-D or 3-D image; use ``split_axis`` for time series.
+        iteration) of a 2-D or 3-D image; use ``split_axis`` for time series. Its objective is
+        the mean-field free energy per pixel, and the default ``tol`` stands for 1e-4 there (1e-6
+        with a bias field).
     spacing : sequence of float, optional
         Pixel size along each spatial axis (e.g. a napari layer's ``scale``): neighbours are
         weighted by inverse physical distance, so anisotropic z-stacks are smoothed correctly.
@@ -246,8 +248,8 @@ def segment(image, n_components=2, *, channel_axis=None, covariance_type="spheri
                                   dict(covariance_type=covariance_type, init=init, reg_covar=reg_covar))
         return _spatial.segment_spatial(image, n_components, beta=beta, spacing=spacing, connectivity=connectivity,
                                bias_field=bias_field, channel_axis=channel_axis, covariance_type=covariance_type,
-                               init=init, n_init=n_init, max_iter=max_iter, tol=tol, reg_covar=reg_covar,
-                               mask=mask, bins=bins, random_state=random_state, split_axis=split_axis,
+                               init=init, n_init=n_init, max_iter=max_iter, tol=_spatial.default_tol(tol),
+                               reg_covar=reg_covar, mask=mask, bins=bins, random_state=random_state, split_axis=split_axis,
                                return_model=return_model, progress=progress)
     image = check_image(image, channel_axis=channel_axis)
     fit_kw = dict(covariance_type=covariance_type, init=init, n_init=n_init, max_iter=max_iter, tol=tol,
