@@ -79,6 +79,27 @@ def test_errors_and_long_names_leave_the_canvas_its_width(viewer, qtbot, notes):
     assert win.width() <= 1600
 
 
+@pytest.mark.xfail(strict=True, reason="issue 14.1 in the background widget (_background.py, owned by the "
+                   "background engineer): its status label does not wrap yet; the fix is "
+                   "_common.bound_text_width(<its status label>.native)")
+def test_background_widget_error_leaves_the_canvas_its_width(viewer, qtbot, monkeypatch):
+    """A NaN frame in the Background widget once made the window 1,937 px wide."""
+    from napari_gmm._widgets import _background
+    from napari_gmm._widgets._background import BackgroundWidget
+
+    shown(viewer, qtbot)
+    stack = np.random.default_rng(0).normal(100, 5, (12, 24, 24)).astype(np.float32)
+    stack[5] = np.nan
+    viewer.add_image(stack, name="nan frame")
+    w = BackgroundWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Background model")
+    got = record_notifications(monkeypatch, _background, kinds=("error", "info"))
+    run_and_wait(qtbot, w)
+    assert got["error"] and "NaN" in got["error"][-1]
+    settle(qtbot)
+    assert viewer.window._qt_viewer.canvas.native.width() >= 800
+
+
 def test_five_docked_widgets_fit_a_1080_px_screen(viewer, qtbot):
     """Segmentation + Mixture plot + EM evolution once needed 1,642 px; all five 2,723 px."""
     from napari_gmm._widgets._background import BackgroundWidget
@@ -123,48 +144,45 @@ def test_quantised_image_memory_is_the_output():
     np.testing.assert_array_equal(out, table[labels.astype(np.intp) - 1])
 
 
-@pytest.mark.parametrize("phase, target", [("fitting", "segment"), ("posterior maps", "_posteriors"),
-                                           ("quantised image", "_quantise")])
-def test_cancel_stops_every_phase_at_its_next_report(viewer, qtbot, notes, monkeypatch, phase, target):
+def test_cancel_stops_every_phase_at_its_next_report(viewer, qtbot, notes, monkeypatch):
     """Cancel acts through the phase's progress callback (raising napari_gmm.Cancelled): the job
     stops at the first report after the click, in whichever phase it is."""
     import time
-
-    import napari_gmm as ng
 
     img, _ = bands()
     viewer.add_image(img, name="bands")
     w = SegmentWidget(viewer)
     w.out_quantised.value = w.out_posteriors.value = True
-    after_cancel = []
-    real = getattr(_segment, target) if target != "segment" else ng.segment
-
-    def slow(*args, progress=None, **kwargs):
-        if target != "segment":  # (job, model, progress)
-            progress = args[-1] if progress is None else progress
-            args = args[:-1]
-        for i in range(2000):
-            if w._job is not None and w._job.cancel.is_set():
-                after_cancel.append(i)
-            progress(i, 2000)  # raises Cancelled once Cancel was pressed
-            time.sleep(0.005)
-        return real(*args, progress=progress, **kwargs)
-
-    if target == "segment":
-        monkeypatch.setattr(_segment.ng, "segment", slow)
-    else:
-        monkeypatch.setattr(_segment, target, slow)
     phases = []
     w._relay.phase.connect(phases.append)
     state = [(id(lyr), lyr.name) for lyr in viewer.layers]
-    w.run()
-    qtbot.waitUntil(lambda: bool(phases) and phases[-1] == phase and w.progress.native.value() > 0,
-                    timeout=WAIT_MS)
-    w.run_button.native.click()  # Cancel
-    qtbot.waitUntil(lambda: not w.is_running, timeout=WAIT_MS)
-    assert len(after_cancel) <= 1, after_cancel  # stopped at its first report after the click
-    assert [(id(lyr), lyr.name) for lyr in viewer.layers] == state
-    assert notes["error"] == [] and any("cancelled" in m for m in notes["info"])
+    for phase, owner, target in [("fitting", _segment.ng, "segment"), ("posterior maps", _segment, "_posteriors"),
+                                 ("quantised image", _segment, "_quantise")]:
+        after_cancel = []
+        real = getattr(owner, target)
+
+        def slow(*args, progress=None, real=real, after_cancel=after_cancel, **kwargs):
+            if progress is None:  # the widget's helpers take (job, model, progress)
+                *args, progress = args
+            for i in range(2000):
+                if w._job is not None and w._job.cancel.is_set():
+                    after_cancel.append(i)
+                progress(i, 2000)  # raises Cancelled once Cancel was pressed
+                time.sleep(0.005)
+            return real(*args, progress=progress, **kwargs)
+
+        monkeypatch.setattr(owner, target, slow)
+        phases.clear()
+        n_info = len(notes["info"])
+        w.run()
+        qtbot.waitUntil(lambda phase=phase: bool(phases) and phases[-1] == phase
+                        and w.progress.native.value() > 0, timeout=WAIT_MS)
+        w.run_button.native.click()  # Cancel
+        qtbot.waitUntil(lambda: not w.is_running, timeout=WAIT_MS)
+        assert len(after_cancel) <= 1, (phase, after_cancel)  # stopped at its first report after the click
+        assert [(id(lyr), lyr.name) for lyr in viewer.layers] == state, phase
+        assert notes["error"] == [] and any("cancelled" in m for m in notes["info"][n_info:]), phase
+        monkeypatch.setattr(owner, target, real)
 
 
 # ------------------------------------------------------------------------------------------ 4, 5, 6
@@ -242,6 +260,32 @@ def test_tooltips_pickers_and_selection(viewer, qtbot):
     assert w.image.value is a
 
 
+def test_channels_from_separate_layers(viewer, qtbot, notes):
+    """napari opens a multichannel file as one layer per channel: pick them together."""
+    rng = np.random.default_rng(3)
+    truth = np.ones((45, 60), np.uint8)
+    truth[15:] = 2
+    truth[30:] = 3
+    means = np.array([[50.0, 50.0], [150.0, 50.0], [150.0, 150.0]])  # 3 classes need both channels
+    ch = means[truth - 1] + rng.normal(0, 8, (*truth.shape, 2))
+    a = viewer.add_image(ch[..., 0].astype(np.float32), name="ch0")
+    b = viewer.add_image(ch[..., 1].astype(np.float32), name="ch1")
+    viewer.add_image(np.zeros((10, 10), np.float32), name="other shape")
+    w = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(w, name="seg")
+    w.image.value = a
+    assert list(w.more_channels.choices) == [b]  # same shape only
+    w.more_channels.value = [b]
+    assert w.mode.value == "colour (2 layers as channels)" and not w.channel_axis.enabled
+    run_and_wait(qtbot, w)
+    assert notes["error"] == []
+    out = viewer.layers["ch0 GMM labels"]
+    np.testing.assert_array_equal(out.data, truth)
+    assert out.metadata["napari_gmm"]["params"]["channels_from_layers"] == ["ch0", "ch1"]
+    w.out_quantised.value = True  # one multichannel array would not fit either layer: refused
+    assert w.run() is None and "separate layers" in notes["error"][-1]
+
+
 def test_kernels_are_loaded_before_the_first_run(monkeypatch):
     monkeypatch.setattr(_common, "_WARM", set())
     monkeypatch.setattr(_common, "_WARMING", set())
@@ -305,32 +349,6 @@ def test_save_a_model_and_apply_it_to_another_layer_and_every_time_point(viewer,
 
 
 # ------------------------------------------------------------------------------------------ channels
-def test_channels_from_separate_layers(viewer, qtbot, notes):
-    """napari opens a multichannel file as one layer per channel: pick them together."""
-    rng = np.random.default_rng(3)
-    truth = np.ones((45, 60), np.uint8)
-    truth[15:] = 2
-    truth[30:] = 3
-    means = np.array([[50.0, 50.0], [150.0, 50.0], [150.0, 150.0]])  # 3 classes need both channels
-    ch = means[truth - 1] + rng.normal(0, 8, (*truth.shape, 2))
-    a = viewer.add_image(ch[..., 0].astype(np.float32), name="ch0")
-    b = viewer.add_image(ch[..., 1].astype(np.float32), name="ch1")
-    viewer.add_image(np.zeros((10, 10), np.float32), name="other shape")
-    w = SegmentWidget(viewer)
-    viewer.window.add_dock_widget(w, name="seg")
-    w.image.value = a
-    assert list(w.more_channels.choices) == [b]  # same shape only
-    w.more_channels.value = [b]
-    assert w.mode.value == "colour (2 layers as channels)" and not w.channel_axis.enabled
-    run_and_wait(qtbot, w)
-    assert notes["error"] == []
-    out = viewer.layers["ch0 GMM labels"]
-    np.testing.assert_array_equal(out.data, truth)
-    assert out.metadata["napari_gmm"]["params"]["channels_from_layers"] == ["ch0", "ch1"]
-    w.out_quantised.value = True  # one multichannel array would not fit either layer: refused
-    assert w.run() is None and "separate layers" in notes["error"][-1]
-
-
 # ------------------------------------------------------------------------------------------ 7
 def test_plots_pick_the_newest_model_and_stay_readable_docked(viewer, qtbot, notes):
     from napari_gmm._widgets._plots import EMEvolutionWidget, MixturePlotWidget

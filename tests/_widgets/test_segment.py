@@ -352,8 +352,11 @@ def test_dask_image_stays_lazy(viewer, qtbot, notes):
     w = dock(viewer)
     w.n_components.value = 3
     w.out_quantised.value = True
+    reports = []
+    w._relay.progressed.connect(lambda done, total: reports.append((done, total)))
     run_and_wait(qtbot, w)
     assert notes["error"] == []
+    assert len(reports) > 1  # the bar moves for dask input too (it showed only a busy indicator)
     labels = viewer.layers["lazy GMM labels"].data
     quant = viewer.layers["lazy GMM quantised"].data
     assert isinstance(labels, da.Array) and isinstance(quant, da.Array)  # not materialised

@@ -4,10 +4,18 @@ A thin shell around :func:`napari_gmm.segment`: it reads the chosen layer and op
 the core cannot know about (layer types, masks from other layers), runs the fit in a napari
 ``thread_worker`` so the viewer stays responsive, and writes the results back as layers:
 
-- ``"<image> GMM labels"`` (Labels, 1..K ordered by component mean, 0 = masked / not finite), updated
-  in place on re-runs (same layer object, data replaced);
-- optionally ``"<image> GMM quantised"`` (every pixel replaced by its component mean, input dtype);
-- optionally ``"<image> GMM posteriors"`` (float32, shape ``(K, *spatial)``, one map per component).
+- ``"<image> GMM labels"`` (Labels, 1..K ordered by component mean, 0 = masked / not finite), on top
+  of the layer list, updated in place on re-runs (same layer object, data replaced) unless the user
+  edited it: then it is kept and the new labels go into a new layer, with a warning;
+- optionally ``"<image> GMM quantised"`` (every pixel replaced by its component mean, input dtype,
+  ``model.quantize``) and ``"<image> GMM posteriors"`` (float32, ``(K, *spatial)``,
+  ``model.predict_proba``), both below the labels.
+
+The options of the last run are remembered across sessions (:mod:`._settings`; "Reset to defaults"
+forgets them); "Save model..." / "Load model..." / "Apply model" write and read JSON model files
+(:mod:`._model_file`) and label an image with a loaded model without fitting; "more channels" takes
+other same-shape image layers as channels. Every phase (fit, posterior maps, quantised image) names
+itself on the progress bar and can be cancelled.
 
 Each output layer carries ``metadata["napari_gmm"] = {"model": ..., "params": ..., "source": ...,
 "output": "labels" | "quantised" | "posteriors"}`` as plain JSON-able data (``model`` is
