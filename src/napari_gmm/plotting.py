@@ -32,6 +32,8 @@ import math
 
 import numpy as np
 
+from ._validate import InputError
+
 __all__ = [
     "default_colors",
     "model_at",
@@ -70,7 +72,7 @@ def _colors(colors, k):
         return default_colors(k)
     c = np.asarray(colors, dtype=float)
     if c.shape[0] < k:
-        raise ValueError(f"{c.shape[0]} colours given for {k} components")
+        raise InputError(f"{c.shape[0]} colours given for {k} components")
     return c[:k]
 
 
@@ -269,7 +271,7 @@ def plot_mixture(ax, model, hist=None, colors=None, *, bins=None, log=False, thr
     grid (one point per grey level for integer images), so they compare directly with the bars.
     """
     if model.n_features != 1:
-        raise ValueError("plot_mixture is for grey models; use plot_marginals / plot_density_2d for colour")
+        raise InputError("plot_mixture is for grey models; use plot_marginals / plot_density_2d for colour")
     style = style or {}
     K = model.n_components
     cols = _colors(colors, K)
@@ -359,7 +361,7 @@ def plot_marginals(axes, model, hist=None, colors=None, *, channel_names=None, l
     mod = model_at(model, iteration)
     D, K = mod.n_features, mod.n_components
     if len(axes) != D:
-        raise ValueError(f"{len(axes)} axes for {D} channels")
+        raise InputError(f"{len(axes)} axes for {D} channels")
     style = style or {}
     cols = _colors(colors, K)
     names = channel_names or [f"channel {d}" for d in range(D)]
@@ -442,7 +444,7 @@ def plot_density_2d(ax, model, hist=None, colors=None, *, channels=(0, 1), chann
     a, b = (int(c) for c in channels)
     D, K = mod.n_features, mod.n_components
     if not (0 <= a < D and 0 <= b < D) or a == b:
-        raise ValueError(f"channels must be two different channels of 0..{D - 1}, got {channels}")
+        raise InputError(f"channels must be two different channels of 0..{D - 1}, got {channels}")
     style = style or {}
     cols = _colors(colors, K)
     names = channel_names or [f"channel {d}" for d in range(D)]
@@ -552,7 +554,7 @@ def pixel_history(trace, *, data_range=None, burn_in=_DEFAULT, learning_rate=Non
         burn_in = inspect.signature(subtract_background).parameters["burn_in"].default
     v = np.asarray(trace)
     if v.ndim not in (1, 2) or v.shape[0] < 2:
-        raise ValueError(f"a pixel trace must have shape (T,) or (T, C) with T >= 2, got {v.shape}")
+        raise InputError(f"a pixel trace must have shape (T,) or (T, C) with T >= 2, got {v.shape}")
     grey = v.ndim == 1
     T = v.shape[0]
     params = dict(params)

@@ -30,8 +30,8 @@ SKIP = -34.6
 #: samples per block of the E-step (diagonal types): the components that cannot come within SKIP of
 #: any sample of the block are pruned (unique colours come sorted by their packed key, grey levels
 #: sorted, so a block is compact), and the rest are evaluated densely, samples in the inner loop
-#: (SIMD). Measured on the seed's 48,414 colours in Z-order, K=32, one thread: 1.9 ms per E-step at
-#: 32, 1.6 at 64, 1.4 at 128.
+#: (SIMD). Larger blocks prune less but vectorise longer runs; 128 was the fastest of 32/64/128
+#: (README, Development).
 BLOCK = 128
 #: ln 2 split for Cody-Waite range reduction: n * LN2_HI is exact for |n| < 2**11
 LN2_HI = 0.693145751953125
@@ -42,15 +42,14 @@ _C = 1.0 / np.array([math.factorial(n) for n in range(14)], dtype=np.float64)
 
 @njit(**JIT_NO_REASSOC)
 def _exp_neg(t):
-    """exp(t) for SKIP <= t <= 0 to float64 precision (measured: 6.7e-16 relative) without a table
+    """exp(t) for SKIP <= t <= 0 to float64 precision (6.7e-16 relative, tests/_kernels) without a table
     and without branches, so that the E-step's loop over it vectorises.
 
     exp(t) = 2**n exp(g), n = floor(t / ln 2), g = t - n ln 2 in [0, ln 2) (Cody-Waite: exact),
     exp(g) = sqrt(2) exp(g - ln(2)/2) by a degree-13 polynomial in Estrin's scheme, and 2**n as a
-    product of exact powers of two chosen by selects. A table look-up (a gather) kept LLVM from
-    vectorising the loop on this CPU (AMD: gathers are costed as slow): 2.7 ns per exp scalar
-    against 0.8 ns vectorised. Compiled without re-association, which would undo the range
-    reduction.
+    product of exact powers of two chosen by selects. A table look-up (a gather) can keep LLVM
+    from vectorising the loop (CPUs where gathers are costed as slow). Compiled without
+    re-association, which would undo the range reduction.
     """
     n = np.floor(t * 1.4426950408889634)  # -50 <= n <= 0
     g = (t - n * LN2_HI) - n * LN2_LO
@@ -130,9 +129,8 @@ def _estep_impl(X, w, means, ref, inv_sd, prec_chol, log_det, log_w, cov_type, N
     Diagonal types go block by block (:data:`BLOCK` samples): the components that cannot come
     within ``SKIP`` nats of any sample's best one are pruned for the whole block, and the rest are
     evaluated densely with the samples in the inner, contiguous loop (distances, exp, responsibilities
-    and the accumulation all vectorise). That is what makes K = 32..64 colour fits cheap: 1.8 ms per
-    E-step on the seed's 48,414 colours at K = 32, one thread, against 6.1 ms sample by sample.
-    The full type goes sample by sample.
+    and the accumulation all vectorise), which is what makes K = 32..64 colour fits cheap. The full
+    type goes sample by sample.
     """
     M, D = X.shape
     K = means.shape[0]
