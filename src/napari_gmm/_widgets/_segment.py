@@ -83,9 +83,9 @@ __all__ = ["COMPUTE_LOCK", "SegmentWidget", "segment_widget"]
 
 _log = logging.getLogger(__name__)
 
-INITS = ("ranges", "quantiles", "kmeans++", "random")
+INITS = ("auto", "ranges", "quantiles", "kmeans++", "random")
 #: the options remembered across sessions (section "segment" of the settings file, see _settings)
-SETTINGS = ("n_components", "init", "covariance_type", "n_init", "max_iter", "tol", "reg_covar", "bins",
+SETTINGS = ("n_components", "auto_k", "init", "covariance_type", "n_init", "max_iter", "tol", "reg_covar", "bins",
             "random_state", "out_quantised", "out_posteriors", "show_advanced")
 SETTINGS_SECTION = "segment"
 COVARIANCE_TYPES = ("spherical", "diag", "full")
@@ -238,7 +238,9 @@ def _fmt_seconds(seconds: float) -> str:
 def _summary_text(model, seconds: float, params: dict) -> str:
     """Short human summary of a fit: K, means, weights, n_iter, converged, log-likelihood, time."""
     models = _models(model)
-    k = params["n_components"]
+    k = models[0].n_components
+    if params.get("n_components") == "auto":
+        k = f"{k} (chosen by {params.get('criterion', 'BIC').upper()}, K <= {params.get('max_components')})"
     mode = "colour" if params.get("channel_axis") is not None else "grey"
     if params.get("applied_from"):
         lines = [f"K = {k} ({mode}) applied from {params['applied_from']} (no fit) in {_fmt_seconds(seconds)}",
@@ -326,11 +328,15 @@ class SegmentWidget(RunCancelMixin, Container):
         self.channel_axis = ComboBox(label="channels", choices=self._channel_choices,
                                      tooltip="Axis holding the colour channels (RGB layers: automatic).")
         self.n_components = SpinBox(label="K (classes)", value=3, min=1, max=65535,
-                                    tooltip="Number of Gaussian components = number of labels.")
-        self.init = ComboBox(label="init", choices=list(INITS), value="ranges",
-                             tooltip="ranges: K equal slices of the intensity range (the classic start); "
-                                     "quantiles: K equal-count slices; kmeans++ / random: seeded by "
-                                     "random state.")
+                                    tooltip="Number of Gaussian components = number of labels (with "
+                                            "'choose K automatically': the largest K tried).")
+        self.auto_k = CheckBox(text="choose K automatically (BIC, K = 1 .. K)", value=False,
+                               tooltip="Fit K = 1 up to the K above and keep the one with the best BIC "
+                                       "(napari_gmm.segment(n_components='auto', max_components=K)).")
+        self.init = ComboBox(label="init", choices=list(INITS), value="auto",
+                             tooltip="auto: the best measured start (ranges for grey, quantiles/ranges for "
+                                     "colour); ranges: K equal slices of the intensity range; quantiles: K "
+                                     "equal-count slices; kmeans++ / random: seeded by random state.")
         self.mask = ComboBox(label="mask", choices=self._mask_choices, nullable=True, value=None,
                              tooltip="Optional Labels or binary layer: only its non-zero pixels are fitted "
                                      "and labelled (others get 0). Same shape as the image.")
@@ -399,8 +405,8 @@ class SegmentWidget(RunCancelMixin, Container):
                                    widgets=[self.apply_model_button, self.reset_button])
         self.apply_row.margins = (0, 0, 0, 0)
         self.form.extend([  # extend after construction: magicgui then aligns the label column
-            self.image, self.mode, self.channel_axis, self.more_channels, self.n_components, self.init,
-            self.mask,
+            self.image, self.mode, self.channel_axis, self.more_channels, self.n_components, self.auto_k,
+            self.init, self.mask,
             self.split_axis, self.out_quantised, self.out_posteriors, self.show_advanced,
             *self._advanced, self.run_button, self.model_row, self.apply_row, self.model_file,
         ])
@@ -446,6 +452,7 @@ class SegmentWidget(RunCancelMixin, Container):
         self.load_model_button.changed.connect(lambda *_: self.load_model())
         self.apply_model_button.changed.connect(lambda *_: self.apply_model())
         self.loaded = None  # the record of the loaded model file (see _model_file.read)
+        self.remember_settings = True  # False: a run does not change the remembered options
 
         # napari keeps the pickers in sync with the layer list once the widget is docked
         # (layers.events.inserted/removed/reordered/renamed -> reset_choices)
@@ -461,7 +468,7 @@ class SegmentWidget(RunCancelMixin, Container):
                     else "")
             show_info(problem + then)
         self._defaults = {key: getattr(self, key).value for key in SETTINGS}
-        self._defaults.update(init_grey="ranges", init_colour="kmeans++")
+        self._defaults.update(init_grey="auto", init_colour="auto")
         self._restore_settings()
         self._on_image_changed()
         bound_combo_widths(self.native)
@@ -473,8 +480,8 @@ class SegmentWidget(RunCancelMixin, Container):
     def _remembered_init(self, colour: bool) -> str:
         key = "init_colour" if colour else "init_grey"
         value = _settings.load(SETTINGS_SECTION).get(key, self._defaults[key] if hasattr(self, "_defaults")
-                                                      else ("kmeans++" if colour else "ranges"))
-        return value if value in INITS else ("kmeans++" if colour else "ranges")
+                                                      else "auto")
+        return value if value in INITS else "auto"
 
     def _restore_settings(self):
         for key, value in _settings.load(SETTINGS_SECTION).items():
@@ -711,9 +718,9 @@ class SegmentWidget(RunCancelMixin, Container):
                 self.init.value = self._remembered_init(True)
                 if layer.rgb:
                     show_info(f"napari-gmm: '{layer.name}' is an RGB layer: colour mode (channel_axis=-1, "
-                              "init kmeans++); labels are ordered by mean brightness.")
+                              f"init {self.init.value}); labels are ordered by mean brightness.")
                 elif self._colour_mode is not None:
-                    show_info(f"napari-gmm: colour mode on axis {ca} of '{layer.name}' (init kmeans++).")
+                    show_info(f"napari-gmm: colour mode on axis {ca} of '{layer.name}' (init {self.init.value}).")
             else:
                 self.init.value = self._remembered_init(False)
             self._colour_mode = colour
@@ -752,7 +759,7 @@ class SegmentWidget(RunCancelMixin, Container):
         except _InputError as exc:
             show_error(str(exc))
             return None
-        if model is None:
+        if model is None and self.remember_settings:
             self._remember()  # the options of this run are the ones the next session starts with
         self._job = self._alive["job"] = job
         self.run_button.text = "Cancel"
@@ -823,8 +830,9 @@ class SegmentWidget(RunCancelMixin, Container):
         k = int(self.n_components.value)
         bins = int(self.bins.value) or None
         covariance_type = self.covariance_type.value if colour else "spherical"
+        auto_k = {"n_components": "auto", "max_components": max(k, 1)} if self.auto_k.value else {"n_components": k}
         kwargs = dict(
-            n_components=k, channel_axis=channel_axis, covariance_type=covariance_type,
+            **auto_k, channel_axis=channel_axis, covariance_type=covariance_type,
             init=self.init.value, n_init=int(self.n_init.value), max_iter=int(self.max_iter.value),
             tol=tol, reg_covar=reg_covar, mask=mask, bins=bins, random_state=int(self.random_state.value),
         )
