@@ -139,6 +139,16 @@ def test_labels_saved_as_tiff_keep_their_model(make_napari_viewer, qtbot, tmp_pa
     side = json.loads((tmp_path / "cells.tif.gmm.json").read_text())
     assert side["model"] == labels.metadata["napari_gmm"]["model"] and side["source"] == "bands"
     assert w.load_model(tmp_path / "cells.tif.gmm.json") is not None  # the widget reads it back
+
+    pytest.importorskip("zarr")
+    from napari_gmm import io
+
+    written = viewer.layers.save(str(tmp_path / "cells.zarr"), selected=True, plugin="napari-gmm")
+    data, attrs = io.read_result(written[0])
+    np.testing.assert_array_equal(np.asarray(data), labels.data)
+    assert attrs["model"] == labels.metadata["napari_gmm"]["model"]
+    rec = w.load_model(tmp_path / "cells.zarr")
+    assert rec is not None and rec["models"][0].n_components == 3
     w.native.close()
 
 

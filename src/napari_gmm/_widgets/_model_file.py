@@ -1,5 +1,5 @@
-"""Fitted models as JSON files: what "Save model..." writes, "Load model..." reads, and what the
-labels writer puts beside a TIFF.
+"""Fitted models as JSON files: what "Save model..." writes, "Load model..." reads (also from the
+attributes of a labels zarr), and what the labels writer puts beside a TIFF.
 
 Format (UTF-8 JSON)::
 
@@ -60,10 +60,19 @@ def read(path) -> dict:
         The file is not JSON, or not a napari-gmm model (the message says which file and why).
     """
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read '{path}' as a napari-gmm model file: {exc}") from None
+    if path.is_dir() and path.suffix.lower() == ".zarr":  # a labels zarr written with its model
+        from napari_gmm import io
+
+        try:
+            _, data = io.read_result(path)
+        except Exception as exc:  # noqa: BLE001 - one clear message
+            raise ValueError(f"cannot read a model from '{path}': {exc}") from None
+        data = dict(data)
+    else:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot read '{path}' as a napari-gmm model file: {exc}") from None
     if not isinstance(data, dict) or "model" not in data:
         raise ValueError(f"'{path}' is not a napari-gmm model file (no \"model\" entry); save one with "
                          "'Save model...' in the segmentation widget.")
