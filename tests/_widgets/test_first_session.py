@@ -327,6 +327,21 @@ def test_save_a_model_and_apply_it_to_another_layer_and_every_time_point(viewer,
     assert out.metadata["napari_gmm"]["model"] == saved["model"]
     assert "applied from bands.gmm.json" in w.summary.value
 
+    # a folder of image files, as `napari-gmm apply` (OME-Zarr labels with the model beside)
+    pytest.importorskip("zarr")
+    from napari_gmm import io
+
+    (tmp_path / "in").mkdir()
+    for seed in (2, 3):
+        np.save(tmp_path / "in" / f"day{seed}.npy", bands(seed=seed)[0])
+    assert w.apply_files_button.enabled
+    assert w.apply_model_to_files([tmp_path / "in"], tmp_path / "out") is not None
+    qtbot.waitUntil(lambda: w._files_worker is None, timeout=WAIT_MS)
+    assert any("2 of 2 files labelled" in m for m in notes["info"]), notes
+    for seed in (2, 3):
+        data, attrs = io.read_result(tmp_path / "out" / f"day{seed}_labels.zarr")
+        np.testing.assert_array_equal(np.asarray(data), model.predict(bands(seed=seed)[0]))
+
     # a model for colour images does not apply to a grey one; a broken file is refused
     (tmp_path / "bad.json").write_text("{not json")
     assert w.load_model(tmp_path / "bad.json") is None and "cannot read" in notes["error"][-1]

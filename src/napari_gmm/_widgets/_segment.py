@@ -397,18 +397,23 @@ class SegmentWidget(RunCancelMixin, Container):
                                                     "chosen image with it (every time point) without fitting.")
         self.apply_model_button = PushButton(text="Apply model", enabled=False,
                                              tooltip="Label the chosen image with the loaded model (no fit).")
+        self.apply_files_button = PushButton(text="Apply to files...", enabled=False,
+                                             tooltip="Label every image file of a folder with the loaded model "
+                                                     "(no fit; napari_gmm.batch.apply_files): OME-Zarr labels "
+                                                     "with the model as an attribute, in an output folder.")
         self.model_file = Label(value="", tooltip="The model file loaded for 'Apply model'.")
         self.model_row = Container(layout="horizontal", labels=False,
                                    widgets=[self.save_model_button, self.load_model_button])
         self.model_row.margins = (0, 0, 0, 0)
         self.apply_row = Container(layout="horizontal", labels=False,
-                                   widgets=[self.apply_model_button, self.reset_button])
+                                   widgets=[self.apply_model_button, self.apply_files_button])
         self.apply_row.margins = (0, 0, 0, 0)
         self.form.extend([  # extend after construction: magicgui then aligns the label column
             self.image, self.mode, self.channel_axis, self.more_channels, self.n_components, self.auto_k,
             self.init, self.mask,
             self.split_axis, self.out_quantised, self.out_posteriors, self.show_advanced,
             *self._advanced, self.run_button, self.model_row, self.apply_row, self.model_file,
+            self.reset_button,
         ])
         self.form.margins = (0, 0, 0, 0)
         self._on_show_advanced()
@@ -451,6 +456,8 @@ class SegmentWidget(RunCancelMixin, Container):
         self.save_model_button.changed.connect(lambda *_: self.save_model())
         self.load_model_button.changed.connect(lambda *_: self.load_model())
         self.apply_model_button.changed.connect(lambda *_: self.apply_model())
+        self.apply_files_button.changed.connect(lambda *_: self.apply_model_to_files())
+        self._files_worker = None
         self.loaded = None  # the record of the loaded model file (see _model_file.read)
         self.remember_settings = True  # False: a run does not change the remembered options
 
@@ -558,12 +565,14 @@ class SegmentWidget(RunCancelMixin, Container):
         except ValueError as exc:
             show_error(f"napari-gmm: {exc}")
             return None
+        rec["path"] = str(path)
         self.loaded = rec
         models = rec["models"]
         what = (f"{len(models)} models (one per index of axis {rec['params'].get('split_axis')})"
                 if rec["split"] else f"K = {models[0].n_components}, {models[0].n_features} channel(s)")
         self.model_file.value = f"loaded: {Path(path).name} ({what})"
         self.apply_model_button.enabled = True
+        self.apply_files_button.enabled = True
         return rec
 
     def apply_model(self, image=None):
@@ -574,6 +583,59 @@ class SegmentWidget(RunCancelMixin, Container):
             show_error("napari-gmm: no model loaded: press 'Load model...' first.")
             return None
         return self.run(image=image, model=self.loaded)
+
+    def apply_model_to_files(self, inputs=None, out=None):
+        """Label image files with the loaded model, without fitting, in a worker thread:
+        ``inputs`` (paths, globs or folders; default: a folder chosen in a dialog) into ``out`` (a
+        folder; default: chosen in a dialog), as ``napari-gmm apply`` does. A notification gives the
+        summary. Returns the worker or None."""
+        if self.loaded is None:
+            show_error("napari-gmm: no model loaded: press 'Load model...' first.")
+            return None
+        if self._files_worker is not None:
+            show_error("napari-gmm: files are being labelled already; wait for the summary.")
+            return None
+        from qtpy.QtWidgets import QFileDialog
+
+        if inputs is None:
+            folder = QFileDialog.getExistingDirectory(self.native, "Folder of images to label")
+            if not folder:
+                return None
+            inputs = [folder]
+        if out is None:
+            out = QFileDialog.getExistingDirectory(self.native, "Folder for the labels (OME-Zarr)")
+            if not out:
+                return None
+        from napari_gmm import batch
+
+        try:
+            files = batch.expand_inputs([str(p) for p in inputs])
+        except ng.InputError as exc:
+            show_error(f"napari-gmm: {exc}")
+            return None
+        rec = self.loaded
+        if rec["path"].lower().endswith(".zarr"):
+            show_error("napari-gmm: to apply a model to files, load it from a JSON file ('Save model...').")
+            return None
+
+        def done(summary):
+            self._files_worker = None
+            failed = [f for f in summary["files"] if f["status"] != "ok"]
+            msg = (f"napari-gmm: {summary['n_ok']} of {len(summary['files'])} files labelled into {out} "
+                   f"in {summary['seconds']:.1f} s")
+            if failed:
+                show_warning(msg + "; failed: " + "; ".join(f"{f['input']}: {f.get('error')}" for f in failed[:3]))
+            else:
+                show_info(msg)
+            self.files_summary = summary
+
+        def failed(exc):
+            self._files_worker = None
+            show_error(f"napari-gmm: labelling files failed: {exc}")
+
+        self._files_worker = create_worker(batch.apply_files, rec["path"], files, str(out),
+                                           _connect={"returned": done, "errored": failed}, _start_thread=True)
+        return self._files_worker
 
     def reset_choices(self, *_):
         """Refresh the layer pickers (napari calls this when layers are added, removed, renamed)."""
