@@ -367,6 +367,14 @@ def test_plots_pick_the_newest_model_and_stay_readable_docked(viewer, qtbot, not
     viewer.window.add_dock_widget(mix, name="Mixture plot")
     viewer.window.add_dock_widget(em, name="EM evolution")
     assert mix.model_layer.value is newest and em.model_layer.value is newest
+    from napari_gmm._widgets._plots import PixelTraceWidget
+
+    trace = PixelTraceWidget(viewer)
+    missing = [(type(p).__name__, getattr(x, "label", None) or getattr(x, "text", None))
+               for p in (mix, em, trace) for x in controls(p.form) if not x.tooltip]
+    assert missing == [], f"plot controls without a tooltip: {missing}"
+    trace.close()
+    trace.deleteLater()
     em.iteration.value = 0
     settle(qtbot)
     for plot in (mix, em):

@@ -418,6 +418,7 @@ class SegmentWidget(RunCancelMixin, Container):
         self.form.margins = (0, 0, 0, 0)
         self._on_show_advanced()
         self.progress.visible = False
+        self.model_file.visible = False  # shown once a model file is loaded
         # the form, bar and summary scroll inside the dock (its minimum height stays a few lines)
         self.body = Container(labels=False)
         self.body.extend([self.form, self.progress, self.summary])
@@ -571,6 +572,7 @@ class SegmentWidget(RunCancelMixin, Container):
         what = (f"{len(models)} models (one per index of axis {rec['params'].get('split_axis')})"
                 if rec["split"] else f"K = {models[0].n_components}, {models[0].n_features} channel(s)")
         self.model_file.value = f"loaded: {Path(path).name} ({what})"
+        self.model_file.visible = True
         self.apply_model_button.enabled = True
         self.apply_files_button.enabled = True
         return rec
