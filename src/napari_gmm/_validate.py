@@ -26,6 +26,10 @@ class ConvergenceWarning(UserWarning):
     """EM stopped at ``max_iter`` before the log-likelihood change fell below ``tol``."""
 
 
+class Cancelled(InterruptedError):
+    """A long job was cancelled (its ``progress`` callback raised this); nothing was returned."""
+
+
 def is_dask(a) -> bool:
     return type(a).__module__.split(".")[0] == "dask"
 

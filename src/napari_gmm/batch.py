@@ -23,7 +23,8 @@ from ._validate import FitError, InputError, check_image
 from .mixture import MixtureModel, SplitModels, fit_hist
 from .segmentation import segment
 
-__all__ = ["expand_inputs", "output_paths", "segment_files", "apply_files", "load_model", "connect"]
+__all__ = ["expand_inputs", "output_paths", "segment_files", "apply_files", "background_file", "load_model",
+           "connect"]
 
 
 def expand_inputs(patterns) -> list[Path]:
@@ -75,8 +76,8 @@ def _stem(p: Path) -> str:
     return p.stem
 
 
-def connect(address):
-    """A ``distributed.Client`` for ``address``, or InputError saying why not."""
+def connect(address, timeout="10s"):
+    """A ``distributed.Client`` for ``address``, or InputError saying why not (after ``timeout``)."""
     if address is None:
         return None
     try:
@@ -84,7 +85,7 @@ def connect(address):
     except ImportError:
         raise InputError('a scheduler address needs dask.distributed: pip install "napari-gmm[io]"') from None
     try:
-        return Client(address, timeout="10s")
+        return Client(address, timeout=timeout)
     except Exception as e:  # unreachable, refused, wrong protocol
         raise InputError(f"cannot reach the dask scheduler at {address}: {type(e).__name__}: {e}") from None
 
@@ -310,3 +311,39 @@ def _finish(summary, t0):
     summary["seconds"] = round(time.perf_counter() - t0, 3)
     return summary
 
+
+
+def background_file(path, out, *, preset="camera video", time_axis=0, channel_axis="auto", background="all",
+                    overwrite=False, client=None, bars=False, **params) -> dict:
+    """Background modelling of one stack file, written to ``out`` (a .zarr group with the arrays
+    ``foreground`` (T, Y, X) uint8 and, unless ``background=None``, ``background``): the stack is
+    read lazily and modelled per spatial tile (see :func:`napari_gmm.subtract_background`), so
+    memory is a tile's, not the stack's. ``napari-gmm background STACK --out OUT.zarr``."""
+    from .background import subtract_background
+
+    t0 = time.perf_counter()
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise InputError(f"{out} exists: choose another --out, or --overwrite to replace it")
+    summary = {"command": "background", "preset": preset, "files": []}
+    try:
+        src = _io.open_image(path)
+        ch = _resolve_channel_axis(src, channel_axis)
+        res = subtract_background(src.data, preset=preset, time_axis=time_axis, channel_axis=ch,
+                                  background=background, **params)
+        arrays = {"foreground": res.foreground}
+        if res.background is not None:
+            arrays["background"] = res.background
+        attrs = {"params": res.params, "input": str(path),
+                 "frame_factors": None if res.frame_factors is None else list(map(float, res.frame_factors)),
+                 "noise": None if res.noise is None else res.noise.as_dict()}
+        bar = None if client is not None else _chunk_bar(bars, out.name)
+        if bar is None:
+            _io.write_zarr(out, arrays, attrs=attrs, overwrite=overwrite)
+        else:
+            with bar:
+                _io.write_zarr(out, arrays, attrs=attrs, overwrite=overwrite)
+        _record(summary, path, out, "ok", t0, shape=list(res.foreground.shape), tiles=res.params.get("tiles"))
+    except (InputError, FitError, OSError) as e:
+        _record(summary, path, None, "error", t0, error=str(e))
+    return _finish(summary, t0)
