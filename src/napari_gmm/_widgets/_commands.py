@@ -19,6 +19,7 @@ from __future__ import annotations
 import napari
 from napari.utils import progress as napari_progress
 from napari.utils.notifications import show_error
+from qtpy.QtCore import QTimer
 
 __all__ = ["background_selected", "segment_selected", "segment_selected_auto_k"]
 
@@ -52,8 +53,15 @@ def _run_hidden(widget, layer, title):
 
     def finished():  # the widget's end of job (whatever the outcome), in the GUI thread
         bar.close()
-        _RUNNING.discard(widget)
+        widget.on_idle = None  # no reference cycle: the wrapper is not freed by a random GC pass
+        try:  # nothing of ours runs while Qt deletes it (the job is over)
+            widget.native.destroyed.disconnect()
+        except (TypeError, RuntimeError):
+            pass
         widget.native.deleteLater()
+        # the Python wrapper is released only after Qt has deleted the widget (a parentless
+        # widget freed by the garbage collector in the middle of other Qt work crashed napari)
+        QTimer.singleShot(0, lambda: _RUNNING.discard(widget))
 
     widget._relay.progressed.connect(on_progress)
     if hasattr(widget._relay, "phase"):
