@@ -1692,13 +1692,16 @@ def _subtract_background_tiled(stack, *, preset, time_axis, channel_axis, burn_i
               background=background, foreground_image=foreground_image, data_range=float(data_range),
               learning_rate=learning_rate, noise=model_noise, bleach_correction=False if factors is None else factors,
               **res)
+    from ._dask import task
+
+    tile_job = task(_tile_job, (len(ys) - 1) * (len(xs) - 1))
     rows_fg, rows_bg, rows_fi = [], [], []
     for y0, y1 in zip(ys[:-1], ys[1:]):
         row_fg, row_bg, row_fi = [], [], []
         for x0, x1 in zip(xs[:-1], xs[1:]):
             ya, yb, xa, xb = max(0, y0 - r), min(H, y1 + r), max(0, x0 - r), min(W, x1 + r)
             crop = (slice(y0 - ya, y1 - ya), slice(x0 - xa, x1 - xa))
-            job = dask.delayed(_tile_job, nout=3, pure=True)(view[:, ya:yb, xa:xb], crop, kw)
+            job = dask.delayed(tile_job, nout=3, pure=True)(view[:, ya:yb, xa:xb], crop, kw)
             th, tw = y1 - y0, x1 - x0
             row_fg.append(da.from_delayed(job[0], (n_t, th, tw), np.uint8))
             tail = () if grey else (frame_shape[2],)

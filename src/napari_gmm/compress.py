@@ -338,7 +338,8 @@ def colour_histogram(a, m, dtype, bins):
     n = (N if m.size == 0 else int(m.sum())) - int(nbad)
     common = dict(low=lo.copy(), high=hi.copy(), n_pixels=int(n), dtype=np.dtype(dtype))
     if n <= 0:
-        return Histogram(np.zeros((0, D)), np.zeros(0), Kind.COLOUR, np.ones(D), n_nan=int(nbad), spec=Binning(Kind.COLOUR), **common)
+        return Histogram(np.zeros((0, D)), np.zeros(0), Kind.COLOUR, np.ones(D), n_nan=int(nbad),
+                         spec=Binning(Kind.COLOUR), **common)
     if dtype.kind in "ui":
         mins = lo.astype(np.int64)
         bits = np.array([max(1, int(hi[d] - lo[d]).bit_length()) for d in range(D)], np.int64)

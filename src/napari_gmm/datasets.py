@@ -338,13 +338,13 @@ def noisy_regions(shape=(512, 512), *, noise=0.58, bias=0.0, n_classes=3, separa
     """
     shape = tuple(int(s) for s in shape)
     if len(shape) not in (2, 3) or min(shape) < 16:
-        raise ValueError(f"noisy_regions: shape must be 2-D or 3-D with every axis >= 16, got {shape}")
+        raise InputError(f"noisy_regions: shape must be 2-D or 3-D with every axis >= 16, got {shape}")
     if not 3 <= int(n_classes) <= 6:
-        raise ValueError(f"noisy_regions: n_classes must be in 3..6, got {n_classes}")
+        raise InputError(f"noisy_regions: n_classes must be in 3..6, got {n_classes}")
     if not (np.isfinite(noise) and noise >= 0):
-        raise ValueError(f"noisy_regions: noise must be a finite number >= 0, got {noise}")
+        raise InputError(f"noisy_regions: noise must be a finite number >= 0, got {noise}")
     if not 0 <= bias <= 0.9:
-        raise ValueError(f"noisy_regions: bias must be in [0, 0.9], got {bias}")
+        raise InputError(f"noisy_regions: bias must be in [0, 0.9], got {bias}")
     rng = np.random.default_rng(seed)
     size = max(shape)
     field = _smooth_field(shape, max(size / 16.0, 1.0), rng)
@@ -361,7 +361,7 @@ def noisy_regions(shape=(512, 512), *, noise=0.58, bias=0.0, n_classes=3, separa
     image = separation * truth.astype(np.float64)
     image += rng.normal(0.0, noise * separation, shape)
     if bias > 0:
-        g = _smooth_field(shape, size / 3.0, rng)
+        g = _smooth_field(shape, size / 2.0, rng)
         g /= np.abs(g).max()
         bf = 1.0 + bias * g
     else:

@@ -89,7 +89,7 @@ def open_image(path) -> ImageSource:
     try:
         if kind in (".ome.tif", ".ome.tiff", ".tif", ".tiff"):
             tifffile = _need("tifffile")
-            zarr = _need("zarr")
+            _need("zarr")
             with tifffile.TiffFile(path) as tf:
                 axes = tf.series[0].axes.lower() if tf.is_ome else None
             arr = _TiffArray(path)

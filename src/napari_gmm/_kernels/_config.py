@@ -110,6 +110,14 @@ LABEL_SLICE = 2**20
 #: the full histogram: measured on 4096 x 4096 uint16 images, EM on the full histogram from the coarse
 #: optimum gained under 0.4 nats of log-likelihood in total, against criterion steps of 20-40
 COARSE_BINS = 1024
+#: multichannel data: the search fits each K on the occupied cells of a grid of this many bins per
+#: channel (each cell's mean colour) ...
+COARSE_COLOUR_BINS = 32
+#: ... and its fit then takes this many EM iterations on all samples before the criterion. Measured on
+#: the astronaut (512 x 512 RGB, 113,382 colours, K = 1..8): on every colour 25 s; 16 bins, no EM on all
+#: samples 4.5 s but K = 8 ended 1 % below a fixed K = 8 fit (-13.278 against -13.153 per pixel); 32 bins
+#: and 5 iterations 6-7 s against 4.6-7.5 s for one fixed K = 8 fit, ending at -13.152
+COLOUR_POLISH_ITER = 5
 #: EM iterations every start of a K gets on the coarse histogram before the best continues
 SCREEN_ITER = 15
 #: the search fits each K until an EM step gains less than this many nats summed over all pixels.
