@@ -294,9 +294,9 @@ def test_nd_and_split_axis():
     calls = []
     ng.segment(stack, 3, split_axis=0, max_iter=50, progress=lambda d, n: calls.append((d, n)))
     done = [d for d, _ in calls]
-    # 3 fits of 50 EM iterations, each with a look-up counted as a tenth of its fit
-    assert {n for _, n in calls} == {165} and calls[-1] == (165, 165)
-    assert done == sorted(done) and (50, 165) in calls and (105, 165) in calls and len(calls) >= 6
+    # 3 fits of 50 EM iterations, each with a compression and a look-up counted as a tenth of its fit
+    assert {n for _, n in calls} == {180} and calls[-1] == (180, 180)
+    assert done == sorted(done) and (55, 180) in calls and (115, 180) in calls and len(calls) >= 6
 
 
 def test_progress_can_cancel_a_fit(rgb_crop):
@@ -304,12 +304,12 @@ def test_progress_can_cancel_a_fit(rgb_crop):
 
     def progress(done, total):
         seen.append(done)
-        if done >= 10:
+        if done >= 30:
             raise KeyboardInterrupt("cancelled")
 
     with pytest.raises(KeyboardInterrupt):
         ng.segment(rgb_crop, 8, channel_axis=-1, init="kmeans++", max_iter=200, tol=0, progress=progress)
-    assert seen == [5, 10]  # stopped after 10 of 200 iterations
+    assert seen == [20, 25, 30]  # compression (20 units), then stopped after 10 of 200 EM iterations
 
 
 def test_mask(camera):

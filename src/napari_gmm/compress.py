@@ -438,18 +438,39 @@ def _small_int_histogram(a, m, bins):
 # --------------------------------------------------------------------------------------------
 
 
-def compress_numpy(image, *, channel_axis=None, mask=None, bins=None) -> Histogram:
-    """The :class:`Histogram` of a validated NumPy image (see :func:`napari_gmm.histogram`)."""
+def compress_numpy(image, *, channel_axis=None, mask=None, bins=None, progress=None) -> Histogram:
+    """The :class:`Histogram` of a validated NumPy image (see :func:`napari_gmm.histogram`).
+
+    Grey images are counted :data:`_config.LOOKUP_SLICE` pixels at a time (the slices' counts add
+    up exactly), with ``progress(done, total)`` between slices: a chance to cancel on big stacks.
+    """
     if channel_axis is None:
         a = as_flat(image)
         m = mask_flat(mask, image.shape)
+        parts = slices(a.size, _config.LOOKUP_SLICE)
+        if len(parts) == 1:
+            progress = None  # one slice: nothing to report between
+        ms = [m[s:e] if m.size else m for s, e in parts]
         if a.dtype.kind in "ui" and a.dtype.itemsize <= 2:
-            return _small_int_histogram(a, m, bins)
-        rng = grey_range(a, m)
+            full = None
+            for i, ((s, e), mm) in enumerate(zip(parts, ms)):
+                c = whole_dtype_counts(a[s:e], mm)
+                full = c if full is None else full + c
+                report(progress, i + 1, len(parts))
+            return histogram_from_whole_dtype(full, a.dtype, bins)
+        rngs = []
+        for i, ((s, e), mm) in enumerate(zip(parts, ms)):
+            rngs.append(grey_range(a[s:e], mm))
+            report(progress, i + 1, 2 * len(parts))
+        rng = merge_ranges(rngs)
         if rng[2] == 0:
             return empty_grey(rng, image.dtype)
         spec = grey_spec(image.dtype, rng[0], rng[1], bins)
-        return grey_histogram(grey_counts(a, m, spec), spec, rng, image.dtype)
+        counts = []
+        for i, ((s, e), mm) in enumerate(zip(parts, ms)):
+            counts.append(grey_counts(a[s:e], mm, spec))
+            report(progress, len(parts) + i + 1, 2 * len(parts))
+        return grey_histogram(merge_counts(counts, spec), spec, rng, image.dtype)
     a, spatial = move_channels(image, channel_axis)
     m = mask_flat(mask, spatial)
     return colour_histogram(a, m, image.dtype, bins)

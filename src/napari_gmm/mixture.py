@@ -866,12 +866,13 @@ def fit_image(image, n_components=2, *, channel_axis=None, mask=None, bins=None,
 
 
 def _units(fit_kw):
-    """Progress units of one fit and its look-up: EM iterations over all starts, then the look-up
-    as a tenth of that."""
+    """Progress units of one segmentation: the compression and the look-up a tenth each of the
+    fit's EM iterations over all starts."""
     init = fit_kw["init"]
     deterministic = isinstance(init, MixtureModel) or init in ("auto", "ranges", "quantiles")
     runs = 1 if deterministic else fit_kw["n_init"]
-    return [runs * fit_kw["max_iter"], max(1, runs * fit_kw["max_iter"] // 10)]
+    tenth = max(1, runs * fit_kw["max_iter"] // 10)
+    return [tenth, runs * fit_kw["max_iter"], tenth]
 
 
 def _check_labels(labels, channel_axis):
@@ -885,14 +886,15 @@ def _check_labels(labels, channel_axis):
 
 
 def _segment_one(image, n_components, channel_axis, mask, bins, fit_kw, phases: _pl.Progress):
-    hist = _pl.compress_image(image, channel_axis=channel_axis, mask=mask, bins=bins)
+    hist = _pl.compress_image(image, channel_axis=channel_axis, mask=mask, bins=bins, progress=phases.phase(0))
+    phases.done(0)
     kw = {k: v for k, v in fit_kw.items() if k != "labels"}
     model = fit_hist(hist, n_components, channel_axis=channel_axis, extra_params={"bins": bins},
-                     callback=phases.phase(0), **kw)
+                     callback=phases.phase(1), **kw)
     how = fit_kw.get("labels", "map")
     if how != "map":
         model.params["labels"] = how
     labels = _pl.label_image(model._fns_for(how), image, hist, channel_axis=channel_axis, mask=mask,
-                             progress=phases.phase(1))
-    phases.done(1)
+                             progress=phases.phase(2))
+    phases.done(2)
     return labels, model

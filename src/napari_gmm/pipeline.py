@@ -78,11 +78,12 @@ class Progress:
 # compression
 
 
-def compress_image(image, *, channel_axis=None, mask=None, bins=None) -> Histogram:
-    """The :class:`~napari_gmm.compress.Histogram` of a validated NumPy or dask image."""
+def compress_image(image, *, channel_axis=None, mask=None, bins=None, progress=None) -> Histogram:
+    """The :class:`~napari_gmm.compress.Histogram` of a validated NumPy or dask image
+    (``progress(done, total)`` between slices of a big NumPy image)."""
     if is_dask(image):
         return _dask.histogram(image, channel_axis=channel_axis, mask=mask, bins=bins)
-    return compress_numpy(image, channel_axis=channel_axis, mask=mask, bins=bins)
+    return compress_numpy(image, channel_axis=channel_axis, mask=mask, bins=bins, progress=progress)
 
 
 def histogram(image, *, channel_axis=None, mask=None, bins=None) -> Histogram:
@@ -185,11 +186,13 @@ def proba_image(fns: SampleFns, image, hist: Histogram, *, channel_axis=None, ma
         m = mask_flat(mask, image.shape)
         table = np.zeros((grey_grid(hist).shape[0] + 1, K), np.float32)
         table[:-1] = fns.proba(grey_grid(hist))
-        idx = grey_index(a, m, hist.spec)
         out = np.empty((K, a.size), np.float32)
-        for k in range(K):
-            np.take(table[:, k], idx, out=out[k])
-            report(progress, k + 1, K)
+        parts = slices(a.size, _config.LOOKUP_SLICE // max(1, K))
+        for i, (s, e) in enumerate(parts):
+            idx = grey_index(a[s:e], m[s:e] if m.size else m, hist.spec)
+            for k in range(K):
+                np.take(table[:, k], idx, out=out[k, s:e])
+            report(progress, i + 1, len(parts))
         return out.reshape((K,) + image.shape)
     a, spatial = move_channels(image, channel_axis)
     valid = valid_rows(a, mask_flat(mask, spatial))
