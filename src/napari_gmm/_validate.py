@@ -239,8 +239,8 @@ def check_bins(bins, largest=MAX_GREY_BINS):
 
 
 def check_random_state(random_state):
-    """None, a non-negative int or a numpy Generator/RandomState; else InputError naming it."""
-    if random_state is None or isinstance(random_state, (np.random.Generator, np.random.RandomState)):
+    """None, a non-negative int or a numpy Generator; else InputError naming it."""
+    if random_state is None or isinstance(random_state, np.random.Generator):
         return
     if isinstance(random_state, bool) or not isinstance(random_state, (int, np.integer)):
         raise InputError(
