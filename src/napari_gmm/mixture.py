@@ -549,8 +549,10 @@ def _brightness(X):
 
 
 def _slices_from_assignment(X, w, assign, K, cov_type, reg, fallback_means) -> _drv.Params:
-    """Initial parameters from a hard assignment of samples to K groups."""
+    """Initial parameters from a hard assignment of samples to K groups (empty groups first get
+    half of a populated group, see :func:`_fill_empty_groups`)."""
     D = X.shape[1]
+    assign = _fill_empty_groups(X, w, assign, K)
     Nk, means, cov = np.empty(K), np.empty((K, D)), np.empty((K, D, D))
     _km.group_stats(np.ascontiguousarray(X, dtype=np.float64), np.ascontiguousarray(w, dtype=np.float64),
                     np.ascontiguousarray(assign, dtype=np.int64), Nk, means, cov)
@@ -571,6 +573,49 @@ def _slices_from_assignment(X, w, assign, K, cov_type, reg, fallback_means) -> _
         cov = np.zeros((K, D, D))
         cov[:, idx, idx] = var
     return _drv.Params(weights, means, cov, cov_type)
+
+
+def _fill_empty_groups(X, w, assign, K):
+    """The assignment with every empty group given the upper half of the group with the largest
+    spread (weighted sum of squared deviations) among those with at least two distinct samples,
+    split at its weighted median along its first principal axis, until no group is empty or none
+    can be split.
+
+    Equal slices of the range leave groups empty where the histogram has gaps (K = 3 on a bimodal
+    image, or K equal to the number of distinct values): such a component starts with no data and
+    ends empty, its label unused. Splitting the widest group instead starts every component on data
+    whenever the data allow K non-empty groups. An assignment without empty groups is returned
+    unchanged (the same array), so the classic starts stay identical there.
+    """
+    assign = np.asarray(assign)
+    Nk = np.bincount(assign, weights=w, minlength=K)
+    empty = np.flatnonzero(Nk <= 0)
+    if empty.size == 0:
+        return assign
+    assign = np.array(assign, dtype=np.int64, copy=True)
+    for e in empty:
+        best, best_cost = -1, 0.0
+        for g in range(K):
+            sel = assign == g
+            if np.count_nonzero(sel) < 2:
+                continue
+            Xg, wg = X[sel], w[sel]
+            mu = (wg[:, None] * Xg).sum(axis=0) / wg.sum()
+            cost = float((wg[:, None] * (Xg - mu) ** 2).sum())
+            if cost > best_cost:
+                best, best_cost = g, cost
+        if best < 0:
+            break  # no group has two distinct samples: the fallback means are used
+        idx = np.flatnonzero(assign == best)
+        p = _principal_projection(X[idx], w[idx])
+        order = np.argsort(p, kind="stable")
+        ps, cw = p[order], np.cumsum(w[idx][order])
+        cuts = np.flatnonzero(ps[1:] > ps[:-1]) + 1  # boundaries between distinct projections
+        if cuts.size == 0:
+            break
+        j = cuts[np.argmin(np.abs(cw[cuts - 1] - 0.5 * cw[-1]))]
+        assign[idx[order[j:]]] = e
+    return assign
 
 
 def _init_ranges(X, w, K, integer, cov_type, reg):
