@@ -257,8 +257,8 @@ def check_progress(progress):
     """None or a callable ``progress(done, total)``; else InputError naming it."""
     if progress is not None and not callable(progress):
         raise InputError(
-            f"progress must be None or a callable progress(done, total) (e.g. a function or "
-            f"tqdm's update), got {progress!r}"
+            f"progress must be a callable progress(done, total) or None (e.g. a function, or a "
+            f"lambda calling a progress bar's update), got {progress!r}"
         )
 
 
@@ -299,3 +299,46 @@ def check_fit_range(values, low, high, kind):
                 "can tell apart at that magnitude: subtract an offset first, e.g. "
                 "(image - image.min()).astype(np.int64)"
             )
+
+
+def snake_case(name: str) -> str:
+    """OpenCV's camelCase parameter names in snake_case: ``varThreshold`` -> ``var_threshold``,
+    ``nmixtures`` stays, ``detectShadows`` -> ``detect_shadows``."""
+    import re
+
+    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
+
+
+def check_param_names(params, valid, what="parameter"):
+    """TypeError (Python's error for an unexpected keyword) naming every unknown name in
+    ``params``, with the snake_case name meant where one is known (OpenCV's camelCase MOG2 names:
+    ``varThreshold`` -> ``var_threshold``, ``nMixtures``/``nmixtures`` -> ``n_mixtures``)."""
+    valid = list(valid)
+    unknown = [k for k in params if k not in valid]
+    if not unknown:
+        return
+    aliases = {"nmixtures": "n_mixtures", "backgroundratio": "background_ratio",
+               "complexityreductionthreshold": "complexity_reduction_threshold"}
+    hints = []
+    for k in unknown:
+        guess = snake_case(k)
+        guess = aliases.get(guess.replace("_", ""), guess)
+        if guess in valid:
+            hints.append(f"{k!r} -> {guess!r}")
+    msg = f"unknown {what}(s) {sorted(unknown)}; valid ones are {sorted(valid)}"
+    if hints:
+        msg += ". Parameter names are OpenCV's in snake_case: " + ", ".join(hints)
+    raise TypeError(msg)
+
+
+def native_stack(stack):
+    """A frame stack the MOG2 kernels can read: native byte order, float16 as float32 (numpy: one
+    converted copy, only when needed; dask: converted lazily, block by block). Anything else
+    (lists, other dtypes) is returned for :func:`napari_gmm.background` to check."""
+    if is_dask(stack):
+        return native_array(stack)
+    if hasattr(stack, "dtype") and hasattr(stack, "shape"):
+        dt = np.dtype(stack.dtype)
+        if dt.kind in "uif" and (not dt.isnative or dt.itemsize == 2 and dt.kind == "f"):
+            return as_kernel_dtype(stack)
+    return stack

@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from ._kernels import mog as _mog
-from ._validate import InputError
+from ._validate import InputError, check_param_names, native_array, native_stack, to_int_dtype
 
 __all__ = ["subtract_background", "BackgroundModel", "BackgroundResult"]
 
@@ -239,6 +239,7 @@ class BackgroundModel:
                 f"frame_shape must be (Y, X) or (Y, X, C), got {tuple(frame_shape)!r}")
         if min(shape) < 1:
             raise InputError(f"frame_shape must be positive, got {shape}")
+        check_param_names(params, MODEL_DEFAULTS, "background-model parameter")
         self.params = _check_model_params(params)
         if data_range is not None:
             data_range = float(data_range)
@@ -360,6 +361,7 @@ class BackgroundModel:
         mask : (Y, X) ndarray of uint8
             0 background, 1 foreground, 2 shadow (a new array).
         """
+        frame = native_array(frame)
         if learning_rate is not None:
             lr = float(learning_rate)
             if not (0.0 <= lr <= 1.0):
@@ -589,8 +591,7 @@ def _iter_blocks(view, dask, block, indices=None):
 def _to_dtype(a, dtype):
     """Round and clip float32 ``a`` into integer ``dtype``; float dtypes give float32."""
     if dtype.kind in "ui":
-        info = np.iinfo(dtype)
-        return np.clip(np.rint(a), info.min, info.max).astype(dtype)
+        return to_int_dtype(a, dtype)
     return a.astype(np.float32, copy=False)
 
 
@@ -797,6 +798,8 @@ def subtract_background(stack, *, time_axis=0, channel_axis=None, burn_in=100,
     >>> int(online.foreground[0, 5, 100])
     1
     """
+    check_param_names(params, MODEL_DEFAULTS, "background-model parameter")
+    stack = native_stack(stack)
     gen = _subtract_background_steps(
         stack, time_axis=time_axis, channel_axis=channel_axis, burn_in=burn_in,
         background=background, foreground_image=foreground_image, data_range=data_range,

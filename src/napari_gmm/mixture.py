@@ -507,7 +507,12 @@ def _check_history(history, w_shape, m_shape, c_shape):
             raise InputError(f"history has no {key!r}: give 'weights', 'means', 'covariances' and "
                              "'log_likelihood' (one entry per iteration), or history=None")
         a = _float_array(history[key], f"history[{key!r}]")
-        if a.ndim == 0 or a.shape[1:] != tuple(shape) or (n is not None and a.shape[0] != n):
+        if n is not None and a.ndim > 0 and a.shape[0] != n:
+            raise InputError(
+                f"history[{key!r}] has {a.shape[0]} entries but history['weights'] has {n}: every history "
+                "array needs one entry per iteration (or pass history=None)"
+            )
+        if a.ndim == 0 or a.shape[1:] != tuple(shape):
             raise InputError(
                 f"history[{key!r}] has shape {a.shape}; with these parameters it must be "
                 f"({'n' if n is None else n}, {', '.join(map(str, shape))})".replace(", )", ")")
