@@ -127,7 +127,7 @@ def check_image(image, *, channel_axis=None):
                 "of intensities, e.g. np.asarray(rows) with rows of equal length"
             ) from None
     dt = np.dtype(image.dtype)
-    if dt == bool:
+    if dt.kind == "b":
         raise InputError(
             f"the image is boolean ({_describe(image)}): it is already a segmentation. Gaussian "
             "mixtures need intensities: pass the original grey or colour image (or image.astype(np.uint8) "
