@@ -12,7 +12,8 @@ Qt or magicgui. The napari widgets live in :mod:`napari_gmm._widgets`.
 from ._validate import Cancelled, ConvergenceWarning, FitError, InputError
 from .background import BackgroundModel, BackgroundResult, subtract_background
 from .compress import Histogram
-from .mixture import MixtureModel, SplitModels, fit_mixture, quantize, segment
+from .mixture import MixtureModel, SplitModels
+from .segmentation import fit_mixture, quantize, segment
 from .pipeline import histogram
 
 __version__ = "0.1.0"

@@ -23,10 +23,12 @@ from .compress import (
     grey_lookup,
     grey_range,
     grey_spec,
+    histogram_from_whole_dtype,
     merge_counts,
     merge_ranges,
     paint_numpy,
     valid_rows,
+    whole_dtype_counts,
 )
 from ._validate import InputError, as_flat, label_dtype, move_channels
 
@@ -59,28 +61,52 @@ def _block_range(b, m):
     return grey_range(as_flat(b), _flat_mask(m))
 
 
+def _block_whole(b, m):
+    return whole_dtype_counts(as_flat(b), _flat_mask(m))
+
+
 def _block_counts(b, m, spec):
     return grey_counts(as_flat(b), _flat_mask(m), spec)
 
 
 def histogram(image, *, channel_axis=None, mask=None, bins=None):
     """The exact histogram of a dask image (grey: chunk by chunk; colour: in memory)."""
-    import dask
-
     if channel_axis is not None:
         return compress_numpy(np.asarray(image), channel_axis=channel_axis,
                               mask=None if mask is None else np.asarray(mask), bins=bins)
-    _check_mask(mask, image.shape)
-    blocks = list(image.to_delayed().ravel())
-    m = _mask_array(image, mask, image.chunks)
-    mblocks = [None] * len(blocks) if m is None else list(m.to_delayed().ravel())
+    return pooled_histogram([image], [mask], bins=bins)
+
+
+def pooled_histogram(images, masks=None, *, bins=None):
+    """One exact grey histogram of several dask images together (a pooled fit): each chunk is
+    counted on the binning fixed by the images' common range, and the counts merge exactly."""
+    import dask
+
+    masks = masks or [None] * len(images)
+    dtypes = {np.dtype(im.dtype) for im in images}
+    if len(dtypes) > 1:
+        raise InputError(f"images of different dtypes ({', '.join(sorted(map(str, dtypes)))}) cannot share one "
+                         "histogram: convert them to one dtype, or fit each on its own")
+    blocks, mblocks = [], []
+    for im, mask in zip(images, masks):
+        _check_mask(mask, im.shape)
+        bs = list(im.to_delayed().ravel())
+        m = _mask_array(im, mask, im.chunks)
+        blocks += bs
+        mblocks += [None] * len(bs) if m is None else list(m.to_delayed().ravel())
+    dtype = dtypes.pop()
+    if dtype.kind in "ui" and dtype.itemsize <= 2:  # one pass: whole-dtype counts add up exactly
+        if bins is not None:
+            grey_spec(dtype, 0, 0, bins)  # the InputError for bins on integer data
+        parts = dask.compute(*[dask.delayed(_block_whole)(b, mb) for b, mb in zip(blocks, mblocks)])
+        return histogram_from_whole_dtype(sum(parts[1:], parts[0].copy()), dtype)
     rngs = dask.compute(*[dask.delayed(_block_range)(b, mb) for b, mb in zip(blocks, mblocks)])
     rng = merge_ranges(rngs)
     if rng[2] == 0:
-        return empty_grey(rng, image.dtype)
-    spec = grey_spec(np.dtype(image.dtype), rng[0], rng[1], bins)
+        return empty_grey(rng, dtype)
+    spec = grey_spec(dtype, rng[0], rng[1], bins)
     parts = dask.compute(*[dask.delayed(_block_counts)(b, mb, spec) for b, mb in zip(blocks, mblocks)])
-    return grey_histogram(merge_counts(list(parts), spec), spec, rng, image.dtype)
+    return grey_histogram(merge_counts(list(parts), spec), spec, rng, dtype)
 
 
 # --------------------------------------------------------------------------------------------

@@ -470,17 +470,28 @@ def colour_lookup(a, m, hist: Histogram, lut, out):
     return out
 
 
-def _small_int_histogram(a, m, bins):
-    """8- and 16-bit integers: one pass over the whole dtype range, no separate min/max pass."""
+def whole_dtype_counts(a, m):
+    """Counts of 8- or 16-bit integer pixels over the whole dtype (index 0 = the dtype's minimum):
+    one pass, no range needed first; the counts of several blocks add up."""
     info = np.iinfo(a.dtype)
-    full = grey_counts(a, m, Binning(Kind.INTEGER, vmin=int(info.min), nbins=int(info.max) - int(info.min) + 1))
+    return grey_counts(a, m, Binning(Kind.INTEGER, vmin=int(info.min), nbins=int(info.max) - int(info.min) + 1))
+
+
+def histogram_from_whole_dtype(full, dtype, bins=None) -> Histogram:
+    """The :class:`Histogram` of merged :func:`whole_dtype_counts`."""
+    info = np.iinfo(dtype)
     nz = np.flatnonzero(full)
     if nz.size == 0:
-        return empty_grey((0, 0, 0, 0, 0), a.dtype)
+        return empty_grey((0, 0, 0, 0, 0), dtype)
     lo, hi = int(nz[0]) + int(info.min), int(nz[-1]) + int(info.min)
-    spec = grey_spec(a.dtype, lo, hi, bins)
+    spec = grey_spec(np.dtype(dtype), lo, hi, bins)
     counts = full[nz[0] : nz[-1] + 1]
-    return grey_histogram(counts, spec, (lo, hi, int(full.sum()), 0, 0), a.dtype)
+    return grey_histogram(counts, spec, (lo, hi, int(full.sum()), 0, 0), dtype)
+
+
+def _small_int_histogram(a, m, bins):
+    """8- and 16-bit integers: one pass over the whole dtype range, no separate min/max pass."""
+    return histogram_from_whole_dtype(whole_dtype_counts(a, m), a.dtype, bins)
 
 
 # --------------------------------------------------------------------------------------------

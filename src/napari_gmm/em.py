@@ -83,11 +83,8 @@ class Params:
 
     @property
     def n_components(self) -> int:
+        """K (the rows of ``means``)."""
         return self.means.shape[0]
-
-    @property
-    def n_features(self) -> int:
-        return self.means.shape[1]
 
     def copy(self) -> Params:
         return Params(self.weights.copy(), self.means.copy(), self.cov.copy(), self.cov_type)
@@ -236,6 +233,7 @@ class EMResult:
     converged: bool
     objective: float
     history: dict = field(repr=False)
+    run: int = 0  # which of fit_em's runs this is
 
 
 #: SQUAREM's largest step length (Varadhan & Roland 2008, S3 scheme); a step is halved towards
@@ -403,6 +401,7 @@ def fit_em(problem: Problem, starts: Callable[[np.random.Generator], Params], *,
         start = starts(rng)
         cb = None if progress is None else (lambda it, r=r: progress(r * max_iter + it, total))
         res = run_em(problem, start, max_iter=max_iter, tol=tol, progress=cb)
+        res.run = r
         if best is None or res.objective > best.objective:
             best = res
         if progress is not None:

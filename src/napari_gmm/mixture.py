@@ -1,8 +1,9 @@
-"""Gaussian mixtures fitted by EM on compressed images: :func:`fit_mixture`, :func:`segment`,
-:func:`quantize` and the :class:`MixtureModel` they share.
+"""The :class:`MixtureModel` (and :class:`SplitModels`) that every fit returns, the starts, and the
+per-pixel Gaussian mixture fitted on a compressed image (:func:`fit_hist`); the public entry points
+are in :mod:`napari_gmm.segmentation`.
 
 The pipeline is *compress -> weighted EM -> lookup*: the image becomes weighted samples (its exact
-histogram or unique colours, :mod:`napari_gmm.histogram`), EM runs on those samples in a parallel Numba
+histogram or unique colours, :mod:`napari_gmm.compress`), EM runs on those samples in a parallel Numba
 kernel, and a per-sample label table is mapped back onto the pixels. EM therefore costs the same for a
 256 x 256 and a 4096 x 4096 uint8 image, and gives exactly the result EM on all pixels would give.
 """
@@ -15,14 +16,16 @@ import warnings
 import numpy as np
 from numba import get_num_threads as _nt
 
+from . import censored as _cz
 from . import em as _drv
 from . import pipeline as _pl
+from . import selection as _sel
 from ._kernels import _config
 from ._kernels import em as _em
 from ._kernels import kmeans as _km
 from ._validate import InputError, check_fit_range, check_image, check_k, check_progress, is_dask
 
-__all__ = ["MixtureModel", "fit_mixture", "segment", "quantize"]
+__all__ = ["MixtureModel", "SplitModels", "fit_hist"]
 
 INITS = ("auto", "ranges", "quantiles", "kmeans++", "random")
 CovType = _drv.CovType
@@ -69,6 +72,13 @@ class MixtureModel:
         iterations (0 = the start) and their mean log-likelihood per pixel.
     params : dict
         The fit's parameters (JSON-able), for provenance.
+    selection : Selection or None
+        With ``n_components="auto"``: the chosen K and the criterion of every K tried
+        (:class:`napari_gmm.selection.Selection`).
+    censoring : Censoring or None
+        The censored (clipped) extreme grey levels of the fit, if any
+        (:class:`napari_gmm.censored.Censoring`); pixels at or beyond them are labelled by the
+        component most probable given the tail.
 
     Notes
     -----
@@ -114,6 +124,18 @@ class MixtureModel:
 
     # ---- basic properties ------------------------------------------------------------------
     @property
+    def selection(self):
+        from .selection import Selection
+
+        return Selection.from_dict(self.params.get("selection"))
+
+    @property
+    def censoring(self):
+        from .censored import Censoring
+
+        return Censoring.from_dict(self.params.get("censoring")) if self.n_features == 1 else None
+
+    @property
     def n_components(self) -> int:
         return self.means.shape[0]
 
@@ -156,14 +178,47 @@ class MixtureModel:
         if X.shape[0]:
             f = _em.map_labels if X.shape[0] * self.n_components >= _config.PARALLEL_WORK else _em.map_labels_serial
             f(X, *self._kernel_args(), out, _nt())
+            self._censored_rows(X, lut=out)
         return out
+
+    def _censored_rows(self, X, lut=None, proba=None):
+        """Grey values at or beyond a censored level take the tail's answer (see napari_gmm.censored)."""
+        c = self.censoring
+        if c is not None and c.active:
+            from .censored import censored_grid_fix
+
+            censored_grid_fix(X[:, 0], self.weights, self.means[:, 0], self.variances[:, 0], c, lut=lut, proba=proba)
 
     def _sample_posteriors(self, X):
         X = np.ascontiguousarray(X, dtype=np.float64)
         out = np.empty((X.shape[0], self.n_components))
         if X.shape[0]:
             _em.posteriors(X, *self._kernel_args(), out, _nt())
+            self._censored_rows(X, proba=out)
         return out
+
+    def interval_cuts(self):
+        """Grey levels cutting the intensity axis into K contiguous intervals, one per component
+        (``labels="intervals"``): the decision points between neighbouring components (K - 1,),
+        ascending. See :func:`napari_gmm.selection.interval_cuts`."""
+        if self.n_features != 1:
+            raise InputError("interval labels are for grey models: a colour model has no intensity order "
+                             "to cut; use labels='map'")
+        from .selection import interval_cuts
+
+        return interval_cuts(self.weights, self.means[:, 0], self.variances[:, 0])
+
+    def _fns_for(self, labels="map") -> _pl.SampleFns:
+        """The look-up functions for ``labels="map"`` (most probable component) or ``"intervals"``."""
+        if labels == "map":
+            return self._fns()
+        if labels != "intervals":
+            raise InputError(f"labels={labels!r} is not an option: use 'map' (each pixel's most probable "
+                             "component) or 'intervals' (contiguous intensity ranges, grey images only)")
+        cuts = self.interval_cuts()
+        return _pl.SampleFns(self.n_components,
+                             lambda X: np.searchsorted(cuts, np.asarray(X)[:, 0], side="right").astype(np.int64),
+                             self._sample_posteriors)
 
     def _check_features(self, channel_axis, image):
         D = 1 if channel_axis is None else image.shape[channel_axis]
@@ -692,16 +747,28 @@ def _init_from_centres(X, w, C, cov_type, reg):
 
 
 def _resolve_init(init, n_features):
-    """The start ``init="auto"`` stands for: the seed's ranges for grey data (the reference
-    method), :data:`AUTO_COLOUR_INIT` for multichannel data (see its measurements)."""
+    """The starts ``init`` stands for: ``"auto"`` is the seed's ranges for grey data (the reference
+    method) and :data:`AUTO_COLOUR_INITS` for multichannel data; any other start itself."""
     if isinstance(init, str) and init == "auto":
-        return "ranges" if n_features == 1 else AUTO_COLOUR_INIT
-    return init
+        return ("ranges",) if n_features == 1 else AUTO_COLOUR_INITS
+    return (init,)
 
 
-#: the start ``init="auto"`` uses for multichannel data: the best mean rank of the final
-#: log-likelihood over the colour images of benchmarks/bench_inits.py (README, Colour quantisation)
-AUTO_COLOUR_INIT = "quantiles"
+#: the deterministic starts ``init="auto"`` runs for multichannel data, keeping the higher final
+#: log-likelihood: quantiles along the principal axis has the best mean rank over the colour images
+#: of benchmarks/bench_inits.py (many components), ranges is the better start for a few classes of
+#: unequal sizes (equal-count slices can put two starts in one large class)
+AUTO_COLOUR_INITS = ("quantiles", "ranges")
+
+
+def _check_n_components(n_components):
+    """True for ``"auto"``; InputError for any other string (integers are checked by check_k)."""
+    if isinstance(n_components, str):
+        if n_components == "auto":
+            return True
+        raise InputError(f"n_components={n_components!r} is not an option: give a whole number >= 1, or "
+                         "'auto' to choose it by an information criterion (see max_components, criterion)")
+    return False
 
 
 def _check_init(init, K, D):
@@ -762,12 +829,22 @@ def _check_fit_args(n_components, covariance_type, init, max_iter, tol, n_init, 
                     progress=None):
     """Every argument of a fit checked before any work (type and range; n_components against the
     data comes later), so that a wrong one fails at once with its name and the accepted values."""
-    check_k(n_components, 65535)
+    auto = _check_n_components(n_components)
+    if not auto:
+        check_k(n_components, 65535)
     CovType.parse(covariance_type)
     _drv.check_em_args(max_iter, tol, n_init, random_state=random_state)
     _check_reg(reg_covar)
-    _check_init(init, n_components, None)
+    if not (auto and isinstance(init, MixtureModel)):  # that one has its own message in fit_hist
+        _check_init(init, n_components, None)
     check_progress(progress)
+
+
+def _check_fit_kw(n_components, fit_kw, progress=None):
+    """:func:`_check_fit_args` on a dict of fit keyword arguments (absent ones at their defaults)."""
+    g = fit_kw.get
+    _check_fit_args(n_components, g("covariance_type", "spherical"), g("init", "auto"), g("max_iter", 100),
+                    g("tol", 1e-6), g("n_init", 1), g("reg_covar"), g("random_state"), progress)
 
 
 def _check_reg(reg_covar):
@@ -821,11 +898,13 @@ def _compact_order(X):
 
 def fit_hist(hist, n_components=2, *, channel_axis=None, covariance_type="spherical", init="auto",
              n_init=1, max_iter=100, tol=1e-6, reg_covar=None, random_state=None, extra_params=None,
-             callback=None):
+             callback=None, max_components=8, criterion="bic", censoring="auto"):
     """Fit a mixture to an already compressed :class:`~napari_gmm.compress.Histogram`.
 
     ``callback(done, total)`` reports EM iterations over all starts (total = runs * max_iter; done
-    jumps to total at convergence); an exception it raises stops the fit.
+    jumps to total at convergence); an exception it raises stops the fit. ``n_components="auto"``
+    searches K = 1 .. max_components (:mod:`napari_gmm.selection`); ``censoring`` as
+    :func:`fit_mixture`.
     """
     cov_type = CovType.parse(covariance_type)
     _check_fit_args(n_components, covariance_type, init, max_iter, tol, n_init, reg_covar, random_state)
@@ -836,19 +915,28 @@ def fit_hist(hist, n_components=2, *, channel_axis=None, covariance_type="spheri
             "them (np.nan_to_num) if they are real data",
             UserWarning, stacklevel=3,
         )
+    auto = _check_n_components(n_components)
     if hist.n_distinct == 1:
         v = ", ".join(f"{x:g}" for x in hist.values[0])
         raise InputError(
             f"the image is constant (every counted pixel is {v}): there is nothing to separate. Check "
             "the layer/mask, or use n_components=1 only if you want its statistics"
-            if n_components > 1 else
+            if auto or n_components > 1 else
             f"the image is constant (every counted pixel is {v}): a Gaussian needs some spread"
         )
     check_fit_range(hist.values, hist.low, hist.high, hist.kind)
-    check_k(n_components, hist.n_distinct, hist)
-    _check_init(init, n_components, hist.n_features)
-    start_name = _resolve_init(init, hist.n_features)
+    if auto:
+        max_components = _sel.check_selection_args(max_components, criterion, hist.n_distinct)
+        if isinstance(init, MixtureModel):
+            raise InputError("n_components='auto' searches K itself: init cannot be a fitted model (its K "
+                             "is fixed). Use a start name (init='auto', 'ranges', ...) or an integer K")
+    else:
+        check_k(n_components, hist.n_distinct, hist)
+    _check_init(init, None if auto else n_components, hist.n_features)
+    start_names = _resolve_init(init, hist.n_features)
+    start_name = start_names[0]
     reg = _default_reg(hist) if reg_covar is None else float(reg_covar)
+    cens = _cz.detect_censoring(hist, censoring)
     X, w = hist.values, hist.counts
     spread = _data_variance(X, w)
     if reg_covar is not None and reg > spread:
@@ -862,13 +950,26 @@ def fit_hist(hist, n_components=2, *, channel_axis=None, covariance_type="spheri
     if order is not None:
         X, w = X[order], w[order]
     deterministic = isinstance(start_name, MixtureModel) or start_name in ("ranges", "quantiles")
+    runs = len(start_names) if deterministic else n_init
+    run_names = iter(start_names * runs)
     integer = hist.kind.startswith("integer")
-    res = _drv.fit_em(
-        _drv.WeightedSamples(X, w, reg),
-        lambda rng: _start(start_name, X, w, n_components, integer, cov_type, reg, rng),
-        n_init=1 if deterministic else n_init, random_state=random_state, max_iter=max_iter, tol=tol,
-        progress=callback, warn_stacklevel=4,
-    )
+    problem = _drv.WeightedSamples(X, w, reg) if cens is None else _cz.CensoredSamples(X, w, cens, reg)
+    selection = None
+    if auto:
+        rng = np.random.default_rng(random_state)
+        extra = None if start_name == "ranges" else (
+            lambda Xc, wc, K: _start(start_name, Xc, wc, K, integer, cov_type, reg, rng))
+        res, selection = _sel.search_n_components(problem, max_components=max_components, criterion=criterion,
+                                                  cov_type=cov_type, max_iter=max_iter, tol=tol,
+                                                  progress=callback, extra_start=extra)
+        n_components = selection.n_components
+    else:
+        res = _drv.fit_em(
+            problem,
+            lambda rng: _start(next(run_names), X, w, n_components, integer, cov_type, reg, rng),
+            n_init=runs, random_state=random_state, max_iter=max_iter, tol=tol,
+            progress=callback, warn_stacklevel=4,
+        )
     params, history = _sorted_by_brightness(res.params, res.history)
     empty = np.flatnonzero(params.weights * hist.counts.sum() < 0.5)
     if empty.size:
@@ -881,120 +982,25 @@ def fit_hist(hist, n_components=2, *, channel_axis=None, covariance_type="spheri
         "n_components": int(n_components), "channel_axis": channel_axis,
         "covariance_type": cov_type.label,
         "init": "model" if isinstance(init, MixtureModel) else init,
-        "init_used": "model" if isinstance(start_name, MixtureModel) else start_name, "n_init": int(n_init),
+        "init_used": "model" if isinstance(start_name, MixtureModel) else
+        (start_name if auto else start_names[res.run % len(start_names)]), "n_init": int(n_init),
         "max_iter": int(max_iter), "tol": float(tol), "reg_covar": reg,
         "random_state": random_state if isinstance(random_state, (int, type(None))) else "generator",
         "compression": hist.kind, "n_samples": int(hist.n_distinct), "n_pixels": int(hist.n_pixels),
         "dtype": str(hist.dtype), "bin_width": hist.bin_width.tolist(),
         "n_nan": int(hist.n_nan), "n_inf": int(hist.n_inf),
     }
+    if auto:
+        params_used.update(n_components="auto", n_components_chosen=int(n_components),
+                           max_components=int(max_components), criterion=criterion,
+                           selection=selection.to_dict())
+    params_used["censoring_option"] = censoring
+    if cens is not None:
+        params_used["censoring"] = cens.to_dict()
     params_used.update(extra_params or {})
     return MixtureModel(params.weights, params.means, params.sklearn_covariances(), cov_type.label,
                         n_iter=res.n_iter, converged=res.converged, history=history, lower_bound=res.objective,
                         params=params_used)
-
-
-def fit_mixture(image, n_components=2, *, channel_axis=None, covariance_type="spherical", init="auto",
-                n_init=1, max_iter=100, tol=1e-6, reg_covar=None, mask=None, bins=None, random_state=None):
-    """Fit a Gaussian mixture to the intensities (or colours) of an image with EM.
-
-    The image is first compressed to exact weighted samples (its histogram; unique colours for
-    integer multichannel data), so EM costs the number of distinct values, not of pixels, and gives
-    the same result as EM on every pixel.
-
-    Parameters
-    ----------
-    image : array_like or dask array
-        Grey image of any shape and dtype (uint8, uint16, int, float), or a multichannel image with
-        ``channel_axis``. NaN and inf pixels are left out (inf with a warning).
-    n_components : int, default 2
-        Number of Gaussians K (1 <= K <= number of distinct values).
-    channel_axis : int or None, default None
-        None for grey data (D = 1); the axis of 2 to 8 channels otherwise (-1 for RGB, 0 for (C, Y, X)).
-    covariance_type : {"spherical", "diag", "full"}, default "spherical"
-        As scikit-learn. For grey data the three are the same model.
-    init : {"auto", "ranges", "quantiles", "kmeans++", "random"} or MixtureModel, default "auto"
-        Start. ``"auto"``: ``"ranges"`` for grey data (the classic reference start) and
-        ``"quantiles"`` for multichannel data (the best mean rank of the final log-likelihood over
-        the colour images of ``benchmarks/bench_inits.py``). ``"ranges"``: K equal slices of the
-        intensity range [min, max] (integer value v starts in slice
-        floor((v - min) * K / (max - min + 1))), each slice's weight, mean and variance taken from
-        its part of the histogram (colour: slices of the mean over channels). ``"quantiles"``: K
-        slices with equal pixel counts (colour: along the colours' first principal axis, so that
-        colours of equal brightness are told apart). ``"kmeans++"``: weighted greedy k-means++
-        seeds (as scikit-learn), then nearest-centre groups. ``"random"``: K distinct values drawn
-        with probability proportional to their pixel counts. A MixtureModel starts EM from its
-        parameters (warm start, or reuse on another image).
-    n_init : int, default 1
-        Restarts for the random starts (kmeans++, random), keeping the best log-likelihood; the
-        deterministic starts run once.
-    max_iter : int, default 100
-    tol : float, default 1e-6
-        Convergence: EM stops when one plain EM iteration changes the mean log-likelihood per pixel
-        by less than tol. Where that change shrinks slowly (overlapping components), iterations
-        switch to SQUAREM acceleration, which reaches the same fixed point in a fraction of the
-        iterations; so ordinary 8- and 16-bit images converge well within the default max_iter.
-        0 runs exactly max_iter plain EM iterations (the reference iterations).
-    reg_covar : float or None, default None
-        Added to the variances (diagonal of the covariances). None: the variance of one quantisation
-        step, h**2 / 12 (1/12 for integer data, bin width**2 / 12 for binned float data), which keeps a
-        component from collapsing onto a single grey level.
-    mask : array_like of bool, optional
-        Shape of the pixels (image shape without the channel axis); only True pixels are used.
-    bins : int, optional
-        Float data only: bins over the finite range (grey, default 4096; per channel for large
-        multichannel images, default 64).
-    random_state : int, numpy Generator or None
-        Seed of the random starts.
-
-    Returns
-    -------
-    MixtureModel
-        Components ordered by mean (brightness), with the EM history.
-
-    Raises
-    ------
-    InputError (a ValueError)
-        For unusable input; the message says what to do.
-    FitError
-        When a component collapses (non positive-definite covariance).
-
-    Warns
-    -----
-    ConvergenceWarning
-        When tol > 0 and max_iter was reached first.
-
-    Notes
-    -----
-    E-step responsibilities are computed in log space (log-probability minus logsumexp); terms more
-    than 40 nats below a sample's best component are skipped (their share is below 1e-17). The
-    M-step is scikit-learn's (``nk + 10 eps``, ``reg_covar`` on the diagonal), with sufficient
-    statistics accumulated around the previous means to avoid cancellation. After the last M-step a
-    final E-step computes ``lower_bound``, so that fit and predict agree.
-
-    References
-    ----------
-    .. [1] Dempster, Laird & Rubin (1977), Maximum likelihood from incomplete data via the EM
-           algorithm. J. R. Stat. Soc. B 39(1).
-    .. [2] scikit-learn, ``sklearn.mixture.GaussianMixture``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from napari_gmm import fit_mixture
-    >>> rng = np.random.default_rng(0)
-    >>> img = np.concatenate([rng.normal(60, 8, 5000), rng.normal(180, 12, 5000)])
-    >>> img = np.clip(np.rint(img), 0, 255).astype(np.uint8).reshape(100, 100)
-    >>> model = fit_mixture(img, 2)
-    >>> np.round(model.means[:, 0]).tolist()
-    [60.0, 180.0]
-    """
-    _check_fit_args(n_components, covariance_type, init, max_iter, tol, n_init, reg_covar, random_state)
-    image = check_image(image, channel_axis=channel_axis)
-    hist = _pl.compress_image(image, channel_axis=channel_axis, mask=mask, bins=bins)
-    return fit_hist(hist, n_components, channel_axis=channel_axis, covariance_type=covariance_type,
-                    init=init, n_init=n_init, max_iter=max_iter, tol=tol, reg_covar=reg_covar,
-                    random_state=random_state, extra_params={"bins": bins})
 
 
 # ============================================================================================
@@ -1064,68 +1070,13 @@ class SplitModels(list):
         return cls([MixtureModel.from_dict(m) for m in d["models"]], d["split_axis"], d.get("channel_axis"))
 
 
-def segment(image, n_components=2, *, channel_axis=None, covariance_type="spherical", init="auto",
-            n_init=1, max_iter=100, tol=1e-6, reg_covar=None, mask=None, bins=None, random_state=None,
-            split_axis=None, return_model=False, progress=None):
-    """Label every pixel with its most probable Gaussian component.
-
-    Fits :func:`fit_mixture` and assigns each pixel (through a per-value look-up table) to the
-    component with the highest posterior probability.
-
-    Parameters
-    ----------
-    image, n_components, channel_axis, covariance_type, init, n_init, max_iter, tol, reg_covar, mask, bins, random_state
-        As :func:`fit_mixture`.
-    split_axis : int, optional
-        Fit one model per index of this axis (e.g. 0 for each time point of a (T, Y, X) stack, where
-        bleaching shifts intensities), instead of one model for the whole array.
-    return_model : bool, default False
-        Also return the model (a list of models with ``split_axis``).
-    progress : callable, optional
-        ``progress(done, total)``, called from the computing thread every few EM iterations (at
-        least every 0.1 s) and between slices of the look-up, with ``done`` growing to ``total``:
-        the EM iterations of all fits (a converged fit counts as its ``max_iter``) plus a tenth of
-        that for each fit's look-up. An exception it raises stops the computation there
-        (:class:`napari_gmm.Cancelled` is the documented way; the napari widget's Cancel does it).
-
-    Returns
-    -------
-    labels : ndarray (or dask array for dask input)
-        Image shape without the channel axis; uint8 for K < 256, else uint16. Labels 1..K ordered by
-        component mean (1 = darkest; colour: by mean brightness), 0 where masked, NaN or inf.
-    model : MixtureModel or list of MixtureModel
-        Only with ``return_model=True``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from napari_gmm import segment
-    >>> img = np.array([[10, 12, 11], [200, 202, 199]], dtype=np.uint8)
-    >>> segment(img, 2)
-    array([[1, 1, 1],
-           [2, 2, 2]], dtype=uint8)
-    """
+def fit_image(image, n_components=2, *, channel_axis=None, mask=None, bins=None, **fit_kw):
+    """The per-pixel mixture of an image: validate, compress (NumPy or dask), :func:`fit_hist`
+    (what :func:`napari_gmm.fit_mixture` runs without a spatial prior)."""
+    _check_fit_kw(n_components, fit_kw)
     image = check_image(image, channel_axis=channel_axis)
-    fit_kw = dict(covariance_type=covariance_type, init=init, n_init=n_init, max_iter=max_iter, tol=tol,
-                  reg_covar=reg_covar, random_state=random_state)
-    _check_fit_args(n_components, covariance_type, init, max_iter, tol, n_init, reg_covar, random_state, progress)
-    if split_axis is None:
-        labels, model = _segment_one(image, n_components, channel_axis, mask, bins, fit_kw,
-                                     _pl.Progress(progress, _units(fit_kw)))
-        return (labels, model) if return_model else labels
-    axes = _pl.split_axes(image, channel_axis, split_axis)
-    phases = _pl.Progress(progress, [sum(_units(fit_kw))] * axes.length)
-
-    def one(sub, m, i):
-        lab, model = _segment_one(sub, n_components, axes.channel_slice, m, bins, fit_kw,
-                                  _pl.Progress(phases.phase(i), _units(fit_kw)))
-        model.params.update(split_axis=axes.axis, index=i)
-        return lab, model
-
-    if mask is not None and not is_dask(mask):
-        mask = np.asarray(mask)
-    labels, models = _pl.split(image, mask, axes, one)
-    return (labels, SplitModels(models, axes.axis, channel_axis)) if return_model else labels
+    hist = _pl.compress_image(image, channel_axis=channel_axis, mask=mask, bins=bins)
+    return fit_hist(hist, n_components, channel_axis=channel_axis, extra_params={"bins": bins}, **fit_kw)
 
 
 def _units(fit_kw):
@@ -1137,55 +1088,25 @@ def _units(fit_kw):
     return [runs * fit_kw["max_iter"], max(1, runs * fit_kw["max_iter"] // 10)]
 
 
+def _check_labels(labels, channel_axis):
+    if labels not in ("map", "intervals"):
+        raise InputError(f"labels={labels!r} is not an option: use 'map' (each pixel's most probable "
+                         "component) or 'intervals' (contiguous intensity ranges, grey images only)")
+    if labels == "intervals" and channel_axis is not None:
+        raise InputError("labels='intervals' cuts the intensity axis, so it is for grey images: a colour "
+                         "image has no intensity order to cut. Use labels='map' (or channel_axis=None on "
+                         "one channel)")
+
+
 def _segment_one(image, n_components, channel_axis, mask, bins, fit_kw, phases: _pl.Progress):
     hist = _pl.compress_image(image, channel_axis=channel_axis, mask=mask, bins=bins)
+    kw = {k: v for k, v in fit_kw.items() if k != "labels"}
     model = fit_hist(hist, n_components, channel_axis=channel_axis, extra_params={"bins": bins},
-                     callback=phases.phase(0), **fit_kw)
-    labels = _pl.label_image(model._fns(), image, hist, channel_axis=channel_axis, mask=mask,
+                     callback=phases.phase(0), **kw)
+    how = fit_kw.get("labels", "map")
+    if how != "map":
+        model.params["labels"] = how
+    labels = _pl.label_image(model._fns_for(how), image, hist, channel_axis=channel_axis, mask=mask,
                              progress=phases.phase(1))
     phases.done(1)
     return labels, model
-
-
-def quantize(image, n_components=32, *, channel_axis=-1, covariance_type="spherical", init="auto",
-             n_init=1, max_iter=100, tol=1e-6, reg_covar=None, mask=None, bins=None, random_state=0,
-             return_model=False):
-    """Replace every pixel by the mean colour (or grey level) of its most probable component.
-
-    The classic "image with only K colours": :func:`segment` followed by a look-up of the component
-    means, rounded and clipped back into the input dtype. Masked, NaN or inf pixels keep their value.
-
-    Parameters
-    ----------
-    image : array_like
-        Colour image (default ``channel_axis=-1``) or, with ``channel_axis=None``, a grey image.
-    n_components : int, default 32
-    init : default "auto"
-        As :func:`fit_mixture` (for colour, the quantiles start: deterministic and the best measured).
-    random_state : default 0
-        Fixed, so that the same call gives the same image with a random start.
-    Other parameters as :func:`fit_mixture`.
-
-    Returns
-    -------
-    quantised : ndarray
-        Same shape and dtype as ``image``.
-    model : MixtureModel
-        Only with ``return_model=True``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from napari_gmm import quantize
-    >>> rgb = np.zeros((4, 4, 3), np.uint8); rgb[:2] = (200, 10, 10); rgb[2:] = (10, 10, 200)
-    >>> rgb[0, 0] = (210, 20, 20)
-    >>> q = quantize(rgb, 2)
-    >>> q[0, 0].tolist(), q.dtype
-    ([201, 11, 11], dtype('uint8'))
-    """
-    labels, model = segment(image, n_components, channel_axis=channel_axis, covariance_type=covariance_type,
-                            init=init, n_init=n_init, max_iter=max_iter, tol=tol, reg_covar=reg_covar,
-                            mask=mask, bins=bins, random_state=random_state, return_model=True)
-    out = _pl.paint_image(image if is_dask(image) else np.asarray(image), labels, model.means,
-                          channel_axis=channel_axis)
-    return (out, model) if return_model else out

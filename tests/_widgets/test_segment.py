@@ -484,8 +484,8 @@ def test_bool_image_is_refused(viewer, qtbot, notes):
     mask[:16] = True
     layer = viewer.add_image(mask, name="binary")
     w = dock(viewer)
-    w.image.value = layer
-    assert_refused(viewer, w, notes, qtbot, ["binary", "bool"])
+    assert layer not in w.image.choices  # not offered; a script handing it in is told why
+    assert_refused(viewer, w, notes, qtbot, ["binary", "bool"], image=layer)
 
 
 def test_mask_shape_mismatch_is_refused(viewer, qtbot, notes):
