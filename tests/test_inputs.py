@@ -430,6 +430,11 @@ def c_mask_int_dtype():
     assert (seg(BI8, mask=m)[0] == 0).all()
 
 
+def c_mask_string_dtype():
+    m = np.full(BI8.shape, "yes")
+    raises(InputError, "mask has dtype", "boolean", call=lambda: seg(BI8, mask=m))
+
+
 def c_mask_float_dtype():
     m = np.ones(BI8.shape) * 0.5
     same_labels(seg(BI8, mask=m), TRUTH)
@@ -667,6 +672,26 @@ def c_bg_input_unmodified():
     ng.subtract_background(s)
     np.testing.assert_array_equal(s, before)
     assert s.dtype == np.dtype(">u2")
+
+
+# --------------------------------------------------------------------------------------------
+# dask: the same answers, chunk by chunk
+
+
+@pytest.mark.parametrize("kind", ["uint64-across-2**63", ">f4", "float16", ">i2"])
+def test_dask_same_as_numpy(kind):
+    da = pytest.importorskip("dask.array")
+    img = {"uint64-across-2**63": np.uint64(2**63) + (BI8.astype(np.int64) * 10**16 - 5 * 10**17).astype(np.uint64),
+           ">f4": BI.astype(">f4"), "float16": BI.astype(np.float16), ">i2": BI8.astype(">i2")}[kind]
+    d = da.from_array(img, chunks=(7, 9))
+    same_labels(seg(d).compute(), seg(img))
+    same_labels(seg(img), TRUTH)
+    h, hn = ng.histogram(d), ng.histogram(img)
+    np.testing.assert_array_equal(h.values, hn.values)
+    np.testing.assert_array_equal(h.counts, hn.counts)
+    q = ng.quantize(d, 2, channel_axis=None)
+    assert q.dtype == img.dtype
+    np.testing.assert_array_equal(q.compute(), ng.quantize(img, 2, channel_axis=None))
 
 
 # --------------------------------------------------------------------------------------------

@@ -168,6 +168,11 @@ def mask_flat(mask, spatial_shape):
         )
     if mask.dtype == bool:
         return np.ascontiguousarray(mask).reshape(-1).view(np.uint8)
+    if mask.dtype.kind not in "uif":
+        raise InputError(
+            f"mask has dtype {mask.dtype}: give a boolean mask (True/nonzero = use the pixel), e.g. "
+            "labels > 0 or np.asarray(mask, bool)"
+        )
     return np.ascontiguousarray(mask != 0).reshape(-1).view(np.uint8)
 
 
