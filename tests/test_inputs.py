@@ -184,6 +184,14 @@ def c_uint64_too_close_for_float64():
     raises(InputError, "offset", "image.min()", call=lambda: seg(img))
 
 
+def c_uint64_rgb_shared_channel_values():
+    # colours near 2**64 that share their first channel's value are still distinct colours
+    top = np.uint64(2**64 - 2**20)
+    img = np.zeros((8, 8, 2), np.uint64) + top
+    img[4:, :, 1] += np.uint64(2**19)
+    same_labels(seg(img, channel_axis=-1), np.repeat([1, 2], 32).reshape(8, 8))
+
+
 def c_quantize_uint64_top():
     img = np.array([[2**64 - 1] * 3 + [0] * 3], np.uint64)
     q = ng.quantize(img, 2, channel_axis=None)

@@ -293,7 +293,9 @@ def check_fit_range(values, low, high, kind):
         )
     v = np.asarray(values, dtype=np.float64)
     if v.shape[0] >= 2 and str(kind).startswith("integer") and mag >= 2.0**53:
-        if np.count_nonzero(np.diff(v[:, 0])) + 1 < v.shape[0]:
+        distinct = (np.count_nonzero(np.diff(v[:, 0])) + 1 if v.shape[1] == 1  # grey values come sorted
+                    else np.unique(v, axis=0).shape[0])
+        if distinct < v.shape[0]:
             raise InputError(
                 f"the image's integer values (around {mag:.4g}) lie closer together than float64 "
                 "can tell apart at that magnitude: subtract an offset first, e.g. "
