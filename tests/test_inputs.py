@@ -556,6 +556,10 @@ def c_progress_cancelled():
         seg(BI8, progress=cancel)
 
 
+def c_progress_not_callable_spatial():
+    raises(InputError, "progress", "'yes'", call=lambda: seg(BI8, beta=1.0, progress="yes"))
+
+
 def c_progress_raises_other():
     def boom(done, total):
         raise KeyError("from the callback")

@@ -16,7 +16,7 @@ import numpy as np
 from . import mixture as _mx
 from . import pipeline as _pl
 from . import spatial as _spatial
-from ._validate import check_image, is_dask
+from ._validate import check_image, check_progress, is_dask
 
 __all__ = ["fit_mixture", "segment", "quantize"]
 
@@ -224,6 +224,7 @@ def segment(image, n_components=2, *, channel_axis=None, covariance_type="spheri
     array([[1, 1, 1],
            [2, 2, 2]], dtype=uint8)
     """
+    check_progress(progress)
     if _spatial_requested(beta, bias_field):
         return _spatial.segment_spatial(image, n_components, beta=beta, spacing=spacing, connectivity=connectivity,
                                bias_field=bias_field, channel_axis=channel_axis, covariance_type=covariance_type,
