@@ -154,6 +154,23 @@ def test_any_positive_scale_well_separated(case, s):
     np.testing.assert_array_equal(lab_a, lab_b)
 
 
+@FAST
+@given(st.sampled_from([(np.uint64, 0, 2**64 - 1), (np.int64, -(2**63), 2**63 - 1), (np.uint32, 0, 2**32 - 1),
+                        (np.int32, -(2**31), 2**31 - 1)]), st.data())
+def test_histogram_exact_over_the_whole_integer_range(dt, data):
+    """The histogram of 32- and 64-bit integers anywhere in their range against Python ints: the
+    distinct values (each float64 correctly rounded from its int) and their exact counts."""
+    dtype, lo, hi = dt
+    near = data.draw(st.sampled_from([lo, hi, (lo + hi) // 2]))
+    ints = st.integers(max(lo, near - 2**40), min(hi, near + 2**40)) | st.integers(lo, hi)
+    vals = data.draw(st.lists(ints, min_size=1, max_size=40))
+    h = ng.histogram(np.array(vals, dtype=dtype))
+    ref = sorted(set(vals))
+    np.testing.assert_array_equal(h.values[:, 0], [float(v) for v in ref])
+    np.testing.assert_array_equal(h.counts, [vals.count(v) for v in ref])
+    assert h.low[0] == float(min(vals)) and h.high[0] == float(max(vals)) and h.n_pixels == len(vals)
+
+
 # --------------------------------------------------------------------------------------------
 # background model
 
