@@ -179,7 +179,9 @@ def test_histogram_exact_over_the_whole_integer_range(dt, data):
 def stacks(draw):
     seed = draw(st.integers(0, 2**32 - 1))
     t, h, w = draw(st.integers(2, 10)), draw(st.integers(4, 10)), draw(st.integers(4, 10))
-    dtype = draw(st.sampled_from([np.uint8, np.uint16, np.int32, np.int64]))
+    # dtypes whose MOG2 kernels the suite compiles anyway (a new dtype costs a minute of compiling
+    # on a cold cache): int64 also stands for the wide integers
+    dtype = draw(st.sampled_from([np.uint8, np.uint16, np.int64]))
     rng = np.random.default_rng(seed)
     s = rng.normal(draw(st.integers(10, 200)), draw(st.floats(0.5, 8)), (t, h, w))
     y, x = rng.integers(0, h - 2), rng.integers(0, w - 2)
