@@ -381,7 +381,8 @@ def colour_histogram(a, m, dtype, bins):
     n = (N if m.size == 0 else int(m.sum())) - int(nbad)
     common = dict(low=lo.copy(), high=hi.copy(), n_pixels=int(n), dtype=np.dtype(dtype))
     if n <= 0:
-        return Histogram(np.zeros((0, D)), np.zeros(0), Kind.COLOUR, np.ones(D), n_nan=int(nbad), spec=Binning(Kind.COLOUR), **common)
+        return Histogram(np.zeros((0, D)), np.zeros(0), Kind.COLOUR, np.ones(D), n_nan=int(nbad),
+                         spec=Binning(Kind.COLOUR), **common)
     if dtype.kind in "ui":
         lo_int, hi_int = _exact_channel_range(a, m, lo, hi)
         # kernel-space minimum: its int64 bit pattern (a uint64 at or above 2**63 wraps, and so does
