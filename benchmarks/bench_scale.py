@@ -8,6 +8,8 @@ Gaussian noise, a slow intensity drift), then, in one run:
    ``napari_gmm.io.write_zarr`` of the labels; time and the process's peak RSS growth.
 3. **Command line on a cluster**: ``napari-gmm segment STACK.zarr --scheduler ADDRESS`` against a
    ``LocalCluster`` of 2 workers with a 2 GB memory limit each; time and every worker's peak RSS.
+3b. **Background modelling from the command line**: ``napari-gmm background STACK.zarr`` with its
+   defaults (tiles of the whole time axis, foreground and every frame's background written).
 4. **Equality** with the in-memory path on a crop: the written labels against ``model.predict`` of
    the crop as a NumPy array.
 
@@ -115,6 +117,33 @@ def cli_cluster(path, out):
     return seconds, list(peaks.values())
 
 
+def cli_background(path, out):
+    """``napari-gmm background STACK --out OUT.zarr`` with the defaults (camera-video preset,
+    background of every frame), threaded scheduler; time and the process's peak RSS."""
+    t = time.perf_counter()
+    r = subprocess.run(["/usr/bin/time", "-f", "%M", sys.executable, "-m", "napari_gmm", "background", str(path),
+                        "--out", str(out), "--overwrite", "--no-progress"], capture_output=True, text=True)
+    seconds = time.perf_counter() - t
+    if r.returncode != 0:
+        raise RuntimeError(r.stderr)
+    peak_kib = int(r.stderr.strip().splitlines()[-1])
+    return seconds, peak_kib * 1024
+
+
+def check_background_crop(path, out):
+    """The tiled result against the NumPy path on a crop: per-pixel models are independent, so a
+    crop away from the post-filter's border equals the full run's centre."""
+    import dask.array as da
+
+    import napari_gmm as ng
+    from napari_gmm import io
+
+    fg, meta = io.read_result(out, "foreground")
+    crop = np.asarray(da.from_zarr(str(path))[:, 100:164, 100:164])
+    ref = ng.subtract_background(crop, data_range=meta["params"]["data_range"])
+    return bool(np.array_equal(fg[:, 101:163, 101:163].compute(), ref.foreground[:, 1:-1, 1:-1]))
+
+
 def check_crop(path, out):
     import dask.array as da
 
@@ -143,18 +172,23 @@ def main():
     ok_api = check_crop(stack, root / "labels_api.zarr")
     t_cli, peaks = cli_cluster(stack, root / "labels_cli.zarr")
     ok_cli = check_crop(stack, root / "labels_cli.zarr")
+    t_bg, bg_peak = cli_background(stack, root / "background.zarr")
+    ok_bg = check_background_crop(stack, root / "background.zarr")
     rows = [("read the zarr (I/O floor)", floor, "-", "-"),
             ("API, threaded scheduler", t_api, f"+{grew / 2**20:.0f} MiB (process)", ok_api),
-            ("CLI, LocalCluster 2 x 2 GB", t_cli, " / ".join(f"{p / 2**20:.0f} MiB" for p in peaks), ok_cli)]
+            ("CLI, LocalCluster 2 x 2 GB", t_cli, " / ".join(f"{p / 2**20:.0f} MiB" for p in peaks), ok_cli),
+            ("CLI background, threaded (defaults)", t_bg, f"{bg_peak / 2**20:.0f} MiB (process)", ok_bg)]
     print(f"\nstack: {T} x {SIDE} x {SIDE} uint16 = {mb / 1e3:.1f} GB as zarr ({CHUNK} chunks), 3 classes\n")
     print("| job | seconds | MB/s | x I/O floor | peak memory | equals in-memory crop |")
     print("|---|---|---|---|---|---|")
     for name, s, mem, ok in rows:
         print(f"| {name} | {s:.1f} | {mb / s:.0f} | {s / floor:.2f} | {mem} | {ok} |")
     print(json.dumps({"gb": mb / 1e3, "floor_s": floor, "api_s": t_api, "api_peak_growth": grew, "cli_s": t_cli,
-                      "worker_peaks": peaks, "equal": [ok_api, ok_cli]}))
+                      "worker_peaks": peaks, "background_s": t_bg, "background_peak": bg_peak,
+                      "equal": [ok_api, ok_cli, ok_bg]}))
     if not args.keep:
-        for p in ("labels_api.zarr", "labels_cli.zarr", "labels_cli.zarr.summary.json"):
+        for p in ("labels_api.zarr", "labels_cli.zarr", "labels_cli.zarr.summary.json", "background.zarr",
+                  "background.zarr.summary.json"):
             q = root / p
             shutil.rmtree(q, ignore_errors=True) if q.is_dir() else q.unlink(missing_ok=True)
 

@@ -1,8 +1,6 @@
 """Batch segmentation over files and the command line (napari_gmm.batch, ``napari-gmm segment``)."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -74,12 +72,10 @@ def test_cli_exit_codes_outputs_summary_and_progress(folder, tmp_path, capsys):
                                   io.read_result(one)[0].compute())
 
 
-def test_unreachable_scheduler_is_a_clear_error(folder, tmp_path, capsys):
+def test_unreachable_scheduler_is_a_clear_error():
     pytest.importorskip("distributed")
-    d, _ = folder
-    code = main(["segment", str(d / "img0.tif"), "--out", str(tmp_path / "o"), "--scheduler",
-                 "tcp://127.0.0.1:9", "--no-progress"])
-    assert code == 2 and "cannot reach the dask scheduler at tcp://127.0.0.1:9" in capsys.readouterr().err
+    with pytest.raises(ng.InputError, match="cannot reach the dask scheduler at tcp://127.0.0.1:9"):
+        batch.connect("tcp://127.0.0.1:9", timeout="1s")
 
 
 def test_on_a_local_cluster(folder, tmp_path):
@@ -93,9 +89,18 @@ def test_on_a_local_cluster(folder, tmp_path):
     np.testing.assert_array_equal(labels.compute(), ng.segment(imgs[0], 3))
 
 
-def test_console_script_runs_headless(folder, tmp_path):
-    d, _ = folder
-    r = subprocess.run([sys.executable, "-m", "napari_gmm", "segment", str(d / "img0.tif"), "--out",
-                        str(tmp_path / "x.zarr"), "--no-progress"], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
-    assert (tmp_path / "x.zarr.summary.json").exists()
+def test_background_command_writes_tiled_result_equal_to_numpy(tmp_path, monkeypatch):
+    from napari_gmm._kernels import _config
+    from napari_gmm.datasets import moving_objects
+
+    monkeypatch.setattr(_config, "TILE_BYTES", 40 * 24 * 24)  # several tiles
+    stack = moving_objects((40, 48, 56))[0]
+    tifffile.imwrite(tmp_path / "stack.tif", stack, photometric="minisblack")
+    out = tmp_path / "bg.zarr"
+    assert main(["background", str(tmp_path / "stack.tif"), "--out", str(out), "--no-progress"]) == 0
+    ref = ng.subtract_background(stack)
+    fg, meta = io.read_result(out, "foreground")
+    np.testing.assert_array_equal(fg.compute(), ref.foreground)
+    np.testing.assert_array_equal(io.read_result(out, "background")[0].compute(), ref.background)
+    assert meta["params"]["tiles"][0] * meta["params"]["tiles"][1] > 1
+    assert main(["background", str(tmp_path / "stack.tif"), "--out", str(out), "--no-progress"]) == 2

@@ -123,6 +123,7 @@ def test_censored_pixels_are_labelled_by_the_tail():
     proba = model.predict_proba(img)
     np.testing.assert_array_equal(np.argmax(proba, axis=0) + 1, labels)
     np.testing.assert_allclose(proba.sum(axis=0), 1.0, rtol=1e-5)
+    assert model.score(img) == pytest.approx(model.lower_bound, rel=1e-12)  # scored as it was fitted
 
 
 # ---- criteria against NumPy -------------------------------------------------------------------------
@@ -224,6 +225,7 @@ def test_search_reports_progress_and_can_be_cancelled():
     ng.segment(img, "auto", progress=lambda d, t: calls.append((d, t)))
     assert calls and calls[-1][0] == calls[-1][1]
     assert all(d <= t for d, t in calls)
+    assert all(b[0] >= a[0] for a, b in zip(calls, calls[1:]))  # never backwards
 
     def stop(done, total):
         if done > 0:
@@ -257,6 +259,20 @@ def test_auto_on_colour_and_quantize():
     assert mq.n_components == 2 and q.shape == rgb.shape and len(np.unique(q.reshape(-1, 3), axis=0)) == 2
 
 
+def test_auto_per_index_and_on_dask():
+    import dask.array as da
+
+    rng = np.random.default_rng(11)
+    z = rng.choice(3, (2, 96, 96))
+    stack = np.clip(np.rint(rng.normal(np.array([40.0, 120, 200])[z], 12)), 0, 255).astype(np.uint8)
+    stack[1] = np.clip(np.rint(rng.normal(np.array([40.0, 200])[z[1] % 2], 12)), 0, 255)
+    labels, models = ng.segment(stack, "auto", split_axis=0, return_model=True)
+    assert [m.n_components for m in models] == [3, 2]
+    assert labels[1].max() == 2 and labels[0].max() == 3
+    lazy = ng.segment(da.from_array(stack[0], chunks=48), "auto", labels="intervals")
+    np.testing.assert_array_equal(np.asarray(lazy), ng.segment(stack[0], "auto", labels="intervals"))
+
+
 # ---- interval labels --------------------------------------------------------------------------------
 
 
@@ -272,6 +288,9 @@ def test_interval_labels_are_monotone_where_map_labels_are_not():
     mu = m.means[:, 0]
     assert np.all((cuts > mu[:-1]) & (cuts < mu[1:]))
     np.testing.assert_array_equal(li, np.searchsorted(cuts, img, side="right") + 1)
+    # the model labels as it was used: predict after a round trip gives the interval labels again
+    again = ng.MixtureModel.from_dict(json.loads(json.dumps(m.to_dict())))
+    np.testing.assert_array_equal(again.predict(img), li)
     q = ng.quantize(img, 3, channel_axis=None, init="ranges", labels="intervals")
     assert np.all(np.diff(q.reshape(-1)[order].astype(int)) >= 0)
 

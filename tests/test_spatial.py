@@ -215,3 +215,13 @@ def test_image_shapes_the_spatial_model_cannot_use():
 
 def test_public_names():
     assert napari_gmm.spatial.fit_spatial is fit_spatial
+
+
+def test_auto_k_with_the_spatial_model_and_no_intervals():
+    img, truth, _ = noisy_regions((64, 64), noise=0.33, seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lab, m = segment(img, "auto", beta=1.0, return_model=True)
+    assert m.n_components == 3 and _acc(lab, truth) > 0.97
+    with pytest.raises(InputError, match="labels='intervals' is for the per-pixel model"):
+        segment(img, 3, beta=1.0, labels="intervals")

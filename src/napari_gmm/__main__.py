@@ -449,10 +449,24 @@ def _add_batch_commands(sub) -> None:
     )
     app.add_argument("model", metavar="MODEL")
     app.add_argument("inputs", nargs="+", metavar="INPUT")
+    bg = sub.add_parser(
+        "background", parents=[common],
+        help="background modelling of a stack file (per-pixel adaptive mixtures), written as zarr",
+        description="Model the background of STACK (T, Y, X[, C]) tile by tile (memory: a tile, not the "
+                    "stack) and write OUT.zarr with the arrays 'foreground' (0/1/2) and 'background'.",
+    )
+    bg.add_argument("inputs", nargs=1, metavar="STACK")
+    bg.add_argument("--preset", default="camera video", choices=["camera video", "fluorescence time-lapse"],
+                    help="'camera video' (OpenCV MOG2's behaviour) or 'fluorescence time-lapse' (shot-noise "
+                         "model, bleaching correction, objects that pause); default camera video")
+    bg.add_argument("--time-axis", type=int, default=0, metavar="AXIS")
+    bg.add_argument("--background", choices=["all", "last", "none"], default="all",
+                    help="write the background of every frame (default), only the last, or none")
 
 
 def _run_batch(args) -> int:
     from . import batch
+    from ._validate import InputError
 
     client = None
     try:
@@ -465,9 +479,16 @@ def _run_batch(args) -> int:
                                           overwrite=args.overwrite, client=client, bars=bars,
                                           covariance_type=args.covariance_type, max_iter=args.max_iter,
                                           tol=args.tol)
-        else:
+        elif args.command == "apply":
             summary = batch.apply_files(args.model, inputs, args.out, channel_axis=args.channel_axis,
                                         overwrite=args.overwrite, client=client, bars=bars)
+        else:
+            if len(inputs) != 1:
+                raise InputError(f"background models one stack at a time; {args.inputs[0]} matches {len(inputs)}")
+            summary = batch.background_file(inputs[0], args.out, preset=args.preset, time_axis=args.time_axis,
+                                            channel_axis=args.channel_axis, overwrite=args.overwrite,
+                                            client=client, bars=bars,
+                                            background=None if args.background == "none" else args.background)
     except ValueError as exc:  # InputError: bad inputs, paths, scheduler; the message says what to do
         print(f"napari-gmm {args.command}: error: {exc}", file=sys.stderr)
         return 2
@@ -504,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"napari-gmm demo: error: {exc}", file=sys.stderr)
             return 2
         return 0
-    if args.command in ("segment", "apply"):
+    if args.command in ("segment", "apply", "background"):
         return _run_batch(args)
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover
     return 2

@@ -35,6 +35,35 @@ from ._validate import InputError, as_flat, label_dtype, move_channels
 __all__ = ["histogram", "labels", "proba", "paint"]
 
 
+def _threads(n_tasks):
+    """Numba threads per dask task: dask runs the tasks in parallel (threads or cluster workers),
+    so each task's kernels get the machine's threads divided by the tasks (at least 1). Parallel
+    kernels in every task of a threaded scheduler, or of several worker processes, would
+    oversubscribe the cores."""
+    from numba import get_num_threads
+
+    return max(1, get_num_threads() // max(1, n_tasks))
+
+
+def _in_threads(f, n, *args, **kw):
+    """``f(*args, **kw)`` with ``n`` Numba threads in the calling thread (restored after)."""
+    import numba
+
+    old = numba.get_num_threads()
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    try:
+        return f(*args, **kw)
+    finally:
+        numba.set_num_threads(old)
+
+
+def task(f, n_tasks):
+    """``f`` to run as one of ``n_tasks`` dask tasks (see :func:`_threads`)."""
+    from functools import partial
+
+    return partial(_in_threads, f, _threads(n_tasks))
+
+
 def _mask_array(image, mask, spatial_chunks):
     import dask.array as da
 
@@ -98,14 +127,17 @@ def pooled_histogram(images, masks=None, *, bins=None):
     if dtype.kind in "ui" and dtype.itemsize <= 2:  # one pass: whole-dtype counts add up exactly
         if bins is not None:
             grey_spec(dtype, 0, 0, bins)  # the InputError for bins on integer data
-        parts = dask.compute(*[dask.delayed(_block_whole)(b, mb) for b, mb in zip(blocks, mblocks)])
+        f = task(_block_whole, len(blocks))
+        parts = dask.compute(*[dask.delayed(f)(b, mb) for b, mb in zip(blocks, mblocks)])
         return histogram_from_whole_dtype(sum(parts[1:], parts[0].copy()), dtype)
-    rngs = dask.compute(*[dask.delayed(_block_range)(b, mb) for b, mb in zip(blocks, mblocks)])
+    f = task(_block_range, len(blocks))
+    rngs = dask.compute(*[dask.delayed(f)(b, mb) for b, mb in zip(blocks, mblocks)])
     rng = merge_ranges(rngs)
     if rng[2] == 0:
         return empty_grey(rng, dtype)
     spec = grey_spec(dtype, rng[0], rng[1], bins)
-    parts = dask.compute(*[dask.delayed(_block_counts)(b, mb, spec) for b, mb in zip(blocks, mblocks)])
+    f = task(_block_counts, len(blocks))
+    parts = dask.compute(*[dask.delayed(f)(b, mb, spec) for b, mb in zip(blocks, mblocks)])
     return grey_histogram(merge_counts(list(parts), spec), spec, rng, dtype)
 
 
@@ -160,9 +192,10 @@ def _colour_lazy(fns, image, hist, channel_axis, mask, what):
     kw = dict(hist=hist, fns=fns, what=what, ch=ch)
     args = [image] if mask is None else [image, _spatial_mask_with_channel(mask, image, ch)]
     if what == "labels":
-        return da.map_blocks(_colour_block, *args, drop_axis=ch, chunks=spatial_chunks,
+        return da.map_blocks(task(_colour_block, image.npartitions), *args, drop_axis=ch, chunks=spatial_chunks,
                              dtype=label_dtype(K), **kw)
-    return da.map_blocks(_colour_block, *args, drop_axis=ch, new_axis=0, chunks=((K,),) + spatial_chunks,
+    return da.map_blocks(task(_colour_block, image.npartitions), *args, drop_axis=ch, new_axis=0,
+                         chunks=((K,),) + spatial_chunks,
                          dtype=np.float32, **kw)
 
 
@@ -184,8 +217,10 @@ def labels(fns, image, hist, *, channel_axis=None, mask=None):
     _check_mask(mask, image.shape)
     lut = grey_label_table(fns, hist)
     if mask is None:
-        return image.map_blocks(_grey_labels_block, spec=hist.spec, lut=lut, dtype=lut.dtype)
-    return da.map_blocks(_grey_labels_block, image, da.asarray(mask).rechunk(image.chunks), spec=hist.spec,
+        return image.map_blocks(task(_grey_labels_block, image.npartitions), spec=hist.spec, lut=lut,
+                                dtype=lut.dtype)
+    return da.map_blocks(task(_grey_labels_block, image.npartitions), image,
+                         da.asarray(mask).rechunk(image.chunks), spec=hist.spec,
                          lut=lut, dtype=lut.dtype)
 
 
@@ -201,7 +236,8 @@ def proba(fns, image, hist, *, channel_axis=None, mask=None):
     table = np.zeros((grid.shape[0] + 1, K), np.float32)
     table[:-1] = fns.proba(grid)
     args = [image] if mask is None else [image, da.asarray(mask).rechunk(image.chunks)]
-    return da.map_blocks(_grey_proba_block, *args, new_axis=0, chunks=((K,),) + image.chunks, dtype=np.float32,
+    return da.map_blocks(task(_grey_proba_block, image.npartitions), *args, new_axis=0,
+                         chunks=((K,),) + image.chunks, dtype=np.float32,
                          spec=hist.spec, table=table)
 
 
@@ -217,11 +253,13 @@ def paint(image, labels, table, *, channel_axis=None):
     labels = da.asarray(labels)
     if channel_axis is None:
         labels = labels.rechunk(image.chunks)
-        return da.map_blocks(_paint_block, image, labels, table=table, ch=None, dtype=image.dtype)
+        return da.map_blocks(task(_paint_block, image.npartitions), image, labels, table=table, ch=None,
+                             dtype=image.dtype)
     ch = channel_axis % image.ndim
     image = image.rechunk({ch: -1})
     lab = da.expand_dims(labels, ch).rechunk(tuple(c if i != ch else (1,) for i, c in enumerate(image.chunks)))
-    return da.map_blocks(_paint_colour_block, image, lab, table=table, ch=ch, dtype=image.dtype)
+    return da.map_blocks(task(_paint_colour_block, image.npartitions), image, lab, table=table, ch=ch,
+                         dtype=image.dtype)
 
 
 def _paint_colour_block(b, lab, *, table, ch):

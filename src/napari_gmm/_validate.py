@@ -26,6 +26,17 @@ class ConvergenceWarning(UserWarning):
     """EM stopped at ``max_iter`` before the log-likelihood change fell below ``tol``."""
 
 
+def user_stacklevel() -> int:
+    """The ``stacklevel`` for ``warnings.warn`` that points at the first caller outside napari_gmm
+    (the user's line), however deep inside the package the warning is raised."""
+    import sys
+
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("napari_gmm"):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def is_dask(a) -> bool:
     return type(a).__module__.split(".")[0] == "dask"
 
@@ -184,7 +195,7 @@ def check_image(image, *, channel_axis=None):
         warnings.warn(
             "the image has 4 channels on its last axis (RGBA?): all 4 are modelled. If the 4th is "
             "alpha, pass image[..., :3] (the napari widget drops alpha itself)",
-            UserWarning, stacklevel=3,
+            UserWarning, stacklevel=user_stacklevel(),
         )
     return image
 

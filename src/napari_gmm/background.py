@@ -5,31 +5,46 @@ Stauffer & Grimson's adaptive mixture of Gaussians per pixel, with Zivkovic's im
 an adaptive number of modes per pixel through a complexity reduction prior, variance clamps and
 shadow detection. Parameter names are OpenCV's in snake_case.
 
-Two additions for stacks that are entirely known in advance (as in napari):
+Additions for stacks that are entirely known in advance (as in napari) and for microscopy:
 
 - an *offline burn-in*: the model first learns from ``burn_in`` frames spread evenly over the
   stack (or from all of them), then classifies every frame from the start, so early frames are
   not all foreground and passing objects never become background;
 - a *post-filter*: a majority (median) vote of the foreground mask over a small window, as the
-  post-filtering step of Zivkovic's reference implementation.
+  post-filtering step of Zivkovic's reference implementation;
+- a *noise model* (:class:`NoiseModel`, :func:`estimate_noise`): Poisson shot noise plus camera
+  read noise, ``var = gain * (I - offset) + read_noise**2``; the match and background tests use
+  this modelled variance instead of a learned one, so dim and bright regions get the same
+  false-positive rate;
+- *bleaching / global drift correction* (:func:`estimate_bleaching`): a per-frame factor divided
+  out of ``frame - offset`` before the per-pixel model, returned as a curve;
+- *presets* (:data:`PRESETS`): ``"camera video"`` (OpenCV's model, the default) and
+  ``"fluorescence time-lapse"`` (noise model, bleaching correction, whole-stack burn-in and a
+  background that is the dominant mode, so objects pausing for up to half of the stack stay
+  foreground).
 
-Public API: :func:`subtract_background`, :class:`BackgroundModel`, :class:`BackgroundResult`.
-Importing this module never imports napari or Qt.
+Public API: :func:`subtract_background`, :class:`BackgroundModel` (frame or block at a time),
+:class:`BackgroundResult`, :class:`NoiseModel`, :func:`estimate_noise`,
+:func:`estimate_bleaching`, :func:`pixel_history`, :data:`PRESETS`. Importing this module never
+imports napari or Qt.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from ._kernels import mog as _mog
-from ._validate import InputError, check_param_names, native_array, native_stack, to_int_dtype
+from ._validate import Cancelled, InputError, check_param_names, native_array, native_stack, to_int_dtype
 
-__all__ = ["subtract_background", "BackgroundModel", "BackgroundResult"]
+__all__ = ["subtract_background", "BackgroundModel", "BackgroundResult", "NoiseModel",
+           "estimate_noise", "estimate_bleaching", "pixel_history", "burn_in_indices",
+           "default_data_range", "preset_params", "check_background_args", "PRESETS",
+           "DEFAULT_PRESET", "REPLAY_KEYS"]
 
 #: mask values in :attr:`BackgroundResult.foreground`
 BACKGROUND, FOREGROUND, SHADOW = _mog.BACKGROUND, _mog.FOREGROUND, _mog.SHADOW
@@ -120,11 +135,136 @@ def _check_model_params(params: dict) -> dict:
     return p
 
 
-def _default_data_range(frames) -> float:
-    """Span from min(0, min) to max over the given frames (finite values), at least tiny."""
+
+
+class _FromPreset:
+    """Default of the parameters that a preset chooses (``burn_in``, ``noise``,
+    ``bleach_correction``): the value of the ``preset`` in use."""
+
+    def __repr__(self):
+        return "FROM_PRESET"
+
+    def __reduce__(self):
+        return "FROM_PRESET"
+
+
+#: default of the arguments whose value the preset chooses
+FROM_PRESET = _FromPreset()
+
+#: what each preset sets; every other model parameter keeps :data:`MODEL_DEFAULTS`
+PRESETS: dict[str, dict[str, Any]] = {
+    # OpenCV's MOG2 with our offline burn-in of 100 spread frames: CDnet camera videos
+    "camera video": dict(burn_in=100, noise=None, bleach_correction=False),
+    # microscopy time-lapses (photon counts): shot + read noise model estimated from the stack,
+    # bleaching divided out, the whole stack as burn-in and the dominant mode as background
+    # (background_ratio 0.5: an object may sit on a pixel for up to half of the frames);
+    # thresholds from benchmarks/bench_fluorescence.py
+    "fluorescence time-lapse": dict(burn_in="all", noise="auto", bleach_correction=True,
+                                    background_ratio=0.5, var_threshold=6.25,
+                                    var_threshold_gen=6.25, detect_shadows=False,
+                                    median_size=3),
+}
+
+#: the preset used when none is given
+DEFAULT_PRESET = "camera video"
+
+#: parameters of :func:`subtract_background` that :func:`pixel_history` takes (all of
+#: ``BackgroundResult.params`` that matter for one pixel's replay)
+REPLAY_KEYS = tuple(MODEL_DEFAULTS) + ("preset", "data_range", "burn_in", "learning_rate", "noise",
+                                       "bleach_correction", "frame_factors")
+
+
+def _check_preset(preset) -> str:
+    if not isinstance(preset, str) or preset not in PRESETS:
+        raise InputError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}: "
+                         '"camera video" for video cameras (8-bit scenes, OpenCV\'s MOG2), '
+                         '"fluorescence time-lapse" for microscopy (photon counts, bleaching)')
+    return preset
+
+
+def preset_params(preset: str = DEFAULT_PRESET) -> dict:
+    """Every parameter a preset implies: :data:`MODEL_DEFAULTS` updated by :data:`PRESETS`.
+
+    Returns a new dict (model parameters plus ``burn_in``, ``noise``, ``bleach_correction``).
+
+    >>> preset_params("fluorescence time-lapse")["background_ratio"]
+    0.5
+    >>> preset_params()["burn_in"]
+    100
+    """
+    return dict(MODEL_DEFAULTS, **PRESETS[_check_preset(preset)])
+
+
+def _resolve(preset, burn_in, noise, bleach_correction, params) -> dict:
+    """The preset's values for every argument left at :data:`FROM_PRESET` or not given; the
+    model parameters checked. Returns a dict with the model parameters and ``burn_in``,
+    ``noise``, ``bleach_correction``."""
+    base = preset_params(preset)
+    unknown = set(params) - set(MODEL_DEFAULTS)
+    if unknown:
+        raise TypeError(
+            f"unknown background-model parameter(s) {sorted(unknown)}; "
+            f"valid ones are {sorted(MODEL_DEFAULTS)}")
+    model = _check_model_params({k: params.get(k, base[k]) for k in MODEL_DEFAULTS})
+    out = dict(model)
+    out["burn_in"] = base["burn_in"] if burn_in is FROM_PRESET else burn_in
+    out["noise"] = base["noise"] if noise is FROM_PRESET else noise
+    out["bleach_correction"] = (base["bleach_correction"] if bleach_correction is FROM_PRESET
+                                else bleach_correction)
+    return out
+
+
+def burn_in_indices(n_frames: int, burn_in) -> np.ndarray:
+    """The frames the offline burn-in learns from, in order (the one burn-in schedule).
+
+    Parameters
+    ----------
+    n_frames : int
+        Frames in the stack.
+    burn_in : int, "all" or None
+        As :func:`subtract_background`: ``n`` frames spread evenly over the stack (every frame
+        when ``n >= n_frames``), ``"all"`` every frame, None or 0 none.
+
+    Returns
+    -------
+    (n,) ndarray of int64
+
+    >>> burn_in_indices(10, 4).tolist(), burn_in_indices(3, "all").tolist(), len(burn_in_indices(5, None))
+    ([0, 3, 6, 9], [0, 1, 2], 0)
+    """
+    n_t = int(n_frames)
+    if isinstance(burn_in, str):
+        if burn_in != "all":
+            raise InputError(f'burn_in must be "all", a number of frames or None, got {burn_in!r}')
+        return np.arange(n_t, dtype=np.int64)
+    if burn_in is None:
+        return np.zeros(0, np.int64)
+    if isinstance(burn_in, (numbers.Integral, np.integer)) and not isinstance(burn_in, bool) \
+            and burn_in >= 0:
+        n = min(int(burn_in), n_t)
+        if n >= n_t:
+            return np.arange(n_t, dtype=np.int64)
+        if n == 0:
+            return np.zeros(0, np.int64)
+        return np.unique(np.linspace(0, n_t - 1, n).round().astype(np.int64))
+    raise InputError(f'burn_in must be "all", a number of frames >= 0 or None, got {burn_in!r}')
+
+
+def default_data_range(stack, *, time_axis=0) -> float:
+    """The data range :func:`subtract_background` uses by default (the one place it is decided).
+
+    255 for uint8; otherwise ``max - min(0, min)`` of the finite values of the first, middle
+    and last frames along ``time_axis`` (at least 1e-300; 1 when they are constant zero).
+    Accepts numpy or dask stacks (only those three frames are read).
+    """
+    dtype = np.dtype(stack.dtype)
+    if dtype == np.uint8:
+        return 255.0
+    n = stack.shape[time_axis]
     lo, hi = 0.0, 0.0
-    for f in frames:
-        f = np.asarray(f)
+    for t in sorted({0, n // 2, n - 1}):
+        f = np.take(stack, t, axis=time_axis)
+        f = np.asarray(f.compute() if _is_dask(f) else f)
         if f.dtype.kind == "f":
             f = f[np.isfinite(f)]
         if f.size:
@@ -134,10 +274,436 @@ def _default_data_range(frames) -> float:
     return span if span > 0 else 1.0
 
 
+# ------------------------------------------------------------------------------ noise model
+@dataclass(frozen=True)
+class NoiseModel:
+    """Camera noise of photon-counting data: ``var(I) = gain * max(I - offset, 0) + read_noise**2``.
+
+    Parameters
+    ----------
+    gain : float
+        Data units per photo-electron (ADU / e-), > 0: the slope of the variance against the
+        mean (Poisson shot noise).
+    offset : float, default 0
+        The camera's dark level (data units) that carries no shot noise.
+    read_noise : float, default 0
+        Standard deviation of the Gaussian read noise, data units.
+
+    Examples
+    --------
+    >>> m = NoiseModel(gain=2.0, offset=100.0, read_noise=3.0)
+    >>> float(m.variance(300.0))
+    409.0
+    """
+
+    gain: float
+    offset: float = 0.0
+    read_noise: float = 0.0
+
+    def __post_init__(self):
+        for name in ("gain", "offset", "read_noise"):
+            v = getattr(self, name)
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (numbers.Real, np.floating)):
+                raise InputError(f"noise model: {name} must be a number, got {v!r}")
+            if not math.isfinite(float(v)):
+                raise InputError(f"noise model: {name} must be finite, got {v!r}")
+            object.__setattr__(self, name, float(v))
+        if self.gain <= 0:
+            raise InputError(
+                f"noise model: gain must be > 0 (data units per photo-electron, the slope of the "
+                f"variance against the mean), got {self.gain}; estimate it with "
+                "napari_gmm.background.estimate_noise(stack) or pass noise='auto'")
+        if self.read_noise < 0:
+            raise InputError(f"noise model: read_noise is a standard deviation and must be >= 0, "
+                             f"got {self.read_noise}")
+
+    def variance(self, intensity):
+        """Modelled variance at ``intensity`` (data units)."""
+        i = np.asarray(intensity, float)
+        return self.gain * np.maximum(i - self.offset, 0.0) + self.read_noise ** 2
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def coerce(cls, value) -> NoiseModel:
+        """A NoiseModel from a NoiseModel or a dict with ``gain`` (``offset``, ``read_noise``)."""
+        if isinstance(value, NoiseModel):
+            return value
+        if isinstance(value, dict):
+            extra = set(value) - {"gain", "offset", "read_noise"}
+            if extra or "gain" not in value:
+                raise InputError(f"noise must be 'auto', None, a NoiseModel or a dict with keys "
+                                 f"gain, offset, read_noise; got {value!r}")
+            return cls(**value)
+        raise InputError(f"noise must be 'auto', None, a NoiseModel or a dict with keys gain, "
+                         f"offset, read_noise; got {value!r}")
+
+
+def _pixel_sample(n_pixels: int, n_max: int) -> np.ndarray | slice:
+    """Indices of at most ``n_max`` of ``n_pixels`` flat pixels (fixed seed), or all."""
+    if n_pixels <= n_max:
+        return slice(None)
+    rng = np.random.default_rng(0)
+    return np.sort(rng.choice(n_pixels, n_max, replace=False))
+
+
+def _frame_at(view, dask, t) -> np.ndarray:
+    f = view[int(t)]
+    return np.asarray(f.compute() if dask else f)
+
+
+def _saturation_level(dtype) -> float:
+    """Integer data at its dtype's maximum is saturated (no noise, no bleaching)."""
+    return float(np.iinfo(dtype).max) if dtype.kind in "ui" else math.inf
+
+
+def _estimate_noise_steps(view, info, offset=None, read_noise=None, n_pairs=48,
+                          n_pixels=2 ** 16) -> Iterator:
+    """Generator behind :func:`estimate_noise`: yields after every frame read; returns the model."""
+    n_t = info["n_frames"]
+    sat = _saturation_level(info["dtype"])
+    size = int(np.prod(info["frame_shape"]))
+    pick = _pixel_sample(size, n_pixels)
+    starts = np.unique(np.linspace(0, n_t - 2, min(n_pairs, n_t - 1)).round().astype(np.int64))
+    n_p = len(starts)
+    n_pix = size if isinstance(pick, slice) else len(pick)
+    ms = np.empty((n_pix, n_p), np.float32)
+    ds = np.empty((n_pix, n_p), np.float32)
+    raw = np.empty((n_pix, n_p), np.float32)          # the first frame of each pair
+    rng = np.random.default_rng(1)
+    integer = info["dtype"].kind in "ui"
+    for i, t in enumerate(starts):
+        a = _frame_at(view, info["dask"], t).reshape(-1)[pick].astype(np.float64)
+        yield
+        b = _frame_at(view, info["dask"], t + 1).reshape(-1)[pick].astype(np.float64)
+        yield
+        bad = ~(np.isfinite(a) & np.isfinite(b) & (a < sat) & (b < sat))
+        raw[:, i] = np.where(bad, np.nan, a)
+        m = (a + b) / 2
+        d = a - b
+        if integer:
+            # integer differences: their quantiles would move in whole steps; a uniform dither
+            # of one step makes them continuous (its variance, 1/12, is taken off below)
+            d += rng.uniform(-0.5, 0.5, d.shape)
+        # a global change between the two frames (lamp drift, bleaching) is a line in m: off
+        ok = ~bad
+        if np.count_nonzero(ok) > 100:
+            e = np.unique(np.quantile(m[ok], np.linspace(0, 1, 9)))
+            if len(e) > 2:
+                k = np.clip(np.searchsorted(e, m[ok], side="right") - 1, 0, len(e) - 2)
+                cx = np.array([np.median(m[ok][k == j]) for j in range(len(e) - 1) if np.any(k == j)])
+                cy = np.array([np.median(d[ok][k == j]) for j in range(len(e) - 1) if np.any(k == j)])
+                if len(cx) > 1 and np.ptp(cx) > 0:
+                    beta, gamma = np.polyfit(cx, cy, 1)
+                    d = d - (beta * m + gamma)
+        m[bad] = np.nan
+        d[bad] = np.nan
+        ms[:, i] = m
+        ds[:, i] = np.abs(d)
+    dither = 1.0 / 12.0 if integer else 0.0
+    # per pixel, the medians over the pairs: a pixel that an object crosses in fewer than half
+    # of the pairs keeps its own scene level and noise
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mp = np.nanmedian(ms, axis=1)
+            dp = np.nanmedian(ds, axis=1)
+    keep = np.isfinite(mp) & np.isfinite(dp)
+    mp, dp = mp[keep].astype(np.float64), dp[keep].astype(np.float64)
+    if mp.size < 1000:
+        raise InputError(
+            "cannot estimate the noise model: fewer than 1000 unsaturated pixels; give it "
+            "(noise=NoiseModel(gain, offset, read_noise)) or use noise=None")
+    if not np.any(dp > (0.5 if integer else 0.0)) and not np.any(np.ptp(ms[keep], axis=1) > 0):
+        raise InputError(
+            "cannot estimate the noise model: the frames are identical (no temporal noise at "
+            "all). Give the camera's noise (noise=NoiseModel(gain, offset, read_noise)), or use "
+            'noise=None (preset "camera video") for noise-free or synthetic data')
+    # the median of n |Normal(0, 1)| values, averaged (calibration of the per-pixel medians)
+    cal = float(np.mean(np.median(np.abs(np.random.default_rng(2).standard_normal(
+        (4000, n_p))), axis=1)))
+    # intensity bins of equal pixel counts (the brightest 5 % left out: there moving objects
+    # are the majority); in each, the pixels' median noise against their mean level
+    n_bins = 32
+    edges = np.unique(np.quantile(mp, np.linspace(0, 0.95, n_bins + 1)))
+    idx = np.clip(np.searchsorted(edges, mp, side="right") - 1, 0, len(edges) - 2)
+    xs, vs = [], []
+    for k in range(len(edges) - 1):
+        sel = idx == k
+        if np.count_nonzero(sel) < 20:
+            continue
+        xs.append(float(np.mean(mp[sel])))   # the mean: variance is linear in it
+        # the median over the bin's pixels (those that objects crossed are a minority)
+        sd2 = (float(np.median(dp[sel])) / cal) ** 2
+        vs.append((sd2 - dither) / 2.0)
+    xs, vs = np.asarray(xs), np.asarray(vs)
+    if len(xs) < 3 or np.ptp(xs) <= 0:
+        raise InputError(
+            "cannot estimate the noise model: the stack spans too few intensities to fit "
+            "variance against intensity; give noise=NoiseModel(gain, offset, read_noise)")
+    # Theil-Sen line var = slope * I + c (robust to bins spoiled by objects or saturation)
+    i, j = np.triu_indices(len(xs), 1)
+    dx = xs[j] - xs[i]
+    ok = dx > 0
+    slope = float(np.median((vs[j] - vs[i])[ok] / dx[ok]))
+    c = float(np.median(vs - slope * xs))
+    if not slope > 0:
+        raise InputError(
+            f"no shot noise found: the temporal variance does not grow with the intensity "
+            f"(slope {slope:.3g}). That is not photon-counting data (e.g. 8-bit video): use "
+            'preset="camera video" or noise=None, or give noise=NoiseModel(gain, offset, '
+            "read_noise) from the camera's data sheet")
+    # refine: every sample, clipped at 3 sd of the current line (objects' differences are
+    # larger), variance corrected for the clipping (a Gaussian within +-3 sd keeps 97.33 %)
+    m_all = ms[keep].ravel().astype(np.float64)
+    d_all = ds[keep].ravel().astype(np.float64)
+    fin = np.isfinite(m_all) & np.isfinite(d_all)
+    m_all, d_all = m_all[fin], d_all[fin]
+    edges = np.unique(np.quantile(m_all, np.linspace(0, 0.99, n_bins + 1)))
+    idx = np.clip(np.searchsorted(edges, m_all, side="right") - 1, 0, len(edges) - 2)
+    for _ in range(3):
+        sd_d = np.sqrt(2.0 * np.maximum(slope * m_all + c, 1e-12) + dither)
+        inl = d_all < 3.0 * sd_d
+        xs, vs, ws = [], [], []
+        for k in range(len(edges) - 1):
+            sel = (idx == k) & inl
+            n_sel = np.count_nonzero(sel)
+            if n_sel < 100:
+                continue
+            xs.append(float(np.mean(m_all[sel])))
+            vs.append((float(np.mean(d_all[sel] ** 2)) / 0.9733369246625415 - dither) / 2.0)
+            ws.append(n_sel)
+        if len(xs) < 3:
+            break
+        xs, vs, ws = np.asarray(xs), np.asarray(vs), np.asarray(ws, float)
+        new_slope, new_c = np.polyfit(xs, vs, 1, w=np.sqrt(ws))
+        if not new_slope > 0:
+            break
+        slope, c = float(new_slope), float(new_c)
+    gain = slope
+    if offset is not None:
+        offset = float(offset)
+        rv = c + gain * offset
+        read = math.sqrt(max(rv, 0.0)) if read_noise is None else float(read_noise)
+    elif read_noise is not None:
+        read = float(read_noise)
+        offset = (read * read - c) / gain
+    else:
+        # the variance line alone does not split its intercept between offset and read noise;
+        # a scene that dims (bleaching) does: every pixel moves towards the offset
+        lines = _scaling_lines(raw.T)
+        off = None if lines is None else _offset_from_lines(*lines)
+        if off is not None and off <= float(np.nanmedian(raw)):
+            offset, read = off, math.sqrt(max(c + gain * off, 0.0))
+        else:
+            # put all of the intercept into the offset (the same variance at every level)
+            offset, read = -c / gain, 0.0
+    return NoiseModel(gain=gain, offset=offset, read_noise=read)
+
+
+def _scaling_lines(frames, n_bins=24):
+    """Per frame, the line ``frame = a * reference + b`` over the pixels (medians in bins of the
+    reference, the per-pixel median over ``frames``: moving objects are a minority in a bin).
+
+    ``frames`` (N, P) float with NaN for unusable samples. Returns (a, b) of shape (N,), or
+    None when the reference spans too few levels."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ref = np.nanmedian(frames, axis=0)
+    ok = np.isfinite(ref)
+    if np.count_nonzero(ok) < 100:
+        return None
+    edges = np.unique(np.quantile(ref[ok], np.linspace(0.0, 0.99, n_bins + 1)))
+    if len(edges) < 4:
+        return None
+    idx = np.full(ref.shape, -1)
+    idx[ok] = np.clip(np.searchsorted(edges, ref[ok], side="right") - 1, 0, len(edges) - 2)
+    bins = [np.flatnonzero(idx == k) for k in range(len(edges) - 1)]
+    bins = [b for b in bins if b.size >= 20]
+    if len(bins) < 3:
+        return None
+    x = np.array([np.median(ref[b]) for b in bins])
+    if np.ptp(x) <= 0:
+        return None
+    a = np.empty(len(frames))
+    b = np.empty(len(frames))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for t, f in enumerate(frames):
+            y = np.array([np.nanmedian(f[bb]) for bb in bins])
+            fin = np.isfinite(y)
+            if np.count_nonzero(fin) < 3:
+                a[t], b[t] = np.nan, np.nan
+                continue
+            a[t], b[t] = np.polyfit(x[fin], y[fin], 1)
+    return a, b
+
+
+def _offset_from_lines(a, b, min_spread=0.1):
+    """The level every pixel scales towards: ``frame = off + a (ref - off)`` gives
+    ``b = off (1 - a)``; least squares over the frames. None without enough dimming."""
+    fin = np.isfinite(a) & np.isfinite(b)
+    a, b = a[fin], b[fin]
+    if a.size < 3 or np.ptp(a) < min_spread:
+        return None
+    u = 1.0 - a
+    return float(np.sum(b * u) / np.sum(u * u))
+
+
+def _check_offset(offset, view, info):
+    """Refuse an offset above most of the data (a dark level must lie below the background)."""
+    f = _frame_at(view, info["dask"], 0)
+    f = f[np.isfinite(f)] if f.dtype.kind == "f" else f
+    med = float(np.median(f)) if f.size else 0.0
+    if offset > med:
+        raise InputError(
+            f"the noise model's offset {offset:g} is above most of the data (median of the "
+            f"first frame {med:g}): the offset is the camera's dark level, below the background. "
+            "Check it (a dark frame's mean), or leave it out to estimate it")
+
+
+def estimate_noise(stack, *, time_axis=0, channel_axis=None, offset=None, read_noise=None):
+    """Estimate the camera noise model of a stack from its temporal fluctuations.
+
+    Consecutive frames are differenced (which removes the static scene and any slow change such
+    as bleaching); in 32 intensity bins of equal counts the variance is the squared MAD of the
+    differences over 2 (robust to moving objects), and a Theil-Sen line through
+    ``(intensity, variance)`` gives ``var = gain * I + c`` (the Poisson-Gaussian model of Foi et
+    al. 2008). Saturated samples (the integer dtype's maximum) are left out. At most 48 frame
+    pairs spread over the stack and 65,536 pixels are read.
+
+    Parameters
+    ----------
+    stack : (T, Y, X) or (T, Y, X, C) array_like, numpy or dask
+    time_axis, channel_axis : int
+        As :func:`subtract_background`.
+    offset : float, optional
+        The camera's dark level if known (then ``read_noise`` is estimated).
+    read_noise : float, optional
+        The read noise (sd, data units) if known (then ``offset`` is estimated).
+
+    Returns
+    -------
+    NoiseModel
+        From a stack alone only the line is identifiable: without ``offset`` or ``read_noise``
+        the offset is the line's zero (``-c / gain``) and ``read_noise`` 0, which gives the same
+        variance at every intensity. Give either to split the intercept.
+
+    Raises
+    ------
+    napari_gmm.InputError
+        For identical frames, no variance growing with intensity (not photon counts), or too
+        few unsaturated samples; the message says what to give instead.
+    """
+    view, info = _normalise_stack(stack, time_axis, channel_axis)
+    if offset is not None:
+        _check_offset(float(offset), view, info)
+    return _drain(_estimate_noise_steps(view, info, offset, read_noise))
+
+
+def _drain(gen):
+    """Run a step generator to its end; return its value."""
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+
+
+def _estimate_bleaching_steps(view, info, n_ref=25, n_pixels=2 ** 16) -> Iterator:
+    """Generator behind :func:`estimate_bleaching`: yields after every frame read."""
+    n_t = info["n_frames"]
+    sat = _saturation_level(info["dtype"])
+    size = int(np.prod(info["frame_shape"]))
+    pick = _pixel_sample(size, n_pixels)
+
+    def sample(t):
+        v = _frame_at(view, info["dask"], t).reshape(-1)[pick].astype(np.float64)
+        v[~np.isfinite(v) | (v >= sat)] = np.nan
+        return v
+
+    ref_t = np.unique(np.linspace(0, n_t - 1, min(n_ref, n_t)).round().astype(np.int64))
+    ref_frames = []
+    for t in ref_t:
+        ref_frames.append(sample(t))
+        yield
+    ref_frames = np.stack(ref_frames)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ref = np.nanmedian(ref_frames, axis=0)             # NaN where always saturated
+    good = np.isfinite(ref)
+    edges = np.unique(np.quantile(ref[good], np.linspace(0.0, 0.99, 25))) if good.any() else []
+    if np.count_nonzero(good) < 100 or len(edges) < 4 or np.ptp(ref[good]) <= 0:
+        raise InputError(
+            "cannot estimate bleaching: the frames have fewer than 100 unsaturated pixels or a "
+            "single level; use bleach_correction=False or give the factors")
+    x_all = ref[good]
+    # each frame's factor is the slope of frame against reference, a least-squares line
+    # through the pixels clipped at 3 robust sd (moving objects are outliers): the offset,
+    # which does not bleach, only moves the intercept
+    factors = np.empty(n_t)
+    for t in range(n_t):
+        y_all = sample(t)[good]
+        fin = np.isfinite(y_all)
+        x, y = x_all[fin], y_all[fin]
+        slope = np.nan
+        keep = np.ones(x.size, bool)
+        for _ in range(3):
+            if np.count_nonzero(keep) < 50:
+                break
+            slope, icpt = np.polyfit(x[keep], y[keep], 1)
+            r = y - (slope * x + icpt)
+            sd = 1.482602218505602 * float(np.median(np.abs(r[keep])))
+            if sd <= 0:
+                break
+            keep = np.abs(r) < 3.0 * sd
+        factors[t] = slope
+        yield
+    if not (np.all(np.isfinite(factors)) and np.all(factors > 0)):
+        bad = int(np.flatnonzero(~(np.isfinite(factors) & (factors > 0)))[0])
+        raise InputError(
+            f"cannot estimate bleaching: frame {bad} does not scale with the others (no "
+            "signal, or saturated); drop empty frames or use bleach_correction=False")
+    return factors / factors[0]
+
+
+def estimate_bleaching(stack, *, time_axis=0, channel_axis=None):
+    """Per-frame intensity factor of a stack (bleaching, lamp drift), relative to frame 0.
+
+    The reference is the per-pixel median of 25 frames spread over the stack; each frame's
+    factor is the slope of the line ``frame = factor * reference + b`` through the medians of
+    the frame in 24 bins of reference level (up to 65,536 pixels, saturated ones left out):
+    a global gain that moving objects (a minority in every bin) do not bias, and that the
+    camera offset (which does not bleach: it only moves ``b``) does not bias either. Fiji's
+    "Bleach Correction, simple ratio" is the ratio of frame means instead.
+
+    Parameters
+    ----------
+    stack : (T, Y, X) or (T, Y, X, C) array_like, numpy or dask
+    time_axis, channel_axis : int
+        As :func:`subtract_background`.
+
+    Returns
+    -------
+    (T,) ndarray of float64
+        ``factors[0] == 1``; a stack bleached by 40 % ends near 0.6.
+    """
+    view, info = _normalise_stack(stack, time_axis, channel_axis)
+    return _drain(_estimate_bleaching_steps(view, info))
+
+
 class BackgroundModel:
     """Stateful per-pixel adaptive Gaussian mixture background model (MOG2).
 
-    Feed frames one at a time with :meth:`apply`; the model learns and classifies each frame.
+    Feed frames one at a time with :meth:`apply`, or blocks of frames with :meth:`apply_block`
+    (one kernel launch per block); the model learns and classifies each frame.
     The state is O(Y * X * n_mixtures) float32 whatever the number of frames.
 
     Parameters
@@ -150,6 +716,10 @@ class BackgroundModel:
         the data is multiplied by ``255 / data_range`` inside the model. Default: 255 for uint8
         frames, otherwise ``max - min(0, min)`` of the first frame applied. Give it explicitly
         when streaming data whose first frame is not representative.
+    noise : NoiseModel or dict, optional
+        Camera noise model: every mode's variance is then the modelled variance at its mean
+        (``var_init``, ``var_min``, ``var_max`` unused), and its ``offset`` is the level that
+        per-frame bleaching factors do not scale.
     history : int, default 500
         Length of the history: the learning rate is ``1 / min(2 n, history)`` after ``n`` frames
         (Zivkovic's fast start), so it settles at ``1 / history``.
@@ -232,7 +802,7 @@ class BackgroundModel:
     ['is_background', 'means', 'variances', 'weights']
     """
 
-    def __init__(self, frame_shape, *, data_range=None, **params):
+    def __init__(self, frame_shape, *, data_range=None, noise=None, **params):
         shape = tuple(int(s) for s in np.atleast_1d(frame_shape))
         if len(shape) not in (2, 3):
             raise InputError(
@@ -246,6 +816,7 @@ class BackgroundModel:
             if not (math.isfinite(data_range) and data_range > 0):
                 raise InputError(f"data_range must be a positive finite number, got {data_range}")
         self.data_range = data_range
+        self.noise = None if noise is None else NoiseModel.coerce(noise)
         self.frame_shape = shape
         self._grey = len(shape) == 2
         self._hw = shape[:2]
@@ -258,6 +829,9 @@ class BackgroundModel:
         self._masks = np.zeros((1, h, w), np.uint8)
         self._dummy_bg = np.zeros((1, 1, 1, self._c), np.float32)
         self.n_frames = 0
+        #: the factor of the last frame applied (1 without bleaching correction)
+        self.last_factor = 1.0
+        self._quantised = None          # integer data: +1/12 of a unit of variance (rounding)
         ds = self.params["detect_shadows"]
         self._shadows = (self._c >= 2) if ds == "auto" else ds
 
@@ -271,11 +845,32 @@ class BackgroundModel:
         """Factor from data units to the model's 8-bit units (``255 / data_range``)."""
         return 255.0 / self.data_range if self.data_range else 1.0
 
+    @property
+    def offset(self) -> float:
+        """Dark level subtracted before a bleaching factor divides the data (the noise
+        model's offset; 0 without a noise model)."""
+        return self.noise.offset if self.noise is not None else 0.0
+
     def reset(self):
-        """Forget everything learned (keeps parameters and ``data_range``)."""
+        """Forget everything learned (keeps parameters, ``data_range`` and ``noise``)."""
         for a in (self._weights, self._means, self._variances, self._n_modes):
             a[...] = 0
         self.n_frames = 0
+        self.last_factor = 1.0
+
+    def learning_rates(self, n, *, learning_rate=None, burn_in=False) -> np.ndarray:
+        """Learning rates of the next ``n`` frames (the one schedule, without side effects).
+
+        ``1 / min(2 k, history)`` for the ``k``-th frame learned (Zivkovic's fast start), or
+        ``1 / min(k, history)`` with ``burn_in`` (every burn-in frame weighs the same: a mode's
+        weight is the fraction of the frames it explains); a fixed ``learning_rate`` replaces
+        either after the first frame (which always initialises the model).
+        """
+        k = self.n_frames + 1 + np.arange(int(n))
+        auto = 1.0 / np.minimum(k if burn_in else 2 * k, self.params["history"])
+        if learning_rate is None:
+            return auto
+        return np.where(k == 1, auto, float(learning_rate))
 
     def _check_block(self, block, ts=None, time_axis=None, where=None):
         """Validate a block (B, Y, X[, C]) of frames; return it C-contiguous as (B, Y, X, C).
@@ -288,49 +883,61 @@ class BackgroundModel:
             raise InputError(
                 f"{where or 'the stack'} has dtype {block.dtype}; background modelling needs "
                 "integer or float intensities (convert booleans/complex values first)")
-        if block.shape[1:] != self.frame_shape:
+        if block.ndim != len(self.frame_shape) + 1 or block.shape[1:] != self.frame_shape:
             raise InputError(
-                f"{where or 'the frame'} has shape {block.shape[1:]} but the model was made for "
-                f"frames of shape {self.frame_shape}")
+                f"{where or 'the frames'} have shape {block.shape[1:]} but the model was made "
+                f"for frames of shape {self.frame_shape}")
         if block.dtype.kind == "f" and not np.isfinite(block).all():
             bad = int(np.flatnonzero(~np.isfinite(block.reshape(len(block), -1)).all(1))[0])
             what = where or (f"frame {int(ts[bad])} (along time_axis={time_axis})"
-                             if ts is not None else "the frame")
+                             if ts is not None else f"frame {bad} of the block")
             raise InputError(
                 f"{what} contains NaN or infinite values; replace them (e.g. with np.nan_to_num "
                 "or by interpolating from neighbouring frames) or drop the frame")
+        if block.dtype == np.float16:
+            block = block.astype(np.float32)
         if self._grey:
             block = block[..., None]
         return np.ascontiguousarray(block)
-
-    def _rates(self, n, learning_rate):
-        """Learning rates of the next ``n`` frames: 1 / min(2 k, history) or the fixed rate."""
-        k = self.n_frames + 1 + np.arange(n)
-        auto = 1.0 / np.minimum(2 * k, self.params["history"])
-        if learning_rate is None:
-            return auto
-        return np.where(k == 1, auto, float(learning_rate))
 
     def _ensure_buffers(self, n):
         if self._masks.shape[0] < n:
             self._masks = np.zeros((n,) + self._hw, np.uint8)
 
-    def _step(self, data, alphas, masks, background_out=None, shadows=True):
-        """Run the kernel on a checked block; write raw masks; count the frames.
+    def _noise_coefficients(self, factors, integer):
+        """Per-frame (var_a, var_b) of the kernel's modelled variance, in model units."""
+        nm = self.noise
+        s_b = self.scale / factors
+        q = 1.0 / 12.0 if integer else 0.0
+        return nm.gain * s_b, s_b * s_b * (nm.read_noise ** 2 + q)
+
+    def _step(self, data, alphas, masks, bg=None, shadows=True, factors=None):
+        """Run the kernel on a checked block; write raw masks (and ``bg`` (B, Y, X, C), float32
+        or integer: rounded and clipped); count the frames.
 
         ``shadows=False`` skips the shadow test (shadow pixels are marked foreground) where
         the masks are not used, as in the burn-in; the model is the same either way."""
         p = self.params
-        if background_out is not None:
-            bg, write = background_out, True
-        else:
-            bg, write = self._dummy_bg, False
+        write = bg is not None
+        if not write:
+            bg = self._dummy_bg
+        bg_range = None
+        if bg.dtype.kind in "ui":
+            info = np.iinfo(bg.dtype)
+            bg_range = (info.min, info.max)
+        kw = {}
+        if self.noise is not None or factors is not None:
+            f = np.ones(len(alphas)) if factors is None else np.asarray(factors, np.float64)
+            kw = dict(offset=self.offset, factors=f)
+            if self.noise is not None:
+                kw["var_a"], kw["var_b"] = self._noise_coefficients(f, data.dtype.kind in "ui")
+            self.last_factor = float(f[-1])
         _mog.mog2_apply(
             data, self.scale, self._weights, self._means, self._variances, self._n_modes,
             masks, bg, write, alphas, p["var_threshold"], p["background_ratio"],
             p["var_threshold_gen"], p["var_init"], p["var_min"], p["var_max"],
             p["complexity_reduction_threshold"], p["shadow_threshold"],
-            self._shadows and shadows)
+            self._shadows and shadows, bg_range=bg_range, **kw)
         self.n_frames += len(alphas)
 
     def _postfilter(self, masks, out):
@@ -342,7 +949,79 @@ class BackgroundModel:
             _mog.majority_filter_stack(masks, size // 2, out)
 
     # ------------------------------------------------------------------ public
-    def apply(self, frame, learning_rate=None, *, background_out=None):
+    def apply_block(self, frames, *, learning_rate=None, burn_in=False, frame_factors=None,
+                    out=None, background_out=None, _frame_ids=None):
+        """Learn (and classify) a block of consecutive frames in one kernel launch.
+
+        The result is identical to :meth:`apply` frame by frame with the same rates; this is
+        what :func:`subtract_background`, :func:`pixel_history` and the napari widget use.
+
+        Parameters
+        ----------
+        frames : (B, Y, X) or (B, Y, X, C) array_like
+            The next frames (any integer or float dtype; NaN is refused).
+        learning_rate : float, optional
+            Fixed rate in [0, 1) after the model's first frame; default the schedule of
+            :meth:`learning_rates`.
+        burn_in : bool, default False
+            Learn only, with the burn-in schedule (every frame the same weight); no masks are
+            computed for use (returns None).
+        frame_factors : (B,) array_like of float, optional
+            Bleaching / drift factor of each frame: the model sees ``(frame - offset) / factor``
+            (``offset`` from the noise model, else 0).
+        out : (B, Y, X) ndarray of uint8, optional
+            Receives the post-filtered masks.
+        background_out : (B, Y, X[, C]) ndarray, optional
+            Receives the background after each frame, in data units: float32, or an integer
+            dtype (rounded half to even and clipped), C-contiguous.
+
+        Returns
+        -------
+        masks : (B, Y, X) ndarray of uint8 or None
+            0 background, 1 foreground, 2 shadow (``out`` when given); None with ``burn_in``.
+        """
+        if learning_rate is not None:
+            lr = float(learning_rate)
+            if not (0.0 <= lr < 1.0):
+                raise InputError(
+                    f"learning_rate must be within [0, 1) or None, got {learning_rate}")
+        if _frame_ids is None:      # (indices along time_axis, time_axis) for the messages
+            data = self._check_block(frames, where="the frames")
+        else:
+            data = self._check_block(frames, ts=_frame_ids[0], time_axis=_frame_ids[1])
+        nb = data.shape[0]
+        if nb == 0:
+            return None if burn_in else np.zeros((0,) + self._hw, np.uint8)
+        if frame_factors is not None:
+            frame_factors = np.asarray(frame_factors, np.float64).reshape(-1)
+            if frame_factors.shape != (nb,) or not (np.all(np.isfinite(frame_factors))
+                                                    and np.all(frame_factors > 0)):
+                raise InputError(f"frame_factors must be {nb} positive finite numbers (one per "
+                                 f"frame), got {frame_factors!r}")
+        if self.data_range is None:
+            self.data_range = (255.0 if data.dtype == np.uint8
+                               else default_data_range(data[..., 0] if self._grey else data))
+        bg = None
+        if background_out is not None and not burn_in:
+            want = (nb,) + self.frame_shape
+            if (background_out.shape != want or not background_out.flags.c_contiguous
+                    or not (background_out.dtype == np.float32
+                            or background_out.dtype.kind in "ui")):
+                raise InputError(f"background_out must be a C-contiguous float32 or integer "
+                                 f"array of shape {want}")
+            bg = background_out.reshape((nb,) + self._hw + (self._c,))
+        self._ensure_buffers(nb)
+        rates = self.learning_rates(nb, learning_rate=learning_rate, burn_in=burn_in)
+        self._step(data, rates, self._masks[:nb], bg, shadows=not burn_in,
+                   factors=frame_factors)
+        if burn_in:
+            return None
+        if out is None:
+            out = np.empty((nb,) + self._hw, np.uint8)
+        self._postfilter(self._masks[:nb], out)
+        return out
+
+    def apply(self, frame, learning_rate=None, *, background_out=None, frame_factor=None):
         """Classify ``frame`` and update the model.
 
         Parameters
@@ -355,6 +1034,8 @@ class BackgroundModel:
             frame always initialises the model.
         background_out : (Y, X) or (Y, X, C) ndarray of float32, optional
             When given, receives the background after this update (saves a second pass).
+        frame_factor : float, optional
+            This frame's bleaching / drift factor (see :meth:`apply_block`).
 
         Returns
         -------
@@ -367,31 +1048,32 @@ class BackgroundModel:
             if not (0.0 <= lr <= 1.0):
                 raise InputError(
                     f"learning_rate must be within [0, 1] or None, got {learning_rate}")
-        data = self._check_block(np.asarray(frame)[None] if not _is_dask(frame)
-                                 else frame[None], where="the frame")
-        if learning_rate is not None and float(learning_rate) >= 1.0:
-            self.reset()
-            learning_rate = None
-        if self.data_range is None:
-            self.data_range = 255.0 if data.dtype == np.uint8 else _default_data_range([data])
-        self._ensure_buffers(1)
+            if lr >= 1.0:
+                self.reset()
+                learning_rate = None
+        frame = frame if _is_dask(frame) else np.asarray(frame)
         bg = None
         if background_out is not None:
             if (background_out.dtype != np.float32 or background_out.shape != self.frame_shape
                     or not background_out.flags.c_contiguous):
                 raise InputError(f"background_out must be a C-contiguous float32 array of shape "
                                  f"{self.frame_shape}")
-            bg = background_out.reshape((1,) + self._hw + (self._c,))
-        self._step(data, self._rates(1, learning_rate), self._masks[:1], bg)
-        out = np.empty((1,) + self._hw, np.uint8)
-        self._postfilter(self._masks[:1], out)
-        return out[0]
+            bg = background_out[None]
+        if frame.shape != self.frame_shape:
+            raise InputError(f"the frame has shape {frame.shape} but the model was made for "
+                             f"frames of shape {self.frame_shape}")
+        return self.apply_block(frame[None], learning_rate=learning_rate, background_out=bg,
+                                frame_factors=None if frame_factor is None else [frame_factor])[0]
 
     @property
     def background(self) -> np.ndarray:
-        """Current background (mean of the most probable mode), float32 in data units."""
+        """Current background (mean of the most probable mode), float32 in data units (of the
+        last frame, its bleaching factor applied)."""
         out = np.empty(self._hw + (self._c,), np.float32)
         _mog.mog2_background(self._means, self._n_modes, self.scale, out)
+        if self.noise is not None or self.last_factor != 1.0:
+            has = (self._n_modes > 0)[..., None]
+            out = np.where(has, self.offset + self.last_factor * out, 0).astype(np.float32)
         return out[..., 0] if self._grey else out
 
     @property
@@ -406,8 +1088,10 @@ class BackgroundModel:
         -------
         dict
             ``weights`` (n,), ``means`` (n,) for grey or (n, C), ``variances`` (n,) (data units
-            squared, shared by the channels), ``is_background`` (n,) bool: the modes that make
-            the background (cumulative weight rule). ``n`` is the number of modes in use.
+            squared, shared by the channels; with a noise model, the modelled variance at each
+            mean), ``is_background`` (n,) bool: the modes that make the background (cumulative
+            weight rule). ``n`` is the number of modes in use. Data units are those of the last
+            frame (its bleaching factor applied).
         """
         h, w = self._hw
         y, x = int(y), int(x)
@@ -415,9 +1099,15 @@ class BackgroundModel:
             raise IndexError(f"pixel ({y}, {x}) is outside the frame of shape {self._hw}")
         n = int(self._n_modes[y, x])
         s = self.scale
+        f = self.last_factor
         weights = self._weights[y, :n, x].astype(np.float64)
         means = self._means[y, :n, :, x].astype(np.float64) / s
         variances = self._variances[y, :n, x].astype(np.float64) / (s * s)
+        if self.noise is not None or f != 1.0:
+            means = self.offset + f * means
+            variances = variances * f * f
+        if self.noise is not None:
+            variances = self.noise.variance(means.mean(axis=1))
         cum = np.concatenate([[0.0], np.cumsum(weights)[:-1]])
         return dict(
             weights=weights,
@@ -427,8 +1117,9 @@ class BackgroundModel:
         )
 
     def __repr__(self):
+        noise = f", noise={self.noise}" if self.noise is not None else ""
         return (f"BackgroundModel(frame_shape={self.frame_shape}, n_frames={self.n_frames}, "
-                f"data_range={self.data_range}, n_mixtures={self.n_mixtures})")
+                f"data_range={self.data_range}, n_mixtures={self.n_mixtures}{noise})")
 
 
 @dataclass
@@ -442,14 +1133,19 @@ class BackgroundResult:
     background : ndarray or None
         (T, Y, X[, C]) background of every frame (``background="all"``), (Y, X[, C]) final
         background (``"last"``) or None; dtype of the input for integer data (rounded and
-        clipped), float32 otherwise.
+        clipped), float32 otherwise. In the frames' own units (bleaching included).
     foreground_image : (T, Y, X[, C]) ndarray or None
         ``"difference"``: input minus background (float32); ``"masked"``: input where
         ``foreground == 1``, 0 elsewhere (input dtype).
     model : BackgroundModel
         The model after the last frame (``model.mixture_at(y, x)`` for a pixel plot).
     params : dict
-        Every parameter used (JSON-able), including ``data_range`` and ``burn_in``.
+        Every parameter used (JSON-able), including ``preset``, ``data_range``, ``burn_in``,
+        ``noise`` (the noise model as a dict, or None) and ``frame_factors`` (list or None).
+    frame_factors : (T,) ndarray of float64 or None
+        The bleaching / drift factor of every frame (1 at frame 0), when corrected.
+    noise : NoiseModel or None
+        The noise model used (estimated or given).
     """
 
     foreground: np.ndarray
@@ -457,6 +1153,8 @@ class BackgroundResult:
     foreground_image: np.ndarray | None
     model: BackgroundModel = field(repr=False)
     params: dict
+    frame_factors: np.ndarray | None = None
+    noise: NoiseModel | None = None
 
 
 def _describe_axes(shape):
@@ -595,12 +1293,8 @@ def _to_dtype(a, dtype):
     return a.astype(np.float32, copy=False)
 
 
-def _subtract_background_steps(stack, *, time_axis=0, channel_axis=None, burn_in=100,
-                               background="all", foreground_image=None, data_range=None,
-                               learning_rate=None, **params) -> Iterator:
-    """Generator behind :func:`subtract_background`: yields (done, total) after each frame and
-    returns the :class:`BackgroundResult` (``StopIteration.value``)."""
-    p = _check_model_params(params)
+def _check_run_args(n_t, res, background, foreground_image, learning_rate):
+    """Checks of :func:`subtract_background`'s own arguments that need no data."""
     if background not in ("all", "last", None):
         raise InputError(f'background must be "all", "last" or None, got {background!r}')
     if foreground_image not in (None, "difference", "masked"):
@@ -610,29 +1304,89 @@ def _subtract_background_steps(stack, *, time_axis=0, channel_axis=None, burn_in
         lr = float(learning_rate)
         if not 0.0 <= lr < 1.0:
             raise InputError(f"learning_rate must be within [0, 1) or None, got {learning_rate}")
+    burn_in_indices(n_t, res["burn_in"])
+    noise = res["noise"]
+    if noise is not None and not (isinstance(noise, str) and noise == "auto"):
+        NoiseModel.coerce(noise)
+    bc = res["bleach_correction"]
+    if not isinstance(bc, (bool, np.bool_)):
+        f = np.asarray(bc, dtype=np.float64) if not isinstance(bc, str) else None
+        if f is None or f.shape != (n_t,) or not (np.all(np.isfinite(f)) and np.all(f > 0)):
+            raise InputError(
+                f"bleach_correction must be True, False or {n_t} positive per-frame factors "
+                f"(one per frame), got {bc!r:.80}")
+
+
+def check_background_args(stack, *, preset=DEFAULT_PRESET, time_axis=0, channel_axis=None,
+                          burn_in=FROM_PRESET, background="all", foreground_image=None,
+                          learning_rate=None, noise=FROM_PRESET, bleach_correction=FROM_PRESET,
+                          **params) -> dict:
+    """Every check of :func:`subtract_background` that reads no pixel (for a GUI, before it
+    starts a thread): raises as it would; returns the resolved parameters (preset applied)."""
+    preset = _check_preset(preset)
+    res = _resolve(preset, burn_in, noise, bleach_correction, params)
+    view, info = _normalise_stack(stack, time_axis, channel_axis)
+    _check_run_args(info["n_frames"], res, background, foreground_image, learning_rate)
+    return res
+
+
+def _subtract_background_steps(stack, *, preset=DEFAULT_PRESET, time_axis=0, channel_axis=None,
+                               burn_in=FROM_PRESET, background="all", foreground_image=None,
+                               data_range=None, learning_rate=None, noise=FROM_PRESET,
+                               bleach_correction=FROM_PRESET, **params) -> Iterator:
+    """Generator behind :func:`subtract_background`: yields (done, total) after each frame of
+    every phase and returns the :class:`BackgroundResult` (``StopIteration.value``)."""
+    preset = _check_preset(preset)
+    res = _resolve(preset, burn_in, noise, bleach_correction, params)
     view, info = _normalise_stack(stack, time_axis, channel_axis)
     n_t = info["n_frames"]
-    if isinstance(burn_in, str):
-        if burn_in != "all":
-            raise InputError(f'burn_in must be "all", a number of frames or None, got {burn_in!r}')
-        n_burn = n_t
-    elif burn_in is None:
-        n_burn = 0
-    elif isinstance(burn_in, numbers.Integral) and not isinstance(burn_in, bool) and burn_in >= 0:
-        n_burn = min(int(burn_in), n_t)
-    else:
-        raise InputError(f'burn_in must be "all", a number of frames >= 0 or None, got {burn_in!r}')
-
+    _check_run_args(n_t, res, background, foreground_image, learning_rate)
+    burn_in, noise, bc = res.pop("burn_in"), res.pop("noise"), res.pop("bleach_correction")
+    p = res
+    burn_idx = burn_in_indices(n_t, burn_in)
     frame_shape = info["frame_shape"]
     dtype = info["dtype"]
+
+    # work units for progress: frames read by each phase
+    auto_noise = isinstance(noise, str)
+    n_pairs = min(48, n_t - 1)
+    auto_bleach = isinstance(bc, (bool, np.bool_)) and bool(bc)
+    total = ((2 * n_pairs if auto_noise else 0) + (min(25, n_t) + n_t if auto_bleach else 0)
+             + len(burn_idx) + n_t)
+    done = 0
+
+    model_noise = None
+    if auto_noise:
+        gen = _estimate_noise_steps(view, info, n_pairs=n_pairs)
+        while True:
+            try:
+                next(gen)
+            except StopIteration as stop:
+                model_noise = stop.value
+                break
+            done += 1
+            yield done, total
+    elif noise is not None:
+        model_noise = NoiseModel.coerce(noise)
+        _check_offset(model_noise.offset, view, info)
+    offset = model_noise.offset if model_noise is not None else 0.0
+    factors = None
+    if auto_bleach:
+        gen = _estimate_bleaching_steps(view, info)
+        while True:
+            try:
+                next(gen)
+            except StopIteration as stop:
+                factors = stop.value
+                break
+            done += 1
+            yield done, total
+    elif not isinstance(bc, (bool, np.bool_)):
+        factors = np.asarray(bc, np.float64).copy()
+
     if data_range is None:
-        if dtype == np.uint8:
-            data_range = 255.0
-        else:
-            picks = sorted({0, n_t // 2, n_t - 1})
-            frames = [np.asarray(view[t].compute() if info["dask"] else view[t]) for t in picks]
-            data_range = _default_data_range(frames)
-    model = BackgroundModel(frame_shape, data_range=data_range, **p)
+        data_range = default_data_range(view)
+    model = BackgroundModel(frame_shape, data_range=data_range, noise=model_noise, **p)
     grey = len(frame_shape) == 2
     out_dtype = dtype if dtype.kind in "ui" else np.dtype(np.float32)
 
@@ -643,50 +1397,42 @@ def _subtract_background_steps(stack, *, time_axis=0, channel_axis=None, burn_in
         fg_img = np.empty((n_t,) + frame_shape, np.float32)
     elif foreground_image == "masked":
         fg_img = np.empty((n_t,) + frame_shape, out_dtype)
-    need_bg = background == "all" or foreground_image == "difference"
+    # the kernel writes the background straight into the output (rounded and clipped into
+    # integer dtypes); a float32 buffer only for the difference image
+    need_buf = foreground_image == "difference"
 
     # frames per kernel launch: 16 (fewer launches; a row's state stays in cache through the
     # block), and at most 32 MiB for the float32 background buffer when there is one
     frame_f32 = int(np.prod(frame_shape)) * 4
     block = 16
-    if need_bg:
+    if need_buf:
         block = int(max(1, min(16, (32 * 2**20) // max(frame_f32, 1))))
-    model._ensure_buffers(block)
-    bg_buf = np.empty((block,) + frame_shape[:2] + (model._c,), np.float32) if need_bg else None
+    bg_buf = np.empty((block,) + frame_shape, np.float32) if need_buf else None
 
-    if n_burn >= n_t:
-        burn_idx = None                               # one full pass
-    else:
-        burn_idx = np.unique(np.linspace(0, n_t - 1, n_burn).round().astype(np.int64))
-        n_burn = len(burn_idx)
-    total = (n_burn if n_burn else 0) + n_t
-    done = 0
-    if n_burn:
-        for ts, frames in _iter_blocks(view, info["dask"], block, burn_idx):
-            data = model._check_block(frames, ts=ts, time_axis=time_axis)
-            if learning_rate is None:
-                # burn-in: every frame weighs the same (running averages, 1 / n), so a mode's
-                # weight is the fraction of burn-in frames it explains
-                k = model.n_frames + 1 + np.arange(len(ts))
-                rates = 1.0 / np.minimum(k, p["history"])
-            else:
-                rates = model._rates(len(ts), learning_rate)
-            # the burn-in's masks are not used: no shadow test
-            model._step(data, rates, model._masks[:len(ts)], shadows=False)
+    if len(burn_idx):
+        every = len(burn_idx) == n_t
+        for ts, frames in _iter_blocks(view, info["dask"], block, None if every else burn_idx):
+            model.apply_block(frames, learning_rate=learning_rate, burn_in=True,
+                              frame_factors=None if factors is None else factors[ts],
+                              _frame_ids=(ts, time_axis))
             done += len(ts)
             yield done, total
     for ts, frames in _iter_blocks(view, info["dask"], block):
         nb = len(ts)
         t0, t1 = int(ts[0]), int(ts[-1]) + 1
-        data = model._check_block(frames, ts=ts, time_axis=time_axis)
-        bg = bg_buf[:nb] if need_bg else None
-        model._step(data, model._rates(nb, learning_rate), model._masks[:nb], bg)
-        model._postfilter(model._masks[:nb], fg[t0:t1])
-        if bg_all is not None:
-            bgv = bg[..., 0] if grey else bg
-            bg_all[t0:t1] = _to_dtype(bgv, out_dtype)
+        if need_buf:
+            bg = bg_buf[:nb]
+        elif bg_all is not None:
+            bg = bg_all[t0:t1]
+        else:
+            bg = None
+        model.apply_block(frames, learning_rate=learning_rate, out=fg[t0:t1], background_out=bg,
+                          frame_factors=None if factors is None else factors[t0:t1],
+                          _frame_ids=(ts, time_axis))
+        if need_buf and bg_all is not None:
+            bg_all[t0:t1] = _to_dtype(bg, out_dtype)
         if foreground_image == "difference":
-            fg_img[t0:t1] = np.asarray(frames, np.float32) - (bg[..., 0] if grey else bg)
+            fg_img[t0:t1] = np.asarray(frames, np.float32) - bg
         elif foreground_image == "masked":
             m = fg[t0:t1] == FOREGROUND
             fg_img[t0:t1] = np.where(m if grey else m[..., None], frames, 0).astype(out_dtype)
@@ -696,17 +1442,23 @@ def _subtract_background_steps(stack, *, time_axis=0, channel_axis=None, burn_in
     bg_out = bg_all
     if background == "last":
         bg_out = _to_dtype(model.background, out_dtype)
-    used = dict(p, time_axis=info["time_axis"], channel_axis=info["channel_axis"],
-                burn_in=burn_in, data_range=float(data_range), background=background,
-                foreground_image=foreground_image, learning_rate=learning_rate)
+    used = dict(p, preset=preset, time_axis=info["time_axis"],
+                channel_axis=info["channel_axis"], burn_in=burn_in,
+                data_range=float(data_range), background=background,
+                foreground_image=foreground_image, learning_rate=learning_rate,
+                noise=None if model_noise is None else model_noise.as_dict(),
+                bleach_correction=factors is not None,
+                frame_factors=None if factors is None else [float(v) for v in factors])
     return BackgroundResult(foreground=fg, background=bg_out, foreground_image=fg_img,
-                            model=model, params=used)
+                            model=model, params=used, frame_factors=factors, noise=model_noise)
 
 
-def subtract_background(stack, *, time_axis=0, channel_axis=None, burn_in=100,
-                        background="all", foreground_image=None, data_range=None,
-                        learning_rate=None, progress: Callable | None = None,
-                        should_stop: Callable | None = None, **params) -> BackgroundResult:
+def subtract_background(stack, *, preset=DEFAULT_PRESET, time_axis=0, channel_axis=None,
+                        burn_in=FROM_PRESET, background="all", foreground_image=None,
+                        data_range=None, learning_rate=None, noise=FROM_PRESET,
+                        bleach_correction=FROM_PRESET, progress: Callable | None = None,
+                        should_stop: Callable | None = None, tiles: bool = True,
+                        **params) -> BackgroundResult:
     """Separate moving foreground from background in a stack of frames (MOG2).
 
     Parameters
@@ -714,12 +1466,23 @@ def subtract_background(stack, *, time_axis=0, channel_axis=None, burn_in=100,
     stack : (T, Y, X) or (T, Y, X, C) array_like, numpy or dask
         Frames of any integer or float dtype. Streamed frame by frame (dask: one time-chunk at
         a time), so memory is the model plus the outputs. Never modified.
+    preset : {"camera video", "fluorescence time-lapse"}, default "camera video"
+        The defaults of ``burn_in``, ``noise``, ``bleach_correction`` and the model
+        parameters (see :data:`PRESETS`); any of them given explicitly wins.
+        ``"camera video"``: OpenCV's MOG2 (learned variances, 8-bit units) with a burn-in of
+        100 spread frames; for video cameras, scenes with shadows, waving trees.
+        ``"fluorescence time-lapse"``: photon-counting microscopy stacks (uint16 cameras):
+        ``noise="auto"``, ``bleach_correction=True``, ``burn_in="all"``,
+        ``background_ratio=0.5`` (the background is the pixel's dominant mode over the whole
+        stack: an object may sit on a pixel for up to half of the frames and stays foreground),
+        ``var_threshold=6.25`` (2.5 sd of the modelled noise, then the 3 x 3 majority
+        filter), no shadows.
     time_axis : int, default 0
         Axis along which frames follow each other (it needs T >= 2).
     channel_axis : int, optional
         Axis holding channels. Default: the last axis of a 4D stack when it has 3 or 4 entries
         (RGB(A), as napari's rgb layers), no channels for a 3D stack.
-    burn_in : int, "all" or None, default 100
+    burn_in : int, "all" or None, default: the preset's (100; "all" for fluorescence)
         Offline burn-in: the model first learns from ``burn_in`` frames spread evenly over the
         stack (``"all"``, or ``burn_in >= T``: every frame, one full extra pass), giving each
         of them the same weight (learning rate ``1 / n``); then it classifies every frame from
@@ -733,38 +1496,64 @@ def subtract_background(stack, *, time_axis=0, channel_axis=None, burn_in=100,
         foreground (input dtype).
     data_range : float, optional
         Intensity span used to scale the variance parameters (see :class:`BackgroundModel`).
-        Default: 255 for uint8, otherwise ``max - min(0, min)`` over the first, middle and
-        last frames.
+        Default: :func:`default_data_range` (255 for uint8, otherwise ``max - min(0, min)``
+        over the first, middle and last frames).
     learning_rate : float, optional
         Fixed learning rate in [0, 1); default ``1 / min(2 n, history)``.
+    noise : "auto", NoiseModel, dict or None, default: the preset's (None; "auto" for fluorescence)
+        Camera noise model ``var = gain * (I - offset) + read_noise**2``: ``"auto"`` estimates
+        it from the stack (:func:`estimate_noise`); a :class:`NoiseModel` or a dict with
+        ``gain``, ``offset``, ``read_noise`` gives it. With a noise model every mode's variance
+        is the modelled one at its mean (``var_init``, ``var_min``, ``var_max`` are unused), so
+        the tests ``dist2 < var_threshold * var`` are k-sigma tests of the real noise in dim
+        and bright regions alike. None: OpenCV's learned variances.
+    bleach_correction : bool or (T,) array_like, default: the preset's (False; True for fluorescence)
+        Divide a per-frame factor out of ``frame - offset`` before the per-pixel model: True
+        estimates it (:func:`estimate_bleaching`), an array gives it. The factors are returned
+        in :attr:`BackgroundResult.frame_factors`; the background output includes them.
     progress : callable, optional
-        Called as ``progress(done, total)`` after every frame (burn-in frames count).
+        Called as ``progress(done, total)`` from the computing thread after every frame of
+        every phase (noise estimation, bleaching estimation, burn-in, classification; ``total``
+        counts them all, the last ``T`` units are the classified frames). Raising
+        :class:`napari_gmm.Cancelled` in it stops the job (any exception does, and propagates).
+    tiles : bool, default True
+        Dask stacks only: return lazy outputs computed per spatial tile, each tile with the whole
+        time axis (the per-pixel models are independent; the post-filter's tile borders overlap),
+        so tiles run in parallel on threads or on a ``distributed`` cluster and memory is a tile,
+        not the stack. The stack-wide estimates (data range, noise model, bleaching factors) are
+        computed first, from a sample of frames, and shared by every tile, so the result equals
+        the NumPy path's exactly. ``model`` is then None (one per tile, not kept). False streams
+        the dask stack frame by frame into in-memory outputs, as for NumPy input.
     should_stop : callable, optional
         Called before every frame; when it returns True the run stops with
-        :class:`InterruptedError` and nothing is returned.
+        :class:`napari_gmm.Cancelled` (an ``InterruptedError``) and nothing is returned.
+        Kept for compatibility: raising ``Cancelled`` from ``progress`` is the documented way.
     **params
         Model parameters of :class:`BackgroundModel` (``history``, ``var_threshold``,
         ``n_mixtures``, ``background_ratio``, ``var_threshold_gen``, ``var_init``,
         ``var_min``, ``var_max``, ``complexity_reduction_threshold``, ``detect_shadows``,
-        ``shadow_threshold``, ``median_size``).
+        ``shadow_threshold``, ``median_size``); defaults from the preset.
 
     Returns
     -------
     BackgroundResult
         ``foreground`` (T, Y, X) uint8 (0 background, 1 foreground, 2 shadow),
-        ``background``, ``foreground_image``, the final ``model`` and the ``params`` used.
-        Axes are time first and channels last, whatever the input layout.
+        ``background``, ``foreground_image``, the final ``model``, the ``params`` used, the
+        ``frame_factors`` and the ``noise`` model. Axes are time first and channels last,
+        whatever the input layout.
 
     Raises
     ------
     napari_gmm.InputError
         (a ``ValueError``) for a 2D image or a 1-frame stack, an ambiguous or misplaced
-        channel axis, frames thinner than 4 pixels (wrong time axis), NaN/inf in a frame, or
-        parameters out of range (e.g. ``n_mixtures`` outside 1..16). Nothing is returned and
-        the input is not modified.
+        channel axis, frames thinner than 4 pixels (wrong time axis), NaN/inf in a frame,
+        parameters out of range (e.g. ``n_mixtures`` outside 1..16), an unknown preset, a
+        noise model with gain <= 0 or an offset above the data, or ``noise="auto"`` on a stack
+        without shot noise (e.g. identical frames). Nothing is returned and the input is not
+        modified.
     TypeError
         For an unknown parameter name (e.g. OpenCV's camelCase ``varThreshold``).
-    InterruptedError
+    napari_gmm.Cancelled
         When ``should_stop()`` returned True.
 
     Notes
@@ -778,6 +1567,15 @@ def subtract_background(stack, *, time_axis=0, channel_axis=None, burn_in=100,
     background, while the static scene is known from the first frame on. The default 100 spread
     frames cost little (6 % more work on a 1700-frame video); ``burn_in="all"`` costs a full
     extra pass and helps most with dynamic backgrounds (waving trees, water).
+
+    Objects that pause: after a burn-in over every frame, a mode's weight is the fraction of
+    the frames it explains, and the background is the modes whose cumulative weight (strongest
+    first) stays under ``background_ratio``. An object sitting on a pixel for a fraction ``d``
+    of the frames becomes background only when the true background's weight ``1 - d`` falls
+    under ``background_ratio``: the fluorescence preset (0.5) tolerates pauses of up to half
+    of the stack at a pixel (as a temporal median does), the video preset (0.9) only 10 %.
+    The classification pass keeps learning at ``1 / history`` at most, which moves a weight by
+    about 0.1 over a 50-frame pause.
 
     Examples
     --------
@@ -800,17 +1598,232 @@ def subtract_background(stack, *, time_axis=0, channel_axis=None, burn_in=100,
     """
     check_param_names(params, MODEL_DEFAULTS, "background-model parameter")
     stack = native_stack(stack)
+    if _is_dask(stack) and tiles:
+        return _subtract_background_tiled(
+            stack, preset=preset, time_axis=time_axis, channel_axis=channel_axis, burn_in=burn_in,
+            background=background, foreground_image=foreground_image, data_range=data_range,
+            learning_rate=learning_rate, noise=noise, bleach_correction=bleach_correction,
+            progress=progress, **params)
     gen = _subtract_background_steps(
-        stack, time_axis=time_axis, channel_axis=channel_axis, burn_in=burn_in,
+        stack, preset=preset, time_axis=time_axis, channel_axis=channel_axis, burn_in=burn_in,
         background=background, foreground_image=foreground_image, data_range=data_range,
-        learning_rate=learning_rate, **params)
+        learning_rate=learning_rate, noise=noise, bleach_correction=bleach_correction,
+        **params)
     while True:
         if should_stop is not None and should_stop():
             gen.close()
-            raise InterruptedError("background modelling was cancelled; nothing was returned")
+            raise Cancelled("background modelling was cancelled; nothing was returned")
         try:
             done, total = next(gen)
         except StopIteration as stop:
             return stop.value
         if progress is not None:
             progress(done, total)
+
+
+def _steps(gen, progress):
+    """Run a step generator to its end, reporting each step; return its value."""
+    done = 0
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+        done += 1
+        if progress is not None:
+            progress(done, done + 1)
+
+
+def _tile_job(block, crop, kw):
+    """subtract_background on one tile (with its halo), cropped to the tile: (fg, bg, fg_image)."""
+    res = subtract_background(np.asarray(block), tiles=False, **kw)
+    sl = (slice(None),) + crop
+    bg = res.background
+    if bg is not None:
+        bg = bg[sl] if kw["background"] == "all" else bg[crop]
+    fgi = None if res.foreground_image is None else res.foreground_image[sl]
+    return res.foreground[sl], bg, fgi
+
+
+def _tile_edges(n, side):
+    """Tile boundaries along an axis of length n: equal tiles of at most ``side`` pixels."""
+    k = max(1, -(-n // max(1, side)))
+    return np.linspace(0, n, k + 1).round().astype(int)
+
+
+def _subtract_background_tiled(stack, *, preset, time_axis, channel_axis, burn_in, background,
+                               foreground_image, data_range, learning_rate, noise, bleach_correction,
+                               progress, **params) -> BackgroundResult:
+    """Lazy outputs of subtract_background for a dask stack, one task per spatial tile."""
+    import dask
+    import dask.array as da
+
+    from ._kernels import _config
+
+    preset = _check_preset(preset)
+    res = _resolve(preset, burn_in, noise, bleach_correction, params)
+    view, info = _normalise_stack(stack, time_axis, channel_axis)
+    n_t = info["n_frames"]
+    _check_run_args(n_t, res, background, foreground_image, learning_rate)
+    burn_in, noise, bc = res.pop("burn_in"), res.pop("noise"), res.pop("bleach_correction")
+    # the stack-wide estimates, once, shared by every tile (so that tiles equal the whole)
+    model_noise = None
+    if isinstance(noise, str):
+        model_noise = _steps(_estimate_noise_steps(view, info, n_pairs=min(48, n_t - 1)), progress)
+    elif noise is not None:
+        model_noise = NoiseModel.coerce(noise)
+        _check_offset(model_noise.offset, view, info)
+    factors = None
+    if isinstance(bc, (bool, np.bool_)):
+        if bc:
+            factors = _steps(_estimate_bleaching_steps(view, info), progress)
+    else:
+        factors = np.asarray(bc, np.float64).copy()
+    if data_range is None:
+        data_range = default_data_range(view)
+    frame_shape = info["frame_shape"]
+    H, W = frame_shape[:2]
+    grey = len(frame_shape) == 2
+    dtype = info["dtype"]
+    out_dtype = dtype if dtype.kind in "ui" else np.dtype(np.float32)
+    # tiles of about TILE_BYTES of input each (the whole time axis), square
+    px_bytes = n_t * dtype.itemsize * (1 if grey else frame_shape[2])
+    side = int(max(16, np.sqrt(_config.TILE_BYTES / max(px_bytes, 1))))
+    ys, xs = _tile_edges(H, side), _tile_edges(W, side)
+    r = res["median_size"] // 2 if res["median_size"] > 1 else 0
+    kw = dict(preset=preset, time_axis=0, channel_axis=None if grey else -1, burn_in=burn_in,
+              background=background, foreground_image=foreground_image, data_range=float(data_range),
+              learning_rate=learning_rate, noise=model_noise, bleach_correction=False if factors is None else factors,
+              **res)
+    from ._dask import task
+
+    tile_job = task(_tile_job, (len(ys) - 1) * (len(xs) - 1))
+    rows_fg, rows_bg, rows_fi = [], [], []
+    for y0, y1 in zip(ys[:-1], ys[1:]):
+        row_fg, row_bg, row_fi = [], [], []
+        for x0, x1 in zip(xs[:-1], xs[1:]):
+            ya, yb, xa, xb = max(0, y0 - r), min(H, y1 + r), max(0, x0 - r), min(W, x1 + r)
+            crop = (slice(y0 - ya, y1 - ya), slice(x0 - xa, x1 - xa))
+            job = dask.delayed(tile_job, nout=3, pure=True)(view[:, ya:yb, xa:xb], crop, kw)
+            th, tw = y1 - y0, x1 - x0
+            row_fg.append(da.from_delayed(job[0], (n_t, th, tw), np.uint8))
+            tail = () if grey else (frame_shape[2],)
+            if background == "all":
+                row_bg.append(da.from_delayed(job[1], (n_t, th, tw) + tail, out_dtype))
+            elif background == "last":
+                row_bg.append(da.from_delayed(job[1], (th, tw) + tail, out_dtype))
+            if foreground_image is not None:
+                fdt = np.float32 if foreground_image == "difference" else out_dtype
+                row_fi.append(da.from_delayed(job[2], (n_t, th, tw) + tail, fdt))
+        rows_fg.append(row_fg)
+        rows_bg.append(row_bg)
+        rows_fi.append(row_fi)
+
+    def assemble(rows, t_axis=True):
+        if not rows or not rows[0]:
+            return None
+        return da.concatenate([da.concatenate(row, axis=2 if t_axis else 1) for row in rows],
+                              axis=1 if t_axis else 0)
+
+    used = dict(res, preset=preset, time_axis=info["time_axis"], channel_axis=info["channel_axis"],
+                burn_in=burn_in, data_range=float(data_range), background=background,
+                foreground_image=foreground_image, learning_rate=learning_rate,
+                noise=None if model_noise is None else model_noise.as_dict(),
+                bleach_correction=factors is not None,
+                frame_factors=None if factors is None else [float(v) for v in factors],
+                tiles=[len(ys) - 1, len(xs) - 1])
+    return BackgroundResult(foreground=assemble(rows_fg), background=assemble(rows_bg, background == "all"),
+                            foreground_image=assemble(rows_fi), model=None, params=used,
+                            frame_factors=factors, noise=model_noise)
+
+
+def pixel_history(trace, *, preset=DEFAULT_PRESET, data_range=None, burn_in=FROM_PRESET,
+                  learning_rate=None, noise=FROM_PRESET, bleach_correction=FROM_PRESET,
+                  frame_factors=None, **params) -> dict:
+    """Replay the background model of one pixel frame by frame.
+
+    Every pixel of :func:`subtract_background` evolves independently of the others (only the
+    returned masks are post-filtered across neighbours), so a :class:`BackgroundModel` of a
+    1 x 1 frame fed the same frames with the same schedule (:func:`burn_in_indices`, then the
+    classifying pass, through :meth:`BackgroundModel.apply_block`) gives that pixel's exact
+    model after each frame.
+
+    Parameters
+    ----------
+    trace : array_like, shape (T,) or (T, C)
+        The pixel's values over time.
+    preset, burn_in, learning_rate, **params
+        As :func:`subtract_background` (pass ``BackgroundResult.params``: every key of
+        :data:`REPLAY_KEYS` is accepted).
+    data_range : float, optional
+        As :func:`subtract_background`; give the stack's (``result.params["data_range"]``):
+        the default here is the trace's own.
+    noise : NoiseModel, dict or None
+        The noise model the stack used (``result.params["noise"]``); ``"auto"`` cannot be
+        estimated from one pixel and is refused.
+    bleach_correction : bool or (T,) array_like
+        As :func:`subtract_background`; True needs ``frame_factors``.
+    frame_factors : (T,) array_like, optional
+        The stack's factors (``result.frame_factors`` or ``result.params["frame_factors"]``).
+
+    Returns
+    -------
+    dict
+        ``"values"`` (T,) or (T, C) float, ``"foreground"`` (T,) uint8 (0 background,
+        1 foreground, 2 shadow; not post-filtered), ``"bg_mean"`` (T,) or (T, C): mean of the
+        most probable mode after each frame, ``"bg_sigma"`` (T,): its standard deviation,
+        ``"var_threshold"``, ``"data_range"`` and ``"mixture"``: the final
+        :meth:`BackgroundModel.mixture_at` dict.
+    """
+    preset = _check_preset(preset)
+    params = dict(params)
+    params["median_size"] = 0  # a single pixel has no neighbours to vote
+    res = _resolve(preset, burn_in, noise, bleach_correction, params)
+    burn_in, noise, bc = res.pop("burn_in"), res.pop("noise"), res.pop("bleach_correction")
+    v = np.asarray(trace)
+    if v.ndim not in (1, 2) or v.shape[0] < 2:
+        raise InputError(f"a pixel trace must have shape (T,) or (T, C) with T >= 2, got {v.shape}")
+    grey = v.ndim == 1
+    n_t = v.shape[0]
+    if isinstance(noise, str):
+        raise InputError("noise='auto' cannot be estimated from one pixel: pass the stack's "
+                         "noise model (BackgroundResult.noise or params['noise'])")
+    factors = None
+    if frame_factors is not None:
+        factors = np.asarray(frame_factors, np.float64)
+    elif not isinstance(bc, (bool, np.bool_)):
+        factors = np.asarray(bc, np.float64)
+    elif bc:
+        raise InputError("bleach_correction=True needs the stack's frame_factors "
+                         "(BackgroundResult.frame_factors): one pixel cannot estimate them")
+    if factors is not None and factors.shape != (n_t,):
+        raise InputError(f"frame_factors must have one value per frame ({n_t}), got shape "
+                         f"{factors.shape}")
+    frame_shape = (1, 1) if grey else (1, 1, v.shape[1])
+    frames = v.reshape((n_t,) + frame_shape)
+    if data_range is None:
+        data_range = default_data_range(frames)
+    model = BackgroundModel(frame_shape, data_range=data_range, noise=noise, **res)
+    for t in burn_in_indices(n_t, burn_in):
+        model.apply_block(frames[t:t + 1], learning_rate=learning_rate, burn_in=True,
+                          frame_factors=None if factors is None else factors[t:t + 1])
+    fg = np.empty(n_t, np.uint8)
+    n_ch = 1 if grey else v.shape[1]
+    mean = np.empty((n_t, n_ch))
+    sigma = np.empty(n_t)
+    for t in range(n_t):
+        m = model.apply_block(frames[t:t + 1], learning_rate=learning_rate,
+                              frame_factors=None if factors is None else factors[t:t + 1])
+        fg[t] = m[0, 0, 0]
+        mix = model.mixture_at(0, 0)
+        if mix["weights"].size:
+            mean[t] = np.atleast_1d(mix["means"][0])
+            sigma[t] = math.sqrt(float(mix["variances"][0]))
+        else:
+            mean[t] = np.nan
+            sigma[t] = np.nan
+    return {
+        "values": v.astype(float), "foreground": fg, "bg_mean": mean[:, 0] if grey else mean,
+        "bg_sigma": sigma, "var_threshold": float(model.params["var_threshold"]),
+        "mixture": model.mixture_at(0, 0), "data_range": float(data_range),
+    }

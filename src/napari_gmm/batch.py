@@ -23,7 +23,8 @@ from ._validate import FitError, InputError, check_image
 from .mixture import MixtureModel, SplitModels, fit_hist
 from .segmentation import segment
 
-__all__ = ["expand_inputs", "output_paths", "segment_files", "apply_files", "load_model", "connect"]
+__all__ = ["expand_inputs", "output_paths", "segment_files", "apply_files", "background_file", "load_model",
+           "connect"]
 
 
 def expand_inputs(patterns) -> list[Path]:
@@ -75,8 +76,8 @@ def _stem(p: Path) -> str:
     return p.stem
 
 
-def connect(address):
-    """A ``distributed.Client`` for ``address``, or InputError saying why not."""
+def connect(address, timeout="10s"):
+    """A ``distributed.Client`` for ``address``, or InputError saying why not (after ``timeout``)."""
     if address is None:
         return None
     try:
@@ -84,7 +85,7 @@ def connect(address):
     except ImportError:
         raise InputError('a scheduler address needs dask.distributed: pip install "napari-gmm[io]"') from None
     try:
-        return Client(address, timeout="10s")
+        return Client(address, timeout=timeout)
     except Exception as e:  # unreachable, refused, wrong protocol
         raise InputError(f"cannot reach the dask scheduler at {address}: {type(e).__name__}: {e}") from None
 
@@ -161,6 +162,39 @@ def _resolve_channel_axis(src, channel_axis):
     return channel_axis
 
 
+def _outputs(inputs, out, overwrite):
+    """The output paths (see :func:`output_paths`), refusing existing ones unless ``overwrite``;
+    the output folder created."""
+    outs = output_paths(inputs, out)
+    if not overwrite:
+        taken = [p for p in outs if p.exists()]
+        if taken:
+            raise InputError(f"{taken[0]} exists: choose another --out, or --overwrite to replace it")
+    if Path(out).suffix.lower() != ".zarr":
+        Path(out).mkdir(parents=True, exist_ok=True)
+    return outs
+
+
+def _each_file(summary, inputs, outs, work, *, bars, progress):
+    """``work(path, output)`` for every input, recording "ok" with what it returns, or "error" with
+    the message (the others go on); progress over the files."""
+    overall = _progress_bar(bars, len(inputs), "files")
+    t_all = time.perf_counter()
+    for i, (path, dst) in enumerate(zip(inputs, outs)):
+        t0 = time.perf_counter()
+        try:
+            _record(summary, path, dst, "ok", t0, **work(path, dst))
+        except (InputError, FitError, OSError) as e:
+            _record(summary, path, None, "error", t0, error=str(e))
+        if overall is not None:
+            overall.update(1)
+        if progress is not None:
+            progress(i + 1, len(inputs))
+    if overall is not None:
+        overall.close()
+    return _finish(summary, t_all)
+
+
 def segment_files(inputs, out, n_components=3, *, pooled=False, channel_axis="auto", split_axis=None,
                   overwrite=False, client=None, bars=False, progress: Callable | None = None, **fit_kw) -> dict:
     """Segment every input file and write its labels as zarr, with the model as an attribute.
@@ -196,55 +230,34 @@ def segment_files(inputs, out, n_components=3, *, pooled=False, channel_axis="au
         The summary: per file its input, output, status ("ok" or "error"), seconds, the error
         message, and for "ok" the model's K, iterations and convergence; plus totals.
     """
-    outs = output_paths(inputs, out)
-    if not overwrite:
-        taken = [p for p in outs if p.exists()]
-        if taken:
-            raise InputError(f"{taken[0]} exists: choose another --out, or --overwrite to replace it")
-    if Path(out).suffix.lower() != ".zarr":
-        Path(out).mkdir(parents=True, exist_ok=True)
+    outs = _outputs(inputs, out, overwrite)
     summary = {"command": "segment", "n_components": n_components, "pooled": bool(pooled), "files": []}
-    overall = _progress_bar(bars, len(inputs), "files")
-    t_all = time.perf_counter()
     sources = {}
     for p in inputs:
         try:
             sources[p] = _io.open_image(p)
         except InputError as e:
             sources[p] = e
-    model = None
-    if pooled:
-        model = _pooled_model(inputs, sources, n_components, channel_axis, summary, fit_kw)
-    for i, (path, dst) in enumerate(zip(inputs, outs)):
-        t0 = time.perf_counter()
+    model = _pooled_model(inputs, sources, n_components, channel_axis, summary, fit_kw) if pooled else None
+
+    def work(path, dst):
         src = sources[path]
-        try:
-            if isinstance(src, Exception):
-                raise src
-            if model is None and pooled:
-                raise InputError("no pooled model (see the pooled fit's error)")
-            ch = _resolve_channel_axis(src, channel_axis)
-            image = check_image(src.data, channel_axis=ch)
-            if pooled:
-                labels, mdl = model.predict(image, channel_axis=ch), model
-            else:
-                labels, mdl = segment(image, n_components, channel_axis=ch, split_axis=split_axis,
-                                      return_model=True, **fit_kw)
-            attrs = {"model": mdl.to_dict(), "input": str(path), "channel_axis": ch, "pooled": bool(pooled),
-                     "n_components": n_components}
-            _write(labels, dst, attrs, _label_axes(src, ch), overwrite, client, bars)
-            info = mdl if isinstance(mdl, MixtureModel) else mdl[0]
-            _record(summary, path, dst, "ok", t0, n_iter=info.n_iter, converged=info.converged,
-                    shape=list(labels.shape), dtype=str(labels.dtype))
-        except (InputError, FitError, OSError) as e:
-            _record(summary, path, None, "error", t0, error=str(e))
-        if overall is not None:
-            overall.update(1)
-        if progress is not None:
-            progress(i + 1, len(inputs))
-    if overall is not None:
-        overall.close()
-    return _finish(summary, t_all)
+        if isinstance(src, Exception):
+            raise src
+        ch = _resolve_channel_axis(src, channel_axis)
+        image = check_image(src.data, channel_axis=ch)
+        if pooled:
+            labels, mdl = model.predict(image, channel_axis=ch), model
+        else:
+            labels, mdl = segment(image, n_components, channel_axis=ch, split_axis=split_axis,
+                                  return_model=True, **fit_kw)
+        attrs = {"model": mdl.to_dict(), "input": str(path), "channel_axis": ch, "pooled": bool(pooled),
+                 "n_components": n_components}
+        _write(labels, dst, attrs, _label_axes(src, ch), overwrite, client, bars)
+        info = mdl if isinstance(mdl, MixtureModel) else mdl[0]
+        return dict(n_iter=info.n_iter, converged=info.converged, shape=list(labels.shape), dtype=str(labels.dtype))
+
+    return _each_file(summary, inputs, outs, work, bars=bars, progress=progress)
 
 
 def _pooled_model(inputs, sources, n_components, channel_axis, summary, fit_kw):
@@ -273,34 +286,18 @@ def apply_files(model_path, inputs, out, *, channel_axis="auto", overwrite=False
                 progress: Callable | None = None) -> dict:
     """Label every input with a saved model (no fitting): ``napari-gmm apply MODEL.json INPUT...``."""
     model = load_model(model_path)
-    outs = output_paths(inputs, out)
-    if not overwrite:
-        taken = [p for p in outs if p.exists()]
-        if taken:
-            raise InputError(f"{taken[0]} exists: choose another --out, or --overwrite to replace it")
-    if Path(out).suffix.lower() != ".zarr":
-        Path(out).mkdir(parents=True, exist_ok=True)
+    outs = _outputs(inputs, out, overwrite)
     summary = {"command": "apply", "model": str(model_path), "files": []}
-    overall = _progress_bar(bars, len(inputs), "files")
-    t_all = time.perf_counter()
-    for i, (path, dst) in enumerate(zip(inputs, outs)):
-        t0 = time.perf_counter()
-        try:
-            src = _io.open_image(path)
-            ch = _resolve_channel_axis(src, channel_axis)
-            labels = model.predict(src.data, channel_axis=ch)
-            _write(labels, dst, {"model": model.to_dict(), "input": str(path), "channel_axis": ch,
-                                 "applied_from": str(model_path)}, _label_axes(src, ch), overwrite, client, bars)
-            _record(summary, path, dst, "ok", t0, shape=list(labels.shape))
-        except (InputError, FitError, OSError) as e:
-            _record(summary, path, None, "error", t0, error=str(e))
-        if overall is not None:
-            overall.update(1)
-        if progress is not None:
-            progress(i + 1, len(inputs))
-    if overall is not None:
-        overall.close()
-    return _finish(summary, t_all)
+
+    def work(path, dst):
+        src = _io.open_image(path)
+        ch = _resolve_channel_axis(src, channel_axis)
+        labels = model.predict(src.data, channel_axis=ch)
+        _write(labels, dst, {"model": model.to_dict(), "input": str(path), "channel_axis": ch,
+                             "applied_from": str(model_path)}, _label_axes(src, ch), overwrite, client, bars)
+        return dict(shape=list(labels.shape))
+
+    return _each_file(summary, inputs, outs, work, bars=bars, progress=progress)
 
 
 def _finish(summary, t0):
@@ -310,3 +307,38 @@ def _finish(summary, t0):
     summary["seconds"] = round(time.perf_counter() - t0, 3)
     return summary
 
+
+def background_file(path, out, *, preset="camera video", time_axis=0, channel_axis="auto", background="all",
+                    overwrite=False, client=None, bars=False, **params) -> dict:
+    """Background modelling of one stack file, written to ``out`` (a .zarr group with the arrays
+    ``foreground`` (T, Y, X) uint8 and, unless ``background=None``, ``background``): the stack is
+    read lazily and modelled per spatial tile (see :func:`napari_gmm.subtract_background`), so
+    memory is a tile's, not the stack's. ``napari-gmm background STACK --out OUT.zarr``."""
+    from .background import subtract_background
+
+    t0 = time.perf_counter()
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise InputError(f"{out} exists: choose another --out, or --overwrite to replace it")
+    summary = {"command": "background", "preset": preset, "files": []}
+    try:
+        src = _io.open_image(path)
+        ch = _resolve_channel_axis(src, channel_axis)
+        res = subtract_background(src.data, preset=preset, time_axis=time_axis, channel_axis=ch,
+                                  background=background, **params)
+        arrays = {"foreground": res.foreground}
+        if res.background is not None:
+            arrays["background"] = res.background
+        attrs = {"params": res.params, "input": str(path),
+                 "frame_factors": None if res.frame_factors is None else list(map(float, res.frame_factors)),
+                 "noise": None if res.noise is None else res.noise.as_dict()}
+        bar = None if client is not None else _chunk_bar(bars, out.name)
+        if bar is None:
+            _io.write_zarr(out, arrays, attrs=attrs, overwrite=overwrite)
+        else:
+            with bar:
+                _io.write_zarr(out, arrays, attrs=attrs, overwrite=overwrite)
+        _record(summary, path, out, "ok", t0, shape=list(res.foreground.shape), tiles=res.params.get("tiles"))
+    except (InputError, FitError, OSError) as e:
+        _record(summary, path, None, "error", t0, error=str(e))
+    return _finish(summary, t0)

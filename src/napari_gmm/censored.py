@@ -46,7 +46,7 @@ from ._kernels import _config
 from ._kernels import censored as _kc
 from ._kernels import em as _k
 from ._validate import InputError
-from .em import Params, Problem, collapse_error
+from .em import CovType, Params, Problem, collapse_error
 
 __all__ = ["Censoring", "CensoredSamples", "detect_censoring", "CENSORING_OPTIONS"]
 
@@ -295,12 +295,11 @@ class CensoredSamples(Problem):
         return ll / self.total_weight
 
     def objective(self, params: Params) -> float:
+        # the E-step kernel (block-pruned, vectorised) gives the log-likelihood 10x faster than
+        # the sample-by-sample log_likelihood kernel (49,466 levels: 0.65 against 8 ms); its
+        # statistics go to scratch buffers and are discarded
         bufs = self._prepare(params, None)
-        inv_sd, prec_chol, log_det, log_w = bufs[:4]
-        ll = 0.0
-        if self.X.shape[0]:
-            ll = _k.log_likelihood(self.X, self.w, params.means, inv_sd, prec_chol, log_det, log_w,
-                                   int(params.cov_type), get_num_threads())
+        ll = self._plain_estep(params, bufs)
         for c, n, upper in self.groups:
             ll += n * _logsumexp(self.group_log_probs(params, c, upper))
         return ll / self.total_weight
@@ -359,3 +358,24 @@ def censored_grid_fix(grid, weights, means, variances, censoring: Censoring, lut
         if proba is not None:
             p = np.exp(lp - _logsumexp(lp))
             proba[rows] = p.astype(proba.dtype)
+
+
+def censored_score(X, w, weights, means, variances, censoring: Censoring) -> float:
+    """Mean log-likelihood per pixel of grey samples ``X`` (M, 1) with counts ``w`` under a censored
+    model: samples at or beyond a censored level (``lower_level``/``upper_level``) count by the tail
+    mass, the others by the density (the objective the fit maximised)."""
+    x = np.asarray(X, dtype=np.float64).reshape(-1)
+    w = np.asarray(w, dtype=np.float64)
+    lo = x <= censoring.lower_level if censoring.lower is not None else np.zeros(x.size, bool)
+    hi = x >= censoring.upper_level if censoring.upper is not None else np.zeros(x.size, bool)
+    mid = ~(lo | hi)
+    K = len(weights)
+    params = Params(np.asarray(weights, dtype=np.float64), np.asarray(means, dtype=np.float64).reshape(K, 1),
+                    np.asarray(variances, dtype=np.float64).reshape(K, 1, 1), CovType.SPHERICAL)
+    c = Censoring(lower=censoring.lower if lo.any() else None, upper=censoring.upper if hi.any() else None,
+                  lower_level=float(x[lo].max()) if lo.any() else None,
+                  upper_level=float(x[hi].min()) if hi.any() else None,
+                  n_lower=float(w[lo].sum()), n_upper=float(w[hi].sum()), step=censoring.step, how=censoring.how)
+    Xs = np.concatenate([[0.0]] * bool(lo.any()) + [x[mid]] + [[0.0]] * bool(hi.any()))[:, None]
+    ws = np.concatenate([[c.n_lower]] * bool(lo.any()) + [w[mid]] + [[c.n_upper]] * bool(hi.any()))
+    return float(CensoredSamples(Xs, ws, c, 0.0).objective(params))

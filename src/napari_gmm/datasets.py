@@ -338,13 +338,13 @@ def noisy_regions(shape=(512, 512), *, noise=0.58, bias=0.0, n_classes=3, separa
     """
     shape = tuple(int(s) for s in shape)
     if len(shape) not in (2, 3) or min(shape) < 16:
-        raise ValueError(f"noisy_regions: shape must be 2-D or 3-D with every axis >= 16, got {shape}")
+        raise InputError(f"noisy_regions: shape must be 2-D or 3-D with every axis >= 16, got {shape}")
     if not 3 <= int(n_classes) <= 6:
-        raise ValueError(f"noisy_regions: n_classes must be in 3..6, got {n_classes}")
+        raise InputError(f"noisy_regions: n_classes must be in 3..6, got {n_classes}")
     if not (np.isfinite(noise) and noise >= 0):
-        raise ValueError(f"noisy_regions: noise must be a finite number >= 0, got {noise}")
+        raise InputError(f"noisy_regions: noise must be a finite number >= 0, got {noise}")
     if not 0 <= bias <= 0.9:
-        raise ValueError(f"noisy_regions: bias must be in [0, 0.9], got {bias}")
+        raise InputError(f"noisy_regions: bias must be in [0, 0.9], got {bias}")
     rng = np.random.default_rng(seed)
     size = max(shape)
     field = _smooth_field(shape, max(size / 16.0, 1.0), rng)
@@ -361,7 +361,7 @@ def noisy_regions(shape=(512, 512), *, noise=0.58, bias=0.0, n_classes=3, separa
     image = separation * truth.astype(np.float64)
     image += rng.normal(0.0, noise * separation, shape)
     if bias > 0:
-        g = _smooth_field(shape, size / 3.0, rng)
+        g = _smooth_field(shape, size / 2.0, rng)
         g /= np.abs(g).max()
         bf = 1.0 + bias * g
     else:
@@ -371,3 +371,194 @@ def noisy_regions(shape=(512, 512), *, noise=0.58, bias=0.0, n_classes=3, separa
 
 
 __all__ += ["noisy_regions"]
+
+
+#: the variants of :func:`fluorescence_timelapse`: camera, bleaching, scene
+FLUORESCENCE_VARIANTS = {
+    # sCMOS-like camera, moderate bleaching, a handful of particles of each kind
+    "standard": dict(gain=2.0, offset=100.0, read_noise=2.0, bleach=0.35, drift=0.0,
+                     background=30.0, structures=300.0, n_fast=4, n_slow=4, n_pausing=3,
+                     contrast=(3.0, 10.0)),
+    # a dim stack bleached by 60 %: weak particles (3-6 sd), high camera offset
+    "dim": dict(gain=1.0, offset=400.0, read_noise=3.0, bleach=0.6, drift=0.0,
+                background=15.0, structures=80.0, n_fast=3, n_slow=3, n_pausing=3,
+                contrast=(3.0, 6.0)),
+    # bright structures, many particles, 20 % bleaching plus a lamp drift of a few percent
+    "crowded": dict(gain=4.0, offset=200.0, read_noise=1.5, bleach=0.2, drift=0.03,
+                    background=50.0, structures=1500.0, n_fast=8, n_slow=6, n_pausing=5,
+                    contrast=(3.0, 10.0)),
+}
+
+
+def fluorescence_timelapse(shape=(200, 160, 160), *, variant="standard", seed=0):
+    """Simulated fluorescence time-lapse (uint16 camera) with exact foreground truth.
+
+    A test scene for background modelling of microscopy stacks: static structures of varied
+    brightness (Gaussian blobs and filaments over an autofluorescent background), bleaching of
+    the whole scene over the stack (exponential, 20-60 % depending on the variant), and moving
+    objects: fast particles (2-4 pixels per frame), slow ones (0.3-1), particles that pause
+    20-50 frames (once or twice) and one cell (radius 12-15 pixels, textured) migrating 0.4-0.6
+    pixel per frame across part of the field. Objects are flat discs whose brightness at the
+    last frame is 3-10 (``"dim"``: 3-6) noise sd above the background around them; they bleach
+    with the scene. The camera: ``offset + gain * Poisson(photons) + Normal(0, read_noise)``,
+    rounded and clipped to uint16.
+
+    Parameters
+    ----------
+    shape : (T, Y, X), default (200, 160, 160)
+        T >= 60 (the pauses), Y, X >= 64.
+    variant : {"standard", "dim", "crowded"}
+        Camera and scene (:data:`FLUORESCENCE_VARIANTS`): ``"standard"`` (gain 2, offset 100,
+        read noise 2, 35 % bleaching), ``"dim"`` (gain 1, offset 400, 60 % bleaching, weak
+        particles), ``"crowded"`` (gain 4, bright structures, many particles, 20 % bleaching
+        and a 3 % lamp drift).
+    seed : int
+        The result is a deterministic function of all arguments.
+
+    Returns
+    -------
+    stack : (T, Y, X) ndarray of uint16
+    truth : (T, Y, X) ndarray of bool
+        True exactly inside the objects' discs.
+    info : dict
+        ``gain``, ``offset``, ``read_noise`` (the camera), ``factors`` (T,) the scene's
+        intensity factor (1 at frame 0), ``photons`` (Y, X) the static scene at frame 0,
+        ``max_dwell`` the largest fraction of frames any pixel is foreground, ``pauses`` a list
+        of (particle, first frame, last frame).
+
+    Examples
+    --------
+    >>> from napari_gmm.datasets import fluorescence_timelapse
+    >>> stack, truth, info = fluorescence_timelapse((60, 64, 64), seed=1)
+    >>> stack.dtype, stack.shape == truth.shape, info["gain"], 0.6 < info["factors"][-1] < 0.7
+    (dtype('uint16'), True, 2.0, True)
+    """
+    from ._validate import InputError
+
+    t_len, h, w = (int(s) for s in shape)
+    if t_len < 60 or h < 64 or w < 64:
+        raise InputError(f"fluorescence_timelapse: shape must be (T >= 60, Y >= 64, X >= 64), "
+                         f"got {shape}")
+    if variant not in FLUORESCENCE_VARIANTS:
+        raise InputError(f"fluorescence_timelapse: variant must be one of "
+                         f"{sorted(FLUORESCENCE_VARIANTS)}, got {variant!r}")
+    v = FLUORESCENCE_VARIANTS[variant]
+    rng = np.random.default_rng([seed, sorted(FLUORESCENCE_VARIANTS).index(variant)])
+    gain, offset, read = v["gain"], v["offset"], v["read_noise"]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+
+    # static scene (photons at frame 0): background, blobs of log-uniform brightness, filaments
+    scene = v["background"] * (1.0 + 0.3 * np.tanh(_smooth_field((h, w), min(h, w) / 6.0, rng)))
+    n_blobs = int(h * w / 600)
+    for _ in range(n_blobs):
+        cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+        sd = rng.uniform(1.5, 6.0)
+        amp = v["structures"] * np.exp(rng.uniform(np.log(0.05), 0.0))
+        scene += amp * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sd * sd))
+    for _ in range(max(2, int(h * w / 8000))):
+        y0, x0, ang = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(0, np.pi)
+        d = np.abs((yy - y0) * np.cos(ang) - (xx - x0) * np.sin(ang))
+        scene += 0.3 * v["structures"] * rng.uniform(0.2, 1.0) * np.exp(-d * d / 2.0)
+
+    # bleaching (exponential, ends at 1 - bleach) and a slow lamp drift
+    t = np.arange(t_len, dtype=np.float64)
+    tau = t_len / 2.0
+    decay = (1.0 - np.exp(-t / tau)) / (1.0 - np.exp(-(t_len - 1) / tau))
+    factors = 1.0 - v["bleach"] * decay
+    if v["drift"]:
+        wobble = np.cumsum(rng.normal(0, 1, t_len))
+        wobble = np.convolve(wobble - wobble.mean(), np.ones(9) / 9, mode="same")
+        wobble *= v["drift"] / max(np.abs(wobble).max(), 1e-12)
+        factors = factors * (1.0 + wobble)
+        factors = factors / factors[0]
+    f_end = float(factors[-1])
+
+    def amplitude(k, y, x):
+        """Photons (at frame 0) of an object k noise sd above the local scene at the last frame."""
+        iy, ix = int(np.clip(y, 0, h - 1)), int(np.clip(x, 0, w - 1))
+        y0, y1, x0, x1 = max(0, iy - 6), min(h, iy + 7), max(0, ix - 6), min(w, ix + 7)
+        local = float(scene[y0:y1, x0:x1].max()) * f_end
+        sd = np.sqrt(gain * gain * local + read * read)
+        return k * sd / (gain * f_end)
+
+    lo_k, hi_k = v["contrast"]
+    objects = []
+
+    def particle(speed, pauses=()):
+        y, x = rng.uniform(8, h - 8), rng.uniform(8, w - 8)
+        ang = rng.uniform(0, 2 * np.pi)
+        path = np.empty((t_len, 2))
+        for i in range(t_len):
+            path[i] = y, x
+            if any(a <= i < b for a, b in pauses):
+                continue
+            ang += rng.normal(0, 0.15)
+            y, x = y + speed * np.sin(ang), x + speed * np.cos(ang)
+            if not 4 <= y <= h - 5:
+                ang = -ang
+                y = float(np.clip(y, 4, h - 5))
+            if not 4 <= x <= w - 5:
+                ang = np.pi - ang
+                x = float(np.clip(x, 4, w - 5))
+        r = rng.uniform(2.0, 3.5)
+        k = rng.uniform(lo_k, hi_k)
+        amp = max(amplitude(k, py, px) for py, px in path[:: max(1, t_len // 20)])
+        objects.append(dict(path=path, r=r, amp=amp, texture=None))
+
+    for _ in range(v["n_fast"]):
+        particle(rng.uniform(2.0, 4.0))
+    for _ in range(v["n_slow"]):
+        particle(rng.uniform(0.3, 1.0))
+    pauses_out = []
+    for _ in range(v["n_pausing"]):
+        n_p = 1 if t_len < 140 else int(rng.integers(1, 3))
+        pauses, start = [], int(rng.integers(5, max(6, t_len // 4)))
+        for _ in range(n_p):
+            length = int(rng.integers(20, 51))
+            if start + length > t_len - 2:
+                break
+            pauses.append((start, start + length))
+            start += length + int(rng.integers(15, 40))
+        particle(rng.uniform(1.0, 2.0), pauses)
+        pauses_out += [(len(objects) - 1, a, b - 1) for a, b in pauses]
+    # the migrating cell: a straight path at 0.4-0.6 pixel per frame, textured
+    r_cell = rng.uniform(12.0, 15.0)
+    speed = rng.uniform(0.4, 0.6)
+    ang = rng.uniform(0, 2 * np.pi)
+    cy, cx = h / 2 - np.sin(ang) * speed * t_len / 2, w / 2 - np.cos(ang) * speed * t_len / 2
+    cell_path = np.stack([cy + np.sin(ang) * speed * t, cx + np.cos(ang) * speed * t], axis=1)
+    k_cell = rng.uniform(max(lo_k, 5.0), max(hi_k, 8.0) if variant != "dim" else 6.0)
+    cell_amp = max(amplitude(k_cell / 0.6, py, px) for py, px in cell_path[::10])
+    tex_n = int(2 * r_cell + 3)
+    # cytoplasm texture, blurred by the optics (correlation length 4 pixels)
+    texture = 0.6 + 0.4 * (0.5 + 0.5 * np.tanh(_smooth_field((tex_n, tex_n), 4.0, rng)))
+    objects.append(dict(path=cell_path, r=r_cell, amp=cell_amp, texture=texture))
+
+    stack = np.empty((t_len, h, w), np.uint16)
+    truth = np.zeros((t_len, h, w), bool)
+    for i in range(t_len):
+        photons = scene * factors[i]
+        for o in objects:
+            py, px = o["path"][i]
+            r = o["r"]
+            y0, y1 = max(0, int(py - r) - 1), min(h, int(py + r) + 2)
+            x0, x1 = max(0, int(px - r) - 1), min(w, int(px + r) + 2)
+            if y0 >= y1 or x0 >= x1:
+                continue
+            sub_y, sub_x = yy[y0:y1, x0:x1], xx[y0:y1, x0:x1]
+            disc = (sub_y - py) ** 2 + (sub_x - px) ** 2 <= r * r
+            level = o["amp"] * factors[i]
+            if o["texture"] is not None:
+                ty = np.clip((sub_y - py + r + 1).astype(int), 0, o["texture"].shape[0] - 1)
+                tx = np.clip((sub_x - px + r + 1).astype(int), 0, o["texture"].shape[1] - 1)
+                level = level * o["texture"][ty, tx]
+            photons[y0:y1, x0:x1] += np.where(disc, level, 0.0)
+            truth[i, y0:y1, x0:x1] |= disc
+        adu = offset + gain * rng.poisson(photons) + rng.normal(0.0, read, (h, w))
+        stack[i] = np.clip(np.rint(adu), 0, 65535).astype(np.uint16)
+    info = dict(gain=gain, offset=offset, read_noise=read, factors=factors, photons=scene,
+                max_dwell=float(truth.mean(axis=0).max()), pauses=pauses_out, variant=variant)
+    return stack, truth, info
+
+
+__all__ += ["fluorescence_timelapse"]

@@ -89,7 +89,7 @@ def open_image(path) -> ImageSource:
     try:
         if kind in (".ome.tif", ".ome.tiff", ".tif", ".tiff"):
             tifffile = _need("tifffile")
-            zarr = _need("zarr")
+            _need("zarr")
             with tifffile.TiffFile(path) as tf:
                 axes = tf.series[0].axes.lower() if tf.is_ome else None
             arr = _TiffArray(path)
@@ -173,18 +173,21 @@ def write_zarr(path, data, *, attrs=None, axes=None, chunks=None, overwrite=Fals
     ----------
     path : str or Path
         The output, conventionally ending in ``.zarr``.
-    data : ndarray or dask array
+    data : ndarray or dask array, or dict of them
+        One image (stored as the group's array ``"0"`` with OME-NGFF multiscales metadata, which
+        napari opens), or several named arrays (e.g. ``{"foreground": ..., "background": ...}``).
     attrs : dict, optional
         Stored as the group's ``"napari_gmm"`` attribute (JSON-able: models as ``to_dict()``),
         together with ``"complete": true`` once every chunk is written.
     axes : str, optional
-        Axis names (``"tyx"``, ``"zyx"``, ...); default the last ``ndim`` of ``"tczyx"``.
+        Axis names of a single image (``"tyx"``, ``"zyx"``, ...); default the last ``ndim`` of
+        ``"tczyx"``.
     chunks : tuple, optional
         Chunk shape on disk (default the dask chunks, or 1 x 1024 x 1024-like for NumPy input).
     overwrite : bool, default False
         Replace an existing output (only after the new one is complete).
     compute_kwargs : dict, optional
-        Passed to dask's compute (e.g. a ``scheduler``); the default scheduler, or the active
+        Passed to dask's store (e.g. a ``scheduler``); the default scheduler, or the active
         ``distributed.Client``, otherwise.
 
     Returns
@@ -197,26 +200,30 @@ def write_zarr(path, data, *, attrs=None, axes=None, chunks=None, overwrite=Fals
     path = Path(path)
     if path.exists() and not overwrite:
         raise InputError(f"{path} exists: choose another output, or overwrite=True (--overwrite) to replace it")
-    arr = data if hasattr(data, "dask") else da.from_array(np.asarray(data), chunks=chunks or _disk_chunks(data))
-    if chunks is not None:
-        arr = arr.rechunk(chunks)
-    axes = axes or _default_axes(arr.ndim)
+    single = not isinstance(data, dict)
+    arrays = {"0": data} if single else dict(data)
+    for name, a in arrays.items():
+        a = a if hasattr(a, "dask") else da.from_array(np.asarray(a), chunks=chunks or _disk_chunks(a))
+        # regular chunks equal to the zarr chunks: two tasks never write into one zarr chunk (unequal
+        # dask chunks, e.g. background tiles, would race on the chunk they share)
+        arrays[name] = a.rechunk(chunks if chunks is not None else tuple(max(c) for c in a.chunks))
     tmp = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}")
     try:
         group = zarr.open_group(str(tmp), mode="w")
-        target = group.create_array("0", shape=arr.shape, dtype=arr.dtype,
-                                    chunks=tuple(max(c) for c in arr.chunks), fill_value=0)
-        da.store(arr, target, lock=False, compute=True, **(compute_kwargs or {}))
-        meta = {"complete": True, **_jsonable(attrs or {})}
-        group.attrs.update({
-            "multiscales": [{
+        targets = [group.create_array(name, shape=a.shape, dtype=a.dtype, chunks=tuple(max(c) for c in a.chunks),
+                                      fill_value=0) for name, a in arrays.items()]
+        da.store(list(arrays.values()), targets, lock=False, compute=True, **(compute_kwargs or {}))
+        meta = {"napari_gmm": {"complete": True, **_jsonable(attrs or {})}}
+        if single:
+            arr = arrays["0"]
+            axes = axes or _default_axes(arr.ndim)
+            meta["multiscales"] = [{
                 "version": "0.4", "name": path.stem,
                 "axes": [_axis(a) for a in axes] if axes and len(axes) == arr.ndim else [],
                 "datasets": [{"path": "0", "coordinateTransformations": [
                     {"type": "scale", "scale": [1.0] * arr.ndim}]}],
-            }],
-            "napari_gmm": meta,
-        })
+            }]
+        group.attrs.update(meta)
         if path.exists():  # overwrite: swap in the complete output, then drop the old one
             old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
             os.replace(path, old)
@@ -244,11 +251,22 @@ def _jsonable(o):
     return json.loads(json.dumps(o, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
 
 
-def read_result(path) -> tuple[object, dict]:
-    """(the array as dask, its ``"napari_gmm"`` attributes) of an output of :func:`write_zarr`;
-    InputError if it is not one or was not completed."""
-    src = open_image(path)
-    meta = src.attrs.get("napari_gmm")
+def read_result(path, name=None) -> tuple[object, dict]:
+    """(the array as dask, its ``"napari_gmm"`` attributes) of an output of :func:`write_zarr`
+    (``name``: which array of a multi-array result, e.g. ``"foreground"``); InputError if it is
+    not one or was not completed."""
+    zarr = _need("zarr")
+    da = _need("dask.array")
+    path = Path(path)
+    try:
+        group = zarr.open_group(str(path), mode="r")
+    except Exception as e:
+        raise InputError(f"{path}: not a napari-gmm result ({type(e).__name__}: {e})") from None
+    meta = dict(group.attrs).get("napari_gmm")
     if not meta or not meta.get("complete"):
         raise InputError(f"{path}: not a complete napari-gmm result (no 'napari_gmm' attributes with complete=true)")
-    return src.data, meta
+    names = list(group.array_keys())
+    key = name or ("0" if "0" in names else names[0])
+    if key not in names:
+        raise InputError(f"{path} has no array {key!r}: it holds {', '.join(names)}")
+    return da.from_zarr(group[key]), meta

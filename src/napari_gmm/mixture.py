@@ -23,7 +23,15 @@ from . import selection as _sel
 from ._kernels import _config
 from ._kernels import em as _em
 from ._kernels import kmeans as _km
-from ._validate import InputError, check_fit_range, check_image, check_k, check_progress, is_dask
+from ._validate import (
+    InputError,
+    check_fit_range,
+    check_image,
+    check_k,
+    check_progress,
+    is_dask,
+    user_stacklevel,
+)
 
 __all__ = ["MixtureModel", "SplitModels", "fit_hist"]
 
@@ -211,7 +219,7 @@ class MixtureModel:
     def _fns_for(self, labels="map") -> _pl.SampleFns:
         """The look-up functions for ``labels="map"`` (most probable component) or ``"intervals"``."""
         if labels == "map":
-            return self._fns()
+            return _pl.SampleFns(self.n_components, self._sample_labels, self._sample_posteriors)
         if labels != "intervals":
             raise InputError(f"labels={labels!r} is not an option: use 'map' (each pixel's most probable "
                              "component) or 'intervals' (contiguous intensity ranges, grey images only)")
@@ -230,7 +238,8 @@ class MixtureModel:
             )
 
     def _fns(self) -> _pl.SampleFns:
-        return _pl.SampleFns(self.n_components, self._sample_labels, self._sample_posteriors)
+        # a model fitted with labels="intervals" labels (predict, quantize) as it was used
+        return self._fns_for("intervals" if self.params.get("labels") == "intervals" else "map")
 
     def _prepare(self, image, channel_axis, mask, bins):
         image = check_image(image, channel_axis=channel_axis)
@@ -257,7 +266,8 @@ class MixtureModel:
         Returns
         -------
         labels : ndarray (dask array for dask input, computed lazily)
-            Shape of the image without the channel axis, uint8 (uint16 for K > 255).
+            Shape of the image without the channel axis, uint8 (uint16 for K > 255). A model fitted
+            by ``segment(..., labels="intervals")`` (``params["labels"]``) gives interval labels.
         """
         image, hist = self._prepare(image, channel_axis, mask, bins)
         return _pl.label_image(self._fns(), image, hist, channel_axis=channel_axis, mask=mask, progress=progress)
@@ -319,6 +329,9 @@ class MixtureModel:
         if hist.counts.sum() == 0:
             raise InputError("no pixels to score: the image is empty, masked out or all NaN")
         X = np.ascontiguousarray(hist.values)
+        c = self.censoring
+        if c is not None and c.active:  # pixels at or beyond a censored level count by their tail mass
+            return _cz.censored_score(X, hist.counts, self.weights, self.means[:, 0], self.variances[:, 0], c)
         return float(_em.log_likelihood(X, hist.counts, *self._kernel_args(), _nt()) / hist.counts.sum())
 
     # ---- for plots --------------------------------------------------------------------------
@@ -913,7 +926,7 @@ def fit_hist(hist, n_components=2, *, channel_axis=None, covariance_type="spheri
         warnings.warn(
             f"{hist.n_inf} infinite pixel value(s) were left out of the fit and get label 0; replace "
             "them (np.nan_to_num) if they are real data",
-            UserWarning, stacklevel=3,
+            UserWarning, stacklevel=user_stacklevel(),
         )
     auto = _check_n_components(n_components)
     if hist.n_distinct == 1:
@@ -968,7 +981,7 @@ def fit_hist(hist, n_components=2, *, channel_axis=None, covariance_type="spheri
             problem,
             lambda rng: _start(next(run_names), X, w, n_components, integer, cov_type, reg, rng),
             n_init=runs, random_state=random_state, max_iter=max_iter, tol=tol,
-            progress=callback, warn_stacklevel=4,
+            progress=callback,
         )
     params, history = _sorted_by_brightness(res.params, res.history)
     empty = np.flatnonzero(params.weights * hist.counts.sum() < 0.5)
@@ -976,7 +989,7 @@ def fit_hist(hist, n_components=2, *, channel_axis=None, covariance_type="spheri
         warnings.warn(
             f"component(s) {', '.join(str(k + 1) for k in empty)} ended empty (less than half a pixel "
             "of weight): their labels will not appear. Reduce n_components or try another init",
-            UserWarning, stacklevel=3,
+            UserWarning, stacklevel=user_stacklevel(),
         )
     params_used = {
         "n_components": int(n_components), "channel_axis": channel_axis,

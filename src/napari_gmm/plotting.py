@@ -519,96 +519,17 @@ _DEFAULT = object()
 
 
 def pixel_history(trace, *, data_range=None, burn_in=_DEFAULT, learning_rate=None, **params):
-    """Replay the background model (MOG2) of one pixel frame by frame.
+    """Replay the background model of one pixel frame by frame.
 
-    Every pixel of :func:`napari_gmm.subtract_background` evolves independently of the others (only the
-    returned masks are post-filtered across neighbours), so running :class:`napari_gmm.BackgroundModel`
-    on a 1 x 1 frame with the same parameters, data range and learning-rate schedule (burn-in, then
-    the classifying pass) gives that pixel's exact model after each frame. The schedule mirrors
-    ``subtract_background``'s; ``tests/test_plotting.py`` checks that the two agree.
-
-    Parameters
-    ----------
-    trace : array_like, shape (T,) or (T, C)
-        The pixel's values over time.
-    data_range : float, optional
-        As :func:`napari_gmm.subtract_background` (give the stack's: the default here is 255 for uint8,
-        else the trace's own range, which differs from the stack's).
-    burn_in, learning_rate, **params
-        As :func:`napari_gmm.subtract_background`, with its defaults (``history``, ``var_threshold``,
-        ``n_mixtures``, ...).
-
-    Returns
-    -------
-    dict
-        ``"values"`` (T,) or (T, C) float, ``"foreground"`` (T,) uint8 (0 background, 1 foreground,
-        2 shadow; not post-filtered), ``"bg_mean"`` (T,) or (T, C): mean of the most probable mode
-        after each frame, ``"bg_sigma"`` (T,): its standard deviation, ``"var_threshold"`` and
-        ``"mixture"``: the final ``BackgroundModel.mixture_at`` dict.
+    A thin wrapper of :func:`napari_gmm.background.pixel_history` (where the replay lives, next to
+    the model it replays); see there for the parameters (``preset``, ``noise``, ``frame_factors``
+    ...) and the returned dict. ``burn_in`` defaults to the preset's.
     """
-    import inspect
+    from .background import FROM_PRESET
+    from .background import pixel_history as _replay
 
-    from .background import BackgroundModel, subtract_background
-
-    if burn_in is _DEFAULT:  # the same default as subtract_background's, whatever it is
-        burn_in = inspect.signature(subtract_background).parameters["burn_in"].default
-    v = np.asarray(trace)
-    if v.ndim not in (1, 2) or v.shape[0] < 2:
-        raise InputError(f"a pixel trace must have shape (T,) or (T, C) with T >= 2, got {v.shape}")
-    grey = v.ndim == 1
-    T = v.shape[0]
-    params = dict(params)
-    params["median_size"] = 0  # a single pixel has no neighbours to vote
-    frame_shape = (1, 1) if grey else (1, 1, v.shape[1])
-    if data_range is None:
-        if v.dtype == np.uint8:
-            data_range = 255.0
-        else:
-            vf = v.astype(float)
-            data_range = float(vf.max() - min(0.0, float(vf.min()))) or 1.0
-    model = BackgroundModel(frame_shape, data_range=data_range, **params)
-    frames = v.reshape((T,) + frame_shape)
-    if isinstance(burn_in, str):
-        n_burn = T
-    elif burn_in is None:
-        n_burn = 0
-    else:
-        n_burn = min(int(burn_in), T)
-    # the schedule of subtract_background: burn-in frames weigh 1 / min(n, history) (running
-    # averages), then every frame is classified and learned with 1 / min(2 n, history)
-    model._ensure_buffers(1)
-    masks = model._masks[:1]
-
-    def step(frame, rate):
-        model._step(model._check_block(frame[None]), np.array([rate], float), masks)
-
-    if n_burn:
-        idx = np.arange(T) if n_burn >= T else np.unique(np.linspace(0, T - 1, n_burn).round().astype(np.int64))
-        for t in idx:
-            if learning_rate is None:
-                rate = 1.0 / min(model.n_frames + 1, model.params["history"])
-            else:
-                rate = float(model._rates(1, learning_rate)[0])
-            step(frames[t], rate)
-    fg = np.empty(T, np.uint8)
-    C = 1 if grey else v.shape[1]
-    mean = np.empty((T, C))
-    sigma = np.empty(T)
-    for t in range(T):
-        step(frames[t], float(model._rates(1, learning_rate)[0]))
-        fg[t] = masks[0, 0, 0]
-        mix = model.mixture_at(0, 0)
-        if mix["weights"].size:
-            mean[t] = np.atleast_1d(mix["means"][0])
-            sigma[t] = math.sqrt(float(mix["variances"][0]))
-        else:
-            mean[t] = np.nan
-            sigma[t] = np.nan
-    return {
-        "values": v.astype(float), "foreground": fg, "bg_mean": mean[:, 0] if grey else mean,
-        "bg_sigma": sigma, "var_threshold": float(model.params["var_threshold"]),
-        "mixture": model.mixture_at(0, 0), "data_range": float(data_range),
-    }
+    return _replay(trace, data_range=data_range, burn_in=FROM_PRESET if burn_in is _DEFAULT else burn_in,
+                   learning_rate=learning_rate, **params)
 
 
 def _spans(mask):

@@ -16,7 +16,7 @@ import numpy as np
 from . import mixture as _mx
 from . import pipeline as _pl
 from . import spatial as _spatial
-from ._validate import check_image, check_progress, is_dask
+from ._validate import InputError, check_image, check_progress, is_dask
 
 __all__ = ["fit_mixture", "segment", "quantize"]
 
@@ -26,6 +26,19 @@ def _spatial_requested(beta, bias_field):
     or bias_field. beta=0 with bias_field=False is the per-pixel path, untouched."""
     b = _spatial.check_beta(beta)
     return b is None or b > 0 or _spatial.check_bias(bias_field) > 0
+
+
+def _spatial_k(image, n_components, channel_axis, mask, bins, max_components, criterion, labels, kw):
+    """K for the spatial model: ``n_components`` itself, or with ``"auto"`` the K that the
+    per-pixel search chooses (on the whole image, also with ``split_axis``); InputError for
+    options the spatial model does not have."""
+    if labels != "map":
+        raise InputError("labels='intervals' is for the per-pixel model: the spatial model's labels come from "
+                         "its neighbourhood prior, not from intensity intervals. Use labels='map' with beta")
+    if isinstance(n_components, str) and n_components == "auto":
+        return _mx.fit_image(image, "auto", channel_axis=channel_axis, mask=mask, bins=bins,
+                             max_components=max_components, criterion=criterion, **kw).n_components
+    return n_components
 
 
 def fit_mixture(image, n_components=2, *, channel_axis=None, covariance_type="spherical", init="auto",
@@ -147,10 +160,12 @@ def fit_mixture(image, n_components=2, *, channel_axis=None, covariance_type="sp
     [60.0, 180.0]
     """
     if _spatial_requested(beta, bias_field):
+        n_components = _spatial_k(image, n_components, channel_axis, mask, bins, max_components, criterion, "map",
+                                  dict(covariance_type=covariance_type, init=init, reg_covar=reg_covar))
         return _spatial.fit_spatial(image, n_components, beta=beta, spacing=spacing, connectivity=connectivity,
                            bias_field=bias_field, channel_axis=channel_axis, covariance_type=covariance_type,
-                           init=init, n_init=n_init, max_iter=max_iter, tol=tol, reg_covar=reg_covar, mask=mask,
-                           bins=bins, random_state=random_state).model
+                           init=init, n_init=n_init, max_iter=max_iter, tol=_spatial.default_tol(tol),
+                           reg_covar=reg_covar, mask=mask, bins=bins, random_state=random_state).model
     return _mx.fit_image(image, n_components, channel_axis=channel_axis, mask=mask, bins=bins,
                          covariance_type=covariance_type, init=init, n_init=n_init, max_iter=max_iter, tol=tol,
                          reg_covar=reg_covar, random_state=random_state, max_components=max_components,
@@ -195,7 +210,9 @@ def segment(image, n_components=2, *, channel_axis=None, covariance_type="spheri
         the per-pixel result exactly; a number fixes it (about 1-3 for 4-/6-neighbours); "auto"
         estimates it from the image by pseudo-likelihood (the value used is in
         ``model.params["beta"]``). EM then runs on the pixels (one mean-field sweep per
-        iteration) of a 2-D or 3-D image; use ``split_axis`` for time series.
+        iteration) of a 2-D or 3-D image; use ``split_axis`` for time series. Its objective is
+        the mean-field free energy per pixel, and the default ``tol`` stands for 1e-4 there (1e-6
+        with a bias field).
     spacing : sequence of float, optional
         Pixel size along each spatial axis (e.g. a napari layer's ``scale``): neighbours are
         weighted by inverse physical distance, so anisotropic z-stacks are smoothed correctly.
@@ -205,7 +222,8 @@ def segment(image, n_components=2, *, channel_axis=None, covariance_type="spheri
         Also estimate a smooth multiplicative intensity field (uneven illumination, vignetting)
         inside EM: True for a polynomial of degree 3 in the log domain, or the degree (1..8).
         The field is in ``model.params["bias_coef"]``; see :func:`napari_gmm.spatial.fit_spatial`
-        for the field on the pixel grid.
+        for the field on the pixel grid. With the spatial model, ``n_components="auto"`` takes the
+        K the per-pixel search chooses (on the whole image); it does not censor clipped levels.
 
     Returns
     -------
@@ -226,10 +244,12 @@ def segment(image, n_components=2, *, channel_axis=None, covariance_type="spheri
     """
     check_progress(progress)
     if _spatial_requested(beta, bias_field):
+        n_components = _spatial_k(image, n_components, channel_axis, mask, bins, max_components, criterion, labels,
+                                  dict(covariance_type=covariance_type, init=init, reg_covar=reg_covar))
         return _spatial.segment_spatial(image, n_components, beta=beta, spacing=spacing, connectivity=connectivity,
                                bias_field=bias_field, channel_axis=channel_axis, covariance_type=covariance_type,
-                               init=init, n_init=n_init, max_iter=max_iter, tol=tol, reg_covar=reg_covar,
-                               mask=mask, bins=bins, random_state=random_state, split_axis=split_axis,
+                               init=init, n_init=n_init, max_iter=max_iter, tol=_spatial.default_tol(tol),
+                               reg_covar=reg_covar, mask=mask, bins=bins, random_state=random_state, split_axis=split_axis,
                                return_model=return_model, progress=progress)
     image = check_image(image, channel_axis=channel_axis)
     fit_kw = dict(covariance_type=covariance_type, init=init, n_init=n_init, max_iter=max_iter, tol=tol,

@@ -307,3 +307,83 @@ def test_result_does_not_depend_on_the_thread_count():
         np.testing.assert_array_equal(m1, m2)
         for a, b in zip(s1, s2):
             np.testing.assert_array_equal(a, b)
+
+
+# ------------------------------------------------------------------------ scaled / noise kernel
+def run_scaled(stack, k_max, alphas, *, offset=0.0, factors=None, var_a=None, var_b=None,
+               detect_shadows=False, bg_dtype=np.float32, **kw):
+    """The kernel once per frame with a per-frame offset/factor (and modelled variances)."""
+    params = dict(PARAMS, **kw)
+    t, h, w, c = stack.shape
+    state = mog.new_state(h, w, k_max, c)
+    masks = np.zeros((t, h, w), np.uint8)
+    bg = np.zeros((t, h, w, c), bg_dtype)
+    rng = None if np.dtype(bg_dtype).kind == "f" else (0, np.iinfo(bg_dtype).max)
+    f = np.ones(t) if factors is None else np.asarray(factors, float)
+    for i in range(t):
+        extra = dict(offset=offset, factors=f[i:i + 1])
+        if var_a is not None:
+            extra.update(var_a=np.asarray(var_a)[i:i + 1], var_b=np.asarray(var_b)[i:i + 1])
+        mog.mog2_apply(np.ascontiguousarray(stack[i:i + 1]), 1.0, *state, masks[i:i + 1],
+                       bg[i:i + 1], True, alphas[i:i + 1], params["var_threshold"],
+                       params["background_ratio"], params["var_threshold_gen"],
+                       params["var_init"], params["var_min"], params["var_max"], params["ct"],
+                       params["tau"], detect_shadows, bg_range=rng, **extra)
+    return masks, state, bg
+
+
+def test_scaled_kernel_without_scaling_equals_the_mog2_kernel():
+    """Factor 1 and offset 0 through the scaled kernel: the same float32 arithmetic, bit for bit."""
+    rng = np.random.default_rng(5)
+    stack = _scene(rng, 30, 6, 9, 1)
+    alphas = np.array([1.0 / min(2 * (i + 1), 25) for i in range(30)])
+    masks, state, bg = run_scaled(stack, 3, alphas, detect_shadows=True)
+    ref_masks, states = run_kernel(stack, 3, alphas, detect_shadows=True)
+    np.testing.assert_array_equal(masks, ref_masks)
+    for a, b in zip(pixel_major(*state), states[-1][:4]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_noise_model_kernel_equals_naive_reference():
+    """Modelled variances: before each frame every mode's variance is var_a * mu + var_b; then the
+    update is the reference one (the learned variance is overwritten at the next frame)."""
+    rng = np.random.default_rng(8)
+    t, h, w = 40, 4, 5
+    scene = rng.uniform(20, 200, (h, w))
+    factors = np.linspace(1.0, 0.6, t)                  # bleaching
+    offset = 10.0
+    photons = rng.poisson(scene[None] * factors[:, None, None])
+    stack = (offset + photons).astype(np.float32)[..., None]
+    stack[20:28, 1:3, 1:4] += 80                          # a passing object
+    alphas = np.array([1.0 / min(2 * (i + 1), 30) for i in range(t)])
+    gain, read = 1.0, 2.0
+    var_a = gain / factors
+    var_b = (read ** 2) / factors ** 2
+    masks, state, _ = run_scaled(stack, 3, alphas, offset=offset, factors=factors, var_a=var_a,
+                                 var_b=var_b)
+    params = dict(PARAMS, var_min=1e-30, var_max=3e38)
+    ref_masks = np.zeros_like(masks)
+    for y in range(h):
+        for x in range(w):
+            modes = []
+            for i in range(t):
+                a32, b32 = np.float32(var_a[i]), np.float32(var_b[i])
+                modes = [[wt, mu, max(a32 * max(mu[0], F32(0)) + b32, F32(1e-30))]
+                         for wt, mu, _ in modes]
+                s_b = np.float32(1.0 / factors[i])
+                data = [(F32(stack[i, y, x, 0]) - F32(offset)) * s_b]
+                ref_masks[i, y, x], modes = reference_pixel(
+                    data, modes, alphas[i], k_max=3, detect_shadows=False, **params)
+    np.testing.assert_array_equal(masks, ref_masks)
+    # (online learning at 1/30: the object is foreground when it appears, the scene background)
+    assert (masks[20:22, 1:3, 1:4] == 1).all() and (masks[5:19] == 0).mean() > 0.95
+
+
+def test_integer_background_is_rounded_and_clipped_in_the_kernel():
+    rng = np.random.default_rng(2)
+    stack = _scene(rng, 12, 5, 6, 3)
+    alphas = np.array([1.0 / min(2 * (i + 1), 25) for i in range(12)])
+    _, _, bg_f = run_scaled(stack.astype(np.float32) * 1.37, 3, alphas)
+    _, _, bg_u = run_scaled(stack.astype(np.float32) * 1.37, 3, alphas, bg_dtype=np.uint8)
+    np.testing.assert_array_equal(bg_u, np.clip(np.rint(bg_f), 0, 255).astype(np.uint8))
+    assert bg_f.max() > 255                               # the clip is exercised

@@ -9,13 +9,38 @@ the second import of the package does not compile again.
 import os
 import types
 
-# Numba's OpenMP threading layer (the default on Linux) lets idle worker threads spin-wait after
-# each parallel region. On a busy machine (napari's GUI thread, other jobs, 2 cores) a spinning
-# worker steals the core from the thread doing the work: a 20 us serial kernel was measured at 32 ms
-# and a 0.2 ms look-up at 4-8 ms. Passive waiting costs a few microseconds per parallel region and
-# removes those stalls. Only a default: set OMP_WAIT_POLICY yourself (before importing napari_gmm
-# and before any OpenMP code runs) to choose otherwise.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import numba
+from numba.np.ufunc import parallel as _numba_parallel
+
+#: Numba threading layers in the order the library prefers them, applied through
+#: ``numba.config.THREADING_LAYER_PRIORITY`` (see :func:`choose_threading_layer`). OpenMP first:
+#: it is thread-safe (dask's threaded scheduler and the napari workers may launch kernels from
+#: several threads at once; the workqueue layer aborts the process then) and measured the
+#: fastest of the thread-safe layers on a loaded 2-core machine (TBB ran the background and
+#: segmentation benchmarks slower; numbers in the README's developer notes). Nothing is written
+#: into ``os.environ``: OpenMP keeps its own defaults.
+THREADING_LAYER_PRIORITY = ("omp", "tbb", "workqueue")
+
+
+def choose_threading_layer() -> bool:
+    """Apply :data:`THREADING_LAYER_PRIORITY` unless the user or another library chose.
+
+    Leaves Numba alone when ``NUMBA_THREADING_LAYER`` or ``NUMBA_THREADING_LAYER_PRIORITY`` is
+    set, when ``numba.config.THREADING_LAYER`` is not ``"default"``, or when a parallel kernel
+    already ran (the layer is fixed then). Reads the environment, never writes it. Returns
+    whether the preference was applied.
+    """
+    if _numba_parallel._is_initialized:
+        return False
+    if "NUMBA_THREADING_LAYER" in os.environ or "NUMBA_THREADING_LAYER_PRIORITY" in os.environ:
+        return False
+    if numba.config.THREADING_LAYER != "default":
+        return False
+    numba.config.THREADING_LAYER_PRIORITY = list(THREADING_LAYER_PRIORITY)
+    return True
+
+
+choose_threading_layer()
 
 FASTMATH = {"nsz", "arcp", "contract", "reassoc"}
 
@@ -85,6 +110,14 @@ LABEL_SLICE = 2**20
 #: the full histogram: measured on 4096 x 4096 uint16 images, EM on the full histogram from the coarse
 #: optimum gained under 0.4 nats of log-likelihood in total, against criterion steps of 20-40
 COARSE_BINS = 1024
+#: multichannel data: the search fits each K on the occupied cells of a grid of this many bins per
+#: channel (each cell's mean colour) ...
+COARSE_COLOUR_BINS = 32
+#: ... and its fit then takes this many EM iterations on all samples before the criterion. Measured on
+#: the astronaut (512 x 512 RGB, 113,382 colours, K = 1..8): on every colour 25 s; 16 bins, no EM on all
+#: samples 4.5 s but K = 8 ended 1 % below a fixed K = 8 fit (-13.278 against -13.153 per pixel); 32 bins
+#: and 5 iterations 6-7 s against 4.6-7.5 s for one fixed K = 8 fit, ending at -13.152
+COLOUR_POLISH_ITER = 5
 #: EM iterations every start of a K gets on the coarse histogram before the best continues
 SCREEN_ITER = 15
 #: the search fits each K until an EM step gains less than this many nats summed over all pixels.
@@ -106,3 +139,7 @@ SPIKE_NEIGHBOURS = 3
 SPIKE_RATIO = 2.0
 SPIKE_SIGMAS = 4.0
 SPIKE_MIN = 8.0
+
+# background modelling of dask stacks (napari_gmm.background): input bytes per spatial tile (the
+# whole time axis of a tile is one task; outputs and the model add about as much again)
+TILE_BYTES = 256 * 2**20

@@ -76,6 +76,17 @@ def _as_f32(scale, var_threshold, var_threshold_gen, background_ratio, var_min, 
             np.float32(background_ratio), np.float32(var_min), np.float32(var_max), np.float32(var_init))
 
 
+
+@njit(inline="always", **JIT_EXACT)
+def _bg_value(v, rnd, lo, hi):
+    """A background value ``v`` (data units) as stored: float32, rounded half to even and clipped
+    into ``[lo, hi]`` when ``rnd`` (integer outputs, written straight into the caller's array)."""
+    v = np.float32(v)
+    if rnd:
+        v = np.rint(v)
+        v = np.float32(lo) if v < lo else (np.float32(hi) if v > hi else v)
+    return v
+
 #: mask values written by the kernels
 BACKGROUND, FOREGROUND, SHADOW = 0, 1, 2
 
@@ -238,7 +249,7 @@ def _update_pixel(data, diff, wy, my, vy, x, nm, k_max, n_ch, alpha, alpha1, pru
 
 @njit(**PJIT_EXACT)
 def _apply_any(frames, scale, weights, means, variances, n_modes, masks, bg_out, write_bg,
-               alphas, var_threshold, background_ratio, var_threshold_gen, var_init, var_min,
+               bg_round, bg_lo, bg_hi, alphas, var_threshold, background_ratio, var_threshold_gen, var_init, var_min,
                var_max, ct, tau, detect_shadows, rows, counter, n_workers):
     """Any number of channels C, one pixel at a time (:func:`_update_pixel`)."""
     height, width = n_modes.shape
@@ -280,12 +291,13 @@ def _apply_any(frames, scale, weights, means, variances, n_modes, masks, bg_out,
                         masks[b, y, x] = SHADOW if shadow else FOREGROUND
                     if write_bg:
                         for c in range(n_ch):
-                            bg_out[b, y, x, c] = my[c, x] * inv_scale if n_alive > 0 else 0.0
+                            bg_out[b, y, x, c] = _bg_value(my[c, x] * inv_scale if n_alive > 0 else 0.0,
+                                                           bg_round, bg_lo, bg_hi)
 
 
 @njit(**PJIT_EXACT)
 def _apply_fast(frames, scale, weights, means, variances, n_modes, masks, bg_out, write_bg,
-                alphas, var_threshold, background_ratio, var_threshold_gen, var_init, var_min,
+                bg_round, bg_lo, bg_hi, alphas, var_threshold, background_ratio, var_threshold_gen, var_init, var_min,
                 var_max, ct, tau, detect_shadows, rows, counter, n_workers):
     """C = 1 or 3: the common case (top mode matches) in vectorisable passes over each row.
 
@@ -443,12 +455,92 @@ def _apply_fast(frames, scale, weights, means, variances, n_modes, masks, bg_out
                 if write_bg:
                     for x in range(width):
                         for c in range(n_ch):
-                            bg_out[b, y, x, c] = my[c, x] * inv_scale if nmy[x] > 0 else 0.0
+                            bg_out[b, y, x, c] = _bg_value(my[c, x] * inv_scale if nmy[x] > 0 else 0.0,
+                                                           bg_round, bg_lo, bg_hi)
+
+
+@njit(**PJIT_EXACT)
+def _apply_scaled(frames, offset, factors, scale, weights, means, variances, n_modes, masks, bg_out,
+                  write_bg, bg_round, bg_lo, bg_hi, alphas, modelled, var_a, var_b, var_threshold,
+                  background_ratio, var_threshold_gen, var_init, var_min, var_max, ct, tau,
+                  detect_shadows, rows, counter, n_workers):
+    """Frames with a per-frame offset and factor, and optionally modelled variances.
+
+    The model sees ``(frame - offset) / factors[b]`` (times ``scale``): bleaching or a global
+    drift divided out. With ``modelled``, every mode's variance is set, before each frame, from
+    the noise model at the mode's mean ``mu`` (model units, channel average):
+    ``var_a[b] * max(mu, 0) + var_b[b]`` (shot noise plus read noise of that frame); the
+    learned variances and their clamps are then not used. Otherwise this is :func:`_apply_any`
+    on the corrected frames, the same float32 arithmetic. The background written is in the
+    frame's own units: ``offset + factors[b] * mu / scale``.
+    """
+    height, width = n_modes.shape
+    k_max = weights.shape[1]
+    n_ch = means.shape[2]
+    m3 = means.reshape((height, k_max * n_ch, width))
+    f0 = np.float32(0.0)
+    tiny = np.float32(1e-30)
+    off = np.float32(offset)
+    if modelled:   # the learned variance is replaced before it is used: no clamps
+        var_min = 1e-30
+        var_max = 3e38
+    scale64 = scale
+    scale, var_threshold, var_threshold_gen, background_ratio, var_min, var_max, var_init = _as_f32(
+        scale, var_threshold, var_threshold_gen, background_ratio, var_min, var_max, var_init)
+    inv_ch = np.float32(1.0 / n_ch)
+    for _ in prange(n_workers):  # one task per thread, taking rows (see _next_row)
+        while True:
+            y = _next_row(counter, rows)
+            if y < 0:
+                break
+            wy = weights[y]
+            my = m3[y]
+            vy = variances[y]
+            data = np.empty(n_ch, np.float32)
+            diff = np.empty(n_ch, np.float32)
+            for b in range(frames.shape[0]):
+                alpha = np.float32(alphas[b])
+                prune = np.float32(-alphas[b] * ct)
+                alpha1 = np.float32(1.0 - alphas[b])
+                s_b = np.float32(scale64 / factors[b])
+                out_scale = factors[b] / scale64
+                a_b = np.float32(var_a[b])
+                c_b = np.float32(var_b[b])
+                for x in range(width):
+                    for c in range(n_ch):
+                        data[c] = (np.float32(frames[b, y, x, c]) - off) * s_b
+                    nm = np.int64(n_modes[y, x])
+                    if modelled:
+                        for m in range(nm):
+                            mu = f0
+                            for c in range(n_ch):
+                                mu += my[m * n_ch + c, x]
+                            v = a_b * max(mu * inv_ch, f0) + c_b
+                            vy[m, x] = max(v, tiny)
+                    n_alive, background = _update_pixel(
+                        data, diff, wy, my, vy, x, nm, k_max, n_ch, alpha, alpha1, prune,
+                        var_threshold, background_ratio, var_threshold_gen, var_init, var_min,
+                        var_max, False, False)
+                    n_modes[y, x] = n_alive
+                    if background:
+                        masks[b, y, x] = BACKGROUND
+                    else:
+                        shadow = False
+                        if detect_shadows:
+                            shadow = _is_shadow(data, wy, my, vy, x, n_alive, n_ch, var_threshold,
+                                                background_ratio, tau)
+                        masks[b, y, x] = SHADOW if shadow else FOREGROUND
+                    if write_bg:
+                        for c in range(n_ch):
+                            bg_out[b, y, x, c] = _bg_value(
+                                my[c, x] * out_scale + offset if n_alive > 0 else 0.0,
+                                bg_round, bg_lo, bg_hi)
 
 
 def mog2_apply(frames, scale, weights, means, variances, n_modes, masks, bg_out, write_bg,
                alphas, var_threshold, background_ratio, var_threshold_gen, var_init, var_min,
-               var_max, ct, tau, detect_shadows):
+               var_max, ct, tau, detect_shadows, *, bg_range=None, offset=0.0, factors=None,
+               var_a=None, var_b=None):
     """Classify a block of frames and update the model in place (parallel over rows).
 
     Each pixel's mixture only depends on that pixel's samples, so every thread takes whole
@@ -456,7 +548,8 @@ def mog2_apply(frames, scale, weights, means, variances, n_modes, masks, bg_out,
     row stays in cache from frame to frame. The result is identical to calling this once per
     frame. Grey (C = 1) and RGB (C = 3) frames go through :func:`_apply_fast` (the common
     case in vectorised passes over each row), any other C through :func:`_apply_any`: the same
-    float32 arithmetic, bit for bit.
+    float32 arithmetic, bit for bit. With ``factors`` or ``var_a`` (bleaching correction, noise
+    model) every C goes through :func:`_apply_scaled`.
 
     Parameters
     ----------
@@ -468,7 +561,7 @@ def mog2_apply(frames, scale, weights, means, variances, n_modes, masks, bg_out,
         :func:`new_state`), updated in place.
     masks : (B, H, W) uint8
         Output: 0 background, 1 foreground, 2 shadow.
-    bg_out : (B, H, W, C) float32
+    bg_out : (B, H, W, C) array, float32 or integer
         Output when ``write_bg``: the mean of the most probable mode after each frame, in data
         units (any array, e.g. (1, 1, 1, C), when ``write_bg`` is False).
     write_bg : bool
@@ -481,19 +574,47 @@ def mog2_apply(frames, scale, weights, means, variances, n_modes, masks, bg_out,
     tau : float
         Shadow threshold.
     detect_shadows : bool
+    bg_range : (lo, hi), optional
+        Round the background half to even and clip it into ``[lo, hi]`` (an integer
+        ``bg_out``, written directly).
+    offset : float
+        Subtracted from the frames before ``factors`` divides them (with ``factors`` or
+        ``var_a`` only).
+    factors : (B,) float64, optional
+        Per-frame factors divided out of ``frames - offset`` (bleaching, global drift).
+    var_a, var_b : (B,) float64, optional
+        Modelled variance of a mode of mean ``mu`` (model units) in frame ``b``:
+        ``var_a[b] * max(mu, 0) + var_b[b]``; learned variances are not used.
     """
     n_b, height, width, n_ch = frames.shape
+    rnd = bg_range is not None
+    lo, hi = (float(bg_range[0]), float(bg_range[1])) if rnd else (0.0, 0.0)
+    rows = np.arange(height, dtype=np.int64)
+    counter = np.zeros(1, np.int64)
+    n_workers = max(1, numba.get_num_threads())
+    alphas = np.ascontiguousarray(alphas, np.float64)
+    if factors is not None or var_a is not None:
+        modelled = var_a is not None
+        ones = np.ones(n_b, np.float64)
+        _apply_scaled(frames, float(offset),
+                      ones if factors is None else np.ascontiguousarray(factors, np.float64),
+                      float(scale), weights, means, variances, n_modes, masks, bg_out,
+                      bool(write_bg), rnd, lo, hi, alphas, modelled,
+                      np.ascontiguousarray(var_a if modelled else ones, np.float64),
+                      np.ascontiguousarray(var_b if modelled else ones, np.float64),
+                      float(var_threshold), float(background_ratio), float(var_threshold_gen),
+                      float(var_init), float(var_min), float(var_max), float(ct), float(tau),
+                      bool(detect_shadows), rows, counter, n_workers)
+        return
     if n_ch in (1, 3):
         kernel = _apply_fast
         frames = frames.reshape(n_b, height, width * n_ch)
     else:
         kernel = _apply_any
     kernel(frames, float(scale), weights, means, variances, n_modes, masks, bg_out,
-           bool(write_bg), np.ascontiguousarray(alphas, np.float64), float(var_threshold),
+           bool(write_bg), rnd, lo, hi, alphas, float(var_threshold),
            float(background_ratio), float(var_threshold_gen), float(var_init), float(var_min),
-           float(var_max), float(ct), float(tau), bool(detect_shadows),
-           np.arange(height, dtype=np.int64), np.zeros(1, np.int64),
-           max(1, numba.get_num_threads()))
+           float(var_max), float(ct), float(tau), bool(detect_shadows), rows, counter, n_workers)
 
 
 @njit(**PJIT)

@@ -28,6 +28,10 @@ from numba import njit, prange
 from ._config import JIT, PJIT
 
 
+#: exp(-20) = 2e-9: below the resolution of the float32 posteriors next to the best class's share
+EXP_CUT = -20.0
+
+
 @njit(inline="always", **JIT)
 def _unary(X, i, ib, means, inv_sd, prec_chol, c0, cov_type, lp, xv):
     """lp[k] = log w_k + log N(x_i / b_i | k) for k < K (the bias Jacobian is left out)."""
@@ -179,8 +183,17 @@ def sweep(X, inv_b, valid, q, dims, offs, wts, scheme, c0, means, inv_sd, prec_c
                     continue
                 s = 0.0
                 for k in range(K):
-                    # np.exp: the package's _exp_neg (not inlined here) measured 2.5x slower
-                    t = np.exp(lp[k] + beta * nb[k] - best)
+                    # exp() is most of a sweep's cost (libm, not vectorised here; the package's
+                    # _exp_neg was not inlined and ran 2.5x slower): skipped for the best class
+                    # (1) and for classes more than EXP_CUT nats below it (their share is below
+                    # float32 resolution), which after a few iterations is most of them
+                    t = lp[k] + beta * nb[k] - best
+                    if t == 0.0:
+                        t = 1.0
+                    elif t < EXP_CUT:
+                        t = 0.0
+                    else:
+                        t = np.exp(t)
                     lp[k] = t
                     s += t
                 inv_s = 1.0 / s
@@ -191,7 +204,7 @@ def sweep(X, inv_b, valid, q, dims, offs, wts, scheme, c0, means, inv_sd, prec_c
                     q[i, k] = p
                     later_term += p * nbl[k]
                 # sum_k q (lp - log q) = best + log s - beta q.nb; plus beta q.(nb - nbl)
-                o_row += best + np.log(s) - beta * later_term
+                o_row += best + (np.log(s) if s != 1.0 else 0.0) - beta * later_term
                 if accumulate:
                     for k in range(K):
                         p = lp[k]
