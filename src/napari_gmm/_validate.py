@@ -355,3 +355,16 @@ def native_stack(stack):
         if dt.kind in "uif" and (not dt.isnative or dt.itemsize == 2 and dt.kind == "f"):
             return as_kernel_dtype(stack)
     return stack
+
+
+def float32_int_range(dtype):
+    """(lo, hi): the float32 values nearest to the ends of the integer ``dtype`` that lie inside it,
+    for kernels that clip a float32 into the dtype before storing (float32(4294967295) and
+    float32(2**63 - 1) round up past the dtype's top, and storing them wraps)."""
+    info = np.iinfo(np.dtype(dtype))
+    lo, hi = np.float32(info.min), np.float32(info.max)
+    if int(hi) > info.max:
+        hi = np.nextafter(hi, np.float32(0))
+    if int(lo) < info.min:
+        lo = np.nextafter(lo, np.float32(0))
+    return float(lo), float(hi)

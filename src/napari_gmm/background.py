@@ -39,7 +39,15 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from ._kernels import mog as _mog
-from ._validate import Cancelled, InputError, check_param_names, native_array, native_stack, to_int_dtype
+from ._validate import (
+    Cancelled,
+    InputError,
+    check_param_names,
+    float32_int_range,
+    native_array,
+    native_stack,
+    to_int_dtype,
+)
 
 __all__ = ["subtract_background", "BackgroundModel", "BackgroundResult", "NoiseModel",
            "estimate_noise", "estimate_bleaching", "pixel_history", "burn_in_indices",
@@ -923,8 +931,7 @@ class BackgroundModel:
             bg = self._dummy_bg
         bg_range = None
         if bg.dtype.kind in "ui":
-            info = np.iinfo(bg.dtype)
-            bg_range = (info.min, info.max)
+            bg_range = float32_int_range(bg.dtype)  # float32 ends inside the dtype: no wrap at the top
         kw = {}
         if self.noise is not None or factors is not None:
             f = np.ones(len(alphas)) if factors is None else np.asarray(factors, np.float64)
