@@ -249,8 +249,8 @@ def segment(image, n_components=2, *, channel_axis=None, covariance_type="spheri
         return _spatial.segment_spatial(image, n_components, beta=beta, spacing=spacing, connectivity=connectivity,
                                bias_field=bias_field, channel_axis=channel_axis, covariance_type=covariance_type,
                                init=init, n_init=n_init, max_iter=max_iter, tol=_spatial.default_tol(tol),
-                               reg_covar=reg_covar, mask=mask, bins=bins, random_state=random_state, split_axis=split_axis,
-                               return_model=return_model, progress=progress)
+                               reg_covar=reg_covar, mask=mask, bins=bins, random_state=random_state,
+                               split_axis=split_axis, return_model=return_model, progress=progress)
     image = check_image(image, channel_axis=channel_axis)
     fit_kw = dict(covariance_type=covariance_type, init=init, n_init=n_init, max_iter=max_iter, tol=tol,
                   reg_covar=reg_covar, random_state=random_state, max_components=max_components,
