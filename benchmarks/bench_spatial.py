@@ -149,7 +149,7 @@ def main(argv=None):
         three_d = img.ndim == 3
         res = {}
 
-        def record(method, seconds, labels):
+        def record(method, seconds, labels, res=res, name=name, truth=truth, K=K):
             acc = accuracy(labels, truth, K)
             res[method] = {"seconds": seconds, "acc": acc, "components": n_components(labels)}
             print(f"  {name:34s} {method:34s} {acc * 100:7.2f} %  {seconds:8.2f} s  "
@@ -160,17 +160,18 @@ def main(argv=None):
         rep = 1 if three_d else args.repeat
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            t, lab_gmm = best_time(lambda: napari_gmm.segment(img, K), rep)
+            t, lab_gmm = best_time(lambda img=img, K=K: napari_gmm.segment(img, K), rep)
             record("per-pixel GMM (segment, beta=0)", t, lab_gmm)
             t, (lab_ours, model) = best_time(
-                lambda: napari_gmm.spatial.segment_spatial(img, K, beta="auto", return_model=True), rep)
+                lambda img=img, K=K: napari_gmm.spatial.segment_spatial(img, K, beta="auto", return_model=True), rep)
             record("ours: beta='auto'", t, lab_ours)
             res["ours: beta='auto'"]["beta"] = model.params["beta"]
             if biased:
                 t, lab_b = best_time(
-                    lambda: napari_gmm.spatial.segment_spatial(img, K, beta="auto", bias_field=True), rep)
+                    lambda img=img, K=K: napari_gmm.spatial.segment_spatial(img, K, beta="auto", bias_field=True),
+                    rep)
                 record("ours: beta='auto', bias_field=True", t, lab_b)
-        t, lab = best_time(lambda: multi_otsu(img, K), rep)
+        t, lab = best_time(lambda img=img, K=K: multi_otsu(img, K), rep)
         record("multi-Otsu (scikit-image)", t, lab)
         if fig_data is None and name.startswith("2-D noise 0.58"):
             fig_data = (img, lab_gmm, lab_ours, truth)
@@ -231,18 +232,19 @@ def table(rows):
            "Atropos time / ours |")
     print(hdr)
     print("|" + "|".join(["---"] * (hdr.count("|") - 1)) + "|")
-    for name, res, real in rows:
-        def cell(key):
+    for name, res, _real in rows:
+        def cell(key, res=res):
             v = res.get(key)
             return "n/a" if v is None or "acc" not in v else f"{v['acc'] * 100:.2f} % ({v['seconds']:.2f} s)"
 
-        def best_cell(prefix):
+        def best_cell(prefix, res=res):
             acc, k = _best(res, prefix)
             if k is None:
                 return "n/a"
             return f"{acc * 100:.2f} % ({k.split(' ')[-1]}, {res[k]['seconds']:.2f} s)"
 
-        ours_key = "ours: beta='auto', bias_field=True" if "ours: beta='auto', bias_field=True" in res else "ours: beta='auto'"
+        biased_key = "ours: beta='auto', bias_field=True"
+        ours_key = biased_key if biased_key in res else "ours: beta='auto'"
         ours = res[ours_key]
         anchors = [_best(res, p)[0] for p in ("Atropos mrf", "N4 + Atropos", "dipy")]
         anchors = [a for a in anchors if a == a]
@@ -271,10 +273,11 @@ def figure(data, path):
 
     img, gmm, ours, truth = data
     fig, ax = plt.subplots(1, 4, figsize=(16, 4.4))
-    for a, (im, title, cmap) in zip(ax, ((img, "noisy image (noise 0.58)", "gray"),
-                                         (gmm, f"per-pixel GMM: {accuracy(gmm, truth, 3) * 100:.1f} %", "viridis"),
-                                         (ours, f"ours, beta='auto': {accuracy(ours, truth, 3) * 100:.2f} %", "viridis"),
-                                         (truth, "truth", "viridis"))):
+    panels = ((img, "noisy image (noise 0.58)", "gray"),
+              (gmm, f"per-pixel GMM: {accuracy(gmm, truth, 3) * 100:.1f} %", "viridis"),
+              (ours, f"ours, beta='auto': {accuracy(ours, truth, 3) * 100:.2f} %", "viridis"),
+              (truth, "truth", "viridis"))
+    for a, (im, title, cmap) in zip(ax, panels):
         a.imshow(im[:256, :256], cmap=cmap, interpolation="nearest")
         a.set_title(title)
         a.axis("off")

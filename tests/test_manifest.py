@@ -153,7 +153,7 @@ def test_segment_entry_in_layers_segment(manifest):
     sub = [e.submenu for e in entries if hasattr(e, "submenu")]
     assert [labels[s] for s in sub] == ["Gaussian mixture (EM)"]
     assert [i.command for i in contrib.menus[sub[0]]] == [
-        "napari-gmm.segment_selected", "napari-gmm.background_selected",
+        "napari-gmm.segment_selected", "napari-gmm.segment_selected_auto_k", "napari-gmm.background_selected",
         "napari-gmm.segment_widget", "napari-gmm.background_widget"]
     widgets = {w.command: w.display_name for w in contrib.widgets}
     assert widgets["napari-gmm.segment_widget"] == "Gaussian mixture segmentation"
@@ -263,7 +263,8 @@ def test_menus_in_a_running_napari(make_napari_viewer):
     assert len(subs) == 1 and subs[0].title == "Gaussian mixture (EM)"
     inner = [i.command.id for i in app.menus.get_menu("napari-gmm.layers_segment_gmm")
              if hasattr(i, "command")]
-    assert inner == ["napari-gmm.segment_selected", "napari-gmm.background_selected",
+    assert inner == ["napari-gmm.segment_selected", "napari-gmm.segment_selected_auto_k",
+                     "napari-gmm.background_selected",
                      "napari-gmm.segment_widget", "napari-gmm.background_widget"]
 
     # Qt: the menu a user clicks through

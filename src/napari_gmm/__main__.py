@@ -262,9 +262,41 @@ from ._demo_colour import demo_colour  # noqa: E402  (the colour step lives in i
 #: with ``ctx.path(name)`` and returns its JSON-able summary section (stored under ``name`` in
 #: summary.json; a ``"text"`` entry in it, if any, is copied into summary.txt). Append new steps
 #: here (e.g. colour quantisation: ``("colour", demo_colour)``); ``--steps`` picks them by name.
+def demo_choosing_k(ctx: DemoContext) -> dict[str, Any]:
+    """Choose K automatically (BIC, ICL, AIC) on the cameraman and on the noisy phantom, and plot
+    each criterion against K (``choosing_k.png``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    import napari_gmm as ng
+    from napari_gmm.datasets import cameraman, phantom
+    from napari_gmm.plotting import plot_selection
+
+    images = {"cameraman": cameraman(), "phantom (3 classes)": phantom((256, 256), n_classes=3, noise=0.25,
+                                                                      seed=0)[0]}
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    axes = fig.subplots(1, 2)
+    chosen = {}
+    for ax, (name, img) in zip(axes, images.items()):
+        chosen[name] = {}
+        for crit, mk in (("bic", "o-"), ("icl", "s--"), ("aic", "^:")):
+            m = ng.fit_mixture(img, "auto", criterion=crit)
+            plot_selection(ax, m, marker=mk)
+            chosen[name][crit] = int(m.n_components)
+        ax.set_title(f"{name}: criterion against K (* = chosen)")
+        ax.legend(fontsize=8)
+    fig.savefig(ctx.path("choosing_k.png"), dpi=110)
+    lines = ["choosing K (n_components='auto'): " + "; ".join(
+        f"{n}: " + ", ".join(f"{c.upper()} {k}" for c, k in v.items()) for n, v in chosen.items())]
+    return {"chosen": chosen, "files": ["choosing_k.png"], "text": "\n".join(lines)}
+
+
 DEMO_STEPS: list[tuple[str, Callable[[DemoContext], dict]]] = [
     ("cameraman", demo_cameraman),
     ("phantom", demo_phantom),
+    ("choosing_k", demo_choosing_k),
     ("colour", demo_colour),
 ]
 

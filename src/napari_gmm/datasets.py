@@ -430,7 +430,7 @@ def fluorescence_timelapse(shape=(200, 160, 160), *, variant="standard", seed=0)
     --------
     >>> from napari_gmm.datasets import fluorescence_timelapse
     >>> stack, truth, info = fluorescence_timelapse((60, 64, 64), seed=1)
-    >>> stack.dtype, stack.shape == truth.shape, info["gain"], 0.6 < info["factors"][-1] < 0.7
+    >>> stack.dtype, stack.shape == truth.shape, info["gain"], bool(0.6 < info["factors"][-1] < 0.7)
     (dtype('uint16'), True, 2.0, True)
     """
     from ._validate import InputError

@@ -148,6 +148,9 @@ class Problem:
 
     n_features: int = 1
     total_weight: float = 1.0
+    #: whether :func:`run_em` may accelerate this problem's iterations (SQUAREM extrapolates the
+    #: parameters alone: a problem with state carried between steps, e.g. a label field, opts out)
+    accelerate: bool = True
 
     def step(self, params: Params, iteration: int) -> float:
         """E-step at ``params``, then M-step updating ``params`` in place.
@@ -359,7 +362,7 @@ def run_em(problem: Problem, start: Params, *, max_iter: int, tol: float,
     hc = np.zeros((max_iter + 1, K, D, D))
     hll = np.full(max_iter + 1, np.nan)
     hw[0], hm[0], hc[0] = params.weights, params.means, params.cov
-    stepper = _Stepper(problem, accelerate and tol > 0)
+    stepper = _Stepper(problem, accelerate and problem.accelerate and tol > 0)
     n_iter, converged = 0, False
     last_report, since = time.perf_counter(), 0
     while n_iter < max_iter and not converged:

@@ -43,6 +43,7 @@ __all__ = [
     "plot_marginals",
     "plot_density_2d",
     "plot_log_likelihood",
+    "plot_selection",
     "pixel_history",
     "plot_pixel_trace",
     "plot_pixel_mixture",
@@ -509,6 +510,47 @@ def plot_log_likelihood(ax, model, iteration=None, *, style=None):
         pad = 0.06 * (hi - lo) if hi > lo else 1e-3
         ax.set_ylim(min(lo, float(fin[-1])) - pad, hi + pad)
     return {"line": line, "marker": marker}
+
+
+def plot_selection(ax, selection, *, style=None, label=None, marker="o-"):
+    """The criterion of a search over K (``model.selection`` of ``n_components="auto"``) against K,
+    relative to its minimum (symlog axis), with a star at the chosen K.
+
+    Parameters
+    ----------
+    ax : matplotlib Axes
+    selection : napari_gmm.selection.Selection or MixtureModel
+        A model with a ``selection`` is accepted too.
+    label : str, optional
+        Legend label (default: the criterion's name and the chosen K).
+
+    Returns
+    -------
+    dict
+        ``"line"`` (Line2D) and ``"chosen"`` (the star's Line2D).
+
+    Raises
+    ------
+    InputError
+        For a model fitted with a fixed K (nothing was searched).
+    """
+    sel = getattr(selection, "selection", selection)
+    if sel is None or not getattr(sel, "candidates", None):
+        raise InputError("this model was fitted with a fixed K: fit with n_components='auto' to have a criterion "
+                         "to plot")
+    style = style or {}
+    v = np.asarray(sel.values, dtype=float)
+    rel = v - np.nanmin(v)
+    k = np.asarray(sel.candidates)
+    (line,) = ax.plot(k, rel, marker, color=style.get("accent", None),
+                      label=label or f"{sel.criterion.upper()} (chose K = {sel.n_components})")
+    i = int(np.flatnonzero(k == sel.n_components)[0])
+    (star,) = ax.plot([k[i]], [rel[i]], "*", ms=14, color=style.get("text", "black"))
+    ax.set_yscale("symlog", linthresh=10)
+    ax.set_xticks(k)
+    ax.set_xlabel("K (number of components)")
+    ax.set_ylabel("criterion - its minimum (lower is better)")
+    return {"line": line, "chosen": star}
 
 
 # -------------------------------------------------------------------------------------------------

@@ -209,6 +209,9 @@ class SpatialProblem(_driver.Problem):
         Starting beta of the automatic estimate.
     """
 
+    #: the label field (posteriors), beta and the bias field carry over between steps: no SQUAREM
+    accelerate = False
+
     def __init__(self, X, valid, dims, *, beta, offs, wts, scheme, reg, bias_degree=0, hard=False,
                  ndim=2):
         self.X = X

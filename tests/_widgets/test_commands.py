@@ -65,7 +65,8 @@ def test_segment_the_selected_layer_from_the_layers_menu(make_napari_viewer, qtb
     img, truth = bands()
     viewer.add_labels(np.zeros((4, 4), np.uint8), name="not an image")
     action, titles = _menu_action(viewer, "Segment the selected layer")
-    assert titles[:2] == ["Segment the selected layer (last-used settings) (napari GMM)",
+    assert titles[:3] == ["Segment the selected layer (last-used settings) (napari GMM)",
+                          "Segment the selected layer, automatic K (BIC, K <= 8) (napari GMM)",
                           "Background model of the selected layer (default preset) (napari GMM)"], titles
     assert not action.isEnabled()  # a Labels layer is selected: nothing to segment
     layer = viewer.add_image(img, name="bands")  # now selected
@@ -89,6 +90,15 @@ def test_segment_the_selected_layer_from_the_layers_menu(make_napari_viewer, qtb
     np.testing.assert_array_equal(viewer.layers["bands GMM labels"].data, edited)
     assert viewer.layers["bands GMM labels [1]"].data.max() == 2
     assert notes["warning"] and "manual edits" in notes["warning"][-1]
+
+    # automatic K finds the 3 classes; the remembered settings (K = 2) are left alone
+    viewer.layers.selection.active = layer
+    _menu_action(viewer, "Segment the selected layer, automatic K")[0].trigger()
+    _wait_commands(qtbot)
+    auto = viewer.layers[-1]
+    assert auto.metadata["napari_gmm"]["params"]["n_components"] == "auto"
+    np.testing.assert_array_equal(auto.data, truth)
+    assert _settings.load("segment")["n_components"] == 2
 
 
 def test_background_model_of_the_selected_stack(make_napari_viewer, qtbot):
@@ -129,6 +139,16 @@ def test_labels_saved_as_tiff_keep_their_model(make_napari_viewer, qtbot, tmp_pa
     side = json.loads((tmp_path / "cells.tif.gmm.json").read_text())
     assert side["model"] == labels.metadata["napari_gmm"]["model"] and side["source"] == "bands"
     assert w.load_model(tmp_path / "cells.tif.gmm.json") is not None  # the widget reads it back
+
+    pytest.importorskip("zarr")
+    from napari_gmm import io
+
+    written = viewer.layers.save(str(tmp_path / "cells.zarr"), selected=True, plugin="napari-gmm")
+    data, attrs = io.read_result(written[0])
+    np.testing.assert_array_equal(np.asarray(data), labels.data)
+    assert attrs["model"] == labels.metadata["napari_gmm"]["model"]
+    rec = w.load_model(tmp_path / "cells.zarr")
+    assert rec is not None and rec["models"][0].n_components == 3
     w.native.close()
 
 

@@ -8,6 +8,7 @@ bool images in the picker, the picker follows the selection, kernels warmed up b
 
 from __future__ import annotations
 
+import threading
 import tracemalloc
 
 import numpy as np
@@ -109,6 +110,10 @@ def test_quantised_image_memory_is_the_output():
     img = (np.arange(16 * 256 * 256, dtype=np.uint32) % 4000).astype(np.uint16).reshape(16, 256, 256)
     labels, model = ng.segment(img, 3, return_model=True)
     job = _job(img, model, labels)
+    _segment._quantise(_job(img[:1], model, labels[:1]), labels[:1], model)  # kernels loaded
+    for thread in threading.enumerate():  # tracemalloc counts every thread: no warm-up running
+        if thread.name.startswith("napari-gmm warm-up"):
+            thread.join()
     tracemalloc.start()
     try:
         base = tracemalloc.get_traced_memory()[0]
@@ -123,48 +128,45 @@ def test_quantised_image_memory_is_the_output():
     np.testing.assert_array_equal(out, table[labels.astype(np.intp) - 1])
 
 
-@pytest.mark.parametrize("phase, target", [("fitting", "segment"), ("posterior maps", "_posteriors"),
-                                           ("quantised image", "_quantise")])
-def test_cancel_stops_every_phase_at_its_next_report(viewer, qtbot, notes, monkeypatch, phase, target):
+def test_cancel_stops_every_phase_at_its_next_report(viewer, qtbot, notes, monkeypatch):
     """Cancel acts through the phase's progress callback (raising napari_gmm.Cancelled): the job
     stops at the first report after the click, in whichever phase it is."""
     import time
-
-    import napari_gmm as ng
 
     img, _ = bands()
     viewer.add_image(img, name="bands")
     w = SegmentWidget(viewer)
     w.out_quantised.value = w.out_posteriors.value = True
-    after_cancel = []
-    real = getattr(_segment, target) if target != "segment" else ng.segment
-
-    def slow(*args, progress=None, **kwargs):
-        if target != "segment":  # (job, model, progress)
-            progress = args[-1] if progress is None else progress
-            args = args[:-1]
-        for i in range(2000):
-            if w._job is not None and w._job.cancel.is_set():
-                after_cancel.append(i)
-            progress(i, 2000)  # raises Cancelled once Cancel was pressed
-            time.sleep(0.005)
-        return real(*args, progress=progress, **kwargs)
-
-    if target == "segment":
-        monkeypatch.setattr(_segment.ng, "segment", slow)
-    else:
-        monkeypatch.setattr(_segment, target, slow)
     phases = []
     w._relay.phase.connect(phases.append)
     state = [(id(lyr), lyr.name) for lyr in viewer.layers]
-    w.run()
-    qtbot.waitUntil(lambda: bool(phases) and phases[-1] == phase and w.progress.native.value() > 0,
-                    timeout=WAIT_MS)
-    w.run_button.native.click()  # Cancel
-    qtbot.waitUntil(lambda: not w.is_running, timeout=WAIT_MS)
-    assert len(after_cancel) <= 1, after_cancel  # stopped at its first report after the click
-    assert [(id(lyr), lyr.name) for lyr in viewer.layers] == state
-    assert notes["error"] == [] and any("cancelled" in m for m in notes["info"])
+    for phase, owner, target in [("fitting", _segment.ng, "segment"), ("posterior maps", _segment, "_posteriors"),
+                                 ("quantised image", _segment, "_quantise")]:
+        after_cancel = []
+        real = getattr(owner, target)
+
+        def slow(*args, progress=None, real=real, after_cancel=after_cancel, **kwargs):
+            if progress is None:  # the widget's helpers take (job, model, progress)
+                *args, progress = args
+            for i in range(2000):
+                if w._job is not None and w._job.cancel.is_set():
+                    after_cancel.append(i)
+                progress(i, 2000)  # raises Cancelled once Cancel was pressed
+                time.sleep(0.005)
+            return real(*args, progress=progress, **kwargs)
+
+        monkeypatch.setattr(owner, target, slow)
+        phases.clear()
+        n_info = len(notes["info"])
+        w.run()
+        qtbot.waitUntil(lambda phase=phase: bool(phases) and phases[-1] == phase
+                        and w.progress.native.value() > 0, timeout=WAIT_MS)
+        w.run_button.native.click()  # Cancel
+        qtbot.waitUntil(lambda: not w.is_running, timeout=WAIT_MS)
+        assert len(after_cancel) <= 1, (phase, after_cancel)  # stopped at its first report after the click
+        assert [(id(lyr), lyr.name) for lyr in viewer.layers] == state, phase
+        assert notes["error"] == [] and any("cancelled" in m for m in notes["info"][n_info:]), phase
+        monkeypatch.setattr(owner, target, real)
 
 
 # ------------------------------------------------------------------------------------------ 4, 5, 6
@@ -242,6 +244,32 @@ def test_tooltips_pickers_and_selection(viewer, qtbot):
     assert w.image.value is a
 
 
+def test_channels_from_separate_layers(viewer, qtbot, notes):
+    """napari opens a multichannel file as one layer per channel: pick them together."""
+    rng = np.random.default_rng(3)
+    truth = np.ones((45, 60), np.uint8)
+    truth[15:] = 2
+    truth[30:] = 3
+    means = np.array([[50.0, 50.0], [150.0, 50.0], [150.0, 150.0]])  # 3 classes need both channels
+    ch = means[truth - 1] + rng.normal(0, 8, (*truth.shape, 2))
+    a = viewer.add_image(ch[..., 0].astype(np.float32), name="ch0")
+    b = viewer.add_image(ch[..., 1].astype(np.float32), name="ch1")
+    viewer.add_image(np.zeros((10, 10), np.float32), name="other shape")
+    w = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(w, name="seg")
+    w.image.value = a
+    assert list(w.more_channels.choices) == [b]  # same shape only
+    w.more_channels.value = [b]
+    assert w.mode.value == "colour (2 layers as channels)" and not w.channel_axis.enabled
+    run_and_wait(qtbot, w)
+    assert notes["error"] == []
+    out = viewer.layers["ch0 GMM labels"]
+    np.testing.assert_array_equal(out.data, truth)
+    assert out.metadata["napari_gmm"]["params"]["channels_from_layers"] == ["ch0", "ch1"]
+    w.out_quantised.value = True  # one multichannel array would not fit either layer: refused
+    assert w.run() is None and "separate layers" in notes["error"][-1]
+
+
 def test_kernels_are_loaded_before_the_first_run(monkeypatch):
     monkeypatch.setattr(_common, "_WARM", set())
     monkeypatch.setattr(_common, "_WARMING", set())
@@ -299,38 +327,27 @@ def test_save_a_model_and_apply_it_to_another_layer_and_every_time_point(viewer,
     assert out.metadata["napari_gmm"]["model"] == saved["model"]
     assert "applied from bands.gmm.json" in w.summary.value
 
+    # a folder of image files, as `napari-gmm apply` (OME-Zarr labels with the model beside)
+    pytest.importorskip("zarr")
+    from napari_gmm import io
+
+    (tmp_path / "in").mkdir()
+    for seed in (2, 3):
+        np.save(tmp_path / "in" / f"day{seed}.npy", bands(seed=seed)[0])
+    assert w.apply_files_button.enabled
+    assert w.apply_model_to_files([tmp_path / "in"], tmp_path / "out") is not None
+    qtbot.waitUntil(lambda: w._files_worker is None, timeout=WAIT_MS)
+    assert any("2 of 2 files labelled" in m for m in notes["info"]), notes
+    for seed in (2, 3):
+        data, attrs = io.read_result(tmp_path / "out" / f"day{seed}_labels.zarr")
+        np.testing.assert_array_equal(np.asarray(data), model.predict(bands(seed=seed)[0]))
+
     # a model for colour images does not apply to a grey one; a broken file is refused
     (tmp_path / "bad.json").write_text("{not json")
     assert w.load_model(tmp_path / "bad.json") is None and "cannot read" in notes["error"][-1]
 
 
 # ------------------------------------------------------------------------------------------ channels
-def test_channels_from_separate_layers(viewer, qtbot, notes):
-    """napari opens a multichannel file as one layer per channel: pick them together."""
-    rng = np.random.default_rng(3)
-    truth = np.ones((45, 60), np.uint8)
-    truth[15:] = 2
-    truth[30:] = 3
-    means = np.array([[50.0, 50.0], [150.0, 50.0], [150.0, 150.0]])  # 3 classes need both channels
-    ch = means[truth - 1] + rng.normal(0, 8, (*truth.shape, 2))
-    a = viewer.add_image(ch[..., 0].astype(np.float32), name="ch0")
-    b = viewer.add_image(ch[..., 1].astype(np.float32), name="ch1")
-    viewer.add_image(np.zeros((10, 10), np.float32), name="other shape")
-    w = SegmentWidget(viewer)
-    viewer.window.add_dock_widget(w, name="seg")
-    w.image.value = a
-    assert list(w.more_channels.choices) == [b]  # same shape only
-    w.more_channels.value = [b]
-    assert w.mode.value == "colour (2 layers as channels)" and not w.channel_axis.enabled
-    run_and_wait(qtbot, w)
-    assert notes["error"] == []
-    out = viewer.layers["ch0 GMM labels"]
-    np.testing.assert_array_equal(out.data, truth)
-    assert out.metadata["napari_gmm"]["params"]["channels_from_layers"] == ["ch0", "ch1"]
-    w.out_quantised.value = True  # one multichannel array would not fit either layer: refused
-    assert w.run() is None and "separate layers" in notes["error"][-1]
-
-
 # ------------------------------------------------------------------------------------------ 7
 def test_plots_pick_the_newest_model_and_stay_readable_docked(viewer, qtbot, notes):
     from napari_gmm._widgets._plots import EMEvolutionWidget, MixturePlotWidget
@@ -350,6 +367,14 @@ def test_plots_pick_the_newest_model_and_stay_readable_docked(viewer, qtbot, not
     viewer.window.add_dock_widget(mix, name="Mixture plot")
     viewer.window.add_dock_widget(em, name="EM evolution")
     assert mix.model_layer.value is newest and em.model_layer.value is newest
+    from napari_gmm._widgets._plots import PixelTraceWidget
+
+    trace = PixelTraceWidget(viewer)
+    missing = [(type(p).__name__, getattr(x, "label", None) or getattr(x, "text", None))
+               for p in (mix, em, trace) for x in controls(p.form) if not x.tooltip]
+    assert missing == [], f"plot controls without a tooltip: {missing}"
+    trace.close()
+    trace.deleteLater()
     em.iteration.value = 0
     settle(qtbot)
     for plot in (mix, em):

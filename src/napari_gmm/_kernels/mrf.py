@@ -27,7 +27,6 @@ from numba import njit, prange
 
 from ._config import JIT, PJIT
 
-
 #: exp(-20) = 2e-9: below the resolution of the float32 posteriors next to the best class's share
 EXP_CUT = -20.0
 

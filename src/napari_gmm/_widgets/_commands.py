@@ -4,6 +4,7 @@ Layers > Segment > Gaussian mixture (EM) >
 
 - "Segment the selected layer (last-used settings)": the options of the segmentation widget's last
   run (remembered across sessions, see :mod:`._settings`; the defaults if it never ran);
+- "Segment the selected layer, automatic K": K chosen by BIC among 1..8, other options as above;
 - "Background model of the selected layer (default preset)": the background widget's defaults.
 
 Each command runs the same job as its dock widget (a widget that is never shown does the validation,
@@ -18,8 +19,12 @@ from __future__ import annotations
 import napari
 from napari.utils import progress as napari_progress
 from napari.utils.notifications import show_error
+from qtpy.QtCore import QTimer
 
-__all__ = ["background_selected", "segment_selected"]
+__all__ = ["background_selected", "segment_selected", "segment_selected_auto_k"]
+
+#: the largest K the automatic-K command tries (napari_gmm.segment's own default)
+AUTO_K_MAX = 8
 
 #: hidden widgets whose job is still running (kept alive until it finishes)
 _RUNNING: set = set()
@@ -48,8 +53,15 @@ def _run_hidden(widget, layer, title):
 
     def finished():  # the widget's end of job (whatever the outcome), in the GUI thread
         bar.close()
-        _RUNNING.discard(widget)
+        widget.on_idle = None  # no reference cycle: the wrapper is not freed by a random GC pass
+        try:  # nothing of ours runs while Qt deletes it (the job is over)
+            widget.native.destroyed.disconnect()
+        except (TypeError, RuntimeError):
+            pass
         widget.native.deleteLater()
+        # the Python wrapper is released only after Qt has deleted the widget (a parentless
+        # widget freed by the garbage collector in the middle of other Qt work crashed napari)
+        QTimer.singleShot(0, lambda: _RUNNING.discard(widget))
 
     widget._relay.progressed.connect(on_progress)
     if hasattr(widget._relay, "phase"):
@@ -71,6 +83,21 @@ def segment_selected(viewer: napari.viewer.Viewer) -> None:
         return None
     widget = SegmentWidget(viewer)  # restores the remembered settings
     return _run_hidden(widget, layer, "segmentation")
+
+
+def segment_selected_auto_k(viewer: napari.viewer.Viewer) -> None:
+    """Segment the selected image layer choosing K automatically (BIC over K = 1..8); the other
+    options are the last-used ones, and the remembered settings are left as they are."""
+    from ._segment import SegmentWidget
+
+    layer = _selected_layer(viewer)
+    if layer is None:
+        return None
+    widget = SegmentWidget(viewer)
+    widget.remember_settings = False
+    widget.auto_k.value = True
+    widget.n_components.value = AUTO_K_MAX
+    return _run_hidden(widget, layer, "segmentation (automatic K)")
 
 
 def background_selected(viewer: napari.viewer.Viewer) -> None:

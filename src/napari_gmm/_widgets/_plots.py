@@ -449,9 +449,13 @@ class _ModelPlot(_PlotWidget):
         self.image_layer = ComboBox(label="histogram of", choices=self._image_choices, nullable=True,
                                     tooltip="Image whose histogram is drawn (default: the image the model "
                                             "was fitted on).")
-        self.channel_x = ComboBox(label="x channel", choices=self._channel_choices)
-        self.channel_y = ComboBox(label="y channel", choices=self._channel_choices)
-        self.view = ComboBox(label="colour view", choices=list(self.VIEWS), value=self.VIEWS[0])
+        self.channel_x = ComboBox(label="x channel", choices=self._channel_choices,
+                                  tooltip="Channel on the x axis of the 2-channel density.")
+        self.channel_y = ComboBox(label="y channel", choices=self._channel_choices,
+                                  tooltip="Channel on the y axis of the 2-channel density.")
+        self.view = ComboBox(label="colour view", choices=list(self.VIEWS), value=self.VIEWS[0],
+                             tooltip="Colour models: each channel's histogram with the components' "
+                                     "marginals, and/or two channels' joint density with covariance ellipses.")
         self._colour_widgets = [self.view, self.channel_x, self.channel_y]
         self.model_layer.changed.connect(self._on_model_layer_changed)
         self.image_layer.changed.connect(self.request_redraw)
@@ -639,8 +643,11 @@ class MixturePlotWidget(_ModelPlot):
         super().__init__(viewer)
         self.bins = SpinBox(label="bins (0 = auto)", value=0, min=0, max=1 << 16,
                             tooltip="Histogram bars (0 = auto: one per grey level, at most 256).")
-        self.log_y = CheckBox(text="log density", value=False)
-        self.show_thresholds = CheckBox(text="decision thresholds", value=True)
+        self.log_y = CheckBox(text="log density", value=False,
+                              tooltip="Logarithmic density axis (small classes and tails become visible).")
+        self.show_thresholds = CheckBox(text="decision thresholds", value=True,
+                                        tooltip="Dashed lines where the most probable label changes; the "
+                                                "values are listed under the plot.")
         self.form.extend([self.model_layer, self.image_layer, self.bins, self.log_y, self.show_thresholds,
                           *self._colour_widgets])
         for w in (self.bins, self.log_y, self.show_thresholds):
@@ -701,7 +708,7 @@ class EMEvolutionWidget(_ModelPlot):
         super().__init__(viewer)
         self.iteration = Slider(label="iteration", value=0, min=0, max=1, tracking=True,
                                 tooltip="EM iteration whose components are drawn (0 = the start).")
-        self.play = PushButton(text="Play")
+        self.play = PushButton(text="Play", tooltip="Step through the EM iterations (press again to stop).")
         self.form.extend([self.model_layer, self.image_layer, self.iteration, self.play, *self._colour_widgets])
         self.iteration.changed.connect(self.request_redraw)
         self.play.changed.connect(self._toggle_play)
@@ -820,7 +827,8 @@ class PixelTraceWidget(_PlotWidget):
         self.foreground_layer = ComboBox(label="foreground", choices=self._fg_choices, nullable=True,
                                          tooltip="Labels layer with the foreground masks (T, Y, X), whose "
                                                  "parameters are used for the replay.")
-        self.pick = CheckBox(text="pick the pixel on click", value=True)
+        self.pick = CheckBox(text="pick the pixel on click", value=True,
+                             tooltip="A click on the canvas (not a drag) traces that pixel.")
         self.mark = CheckBox(text="mark the pixel (points layer)", value=True,
                              tooltip=f"Show the traced pixel as a cross in a Points layer '{MARKER_NAME}'.")
         self.form.extend([self.stack_layer, self.foreground_layer, self.pick, self.mark])

@@ -4,10 +4,18 @@ A thin shell around :func:`napari_gmm.segment`: it reads the chosen layer and op
 the core cannot know about (layer types, masks from other layers), runs the fit in a napari
 ``thread_worker`` so the viewer stays responsive, and writes the results back as layers:
 
-- ``"<image> GMM labels"`` (Labels, 1..K ordered by component mean, 0 = masked / not finite), updated
-  in place on re-runs (same layer object, data replaced);
-- optionally ``"<image> GMM quantised"`` (every pixel replaced by its component mean, input dtype);
-- optionally ``"<image> GMM posteriors"`` (float32, shape ``(K, *spatial)``, one map per component).
+- ``"<image> GMM labels"`` (Labels, 1..K ordered by component mean, 0 = masked / not finite), on top
+  of the layer list, updated in place on re-runs (same layer object, data replaced) unless the user
+  edited it: then it is kept and the new labels go into a new layer, with a warning;
+- optionally ``"<image> GMM quantised"`` (every pixel replaced by its component mean, input dtype,
+  ``model.quantize``) and ``"<image> GMM posteriors"`` (float32, ``(K, *spatial)``,
+  ``model.predict_proba``), both below the labels.
+
+The options of the last run are remembered across sessions (:mod:`._settings`; "Reset to defaults"
+forgets them); "Save model..." / "Load model..." / "Apply model" write and read JSON model files
+(:mod:`._model_file`) and label an image with a loaded model without fitting; "more channels" takes
+other same-shape image layers as channels. Every phase (fit, posterior maps, quantised image) names
+itself on the progress bar and can be cancelled.
 
 Each output layer carries ``metadata["napari_gmm"] = {"model": ..., "params": ..., "source": ...,
 "output": "labels" | "quantised" | "posteriors"}`` as plain JSON-able data (``model`` is
@@ -75,9 +83,9 @@ __all__ = ["COMPUTE_LOCK", "SegmentWidget", "segment_widget"]
 
 _log = logging.getLogger(__name__)
 
-INITS = ("ranges", "quantiles", "kmeans++", "random")
+INITS = ("auto", "ranges", "quantiles", "kmeans++", "random")
 #: the options remembered across sessions (section "segment" of the settings file, see _settings)
-SETTINGS = ("n_components", "init", "covariance_type", "n_init", "max_iter", "tol", "reg_covar", "bins",
+SETTINGS = ("n_components", "auto_k", "init", "covariance_type", "n_init", "max_iter", "tol", "reg_covar", "bins",
             "random_state", "out_quantised", "out_posteriors", "show_advanced")
 SETTINGS_SECTION = "segment"
 COVARIANCE_TYPES = ("spherical", "diag", "full")
@@ -230,7 +238,9 @@ def _fmt_seconds(seconds: float) -> str:
 def _summary_text(model, seconds: float, params: dict) -> str:
     """Short human summary of a fit: K, means, weights, n_iter, converged, log-likelihood, time."""
     models = _models(model)
-    k = params["n_components"]
+    k = models[0].n_components
+    if params.get("n_components") == "auto":
+        k = f"{k} (chosen by {params.get('criterion', 'BIC').upper()}, K <= {params.get('max_components')})"
     mode = "colour" if params.get("channel_axis") is not None else "grey"
     if params.get("applied_from"):
         lines = [f"K = {k} ({mode}) applied from {params['applied_from']} (no fit) in {_fmt_seconds(seconds)}",
@@ -318,11 +328,15 @@ class SegmentWidget(RunCancelMixin, Container):
         self.channel_axis = ComboBox(label="channels", choices=self._channel_choices,
                                      tooltip="Axis holding the colour channels (RGB layers: automatic).")
         self.n_components = SpinBox(label="K (classes)", value=3, min=1, max=65535,
-                                    tooltip="Number of Gaussian components = number of labels.")
-        self.init = ComboBox(label="init", choices=list(INITS), value="ranges",
-                             tooltip="ranges: K equal slices of the intensity range (the classic start); "
-                                     "quantiles: K equal-count slices; kmeans++ / random: seeded by "
-                                     "random state.")
+                                    tooltip="Number of Gaussian components = number of labels (with "
+                                            "'choose K automatically': the largest K tried).")
+        self.auto_k = CheckBox(text="choose K automatically (BIC, K = 1 .. K)", value=False,
+                               tooltip="Fit K = 1 up to the K above and keep the one with the best BIC "
+                                       "(napari_gmm.segment(n_components='auto', max_components=K)).")
+        self.init = ComboBox(label="init", choices=list(INITS), value="auto",
+                             tooltip="auto: the best measured start (ranges for grey, quantiles/ranges for "
+                                     "colour); ranges: K equal slices of the intensity range; quantiles: K "
+                                     "equal-count slices; kmeans++ / random: seeded by random state.")
         self.mask = ComboBox(label="mask", choices=self._mask_choices, nullable=True, value=None,
                              tooltip="Optional Labels or binary layer: only its non-zero pixels are fitted "
                                      "and labelled (others get 0). Same shape as the image.")
@@ -383,22 +397,28 @@ class SegmentWidget(RunCancelMixin, Container):
                                                     "chosen image with it (every time point) without fitting.")
         self.apply_model_button = PushButton(text="Apply model", enabled=False,
                                              tooltip="Label the chosen image with the loaded model (no fit).")
+        self.apply_files_button = PushButton(text="Apply to files...", enabled=False,
+                                             tooltip="Label every image file of a folder with the loaded model "
+                                                     "(no fit; napari_gmm.batch.apply_files): OME-Zarr labels "
+                                                     "with the model as an attribute, in an output folder.")
         self.model_file = Label(value="", tooltip="The model file loaded for 'Apply model'.")
         self.model_row = Container(layout="horizontal", labels=False,
                                    widgets=[self.save_model_button, self.load_model_button])
         self.model_row.margins = (0, 0, 0, 0)
         self.apply_row = Container(layout="horizontal", labels=False,
-                                   widgets=[self.apply_model_button, self.reset_button])
+                                   widgets=[self.apply_model_button, self.apply_files_button])
         self.apply_row.margins = (0, 0, 0, 0)
         self.form.extend([  # extend after construction: magicgui then aligns the label column
-            self.image, self.mode, self.channel_axis, self.more_channels, self.n_components, self.init,
-            self.mask,
+            self.image, self.mode, self.channel_axis, self.more_channels, self.n_components, self.auto_k,
+            self.init, self.mask,
             self.split_axis, self.out_quantised, self.out_posteriors, self.show_advanced,
             *self._advanced, self.run_button, self.model_row, self.apply_row, self.model_file,
+            self.reset_button,
         ])
         self.form.margins = (0, 0, 0, 0)
         self._on_show_advanced()
         self.progress.visible = False
+        self.model_file.visible = False  # shown once a model file is loaded
         # the form, bar and summary scroll inside the dock (its minimum height stays a few lines)
         self.body = Container(labels=False)
         self.body.extend([self.form, self.progress, self.summary])
@@ -437,7 +457,10 @@ class SegmentWidget(RunCancelMixin, Container):
         self.save_model_button.changed.connect(lambda *_: self.save_model())
         self.load_model_button.changed.connect(lambda *_: self.load_model())
         self.apply_model_button.changed.connect(lambda *_: self.apply_model())
+        self.apply_files_button.changed.connect(lambda *_: self.apply_model_to_files())
+        self._files_worker = None
         self.loaded = None  # the record of the loaded model file (see _model_file.read)
+        self.remember_settings = True  # False: a run does not change the remembered options
 
         # napari keeps the pickers in sync with the layer list once the widget is docked
         # (layers.events.inserted/removed/reordered/renamed -> reset_choices)
@@ -453,7 +476,7 @@ class SegmentWidget(RunCancelMixin, Container):
                     else "")
             show_info(problem + then)
         self._defaults = {key: getattr(self, key).value for key in SETTINGS}
-        self._defaults.update(init_grey="ranges", init_colour="kmeans++")
+        self._defaults.update(init_grey="auto", init_colour="auto")
         self._restore_settings()
         self._on_image_changed()
         bound_combo_widths(self.native)
@@ -465,8 +488,8 @@ class SegmentWidget(RunCancelMixin, Container):
     def _remembered_init(self, colour: bool) -> str:
         key = "init_colour" if colour else "init_grey"
         value = _settings.load(SETTINGS_SECTION).get(key, self._defaults[key] if hasattr(self, "_defaults")
-                                                      else ("kmeans++" if colour else "ranges"))
-        return value if value in INITS else ("kmeans++" if colour else "ranges")
+                                                      else "auto")
+        return value if value in INITS else "auto"
 
     def _restore_settings(self):
         for key, value in _settings.load(SETTINGS_SECTION).items():
@@ -543,12 +566,15 @@ class SegmentWidget(RunCancelMixin, Container):
         except ValueError as exc:
             show_error(f"napari-gmm: {exc}")
             return None
+        rec["path"] = str(path)
         self.loaded = rec
         models = rec["models"]
         what = (f"{len(models)} models (one per index of axis {rec['params'].get('split_axis')})"
                 if rec["split"] else f"K = {models[0].n_components}, {models[0].n_features} channel(s)")
         self.model_file.value = f"loaded: {Path(path).name} ({what})"
+        self.model_file.visible = True
         self.apply_model_button.enabled = True
+        self.apply_files_button.enabled = True
         return rec
 
     def apply_model(self, image=None):
@@ -559,6 +585,59 @@ class SegmentWidget(RunCancelMixin, Container):
             show_error("napari-gmm: no model loaded: press 'Load model...' first.")
             return None
         return self.run(image=image, model=self.loaded)
+
+    def apply_model_to_files(self, inputs=None, out=None):
+        """Label image files with the loaded model, without fitting, in a worker thread:
+        ``inputs`` (paths, globs or folders; default: a folder chosen in a dialog) into ``out`` (a
+        folder; default: chosen in a dialog), as ``napari-gmm apply`` does. A notification gives the
+        summary. Returns the worker or None."""
+        if self.loaded is None:
+            show_error("napari-gmm: no model loaded: press 'Load model...' first.")
+            return None
+        if self._files_worker is not None:
+            show_error("napari-gmm: files are being labelled already; wait for the summary.")
+            return None
+        from qtpy.QtWidgets import QFileDialog
+
+        if inputs is None:
+            folder = QFileDialog.getExistingDirectory(self.native, "Folder of images to label")
+            if not folder:
+                return None
+            inputs = [folder]
+        if out is None:
+            out = QFileDialog.getExistingDirectory(self.native, "Folder for the labels (OME-Zarr)")
+            if not out:
+                return None
+        from napari_gmm import batch
+
+        try:
+            files = batch.expand_inputs([str(p) for p in inputs])
+        except ng.InputError as exc:
+            show_error(f"napari-gmm: {exc}")
+            return None
+        rec = self.loaded
+        if rec["path"].lower().endswith(".zarr"):
+            show_error("napari-gmm: to apply a model to files, load it from a JSON file ('Save model...').")
+            return None
+
+        def done(summary):
+            self._files_worker = None
+            failed = [f for f in summary["files"] if f["status"] != "ok"]
+            msg = (f"napari-gmm: {summary['n_ok']} of {len(summary['files'])} files labelled into {out} "
+                   f"in {summary['seconds']:.1f} s")
+            if failed:
+                show_warning(msg + "; failed: " + "; ".join(f"{f['input']}: {f.get('error')}" for f in failed[:3]))
+            else:
+                show_info(msg)
+            self.files_summary = summary
+
+        def failed(exc):
+            self._files_worker = None
+            show_error(f"napari-gmm: labelling files failed: {exc}")
+
+        self._files_worker = create_worker(batch.apply_files, rec["path"], files, str(out),
+                                           _connect={"returned": done, "errored": failed}, _start_thread=True)
+        return self._files_worker
 
     def reset_choices(self, *_):
         """Refresh the layer pickers (napari calls this when layers are added, removed, renamed)."""
@@ -703,9 +782,9 @@ class SegmentWidget(RunCancelMixin, Container):
                 self.init.value = self._remembered_init(True)
                 if layer.rgb:
                     show_info(f"napari-gmm: '{layer.name}' is an RGB layer: colour mode (channel_axis=-1, "
-                              "init kmeans++); labels are ordered by mean brightness.")
+                              f"init {self.init.value}); labels are ordered by mean brightness.")
                 elif self._colour_mode is not None:
-                    show_info(f"napari-gmm: colour mode on axis {ca} of '{layer.name}' (init kmeans++).")
+                    show_info(f"napari-gmm: colour mode on axis {ca} of '{layer.name}' (init {self.init.value}).")
             else:
                 self.init.value = self._remembered_init(False)
             self._colour_mode = colour
@@ -744,7 +823,7 @@ class SegmentWidget(RunCancelMixin, Container):
         except _InputError as exc:
             show_error(str(exc))
             return None
-        if model is None:
+        if model is None and self.remember_settings:
             self._remember()  # the options of this run are the ones the next session starts with
         self._job = self._alive["job"] = job
         self.run_button.text = "Cancel"
@@ -815,8 +894,9 @@ class SegmentWidget(RunCancelMixin, Container):
         k = int(self.n_components.value)
         bins = int(self.bins.value) or None
         covariance_type = self.covariance_type.value if colour else "spherical"
+        auto_k = {"n_components": "auto", "max_components": max(k, 1)} if self.auto_k.value else {"n_components": k}
         kwargs = dict(
-            n_components=k, channel_axis=channel_axis, covariance_type=covariance_type,
+            **auto_k, channel_axis=channel_axis, covariance_type=covariance_type,
             init=self.init.value, n_init=int(self.n_init.value), max_iter=int(self.max_iter.value),
             tol=tol, reg_covar=reg_covar, mask=mask, bins=bins, random_state=int(self.random_state.value),
         )
