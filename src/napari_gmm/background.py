@@ -39,7 +39,15 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from ._kernels import mog as _mog
-from ._validate import Cancelled, InputError
+from ._validate import (
+    Cancelled,
+    InputError,
+    check_param_names,
+    float32_int_range,
+    native_array,
+    native_stack,
+    to_int_dtype,
+)
 
 __all__ = ["subtract_background", "BackgroundModel", "BackgroundResult", "NoiseModel",
            "estimate_noise", "estimate_bleaching", "pixel_history", "burn_in_indices",
@@ -809,6 +817,7 @@ class BackgroundModel:
                 f"frame_shape must be (Y, X) or (Y, X, C), got {tuple(frame_shape)!r}")
         if min(shape) < 1:
             raise InputError(f"frame_shape must be positive, got {shape}")
+        check_param_names(params, MODEL_DEFAULTS, "background-model parameter")
         self.params = _check_model_params(params)
         if data_range is not None:
             data_range = float(data_range)
@@ -922,8 +931,7 @@ class BackgroundModel:
             bg = self._dummy_bg
         bg_range = None
         if bg.dtype.kind in "ui":
-            info = np.iinfo(bg.dtype)
-            bg_range = (info.min, info.max)
+            bg_range = float32_int_range(bg.dtype)  # float32 ends inside the dtype: no wrap at the top
         kw = {}
         if self.noise is not None or factors is not None:
             f = np.ones(len(alphas)) if factors is None else np.asarray(factors, np.float64)
@@ -1041,6 +1049,7 @@ class BackgroundModel:
         mask : (Y, X) ndarray of uint8
             0 background, 1 foreground, 2 shadow (a new array).
         """
+        frame = native_array(frame)
         if learning_rate is not None:
             lr = float(learning_rate)
             if not (0.0 <= lr <= 1.0):
@@ -1287,8 +1296,7 @@ def _iter_blocks(view, dask, block, indices=None):
 def _to_dtype(a, dtype):
     """Round and clip float32 ``a`` into integer ``dtype``; float dtypes give float32."""
     if dtype.kind in "ui":
-        info = np.iinfo(dtype)
-        return np.clip(np.rint(a), info.min, info.max).astype(dtype)
+        return to_int_dtype(a, dtype)
     return a.astype(np.float32, copy=False)
 
 
@@ -1595,6 +1603,8 @@ def subtract_background(stack, *, preset=DEFAULT_PRESET, time_axis=0, channel_ax
     >>> int(online.foreground[0, 5, 100])
     1
     """
+    check_param_names(params, MODEL_DEFAULTS, "background-model parameter")
+    stack = native_stack(stack)
     if _is_dask(stack) and tiles:
         return _subtract_background_tiled(
             stack, preset=preset, time_axis=time_axis, channel_axis=channel_axis, burn_in=burn_in,

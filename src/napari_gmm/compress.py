@@ -30,7 +30,16 @@ from numba import get_num_threads as _nt
 
 from ._kernels import _config
 from ._kernels import hist as _k
-from ._validate import InputError, as_flat, label_dtype, move_channels
+from ._validate import (
+    MAX_GRID_BINS,
+    InputError,
+    as_flat,
+    check_bins,
+    kernel_to_values,
+    label_dtype,
+    move_channels,
+    to_int_dtype,
+)
 
 __all__ = ["Histogram", "Kind", "Binning", "compress_numpy"]
 
@@ -50,7 +59,8 @@ class Kind(enum.StrEnum):
 class Binning:
     """How pixels map to samples (and so how a per-sample table maps back onto pixels).
 
-    Grey: ``INTEGER`` levels vmin .. vmin + nbins - 1; ``INTEGER_SPARSE`` the sorted ``keys``;
+    Grey: ``INTEGER`` levels vmin .. vmin + nbins - 1 (in the kernels' integers: a uint64's
+    ``v - 2**63``, see :func:`napari_gmm._validate.as_flat`); ``INTEGER_SPARSE`` the sorted ``keys``;
     ``BINNED`` nbins bins of ``width`` from ``lo``. Colour: packed keys (``mins``, ``shifts``,
     ``bits``) of the unique colours in ``keys``. ``GRID``: nbins cells per channel.
     """
@@ -158,6 +168,11 @@ def mask_flat(mask, spatial_shape):
         )
     if mask.dtype == bool:
         return np.ascontiguousarray(mask).reshape(-1).view(np.uint8)
+    if mask.dtype.kind not in "uif":
+        raise InputError(
+            f"mask has dtype {mask.dtype}: give a boolean mask (True/nonzero = use the pixel), e.g. "
+            "labels > 0 or np.asarray(mask, bool)"
+        )
     return np.ascontiguousarray(mask != 0).reshape(-1).view(np.uint8)
 
 
@@ -204,13 +219,32 @@ def grey_spec(dtype, lo, hi, bins):
         if span <= _config.MAX_DENSE_RANGE:
             return Binning(Kind.INTEGER, vmin=int(lo), nbins=span)
         return Binning(Kind.INTEGER_SPARSE, vmin=int(lo), nbins=span)
-    nb = _config.DEFAULT_FLOAT_BINS if bins is None else int(bins)
-    if nb < 2:
-        raise InputError(f"bins must be at least 2, got {bins}")
-    width = (hi - lo) / nb
-    if width <= 0 or not np.isfinite(width):
-        width = 1.0
-    return Binning(Kind.BINNED, lo=float(lo), nbins=nb, width=float(width))
+    nb = _config.DEFAULT_FLOAT_BINS if bins is None else check_bins(bins)
+    lo, hi = float(lo), float(hi)
+    if hi == lo:
+        return Binning(Kind.BINNED, lo=lo, nbins=nb, width=1.0)
+    check_float_span(lo, hi, nb)
+    return Binning(Kind.BINNED, lo=lo, nbins=nb, width=(hi - lo) / nb)
+
+
+def check_float_span(lo, hi, nbins):
+    """InputError when float values from ``lo`` to ``hi`` cannot be binned in float64: their
+    difference overflows (e.g. -1.7e308 .. 1.7e308) or a bin's width is not a normal number
+    (values all within ~1e-300, e.g. denormals), so that the binning cannot tell them apart. A
+    constant image (lo == hi) is not an error here (its fit says it is constant)."""
+    span = hi - lo
+    if not np.isfinite(span):
+        raise InputError(
+            f"the values span {lo:.4g} .. {hi:.4g}, a range too wide to represent in float64 (it "
+            "overflows): rescale the image first, e.g. image / np.abs(image).max(), or clip outliers"
+        )
+    width = span / nbins
+    if not width >= np.finfo(np.float64).tiny or not np.isfinite(1.0 / width):
+        raise InputError(
+            f"the values span only {span:.3g} ({lo:.4g} .. {hi:.4g}): too little to bin in float64 (not "
+            "constant, but denormal-sized differences). Rescale the image first, e.g. "
+            "(image - image.min()) / (image.max() - image.min())"
+        )
 
 
 def _small_int(a):
@@ -255,7 +289,7 @@ def grey_histogram(merged, spec, rng, dtype):
     lo, hi, n, nn, ni = rng
     if spec.kind == "integer":
         nz = np.flatnonzero(merged)
-        values = (nz + spec.vmin).astype(np.float64)
+        values = kernel_to_values(nz + np.int64(spec.vmin), dtype)
         counts = merged[nz].astype(np.float64)
         width = 1.0
     elif spec.kind == "binned":
@@ -266,21 +300,28 @@ def grey_histogram(merged, spec, rng, dtype):
         width = spec.width
     else:
         u, c = merged
-        values, counts = u.astype(np.float64), c.astype(np.float64)
+        values, counts = kernel_to_values(u, dtype), c.astype(np.float64)
         spec.keys = u
         width = 1.0
     return Histogram(
         values=values[:, None], counts=counts, kind=Kind(spec.kind), bin_width=np.array([width]),
-        low=np.array([float(lo)]), high=np.array([float(hi)]), n_pixels=int(n), n_nan=int(nn),
+        low=_grey_bound(lo, dtype), high=_grey_bound(hi, dtype), n_pixels=int(n), n_nan=int(nn),
         n_inf=int(ni), dtype=np.dtype(dtype), spec=spec,
     )
+
+
+def _grey_bound(v, dtype):
+    """A grey range bound (kernel space for integers, see :func:`as_flat`) as a (1,) float64 value."""
+    if np.dtype(dtype).kind in "ui":
+        return kernel_to_values(np.array([int(v)], np.int64), dtype)
+    return np.array([float(v)])
 
 
 def grey_grid(hist: Histogram):
     """Values at which the look-up table is evaluated, shape (G, 1)."""
     spec = hist.spec
     if spec.kind == "integer":
-        return (spec.vmin + np.arange(spec.nbins, dtype=np.float64))[:, None]
+        return kernel_to_values(np.int64(spec.vmin) + np.arange(spec.nbins, dtype=np.int64), hist.dtype)[:, None]
     if spec.kind == "binned":
         g = spec.lo + (np.arange(spec.nbins) + 0.5) * spec.width
         # non-empty bins are represented by the mean of their pixels, as in the fit
@@ -334,6 +375,8 @@ def grey_index(a, m, spec):
 def colour_histogram(a, m, dtype, bins):
     """Compress (N, D) pixels into unique colours (integers) or an exact/grid sample set (floats)."""
     N, D = a.shape
+    if bins is not None:
+        bins = check_bins(bins, MAX_GRID_BINS)
     lo, hi, nbad = _k.channel_ranges(a, m, _nt())
     n = (N if m.size == 0 else int(m.sum())) - int(nbad)
     common = dict(low=lo.copy(), high=hi.copy(), n_pixels=int(n), dtype=np.dtype(dtype))
@@ -341,8 +384,11 @@ def colour_histogram(a, m, dtype, bins):
         return Histogram(np.zeros((0, D)), np.zeros(0), Kind.COLOUR, np.ones(D), n_nan=int(nbad),
                          spec=Binning(Kind.COLOUR), **common)
     if dtype.kind in "ui":
-        mins = lo.astype(np.int64)
-        bits = np.array([max(1, int(hi[d] - lo[d]).bit_length()) for d in range(D)], np.int64)
+        lo_int, hi_int = _exact_channel_range(a, m, lo, hi)
+        # kernel-space minimum: its int64 bit pattern (a uint64 at or above 2**63 wraps, and so does
+        # np.int64(pixel) in pack_keys: the difference is exact in two's complement)
+        mins = np.array([(v - 2**64 if v >= 2**63 else v) for v in lo_int], np.int64)
+        bits = np.array([max(1, (hi_int[d] - lo_int[d]).bit_length()) for d in range(D)], np.int64)
         shifts = np.concatenate([[0], np.cumsum(bits)[:-1]]).astype(np.int64)
         total = int(bits.sum())
         # Wide integers (over 24 packed bits: 16-bit multichannel microscopy) are nearly all
@@ -364,7 +410,7 @@ def colour_histogram(a, m, dtype, bins):
                 cnt = c.astype(np.float64)
             vals = np.empty((keys.size, D))
             for d in range(D):
-                vals[:, d] = ((keys >> shifts[d]) & ((1 << bits[d]) - 1)) + mins[d]
+                vals[:, d] = _offset_values((keys >> shifts[d]) & ((1 << bits[d]) - 1), lo_int[d])
             spec.keys = keys
             return Histogram(vals, cnt, Kind.COLOUR, np.ones(D), spec=spec, **common)
     # float (or integers too wide to pack): every pixel, or a grid of cell means
@@ -374,9 +420,10 @@ def colour_histogram(a, m, dtype, bins):
         vals = np.ascontiguousarray(a[use], dtype=np.float64)
         return Histogram(vals, np.ones(vals.shape[0]), Kind.PIXELS, np.zeros(D), n_nan=int(nbad),
                          spec=Binning(Kind.PIXELS), **common)
-    nb = _config.DEFAULT_GRID_BINS if bins is None else int(bins)
-    if nb < 2:
-        raise InputError(f"bins must be at least 2, got {bins}")
+    nb = _config.DEFAULT_GRID_BINS if bins is None else bins
+    for d in range(D):
+        if hi[d] > lo[d]:
+            check_float_span(float(lo[d]), float(hi[d]), nb)
     if D * np.log2(nb) > 62:
         nb = int(2 ** (62 // D))
     width = np.where(hi > lo, (hi - lo) / nb, 1.0)
@@ -395,6 +442,24 @@ def colour_histogram(a, m, dtype, bins):
             vals[:, d] = np.bincount(inv, weights=a[sel, d].astype(np.float64), minlength=u.size) / c
     return Histogram(vals, c.astype(np.float64), Kind.GRID, width, n_nan=int(nbad),
                      spec=Binning(Kind.GRID, nbins=nb), **common)
+
+
+def _exact_channel_range(a, m, lo, hi):
+    """Per-channel (min, max) of the counted pixels as exact Python ints. The kernel's float64
+    range is exact up to 2**53; 64-bit integer channels take an exact NumPy pass (the masked
+    pixels left out)."""
+    if a.dtype.itemsize < 8:
+        return [int(v) for v in lo], [int(v) for v in hi]
+    sel = a if m.size == 0 else a[m.view(bool)]
+    return [int(v) for v in sel.min(axis=0)], [int(v) for v in sel.max(axis=0)]
+
+
+def _offset_values(offsets, base: int):
+    """float64 of ``base + offsets`` (non-negative int64 offsets, exact Python int base) without
+    overflow or double rounding: in uint64 for a non-negative base, int64 otherwise."""
+    if base >= 0:
+        return (offsets.astype(np.uint64) + np.uint64(base)).astype(np.float64)
+    return (offsets + np.int64(base)).astype(np.float64)
 
 
 def colour_lookup(a, m, hist: Histogram, lut, out):
@@ -509,9 +574,8 @@ def mean_table(means, dtype) -> np.ndarray:
     dt = np.dtype(dtype)
     table = np.asarray(means, dtype=np.float64).copy()
     if dt.kind in "ui":
-        info = np.iinfo(dt)
-        table = np.clip(np.rint(table), info.min, info.max)
-    elif dt.kind == "f":
+        return np.ascontiguousarray(to_int_dtype(table, dt))
+    if dt.kind == "f":
         info = np.finfo(dt)
         table = np.clip(table, info.min, info.max)
     return np.ascontiguousarray(table.astype(dt))
@@ -525,7 +589,7 @@ def paint_numpy(image, labels, table, channel_axis=None, progress=None) -> np.nd
     image = np.asarray(image)
     out = np.array(image, copy=True, order="C")
     view = out[..., None] if channel_axis is None else np.moveaxis(out, channel_axis, -1)
-    if out.dtype == np.float16 or not view.flags.c_contiguous:
+    if out.dtype == np.float16 or not out.dtype.isnative or not view.flags.c_contiguous:
         sel = labels > 0
         view[sel] = table[labels[sel].astype(np.intp) - 1]
         report(progress, 1, 1)

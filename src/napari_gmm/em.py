@@ -36,7 +36,7 @@ from numba import get_num_threads
 
 from ._kernels import _config
 from ._kernels import em as _k
-from ._validate import ConvergenceWarning, FitError, InputError, user_stacklevel
+from ._validate import ConvergenceWarning, FitError, InputError, check_random_state, user_stacklevel
 
 __all__ = ["CovType", "Params", "Problem", "WeightedSamples", "EMResult", "run_em", "fit_em", "collapse_error"]
 
@@ -426,8 +426,10 @@ def fit_em(problem: Problem, starts: Callable[[np.random.Generator], Params], *,
     return best
 
 
-def check_em_args(max_iter, tol, n_init):
-    """InputError for EM control arguments of the wrong type or range."""
+def check_em_args(max_iter, tol, n_init, *, random_state=None):
+    """InputError for EM control arguments of the wrong type or range (``random_state``: None, a
+    seed >= 0 or a numpy Generator)."""
+    check_random_state(random_state)
     if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
         raise InputError(f"max_iter must be a whole number >= 1, got {max_iter!r}")
     if isinstance(tol, bool) or not isinstance(tol, (int, float, np.floating, np.integer)) or not (

@@ -23,7 +23,15 @@ from . import selection as _sel
 from ._kernels import _config
 from ._kernels import em as _em
 from ._kernels import kmeans as _km
-from ._validate import InputError, check_image, check_k, is_dask, user_stacklevel
+from ._validate import (
+    InputError,
+    check_fit_range,
+    check_image,
+    check_k,
+    check_progress,
+    is_dask,
+    user_stacklevel,
+)
 
 __all__ = ["MixtureModel", "SplitModels", "fit_hist"]
 
@@ -89,9 +97,11 @@ class MixtureModel:
     def __init__(self, weights, means, covariances, covariance_type="spherical", *, n_iter=0,
                  converged=False, history=None, lower_bound=float("nan"), params=None):
         cov_type = CovType.parse(covariance_type)
-        w = np.asarray(weights, dtype=np.float64).reshape(-1)
-        m = _as_2d_means(means)
-        c = np.asarray(covariances, dtype=np.float64)
+        w = _float_array(weights, "weights").reshape(-1)
+        m = _as_2d_means(_float_array(means, "means"))
+        c = _float_array(covariances, "covariances")
+        if m.ndim != 2 or m.shape[0] < 1 or m.shape[1] < 1:
+            raise InputError(f"means must have shape (K, D) or (K,) with K >= 1, got shape {m.shape}")
         K, D = m.shape
         want = {0: (K,), 1: (K, D), 2: (K, D, D)}[cov_type]
         if c.shape != want and cov_type == 0 and c.shape == (K, 1):
@@ -104,10 +114,11 @@ class MixtureModel:
             )
         if np.any(w < 0) or not np.isclose(w.sum(), 1.0, atol=1e-6):
             raise InputError(f"weights must be non-negative and sum to 1 (they sum to {w.sum():g})")
+        _check_model_params(m, c, cov_type)
         self.weights = w
         self.means = m
         self.covariances = c
-        self.covariance_type = covariance_type
+        self.covariance_type = cov_type.label
         self.n_iter = int(n_iter)
         self.converged = bool(converged)
         self.lower_bound = float(lower_bound)
@@ -117,7 +128,7 @@ class MixtureModel:
                 "weights": w[None].copy(), "means": m[None].copy(), "covariances": c[None].copy(),
                 "log_likelihood": np.array([self.lower_bound]),
             }
-        self.history = history
+        self.history = _check_history(history, w.shape, m.shape, c.shape)
 
     # ---- basic properties ------------------------------------------------------------------
     @property
@@ -346,12 +357,25 @@ class MixtureModel:
         if iteration is None:
             w, m, c = self.weights, self.means[:, 0], self.covariances
         else:
+            iteration = self._check_iteration(iteration)
             w = self.history["weights"][iteration]
             m = self.history["means"][iteration][:, 0]
             c = self.history["covariances"][iteration]
         var = np.asarray(c, dtype=np.float64).reshape(self.n_components, -1)[:, 0]
-        z = (x[:, None] - m[None, :]) ** 2 / var[None, :]
-        return w[None, :] * np.exp(-0.5 * z) / np.sqrt(2 * np.pi * var)[None, :]
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = (x[:, None] - m[None, :]) ** 2 / var[None, :]
+            # inf x gives density 0 (not NaN); NaN x stays NaN
+            return w[None, :] * np.exp(-0.5 * z) / np.sqrt(2 * np.pi * var)[None, :]
+
+    def _check_iteration(self, iteration):
+        """``iteration`` as an index into ``history`` (negative counts from the end), or InputError."""
+        n = len(self.history["weights"])
+        if isinstance(iteration, bool) or not isinstance(iteration, (int, np.integer)) or not -n <= iteration < n:
+            raise InputError(
+                f"iteration={iteration!r} is not in the history: it holds iterations 0 (the start) to "
+                f"{n - 1} (the end); use one of those, or iteration=None for the final parameters"
+            )
+        return int(iteration)
 
     def thresholds(self, lo, hi, n=4097):
         """Grey levels in [lo, hi] where the most probable component changes (sorted).
@@ -365,6 +389,11 @@ class MixtureModel:
         mu = self.means[:, 0]
         with np.errstate(divide="ignore"):
             c = np.log(self.weights) - 0.5 * np.log(2 * np.pi * var)
+        lo, hi = self._threshold_range(lo, hi, c, mu, var)
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
+            raise InputError(f"n must be a whole number of grid points >= 2, got {n!r}")
+        if lo == hi:
+            return np.array([])
 
         def label(x):
             x = np.atleast_1d(np.asarray(x, dtype=np.float64))
@@ -387,6 +416,37 @@ class MixtureModel:
             out.append(0.5 * (a + b))
         return np.array(out)
 
+    @staticmethod
+    def _threshold_range(lo, hi, c, mu, var):
+        """Finite [lo, hi] for :meth:`thresholds`: an infinite bound is replaced by one beyond every
+        point where two components' weighted densities cross (the roots of their quadratic) and
+        every mean, so that no change of the most probable component is lost."""
+        try:
+            lo, hi = float(lo), float(hi)
+        except (TypeError, ValueError):
+            raise InputError(f"lo and hi must be numbers, got lo={lo!r}, hi={hi!r}") from None
+        if np.isnan(lo) or np.isnan(hi) or lo > hi:
+            raise InputError(f"thresholds(lo, hi) needs lo <= hi (not NaN), got lo={lo!r}, hi={hi!r}")
+        if np.isfinite(lo) and np.isfinite(hi):
+            return lo, hi
+        pts = list(mu)
+        K = len(mu)
+        for i in range(K):
+            for j in range(i + 1, K):
+                # c_i - (x - mu_i)^2 / (2 v_i) = c_j - (x - mu_j)^2 / (2 v_j)
+                a = 0.5 / var[j] - 0.5 / var[i]
+                b = mu[i] / var[i] - mu[j] / var[j]
+                d = c[i] - c[j] - 0.5 * mu[i] ** 2 / var[i] + 0.5 * mu[j] ** 2 / var[j]
+                roots = np.roots([a, b, d]) if np.isfinite([a, b, d]).all() and (a or b) else []
+                pts.extend(float(r.real) for r in np.atleast_1d(roots) if abs(r.imag) < 1e-12)
+        pts = np.asarray([p for p in pts if np.isfinite(p)])
+        margin = 10 * float(np.sqrt(var.max())) + 1.0
+        if not np.isfinite(lo):
+            lo = max(min(float(pts.min()) - margin, hi), -np.finfo(np.float64).max / 4)
+        if not np.isfinite(hi):
+            hi = min(max(float(pts.max()) + margin, lo), np.finfo(np.float64).max / 4)
+        return lo, hi
+
     # ---- (de)serialisation -------------------------------------------------------------------
     def to_dict(self):
         """Plain JSON-able dict (lists, floats, str, bool) with everything, history included."""
@@ -404,16 +464,50 @@ class MixtureModel:
 
     @classmethod
     def from_dict(cls, d):
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`to_dict`.
+
+        Raises InputError (naming the key) for a dict without ``weights``, ``means`` or
+        ``covariances``, values of the wrong shape, non-finite means, non-positive variances or a
+        history that does not match the parameters."""
+        from collections.abc import Mapping
+
+        if not isinstance(d, Mapping):
+            raise InputError(f"from_dict needs a dict as written by MixtureModel.to_dict(), got {type(d).__name__}")
+        missing = [k for k in ("weights", "means", "covariances") if d.get(k) is None]
+        if missing:
+            raise InputError(
+                f"the model dict has no {', '.join(repr(k) for k in missing)}: a MixtureModel needs 'weights', "
+                "'means' and 'covariances' (as written by MixtureModel.to_dict())"
+            )
         hist = d.get("history")
         if hist is not None:
-            hist = {k: np.asarray(v, dtype=np.float64) for k, v in hist.items()}
-            hist["means"] = hist["means"].reshape(hist["means"].shape[0], len(d["weights"]), -1)
+            if not isinstance(hist, Mapping):
+                raise InputError(f"the model dict's 'history' must be a dict of arrays or None, got "
+                                 f"{type(hist).__name__}")
+            hist = {k: _float_array(v, f"history[{k!r}]") for k, v in hist.items()}
+            if "means" in hist:
+                K = _float_array(d["weights"], "weights").size
+                hm = hist["means"]
+                if hm.ndim < 2 or hm.shape[1] != K or K == 0 or hm.size % (hm.shape[0] * K):
+                    raise InputError(
+                        f"history['means'] has shape {hm.shape}, which does not fit {K} components: give "
+                        "(n_iter + 1, K, D) (or drop 'history')"
+                    )
+                hist["means"] = hm.reshape(hm.shape[0], K, -1)
         lb = d.get("lower_bound")
+        try:
+            lb = float("nan") if lb is None else float(lb)
+            n_iter = int(d.get("n_iter") or 0)
+        except (TypeError, ValueError):
+            raise InputError(f"the model dict's 'lower_bound' and 'n_iter' must be numbers, got "
+                             f"{d.get('lower_bound')!r} and {d.get('n_iter')!r}") from None
+        params = d.get("params")
+        if params is not None and not isinstance(params, Mapping):
+            raise InputError(f"the model dict's 'params' must be a dict or None, got {type(params).__name__}")
         return cls(
-            d["weights"], d["means"], d["covariances"], d.get("covariance_type", "spherical"),
-            n_iter=d.get("n_iter", 0), converged=d.get("converged", False), history=hist,
-            lower_bound=float("nan") if lb is None else lb, params=d.get("params"),
+            d["weights"], d["means"], d["covariances"], d.get("covariance_type") or "spherical",
+            n_iter=n_iter, converged=bool(d.get("converged", False)), history=hist,
+            lower_bound=lb, params=params,
         )
 
     def summary(self):
@@ -436,6 +530,68 @@ class MixtureModel:
             f"covariance_type={self.covariance_type!r}, n_iter={self.n_iter}, "
             f"converged={self.converged}, lower_bound={self.lower_bound:.6g})"
         )
+
+
+def _float_array(v, name):
+    """``v`` as a float64 array, or InputError naming it (None, strings, ragged lists)."""
+    try:
+        a = np.asarray(v, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be an array of numbers, got {v!r}"[:300]) from None
+    return a
+
+
+def _check_model_params(m, c, cov_type):
+    """InputError for non-finite means or covariances, non-positive variances, or a full covariance
+    that is not positive definite."""
+    if not np.isfinite(m).all():
+        raise InputError("the model's means must be finite numbers; they contain NaN or inf")
+    if not np.isfinite(c).all():
+        raise InputError("the model's covariances must be finite numbers; they contain NaN or inf")
+    K, D = m.shape
+    var = np.diagonal(c, axis1=1, axis2=2) if cov_type == CovType.FULL else c
+    if np.any(var <= 0):
+        raise InputError(
+            f"the model's variances must be > 0; got {np.asarray(var).ravel()[:8].tolist()} "
+            "(a component with zero or negative variance is not a Gaussian)"
+        )
+    if cov_type == CovType.FULL:
+        for k in range(K):
+            if not np.allclose(c[k], c[k].T, rtol=1e-10, atol=0) or np.linalg.eigvalsh(c[k]).min() <= 0:
+                raise InputError(f"the covariance of component {k + 1} is not symmetric positive definite")
+
+
+def _check_history(history, w_shape, m_shape, c_shape):
+    """The history dict with float arrays of matching shapes, or InputError saying which."""
+    from collections.abc import Mapping
+
+    if not isinstance(history, Mapping):
+        raise InputError(f"history must be a dict of arrays or None, got {type(history).__name__}")
+    want = {"weights": w_shape, "means": m_shape, "covariances": c_shape, "log_likelihood": ()}
+    out = {}
+    n = None
+    for key, shape in want.items():
+        if key not in history:
+            raise InputError(f"history has no {key!r}: give 'weights', 'means', 'covariances' and "
+                             "'log_likelihood' (one entry per iteration), or history=None")
+        a = _float_array(history[key], f"history[{key!r}]")
+        if n is not None and a.ndim > 0 and a.shape[0] != n:
+            raise InputError(
+                f"history[{key!r}] has {a.shape[0]} entries but history['weights'] has {n}: every history "
+                "array needs one entry per iteration (or pass history=None)"
+            )
+        if a.ndim == 0 or a.shape[1:] != tuple(shape):
+            raise InputError(
+                f"history[{key!r}] has shape {a.shape}; with these parameters it must be "
+                f"({'n' if n is None else n}, {', '.join(map(str, shape))})".replace(", )", ")")
+                + ": one entry per iteration (or pass history=None)"
+            )
+        n = a.shape[0]
+        out[key] = a
+    if n == 0:
+        raise InputError("history has no entries: it needs at least the start (or pass history=None)")
+    out.update({k: v for k, v in history.items() if k not in out})
+    return out
 
 
 def _json_float(v):
@@ -466,8 +622,10 @@ def _brightness(X):
 
 
 def _slices_from_assignment(X, w, assign, K, cov_type, reg, fallback_means) -> _drv.Params:
-    """Initial parameters from a hard assignment of samples to K groups."""
+    """Initial parameters from a hard assignment of samples to K groups (empty groups first get
+    half of a populated group, see :func:`_fill_empty_groups`)."""
     D = X.shape[1]
+    assign = _fill_empty_groups(X, w, assign, K)
     Nk, means, cov = np.empty(K), np.empty((K, D)), np.empty((K, D, D))
     _km.group_stats(np.ascontiguousarray(X, dtype=np.float64), np.ascontiguousarray(w, dtype=np.float64),
                     np.ascontiguousarray(assign, dtype=np.int64), Nk, means, cov)
@@ -488,6 +646,49 @@ def _slices_from_assignment(X, w, assign, K, cov_type, reg, fallback_means) -> _
         cov = np.zeros((K, D, D))
         cov[:, idx, idx] = var
     return _drv.Params(weights, means, cov, cov_type)
+
+
+def _fill_empty_groups(X, w, assign, K):
+    """The assignment with every empty group given the upper half of the group with the largest
+    spread (weighted sum of squared deviations) among those with at least two distinct samples,
+    split at its weighted median along its first principal axis, until no group is empty or none
+    can be split.
+
+    Equal slices of the range leave groups empty where the histogram has gaps (K = 3 on a bimodal
+    image, or K equal to the number of distinct values): such a component starts with no data and
+    ends empty, its label unused. Splitting the widest group instead starts every component on data
+    whenever the data allow K non-empty groups. An assignment without empty groups is returned
+    unchanged (the same array), so the classic starts stay identical there.
+    """
+    assign = np.asarray(assign)
+    Nk = np.bincount(assign, weights=w, minlength=K)
+    empty = np.flatnonzero(Nk <= 0)
+    if empty.size == 0:
+        return assign
+    assign = np.array(assign, dtype=np.int64, copy=True)
+    for e in empty:
+        best, best_cost = -1, 0.0
+        for g in range(K):
+            sel = assign == g
+            if np.count_nonzero(sel) < 2:
+                continue
+            Xg, wg = X[sel], w[sel]
+            mu = (wg[:, None] * Xg).sum(axis=0) / wg.sum()
+            cost = float((wg[:, None] * (Xg - mu) ** 2).sum())
+            if cost > best_cost:
+                best, best_cost = g, cost
+        if best < 0:
+            break  # no group has two distinct samples: the fallback means are used
+        idx = np.flatnonzero(assign == best)
+        p = _principal_projection(X[idx], w[idx])
+        order = np.argsort(p, kind="stable")
+        ps, cw = p[order], np.cumsum(w[idx][order])
+        cuts = np.flatnonzero(ps[1:] > ps[:-1]) + 1  # boundaries between distinct projections
+        if cuts.size == 0:
+            break
+        j = cuts[np.argmin(np.abs(cw[cuts - 1] - 0.5 * cw[-1]))]
+        assign[idx[order[j:]]] = e
+    return assign
 
 
 def _init_ranges(X, w, K, integer, cov_type, reg):
@@ -585,7 +786,7 @@ def _check_n_components(n_components):
 
 def _check_init(init, K, D):
     if isinstance(init, MixtureModel):
-        if init.n_components != K or init.n_features != D:
+        if init.n_components != K or (D is not None and init.n_features != D):
             raise InputError(
                 f"init model has {init.n_components} components and {init.n_features} features; "
                 f"this fit asks for n_components={K} on {D} feature(s): fit with those, or pass "
@@ -637,12 +838,37 @@ def _default_reg(hist):
     return float(np.max(h) ** 2 / 12.0)
 
 
+def _check_fit_args(n_components, covariance_type, init, max_iter, tol, n_init, reg_covar, random_state,
+                    progress=None):
+    """Every argument of a fit checked before any work (type and range; n_components against the
+    data comes later), so that a wrong one fails at once with its name and the accepted values."""
+    auto = _check_n_components(n_components)
+    if not auto:
+        check_k(n_components, 65535)
+    CovType.parse(covariance_type)
+    _drv.check_em_args(max_iter, tol, n_init, random_state=random_state)
+    _check_reg(reg_covar)
+    if not (auto and isinstance(init, MixtureModel)):  # that one has its own message in fit_hist
+        _check_init(init, n_components, None)
+    check_progress(progress)
+
+
+def _check_fit_kw(n_components, fit_kw, progress=None):
+    """:func:`_check_fit_args` on a dict of fit keyword arguments (absent ones at their defaults)."""
+    g = fit_kw.get
+    _check_fit_args(n_components, g("covariance_type", "spherical"), g("init", "auto"), g("max_iter", 100),
+                    g("tol", 1e-6), g("n_init", 1), g("reg_covar"), g("random_state"), progress)
+
+
 def _check_reg(reg_covar):
     if reg_covar is None:
         return
     if isinstance(reg_covar, bool) or not isinstance(reg_covar, (int, float, np.floating, np.integer)) or not (
             math.isfinite(reg_covar) and reg_covar >= 0):
-        raise InputError(f"reg_covar must be None (automatic) or a finite number >= 0, got {reg_covar!r}")
+        raise InputError(
+            f"reg_covar must be None (automatic: one quantisation step's variance) or a finite number >= 0 "
+            f"well below the data's variance, got {reg_covar!r}"
+        )
 
 
 def _data_variance(X, w):
@@ -694,8 +920,7 @@ def fit_hist(hist, n_components=2, *, channel_axis=None, covariance_type="spheri
     :func:`fit_mixture`.
     """
     cov_type = CovType.parse(covariance_type)
-    _drv.check_em_args(max_iter, tol, n_init)
-    _check_reg(reg_covar)
+    _check_fit_args(n_components, covariance_type, init, max_iter, tol, n_init, reg_covar, random_state)
     _explain_empty(hist)
     if hist.n_inf:
         warnings.warn(
@@ -712,6 +937,7 @@ def fit_hist(hist, n_components=2, *, channel_axis=None, covariance_type="spheri
             if auto or n_components > 1 else
             f"the image is constant (every counted pixel is {v}): a Gaussian needs some spread"
         )
+    check_fit_range(hist.values, hist.low, hist.high, hist.kind)
     if auto:
         max_components = _sel.check_selection_args(max_components, criterion, hist.n_distinct)
         if isinstance(init, MixtureModel):
@@ -860,6 +1086,7 @@ class SplitModels(list):
 def fit_image(image, n_components=2, *, channel_axis=None, mask=None, bins=None, **fit_kw):
     """The per-pixel mixture of an image: validate, compress (NumPy or dask), :func:`fit_hist`
     (what :func:`napari_gmm.fit_mixture` runs without a spatial prior)."""
+    _check_fit_kw(n_components, fit_kw)
     image = check_image(image, channel_axis=channel_axis)
     hist = _pl.compress_image(image, channel_axis=channel_axis, mask=mask, bins=bins)
     return fit_hist(hist, n_components, channel_axis=channel_axis, extra_params={"bins": bins}, **fit_kw)

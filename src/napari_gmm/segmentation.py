@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import em as _drv
 from . import mixture as _mx
 from . import pipeline as _pl
 from . import spatial as _spatial
-from ._validate import InputError, check_image, is_dask
+from ._validate import InputError, check_image, check_progress, is_dask
 
 __all__ = ["fit_mixture", "segment", "quantize"]
 
@@ -243,6 +242,7 @@ def segment(image, n_components=2, *, channel_axis=None, covariance_type="spheri
     array([[1, 1, 1],
            [2, 2, 2]], dtype=uint8)
     """
+    check_progress(progress)
     if _spatial_requested(beta, bias_field):
         n_components = _spatial_k(image, n_components, channel_axis, mask, bins, max_components, criterion, labels,
                                   dict(covariance_type=covariance_type, init=init, reg_covar=reg_covar))
@@ -255,7 +255,7 @@ def segment(image, n_components=2, *, channel_axis=None, covariance_type="spheri
     fit_kw = dict(covariance_type=covariance_type, init=init, n_init=n_init, max_iter=max_iter, tol=tol,
                   reg_covar=reg_covar, random_state=random_state, max_components=max_components,
                   criterion=criterion, censoring=censoring, labels=labels)
-    _drv.check_em_args(max_iter, tol, n_init)
+    _mx._check_fit_kw(n_components, fit_kw, progress)
     _mx._check_labels(labels, channel_axis)
     if split_axis is None:
         labels, model = _mx._segment_one(image, n_components, channel_axis, mask, bins, fit_kw,
