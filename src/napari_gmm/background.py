@@ -1653,9 +1653,16 @@ def _tile_job(block, crop, kw):
 
 
 def _tile_edges(n, side):
-    """Tile boundaries along an axis of length n: equal tiles of at most ``side`` pixels."""
+    """Tile boundaries along an axis of length n: tiles of one size (at most ``side`` pixels), the
+    last one shorter (merged into the one before when under 4 pixels). Equal tiles make the outputs'
+    dask chunks equal to the zarr chunks they are written to: unequal ones would be rechunked
+    across tiles on writing, holding several tiles' outputs in memory at once."""
     k = max(1, -(-n // max(1, side)))
-    return np.linspace(0, n, k + 1).round().astype(int)
+    step = -(-n // k)
+    edges = list(range(0, n, step)) + [n]
+    if len(edges) > 2 and edges[-1] - edges[-2] < 4:
+        del edges[-2]
+    return np.asarray(edges)
 
 
 def _subtract_background_tiled(stack, *, preset, time_axis, channel_axis, burn_in, background,
