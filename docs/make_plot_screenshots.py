@@ -27,7 +27,7 @@ from skimage import data
 import napari_gmm as ng
 from napari_gmm._widgets._plots import EMEvolutionWidget, MixturePlotWidget, PixelTraceWidget
 
-WINDOW = (1400, 900)
+WINDOW = (1600, 1000)
 MAX_BYTES = 300_000
 
 

@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["napari_gmm", "napari_gmm.mixture", "napari_gmm.histogram", "napari_gmm.datasets",
+MODULES = ["napari_gmm", "napari_gmm.segmentation", "napari_gmm.pipeline", "napari_gmm.datasets",
            "napari_gmm.background", "napari_gmm.plotting"]
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-MANIFEST = ROOT / "napari.yaml"
+MANIFEST = ROOT / "src" / "napari_gmm" / "napari.yaml"
 PLUGIN = "napari-gmm"
 
 npe2 = pytest.importorskip("npe2")
@@ -51,11 +51,29 @@ def test_npe2_validate_passes():
     assert "valid" in proc.stdout.lower()
 
 
-def test_package_copy_is_the_top_level_file():
-    """src/napari_gmm/napari.yaml (what the editable install serves) is the top-level file."""
-    shipped = ROOT / "src" / "napari_gmm" / "napari.yaml"
-    assert shipped.is_file(), "src/napari_gmm/napari.yaml missing (symlink to ../../napari.yaml)"
-    assert shipped.read_bytes() == MANIFEST.read_bytes()
+def test_manifest_is_a_real_file_in_the_package():
+    """The package holds the manifest itself (no symlink inside the package); the top-level
+    napari.yaml, if present, is a symlink to it (the design card lists napari.yaml at the top)."""
+    assert MANIFEST.is_file() and not MANIFEST.is_symlink(), "src/napari_gmm/napari.yaml must be a file"
+    top = ROOT / "napari.yaml"
+    if top.exists() or top.is_symlink():
+        assert top.is_symlink() and top.resolve() == MANIFEST.resolve()
+
+
+def test_plain_install_pulls_neither_napari_nor_qt():
+    """`pip install napari-gmm` (scripts, cluster workers): no napari, Qt, magicgui or npe2; the
+    napari parts come with the extras "napari" / "pyqt6"."""
+    import re
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = {re.split(r"[\[<>=!~; ]", d, maxsplit=1)[0].lower() for d in project["dependencies"]}
+    gui = {"napari", "magicgui", "qtpy", "npe2", "pyqt5", "pyqt6", "pyside2", "pyside6",
+           "napari-matplotlib", "superqt", "vispy"}
+    assert not names & gui, names & gui
+    extras = project["optional-dependencies"]
+    assert any(d.startswith("napari>=") for d in extras["napari"])
+    assert any("pyqt6" in d for d in extras["pyqt6"])
 
 
 def test_name_and_command_ids(manifest):
@@ -82,6 +100,8 @@ def test_every_referenced_command_exists(manifest):
         referenced.add(w.command)
     for s in contrib.sample_data or ():
         referenced.add(s.command)
+    for wr in contrib.writers or ():
+        referenced.add(wr.command)
     placed_submenus = set()
     for menu_id, items in contrib.menus.items():
         for item in items:
@@ -132,8 +152,9 @@ def test_segment_entry_in_layers_segment(manifest):
     labels = {s.id: s.label for s in contrib.submenus}
     sub = [e.submenu for e in entries if hasattr(e, "submenu")]
     assert [labels[s] for s in sub] == ["Gaussian mixture (EM)"]
-    assert [i.command for i in contrib.menus[sub[0]]] == ["napari-gmm.segment_widget",
-                                                          "napari-gmm.background_widget"]
+    assert [i.command for i in contrib.menus[sub[0]]] == [
+        "napari-gmm.segment_selected", "napari-gmm.segment_selected_auto_k", "napari-gmm.background_selected",
+        "napari-gmm.segment_widget", "napari-gmm.background_widget"]
     widgets = {w.command: w.display_name for w in contrib.widgets}
     assert widgets["napari-gmm.segment_widget"] == "Gaussian mixture segmentation"
     assert widgets["napari-gmm.background_widget"] == "Background model"
@@ -242,7 +263,9 @@ def test_menus_in_a_running_napari(make_napari_viewer):
     assert len(subs) == 1 and subs[0].title == "Gaussian mixture (EM)"
     inner = [i.command.id for i in app.menus.get_menu("napari-gmm.layers_segment_gmm")
              if hasattr(i, "command")]
-    assert inner == ["napari-gmm.segment_widget", "napari-gmm.background_widget"]
+    assert inner == ["napari-gmm.segment_selected", "napari-gmm.segment_selected_auto_k",
+                     "napari-gmm.background_selected",
+                     "napari-gmm.segment_widget", "napari-gmm.background_widget"]
 
     # Qt: the menu a user clicks through
     menubar = viewer.window._qt_window.menuBar()
@@ -262,7 +285,8 @@ def test_menus_in_a_running_napari(make_napari_viewer):
     docks = viewer.window.dock_widgets
     assert any("Gaussian mixture segmentation" in name for name in docks), list(docks)
     assert "Background model (napari GMM)" in titles, titles
-    action = next(a for a in gmm.menu().actions() if a.text().replace("&&", "&").startswith("Background model"))
+    action = next(a for a in gmm.menu().actions()
+                  if a.text().replace("&&", "&") == "Background model (napari GMM)")
     action.trigger()
     assert any("Background model" in name for name in viewer.window.dock_widgets), list(viewer.window.dock_widgets)
 

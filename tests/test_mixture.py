@@ -294,8 +294,9 @@ def test_nd_and_split_axis():
     calls = []
     ng.segment(stack, 3, split_axis=0, max_iter=50, progress=lambda d, n: calls.append((d, n)))
     done = [d for d, _ in calls]
-    assert {n for _, n in calls} == {150} and calls[-1] == (150, 150)
-    assert done == sorted(done) and (50, 150) in calls and (100, 150) in calls and len(calls) >= 6
+    # 3 fits of 50 EM iterations, each with a compression and a look-up counted as a tenth of its fit
+    assert {n for _, n in calls} == {180} and calls[-1] == (180, 180)
+    assert done == sorted(done) and (55, 180) in calls and (115, 180) in calls and len(calls) >= 6
 
 
 def test_progress_can_cancel_a_fit(rgb_crop):
@@ -303,12 +304,12 @@ def test_progress_can_cancel_a_fit(rgb_crop):
 
     def progress(done, total):
         seen.append(done)
-        if done >= 10:
+        if done >= 30:
             raise KeyboardInterrupt("cancelled")
 
     with pytest.raises(KeyboardInterrupt):
         ng.segment(rgb_crop, 8, channel_axis=-1, init="kmeans++", max_iter=200, tol=0, progress=progress)
-    assert seen == [5, 10]  # stopped after 10 of 200 iterations
+    assert seen == [20, 25, 30]  # compression (20 units), then stopped after 10 of 200 EM iterations
 
 
 def test_mask(camera):
@@ -386,7 +387,7 @@ def test_large_float_colour_uses_grid():
 def test_wide_integer_multichannel_uses_grid_above_2_20_pixels(monkeypatch):
     """16-bit multichannel data (over 24 packed bits) are nearly all distinct when noisy: unique
     colours up to 2**20 pixels, the grid above (and whenever ``bins`` is given)."""
-    from napari_gmm import mixture as mx
+    from napari_gmm._kernels import _config
 
     rng = np.random.default_rng(1)
     truth = rng.integers(0, 3, (1030, 1030))
@@ -403,16 +404,13 @@ def test_wide_integer_multichannel_uses_grid_above_2_20_pixels(monkeypatch):
     assert m.params["compression"] == "grid"
     by_brightness = np.array([2, 1, 3])[truth]  # labels are ordered by mean brightness
     assert (labels[5:] == by_brightness[5:]).mean() > 0.999 and (labels[:5] == 0).all()
-    monkeypatch.setattr(mx, "LABEL_SLICE", 4099)
-    np.testing.assert_array_equal(mx._labels_from_hist(m, img, ng.histogram(img, channel_axis=-1, mask=mask),
-                                                       -1, mask), labels)
+    monkeypatch.setattr(_config, "LABEL_SLICE", 4099)
+    np.testing.assert_array_equal(m.predict(img, channel_axis=-1, mask=mask), labels)
     np.testing.assert_array_equal(img, before)
 
 
 def test_grid_dense_tables_equal_the_sorted_keys():
-    import importlib
-
-    h = importlib.import_module("napari_gmm.histogram")
+    from napari_gmm._kernels import _config as h
     rng = np.random.default_rng(2)
     img = rng.normal(size=(1200, 1000, 3)).astype(np.float32)
     img[3, 4, 1] = np.nan

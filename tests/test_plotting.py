@@ -200,3 +200,20 @@ def test_plotting_does_not_import_qt_or_napari():
             "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_plot_selection_marks_the_chosen_k():
+    from matplotlib.figure import Figure
+
+    from napari_gmm.plotting import plot_selection
+
+    img = np.concatenate([np.full(500, 40), np.full(500, 200)]).astype(np.uint8)
+    img = (img + np.random.default_rng(0).normal(0, 8, img.size)).clip(0, 255).astype(np.uint8).reshape(25, 40)
+    m = ng.fit_mixture(img, "auto")
+    ax = Figure().subplots()
+    out = plot_selection(ax, m)
+    k, v = out["chosen"].get_data()
+    assert list(k) == [m.n_components] and list(v) == [0.0]
+    np.testing.assert_allclose(out["line"].get_ydata(), np.asarray(m.selection.values) - min(m.selection.values))
+    with pytest.raises(ng.InputError, match="fixed K"):
+        plot_selection(ax, ng.fit_mixture(img, 2))

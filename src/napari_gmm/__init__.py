@@ -11,8 +11,10 @@ Qt or magicgui. The napari widgets live in :mod:`napari_gmm._widgets`.
 
 from ._validate import Cancelled, ConvergenceWarning, FitError, InputError
 from .background import BackgroundModel, BackgroundResult, subtract_background
-from .histogram import Histogram, histogram
-from .mixture import MixtureModel, fit_mixture, quantize, segment
+from .compress import Histogram
+from .mixture import MixtureModel, SplitModels
+from .segmentation import fit_mixture, quantize, segment
+from .pipeline import histogram
 
 __version__ = "0.1.0"
 
@@ -26,6 +28,7 @@ __all__ = [
     "Histogram",
     "InputError",
     "MixtureModel",
+    "SplitModels",
     "fit_mixture",
     "histogram",
     "quantize",

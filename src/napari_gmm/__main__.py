@@ -262,9 +262,41 @@ from ._demo_colour import demo_colour  # noqa: E402  (the colour step lives in i
 #: with ``ctx.path(name)`` and returns its JSON-able summary section (stored under ``name`` in
 #: summary.json; a ``"text"`` entry in it, if any, is copied into summary.txt). Append new steps
 #: here (e.g. colour quantisation: ``("colour", demo_colour)``); ``--steps`` picks them by name.
+def demo_choosing_k(ctx: DemoContext) -> dict[str, Any]:
+    """Choose K automatically (BIC, ICL, AIC) on the cameraman and on the noisy phantom, and plot
+    each criterion against K (``choosing_k.png``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    import napari_gmm as ng
+    from napari_gmm.datasets import cameraman, phantom
+    from napari_gmm.plotting import plot_selection
+
+    images = {"cameraman": cameraman(), "phantom (3 classes)": phantom((256, 256), n_classes=3, noise=0.25,
+                                                                      seed=0)[0]}
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    axes = fig.subplots(1, 2)
+    chosen = {}
+    for ax, (name, img) in zip(axes, images.items()):
+        chosen[name] = {}
+        for crit, mk in (("bic", "o-"), ("icl", "s--"), ("aic", "^:")):
+            m = ng.fit_mixture(img, "auto", criterion=crit)
+            plot_selection(ax, m, marker=mk)
+            chosen[name][crit] = int(m.n_components)
+        ax.set_title(f"{name}: criterion against K (* = chosen)")
+        ax.legend(fontsize=8)
+    fig.savefig(ctx.path("choosing_k.png"), dpi=110)
+    lines = ["choosing K (n_components='auto'): " + "; ".join(
+        f"{n}: " + ", ".join(f"{c.upper()} {k}" for c, k in v.items()) for n, v in chosen.items())]
+    return {"chosen": chosen, "files": ["choosing_k.png"], "text": "\n".join(lines)}
+
+
 DEMO_STEPS: list[tuple[str, Callable[[DemoContext], dict]]] = [
     ("cameraman", demo_cameraman),
     ("phantom", demo_phantom),
+    ("choosing_k", demo_choosing_k),
     ("colour", demo_colour),
 ]
 
@@ -400,7 +432,112 @@ def build_parser() -> argparse.ArgumentParser:
                       metavar="STEP",
                       help="run only these steps (default: all: "
                            + ", ".join(name for name, _ in DEMO_STEPS) + ")")
+    _add_batch_commands(sub)
     return parser
+
+
+def _axis_or_auto(text: str):
+    if text in ("auto", "none", "None"):
+        return None if text.lower() == "none" else "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an axis (integer), 'none' or 'auto', got {text!r}") from None
+
+
+def _add_batch_commands(sub) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--out", required=True, metavar="OUT",
+                        help="output folder, or one OUT.zarr for a single input")
+    common.add_argument("--channel-axis", type=_axis_or_auto, default="auto", metavar="AXIS",
+                        help="channel axis: an integer, 'none' (grey) or 'auto' (the axis an OME file calls c; "
+                             "default)")
+    common.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    common.add_argument("--scheduler", metavar="ADDRESS",
+                        help="run on this dask.distributed scheduler (e.g. tcp://10.0.0.5:8786) instead of "
+                             "local threads")
+    common.add_argument("--summary", metavar="FILE", help="write the JSON summary here (default: OUT/summary.json "
+                        "for a folder, OUT.summary.json beside a .zarr)")
+    common.add_argument("--no-progress", action="store_true", help="no progress bars")
+    seg = sub.add_parser(
+        "segment", parents=[common],
+        help="segment image files (TIFF/OME-TIFF, zarr/OME-Zarr, .npy) into labels written as zarr",
+        description="Segment every INPUT (files, globs or folders) with a Gaussian mixture; write each "
+                    "file's labels to zarr chunk by chunk, with the model as the 'napari_gmm' attribute.",
+    )
+    seg.add_argument("inputs", nargs="+", metavar="INPUT")
+    seg.add_argument("--n-components", "-k", type=_positive_int, default=3, metavar="K",
+                     help="number of Gaussians (default 3)")
+    seg.add_argument("--pooled", action="store_true",
+                     help="one model for all files (their histograms merged) instead of one per file")
+    seg.add_argument("--split-axis", type=int, default=None, metavar="AXIS",
+                     help="one model per index of this axis within each file (e.g. 0 for time)")
+    seg.add_argument("--covariance-type", choices=["spherical", "diag", "full"], default="spherical")
+    seg.add_argument("--max-iter", type=_positive_int, default=100)
+    seg.add_argument("--tol", type=float, default=1e-6)
+    app = sub.add_parser(
+        "apply", parents=[common],
+        help="label image files with a saved model (JSON from MixtureModel.to_dict, or a result .zarr)",
+    )
+    app.add_argument("model", metavar="MODEL")
+    app.add_argument("inputs", nargs="+", metavar="INPUT")
+    bg = sub.add_parser(
+        "background", parents=[common],
+        help="background modelling of a stack file (per-pixel adaptive mixtures), written as zarr",
+        description="Model the background of STACK (T, Y, X[, C]) tile by tile (memory: a tile, not the "
+                    "stack) and write OUT.zarr with the arrays 'foreground' (0/1/2) and 'background'.",
+    )
+    bg.add_argument("inputs", nargs=1, metavar="STACK")
+    bg.add_argument("--preset", default="camera video", choices=["camera video", "fluorescence time-lapse"],
+                    help="'camera video' (OpenCV MOG2's behaviour) or 'fluorescence time-lapse' (shot-noise "
+                         "model, bleaching correction, objects that pause); default camera video")
+    bg.add_argument("--time-axis", type=int, default=0, metavar="AXIS")
+    bg.add_argument("--background", choices=["all", "last", "none"], default="all",
+                    help="write the background of every frame (default), only the last, or none")
+
+
+def _run_batch(args) -> int:
+    from . import batch
+    from ._validate import InputError
+
+    client = None
+    try:
+        inputs = batch.expand_inputs(args.inputs)
+        client = batch.connect(args.scheduler)
+        bars = not args.no_progress
+        if args.command == "segment":
+            summary = batch.segment_files(inputs, args.out, args.n_components, pooled=args.pooled,
+                                          channel_axis=args.channel_axis, split_axis=args.split_axis,
+                                          overwrite=args.overwrite, client=client, bars=bars,
+                                          covariance_type=args.covariance_type, max_iter=args.max_iter,
+                                          tol=args.tol)
+        elif args.command == "apply":
+            summary = batch.apply_files(args.model, inputs, args.out, channel_axis=args.channel_axis,
+                                        overwrite=args.overwrite, client=client, bars=bars)
+        else:
+            if len(inputs) != 1:
+                raise InputError(f"background models one stack at a time; {args.inputs[0]} matches {len(inputs)}")
+            summary = batch.background_file(inputs[0], args.out, preset=args.preset, time_axis=args.time_axis,
+                                            channel_axis=args.channel_axis, overwrite=args.overwrite,
+                                            client=client, bars=bars,
+                                            background=None if args.background == "none" else args.background)
+    except ValueError as exc:  # InputError: bad inputs, paths, scheduler; the message says what to do
+        print(f"napari-gmm {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if client is not None:
+            client.close()
+    out = Path(args.out)
+    where = Path(args.summary) if args.summary else (
+        out.with_name(out.name + ".summary.json") if out.suffix.lower() == ".zarr" else out / "summary.json")
+    where.write_text(json.dumps(summary, indent=2))
+    for f in summary["files"]:
+        if f["status"] != "ok":
+            msg = f["error"] if f["error"].startswith(f["input"]) else f"{f['input']}: {f['error']}"
+            print(f"napari-gmm {args.command}: {msg}", file=sys.stderr)
+    print(f"napari-gmm {args.command}: {summary['n_ok']} of {len(summary['files'])} file(s) done in "
+          f"{summary['seconds']:.1f} s; summary: {where}", file=sys.stderr)
+    return 0 if summary["n_failed"] == 0 else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -420,6 +557,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"napari-gmm demo: error: {exc}", file=sys.stderr)
             return 2
         return 0
+    if args.command in ("segment", "apply", "background"):
+        return _run_batch(args)
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover
     return 2
 

@@ -1,34 +1,83 @@
-"""Dask support: histograms chunk by chunk, merged; labels lazily with ``map_blocks``.
+"""Dask arrays through the pipeline: histograms chunk by chunk, merged; look-ups lazily.
 
-Nothing here materialises the whole array: a pass computes the per-chunk ranges, a second pass the
-per-chunk histograms (merged exactly, since the binning is fixed by the global range), and the labels
-are a lazy ``map_blocks`` of the look-up table. Only grey data (``channel_axis=None``) is chunked;
-multichannel dask arrays are brought into memory (with a message in the docs).
+Grey data never materialise: one pass computes the per-chunk ranges, a second the per-chunk
+histograms (merged exactly, since the binning is fixed by the global range), and labels, posterior
+maps and quantised images are lazy ``map_blocks`` of look-up tables. Multichannel dask arrays are
+compressed in memory (their unique colours need the whole array) and looked up lazily.
 """
 
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 
-from ._validate import InputError, as_flat, label_dtype
+from .compress import (
+    Kind,
+    colour_lookup,
+    compress_numpy,
+    empty_grey,
+    grey_counts,
+    grey_grid,
+    grey_histogram,
+    grey_index,
+    grey_label_table,
+    grey_lookup,
+    grey_range,
+    grey_spec,
+    histogram_from_whole_dtype,
+    merge_counts,
+    merge_ranges,
+    paint_numpy,
+    valid_rows,
+    whole_dtype_counts,
+)
+from ._validate import InputError, as_flat, label_dtype, move_channels
 
-_h = importlib.import_module(".histogram", __package__)
+__all__ = ["histogram", "labels", "proba", "paint"]
 
 
-def _mask_blocks(image, mask):
+def _threads(n_tasks):
+    """Numba threads per dask task: dask runs the tasks in parallel (threads or cluster workers),
+    so each task's kernels get the machine's threads divided by the tasks (at least 1). Parallel
+    kernels in every task of a threaded scheduler, or of several worker processes, would
+    oversubscribe the cores."""
+    from numba import get_num_threads
+
+    return max(1, get_num_threads() // max(1, n_tasks))
+
+
+def _in_threads(f, n, *args, **kw):
+    """``f(*args, **kw)`` with ``n`` Numba threads in the calling thread (restored after)."""
+    import numba
+
+    old = numba.get_num_threads()
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    try:
+        return f(*args, **kw)
+    finally:
+        numba.set_num_threads(old)
+
+
+def task(f, n_tasks):
+    """``f`` to run as one of ``n_tasks`` dask tasks (see :func:`_threads`)."""
+    from functools import partial
+
+    return partial(_in_threads, f, _threads(n_tasks))
+
+
+def _mask_array(image, mask, spatial_chunks):
     import dask.array as da
 
     if mask is None:
-        return [None] * image.npartitions
-    if tuple(np.shape(mask)) != tuple(image.shape):
+        return None
+    return da.asarray(mask).rechunk(spatial_chunks)
+
+
+def _check_mask(mask, spatial):
+    if mask is not None and tuple(np.shape(mask)) != tuple(spatial):
         raise InputError(
-            f"mask has shape {tuple(np.shape(mask))} but the image's pixels have shape {tuple(image.shape)}: "
+            f"mask has shape {tuple(np.shape(mask))} but the image's pixels have shape {tuple(spatial)}: "
             "give a mask with one entry per pixel"
         )
-    m = da.asarray(mask).rechunk(image.chunks)
-    return list(m.to_delayed().ravel())
 
 
 def _flat_mask(m):
@@ -38,85 +87,180 @@ def _flat_mask(m):
 
 
 def _block_range(b, m):
-    return _h.grey_range(as_flat(b), _flat_mask(m))
+    return grey_range(as_flat(b), _flat_mask(m))
+
+
+def _block_whole(b, m):
+    return whole_dtype_counts(as_flat(b), _flat_mask(m))
 
 
 def _block_counts(b, m, spec):
-    return _h.grey_counts(as_flat(b), _flat_mask(m), spec)
+    return grey_counts(as_flat(b), _flat_mask(m), spec)
 
 
-def _block_labels(b, m=None, *, spec, lut):
+def histogram(image, *, channel_axis=None, mask=None, bins=None):
+    """The exact histogram of a dask image (grey: chunk by chunk; colour: in memory)."""
+    if channel_axis is not None:
+        return compress_numpy(np.asarray(image), channel_axis=channel_axis,
+                              mask=None if mask is None else np.asarray(mask), bins=bins)
+    return pooled_histogram([image], [mask], bins=bins)
+
+
+def pooled_histogram(images, masks=None, *, bins=None):
+    """One exact grey histogram of several dask images together (a pooled fit): each chunk is
+    counted on the binning fixed by the images' common range, and the counts merge exactly."""
+    import dask
+
+    masks = masks or [None] * len(images)
+    dtypes = {np.dtype(im.dtype) for im in images}
+    if len(dtypes) > 1:
+        raise InputError(f"images of different dtypes ({', '.join(sorted(map(str, dtypes)))}) cannot share one "
+                         "histogram: convert them to one dtype, or fit each on its own")
+    blocks, mblocks = [], []
+    for im, mask in zip(images, masks):
+        _check_mask(mask, im.shape)
+        bs = list(im.to_delayed().ravel())
+        m = _mask_array(im, mask, im.chunks)
+        blocks += bs
+        mblocks += [None] * len(bs) if m is None else list(m.to_delayed().ravel())
+    dtype = dtypes.pop()
+    if dtype.kind in "ui" and dtype.itemsize <= 2:  # one pass: whole-dtype counts add up exactly
+        if bins is not None:
+            grey_spec(dtype, 0, 0, bins)  # the InputError for bins on integer data
+        f = task(_block_whole, len(blocks))
+        parts = dask.compute(*[dask.delayed(f)(b, mb) for b, mb in zip(blocks, mblocks)])
+        return histogram_from_whole_dtype(sum(parts[1:], parts[0].copy()), dtype)
+    f = task(_block_range, len(blocks))
+    rngs = dask.compute(*[dask.delayed(f)(b, mb) for b, mb in zip(blocks, mblocks)])
+    rng = merge_ranges(rngs)
+    if rng[2] == 0:
+        return empty_grey(rng, dtype)
+    spec = grey_spec(dtype, rng[0], rng[1], bins)
+    f = task(_block_counts, len(blocks))
+    parts = dask.compute(*[dask.delayed(f)(b, mb, spec) for b, mb in zip(blocks, mblocks)])
+    return grey_histogram(merge_counts(list(parts), spec), spec, rng, dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# look-ups per block
+
+
+def _grey_labels_block(b, m=None, *, spec, lut):
     out = np.empty(b.size, lut.dtype)
-    _h.grey_lookup(as_flat(b), _flat_mask(m), spec, lut, out)
+    grey_lookup(as_flat(b), _flat_mask(m), spec, lut, out)
     return out.reshape(b.shape)
 
 
-def dask_histogram(image, *, mask=None, bins=None, channel_axis=None):
-    import dask
-
-    if channel_axis is not None:
-        return _h.compress(image.compute(), channel_axis=channel_axis,
-                            mask=None if mask is None else np.asarray(mask), bins=bins)
-    blocks = list(image.to_delayed().ravel())
-    mblocks = _mask_blocks(image, mask)
-    rngs = dask.compute(*[dask.delayed(_block_range)(b, m) for b, m in zip(blocks, mblocks)])
-    rng = _h.merge_ranges(rngs)
-    if rng[2] == 0:
-        return _h.empty_grey(rng, image.dtype)
-    spec = _h.grey_spec(np.dtype(image.dtype), rng[0], rng[1], bins)
-    parts = dask.compute(*[dask.delayed(_block_counts)(b, m, spec) for b, m in zip(blocks, mblocks)])
-    return _h.grey_histogram(_h.merge_counts(list(parts), spec), spec, rng, image.dtype)
+def _grey_proba_block(b, m=None, *, spec, table):
+    idx = grey_index(as_flat(b), _flat_mask(m), spec)
+    K = table.shape[1]
+    out = np.empty((K, b.size), np.float32)
+    for k in range(K):
+        np.take(table[:, k], idx, out=out[k])
+    return out.reshape((K,) + b.shape)
 
 
-def _lazy_labels(model, image, hist, mask):
+def _colour_block(b, m=None, *, hist, fns, what, ch):
+    a, spatial = move_channels(b, ch)
+    mf = _flat_mask(m)
+    K = fns.n_components
+    if what == "labels":
+        out = np.zeros(a.shape[0], label_dtype(K))
+        if hist.kind == Kind.COLOUR:
+            lut = (fns.labels(hist.values) + 1).astype(out.dtype)
+            colour_lookup(a, mf, hist, lut, out)
+        else:
+            valid = valid_rows(a, mf)
+            out[valid] = fns.labels(a[valid]) + 1
+        return out.reshape(spatial)
+    valid = valid_rows(a, mf)
+    out = np.zeros((K, a.shape[0]), np.float32)
+    out[:, valid] = fns.proba(a[valid]).T
+    return out.reshape((K,) + tuple(spatial))
+
+
+def _colour_lazy(fns, image, hist, channel_axis, mask, what):
     import dask.array as da
 
-    dt = label_dtype(model.n_components)
-    lut = (model._sample_labels(_h.grey_grid(hist)) + 1).astype(dt)
+    ch = channel_axis % image.ndim
+    image = image.rechunk({ch: -1})
+    spatial_chunks = tuple(c for i, c in enumerate(image.chunks) if i != ch)
+    spatial = tuple(s for i, s in enumerate(image.shape) if i != ch)
+    _check_mask(mask, spatial)
+    K = fns.n_components
+    # blocks keep their channel axis; outputs drop it (labels) or replace it by K in front (proba)
+    kw = dict(hist=hist, fns=fns, what=what, ch=ch)
+    args = [image] if mask is None else [image, _spatial_mask_with_channel(mask, image, ch)]
+    if what == "labels":
+        return da.map_blocks(task(_colour_block, image.npartitions), *args, drop_axis=ch, chunks=spatial_chunks,
+                             dtype=label_dtype(K), **kw)
+    return da.map_blocks(task(_colour_block, image.npartitions), *args, drop_axis=ch, new_axis=0,
+                         chunks=((K,),) + spatial_chunks,
+                         dtype=np.float32, **kw)
+
+
+def _spatial_mask_with_channel(mask, image, ch):
+    """The mask with a length-1 channel axis, chunked like the image, for map_blocks alignment."""
+    import dask.array as da
+
+    m = da.asarray(mask)
+    m = da.expand_dims(m, ch)
+    return m.rechunk(tuple(c if i != ch else (1,) for i, c in enumerate(image.chunks)))
+
+
+def labels(fns, image, hist, *, channel_axis=None, mask=None):
+    """Lazy labels 1..K of a dask image."""
+    if channel_axis is not None:
+        return _colour_lazy(fns, image, hist, channel_axis, mask, "labels")
+    import dask.array as da
+
+    _check_mask(mask, image.shape)
+    lut = grey_label_table(fns, hist)
     if mask is None:
-        return image.map_blocks(_block_labels, spec=hist.spec, lut=lut, dtype=dt)
-    m = da.asarray(mask).rechunk(image.chunks)
-    return da.map_blocks(_block_labels, image, m, spec=hist.spec, lut=lut, dtype=dt)
+        return image.map_blocks(task(_grey_labels_block, image.npartitions), spec=hist.spec, lut=lut,
+                                dtype=lut.dtype)
+    return da.map_blocks(task(_grey_labels_block, image.npartitions), image,
+                         da.asarray(mask).rechunk(image.chunks), spec=hist.spec,
+                         lut=lut, dtype=lut.dtype)
 
 
-def dask_predict(model, image, *, channel_axis=None, mask=None, bins=None):
+def proba(fns, image, hist, *, channel_axis=None, mask=None):
+    """Lazy posterior maps (K, *pixels) float32 of a dask image."""
     if channel_axis is not None:
-        return model.predict(image.compute(), channel_axis=channel_axis, mask=mask, bins=bins)
-    hist = dask_histogram(image, mask=mask, bins=bins)
-    return _lazy_labels(model, image, hist, mask)
-
-
-def dask_segment(image, n_components, channel_axis, mask, fit_kw, split_axis, progress):
-    from .mixture import _slice_progress, _split_axis, fit_hist, segment
-
-    if channel_axis is not None:
-        return segment(image.compute(), n_components, channel_axis=channel_axis,
-                       mask=None if mask is None else np.asarray(mask), split_axis=split_axis,
-                       return_model=True, progress=progress, **fit_kw)
-    kw = {k: v for k, v in fit_kw.items() if k != "bins"}
-    bins = fit_kw.get("bins")
-    if split_axis is None:
-        hist = dask_histogram(image, mask=mask, bins=bins)
-        model = fit_hist(hist, n_components, extra_params={"bins": bins}, callback=progress, **kw)
-        return _lazy_labels(model, image, hist, mask), model
+        return _colour_lazy(fns, image, hist, channel_axis, mask, "proba")
     import dask.array as da
 
-    ax = _split_axis(image, None, split_axis)
-    if mask is not None and tuple(np.shape(mask)) != tuple(image.shape):
-        raise InputError(
-            f"mask has shape {tuple(np.shape(mask))} but the image has shape {tuple(image.shape)}"
-        )
-    n = image.shape[ax]
-    models, parts = [], []
-    for i in range(n):
-        sub = image[(slice(None),) * ax + (i,)]
-        msub = None if mask is None else da.asarray(mask)[(slice(None),) * ax + (i,)]
-        hist = dask_histogram(sub, mask=msub, bins=bins)
-        try:
-            model = fit_hist(hist, n_components, extra_params={"bins": bins, "split_axis": ax, "index": i},
-                             callback=_slice_progress(progress, i, n), **kw)
-        except ValueError as e:
-            raise type(e)(f"index {i} of axis {ax}: {e}") from None
-        models.append(model)
-        parts.append(_lazy_labels(model, sub, hist, msub))
-    return da.stack(parts, axis=ax), models
+    _check_mask(mask, image.shape)
+    grid = grey_grid(hist)
+    K = fns.n_components
+    table = np.zeros((grid.shape[0] + 1, K), np.float32)
+    table[:-1] = fns.proba(grid)
+    args = [image] if mask is None else [image, da.asarray(mask).rechunk(image.chunks)]
+    return da.map_blocks(task(_grey_proba_block, image.npartitions), *args, new_axis=0,
+                         chunks=((K,),) + image.chunks, dtype=np.float32,
+                         spec=hist.spec, table=table)
+
+
+def _paint_block(b, lab, *, table, ch):
+    return paint_numpy(b, lab, table, ch)
+
+
+def paint(image, labels, table, *, channel_axis=None):
+    """Lazy quantised image: labelled pixels replaced by ``table[label - 1]``."""
+    import dask.array as da
+
+    image = da.asarray(image)
+    labels = da.asarray(labels)
+    if channel_axis is None:
+        labels = labels.rechunk(image.chunks)
+        return da.map_blocks(task(_paint_block, image.npartitions), image, labels, table=table, ch=None,
+                             dtype=image.dtype)
+    ch = channel_axis % image.ndim
+    image = image.rechunk({ch: -1})
+    lab = da.expand_dims(labels, ch).rechunk(tuple(c if i != ch else (1,) for i, c in enumerate(image.chunks)))
+    return da.map_blocks(task(_paint_colour_block, image.npartitions), image, lab, table=table, ch=ch,
+                         dtype=image.dtype)
+
+
+def _paint_colour_block(b, lab, *, table, ch):
+    return paint_numpy(b, np.take(lab, 0, axis=ch), table, ch)

@@ -39,7 +39,15 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from ._kernels import mog as _mog
-from ._validate import Cancelled, InputError
+from ._validate import (
+    Cancelled,
+    InputError,
+    check_param_names,
+    float32_int_range,
+    native_array,
+    native_stack,
+    to_int_dtype,
+)
 
 __all__ = ["subtract_background", "BackgroundModel", "BackgroundResult", "NoiseModel",
            "estimate_noise", "estimate_bleaching", "pixel_history", "burn_in_indices",
@@ -851,6 +859,7 @@ class BackgroundModel:
                 f"frame_shape must be (Y, X) or (Y, X, C), got {tuple(frame_shape)!r}")
         if min(shape) < 1:
             raise InputError(f"frame_shape must be positive, got {shape}")
+        check_param_names(params, MODEL_DEFAULTS, "background-model parameter")
         self.params = _check_model_params(params)
         if data_range is not None:
             data_range = float(data_range)
@@ -967,8 +976,7 @@ class BackgroundModel:
                 (1, 1, 1, self._c), data.dtype)
         bg_range = None
         if bg.dtype.kind in "ui":
-            info = np.iinfo(bg.dtype)
-            bg_range = (info.min, info.max)
+            bg_range = float32_int_range(bg.dtype)  # float32 ends inside the dtype: no wrap at the top
         kw = {}
         if self.noise is not None or factors is not None:
             f = np.ones(len(alphas)) if factors is None else np.asarray(factors, np.float64)
@@ -1087,6 +1095,7 @@ class BackgroundModel:
         mask : (Y, X) ndarray of uint8
             0 background, 1 foreground, 2 shadow (a new array).
         """
+        frame = native_array(frame)
         if learning_rate is not None:
             lr = float(learning_rate)
             if not (0.0 <= lr <= 1.0):
@@ -1333,8 +1342,7 @@ def _iter_blocks(view, dask, block, indices=None):
 def _to_dtype(a, dtype):
     """Round and clip float32 ``a`` into integer ``dtype``; float dtypes give float32."""
     if dtype.kind in "ui":
-        info = np.iinfo(dtype)
-        return np.clip(np.rint(a), info.min, info.max).astype(dtype)
+        return to_int_dtype(a, dtype)
     return a.astype(np.float32, copy=False)
 
 
@@ -1503,7 +1511,8 @@ def subtract_background(stack, *, preset=DEFAULT_PRESET, time_axis=0, channel_ax
                         burn_in=FROM_PRESET, background="all", foreground_image=None,
                         data_range=None, learning_rate=None, noise=FROM_PRESET,
                         bleach_correction=FROM_PRESET, progress: Callable | None = None,
-                        should_stop: Callable | None = None, **params) -> BackgroundResult:
+                        should_stop: Callable | None = None, tiles: bool = True,
+                        **params) -> BackgroundResult:
     """Separate moving foreground from background in a stack of frames (MOG2).
 
     Parameters
@@ -1561,6 +1570,14 @@ def subtract_background(stack, *, preset=DEFAULT_PRESET, time_axis=0, channel_ax
         every phase (noise estimation, bleaching estimation, burn-in, classification; ``total``
         counts them all, the last ``T`` units are the classified frames). Raising
         :class:`napari_gmm.Cancelled` in it stops the job (any exception does, and propagates).
+    tiles : bool, default True
+        Dask stacks only: return lazy outputs computed per spatial tile, each tile with the whole
+        time axis (the per-pixel models are independent; the post-filter's tile borders overlap),
+        so tiles run in parallel on threads or on a ``distributed`` cluster and memory is a tile,
+        not the stack. The stack-wide estimates (data range, noise model, bleaching factors) are
+        computed first, from a sample of frames, and shared by every tile, so the result equals
+        the NumPy path's exactly. ``model`` is then None (one per tile, not kept). False streams
+        the dask stack frame by frame into in-memory outputs, as for NumPy input.
     should_stop : callable, optional
         Called before every frame; when it returns True the run stops with
         :class:`napari_gmm.Cancelled` (an ``InterruptedError``) and nothing is returned.
@@ -1633,6 +1650,14 @@ def subtract_background(stack, *, preset=DEFAULT_PRESET, time_axis=0, channel_ax
     >>> int(online.foreground[0, 5, 100])
     1
     """
+    check_param_names(params, MODEL_DEFAULTS, "background-model parameter")
+    stack = native_stack(stack)
+    if _is_dask(stack) and tiles:
+        return _subtract_background_tiled(
+            stack, preset=preset, time_axis=time_axis, channel_axis=channel_axis, burn_in=burn_in,
+            background=background, foreground_image=foreground_image, data_range=data_range,
+            learning_rate=learning_rate, noise=noise, bleach_correction=bleach_correction,
+            progress=progress, **params)
     gen = _subtract_background_steps(
         stack, preset=preset, time_axis=time_axis, channel_axis=channel_axis, burn_in=burn_in,
         background=background, foreground_image=foreground_image, data_range=data_range,
@@ -1648,6 +1673,129 @@ def subtract_background(stack, *, preset=DEFAULT_PRESET, time_axis=0, channel_ax
             return stop.value
         if progress is not None:
             progress(done, total)
+
+
+def _steps(gen, progress):
+    """Run a step generator to its end, reporting each step; return its value."""
+    done = 0
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+        done += 1
+        if progress is not None:
+            progress(done, done + 1)
+
+
+def _tile_job(block, crop, kw):
+    """subtract_background on one tile (with its halo), cropped to the tile: (fg, bg, fg_image)."""
+    res = subtract_background(np.asarray(block), tiles=False, **kw)
+    sl = (slice(None),) + crop
+    bg = res.background
+    if bg is not None:
+        bg = bg[sl] if kw["background"] == "all" else bg[crop]
+    fgi = None if res.foreground_image is None else res.foreground_image[sl]
+    return res.foreground[sl], bg, fgi
+
+
+def _tile_edges(n, side):
+    """Tile boundaries along an axis of length n: tiles of one size (at most ``side`` pixels), the
+    last one shorter (merged into the one before when under 4 pixels). Equal tiles make the outputs'
+    dask chunks equal to the zarr chunks they are written to: unequal ones would be rechunked
+    across tiles on writing, holding several tiles' outputs in memory at once."""
+    k = max(1, -(-n // max(1, side)))
+    step = -(-n // k)
+    edges = list(range(0, n, step)) + [n]
+    if len(edges) > 2 and edges[-1] - edges[-2] < 4:
+        del edges[-2]
+    return np.asarray(edges)
+
+
+def _subtract_background_tiled(stack, *, preset, time_axis, channel_axis, burn_in, background,
+                               foreground_image, data_range, learning_rate, noise, bleach_correction,
+                               progress, **params) -> BackgroundResult:
+    """Lazy outputs of subtract_background for a dask stack, one task per spatial tile."""
+    import dask
+    import dask.array as da
+
+    from ._kernels import _config
+
+    preset = _check_preset(preset)
+    res = _resolve(preset, burn_in, noise, bleach_correction, params)
+    view, info = _normalise_stack(stack, time_axis, channel_axis)
+    n_t = info["n_frames"]
+    _check_run_args(n_t, res, background, foreground_image, learning_rate)
+    burn_in, noise, bc = res.pop("burn_in"), res.pop("noise"), res.pop("bleach_correction")
+    # the stack-wide estimates, once, shared by every tile (so that tiles equal the whole)
+    model_noise = None
+    if isinstance(noise, str):
+        model_noise = _steps(_estimate_noise_steps(view, info, n_pairs=min(48, n_t - 1)), progress)
+    elif noise is not None:
+        model_noise = NoiseModel.coerce(noise)
+        _check_offset(model_noise.offset, view, info)
+    factors = None
+    if isinstance(bc, (bool, np.bool_)):
+        if bc:
+            factors = _steps(_estimate_bleaching_steps(view, info), progress)
+    else:
+        factors = np.asarray(bc, np.float64).copy()
+    if data_range is None:
+        data_range = default_data_range(view)
+    frame_shape = info["frame_shape"]
+    H, W = frame_shape[:2]
+    grey = len(frame_shape) == 2
+    dtype = info["dtype"]
+    out_dtype = dtype if dtype.kind in "ui" else np.dtype(np.float32)
+    # tiles of about TILE_BYTES of input each (the whole time axis), square
+    px_bytes = n_t * dtype.itemsize * (1 if grey else frame_shape[2])
+    side = int(max(16, np.sqrt(_config.TILE_BYTES / max(px_bytes, 1))))
+    ys, xs = _tile_edges(H, side), _tile_edges(W, side)
+    r = res["median_size"] // 2 if res["median_size"] > 1 else 0
+    kw = dict(preset=preset, time_axis=0, channel_axis=None if grey else -1, burn_in=burn_in,
+              background=background, foreground_image=foreground_image, data_range=float(data_range),
+              learning_rate=learning_rate, noise=model_noise, bleach_correction=False if factors is None else factors,
+              **res)
+    from ._dask import task
+
+    tile_job = task(_tile_job, (len(ys) - 1) * (len(xs) - 1))
+    rows_fg, rows_bg, rows_fi = [], [], []
+    for y0, y1 in zip(ys[:-1], ys[1:]):
+        row_fg, row_bg, row_fi = [], [], []
+        for x0, x1 in zip(xs[:-1], xs[1:]):
+            ya, yb, xa, xb = max(0, y0 - r), min(H, y1 + r), max(0, x0 - r), min(W, x1 + r)
+            crop = (slice(y0 - ya, y1 - ya), slice(x0 - xa, x1 - xa))
+            job = dask.delayed(tile_job, nout=3, pure=True)(view[:, ya:yb, xa:xb], crop, kw)
+            th, tw = y1 - y0, x1 - x0
+            row_fg.append(da.from_delayed(job[0], (n_t, th, tw), np.uint8))
+            tail = () if grey else (frame_shape[2],)
+            if background == "all":
+                row_bg.append(da.from_delayed(job[1], (n_t, th, tw) + tail, out_dtype))
+            elif background == "last":
+                row_bg.append(da.from_delayed(job[1], (th, tw) + tail, out_dtype))
+            if foreground_image is not None:
+                fdt = np.float32 if foreground_image == "difference" else out_dtype
+                row_fi.append(da.from_delayed(job[2], (n_t, th, tw) + tail, fdt))
+        rows_fg.append(row_fg)
+        rows_bg.append(row_bg)
+        rows_fi.append(row_fi)
+
+    def assemble(rows, t_axis=True):
+        if not rows or not rows[0]:
+            return None
+        return da.concatenate([da.concatenate(row, axis=2 if t_axis else 1) for row in rows],
+                              axis=1 if t_axis else 0)
+
+    used = dict(res, preset=preset, time_axis=info["time_axis"], channel_axis=info["channel_axis"],
+                burn_in=burn_in, data_range=float(data_range), background=background,
+                foreground_image=foreground_image, learning_rate=learning_rate,
+                noise=None if model_noise is None else model_noise.as_dict(),
+                bleach_correction=factors is not None,
+                frame_factors=None if factors is None else [float(v) for v in factors],
+                tiles=[len(ys) - 1, len(xs) - 1])
+    return BackgroundResult(foreground=assemble(rows_fg), background=assemble(rows_bg, background == "all"),
+                            foreground_image=assemble(rows_fi), model=None, params=used,
+                            frame_factors=factors, noise=model_noise)
 
 
 def pixel_history(trace, *, preset=DEFAULT_PRESET, data_range=None, burn_in=FROM_PRESET,

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._validate import InputError
+
 __all__ = ["cameraman", "phantom"]
 
 
@@ -137,22 +139,22 @@ def phantom(shape=(256, 256), *, n_classes=3, noise=0.25, seed=0, dtype=np.uint1
     """
     shape = tuple(int(n) for n in np.atleast_1d(shape))
     if len(shape) == 0 or min(shape) < 1:
-        raise ValueError(f"phantom: shape must be a non-empty tuple of positive ints, got {shape}")
+        raise InputError(f"phantom: shape must be a non-empty tuple of positive ints, got {shape}")
     if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)):
-        raise ValueError(f"phantom: n_classes must be an int in 2..16, got {n_classes!r}")
+        raise InputError(f"phantom: n_classes must be an int in 2..16, got {n_classes!r}")
     n_classes = int(n_classes)
     if not 2 <= n_classes <= 16:
-        raise ValueError(f"phantom: n_classes must be in 2..16, got {n_classes}")
+        raise InputError(f"phantom: n_classes must be in 2..16, got {n_classes}")
     noise = float(noise)
     if not np.isfinite(noise) or noise < 0:
-        raise ValueError(f"phantom: noise must be a finite number >= 0, got {noise}")
+        raise InputError(f"phantom: noise must be a finite number >= 0, got {noise}")
     dtype = np.dtype(dtype)
     if dtype == np.uint16:
         top = 4095.0
     elif dtype == np.uint8:
         top = 255.0
     else:
-        raise ValueError(f"phantom: dtype must be numpy.uint8 or numpy.uint16, got {dtype}")
+        raise InputError(f"phantom: dtype must be numpy.uint8 or numpy.uint16, got {dtype}")
 
     rng = np.random.default_rng(seed)
     field = _smooth_field(shape, max(min(shape) / 12.0, 1.0), rng)
@@ -219,13 +221,13 @@ def moving_objects(shape=(120, 96, 128), *, n_objects=4, noise=3.0, drift=0.1, f
     """
     t_len, h, w = (int(s) for s in shape)
     if t_len < 1 or h < 16 or w < 16:
-        raise ValueError(f"moving_objects: shape must be (T >= 1, Y >= 16, X >= 16), got {shape}")
+        raise InputError(f"moving_objects: shape must be (T >= 1, Y >= 16, X >= 16), got {shape}")
     if not 0 <= int(n_objects) <= 32:
-        raise ValueError(f"moving_objects: n_objects must be in 0..32, got {n_objects}")
+        raise InputError(f"moving_objects: n_objects must be in 0..32, got {n_objects}")
     dtype = np.dtype(dtype)
     tops = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 4095.0, np.dtype(np.float32): 1.0}
     if dtype not in tops:
-        raise ValueError(f"moving_objects: dtype must be uint8, uint16 or float32, got {dtype}")
+        raise InputError(f"moving_objects: dtype must be uint8, uint16 or float32, got {dtype}")
     rng = np.random.default_rng(seed)
     n_ch = 3 if rgb else 1
     texture = 110.0 + 35.0 * np.tanh(_smooth_field((h, w), max(min(h, w) / 10.0, 1.0), rng))
@@ -273,6 +275,102 @@ def moving_objects(shape=(120, 96, 128), *, n_objects=4, noise=3.0, drift=0.1, f
 
 
 __all__ += ["moving_objects"]
+
+
+def _disks(shape, n, radius_range, rng):
+    """Boolean mask of ``n`` random disks (2-D) or balls (3-D), radii uniform in radius_range."""
+    out = np.zeros(shape, bool)
+    grids = np.ogrid[tuple(slice(0, s) for s in shape)]
+    for _ in range(n):
+        r = rng.uniform(*radius_range)
+        c = [rng.uniform(0, s) for s in shape]
+        lo = [max(0, int(ci - r - 1)) for ci in c]
+        hi = [min(s, int(ci + r + 2)) for ci, s in zip(c, shape)]
+        sl = tuple(slice(a, b) for a, b in zip(lo, hi))
+        d2 = 0.0
+        for i, g in enumerate(grids):
+            idx = [slice(None)] * len(shape)
+            idx[i] = sl[i]
+            d2 = d2 + (g[tuple(idx)] - c[i]) ** 2
+        out[sl] |= d2 <= r * r
+    return out
+
+
+def noisy_regions(shape=(512, 512), *, noise=0.58, bias=0.0, n_classes=3, separation=60.0, seed=0):
+    """Noisy piecewise-constant image of blob- and disk-like regions with exact truth, for
+    noise-robust (spatial) segmentation.
+
+    Class 1 is the background, class 2 blob-like regions (level sets of a smooth random field),
+    classes 3..K disks (balls in 3-D) of random radii, drawn in order over the others. Class k has
+    mean ``separation * k`` (60, 120, 180 by default), then i.i.d. Gaussian noise of standard
+    deviation ``noise * separation`` is added, and the whole image is multiplied by a smooth bias
+    field of amplitude ``bias`` (``bias=0.3``: a factor between 0.7 and 1.3).
+
+    Parameters
+    ----------
+    shape : tuple of int
+        2-D or 3-D, every axis >= 16.
+    noise : float
+        Noise standard deviation over the class separation (0.33, 0.58 and 0.83 in the benchmark).
+    bias : float
+        Amplitude of the multiplicative bias field, in [0, 0.9].
+    n_classes : int
+        3..6.
+    separation : float
+        Distance between consecutive class means.
+    seed : int
+
+    Returns
+    -------
+    image : ndarray of float32
+        Not clipped (negative values are possible at high noise).
+    truth : ndarray of uint8
+        Class 1..K of every pixel (1 = darkest).
+    field : ndarray of float32
+        The bias field (all ones when ``bias=0``); ``image / field`` is the unbiased image.
+
+    Examples
+    --------
+    >>> from napari_gmm.datasets import noisy_regions
+    >>> img, truth, field = noisy_regions((64, 64), noise=0.33, seed=1)
+    >>> img.shape, int(truth.max()), float(field.min())
+    ((64, 64), 3, 1.0)
+    """
+    shape = tuple(int(s) for s in shape)
+    if len(shape) not in (2, 3) or min(shape) < 16:
+        raise InputError(f"noisy_regions: shape must be 2-D or 3-D with every axis >= 16, got {shape}")
+    if not 3 <= int(n_classes) <= 6:
+        raise InputError(f"noisy_regions: n_classes must be in 3..6, got {n_classes}")
+    if not (np.isfinite(noise) and noise >= 0):
+        raise InputError(f"noisy_regions: noise must be a finite number >= 0, got {noise}")
+    if not 0 <= bias <= 0.9:
+        raise InputError(f"noisy_regions: bias must be in [0, 0.9], got {bias}")
+    rng = np.random.default_rng(seed)
+    size = max(shape)
+    field = _smooth_field(shape, max(size / 16.0, 1.0), rng)
+    truth = np.ones(shape, np.uint8)
+    truth[field > np.quantile(field, 0.7)] = 2
+    vol = float(np.prod(shape))
+    for k in range(3, int(n_classes) + 1):
+        rmax = min(size / 12.0 + 3, min(shape) / 3.0)
+        rmin = min(size / 40.0 + 2, 0.5 * rmax)
+        mean_r = 0.5 * (rmin + rmax)
+        unit = np.pi * mean_r**2 if len(shape) == 2 else 4.0 / 3.0 * np.pi * mean_r**3
+        n = max(3, int(0.12 * vol / unit / (k - 2)))
+        truth[_disks(shape, n, (rmin, rmax), rng)] = k
+    image = separation * truth.astype(np.float64)
+    image += rng.normal(0.0, noise * separation, shape)
+    if bias > 0:
+        g = _smooth_field(shape, size / 2.0, rng)
+        g /= np.abs(g).max()
+        bf = 1.0 + bias * g
+    else:
+        bf = np.ones(shape)
+    image *= bf
+    return image.astype(np.float32), truth, bf.astype(np.float32)
+
+
+__all__ += ["noisy_regions"]
 
 
 #: the variants of :func:`fluorescence_timelapse`: camera, bleaching, scene

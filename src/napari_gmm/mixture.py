@@ -1,8 +1,9 @@
-"""Gaussian mixtures fitted by EM on compressed images: :func:`fit_mixture`, :func:`segment`,
-:func:`quantize` and the :class:`MixtureModel` they share.
+"""The :class:`MixtureModel` (and :class:`SplitModels`) that every fit returns, the starts, and the
+per-pixel Gaussian mixture fitted on a compressed image (:func:`fit_hist`); the public entry points
+are in :mod:`napari_gmm.segmentation`.
 
 The pipeline is *compress -> weighted EM -> lookup*: the image becomes weighted samples (its exact
-histogram or unique colours, :mod:`napari_gmm.histogram`), EM runs on those samples in a parallel Numba
+histogram or unique colours, :mod:`napari_gmm.compress`), EM runs on those samples in a parallel Numba
 kernel, and a per-sample label table is mapped back onto the pixels. EM therefore costs the same for a
 256 x 256 and a 4096 x 4096 uint8 image, and gives exactly the result EM on all pixels would give.
 """
@@ -15,76 +16,31 @@ import warnings
 import numpy as np
 from numba import get_num_threads as _nt
 
-import importlib
-
-_h = importlib.import_module(".histogram", __package__)
+from . import censored as _cz
+from . import em as _drv
+from . import pipeline as _pl
+from . import selection as _sel
+from ._kernels import _config
 from ._kernels import em as _em
-from ._kernels import hist as _kh
 from ._kernels import kmeans as _km
 from ._validate import (
-    ConvergenceWarning,
-    FitError,
     InputError,
-    as_flat,
+    check_fit_range,
     check_image,
     check_k,
+    check_progress,
     is_dask,
-    label_dtype,
-    move_channels,
+    user_stacklevel,
 )
 
-__all__ = ["MixtureModel", "fit_mixture", "segment", "quantize"]
+__all__ = ["MixtureModel", "SplitModels", "fit_hist"]
 
-COV_TYPES = {"spherical": 0, "diag": 1, "full": 2}
-INITS = ("ranges", "quantiles", "kmeans++", "random")
-_EPS10 = 10 * np.finfo(np.float64).eps
+INITS = ("auto", "ranges", "quantiles", "kmeans++", "random")
+CovType = _drv.CovType
 
 
 # ============================================================================================
 # the model
-
-
-def _check_cov_type(covariance_type):
-    if covariance_type not in COV_TYPES:
-        raise InputError(
-            f"covariance_type={covariance_type!r} is not supported: use 'spherical' (one variance per "
-            "component), 'diag' (one per component and channel) or 'full'"
-        )
-    return COV_TYPES[covariance_type]
-
-
-def _precisions(covariances, cov_type, D, iteration=None):
-    """(inv_sd (K, D), prec_chol (K, D, D), log_det (K,)) of the covariances, or FitError."""
-    K = covariances.shape[0]
-    where = "" if iteration is None else f" at EM iteration {iteration}"
-    advice = (
-        "Reduce n_components, increase reg_covar (None picks one quantisation step's variance), or "
-        "try another init (e.g. 'kmeans++')"
-    )
-    if not np.all(np.isfinite(covariances)):
-        raise FitError(f"a component's covariance became non-finite{where}. {advice}")
-    if cov_type == 2:
-        prec_chol = np.empty((K, D, D))
-        for k in range(K):
-            try:
-                L = np.linalg.cholesky(covariances[k])
-            except np.linalg.LinAlgError:
-                raise FitError(
-                    f"component {k + 1} collapsed{where}: its covariance is not positive definite "
-                    f"(the pixels it holds lie on a line or a single colour). {advice}"
-                ) from None
-            prec_chol[k] = np.linalg.inv(L).T
-        log_det = np.log(np.diagonal(prec_chol, axis1=1, axis2=2)).sum(axis=1)
-        return np.zeros((K, D)), prec_chol, log_det
-    var = covariances if cov_type == 1 else np.repeat(covariances[:, None], D, axis=1)
-    bad = np.flatnonzero((var <= 0).any(axis=1))
-    if bad.size:
-        raise FitError(
-            f"component {bad[0] + 1} collapsed{where}: its variance is {var[bad[0]].min():g} (all its "
-            f"pixels have one value). {advice}"
-        )
-    inv_sd = 1.0 / np.sqrt(var)
-    return np.ascontiguousarray(inv_sd), np.zeros((K, D, D)), np.log(inv_sd).sum(axis=1)
 
 
 def _as_2d_means(means):
@@ -124,6 +80,13 @@ class MixtureModel:
         iterations (0 = the start) and their mean log-likelihood per pixel.
     params : dict
         The fit's parameters (JSON-able), for provenance.
+    selection : Selection or None
+        With ``n_components="auto"``: the chosen K and the criterion of every K tried
+        (:class:`napari_gmm.selection.Selection`).
+    censoring : Censoring or None
+        The censored (clipped) extreme grey levels of the fit, if any
+        (:class:`napari_gmm.censored.Censoring`); pixels at or beyond them are labelled by the
+        component most probable given the tail.
 
     Notes
     -----
@@ -133,10 +96,12 @@ class MixtureModel:
 
     def __init__(self, weights, means, covariances, covariance_type="spherical", *, n_iter=0,
                  converged=False, history=None, lower_bound=float("nan"), params=None):
-        cov_type = _check_cov_type(covariance_type)
-        w = np.asarray(weights, dtype=np.float64).reshape(-1)
-        m = _as_2d_means(means)
-        c = np.asarray(covariances, dtype=np.float64)
+        cov_type = CovType.parse(covariance_type)
+        w = _float_array(weights, "weights").reshape(-1)
+        m = _as_2d_means(_float_array(means, "means"))
+        c = _float_array(covariances, "covariances")
+        if m.ndim != 2 or m.shape[0] < 1 or m.shape[1] < 1:
+            raise InputError(f"means must have shape (K, D) or (K,) with K >= 1, got shape {m.shape}")
         K, D = m.shape
         want = {0: (K,), 1: (K, D), 2: (K, D, D)}[cov_type]
         if c.shape != want and cov_type == 0 and c.shape == (K, 1):
@@ -149,10 +114,11 @@ class MixtureModel:
             )
         if np.any(w < 0) or not np.isclose(w.sum(), 1.0, atol=1e-6):
             raise InputError(f"weights must be non-negative and sum to 1 (they sum to {w.sum():g})")
+        _check_model_params(m, c, cov_type)
         self.weights = w
         self.means = m
         self.covariances = c
-        self.covariance_type = covariance_type
+        self.covariance_type = cov_type.label
         self.n_iter = int(n_iter)
         self.converged = bool(converged)
         self.lower_bound = float(lower_bound)
@@ -162,9 +128,21 @@ class MixtureModel:
                 "weights": w[None].copy(), "means": m[None].copy(), "covariances": c[None].copy(),
                 "log_likelihood": np.array([self.lower_bound]),
             }
-        self.history = history
+        self.history = _check_history(history, w.shape, m.shape, c.shape)
 
     # ---- basic properties ------------------------------------------------------------------
+    @property
+    def selection(self):
+        from .selection import Selection
+
+        return Selection.from_dict(self.params.get("selection"))
+
+    @property
+    def censoring(self):
+        from .censored import Censoring
+
+        return Censoring.from_dict(self.params.get("censoring")) if self.n_features == 1 else None
+
     @property
     def n_components(self) -> int:
         return self.means.shape[0]
@@ -190,11 +168,15 @@ class MixtureModel:
             w = self.history["weights"][iteration]
             m = self.history["means"][iteration]
             c = self.history["covariances"][iteration]
-        ct = COV_TYPES[self.covariance_type]
-        inv_sd, prec_chol, log_det = _precisions(c, ct, m.shape[1])
-        with np.errstate(divide="ignore"):
-            log_w = np.log(w)
-        return (np.ascontiguousarray(m), inv_sd, prec_chol, log_det, log_w, ct)
+        ct = CovType.parse(self.covariance_type)
+        K, D = m.shape
+        full = _drv.to_full(c, ct, K, D)
+        inv_sd, prec_chol, log_det, log_w = np.zeros((K, D)), np.zeros((K, D, D)), np.zeros(K), np.zeros(K)
+        bad = _em.precisions(full, int(ct), inv_sd, prec_chol, log_det)
+        if bad >= 0:
+            raise _drv.collapse_error(_drv.Params(np.asarray(w, float), m, full, ct), bad)
+        _em.log_weights(np.ascontiguousarray(w, dtype=np.float64), log_w)
+        return (np.ascontiguousarray(m, dtype=np.float64), inv_sd, prec_chol, log_det, log_w, int(ct))
 
     # ---- on samples -----------------------------------------------------------------------
     def _sample_labels(self, X):
@@ -202,16 +184,49 @@ class MixtureModel:
         X = np.ascontiguousarray(X, dtype=np.float64)
         out = np.empty(X.shape[0], np.int64)
         if X.shape[0]:
-            f = _em.map_labels if X.shape[0] * self.n_components >= PARALLEL_WORK else _em.map_labels_serial
+            f = _em.map_labels if X.shape[0] * self.n_components >= _config.PARALLEL_WORK else _em.map_labels_serial
             f(X, *self._kernel_args(), out, _nt())
+            self._censored_rows(X, lut=out)
         return out
+
+    def _censored_rows(self, X, lut=None, proba=None):
+        """Grey values at or beyond a censored level take the tail's answer (see napari_gmm.censored)."""
+        c = self.censoring
+        if c is not None and c.active:
+            from .censored import censored_grid_fix
+
+            censored_grid_fix(X[:, 0], self.weights, self.means[:, 0], self.variances[:, 0], c, lut=lut, proba=proba)
 
     def _sample_posteriors(self, X):
         X = np.ascontiguousarray(X, dtype=np.float64)
         out = np.empty((X.shape[0], self.n_components))
         if X.shape[0]:
             _em.posteriors(X, *self._kernel_args(), out, _nt())
+            self._censored_rows(X, proba=out)
         return out
+
+    def interval_cuts(self):
+        """Grey levels cutting the intensity axis into K contiguous intervals, one per component
+        (``labels="intervals"``): the decision points between neighbouring components (K - 1,),
+        ascending. See :func:`napari_gmm.selection.interval_cuts`."""
+        if self.n_features != 1:
+            raise InputError("interval labels are for grey models: a colour model has no intensity order "
+                             "to cut; use labels='map'")
+        from .selection import interval_cuts
+
+        return interval_cuts(self.weights, self.means[:, 0], self.variances[:, 0])
+
+    def _fns_for(self, labels="map") -> _pl.SampleFns:
+        """The look-up functions for ``labels="map"`` (most probable component) or ``"intervals"``."""
+        if labels == "map":
+            return _pl.SampleFns(self.n_components, self._sample_labels, self._sample_posteriors)
+        if labels != "intervals":
+            raise InputError(f"labels={labels!r} is not an option: use 'map' (each pixel's most probable "
+                             "component) or 'intervals' (contiguous intensity ranges, grey images only)")
+        cuts = self.interval_cuts()
+        return _pl.SampleFns(self.n_components,
+                             lambda X: np.searchsorted(cuts, np.asarray(X)[:, 0], side="right").astype(np.int64),
+                             self._sample_posteriors)
 
     def _check_features(self, channel_axis, image):
         D = 1 if channel_axis is None else image.shape[channel_axis]
@@ -222,80 +237,101 @@ class MixtureModel:
                 f"({self.params.get('channel_axis')!r})"
             )
 
+    def _fns(self) -> _pl.SampleFns:
+        # a model fitted with labels="intervals" labels (predict, quantize) as it was used
+        return self._fns_for("intervals" if self.params.get("labels") == "intervals" else "map")
+
+    def _prepare(self, image, channel_axis, mask, bins):
+        image = check_image(image, channel_axis=channel_axis)
+        self._check_features(channel_axis, image)
+        return image, _pl.compress_image(image, channel_axis=channel_axis, mask=mask, bins=bins)
+
     # ---- on images ------------------------------------------------------------------------
-    def predict(self, image, *, channel_axis=None, mask=None, bins=None):
+    def predict(self, image, *, channel_axis=None, mask=None, bins=None, progress=None):
         """Most probable component of every pixel, as labels 1..K (0 = masked, NaN or inf).
 
         Parameters
         ----------
-        image : array_like
+        image : array_like or dask array
             Grey image (any shape) or multichannel image with ``channel_axis``.
         channel_axis : int or None
         mask : array_like of bool, optional
             Same shape as the pixels; False pixels get label 0.
         bins : int, optional
             Float images: number of bins of the look-up (default as :func:`napari_gmm.histogram`).
+        progress : callable, optional
+            ``progress(done, total)`` between slices of the look-up; an exception it raises (e.g.
+            :class:`napari_gmm.Cancelled`) stops it.
 
         Returns
         -------
-        labels : ndarray
-            Shape of the image without the channel axis, uint8 (uint16 for K > 255).
+        labels : ndarray (dask array for dask input, computed lazily)
+            Shape of the image without the channel axis, uint8 (uint16 for K > 255). A model fitted
+            by ``segment(..., labels="intervals")`` (``params["labels"]``) gives interval labels.
         """
-        image = check_image(image, channel_axis=channel_axis)
-        self._check_features(channel_axis, image)
-        if is_dask(image):
-            from ._dask import dask_predict
+        image, hist = self._prepare(image, channel_axis, mask, bins)
+        return _pl.label_image(self._fns(), image, hist, channel_axis=channel_axis, mask=mask, progress=progress)
 
-            return dask_predict(self, image, channel_axis=channel_axis, mask=mask, bins=bins)
-        hist = _h.compress(image, channel_axis=channel_axis, mask=mask, bins=bins)
-        return _labels_from_hist(self, image, hist, channel_axis, mask)
-
-    def predict_proba(self, image, *, channel_axis=None, mask=None, bins=None):
+    def predict_proba(self, image, *, channel_axis=None, mask=None, bins=None, progress=None):
         """Posterior probability maps, one per component.
 
         Returns
         -------
-        proba : ndarray of float32, shape (K, *pixels)
+        proba : ndarray of float32, shape (K, *pixels) (dask array for dask input)
             ``proba[k]`` is the probability that each pixel belongs to component k (label k + 1);
-            0 for masked, NaN or inf pixels.
+            0 for masked, NaN or inf pixels. Memory: K float32 copies of the pixels.
+        """
+        image, hist = self._prepare(image, channel_axis, mask, bins)
+        return _pl.proba_image(self._fns(), image, hist, channel_axis=channel_axis, mask=mask, progress=progress)
+
+    def quantize(self, image, labels=None, *, channel_axis=None, mask=None, bins=None, progress=None):
+        """The image with every pixel replaced by the mean of its most probable component.
+
+        Parameters
+        ----------
+        image : array_like or dask array
+        labels : array_like, optional
+            The image's labels from :meth:`predict` (or :func:`napari_gmm.segment`), to save their
+            computation; pixels labelled 0 (masked, NaN, inf) keep their value.
+        channel_axis, mask, bins, progress
+            As :meth:`predict`.
+
+        Returns
+        -------
+        ndarray (dask array for dask input)
+            Same shape and dtype as ``image`` (means rounded and clipped into integer dtypes).
+            Memory: the output only (painted in place, in slices).
         """
         image = check_image(image, channel_axis=channel_axis)
         self._check_features(channel_axis, image)
-        if is_dask(image):
-            image = image.compute()
-        hist = _h.compress(image, channel_axis=channel_axis, mask=mask, bins=bins)
-        K = self.n_components
-        if channel_axis is None:
-            a = as_flat(image)
-            m = _h._mask_flat(mask, image.shape)
-            grid = _h.grey_grid(hist)
-            table = np.zeros((grid.shape[0] + 1, K), np.float32)
-            table[:-1] = self._sample_posteriors(grid)
-            idx = _h.grey_index(a, m, hist.spec)
-            out = np.empty((K, a.size), np.float32)
-            for k in range(K):
-                np.take(table[:, k], idx, out=out[k])
-            return out.reshape((K,) + image.shape)
-        a, spatial = move_channels(image, channel_axis)
-        valid = _valid_rows(a, _h._mask_flat(mask, spatial))
-        out = np.zeros((a.shape[0], K), np.float32)
-        out[valid] = self._sample_posteriors(a[valid])
-        return np.ascontiguousarray(out.T).reshape((K,) + tuple(spatial))
+        phases = _pl.Progress(progress, [1, 1])
+        if labels is None:
+            labels = self.predict(image, channel_axis=channel_axis, mask=mask, bins=bins, progress=phases.phase(0))
+        else:
+            spatial = tuple(n for i, n in enumerate(image.shape)
+                            if channel_axis is None or i != channel_axis % image.ndim)
+            if tuple(np.shape(labels)) != spatial:
+                raise InputError(f"labels have shape {tuple(np.shape(labels))} but the image's pixels have "
+                                 f"shape {spatial}: pass the labels of this image, or labels=None")
+            if not is_dask(labels):
+                labels = np.asarray(labels)
+        return _pl.paint_image(image, labels, self.means, channel_axis=channel_axis, progress=phases.phase(1))
 
     def score(self, image, *, channel_axis=None, mask=None, bins=None):
         """Mean log-likelihood per pixel of the image under the model (finite, unmasked pixels).
 
         For integer data this is exact; for float data it is evaluated on the bin means.
         """
-        image = check_image(image, channel_axis=channel_axis)
-        self._check_features(channel_axis, image)
-        hist = _h.compress(image, channel_axis=channel_axis, mask=mask, bins=bins)
+        _, hist = self._prepare(image, channel_axis, mask, bins)
         return self._score_hist(hist)
 
     def _score_hist(self, hist):
         if hist.counts.sum() == 0:
             raise InputError("no pixels to score: the image is empty, masked out or all NaN")
         X = np.ascontiguousarray(hist.values)
+        c = self.censoring
+        if c is not None and c.active:  # pixels at or beyond a censored level count by their tail mass
+            return _cz.censored_score(X, hist.counts, self.weights, self.means[:, 0], self.variances[:, 0], c)
         return float(_em.log_likelihood(X, hist.counts, *self._kernel_args(), _nt()) / hist.counts.sum())
 
     # ---- for plots --------------------------------------------------------------------------
@@ -321,12 +357,25 @@ class MixtureModel:
         if iteration is None:
             w, m, c = self.weights, self.means[:, 0], self.covariances
         else:
+            iteration = self._check_iteration(iteration)
             w = self.history["weights"][iteration]
             m = self.history["means"][iteration][:, 0]
             c = self.history["covariances"][iteration]
         var = np.asarray(c, dtype=np.float64).reshape(self.n_components, -1)[:, 0]
-        z = (x[:, None] - m[None, :]) ** 2 / var[None, :]
-        return w[None, :] * np.exp(-0.5 * z) / np.sqrt(2 * np.pi * var)[None, :]
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = (x[:, None] - m[None, :]) ** 2 / var[None, :]
+            # inf x gives density 0 (not NaN); NaN x stays NaN
+            return w[None, :] * np.exp(-0.5 * z) / np.sqrt(2 * np.pi * var)[None, :]
+
+    def _check_iteration(self, iteration):
+        """``iteration`` as an index into ``history`` (negative counts from the end), or InputError."""
+        n = len(self.history["weights"])
+        if isinstance(iteration, bool) or not isinstance(iteration, (int, np.integer)) or not -n <= iteration < n:
+            raise InputError(
+                f"iteration={iteration!r} is not in the history: it holds iterations 0 (the start) to "
+                f"{n - 1} (the end); use one of those, or iteration=None for the final parameters"
+            )
+        return int(iteration)
 
     def thresholds(self, lo, hi, n=4097):
         """Grey levels in [lo, hi] where the most probable component changes (sorted).
@@ -340,6 +389,11 @@ class MixtureModel:
         mu = self.means[:, 0]
         with np.errstate(divide="ignore"):
             c = np.log(self.weights) - 0.5 * np.log(2 * np.pi * var)
+        lo, hi = self._threshold_range(lo, hi, c, mu, var)
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
+            raise InputError(f"n must be a whole number of grid points >= 2, got {n!r}")
+        if lo == hi:
+            return np.array([])
 
         def label(x):
             x = np.atleast_1d(np.asarray(x, dtype=np.float64))
@@ -362,6 +416,37 @@ class MixtureModel:
             out.append(0.5 * (a + b))
         return np.array(out)
 
+    @staticmethod
+    def _threshold_range(lo, hi, c, mu, var):
+        """Finite [lo, hi] for :meth:`thresholds`: an infinite bound is replaced by one beyond every
+        point where two components' weighted densities cross (the roots of their quadratic) and
+        every mean, so that no change of the most probable component is lost."""
+        try:
+            lo, hi = float(lo), float(hi)
+        except (TypeError, ValueError):
+            raise InputError(f"lo and hi must be numbers, got lo={lo!r}, hi={hi!r}") from None
+        if np.isnan(lo) or np.isnan(hi) or lo > hi:
+            raise InputError(f"thresholds(lo, hi) needs lo <= hi (not NaN), got lo={lo!r}, hi={hi!r}")
+        if np.isfinite(lo) and np.isfinite(hi):
+            return lo, hi
+        pts = list(mu)
+        K = len(mu)
+        for i in range(K):
+            for j in range(i + 1, K):
+                # c_i - (x - mu_i)^2 / (2 v_i) = c_j - (x - mu_j)^2 / (2 v_j)
+                a = 0.5 / var[j] - 0.5 / var[i]
+                b = mu[i] / var[i] - mu[j] / var[j]
+                d = c[i] - c[j] - 0.5 * mu[i] ** 2 / var[i] + 0.5 * mu[j] ** 2 / var[j]
+                roots = np.roots([a, b, d]) if np.isfinite([a, b, d]).all() and (a or b) else []
+                pts.extend(float(r.real) for r in np.atleast_1d(roots) if abs(r.imag) < 1e-12)
+        pts = np.asarray([p for p in pts if np.isfinite(p)])
+        margin = 10 * float(np.sqrt(var.max())) + 1.0
+        if not np.isfinite(lo):
+            lo = max(min(float(pts.min()) - margin, hi), -np.finfo(np.float64).max / 4)
+        if not np.isfinite(hi):
+            hi = min(max(float(pts.max()) + margin, lo), np.finfo(np.float64).max / 4)
+        return lo, hi
+
     # ---- (de)serialisation -------------------------------------------------------------------
     def to_dict(self):
         """Plain JSON-able dict (lists, floats, str, bool) with everything, history included."""
@@ -379,16 +464,50 @@ class MixtureModel:
 
     @classmethod
     def from_dict(cls, d):
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`to_dict`.
+
+        Raises InputError (naming the key) for a dict without ``weights``, ``means`` or
+        ``covariances``, values of the wrong shape, non-finite means, non-positive variances or a
+        history that does not match the parameters."""
+        from collections.abc import Mapping
+
+        if not isinstance(d, Mapping):
+            raise InputError(f"from_dict needs a dict as written by MixtureModel.to_dict(), got {type(d).__name__}")
+        missing = [k for k in ("weights", "means", "covariances") if d.get(k) is None]
+        if missing:
+            raise InputError(
+                f"the model dict has no {', '.join(repr(k) for k in missing)}: a MixtureModel needs 'weights', "
+                "'means' and 'covariances' (as written by MixtureModel.to_dict())"
+            )
         hist = d.get("history")
         if hist is not None:
-            hist = {k: np.asarray(v, dtype=np.float64) for k, v in hist.items()}
-            hist["means"] = hist["means"].reshape(hist["means"].shape[0], len(d["weights"]), -1)
+            if not isinstance(hist, Mapping):
+                raise InputError(f"the model dict's 'history' must be a dict of arrays or None, got "
+                                 f"{type(hist).__name__}")
+            hist = {k: _float_array(v, f"history[{k!r}]") for k, v in hist.items()}
+            if "means" in hist:
+                K = _float_array(d["weights"], "weights").size
+                hm = hist["means"]
+                if hm.ndim < 2 or hm.shape[1] != K or K == 0 or hm.size % (hm.shape[0] * K):
+                    raise InputError(
+                        f"history['means'] has shape {hm.shape}, which does not fit {K} components: give "
+                        "(n_iter + 1, K, D) (or drop 'history')"
+                    )
+                hist["means"] = hm.reshape(hm.shape[0], K, -1)
         lb = d.get("lower_bound")
+        try:
+            lb = float("nan") if lb is None else float(lb)
+            n_iter = int(d.get("n_iter") or 0)
+        except (TypeError, ValueError):
+            raise InputError(f"the model dict's 'lower_bound' and 'n_iter' must be numbers, got "
+                             f"{d.get('lower_bound')!r} and {d.get('n_iter')!r}") from None
+        params = d.get("params")
+        if params is not None and not isinstance(params, Mapping):
+            raise InputError(f"the model dict's 'params' must be a dict or None, got {type(params).__name__}")
         return cls(
-            d["weights"], d["means"], d["covariances"], d.get("covariance_type", "spherical"),
-            n_iter=d.get("n_iter", 0), converged=d.get("converged", False), history=hist,
-            lower_bound=float("nan") if lb is None else lb, params=d.get("params"),
+            d["weights"], d["means"], d["covariances"], d.get("covariance_type") or "spherical",
+            n_iter=n_iter, converged=bool(d.get("converged", False)), history=hist,
+            lower_bound=lb, params=params,
         )
 
     def summary(self):
@@ -411,6 +530,68 @@ class MixtureModel:
             f"covariance_type={self.covariance_type!r}, n_iter={self.n_iter}, "
             f"converged={self.converged}, lower_bound={self.lower_bound:.6g})"
         )
+
+
+def _float_array(v, name):
+    """``v`` as a float64 array, or InputError naming it (None, strings, ragged lists)."""
+    try:
+        a = np.asarray(v, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be an array of numbers, got {v!r}"[:300]) from None
+    return a
+
+
+def _check_model_params(m, c, cov_type):
+    """InputError for non-finite means or covariances, non-positive variances, or a full covariance
+    that is not positive definite."""
+    if not np.isfinite(m).all():
+        raise InputError("the model's means must be finite numbers; they contain NaN or inf")
+    if not np.isfinite(c).all():
+        raise InputError("the model's covariances must be finite numbers; they contain NaN or inf")
+    K, D = m.shape
+    var = np.diagonal(c, axis1=1, axis2=2) if cov_type == CovType.FULL else c
+    if np.any(var <= 0):
+        raise InputError(
+            f"the model's variances must be > 0; got {np.asarray(var).ravel()[:8].tolist()} "
+            "(a component with zero or negative variance is not a Gaussian)"
+        )
+    if cov_type == CovType.FULL:
+        for k in range(K):
+            if not np.allclose(c[k], c[k].T, rtol=1e-10, atol=0) or np.linalg.eigvalsh(c[k]).min() <= 0:
+                raise InputError(f"the covariance of component {k + 1} is not symmetric positive definite")
+
+
+def _check_history(history, w_shape, m_shape, c_shape):
+    """The history dict with float arrays of matching shapes, or InputError saying which."""
+    from collections.abc import Mapping
+
+    if not isinstance(history, Mapping):
+        raise InputError(f"history must be a dict of arrays or None, got {type(history).__name__}")
+    want = {"weights": w_shape, "means": m_shape, "covariances": c_shape, "log_likelihood": ()}
+    out = {}
+    n = None
+    for key, shape in want.items():
+        if key not in history:
+            raise InputError(f"history has no {key!r}: give 'weights', 'means', 'covariances' and "
+                             "'log_likelihood' (one entry per iteration), or history=None")
+        a = _float_array(history[key], f"history[{key!r}]")
+        if n is not None and a.ndim > 0 and a.shape[0] != n:
+            raise InputError(
+                f"history[{key!r}] has {a.shape[0]} entries but history['weights'] has {n}: every history "
+                "array needs one entry per iteration (or pass history=None)"
+            )
+        if a.ndim == 0 or a.shape[1:] != tuple(shape):
+            raise InputError(
+                f"history[{key!r}] has shape {a.shape}; with these parameters it must be "
+                f"({'n' if n is None else n}, {', '.join(map(str, shape))})".replace(", )", ")")
+                + ": one entry per iteration (or pass history=None)"
+            )
+        n = a.shape[0]
+        out[key] = a
+    if n == 0:
+        raise InputError("history has no entries: it needs at least the start (or pass history=None)")
+    out.update({k: v for k, v in history.items() if k not in out})
+    return out
 
 
 def _json_float(v):
@@ -440,9 +621,11 @@ def _brightness(X):
     return X.mean(axis=1)
 
 
-def _slices_from_assignment(X, w, assign, K, cov_type, reg, fallback_means):
-    """Initial (weights, means, covariances) from a hard assignment of samples to K groups."""
+def _slices_from_assignment(X, w, assign, K, cov_type, reg, fallback_means) -> _drv.Params:
+    """Initial parameters from a hard assignment of samples to K groups (empty groups first get
+    half of a populated group, see :func:`_fill_empty_groups`)."""
     D = X.shape[1]
+    assign = _fill_empty_groups(X, w, assign, K)
     Nk, means, cov = np.empty(K), np.empty((K, D)), np.empty((K, D, D))
     _km.group_stats(np.ascontiguousarray(X, dtype=np.float64), np.ascontiguousarray(w, dtype=np.float64),
                     np.ascontiguousarray(assign, dtype=np.int64), Nk, means, cov)
@@ -452,16 +635,60 @@ def _slices_from_assignment(X, w, assign, K, cov_type, reg, fallback_means):
     cov[~filled] = spread
     idx = np.arange(D)
     cov[:, idx, idx] += reg
-    var = np.diagonal(cov, axis1=1, axis2=2).copy()
     # an empty start group gets a small but living weight instead of 0 (the seed's 0/0)
     if (~filled).any():
         Nk[~filled] = max(0.1 * Nk[filled].min(), 1e-3 * Nk.sum() / K) if filled.any() else 1.0
     weights = Nk / Nk.sum()
-    if cov_type == 2:
-        return weights, means, cov
-    if cov_type == 1:
-        return weights, means, var
-    return weights, means, var.mean(axis=1)
+    if cov_type != CovType.FULL:
+        var = np.diagonal(cov, axis1=1, axis2=2).copy()
+        if cov_type == CovType.SPHERICAL:
+            var[:] = var.mean(axis=1, keepdims=True)
+        cov = np.zeros((K, D, D))
+        cov[:, idx, idx] = var
+    return _drv.Params(weights, means, cov, cov_type)
+
+
+def _fill_empty_groups(X, w, assign, K):
+    """The assignment with every empty group given the upper half of the group with the largest
+    spread (weighted sum of squared deviations) among those with at least two distinct samples,
+    split at its weighted median along its first principal axis, until no group is empty or none
+    can be split.
+
+    Equal slices of the range leave groups empty where the histogram has gaps (K = 3 on a bimodal
+    image, or K equal to the number of distinct values): such a component starts with no data and
+    ends empty, its label unused. Splitting the widest group instead starts every component on data
+    whenever the data allow K non-empty groups. An assignment without empty groups is returned
+    unchanged (the same array), so the classic starts stay identical there.
+    """
+    assign = np.asarray(assign)
+    Nk = np.bincount(assign, weights=w, minlength=K)
+    empty = np.flatnonzero(Nk <= 0)
+    if empty.size == 0:
+        return assign
+    assign = np.array(assign, dtype=np.int64, copy=True)
+    for e in empty:
+        best, best_cost = -1, 0.0
+        for g in range(K):
+            sel = assign == g
+            if np.count_nonzero(sel) < 2:
+                continue
+            Xg, wg = X[sel], w[sel]
+            mu = (wg[:, None] * Xg).sum(axis=0) / wg.sum()
+            cost = float((wg[:, None] * (Xg - mu) ** 2).sum())
+            if cost > best_cost:
+                best, best_cost = g, cost
+        if best < 0:
+            break  # no group has two distinct samples: the fallback means are used
+        idx = np.flatnonzero(assign == best)
+        p = _principal_projection(X[idx], w[idx])
+        order = np.argsort(p, kind="stable")
+        ps, cw = p[order], np.cumsum(w[idx][order])
+        cuts = np.flatnonzero(ps[1:] > ps[:-1]) + 1  # boundaries between distinct projections
+        if cuts.size == 0:
+            break
+        j = cuts[np.argmin(np.abs(cw[cuts - 1] - 0.5 * cw[-1]))]
+        assign[idx[order[j:]]] = e
+    return assign
 
 
 def _init_ranges(X, w, K, integer, cov_type, reg):
@@ -480,8 +707,22 @@ def _init_ranges(X, w, K, integer, cov_type, reg):
     return _slices_from_assignment(X, w, assign, K, cov_type, reg, fb)
 
 
+def _principal_projection(X, w):
+    """Samples projected on their (weighted) first principal axis, oriented so that it increases
+    with brightness; the values themselves for one feature."""
+    if X.shape[1] == 1:
+        return X[:, 0]
+    mean = (w[:, None] * X).sum(axis=0) / w.sum()
+    Xc = X - mean
+    cov = (w[:, None] * Xc).T @ Xc / w.sum()
+    axis = np.linalg.eigh(cov)[1][:, -1]
+    if axis.sum() < 0:
+        axis = -axis
+    return Xc @ axis
+
+
 def _init_quantiles(X, w, K, cov_type, reg):
-    b = _brightness(X)
+    b = _principal_projection(X, w)
     order = np.argsort(b, kind="stable")
     cw = np.cumsum(w[order])
     mid = (cw - 0.5 * w[order]) / cw[-1]
@@ -495,7 +736,7 @@ def _init_quantiles(X, w, K, cov_type, reg):
 def _nearest(X, C):
     assign = np.empty(X.shape[0], np.int64)
     dist = np.empty(X.shape[0])
-    f = _km.nearest_center if X.shape[0] * C.shape[0] >= PARALLEL_WORK else _km.nearest_center_serial
+    f = _km.nearest_center if X.shape[0] * C.shape[0] >= _config.PARALLEL_WORK else _km.nearest_center_serial
     f(np.ascontiguousarray(X, dtype=np.float64), np.ascontiguousarray(C, dtype=np.float64), assign, dist)
     return assign, dist
 
@@ -518,163 +759,74 @@ def _init_from_centres(X, w, C, cov_type, reg):
     return _slices_from_assignment(X, w, assign, C.shape[0], cov_type, reg, C)
 
 
-def _start(init, X, w, K, hist, cov_type, reg, rng):
+def _resolve_init(init, n_features):
+    """The starts ``init`` stands for: ``"auto"`` is the seed's ranges for grey data (the reference
+    method) and :data:`AUTO_COLOUR_INITS` for multichannel data; any other start itself."""
+    if isinstance(init, str) and init == "auto":
+        return ("ranges",) if n_features == 1 else AUTO_COLOUR_INITS
+    return (init,)
+
+
+#: the deterministic starts ``init="auto"`` runs for multichannel data, keeping the higher final
+#: log-likelihood: quantiles along the principal axis has the best mean rank over the colour images
+#: of benchmarks/bench_inits.py (many components), ranges is the better start for a few classes of
+#: unequal sizes (equal-count slices can put two starts in one large class)
+AUTO_COLOUR_INITS = ("quantiles", "ranges")
+
+
+def _check_n_components(n_components):
+    """True for ``"auto"``; InputError for any other string (integers are checked by check_k)."""
+    if isinstance(n_components, str):
+        if n_components == "auto":
+            return True
+        raise InputError(f"n_components={n_components!r} is not an option: give a whole number >= 1, or "
+                         "'auto' to choose it by an information criterion (see max_components, criterion)")
+    return False
+
+
+def _check_init(init, K, D):
     if isinstance(init, MixtureModel):
-        if init.n_components != K or init.n_features != X.shape[1]:
+        if init.n_components != K or (D is not None and init.n_features != D):
             raise InputError(
                 f"init model has {init.n_components} components and {init.n_features} features; "
-                f"this fit asks for n_components={K} on {X.shape[1]} feature(s)"
+                f"this fit asks for n_components={K} on {D} feature(s): fit with those, or pass "
+                "another model"
             )
+        return
+    if not (isinstance(init, str) and init in INITS):
+        raise InputError(
+            f"init={init!r} is not a start: use 'auto' (the default), 'ranges' (K equal slices of the "
+            "intensity range), 'quantiles', 'kmeans++', 'random' or a fitted MixtureModel (warm start)"
+        )
+
+
+def _start(init, X, w, K, integer, cov_type, reg, rng) -> _drv.Params:
+    if isinstance(init, MixtureModel):
         m = init
-        ct = _check_cov_type(m.covariance_type)
-        if ct != cov_type:
+        if CovType.parse(m.covariance_type) != cov_type:
             v = m.variances
-            cov = {0: v.mean(1), 1: v, 2: np.stack([np.diag(r) for r in v])}[cov_type]
-            return m.weights.copy(), m.means.copy(), cov
-        return m.weights.copy(), m.means.copy(), m.covariances.copy()
+            cov = {CovType.SPHERICAL: v.mean(1), CovType.DIAG: v, CovType.FULL: np.stack([np.diag(r) for r in v])}
+            return _drv.Params.from_sklearn(m.weights, m.means, cov[cov_type], cov_type)
+        return _drv.Params.from_sklearn(m.weights, m.means, m.covariances, cov_type)
     if init == "ranges":
-        return _init_ranges(X, w, K, hist.kind.startswith("integer"), cov_type, reg)
+        return _init_ranges(X, w, K, integer, cov_type, reg)
     if init == "quantiles":
         return _init_quantiles(X, w, K, cov_type, reg)
     if init == "kmeans++":
-        # k-means++ seeds, then their nearest-centre groups (as scikit-learn's init_params="k-means++").
-        # Refining the seeds with 10 weighted Lloyd iterations first did not pay: on the seed image
-        # over 6 seeds, mean log-likelihood 4.107 against 4.129 at K=32, 4.432 against 4.430 at K=64.
+        # k-means++ seeds, then their nearest-centre groups (as scikit-learn's init_params="k-means++")
         return _init_from_centres(X, w, _kmeanspp_centres(X, w, K, rng), cov_type, reg)
-    if init == "random":
-        idx = rng.choice(X.shape[0], size=K, replace=False, p=w / w.sum())
-        return _init_from_centres(X, w, X[np.sort(idx)], cov_type, reg)
-    raise InputError(
-        f"init={init!r} is not a start: use 'ranges' (K equal slices of the intensity range), "
-        "'quantiles', 'kmeans++', 'random' or a fitted MixtureModel (warm start)"
-    )
+    idx = rng.choice(X.shape[0], size=K, replace=False, p=w / w.sum())  # "random"
+    return _init_from_centres(X, w, X[np.sort(idx)], cov_type, reg)
 
 
 # ============================================================================================
-# EM
+# EM on a compressed image
 
 
-def _m_step(Nk, Sx, Sxx, ref, cov_type, reg):
-    """scikit-learn's M-step from statistics accumulated around ``ref`` (see em.estep_accumulate)."""
-    nk = Nk + _EPS10
-    shift = Sx / nk[:, None]
-    means = ref + shift
-    D = ref.shape[1]
-    if cov_type == 2:
-        cov = Sxx / nk[:, None, None] - shift[:, :, None] * shift[:, None, :]
-        idx = np.arange(D)
-        cov[:, idx, idx] += reg
-    else:
-        var = np.diagonal(Sxx, axis1=1, axis2=2) / nk[:, None] - shift**2 + reg
-        cov = var if cov_type == 1 else var.mean(axis=1)
-    return nk / nk.sum(), means, cov
-
-
-def _to_full(cov, cov_type, K, D):
-    if cov_type == 2:
-        return np.array(cov, dtype=np.float64, copy=True)
-    var = np.asarray(cov, dtype=np.float64)
-    var = np.repeat(var[:, None], D, axis=1) if cov_type == 0 else var
-    full = np.zeros((K, D, D))
-    idx = np.arange(D)
-    full[:, idx, idx] = var
-    return full
-
-
-def _from_full(full, cov_type):
-    """(..., K, D, D) -> scikit-learn's shape for the covariance type."""
-    if cov_type == 2:
-        return full
-    diag = np.diagonal(full, axis1=-2, axis2=-1)
-    return diag.copy() if cov_type == 1 else diag[..., 0].copy()
-
-
-#: samples x components above which the E-step runs on all threads
-PARALLEL_WORK = 100_000
-
-
-#: EM iterations between two calls of the progress callback (which may raise to cancel a fit)
-CALLBACK_EVERY = 5
-
-
-def _run_em(X, w, start, cov_type, max_iter, tol, reg, callback=None):
-    """EM from ``start`` = (weights, means, covariances) on samples X (M, D) with weights w (M,).
-
-    ``callback(n_iter)``, if given, is called every :data:`CALLBACK_EVERY` iterations and at the end;
-    an exception it raises stops the fit there (the napari widget's Cancel).
-    """
-    X = np.ascontiguousarray(X, dtype=np.float64)
-    w = np.ascontiguousarray(w, dtype=np.float64)
-    weights0, means0, cov0 = start
-    K, D = means0.shape
-    weights = np.array(weights0, dtype=np.float64, copy=True)
-    means = np.array(means0, dtype=np.float64, copy=True)
-    cov = _to_full(cov0, cov_type, K, D)
-    hw = np.zeros((max_iter + 1, K))
-    hm = np.zeros((max_iter + 1, K, D))
-    hc = np.zeros((max_iter + 1, K, D, D))
-    hll = np.full(max_iter + 1, np.nan)
-    hw[0], hm[0], hc[0] = weights, means, cov
-    parallel = X.shape[0] * K >= PARALLEL_WORK
-    step = CALLBACK_EVERY if callback is not None else max_iter
-    prev = np.array([-np.inf])
-    n_iter, converged = 0, False
-    inv_sd, prec_chol, log_det = np.zeros((K, D)), np.zeros((K, D, D)), np.zeros(K)
-    log_w, Nk, Sx, Sxx = np.zeros(K), np.zeros(K), np.zeros((K, D)), np.zeros((K, D, D))
-    W = w.sum()
-
-    def estep():
-        bad = _em.precisions(cov, cov_type, inv_sd, prec_chol, log_det)
-        if bad >= 0:
-            _raise_collapse(cov, cov_type, D, n_iter, bad)
-        _em.log_weights(weights, log_w)
-        if not parallel:
-            return _em.estep_accumulate_serial(X, w, means, means, inv_sd, prec_chol, log_det, log_w, cov_type,
-                                               Nk, Sx, Sxx, 1) / W
-        # prange's default static split: handing the chunks out one at a time (parallel_chunksize(1))
-        # cost 0.35 ms more per E-step on the seed image (0.88 -> 1.22 ms, 2 threads, busy machine)
-        return _em.estep_accumulate(X, w, means, means, inv_sd, prec_chol, log_det, log_w, cov_type,
-                                    Nk, Sx, Sxx, _nt()) / W
-
-    while n_iter < max_iter and not converged:
-        stop = min(max_iter, n_iter + step)
-        if parallel:  # a long E-step: the Python between iterations costs nothing
-            while n_iter < stop and not converged:
-                ll = estep()
-                hll[n_iter] = ll
-                _em.m_step(Nk, Sx, Sxx, cov_type, float(reg), weights, means, cov)
-                n_iter += 1
-                hw[n_iter], hm[n_iter], hc[n_iter] = weights, means, cov
-                converged = abs(ll - prev[0]) < tol
-                prev[0] = ll
-        else:
-            n_iter, converged, bad = _em.em_loop(X, w, weights, means, cov, cov_type, n_iter, stop, float(tol),
-                                                 float(reg), hw, hm, hc, hll, prev)
-            if bad >= 0:
-                _raise_collapse(cov, cov_type, D, n_iter, bad)
-        if callback is not None:
-            callback(n_iter)
-    final = estep()
-    hll[n_iter] = final
-    n = n_iter + 1
-    history = {
-        "weights": hw[:n], "means": hm[:n], "covariances": _from_full(hc[:n], cov_type),
-        "log_likelihood": hll[:n],
-    }
-    return weights, means, _from_full(cov, cov_type), n_iter, bool(converged), float(final), history
-
-
-def _raise_collapse(cov, cov_type, D, n_iter, bad):
-    # _precisions raises the FitError naming the component and iteration, with what to change
-    _precisions(_from_full(cov, cov_type), cov_type, D, iteration=n_iter)
-    raise FitError(f"component {bad + 1} collapsed at EM iteration {n_iter}: increase reg_covar or "
-                   "reduce n_components")
-
-
-def _sorted_by_brightness(weights, means, cov, history):
-    order = np.argsort(means.mean(axis=1), kind="stable")
+def _sorted_by_brightness(params: _drv.Params, history):
+    order = np.argsort(params.means.mean(axis=1), kind="stable")
     h = {k: (v[:, order] if k != "log_likelihood" else v) for k, v in history.items()}
-    return weights[order], means[order], cov[order], h
+    return _drv.Params(params.weights[order], params.means[order], params.cov[order], params.cov_type), h
 
 
 def _default_reg(hist):
@@ -682,22 +834,50 @@ def _default_reg(hist):
     h = np.asarray(hist.bin_width, dtype=np.float64)
     if hist.kind == "pixels" or not np.all(h > 0):
         span = float(np.max(hist.high - hist.low))
-        h = np.array([span / _h.DEFAULT_FLOAT_BINS if span > 0 else 1.0])
+        h = np.array([span / _config.DEFAULT_FLOAT_BINS if span > 0 else 1.0])
     return float(np.max(h) ** 2 / 12.0)
 
 
-def _check_fit_args(n_components, max_iter, tol, reg_covar, n_init):
-    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
-        raise InputError(f"max_iter must be a whole number >= 1, got {max_iter!r}")
-    if not (isinstance(tol, (int, float, np.floating)) and tol >= 0):
-        raise InputError(f"tol must be a number >= 0 (0 runs exactly max_iter iterations), got {tol!r}")
-    if reg_covar is not None and not (isinstance(reg_covar, (int, float, np.floating)) and reg_covar >= 0):
-        raise InputError(f"reg_covar must be None (automatic) or a number >= 0, got {reg_covar!r}")
-    if isinstance(n_init, bool) or not isinstance(n_init, (int, np.integer)) or n_init < 1:
-        raise InputError(f"n_init must be a whole number >= 1, got {n_init!r}")
+def _check_fit_args(n_components, covariance_type, init, max_iter, tol, n_init, reg_covar, random_state,
+                    progress=None):
+    """Every argument of a fit checked before any work (type and range; n_components against the
+    data comes later), so that a wrong one fails at once with its name and the accepted values."""
+    auto = _check_n_components(n_components)
+    if not auto:
+        check_k(n_components, 65535)
+    CovType.parse(covariance_type)
+    _drv.check_em_args(max_iter, tol, n_init, random_state=random_state)
+    _check_reg(reg_covar)
+    if not (auto and isinstance(init, MixtureModel)):  # that one has its own message in fit_hist
+        _check_init(init, n_components, None)
+    check_progress(progress)
 
 
-def _explain_empty(hist, image_shape):
+def _check_fit_kw(n_components, fit_kw, progress=None):
+    """:func:`_check_fit_args` on a dict of fit keyword arguments (absent ones at their defaults)."""
+    g = fit_kw.get
+    _check_fit_args(n_components, g("covariance_type", "spherical"), g("init", "auto"), g("max_iter", 100),
+                    g("tol", 1e-6), g("n_init", 1), g("reg_covar"), g("random_state"), progress)
+
+
+def _check_reg(reg_covar):
+    if reg_covar is None:
+        return
+    if isinstance(reg_covar, bool) or not isinstance(reg_covar, (int, float, np.floating, np.integer)) or not (
+            math.isfinite(reg_covar) and reg_covar >= 0):
+        raise InputError(
+            f"reg_covar must be None (automatic: one quantisation step's variance) or a finite number >= 0 "
+            f"well below the data's variance, got {reg_covar!r}"
+        )
+
+
+def _data_variance(X, w):
+    """The largest per-feature variance of the weighted samples."""
+    mean = (w[:, None] * X).sum(axis=0) / w.sum()
+    return float(((w[:, None] * (X - mean) ** 2).sum(axis=0) / w.sum()).max())
+
+
+def _explain_empty(hist):
     if hist.n_pixels > 0:
         return
     if hist.n_nan or hist.n_inf:
@@ -714,8 +894,7 @@ def _compact_order(X):
 
     The E-step prunes components per block of consecutive samples by the block's bounding box;
     unique colours come sorted by their packed key (the last channel slowest), so a block spans a
-    long run of one channel. In Z-order a block is a compact box: on the seed's 48,414 colours at
-    K = 32, 11 candidate components per block of 64 instead of 15.5. The fit does not depend on the
+    long run of one channel. In Z-order a block is a compact box. The fit does not depend on the
     order of its samples (only the rounding of its sums does).
     """
     M, D = X.shape
@@ -727,393 +906,222 @@ def _compact_order(X):
     scale = np.where(span > 0, 2.0**bits / np.where(span > 0, span, 1.0), 0.0)
     codes = np.empty(M, np.int64)
     _em.morton_codes(np.ascontiguousarray(X, dtype=np.float64), lo, scale, bits, codes)
-    return np.argsort(codes)  # introsort (SIMD in NumPy 2): 0.5 ms, the stable sort 1.4 ms
+    return np.argsort(codes)
 
 
-def fit_hist(hist, n_components=2, *, channel_axis=None, covariance_type="spherical", init="ranges",
+def fit_hist(hist, n_components=2, *, channel_axis=None, covariance_type="spherical", init="auto",
              n_init=1, max_iter=100, tol=1e-6, reg_covar=None, random_state=None, extra_params=None,
-             callback=None):
-    """Fit a mixture to an already compressed :class:`~napari_gmm.histogram.Histogram`.
+             callback=None, max_components=8, criterion="bic", censoring="auto"):
+    """Fit a mixture to an already compressed :class:`~napari_gmm.compress.Histogram`.
 
     ``callback(done, total)`` reports EM iterations over all starts (total = runs * max_iter; done
-    jumps to total at convergence); an exception it raises stops the fit.
+    jumps to total at convergence); an exception it raises stops the fit. ``n_components="auto"``
+    searches K = 1 .. max_components (:mod:`napari_gmm.selection`); ``censoring`` as
+    :func:`fit_mixture`.
     """
-    cov_type = _check_cov_type(covariance_type)
-    _check_fit_args(n_components, max_iter, tol, reg_covar, n_init)
-    _explain_empty(hist, None)
+    cov_type = CovType.parse(covariance_type)
+    _check_fit_args(n_components, covariance_type, init, max_iter, tol, n_init, reg_covar, random_state)
+    _explain_empty(hist)
     if hist.n_inf:
         warnings.warn(
             f"{hist.n_inf} infinite pixel value(s) were left out of the fit and get label 0; replace "
             "them (np.nan_to_num) if they are real data",
-            UserWarning, stacklevel=3,
+            UserWarning, stacklevel=user_stacklevel(),
         )
+    auto = _check_n_components(n_components)
     if hist.n_distinct == 1:
         v = ", ".join(f"{x:g}" for x in hist.values[0])
         raise InputError(
             f"the image is constant (every counted pixel is {v}): there is nothing to separate. Check "
             "the layer/mask, or use n_components=1 only if you want its statistics"
-            if n_components > 1 else
+            if auto or n_components > 1 else
             f"the image is constant (every counted pixel is {v}): a Gaussian needs some spread"
         )
-    check_k(n_components, hist.n_distinct, hist)
+    check_fit_range(hist.values, hist.low, hist.high, hist.kind)
+    if auto:
+        max_components = _sel.check_selection_args(max_components, criterion, hist.n_distinct)
+        if isinstance(init, MixtureModel):
+            raise InputError("n_components='auto' searches K itself: init cannot be a fitted model (its K "
+                             "is fixed). Use a start name (init='auto', 'ranges', ...) or an integer K")
+    else:
+        check_k(n_components, hist.n_distinct, hist)
+    _check_init(init, None if auto else n_components, hist.n_features)
+    start_names = _resolve_init(init, hist.n_features)
+    start_name = start_names[0]
     reg = _default_reg(hist) if reg_covar is None else float(reg_covar)
+    cens = _cz.detect_censoring(hist, censoring)
     X, w = hist.values, hist.counts
+    spread = _data_variance(X, w)
+    if reg_covar is not None and reg > spread:
+        raise InputError(
+            f"reg_covar={reg_covar:g} is larger than the variance of the data ({spread:.4g}): every component "
+            "would be wider than the whole image's spread and the fit would be meaningless. Use "
+            f"reg_covar=None (one quantisation step's variance, here {_default_reg(hist):.3g}) or a value "
+            "well below the data's variance"
+        )
     order = _compact_order(X)
     if order is not None:
         X, w = X[order], w[order]
-    deterministic = isinstance(init, MixtureModel) or init in ("ranges", "quantiles")
-    rng = np.random.default_rng(random_state)
-    best = None
-    runs = 1 if deterministic else n_init
-    for r in range(runs):
-        start = _start(init, X, w, n_components, hist, cov_type, reg, rng)
-        cb = None if callback is None else (lambda it, r=r: callback(r * max_iter + it, runs * max_iter))
-        res = _run_em(X, w, start, cov_type, max_iter, tol, reg, cb)
-        if best is None or res[5] > best[5]:
-            best = res
-    weights, means, cov, n_iter, converged, lb, history = best
-    if callback is not None:
-        callback(runs * max_iter, runs * max_iter)
-    if not converged and tol > 0:
-        warnings.warn(
-            f"EM did not converge in max_iter={max_iter} iterations (last change above tol={tol:g}): "
-            "increase max_iter or tol, or check the fit",
-            ConvergenceWarning, stacklevel=3,
+    deterministic = isinstance(start_name, MixtureModel) or start_name in ("ranges", "quantiles")
+    runs = len(start_names) if deterministic else n_init
+    run_names = iter(start_names * runs)
+    integer = hist.kind.startswith("integer")
+    problem = _drv.WeightedSamples(X, w, reg) if cens is None else _cz.CensoredSamples(X, w, cens, reg)
+    selection = None
+    if auto:
+        rng = np.random.default_rng(random_state)
+        extra = None if start_name == "ranges" else (
+            lambda Xc, wc, K: _start(start_name, Xc, wc, K, integer, cov_type, reg, rng))
+        res, selection = _sel.search_n_components(problem, max_components=max_components, criterion=criterion,
+                                                  cov_type=cov_type, max_iter=max_iter, tol=tol,
+                                                  progress=callback, extra_start=extra)
+        n_components = selection.n_components
+    else:
+        res = _drv.fit_em(
+            problem,
+            lambda rng: _start(next(run_names), X, w, n_components, integer, cov_type, reg, rng),
+            n_init=runs, random_state=random_state, max_iter=max_iter, tol=tol,
+            progress=callback,
         )
-    weights, means, cov, history = _sorted_by_brightness(weights, means, cov, history)
-    empty = np.flatnonzero(weights * hist.counts.sum() < 0.5)
+    params, history = _sorted_by_brightness(res.params, res.history)
+    empty = np.flatnonzero(params.weights * hist.counts.sum() < 0.5)
     if empty.size:
         warnings.warn(
             f"component(s) {', '.join(str(k + 1) for k in empty)} ended empty (less than half a pixel "
             "of weight): their labels will not appear. Reduce n_components or try another init",
-            UserWarning, stacklevel=3,
+            UserWarning, stacklevel=user_stacklevel(),
         )
-    params = {
+    params_used = {
         "n_components": int(n_components), "channel_axis": channel_axis,
-        "covariance_type": covariance_type,
-        "init": "model" if isinstance(init, MixtureModel) else init, "n_init": int(n_init),
+        "covariance_type": cov_type.label,
+        "init": "model" if isinstance(init, MixtureModel) else init,
+        "init_used": "model" if isinstance(start_name, MixtureModel) else
+        (start_name if auto else start_names[res.run % len(start_names)]), "n_init": int(n_init),
         "max_iter": int(max_iter), "tol": float(tol), "reg_covar": reg,
         "random_state": random_state if isinstance(random_state, (int, type(None))) else "generator",
         "compression": hist.kind, "n_samples": int(hist.n_distinct), "n_pixels": int(hist.n_pixels),
         "dtype": str(hist.dtype), "bin_width": hist.bin_width.tolist(),
         "n_nan": int(hist.n_nan), "n_inf": int(hist.n_inf),
     }
-    params.update(extra_params or {})
-    return MixtureModel(weights, means, cov, covariance_type, n_iter=n_iter, converged=converged,
-                        history=history, lower_bound=lb, params=params)
-
-
-def fit_mixture(image, n_components=2, *, channel_axis=None, covariance_type="spherical", init="ranges",
-                n_init=1, max_iter=100, tol=1e-6, reg_covar=None, mask=None, bins=None, random_state=None):
-    """Fit a Gaussian mixture to the intensities (or colours) of an image with EM.
-
-    The image is first compressed to exact weighted samples (its histogram; unique colours for
-    integer multichannel data), so EM costs the number of distinct values, not of pixels, and gives
-    the same result as EM on every pixel.
-
-    Parameters
-    ----------
-    image : array_like or dask array
-        Grey image of any shape and dtype (uint8, uint16, int, float), or a multichannel image with
-        ``channel_axis``. NaN and inf pixels are left out (inf with a warning).
-    n_components : int, default 2
-        Number of Gaussians K (1 <= K <= number of distinct values).
-    channel_axis : int or None, default None
-        None for grey data (D = 1); the axis of 2 to 8 channels otherwise (-1 for RGB, 0 for (C, Y, X)).
-    covariance_type : {"spherical", "diag", "full"}, default "spherical"
-        As scikit-learn. For grey data the three are the same model.
-    init : {"ranges", "quantiles", "kmeans++", "random"} or MixtureModel, default "ranges"
-        Start. ``"ranges"``: K equal slices of the intensity range [min, max] (integer value v starts in
-        slice floor((v - min) * K / (max - min + 1))), each slice's weight, mean and variance taken from
-        its part of the histogram (colour: slices of the mean over channels). ``"quantiles"``: K slices
-        with equal pixel counts. ``"kmeans++"``: weighted greedy k-means++ seeds (as scikit-learn), then
-        nearest-centre groups.
-        ``"random"``: K distinct values drawn with probability proportional to their pixel counts.
-        A MixtureModel starts EM from its parameters (warm start, or reuse on another image).
-    n_init : int, default 1
-        Restarts for the random starts (kmeans++, random), keeping the best log-likelihood; the
-        deterministic starts run once.
-    max_iter : int, default 100
-    tol : float, default 1e-6
-        Stop when the mean log-likelihood per pixel changes by less than tol. 0 runs exactly max_iter.
-    reg_covar : float or None, default None
-        Added to the variances (diagonal of the covariances). None: the variance of one quantisation
-        step, h**2 / 12 (1/12 for integer data, bin width**2 / 12 for binned float data), which keeps a
-        component from collapsing onto a single grey level.
-    mask : array_like of bool, optional
-        Shape of the pixels (image shape without the channel axis); only True pixels are used.
-    bins : int, optional
-        Float data only: bins over the finite range (grey, default 4096; per channel for large
-        multichannel images, default 64).
-    random_state : int, numpy Generator or None
-        Seed of the random starts.
-
-    Returns
-    -------
-    MixtureModel
-        Components ordered by mean (brightness), with the EM history.
-
-    Raises
-    ------
-    InputError (a ValueError)
-        For unusable input; the message says what to do.
-    FitError
-        When a component collapses (non positive-definite covariance).
-
-    Warns
-    -----
-    ConvergenceWarning
-        When tol > 0 and max_iter was reached first.
-
-    Notes
-    -----
-    E-step responsibilities are computed in log space (log-probability minus logsumexp); terms more
-    than 40 nats below a sample's best component are skipped (their share is below 1e-17). The
-    M-step is scikit-learn's (``nk + 10 eps``, ``reg_covar`` on the diagonal), with sufficient
-    statistics accumulated around the previous means to avoid cancellation. After the last M-step a
-    final E-step computes ``lower_bound``, so that fit and predict agree.
-
-    References
-    ----------
-    .. [1] Dempster, Laird & Rubin (1977), Maximum likelihood from incomplete data via the EM
-           algorithm. J. R. Stat. Soc. B 39(1).
-    .. [2] scikit-learn, ``sklearn.mixture.GaussianMixture``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from napari_gmm import fit_mixture
-    >>> rng = np.random.default_rng(0)
-    >>> img = np.concatenate([rng.normal(60, 8, 5000), rng.normal(180, 12, 5000)])
-    >>> img = np.clip(np.rint(img), 0, 255).astype(np.uint8).reshape(100, 100)
-    >>> model = fit_mixture(img, 2)
-    >>> np.round(model.means[:, 0]).tolist()
-    [60.0, 180.0]
-    """
-    image = check_image(image, channel_axis=channel_axis)
-    hist = _h.compress(image, channel_axis=channel_axis, mask=mask, bins=bins)
-    return fit_hist(hist, n_components, channel_axis=channel_axis, covariance_type=covariance_type,
-                    init=init, n_init=n_init, max_iter=max_iter, tol=tol, reg_covar=reg_covar,
-                    random_state=random_state, extra_params={"bins": bins})
+    if auto:
+        params_used.update(n_components="auto", n_components_chosen=int(n_components),
+                           max_components=int(max_components), criterion=criterion,
+                           selection=selection.to_dict())
+    params_used["censoring_option"] = censoring
+    if cens is not None:
+        params_used["censoring"] = cens.to_dict()
+    params_used.update(extra_params or {})
+    return MixtureModel(params.weights, params.means, params.sklearn_covariances(), cov_type.label,
+                        n_iter=res.n_iter, converged=res.converged, history=history, lower_bound=res.objective,
+                        params=params_used)
 
 
 # ============================================================================================
-# labels
+# one model per index of an axis
 
 
-def _valid_rows(a, m):
-    ok = np.isfinite(a).all(axis=1) if a.dtype.kind == "f" else np.ones(a.shape[0], bool)
-    if m.size:
-        ok &= m.view(bool)
-    return ok
+class SplitModels(list):
+    """The models of a fit with ``split_axis``: a list (model i for index i of the axis) that
+    applies each model to its own index.
 
-
-def _labels_from_hist(model, image, hist, channel_axis, mask):
-    """Labels 1..K of every pixel of ``image`` through the look-up table of ``hist``."""
-    dt = label_dtype(model.n_components)
-    if channel_axis is None:
-        a = as_flat(image)
-        m = _h._mask_flat(mask, image.shape)
-        lut = (model._sample_labels(_h.grey_grid(hist)) + 1).astype(dt)
-        out = np.empty(a.size, dt)
-        _h.grey_lookup(a, m, hist.spec, lut, out)
-        return out.reshape(image.shape)
-    a, spatial = move_channels(image, channel_axis)
-    m = _h._mask_flat(mask, spatial)
-    out = np.zeros(a.shape[0], dt)
-    if hist.kind == "colour":
-        lut = (model._sample_labels(hist.values) + 1).astype(dt)
-        _h.colour_lookup(a, m, hist, lut, out)
-    else:  # every pixel through the model, in slices of LABEL_SLICE pixels (bounded memory)
-        for s in range(0, a.shape[0], LABEL_SLICE):
-            sub = a[s:s + LABEL_SLICE]
-            valid = _valid_rows(sub, m[s:s + LABEL_SLICE] if m.size else m)
-            part = out[s:s + LABEL_SLICE]
-            if valid.all():
-                part[:] = model._sample_labels(sub) + 1
-            else:
-                part[valid] = model._sample_labels(sub[valid]) + 1
-    return out.reshape(spatial)
-
-
-#: pixels labelled per slice where every pixel goes through the model (float or wide-integer
-#: multichannel data): the float64 copy of a slice is 8 * D MiB
-LABEL_SLICE = 2**20
-
-
-def _segment_numpy(image, n_components, channel_axis, mask, fit_kw, callback=None):
-    hist = _h.compress(image, channel_axis=channel_axis, mask=mask, bins=fit_kw.get("bins"))
-    kw = {k: v for k, v in fit_kw.items() if k != "bins"}
-    model = fit_hist(hist, n_components, channel_axis=channel_axis, extra_params={"bins": fit_kw.get("bins")},
-                     callback=callback, **kw)
-    return _labels_from_hist(model, image, hist, channel_axis, mask), model
-
-
-def _slice_progress(progress, i, n):
-    """Progress of fit i of n as a part of the whole: done = i * total_i + done_i, of n * total_i."""
-    if progress is None:
-        return None
-    return lambda done, total: progress(i * total + done, n * total)
-
-
-def segment(image, n_components=2, *, channel_axis=None, covariance_type="spherical", init="ranges",
-            n_init=1, max_iter=100, tol=1e-6, reg_covar=None, mask=None, bins=None, random_state=None,
-            split_axis=None, return_model=False, progress=None):
-    """Label every pixel with its most probable Gaussian component.
-
-    Fits :func:`fit_mixture` and assigns each pixel (through a per-value look-up table) to the
-    component with the highest posterior probability.
-
-    Parameters
+    Attributes
     ----------
-    image, n_components, channel_axis, covariance_type, init, n_init, max_iter, tol, reg_covar, mask, bins, random_state
-        As :func:`fit_mixture`.
-    split_axis : int, optional
-        Fit one model per index of this axis (e.g. 0 for each time point of a (T, Y, X) stack, where
-        bleaching shifts intensities), instead of one model for the whole array.
-    return_model : bool, default False
-        Also return the model (a list of models with ``split_axis``).
-    progress : callable, optional
-        ``progress(done, total)``, called every few EM iterations from the computing thread, with
-        ``done`` growing to ``total`` (EM iterations over all fits; a converged fit counts as its
-        ``max_iter``). An exception it raises stops the computation there (how the napari widget
-        cancels).
-
-    Returns
-    -------
-    labels : ndarray (or dask array for dask input)
-        Image shape without the channel axis; uint8 for K < 256, else uint16. Labels 1..K ordered by
-        component mean (1 = darkest; colour: by mean brightness), 0 where masked, NaN or inf.
-    model : MixtureModel or list of MixtureModel
-        Only with ``return_model=True``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from napari_gmm import segment
-    >>> img = np.array([[10, 12, 11], [200, 202, 199]], dtype=np.uint8)
-    >>> segment(img, 2)
-    array([[1, 1, 1],
-           [2, 2, 2]], dtype=uint8)
+    split_axis : int
+        The axis of the image the models were fitted along (counted with the channel axis).
+    channel_axis : int or None
     """
+
+    def __init__(self, models, split_axis, channel_axis=None):
+        super().__init__(models)
+        self.split_axis = int(split_axis)
+        self.channel_axis = channel_axis
+
+    def _axes(self, image, channel_axis):
+        image = check_image(image, channel_axis=channel_axis)
+        axes = _pl.split_axes(image, channel_axis, self.split_axis)
+        if axes.length != len(self):
+            raise InputError(f"the image has {axes.length} entries along axis {axes.axis} but there are "
+                             f"{len(self)} models: apply them to an image of the same length along that axis")
+        return image, axes
+
+    def _apply(self, one, image, channel_axis, mask, progress, stack_axis=None):
+        image, axes = self._axes(image, channel_axis)
+        if mask is not None and not is_dask(mask):
+            mask = np.asarray(mask)
+        return _pl.split(image, mask, axes, lambda sub, m, i: (one(self[i], sub, axes, m, i), None),
+                         _pl.Progress(progress, [1] * axes.length),
+                         stack_axis=stack_axis(axes) if stack_axis else None)[0]
+
+    def predict(self, image, *, channel_axis=None, mask=None, bins=None, progress=None):
+        """Labels of every index of the split axis by its own model (see :meth:`MixtureModel.predict`)."""
+        return self._apply(lambda mdl, sub, ax, m, i: mdl.predict(sub, channel_axis=ax.channel_slice, mask=m,
+                                                                  bins=bins), image, channel_axis, mask, progress)
+
+    def predict_proba(self, image, *, channel_axis=None, mask=None, bins=None, progress=None):
+        """Posterior maps (K, *pixels), each index of the split axis by its own model."""
+        return self._apply(lambda mdl, sub, ax, m, i: mdl.predict_proba(sub, channel_axis=ax.channel_slice, mask=m,
+                                                                        bins=bins),
+                           image, channel_axis, mask, progress, stack_axis=lambda ax: ax.pixel_axis + 1)
+
+    def quantize(self, image, labels=None, *, channel_axis=None, mask=None, bins=None, progress=None):
+        """The quantised image, each index of the split axis painted with its own model's means."""
+
+        def one(mdl, sub, ax, m, i):
+            lab = None if labels is None else labels[(slice(None),) * ax.pixel_axis + (i,)]
+            return mdl.quantize(sub, lab, channel_axis=ax.channel_slice, mask=m, bins=bins)
+
+        return self._apply(one, image, channel_axis, mask, progress, stack_axis=lambda ax: ax.axis)
+
+    def to_dict(self):
+        """JSON-able: the split axis, the channel axis and every model's :meth:`MixtureModel.to_dict`."""
+        return {"split_axis": self.split_axis, "channel_axis": self.channel_axis,
+                "models": [m.to_dict() for m in self]}
+
+    @classmethod
+    def from_dict(cls, d):
+        """Inverse of :meth:`to_dict`."""
+        return cls([MixtureModel.from_dict(m) for m in d["models"]], d["split_axis"], d.get("channel_axis"))
+
+
+def fit_image(image, n_components=2, *, channel_axis=None, mask=None, bins=None, **fit_kw):
+    """The per-pixel mixture of an image: validate, compress (NumPy or dask), :func:`fit_hist`
+    (what :func:`napari_gmm.fit_mixture` runs without a spatial prior)."""
+    _check_fit_kw(n_components, fit_kw)
     image = check_image(image, channel_axis=channel_axis)
-    fit_kw = dict(covariance_type=covariance_type, init=init, n_init=n_init, max_iter=max_iter, tol=tol,
-                  reg_covar=reg_covar, bins=bins, random_state=random_state)
-    if is_dask(image):
-        from ._dask import dask_segment
-
-        labels, model = dask_segment(image, n_components, channel_axis, mask, fit_kw, split_axis, progress)
-    elif split_axis is None:
-        labels, model = _segment_numpy(image, n_components, channel_axis, mask, fit_kw, progress)
-    else:
-        labels, model = _segment_split(image, n_components, channel_axis, mask, fit_kw, split_axis, progress)
-    return (labels, model) if return_model else labels
+    hist = _pl.compress_image(image, channel_axis=channel_axis, mask=mask, bins=bins)
+    return fit_hist(hist, n_components, channel_axis=channel_axis, extra_params={"bins": bins}, **fit_kw)
 
 
-def _split_axis(image, channel_axis, split_axis):
-    nd = image.ndim
-    if not isinstance(split_axis, (int, np.integer)) or not -nd <= split_axis < nd:
-        raise InputError(f"split_axis={split_axis!r} is not an axis of the image (ndim {nd})")
-    ax = split_axis % nd
-    if channel_axis is not None and ax == channel_axis % nd:
-        raise InputError("split_axis and channel_axis are the same axis: split over time/z, not channels")
-    if image.shape[ax] < 1:
-        raise InputError("split_axis has length 0")
-    return ax
+def _units(fit_kw):
+    """Progress units of one segmentation: the compression and the look-up a tenth each of the
+    fit's EM iterations over all starts."""
+    init = fit_kw["init"]
+    deterministic = isinstance(init, MixtureModel) or init in ("auto", "ranges", "quantiles")
+    runs = 1 if deterministic else fit_kw["n_init"]
+    tenth = max(1, runs * fit_kw["max_iter"] // 10)
+    return [tenth, runs * fit_kw["max_iter"], tenth]
 
 
-def _segment_split(image, n_components, channel_axis, mask, fit_kw, split_axis, progress):
-    ax = _split_axis(image, channel_axis, split_axis)
-    nd = image.ndim
-    ch = None if channel_axis is None else channel_axis % nd
-    # the channel axis index inside one slice
-    ch_slice = None if ch is None else (ch - 1 if ch > ax else ch)
-    pix_ax = ax if ch is None or ax < ch else ax - 1  # split axis among the pixel axes
-    spatial = tuple(s for i, s in enumerate(image.shape) if i != ch)
-    if mask is not None and np.shape(mask) != spatial:
-        raise InputError(
-            f"mask has shape {np.shape(mask)} but the image's pixels have shape {spatial}: give a mask "
-            "with one entry per pixel"
-        )
-    n = image.shape[ax]
-    labels = np.zeros(spatial, label_dtype(n_components))
-    models = []
-    for i in range(n):
-        sub = np.take(image, i, axis=ax)
-        msub = None if mask is None else np.take(np.asarray(mask), i, axis=pix_ax)
-        try:
-            lab, model = _segment_numpy(sub, n_components, ch_slice, msub, fit_kw, _slice_progress(progress, i, n))
-        except (InputError, FitError) as e:
-            raise type(e)(f"index {i} of axis {ax}: {e}") from None
-        model.params["split_axis"] = int(ax)
-        model.params["index"] = i
-        idx = [slice(None)] * len(spatial)
-        idx[pix_ax] = i
-        labels[tuple(idx)] = lab
-        models.append(model)
-    return labels, models
+def _check_labels(labels, channel_axis):
+    if labels not in ("map", "intervals"):
+        raise InputError(f"labels={labels!r} is not an option: use 'map' (each pixel's most probable "
+                         "component) or 'intervals' (contiguous intensity ranges, grey images only)")
+    if labels == "intervals" and channel_axis is not None:
+        raise InputError("labels='intervals' cuts the intensity axis, so it is for grey images: a colour "
+                         "image has no intensity order to cut. Use labels='map' (or channel_axis=None on "
+                         "one channel)")
 
 
-def quantize(image, n_components=32, *, channel_axis=-1, covariance_type="spherical", init="kmeans++",
-             n_init=1, max_iter=100, tol=1e-6, reg_covar=None, mask=None, bins=None, random_state=0,
-             return_model=False):
-    """Replace every pixel by the mean colour (or grey level) of its most probable component.
-
-    The classic "image with only K colours": :func:`segment` followed by a look-up of the component
-    means, rounded and clipped back into the input dtype. Masked, NaN or inf pixels keep their value.
-
-    Parameters
-    ----------
-    image : array_like
-        Colour image (default ``channel_axis=-1``) or, with ``channel_axis=None``, a grey image.
-    n_components : int, default 32
-    init : default "kmeans++"
-        The k-means++ start suits colour; any start of :func:`fit_mixture` works.
-    random_state : default 0
-        Fixed, so that the same call gives the same image.
-    Other parameters as :func:`fit_mixture`.
-
-    Returns
-    -------
-    quantised : ndarray
-        Same shape and dtype as ``image``.
-    model : MixtureModel
-        Only with ``return_model=True``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from napari_gmm import quantize
-    >>> rgb = np.zeros((4, 4, 3), np.uint8); rgb[:2] = (200, 10, 10); rgb[2:] = (10, 10, 200)
-    >>> rgb[0, 0] = (210, 20, 20)
-    >>> q = quantize(rgb, 2)
-    >>> q[0, 0].tolist(), q.dtype
-    ([201, 11, 11], dtype('uint8'))
-    """
-    # segment() validates (once: its checks would otherwise run, and warn, twice)
-    image = image.compute() if is_dask(image) else np.asarray(image)
-    labels, model = segment(image, n_components, channel_axis=channel_axis, covariance_type=covariance_type,
-                            init=init, n_init=n_init, max_iter=max_iter, tol=tol, reg_covar=reg_covar,
-                            mask=mask, bins=bins, random_state=random_state, return_model=True)
-    out = _paint_means(image, labels, model.means, channel_axis)
-    return (out, model) if return_model else out
-
-
-def _paint_means(image, labels, means, channel_axis):
-    image = np.asarray(image)
-    dt = image.dtype
-    table = means.copy()
-    if dt.kind in "ui":
-        info = np.iinfo(dt)
-        table = np.clip(np.rint(table), info.min, info.max)
-    table = table.astype(dt)
-    out = image.copy()
-    view = out[..., None] if channel_axis is None else np.moveaxis(out, channel_axis, -1)
-    if view.flags.c_contiguous and dt != np.float16:
-        # in place, in parallel, through a flat (N, D) view of the copy
-        paint = _kh.paint_table if labels.size >= _h.SERIAL_BELOW else _kh.paint_table_serial
-        paint(np.ascontiguousarray(labels).reshape(-1), np.ascontiguousarray(table), view.reshape(-1, view.shape[-1]))
-        return out
-    sel = labels > 0
-    view[sel] = table[labels[sel].astype(np.intp) - 1]
-    return out
+def _segment_one(image, n_components, channel_axis, mask, bins, fit_kw, phases: _pl.Progress):
+    hist = _pl.compress_image(image, channel_axis=channel_axis, mask=mask, bins=bins, progress=phases.phase(0))
+    phases.done(0)
+    kw = {k: v for k, v in fit_kw.items() if k != "labels"}
+    model = fit_hist(hist, n_components, channel_axis=channel_axis, extra_params={"bins": bins},
+                     callback=phases.phase(1), **kw)
+    how = fit_kw.get("labels", "map")
+    if how != "map":
+        model.params["labels"] = how
+    labels = _pl.label_image(model._fns_for(how), image, hist, channel_axis=channel_axis, mask=mask,
+                             progress=phases.phase(2))
+    phases.done(2)
+    return labels, model

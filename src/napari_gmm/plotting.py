@@ -32,6 +32,8 @@ import math
 
 import numpy as np
 
+from ._validate import InputError
+
 __all__ = [
     "default_colors",
     "model_at",
@@ -41,6 +43,7 @@ __all__ = [
     "plot_marginals",
     "plot_density_2d",
     "plot_log_likelihood",
+    "plot_selection",
     "pixel_history",
     "plot_pixel_trace",
     "plot_pixel_mixture",
@@ -70,7 +73,7 @@ def _colors(colors, k):
         return default_colors(k)
     c = np.asarray(colors, dtype=float)
     if c.shape[0] < k:
-        raise ValueError(f"{c.shape[0]} colours given for {k} components")
+        raise InputError(f"{c.shape[0]} colours given for {k} components")
     return c[:k]
 
 
@@ -269,7 +272,7 @@ def plot_mixture(ax, model, hist=None, colors=None, *, bins=None, log=False, thr
     grid (one point per grey level for integer images), so they compare directly with the bars.
     """
     if model.n_features != 1:
-        raise ValueError("plot_mixture is for grey models; use plot_marginals / plot_density_2d for colour")
+        raise InputError("plot_mixture is for grey models; use plot_marginals / plot_density_2d for colour")
     style = style or {}
     K = model.n_components
     cols = _colors(colors, K)
@@ -359,7 +362,7 @@ def plot_marginals(axes, model, hist=None, colors=None, *, channel_names=None, l
     mod = model_at(model, iteration)
     D, K = mod.n_features, mod.n_components
     if len(axes) != D:
-        raise ValueError(f"{len(axes)} axes for {D} channels")
+        raise InputError(f"{len(axes)} axes for {D} channels")
     style = style or {}
     cols = _colors(colors, K)
     names = channel_names or [f"channel {d}" for d in range(D)]
@@ -442,7 +445,7 @@ def plot_density_2d(ax, model, hist=None, colors=None, *, channels=(0, 1), chann
     a, b = (int(c) for c in channels)
     D, K = mod.n_features, mod.n_components
     if not (0 <= a < D and 0 <= b < D) or a == b:
-        raise ValueError(f"channels must be two different channels of 0..{D - 1}, got {channels}")
+        raise InputError(f"channels must be two different channels of 0..{D - 1}, got {channels}")
     style = style or {}
     cols = _colors(colors, K)
     names = channel_names or [f"channel {d}" for d in range(D)]
@@ -507,6 +510,47 @@ def plot_log_likelihood(ax, model, iteration=None, *, style=None):
         pad = 0.06 * (hi - lo) if hi > lo else 1e-3
         ax.set_ylim(min(lo, float(fin[-1])) - pad, hi + pad)
     return {"line": line, "marker": marker}
+
+
+def plot_selection(ax, selection, *, style=None, label=None, marker="o-"):
+    """The criterion of a search over K (``model.selection`` of ``n_components="auto"``) against K,
+    relative to its minimum (symlog axis), with a star at the chosen K.
+
+    Parameters
+    ----------
+    ax : matplotlib Axes
+    selection : napari_gmm.selection.Selection or MixtureModel
+        A model with a ``selection`` is accepted too.
+    label : str, optional
+        Legend label (default: the criterion's name and the chosen K).
+
+    Returns
+    -------
+    dict
+        ``"line"`` (Line2D) and ``"chosen"`` (the star's Line2D).
+
+    Raises
+    ------
+    InputError
+        For a model fitted with a fixed K (nothing was searched).
+    """
+    sel = getattr(selection, "selection", selection)
+    if sel is None or not getattr(sel, "candidates", None):
+        raise InputError("this model was fitted with a fixed K: fit with n_components='auto' to have a criterion "
+                         "to plot")
+    style = style or {}
+    v = np.asarray(sel.values, dtype=float)
+    rel = v - np.nanmin(v)
+    k = np.asarray(sel.candidates)
+    (line,) = ax.plot(k, rel, marker, color=style.get("accent", None),
+                      label=label or f"{sel.criterion.upper()} (chose K = {sel.n_components})")
+    i = int(np.flatnonzero(k == sel.n_components)[0])
+    (star,) = ax.plot([k[i]], [rel[i]], "*", ms=14, color=style.get("text", "black"))
+    ax.set_yscale("symlog", linthresh=10)
+    ax.set_xticks(k)
+    ax.set_xlabel("K (number of components)")
+    ax.set_ylabel("criterion - its minimum (lower is better)")
+    return {"line": line, "chosen": star}
 
 
 # -------------------------------------------------------------------------------------------------

@@ -47,14 +47,12 @@ def test_int_range_counts_masked_pixels_in_every_chunk():
 def test_grey_lookup_and_counts_through_whole_dtype_tables():
     """8/16-bit images are counted and looked up through tables over the whole dtype (signed ones
     by their bit pattern): same as the offset tables, masked pixels 0 and not counted."""
-    import importlib
-
-    h = importlib.import_module("napari_gmm.histogram")
+    from napari_gmm import compress as h
     rng = np.random.default_rng(4)
     for dt, lo, hi in ((np.uint8, 3, 250), (np.int8, -100, 90), (np.uint16, 700, 56000), (np.int16, -3000, 2000)):
         a = rng.integers(lo, hi + 1, 1_100_001).astype(dt)  # above SERIAL_BELOW: the parallel kernels
         m = (rng.random(a.size) > 0.2).astype(np.uint8)
-        spec = {"kind": "integer", "vmin": lo, "nbins": hi - lo + 1}
+        spec = h.Binning(h.Kind.INTEGER, vmin=lo, nbins=hi - lo + 1)
         lut = rng.integers(1, 200, hi - lo + 1).astype(np.uint8)
         for mask in (np.zeros(0, np.uint8), m):
             got = h.grey_lookup(a, mask, spec, lut, np.empty(a.size, np.uint8))

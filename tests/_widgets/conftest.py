@@ -8,3 +8,9 @@ import pytest
 @pytest.fixture
 def viewer(make_napari_viewer):
     return make_napari_viewer()
+
+
+@pytest.fixture(autouse=True)
+def _own_settings_file(tmp_path, monkeypatch):
+    """Each test remembers its widget settings in its own file, never in the user's."""
+    monkeypatch.setenv("NAPARI_GMM_SETTINGS", str(tmp_path / "napari-gmm-settings.json"))

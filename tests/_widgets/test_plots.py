@@ -10,7 +10,7 @@ import pytest
 
 napari = pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
-pytest.importorskip("napari_matplotlib")
+pytest.importorskip("matplotlib")
 
 from matplotlib.colors import to_rgba  # noqa: E402
 

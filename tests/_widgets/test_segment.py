@@ -86,7 +86,7 @@ def test_grey_run_adds_labels_matching_the_core(viewer, qtbot, notes):
     assert labels.data.shape == img.shape
     assert set(np.unique(labels.data)) == {1, 2, 3}
     # same result as the scripting API with the widget's defaults
-    expected = ng.segment(img, n_components=3, init="ranges", random_state=0)
+    expected = ng.segment(img, n_components=3, init="auto", random_state=0)
     np.testing.assert_array_equal(labels.data, expected)
     # label 1 = darkest class
     means = [img[labels.data == k].mean() for k in (1, 2, 3)]
@@ -99,7 +99,7 @@ def test_grey_run_adds_labels_matching_the_core(viewer, qtbot, notes):
     json.dumps(meta)
     assert meta["source"] == "camera"
     assert meta["params"]["n_components"] == 3
-    assert meta["params"]["init"] == "ranges"
+    assert meta["params"]["init"] == "auto"
     assert meta["params"]["channel_axis"] is None
     model = ng.MixtureModel.from_dict(meta["model"])
     assert np.asarray(model.means).shape == (3, 1)
@@ -240,7 +240,7 @@ def test_rgb_layer_switches_to_colour_mode(viewer, qtbot, notes):
     assert w.image.value is viewer.layers["astro"]
     assert "colour" in w.mode.value
     assert w.channel_axis.value == 2 and not w.channel_axis.enabled
-    assert w.init.value == "kmeans++"
+    assert w.init.value == "auto"
     assert any("colour mode" in m for m in notes["info"])  # the user is told
 
     w.n_components.value = 4
@@ -258,9 +258,9 @@ def test_rgb_layer_switches_to_colour_mode(viewer, qtbot, notes):
     brightness = [quant.data[labels.data == k].mean() for k in (1, 2, 3, 4)]
     assert brightness == sorted(brightness)
     meta = labels.metadata["napari_gmm"]
-    assert meta["params"]["channel_axis"] == 2 and meta["params"]["init"] == "kmeans++"
+    assert meta["params"]["channel_axis"] == 2 and meta["params"]["init"] == "auto"
     assert np.asarray(ng.MixtureModel.from_dict(meta["model"]).means).shape == (4, 3)
-    expected = ng.segment(rgb, n_components=4, channel_axis=2, init="kmeans++", random_state=0)
+    expected = ng.segment(rgb, n_components=4, channel_axis=2, init="auto", random_state=0)
     np.testing.assert_array_equal(labels.data, expected)
     np.testing.assert_array_equal(rgb, before)
 
@@ -274,7 +274,7 @@ def test_rgba_alpha_is_ignored(viewer, qtbot, notes):
     w.n_components.value = 3
     run_and_wait(qtbot, w)
     assert notes["error"] == []
-    expected = ng.segment(rgb, n_components=3, channel_axis=-1, init="kmeans++", random_state=0)
+    expected = ng.segment(rgb, n_components=3, channel_axis=-1, init="auto", random_state=0)
     np.testing.assert_array_equal(viewer.layers["rgba GMM labels"].data, expected)
     assert viewer.layers["rgba"].data.shape[-1] == 4
 
@@ -299,7 +299,7 @@ def test_multichannel_stack_channel_axis_choice(viewer, qtbot, notes):
     assert labels.ndim == 2
     np.testing.assert_allclose(labels.scale, (0.5, 0.25))  # the channel axis is dropped
     assert labels.axis_labels == ("y", "x")
-    expected = ng.segment(stack, n_components=3, channel_axis=0, covariance_type="diag", init="kmeans++",
+    expected = ng.segment(stack, n_components=3, channel_axis=0, covariance_type="diag", init="auto",
                           random_state=0)
     np.testing.assert_array_equal(labels.data, expected)
     assert labels.metadata["napari_gmm"]["params"]["covariance_type"] == "diag"
@@ -352,8 +352,11 @@ def test_dask_image_stays_lazy(viewer, qtbot, notes):
     w = dock(viewer)
     w.n_components.value = 3
     w.out_quantised.value = True
+    reports = []
+    w._relay.progressed.connect(lambda done, total: reports.append((done, total)))
     run_and_wait(qtbot, w)
     assert notes["error"] == []
+    assert len(reports) > 1  # the bar moves for dask input too (it showed only a busy indicator)
     labels = viewer.layers["lazy GMM labels"].data
     quant = viewer.layers["lazy GMM quantised"].data
     assert isinstance(labels, da.Array) and isinstance(quant, da.Array)  # not materialised
@@ -484,8 +487,8 @@ def test_bool_image_is_refused(viewer, qtbot, notes):
     mask[:16] = True
     layer = viewer.add_image(mask, name="binary")
     w = dock(viewer)
-    w.image.value = layer
-    assert_refused(viewer, w, notes, qtbot, ["binary", "bool"])
+    assert layer not in w.image.choices  # not offered; a script handing it in is told why
+    assert_refused(viewer, w, notes, qtbot, ["binary", "bool"], image=layer)
 
 
 def test_mask_shape_mismatch_is_refused(viewer, qtbot, notes):

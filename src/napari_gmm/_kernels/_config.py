@@ -53,7 +53,7 @@ JIT = dict(nogil=True, cache=True, fastmath=FASTMATH)
 PJIT = dict(JIT, parallel=True)
 
 #: for code whose rounding is arranged by hand (the E-step's exp(): Cody-Waite range reduction):
-#: re-association would undo it (measured: 1.2e-15 relative error instead of 4.4e-16)
+#: re-association would undo it (about 3x the relative error)
 JIT_NO_REASSOC = dict(JIT, fastmath=FASTMATH - {"reassoc"})
 
 
@@ -63,12 +63,85 @@ def serial_copy(f):
 
     Numba's on-disk cache keys compiled code by the function's qualified name, first line and
     signature, not by its options: ``njit(parallel=True)(f)`` and ``njit(f)`` would share one cache
-    entry, and the next process would load, for both, whichever was compiled first (measured:
-    the parallel k-means++ got a cache hit on the serial twin's code, and the serial twins ran
-    parallel code, 11 ms instead of 6 ms on the seed image).
+    entry, and the next process would load, for both, whichever was compiled first (a serial twin
+    then runs parallel code, or the reverse; tests/_kernels/test_config.py checks it).
     """
     g = types.FunctionType(f.__code__, f.__globals__, f.__name__ + "_serial", f.__defaults__, f.__closure__)
     g.__qualname__ = f.__qualname__ + "_serial"
     g.__doc__ = f.__doc__
     g.__module__ = f.__module__
     return g
+
+
+# ---- thresholds and slice sizes of the core (one place for every tunable) -------------------------
+
+#: samples x components above which the EM E-step (and labels, posteriors) run on all threads
+PARALLEL_WORK = 100_000
+#: the EM driver reports progress (and so can be cancelled) at least every this many iterations ...
+PROGRESS_EVERY = 5
+#: ... and at least every this many seconds
+PROGRESS_SECONDS = 0.1
+
+# compression (napari_gmm.compress)
+
+#: largest integer range kept as a dense histogram (32 MB of int64 per thread)
+MAX_DENSE_RANGE = 2**22
+#: default number of bins for float grey data
+DEFAULT_FLOAT_BINS = 4096
+#: default number of bins per channel for large float multichannel data
+DEFAULT_GRID_BINS = 64
+#: float multichannel images (and integer ones over 24 packed bits) up to this many pixels are
+#: fitted on every pixel (every distinct colour) exactly
+MAX_EXACT_PIXELS = 2**20
+#: grids of up to this many cells are counted in dense per-thread tables (64**3 = 2**18)
+MAX_DENSE_CELLS = 2**18
+#: dense colour tables are used up to this many packed bits (uint8 RGB = 24 bits)
+MAX_DENSE_BITS = 24
+#: below this many pixels the histogram, look-up and paint kernels run on the calling thread
+SERIAL_BELOW = 2**20
+#: pixels per slice of a NumPy look-up or paint pass (progress and cancellation between slices)
+LOOKUP_SLICE = 2**24
+#: pixels labelled per slice where every pixel goes through the model (float or wide-integer
+#: multichannel data): the float64 copy of a slice is 8 * D MiB
+LABEL_SLICE = 2**20
+
+# choosing K and censoring (napari_gmm.selection, napari_gmm.censored)
+
+#: largest number of bins of the coarse histogram the search over K fits each K on (uint16 data:
+#: 65,536 levels -> 1,024 bins; a uint8 image is its own coarse copy). The criterion is then taken on
+#: the full histogram: measured on 4096 x 4096 uint16 images, EM on the full histogram from the coarse
+#: optimum gained under 0.4 nats of log-likelihood in total, against criterion steps of 20-40
+COARSE_BINS = 1024
+#: multichannel data: the search fits each K on the occupied cells of a grid of this many bins per
+#: channel (each cell's mean colour) ...
+COARSE_COLOUR_BINS = 32
+#: ... and its fit then takes this many EM iterations on all samples before the criterion. Measured on
+#: the astronaut (512 x 512 RGB, 113,382 colours, K = 1..8): on every colour 25 s; 16 bins, no EM on all
+#: samples 4.5 s but K = 8 ended 1 % below a fixed K = 8 fit (-13.278 against -13.153 per pixel); 32 bins
+#: and 5 iterations 6-7 s against 4.6-7.5 s for one fixed K = 8 fit, ending at -13.152
+COLOUR_POLISH_ITER = 5
+#: EM iterations every start of a K gets on the coarse histogram before the best continues
+SCREEN_ITER = 15
+#: the search fits each K until an EM step gains less than this many nats summed over all pixels.
+#: The criterion compares log-likelihoods summed over millions of pixels: a fit short of its optimum
+#: by 1e-5 per pixel looks 40 nats worse on a 2048 x 2048 image, enough to choose a component too
+#: many (measured with the fit's default tol=1e-6 per pixel: 4 classes 2.5 sd apart in a 512 x 512
+#: uint8 image came out 195 nats below their optimum and BIC chose 6)
+SEARCH_TOL_NATS = 0.01
+#: EM iterations a K gets at most in the search
+SEARCH_MAX_STEPS = 2000
+#: the search stops once this many consecutive K have been worse than the best one
+SEARCH_PATIENCE = 3
+#: a split puts the two halves of a component this many standard deviations from its mean
+SPLIT_OFFSET = 0.5
+#: censoring="auto": levels (bins) beside the extreme one whose mean count ``e`` is the local density
+SPIKE_NEIGHBOURS = 3
+#: ... the extreme level is a pile of clipped pixels when its count exceeds
+#: SPIKE_RATIO * e + SPIKE_SIGMAS * sqrt(e) + SPIKE_MIN
+SPIKE_RATIO = 2.0
+SPIKE_SIGMAS = 4.0
+SPIKE_MIN = 8.0
+
+# background modelling of dask stacks (napari_gmm.background): input bytes per spatial tile (the
+# whole time axis of a tile is one task; outputs and the model add about as much again)
+TILE_BYTES = 256 * 2**20

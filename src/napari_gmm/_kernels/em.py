@@ -30,8 +30,8 @@ SKIP = -34.6
 #: samples per block of the E-step (diagonal types): the components that cannot come within SKIP of
 #: any sample of the block are pruned (unique colours come sorted by their packed key, grey levels
 #: sorted, so a block is compact), and the rest are evaluated densely, samples in the inner loop
-#: (SIMD). Measured on the seed's 48,414 colours in Z-order, K=32, one thread: 1.9 ms per E-step at
-#: 32, 1.6 at 64, 1.4 at 128.
+#: (SIMD). Larger blocks prune less but vectorise longer runs; 128 was the fastest of 32/64/128
+#: (README, Development).
 BLOCK = 128
 #: ln 2 split for Cody-Waite range reduction: n * LN2_HI is exact for |n| < 2**11
 LN2_HI = 0.693145751953125
@@ -42,15 +42,14 @@ _C = 1.0 / np.array([math.factorial(n) for n in range(14)], dtype=np.float64)
 
 @njit(**JIT_NO_REASSOC)
 def _exp_neg(t):
-    """exp(t) for SKIP <= t <= 0 to float64 precision (measured: 6.7e-16 relative) without a table
+    """exp(t) for SKIP <= t <= 0 to float64 precision (6.7e-16 relative, tests/_kernels) without a table
     and without branches, so that the E-step's loop over it vectorises.
 
     exp(t) = 2**n exp(g), n = floor(t / ln 2), g = t - n ln 2 in [0, ln 2) (Cody-Waite: exact),
     exp(g) = sqrt(2) exp(g - ln(2)/2) by a degree-13 polynomial in Estrin's scheme, and 2**n as a
-    product of exact powers of two chosen by selects. A table look-up (a gather) kept LLVM from
-    vectorising the loop on this CPU (AMD: gathers are costed as slow): 2.7 ns per exp scalar
-    against 0.8 ns vectorised. Compiled without re-association, which would undo the range
-    reduction.
+    product of exact powers of two chosen by selects. A table look-up (a gather) can keep LLVM
+    from vectorising the loop (CPUs where gathers are costed as slow). Compiled without
+    re-association, which would undo the range reduction.
     """
     n = np.floor(t * 1.4426950408889634)  # -50 <= n <= 0
     g = (t - n * LN2_HI) - n * LN2_LO
@@ -130,9 +129,8 @@ def _estep_impl(X, w, means, ref, inv_sd, prec_chol, log_det, log_w, cov_type, N
     Diagonal types go block by block (:data:`BLOCK` samples): the components that cannot come
     within ``SKIP`` nats of any sample's best one are pruned for the whole block, and the rest are
     evaluated densely with the samples in the inner, contiguous loop (distances, exp, responsibilities
-    and the accumulation all vectorise). That is what makes K = 32..64 colour fits cheap: 1.8 ms per
-    E-step on the seed's 48,414 colours at K = 32, one thread, against 6.1 ms sample by sample.
-    The full type goes sample by sample.
+    and the accumulation all vectorise), which is what makes K = 32..64 colour fits cheap. The full
+    type goes sample by sample.
     """
     M, D = X.shape
     K = means.shape[0]
@@ -395,8 +393,7 @@ def posteriors(X, means, inv_sd, prec_chol, log_det, log_w, cov_type, out, nthre
                 out[i, k] = lp[k] / s
 
 
-@njit(**PJIT)
-def log_likelihood(X, w, means, inv_sd, prec_chol, log_det, log_w, cov_type, nthreads):
+def _log_likelihood(X, w, means, inv_sd, prec_chol, log_det, log_w, cov_type, nthreads):
     """sum_i w_i log p(x_i) under the mixture, parallel."""
     M, D = X.shape
     K = means.shape[0]
@@ -419,6 +416,11 @@ def log_likelihood(X, w, means, inv_sd, prec_chol, log_det, log_w, cov_type, nth
             acc += w[i] * (best + np.log(s))
         part[c] = acc
     return part.sum()
+
+
+log_likelihood = njit(**PJIT)(_log_likelihood)
+#: serial twin (small sample sets: no thread wake-up)
+log_likelihood_serial = njit(**JIT)(serial_copy(_log_likelihood))
 
 
 @njit(**PJIT)
@@ -537,48 +539,67 @@ def log_weights(weights, out):
 
 
 @njit(**JIT)
-def em_loop(X, w, weights, means, cov, cov_type, it0, it1, tol, reg, hw, hm, hc, hll, prev):
-    """EM iterations it0 + 1 .. it1 in compiled code, serial E-step (small sample sets: a grey
-    histogram), no Python between iterations.
+def em_step(X, w, weights, means, cov, cov_type, reg, inv_sd, prec_chol, log_det, log_w, Nk, Sx, Sxx):
+    """One EM iteration on a small sample set in one compiled call: precisions, serial E-step,
+    M-step (``weights``, ``means``, ``cov`` updated in place; the other arrays are scratch).
 
-    ``weights`` (K,), ``means`` (K, D) and ``cov`` (K, D, D; diagonal types keep only the diagonal)
-    are updated in place. History arrays have max_iter + 1 rows: row i holds the parameters after i
-    iterations and ``hll[i]`` their mean log-likelihood (the caller fills row 0). ``prev`` (1,) carries
-    the last mean log-likelihood between calls, so that a loop cut into slices (for progress reports
-    and cancellation between them) stops exactly where one call would. Returns (n_iter, converged,
-    collapsed), collapsed being -1 or the index of a component whose covariance stopped being
-    positive definite. Large sample sets run the same steps from Python with the parallel E-step.
+    Returns (sum_i w_i log p(x_i) at the parameters it was called with, collapsed), collapsed being
+    -1 or the index of a component whose covariance is not positive definite (then nothing is
+    updated).
     """
-    M, D = X.shape
-    K = means.shape[0]
-    W = 0.0
-    for i in range(M):
-        W += w[i]
-    inv_sd = np.zeros((K, D))
-    prec_chol = np.zeros((K, D, D))
-    log_det = np.zeros(K)
-    log_w = np.zeros(K)
-    Nk = np.zeros(K)
-    Sx = np.zeros((K, D))
-    Sxx = np.zeros((K, D, D))
-    n_iter = it0
-    converged = False
-    for it in range(it0 + 1, it1 + 1):
-        bad = precisions(cov, cov_type, inv_sd, prec_chol, log_det)
-        if bad >= 0:
-            return n_iter, converged, bad
-        log_weights(weights, log_w)
-        ll = estep_accumulate_serial(X, w, means, means, inv_sd, prec_chol, log_det, log_w, cov_type, Nk, Sx, Sxx, 1)
-        ll /= W
-        hll[it - 1] = ll
-        m_step(Nk, Sx, Sxx, cov_type, reg, weights, means, cov)
-        hw[it] = weights
-        hm[it] = means
-        hc[it] = cov
-        n_iter = it
-        if abs(ll - prev[0]) < tol:
-            converged = True
-            prev[0] = ll
-            break
-        prev[0] = ll
-    return n_iter, converged, -1
+    bad = precisions(cov, cov_type, inv_sd, prec_chol, log_det)
+    if bad >= 0:
+        return 0.0, bad
+    log_weights(weights, log_w)
+    ll = estep_accumulate_serial(X, w, means, means, inv_sd, prec_chol, log_det, log_w, cov_type, Nk, Sx, Sxx, 1)
+    m_step(Nk, Sx, Sxx, cov_type, reg, weights, means, cov)
+    return ll, -1
+
+
+@njit(**JIT)
+def squarem_extrapolate(w0, m0, c0, w1, m1, c1, w2, m2, c2, cov_type, max_step, w, m, c, inv_sd, prec_chol,
+                        log_det):
+    """SQUAREM's extrapolated parameters theta0 - 2 a r + a**2 v into (w, m, c) (Varadhan &
+    Roland 2008, S3 step a = -|r| / |v|, at most ``max_step`` in size), from three consecutive EM
+    iterates; a is halved towards -1 while the candidate has a weight <= 0 or a covariance that is
+    not positive definite. Returns False when no candidate beyond theta2 (a = -1) is valid."""
+    K, D = m0.shape
+    r2 = 0.0
+    v2 = 0.0
+    for k in range(K):
+        r = w1[k] - w0[k]
+        v = w2[k] - 2.0 * w1[k] + w0[k]
+        r2 += r * r
+        v2 += v * v
+        for j in range(D):
+            r = m1[k, j] - m0[k, j]
+            v = m2[k, j] - 2.0 * m1[k, j] + m0[k, j]
+            r2 += r * r
+            v2 += v * v
+            for i in range(D):
+                r = c1[k, j, i] - c0[k, j, i]
+                v = c2[k, j, i] - 2.0 * c1[k, j, i] + c0[k, j, i]
+                r2 += r * r
+                v2 += v * v
+    if not (r2 > 0.0 and v2 > 0.0 and np.isfinite(r2) and np.isfinite(v2)):
+        return False
+    alpha = max(-max_step, -np.sqrt(r2 / v2))
+    while alpha < -1.0:
+        a1 = -2.0 * alpha
+        a2 = alpha * alpha
+        ok = True
+        for k in range(K):
+            w[k] = w0[k] + a1 * (w1[k] - w0[k]) + a2 * (w2[k] - 2.0 * w1[k] + w0[k])
+            if not (w[k] > 0.0):
+                ok = False
+            for j in range(D):
+                m[k, j] = m0[k, j] + a1 * (m1[k, j] - m0[k, j]) + a2 * (m2[k, j] - 2.0 * m1[k, j] + m0[k, j])
+                if not np.isfinite(m[k, j]):
+                    ok = False
+                for i in range(D):
+                    c[k, j, i] = (c0[k, j, i] + a1 * (c1[k, j, i] - c0[k, j, i])
+                                  + a2 * (c2[k, j, i] - 2.0 * c1[k, j, i] + c0[k, j, i]))
+        if ok and precisions(c, cov_type, inv_sd, prec_chol, log_det) < 0:
+            return True
+        alpha = 0.5 * (alpha - 1.0)
+    return False

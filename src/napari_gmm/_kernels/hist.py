@@ -109,8 +109,7 @@ def _bincount_offset(a, m, vmin, nbins, nthreads):
 def _bincount_direct(a, m, size, nthreads):
     """Histogram of unsigned 8- or 16-bit pixels over the whole dtype (``size`` = 256 or 65536
     bins, int64): no offset, no range check, one partial histogram per thread over a per-chunk
-    view (indexed from 0, see :func:`_int_range`); masked-out pixels add 0. 16M uint16 pixels:
-    7 ms against 11 ms for :func:`_bincount_offset`."""
+    view (indexed from 0, see :func:`_int_range`); masked-out pixels add 0."""
     n = a.size
     has_mask = m.size > 0
     nc = min(nthreads, max(1, n // 65536))
@@ -177,7 +176,7 @@ def _lut_offset(a, m, vmin, lut, out):
 def _lut_direct(a, m, lut, out):
     """out[i] = lut[a[i]] for unsigned 8- or 16-bit pixels and a table over the whole dtype
     (0 where masked out): no offset, no range check, over per-chunk views (see :func:`_int_range`),
-    so that the loop vectorises (gathers). 16M uint16 pixels: 6 ms against 13 ms checked."""
+    so that the loop vectorises (gathers)."""
     n = a.size
     has_mask = m.size > 0
     nc = max(1, min(64, n // 65536))

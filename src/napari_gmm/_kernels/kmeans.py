@@ -85,9 +85,8 @@ def kmeanspp(X, w, first, u, out):
     the candidates are scored), one updates the distances to the winner and their running sum.
     If every sample already sits on a centre (potential 0), the next centre is the sample at u * M.
 
-    Serial: a version parallel over the blocks ran 2x slower with 2 threads, quiet machine or
-    not (seed image 13 vs 6 ms, 250k colours 75 vs 39 ms): the blocks' array views share
-    reference counts, whose atomic updates the threads fight over.
+    Serial: in a version parallel over the blocks, the blocks' array views share reference counts,
+    whose atomic updates the threads fight over (it ran slower than this one; README, Development).
     """
     M, D = X.shape
     K = out.shape[0]

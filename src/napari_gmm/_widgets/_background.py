@@ -89,10 +89,12 @@ def _compute(job: _Job, relay: ProgressRelay | None) -> _Result:
             relay.progressed.emit(int(done), int(total))
 
     try:
+        # tiles=False: a dask layer is streamed frame by frame, with progress and Cancel, into
+        # in-memory layers (lazy tiles would recompute a tile's whole time axis per viewed frame)
         with COMPUTE_LOCK:  # one heavy Numba job at a time (see _common)
             res = ng.subtract_background(job.data, time_axis=job.time_axis,
                                          channel_axis=job.channel_axis, progress=progress,
-                                         **job.kwargs)
+                                         tiles=False, **job.kwargs)
         return _Result(result=res, seconds=time.perf_counter() - t0)
     except BaseException as exc:  # noqa: BLE001 - everything goes back to the GUI thread
         return _Result(error=exc, error_tb=traceback.format_exc())

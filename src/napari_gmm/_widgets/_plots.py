@@ -16,13 +16,10 @@ The models are read from ``metadata["napari_gmm"]["model"]`` of Labels layers (w
 name, "params": {...}}``). The widgets redraw when that layer's data or metadata is replaced, when its
 colours change, on the dims slider (per-frame models) and on napari's theme change.
 
-Why napari-matplotlib's ``BaseNapariMPLWidget`` rather than a raw ``FigureCanvasQTAgg``: a bare canvas
-docked in napari 0.9 is white (matplotlib's default figure colours, unrelated to napari's theme) and,
-without a size policy, is squashed to a few pixels by the dock layout. The base widget gives a canvas and
-a navigation toolbar styled from the napari theme (icons in the theme's colours, tick/label colours, theme
-changes followed), with the toolbar's Save button (PNG, SVG, PDF ...). We use only that base class, not
-its layer-selection subclasses (our plots follow explicit layer pickers, not the selection), and add: an
-opaque figure background in the theme colour (so that saved files are readable outside napari),
+The canvas and toolbar come from :class:`._canvas.ThemedCanvasWidget` (matplotlib's Qt backend in
+napari's theme, in a scrolling dock body; napari-matplotlib is not needed): a bare canvas docked in
+napari is white and squashed by the dock layout. The toolbar's Save button saves PNG, SVG, PDF ...
+On top of it: an opaque figure background in the theme colour (so that saved files are readable outside napari),
 theme-coloured legends, a minimum canvas size, and debounced redraws. Histograms come from
 :func:`napari_gmm.histogram` (exact counts, cheap), are cached per layer / frame, and are computed in a
 worker thread for large or lazy (dask) images so the viewer never freezes.
@@ -41,12 +38,14 @@ from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
 from napari.utils.theme import get_theme
-from napari_matplotlib.base import BaseNapariMPLWidget
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QLabel, QSizePolicy
 
 import napari_gmm as ng
 from napari_gmm import plotting
+
+from ._canvas import ThemedCanvasWidget
+from ._common import bound_combo_widths, bound_text_width, fit_scroll_width
 
 __all__ = ["MixturePlotWidget", "EMEvolutionWidget", "PixelTraceWidget"]
 
@@ -98,6 +97,11 @@ def _first(combo):
     return next((c for c in combo.choices if c is not None), None)
 
 
+def _newest(combo):
+    """The top-most (newest, in napari's default order) non-None choice, or None."""
+    return next((c for c in reversed(combo.choices) if c is not None), None)
+
+
 def _is_lazy(a) -> bool:
     return not isinstance(a, np.ndarray)
 
@@ -118,8 +122,8 @@ def _blend(c1, c2, t):
 # --------------------------------------------------------------------------------------------------
 # base widget
 # --------------------------------------------------------------------------------------------------
-class _PlotWidget(BaseNapariMPLWidget):
-    """Themed canvas + toolbar (napari-matplotlib) with a magicgui form above and a status line below."""
+class _PlotWidget(ThemedCanvasWidget):
+    """Themed canvas + toolbar with a magicgui form above and a status line below."""
 
     #: figure size in inches at creation (the canvas' size hint), and minimum canvas size in pixels
     figsize = (4.6, 3.8)
@@ -129,11 +133,11 @@ class _PlotWidget(BaseNapariMPLWidget):
         super().__init__(viewer)
         self.form = Container(labels=True)
         self.form.margins = (0, 0, 0, 0)
-        self.layout().insertWidget(1, self.form.native)
+        self.body_layout.insertWidget(1, self.form.native)
         self.status = QLabel("")
-        self.status.setWordWrap(True)
+        bound_text_width(self.status)  # a long message wraps instead of widening the dock
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.layout().addWidget(self.status)
+        self.body_layout.addWidget(self.status)
         self.figure.set_size_inches(*self.figsize)
         self.canvas.setMinimumSize(*self.min_canvas)
         self.canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
@@ -153,6 +157,12 @@ class _PlotWidget(BaseNapariMPLWidget):
         viewer.layers.events.inserted.connect(self._on_layers_changed)
         viewer.layers.events.removed.connect(self._on_layers_changed)
         viewer.layers.events.moved.connect(self._on_layers_changed)
+
+    def _finish_form(self):
+        """Once the form is filled: combo boxes no wider than a few characters, and the scroll
+        area as wide as the form."""
+        bound_combo_widths(self.form.native)
+        fit_scroll_width(self.scroll)
 
     # ---------------------------------------------------------------- theme
     def theme_style(self) -> dict:
@@ -439,15 +449,22 @@ class _ModelPlot(_PlotWidget):
         self.image_layer = ComboBox(label="histogram of", choices=self._image_choices, nullable=True,
                                     tooltip="Image whose histogram is drawn (default: the image the model "
                                             "was fitted on).")
-        self.channel_x = ComboBox(label="x channel", choices=self._channel_choices)
-        self.channel_y = ComboBox(label="y channel", choices=self._channel_choices)
-        self.view = ComboBox(label="colour view", choices=list(self.VIEWS), value=self.VIEWS[0])
+        self.channel_x = ComboBox(label="x channel", choices=self._channel_choices,
+                                  tooltip="Channel on the x axis of the 2-channel density.")
+        self.channel_y = ComboBox(label="y channel", choices=self._channel_choices,
+                                  tooltip="Channel on the y axis of the 2-channel density.")
+        self.view = ComboBox(label="colour view", choices=list(self.VIEWS), value=self.VIEWS[0],
+                             tooltip="Colour models: each channel's histogram with the components' "
+                                     "marginals, and/or two channels' joint density with covariance ellipses.")
         self._colour_widgets = [self.view, self.channel_x, self.channel_y]
         self.model_layer.changed.connect(self._on_model_layer_changed)
         self.image_layer.changed.connect(self.request_redraw)
         for w in self._colour_widgets:
             w.changed.connect(self.request_redraw)
         viewer.dims.events.current_step.connect(self._on_dims)
+        viewer.layers.selection.events.active.connect(self._on_active_layer)
+        self.destroyed.connect(lambda *_, em=viewer.layers.selection.events.active, cb=self._on_active_layer:
+                               _disconnect(em, cb))
 
     def _thresholds(self, model, hist, iteration=None):
         """model.thresholds over the histogram's range, cached (slider and dims redraws)."""
@@ -474,13 +491,23 @@ class _ModelPlot(_PlotWidget):
         return [(names[i], i) for i in range(d)]
 
     def _pick_defaults(self):
-        """Select the first model layer (prefer the active one) and its source image."""
+        """Select the active model layer, else the newest (top-most) one, and its source image."""
         active = self.viewer.layers.selection.active
         if active is not None and isinstance(active, Labels) and gmm_meta(active):
             self.model_layer.value = active
-        elif self.model_layer.value is None and _first(self.model_layer) is not None:
-            self.model_layer.value = _first(self.model_layer)
+        elif self.model_layer.value is None and _newest(self.model_layer) is not None:
+            self.model_layer.value = _newest(self.model_layer)
         self._on_model_layer_changed()
+
+    def _on_active_layer(self, event=None):
+        """Follow the selection: a model layer selected in the layer list is plotted."""
+        try:
+            active = self.viewer.layers.selection.active
+            if (active is not None and active is not self.model_layer.value and isinstance(active, Labels)
+                    and gmm_meta(active) and active in self.model_layer.choices):
+                self.model_layer.value = active
+        except RuntimeError:  # widget deleted
+            pass
 
     def _on_model_layer_changed(self, value=None):
         layer = self.model_layer.value
@@ -507,7 +534,7 @@ class _ModelPlot(_PlotWidget):
     def _on_layers_changed(self, event=None):
         had = self.model_layer.value
         super()._on_layers_changed(event)
-        if had is None and self.model_layer.value is None and _first(self.model_layer) is not None:
+        if had is None and self.model_layer.value is None and _newest(self.model_layer) is not None:
             self._pick_defaults()
         elif had is not self.model_layer.value:
             self._on_model_layer_changed()
@@ -540,7 +567,9 @@ class _ModelPlot(_PlotWidget):
     def _title(self, state):
         m = state["model"]
         where = f", index {state['index']} of {state['n_models']}" if state["index"] is not None else ""
-        return f"{state['layer'].name} (K = {m.n_components}{where})"
+        name = state["layer"].name
+        name = name if len(name) <= 32 else name[:29] + "..."  # long layer names cut the title off
+        return f"{name} (K = {m.n_components}{where})"
 
     def _draw_colour(self, state, hist, style, *, iteration=None, axes_area=None):
         """Marginals and/or the 2-channel density of a colour model into the figure (or a subfigure)."""
@@ -614,8 +643,11 @@ class MixturePlotWidget(_ModelPlot):
         super().__init__(viewer)
         self.bins = SpinBox(label="bins (0 = auto)", value=0, min=0, max=1 << 16,
                             tooltip="Histogram bars (0 = auto: one per grey level, at most 256).")
-        self.log_y = CheckBox(text="log density", value=False)
-        self.show_thresholds = CheckBox(text="decision thresholds", value=True)
+        self.log_y = CheckBox(text="log density", value=False,
+                              tooltip="Logarithmic density axis (small classes and tails become visible).")
+        self.show_thresholds = CheckBox(text="decision thresholds", value=True,
+                                        tooltip="Dashed lines where the most probable label changes; the "
+                                                "values are listed under the plot.")
         self.form.extend([self.model_layer, self.image_layer, self.bins, self.log_y, self.show_thresholds,
                           *self._colour_widgets])
         for w in (self.bins, self.log_y, self.show_thresholds):
@@ -624,6 +656,7 @@ class MixturePlotWidget(_ModelPlot):
         self.artists: dict = {}
         self.form.reset_choices()
         self._pick_defaults()
+        self._finish_form()
         self.refresh()
 
     def _gather(self):
@@ -637,7 +670,9 @@ class MixturePlotWidget(_ModelPlot):
             self.artists = plotting.plot_mixture(ax, model, hist, state["colors"], bins=int(self.bins.value) or None,
                                                  log=bool(self.log_y.value),
                                                  thresholds=bool(self.show_thresholds.value), style=style,
-                                                 threshold_values=self._thresholds(model, hist))
+                                                 threshold_values=self._thresholds(model, hist), legend=False)
+            _legend_below(self.figure, ax, self.artists, style)
+            _drop_crowded_threshold_labels(ax, self.artists, self.canvas)
             ax.set_title(self._title(state), fontsize="small")
             th = self.artists["threshold_values"]
             txt = (f"thresholds: {', '.join(f'{t:.4g}' for t in th)}" if th.size and th.size <= 12 else "")
@@ -673,7 +708,7 @@ class EMEvolutionWidget(_ModelPlot):
         super().__init__(viewer)
         self.iteration = Slider(label="iteration", value=0, min=0, max=1, tracking=True,
                                 tooltip="EM iteration whose components are drawn (0 = the start).")
-        self.play = PushButton(text="Play")
+        self.play = PushButton(text="Play", tooltip="Step through the EM iterations (press again to stop).")
         self.form.extend([self.model_layer, self.image_layer, self.iteration, self.play, *self._colour_widgets])
         self.iteration.changed.connect(self.request_redraw)
         self.play.changed.connect(self._toggle_play)
@@ -684,6 +719,7 @@ class EMEvolutionWidget(_ModelPlot):
         self._n_iter_seen = None
         self.form.reset_choices()
         self._pick_defaults()
+        self._finish_form()
         self.refresh()
 
     def _toggle_play(self, value=None):
@@ -726,12 +762,19 @@ class EMEvolutionWidget(_ModelPlot):
         ax_ll = self.figure.add_subplot(gs[0])
         self.artists = {"loglik": plotting.plot_log_likelihood(ax_ll, model, it, style=style)}
         conv = "converged" if model.converged else "not converged"
-        ax_ll.set_title(f"{self._title(state)}: iteration {it} of {len(ll) - 1}, {conv}", fontsize="small")
+        # two short lines: one long title was cut off at the default dock width
+        ax_ll.set_title(f"{self._title(state)}\niteration {it} of {len(ll) - 1}, {conv}", fontsize="small")
+        # iteration 0 lies below the plotted climb: shown when that costs at most 3x the scale
+        _keep_in_view(ax_ll, float(ll[0]), max_stretch=3.0)
+        _keep_in_view(ax_ll, float(ll[it]))
         if model.n_features == 1:
             ax = self.figure.add_subplot(gs[1])
             self.artists["mixture"] = plotting.plot_mixture(ax, model, hist, state["colors"], iteration=it,
                                                             style=style, thresholds=True,
-                                                            threshold_values=self._thresholds(model, hist, it))
+                                                            threshold_values=self._thresholds(model, hist, it),
+                                                            legend=False)
+            _legend_below(self.figure, ax, self.artists["mixture"], style)
+            _drop_crowded_threshold_labels(ax, self.artists["mixture"], self.canvas)
         else:
             sub = self.figure.add_subfigure(gs[1])
             sub.set_facecolor("none")
@@ -784,7 +827,8 @@ class PixelTraceWidget(_PlotWidget):
         self.foreground_layer = ComboBox(label="foreground", choices=self._fg_choices, nullable=True,
                                          tooltip="Labels layer with the foreground masks (T, Y, X), whose "
                                                  "parameters are used for the replay.")
-        self.pick = CheckBox(text="pick the pixel on click", value=True)
+        self.pick = CheckBox(text="pick the pixel on click", value=True,
+                             tooltip="A click on the canvas (not a drag) traces that pixel.")
         self.mark = CheckBox(text="mark the pixel (points layer)", value=True,
                              tooltip=f"Show the traced pixel as a cross in a Points layer '{MARKER_NAME}'.")
         self.form.extend([self.stack_layer, self.foreground_layer, self.pick, self.mark])
@@ -800,6 +844,7 @@ class PixelTraceWidget(_PlotWidget):
         viewer.mouse_drag_callbacks.append(self._on_mouse)
         viewer.dims.events.current_step.connect(self._on_dims)
         self.destroyed.connect(lambda *_, v=viewer, cb=self._on_mouse: _remove_callback(v, cb))
+        self._finish_form()
         self.refresh()
 
     # ---------------------------------------------------------------- pickers
@@ -1017,6 +1062,60 @@ def _stack_range(data, t_ax):
     from napari_gmm.background import _default_data_range
 
     return float(_default_data_range(frames))
+
+
+def _legend_below(fig, ax, artists, style):
+    """The legend under the axes, outside the data (inside, it covered the histogram's peaks at
+    the default dock size)."""
+    handles = list(artists.get("components") or []) if len(artists.get("components") or []) <= 8 else []
+    if artists.get("sum") is not None:
+        handles.append(artists["sum"])
+    if artists.get("hist") is not None:
+        handles.insert(0, artists["hist"])
+    if not handles:
+        return None
+    # a figure legend "outside" the axes: constrained layout makes room for it under the plots
+    leg = fig.legend(handles, [h.get_label() for h in handles], loc="outside lower center",
+                     ncols=min(len(handles), 5), fontsize="x-small", frameon=False, handlelength=1.2,
+                     columnspacing=0.8)
+    for t in leg.get_texts():
+        t.set_color(style.get("text", "black"))
+    artists["legend"] = leg
+    return leg
+
+
+def _drop_crowded_threshold_labels(ax, artists, canvas, min_px=48):
+    """Remove the thresholds' value labels when two of them would be closer than ``min_px`` on
+    screen (they overlapped at the default dock size); the values stay in the status line."""
+    th = np.sort(np.asarray(artists.get("threshold_values", np.zeros(0)), float))
+    if th.size < 2:
+        return
+    lo, hi = ax.get_xlim()
+    width_px = max(canvas.width() * ax.get_position().width, 1.0)
+    if np.min(np.diff(th)) / max(hi - lo, 1e-12) * width_px >= min_px:
+        return
+    values = {f" {t:.4g}" for t in th}
+    for text in list(ax.texts):
+        if text.get_text() in values:
+            text.remove()
+
+
+def _keep_in_view(ax, y, max_stretch=None):
+    """Lower the y axis to show ``y`` (unless that would stretch the axis more than
+    ``max_stretch`` times)."""
+    lo, hi = ax.get_ylim()
+    if not np.isfinite(y) or y >= lo:
+        return
+    if max_stretch is not None and (hi - y) > max_stretch * (hi - lo):
+        return
+    ax.set_ylim(y - 0.04 * (hi - y), hi)
+
+
+def _disconnect(emitter, callback):
+    try:
+        emitter.disconnect(callback)
+    except Exception:  # noqa: BLE001 - already gone
+        pass
 
 
 def _remove_callback(viewer, cb):

@@ -4,10 +4,18 @@ A thin shell around :func:`napari_gmm.segment`: it reads the chosen layer and op
 the core cannot know about (layer types, masks from other layers), runs the fit in a napari
 ``thread_worker`` so the viewer stays responsive, and writes the results back as layers:
 
-- ``"<image> GMM labels"`` (Labels, 1..K ordered by component mean, 0 = masked / not finite), updated
-  in place on re-runs (same layer object, data replaced);
-- optionally ``"<image> GMM quantised"`` (every pixel replaced by its component mean, input dtype);
-- optionally ``"<image> GMM posteriors"`` (float32, shape ``(K, *spatial)``, one map per component).
+- ``"<image> GMM labels"`` (Labels, 1..K ordered by component mean, 0 = masked / not finite), on top
+  of the layer list, updated in place on re-runs (same layer object, data replaced) unless the user
+  edited it: then it is kept and the new labels go into a new layer, with a warning;
+- optionally ``"<image> GMM quantised"`` (every pixel replaced by its component mean, input dtype,
+  ``model.quantize``) and ``"<image> GMM posteriors"`` (float32, ``(K, *spatial)``,
+  ``model.predict_proba``), both below the labels.
+
+The options of the last run are remembered across sessions (:mod:`._settings`; "Reset to defaults"
+forgets them); "Save model..." / "Load model..." / "Apply model" write and read JSON model files
+(:mod:`._model_file`) and label an image with a loaded model without fitting; "more channels" takes
+other same-shape image layers as channels. Every phase (fit, posterior maps, quantised image) names
+itself on the progress bar and can be cancelled.
 
 Each output layer carries ``metadata["napari_gmm"] = {"model": ..., "params": ..., "source": ...,
 "output": "labels" | "quantised" | "posteriors"}`` as plain JSON-able data (``model`` is
@@ -30,12 +38,14 @@ import math
 import threading
 import time
 import traceback
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from magicgui.widgets import (
     CheckBox,
+    Select,
     ComboBox,
     Container,
     Label,
@@ -49,11 +59,22 @@ from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtGui import QFontDatabase
-from qtpy.QtWidgets import QSizePolicy
 
 import napari_gmm as ng
 
-from ._common import COMPUTE_LOCK, ProgressRelay, RunCancelMixin, put_output_layer, running_message
+from . import _model_file, _settings
+from ._common import (
+    COMPUTE_LOCK,
+    ProgressRelay,
+    RunCancelMixin,
+    bound_combo_widths,
+    bound_text_width,
+    fit_scroll_width,
+    put_output_layer,
+    running_message,
+    scroll_area,
+    start_warm_up,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -62,7 +83,11 @@ __all__ = ["COMPUTE_LOCK", "SegmentWidget", "segment_widget"]
 
 _log = logging.getLogger(__name__)
 
-INITS = ("ranges", "quantiles", "kmeans++", "random")
+INITS = ("auto", "ranges", "quantiles", "kmeans++", "random")
+#: the options remembered across sessions (section "segment" of the settings file, see _settings)
+SETTINGS = ("n_components", "auto_k", "init", "covariance_type", "n_init", "max_iter", "tol", "reg_covar", "bins",
+            "random_state", "out_quantised", "out_posteriors", "show_advanced")
+SETTINGS_SECTION = "segment"
 COVARIANCE_TYPES = ("spherical", "diag", "full")
 LABELS_SUFFIX = " GMM labels"
 QUANTISED_SUFFIX = " GMM quantised"
@@ -79,10 +104,6 @@ class _InputError(ValueError):
     """A problem with the widget's inputs, shown to the user as is."""
 
 
-class _Cancelled(Exception):
-    """Raised inside the progress callback to stop the computation."""
-
-
 @dataclass
 class _Job:
     layer: Any  # the source napari Image layer
@@ -95,6 +116,7 @@ class _Job:
     params: dict  # JSON-able record of the parameters (metadata / summary)
     want_quantised: bool
     want_posteriors: bool
+    apply: Any = None  # a MixtureModel (or list, one per index of split_axis) to apply instead of fitting
     cancel: threading.Event = field(default_factory=threading.Event)
 
 
@@ -123,129 +145,68 @@ def _means_by_label(model) -> np.ndarray:
     return means[:, None] if means.ndim == 1 else means
 
 
-def _is_dask(a) -> bool:
-    return type(a).__module__.split(".")[0] == "dask"
+def _quantise(job: _Job, labels, model, progress=None):
+    """The image with every pixel replaced by its component's mean: the core's ``model.quantize``
+    (MixtureModel, or the SplitModels of a per-index fit; same shape and dtype as the data given to
+    the core, label-0 pixels keep their value, memory = the output, lazy for dask input)."""
+    return model.quantize(job.data, labels, channel_axis=job.channel_axis, mask=job.mask,
+                          bins=job.kwargs.get("bins"), progress=progress)
 
 
-def _mean_table(model, dtype) -> np.ndarray:
-    """(K, D) component means in label order, rounded and clipped into ``dtype``."""
-    means = _means_by_label(model)
-    if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        means = np.clip(np.rint(means), info.min, info.max)
-    return means.astype(dtype)
+def _posteriors(job: _Job, model, progress=None):
+    """(K, *pixels) float32 posterior maps: the core's ``model.predict_proba``."""
+    return np.asarray(model.predict_proba(job.data, channel_axis=job.channel_axis, mask=job.mask,
+                                          bins=job.kwargs.get("bins"), progress=progress), dtype=np.float32)
 
 
-def _paint(view, labels, model, dtype):
-    """Write each labelled pixel's component mean into ``view`` (spatial..., D); label 0 untouched."""
-    table = _mean_table(model, dtype)
-    sel = labels > 0
-    view[sel] = table[labels[sel].astype(np.intp) - 1]
-
-
-def _paint_block(block, labels, table):
-    out = np.array(block, copy=True)
-    sel = labels > 0
-    out[sel] = table[labels[sel].astype(np.intp) - 1, 0]
-    return out
-
-
-def _paint_lazy(data, labels, model):
-    """Grey dask data + lazy labels -> lazy quantised image (no materialisation)."""
-    import dask.array as da
-
-    table = _mean_table(model, data.dtype)
-    return da.map_blocks(_paint_block, data, labels.rechunk(data.chunks), table=table, dtype=data.dtype)
-
-
-def _quantise(job: _Job, labels, model):
-    """The image with every pixel replaced by its component's mean (input dtype, same shape as the
-    data given to the core); masked / non-finite pixels (label 0) keep their value, as in
-    :func:`napari_gmm.quantize`."""
-    ca = job.channel_axis
-    if _is_dask(labels) and ca is None:  # grey dask input: the core returned lazy labels; stay lazy
-        import dask.array as da
-
-        data = da.asarray(job.data)
-        if not isinstance(model, (list, tuple)):
-            return _paint_lazy(data, labels, model)
-        ax = job.split_axis
-        parts = [_paint_lazy(data[(slice(None),) * ax + (i,)], labels[(slice(None),) * ax + (i,)], m)
-                 for i, m in enumerate(model)]
-        return da.stack(parts, axis=ax)
-    out = np.array(job.data, copy=True)
-    labels = np.asarray(labels)
-    chan_last = out[..., None] if ca is None else np.moveaxis(out, ca, -1)  # a view of ``out``
-    if not isinstance(model, (list, tuple)):
-        _paint(chan_last, labels, model, out.dtype)
-        return out
-    pix_ax = _spatial_axis(job.split_axis, ca)  # split axis among the pixel axes
-    for i, m in enumerate(model):
-        idx = [slice(None)] * labels.ndim
-        idx[pix_ax] = i
-        _paint(chan_last[tuple(idx)], labels[tuple(idx)], m, out.dtype)
-    return out
-
-
-def _spatial_axis(axis: int, channel_axis: int | None) -> int:
-    """Index of data axis ``axis`` among the spatial axes (data axes minus the channel axis)."""
-    if channel_axis is not None and axis > channel_axis:
-        return axis - 1
-    return axis
-
-
-def _shift_after_removal(channel_axis: int | None, removed: int) -> int | None:
-    """Where the channel axis is after taking one index of axis ``removed``."""
-    if channel_axis is None:
-        return None
-    return channel_axis - 1 if channel_axis > removed else channel_axis
-
-
-def _posteriors(job: _Job, model):
-    ca = job.channel_axis
-    bins = job.kwargs.get("bins")
-    if not isinstance(model, (list, tuple)):
-        return np.asarray(model.predict_proba(job.data, channel_axis=ca, mask=job.mask, bins=bins),
-                          dtype=np.float32)
-    sa = _spatial_axis(job.split_axis, ca)
-    parts = []
-    for i, m in enumerate(model):
-        if job.cancel.is_set():
-            raise _Cancelled
-        img_i = np.take(job.data, i, axis=job.split_axis)
-        mask_i = None if job.mask is None else np.take(job.mask, i, axis=sa)
-        ca_i = _shift_after_removal(ca, job.split_axis)
-        parts.append(np.asarray(m.predict_proba(img_i, channel_axis=ca_i, mask=mask_i, bins=bins),
-                                dtype=np.float32))
-    return np.stack(parts, axis=1 + sa)  # (K, *spatial)
+def _predict(job: _Job, model, progress=None):
+    """Labels of ``job.data`` under a given (loaded) model: the core's ``model.predict``."""
+    return model.predict(job.data, channel_axis=job.channel_axis, mask=job.mask, bins=job.kwargs.get("bins"),
+                         progress=progress)
 
 
 def _compute(job: _Job, relay: ProgressRelay | None) -> _Result:
-    """Worker-thread body: never raises, errors are returned in the result."""
+    """Worker-thread body: never raises, errors are returned in the result.
 
-    def progress(done, total):
+    Every phase (fit and labels in the core, then the posterior maps and the quantised image) gets
+    a progress callback that raises :class:`napari_gmm.Cancelled` once Cancel was pressed (the one
+    cancellation mechanism of the core), and names itself on the progress bar.
+    """
+
+    def phase(name):
         if job.cancel.is_set():
-            raise _Cancelled
+            raise ng.Cancelled("cancelled by the user")
         if relay is not None:
-            relay.progressed.emit(int(done), int(total))
+            relay.phase.emit(name)
+
+        def progress(done, total):
+            if job.cancel.is_set():
+                raise ng.Cancelled("cancelled by the user")
+            if relay is not None:
+                relay.progressed.emit(int(done), int(total))
+
+        return progress
 
     try:
         with COMPUTE_LOCK:
             t0 = time.perf_counter()  # the time of the fit, not of waiting for another widget
-            labels, model = ng.segment(
-                job.data,
-                split_axis=job.split_axis,
-                return_model=True,
-                progress=progress,
-                **job.kwargs,
-            )
-            if job.cancel.is_set():
-                raise _Cancelled
+            if job.apply is not None:
+                model = job.apply
+                labels = _predict(job, model, phase("labelling with the loaded model"))
+            else:
+                labels, model = ng.segment(
+                    job.data,
+                    split_axis=job.split_axis,
+                    return_model=True,
+                    progress=phase("fitting"),
+                    **job.kwargs,
+                )
             result = _Result(labels=labels, model=model)
             if job.want_posteriors:
-                result.posteriors = _posteriors(job, model)
+                result.posteriors = _posteriors(job, model, phase("posterior maps"))
             if job.want_quantised:
-                result.quantised = _quantise(job, labels, model)
+                result.quantised = _quantise(job, labels, model, phase("quantised image"))
+            phase("adding layers")
             result.seconds = time.perf_counter() - t0
         return result
     except BaseException as exc:  # noqa: BLE001 - everything goes back to the GUI thread
@@ -277,9 +238,15 @@ def _fmt_seconds(seconds: float) -> str:
 def _summary_text(model, seconds: float, params: dict) -> str:
     """Short human summary of a fit: K, means, weights, n_iter, converged, log-likelihood, time."""
     models = _models(model)
-    k = params["n_components"]
+    k = models[0].n_components
+    if params.get("n_components") == "auto":
+        k = f"{k} (chosen by {params.get('criterion', 'BIC').upper()}, K <= {params.get('max_components')})"
     mode = "colour" if params.get("channel_axis") is not None else "grey"
-    lines = [f"K = {k} ({mode}, init {params['init']}) in {_fmt_seconds(seconds)}"]
+    if params.get("applied_from"):
+        lines = [f"K = {k} ({mode}) applied from {params['applied_from']} (no fit) in {_fmt_seconds(seconds)}",
+                 "as fitted originally:"]
+    else:
+        lines = [f"K = {k} ({mode}, init {params['init']}) in {_fmt_seconds(seconds)}"]
     if len(models) == 1:
         m = models[0]
         if m.converged:
@@ -356,26 +323,42 @@ class SegmentWidget(RunCancelMixin, Container):
 
         self.image = ComboBox(label="image", choices=self._image_choices, nullable=False,
                               tooltip="Image layer to segment (Labels and binary layers cannot be fitted).")
-        self.mode = Label(label="mode", value="")
+        self.mode = Label(label="mode", value="",
+                          tooltip="How the image is modelled: grey intensities, or colour / channels.")
         self.channel_axis = ComboBox(label="channels", choices=self._channel_choices,
                                      tooltip="Axis holding the colour channels (RGB layers: automatic).")
         self.n_components = SpinBox(label="K (classes)", value=3, min=1, max=65535,
-                                    tooltip="Number of Gaussian components = number of labels.")
-        self.init = ComboBox(label="init", choices=list(INITS), value="ranges",
-                             tooltip="ranges: K equal slices of the intensity range (the classic start); "
-                                     "quantiles: K equal-count slices; kmeans++ / random: seeded by "
-                                     "random state.")
+                                    tooltip="Number of Gaussian components = number of labels (with "
+                                            "'choose K automatically': the largest K tried).")
+        self.auto_k = CheckBox(text="choose K automatically (BIC, K = 1 .. K)", value=False,
+                               tooltip="Fit K = 1 up to the K above and keep the one with the best BIC "
+                                       "(napari_gmm.segment(n_components='auto', max_components=K)).")
+        self.init = ComboBox(label="init", choices=list(INITS), value="auto",
+                             tooltip="auto: the best measured start (ranges for grey, quantiles/ranges for "
+                                     "colour); ranges: K equal slices of the intensity range; quantiles: K "
+                                     "equal-count slices; kmeans++ / random: seeded by random state.")
         self.mask = ComboBox(label="mask", choices=self._mask_choices, nullable=True, value=None,
                              tooltip="Optional Labels or binary layer: only its non-zero pixels are fitted "
                                      "and labelled (others get 0). Same shape as the image.")
+        self.more_channels = Select(label="more channels", choices=self._more_channel_choices, value=[],
+                                    allow_multiple=True,
+                                    tooltip="Other image layers of the same shape, taken as further channels "
+                                            "of 'image' (napari opens a multichannel file as one layer per "
+                                            "channel). Ctrl/Shift-click to pick several; none = one layer.")
         self.split_axis = ComboBox(label="fit each index of", choices=self._split_choices,
                                    tooltip="Fit a separate model for each index of this axis (e.g. each "
                                            "time point of a bleaching time-lapse).")
-        self.out_quantised = CheckBox(text="quantised image (component means)", value=False)
-        self.out_posteriors = CheckBox(text="posterior maps (float32, K x image)", value=False)
-        self.show_advanced = CheckBox(text="advanced options", value=False)
+        self.out_quantised = CheckBox(text="quantised image (component means)", value=False,
+                                      tooltip="Also add the image with every pixel replaced by its class "
+                                              "mean (same dtype as the image; computed slice by slice).")
+        self.out_posteriors = CheckBox(text="posterior maps (float32, K x image)", value=False,
+                                       tooltip="Also add each class's probability per pixel: K float32 maps "
+                                               "(refused above 2 GB).")
+        self.show_advanced = CheckBox(text="advanced options", value=False,
+                                      tooltip="Show the EM options (iterations, tolerance, covariance ...).")
 
-        self.max_iter = SpinBox(label="max_iter", value=100, min=1, max=1_000_000)
+        self.max_iter = SpinBox(label="max_iter", value=100, min=1, max=1_000_000,
+                                tooltip="Most EM iterations; a warning says when EM stopped before tol.")
         self.tol = LineEdit(label="tol", value="1e-6",
                             tooltip="Stop when the mean log-likelihood per pixel changes by less than this; "
                                     "0 runs exactly max_iter iterations.")
@@ -390,46 +373,94 @@ class SegmentWidget(RunCancelMixin, Container):
                                                 "per channel (diag) or a full covariance matrix (full).")
         self.n_init = SpinBox(label="n_init", value=1, min=1, max=1000,
                               tooltip="Restarts (kmeans++/random inits); the best log-likelihood wins.")
-        self.random_state = SpinBox(label="random state", value=0, min=0, max=2**31 - 1)
+        self.random_state = SpinBox(label="random state", value=0, min=0, max=2**31 - 1,
+                                    tooltip="Seed of the kmeans++ / random starts: same seed, same result.")
         self._advanced = [self.max_iter, self.tol, self.reg_covar, self.bins, self.covariance_type,
                           self.n_init, self.random_state]
 
-        self.run_button = PushButton(text="Run")
-        self.progress = ProgressBar(value=0, min=0, max=100)
-        self.summary = Label(value="")
+        self.run_button = PushButton(text="Run", tooltip="Fit and label the image (press again to cancel). "
+                                     "A labels layer you edited is kept: the new result goes beside it.")
+        self.progress = ProgressBar(value=0, min=0, max=100, tooltip="Progress of the running phase.")
+        self.summary = Label(value="", tooltip="The last fit: classes, means, weights, convergence; or "
+                                                "why the last run failed.")
 
         # one labelled form (label column shared by all fields), then full-width progress and summary
         self.form = Container(labels=True)
+        self.reset_button = PushButton(text="Reset to defaults",
+                                       tooltip="Put every option back to its default (the widget otherwise "
+                                               "remembers the options of the last run across sessions).")
+        self.save_model_button = PushButton(text="Save model...",
+                                            tooltip="Save the model and options of the last result (or of the "
+                                                    "selected labels layer) as a JSON file.")
+        self.load_model_button = PushButton(text="Load model...",
+                                            tooltip="Load a model saved as JSON; 'Apply model' then labels the "
+                                                    "chosen image with it (every time point) without fitting.")
+        self.apply_model_button = PushButton(text="Apply model", enabled=False,
+                                             tooltip="Label the chosen image with the loaded model (no fit).")
+        self.apply_files_button = PushButton(text="Apply to files...", enabled=False,
+                                             tooltip="Label every image file of a folder with the loaded model "
+                                                     "(no fit; napari_gmm.batch.apply_files): OME-Zarr labels "
+                                                     "with the model as an attribute, in an output folder.")
+        self.model_file = Label(value="", tooltip="The model file loaded for 'Apply model'.")
+        self.model_row = Container(layout="horizontal", labels=False,
+                                   widgets=[self.save_model_button, self.load_model_button])
+        self.model_row.margins = (0, 0, 0, 0)
+        self.apply_row = Container(layout="horizontal", labels=False,
+                                   widgets=[self.apply_model_button, self.apply_files_button])
+        self.apply_row.margins = (0, 0, 0, 0)
         self.form.extend([  # extend after construction: magicgui then aligns the label column
-            self.image, self.mode, self.channel_axis, self.n_components, self.init, self.mask,
+            self.image, self.mode, self.channel_axis, self.more_channels, self.n_components, self.auto_k,
+            self.init, self.mask,
             self.split_axis, self.out_quantised, self.out_posteriors, self.show_advanced,
-            *self._advanced, self.run_button,
+            *self._advanced, self.run_button, self.model_row, self.apply_row, self.model_file,
+            self.reset_button,
         ])
         self.form.margins = (0, 0, 0, 0)
         self._on_show_advanced()
         self.progress.visible = False
-        self.extend([self.form, self.progress, self.summary])
+        self.model_file.visible = False  # shown once a model file is loaded
+        # the form, bar and summary scroll inside the dock (its minimum height stays a few lines)
+        self.body = Container(labels=False)
+        self.body.extend([self.form, self.progress, self.summary])
+        self.body.native.layout().addStretch(1)  # extra height below the summary, not between rows
+        self.margins = (0, 0, 0, 0)
+        self._scroll = scroll_area(self.body.native)
+        self.native.layout().addWidget(self._scroll)
 
         # Qt touches: monospace, selectable, wrapping summary; busy bar hidden text until running
         self.bins.native.setSpecialValueText("auto")
         font = QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont)
         self.summary.native.setFont(font)
         self.summary.native.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.summary.native.setWordWrap(False)  # a table: rows must not wrap
-        self.progress.native.setTextVisible(False)
-        self.mode.native.setWordWrap(True)
+        # the summary and the mode line wrap at the dock's width: a long error message in an
+        # unwrapped label once widened the dock until the viewer's canvas was 0 px wide
+        bound_text_width(self.summary.native, self.mode.native, self.model_file.native)
+        self.progress.native.setTextVisible(True)
         self.mode.native.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
-        self.mode.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
-        self.summary.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        self._relay.phase.connect(self._on_phase)
 
         # magicgui sizes the label column with the default font; napari's stylesheet font is larger,
         # so re-align once the dock is styled (next event-loop turn)
         QTimer.singleShot(0, self._align_labels)
 
         self.image.changed.connect(self._on_image_changed)
+        self.more_channels.changed.connect(self._on_channel_axis_changed)
+        self.more_channels.native.setMaximumHeight(80)  # a few rows; the list scrolls
+        # the image picker follows the layer selected in the layer list
+        viewer.layers.selection.events.active.connect(self._on_active_layer)
+        self.native.destroyed.connect(
+            lambda *_, sel=viewer.layers.selection, cb=self._on_active_layer: _disconnect(sel.events.active, cb))
         self.channel_axis.changed.connect(self._on_channel_axis_changed)
         self.show_advanced.changed.connect(self._on_show_advanced)
         self.run_button.changed.connect(self._on_run_clicked)
+        self.reset_button.changed.connect(self.reset_to_defaults)
+        self.save_model_button.changed.connect(lambda *_: self.save_model())
+        self.load_model_button.changed.connect(lambda *_: self.load_model())
+        self.apply_model_button.changed.connect(lambda *_: self.apply_model())
+        self.apply_files_button.changed.connect(lambda *_: self.apply_model_to_files())
+        self._files_worker = None
+        self.loaded = None  # the record of the loaded model file (see _model_file.read)
+        self.remember_settings = True  # False: a run does not change the remembered options
 
         # napari keeps the pickers in sync with the layer list once the widget is docked
         # (layers.events.inserted/removed/reordered/renamed -> reset_choices)
@@ -444,7 +475,192 @@ class SegmentWidget(RunCancelMixin, Container):
             then = (f" Segmenting '{chosen.name}' instead; change 'image' if needed." if chosen is not None
                     else "")
             show_info(problem + then)
+        self._defaults = {key: getattr(self, key).value for key in SETTINGS}
+        self._defaults.update(init_grey="auto", init_colour="auto")
+        self._restore_settings()
         self._on_image_changed()
+        bound_combo_widths(self.native)
+        fit_scroll_width(self._scroll)
+        # load the Numba kernels now, while the user sets the options, not when Run is pressed
+        QTimer.singleShot(0, lambda alive=self._alive: alive["alive"] and start_warm_up("segment"))
+
+    # ---------------------------------------------------------------- settings (remembered)
+    def _remembered_init(self, colour: bool) -> str:
+        key = "init_colour" if colour else "init_grey"
+        value = _settings.load(SETTINGS_SECTION).get(key, self._defaults[key] if hasattr(self, "_defaults")
+                                                      else "auto")
+        return value if value in INITS else "auto"
+
+    def _restore_settings(self):
+        for key, value in _settings.load(SETTINGS_SECTION).items():
+            if key in SETTINGS:
+                try:
+                    getattr(self, key).value = value
+                except (ValueError, TypeError):  # a value this version does not accept: keep default
+                    pass
+
+    def current_settings(self) -> dict:
+        """The options as remembered for the next session (and used by the Layers-menu command)."""
+        values = {key: getattr(self, key).value for key in SETTINGS}
+        values["init_colour" if self._colour_mode else "init_grey"] = values.pop("init")
+        return values
+
+    def _remember(self):
+        _settings.save(SETTINGS_SECTION, {**_settings.load(SETTINGS_SECTION), **self.current_settings()})
+
+    def reset_to_defaults(self, *_):
+        """Every option back to its default, and the remembered settings forgotten."""
+        _settings.reset(SETTINGS_SECTION)
+        for key in SETTINGS:
+            if key != "init":
+                getattr(self, key).value = self._defaults[key]
+        self.init.value = self._defaults["init_colour" if self._colour_mode else "init_grey"]
+
+    # ---------------------------------------------------------------- model files
+    def _model_source(self):
+        """The labels layer whose model "Save model..." writes: the active layer if it holds one,
+        else the last result of this widget."""
+        active = self._viewer.layers.selection.active
+        for layer in (active, getattr(self, "labels_layer", None)):
+            if (layer is not None and layer in self._viewer.layers
+                    and isinstance(layer.metadata.get("napari_gmm"), dict)
+                    and "model" in layer.metadata["napari_gmm"]):
+                return layer
+        return None
+
+    def save_model(self, path=None):
+        """Write the model of the last result (or of the selected labels layer) to ``path`` (JSON);
+        without ``path`` a file dialog asks. Returns the path written, or None."""
+        layer = self._model_source()
+        if layer is None:
+            show_error("napari-gmm: no fitted model to save: run the segmentation first (or select a "
+                       "labels layer it made).")
+            return None
+        if path is None:
+            from qtpy.QtWidgets import QFileDialog
+
+            path, _ = QFileDialog.getSaveFileName(self.native, "Save the model", f"{layer.name}.gmm.json",
+                                                  "napari-gmm model (*.json)")
+            if not path:
+                return None
+        try:
+            written = _model_file.write(path, layer.metadata["napari_gmm"])
+        except (OSError, TypeError, ValueError) as exc:
+            show_error(f"napari-gmm: could not save the model to '{path}': {exc}")
+            return None
+        show_info(f"napari-gmm: model of '{layer.name}' saved to {written}")
+        return written
+
+    def load_model(self, path=None):
+        """Read a model file for "Apply model"; without ``path`` a file dialog asks. Returns the
+        record (see :mod:`._model_file`) or None."""
+        if path is None:
+            from qtpy.QtWidgets import QFileDialog
+
+            path, _ = QFileDialog.getOpenFileName(self.native, "Load a model", "",
+                                                  "napari-gmm model (*.json);;All files (*)")
+            if not path:
+                return None
+        try:
+            rec = _model_file.read(path)
+        except ValueError as exc:
+            show_error(f"napari-gmm: {exc}")
+            return None
+        rec["path"] = str(path)
+        self.loaded = rec
+        models = rec["models"]
+        what = (f"{len(models)} models (one per index of axis {rec['params'].get('split_axis')})"
+                if rec["split"] else f"K = {models[0].n_components}, {models[0].n_features} channel(s)")
+        self.model_file.value = f"loaded: {Path(path).name} ({what})"
+        self.model_file.visible = True
+        self.apply_model_button.enabled = True
+        self.apply_files_button.enabled = True
+        return rec
+
+    def apply_model(self, image=None):
+        """Label ``image`` (default: the picked image) with the loaded model, without fitting: every
+        pixel of every time point gets its most probable component (a per-index model list is
+        applied index by index). Runs in a worker like Run; returns the worker or None."""
+        if self.loaded is None:
+            show_error("napari-gmm: no model loaded: press 'Load model...' first.")
+            return None
+        return self.run(image=image, model=self.loaded)
+
+    def apply_model_to_files(self, inputs=None, out=None):
+        """Label image files with the loaded model, without fitting, in a worker thread:
+        ``inputs`` (paths, globs or folders; default: a folder chosen in a dialog) into ``out`` (a
+        folder; default: chosen in a dialog), as ``napari-gmm apply`` does. A notification gives the
+        summary. Returns the worker or None."""
+        if self.loaded is None:
+            show_error("napari-gmm: no model loaded: press 'Load model...' first.")
+            return None
+        if self._files_worker is not None:
+            show_error("napari-gmm: files are being labelled already; wait for the summary.")
+            return None
+        from qtpy.QtWidgets import QFileDialog
+
+        if inputs is None:
+            folder = QFileDialog.getExistingDirectory(self.native, "Folder of images to label")
+            if not folder:
+                return None
+            inputs = [folder]
+        if out is None:
+            out = QFileDialog.getExistingDirectory(self.native, "Folder for the labels (OME-Zarr)")
+            if not out:
+                return None
+        from napari_gmm import batch
+
+        try:
+            files = batch.expand_inputs([str(p) for p in inputs])
+        except ng.InputError as exc:
+            show_error(f"napari-gmm: {exc}")
+            return None
+        rec = self.loaded
+        if rec["path"].lower().endswith(".zarr"):
+            show_error("napari-gmm: to apply a model to files, load it from a JSON file ('Save model...').")
+            return None
+
+        def done(summary):
+            self._files_worker = None
+            failed = [f for f in summary["files"] if f["status"] != "ok"]
+            msg = (f"napari-gmm: {summary['n_ok']} of {len(summary['files'])} files labelled into {out} "
+                   f"in {summary['seconds']:.1f} s")
+            if failed:
+                show_warning(msg + "; failed: " + "; ".join(f"{f['input']}: {f.get('error')}" for f in failed[:3]))
+            else:
+                show_info(msg)
+            self.files_summary = summary
+
+        def failed(exc):
+            self._files_worker = None
+            show_error(f"napari-gmm: labelling files failed: {exc}")
+
+        self._files_worker = create_worker(batch.apply_files, rec["path"], files, str(out),
+                                           _connect={"returned": done, "errored": failed}, _start_thread=True)
+        return self._files_worker
+
+    def reset_choices(self, *_):
+        """Refresh the layer pickers (napari calls this when layers are added, removed, renamed)."""
+        body = getattr(self, "body", None)
+        if body is not None:
+            body.reset_choices()
+            self.more_channels.visible = bool(self.more_channels.choices)
+
+    def _on_active_layer(self, event=None):
+        if not self._alive["alive"]:
+            return
+        active = self._viewer.layers.selection.active
+        if active is None or self.is_running or _layer_problem(active) is not None:
+            return
+        if active in self.image.choices and active is not self.image.value:
+            self.image.value = active
+
+    def _on_phase(self, name: str):
+        if not self._alive["alive"] or self._job is None:
+            return
+        self.progress.native.setRange(0, 0)  # busy until the phase reports progress
+        self.progress.native.setFormat(f"{name} %p%")
+        self._phase = name
 
     def _align_labels(self):
         try:
@@ -459,7 +675,9 @@ class SegmentWidget(RunCancelMixin, Container):
 
     # ---------------------------------------------------------------- choices
     def _image_choices(self, _widget=None):
-        return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, Image)]
+        # binary (bool) images hold no intensities: offered as masks, not here
+        return [(layer.name, layer) for layer in self._viewer.layers
+                if isinstance(layer, Image) and not _is_bool_layer(layer)]
 
     def _mask_choices(self, _widget=None):
         out = []
@@ -490,6 +708,22 @@ class SegmentWidget(RunCancelMixin, Container):
                         if 2 <= shape[a] <= MAX_CHANNELS]
         return choices
 
+    def _more_channel_choices(self, _widget=None):
+        layer = self.image.value if hasattr(self, "image") else None
+        if layer is None or layer.rgb or getattr(layer, "multiscale", False):
+            return []
+        shape = _data_shape(layer)
+        return [(lyr.name, lyr) for lyr in self._viewer.layers
+                if isinstance(lyr, Image) and lyr is not layer and not lyr.rgb and not _is_bool_layer(lyr)
+                and not getattr(lyr, "multiscale", False) and not self._is_own_output(lyr)
+                and _data_shape(lyr) == shape]
+
+    def _layer_channels(self) -> list:
+        """The image layers picked as further channels (those still in the viewer)."""
+        if not hasattr(self, "more_channels"):
+            return []
+        return [lyr for lyr in (self.more_channels.value or []) if lyr in self._viewer.layers]
+
     def _split_choices(self, _widget=None):
         layer = self.image.value
         choices = [("none: one model", None)]
@@ -497,6 +731,8 @@ class SegmentWidget(RunCancelMixin, Container):
             return choices
         shape = _data_shape(layer)
         ca = self.channel_axis.value
+        if self._layer_channels():  # channels from layers: a new last axis
+            shape, ca = (*shape, 1 + len(self._layer_channels())), len(shape)
         spatial = [a for a in range(len(shape)) if a != ca]
         if len(spatial) >= 3:
             choices += [(f"axis {a} ({shape[a]} indices)", a) for a in spatial[:-2]]
@@ -505,6 +741,9 @@ class SegmentWidget(RunCancelMixin, Container):
     def _on_image_changed(self, value=None):
         layer = self.image.value
         self.channel_axis.reset_choices()
+        if hasattr(self, "more_channels"):
+            self.more_channels.reset_choices()
+            self.more_channels.visible = bool(self.more_channels.choices)  # shown when there is a choice
         if layer is None:
             self.channel_axis.enabled = False
             self.split_axis.reset_choices()
@@ -521,12 +760,18 @@ class SegmentWidget(RunCancelMixin, Container):
             return
         ca = self.channel_axis.value
         shape = _data_shape(layer)
+        extra = self._layer_channels()
+        self.channel_axis.enabled = not layer.rgb and not extra and len(self.channel_axis.choices) > 1
+        if extra:
+            ca = len(shape)
         self.split_axis.reset_choices()
         self.split_axis.enabled = len(self.split_axis.choices) > 1
         colour = ca is not None
         if layer.rgb:
             alpha = "A, alpha ignored" if shape[-1] == 4 else ""
             self.mode.value = f"colour (RGB{alpha})"
+        elif extra:
+            self.mode.value = f"colour ({1 + len(extra)} layers as channels)"
         elif colour:
             self.mode.value = f"colour ({shape[ca]} channels, axis {ca})"
         else:
@@ -534,24 +779,27 @@ class SegmentWidget(RunCancelMixin, Container):
         self.covariance_type.enabled = colour
         if colour != self._colour_mode:
             if colour:
-                self.init.value = "kmeans++"
+                self.init.value = self._remembered_init(True)
                 if layer.rgb:
                     show_info(f"napari-gmm: '{layer.name}' is an RGB layer: colour mode (channel_axis=-1, "
-                              "init kmeans++); labels are ordered by mean brightness.")
+                              f"init {self.init.value}); labels are ordered by mean brightness.")
                 elif self._colour_mode is not None:
-                    show_info(f"napari-gmm: colour mode on axis {ca} of '{layer.name}' (init kmeans++).")
+                    show_info(f"napari-gmm: colour mode on axis {ca} of '{layer.name}' (init {self.init.value}).")
             else:
-                self.init.value = "ranges"
+                self.init.value = self._remembered_init(False)
             self._colour_mode = colour
 
     # ---------------------------------------------------------------- public API
-    def run(self, image=None):
+    def run(self, image=None, model=None):
         """Validate the inputs and start the segmentation in a worker thread.
 
         Parameters
         ----------
         image : napari.layers.Layer, optional
             Layer to segment instead of the picker's value (scripting).
+        model : dict, optional
+            A loaded model file's record (:func:`._model_file.read`): label the image with it
+            instead of fitting (see :meth:`apply_model`).
 
         Returns
         -------
@@ -567,15 +815,20 @@ class SegmentWidget(RunCancelMixin, Container):
                 if problem:
                     raise _InputError(problem)
                 if image not in self.image.choices:
+                    self.reset_choices()  # an undocked widget is not told of new layers
+                if image not in self.image.choices:
                     raise _InputError(f"napari-gmm: layer '{image.name}' is not in this viewer.")
                 self.image.value = image  # the form then shows (and uses) its channel/axis options
-            job = self._make_job(self.image.value)
+            job = self._make_job(self.image.value, model)
         except _InputError as exc:
             show_error(str(exc))
             return None
+        if model is None and self.remember_settings:
+            self._remember()  # the options of this run are the ones the next session starts with
         self._job = self._alive["job"] = job
         self.run_button.text = "Cancel"
         self.progress.native.setRange(0, 0)  # busy until the core reports progress
+        self.progress.native.setFormat("starting %p%")
         self.progress.visible = True
         self.summary.value = running_message("segment", job.layer.name)
         self._worker = create_worker(
@@ -587,7 +840,7 @@ class SegmentWidget(RunCancelMixin, Container):
         return self._worker
 
     # ---------------------------------------------------------------- job building
-    def _make_job(self, layer) -> _Job:
+    def _make_job(self, layer, record=None) -> _Job:
         if layer is None:
             raise _InputError("napari-gmm: no image layer to segment. Open an image (File > Open, or "
                               "File > Open Sample > napari GMM) and pick it in 'image'.")
@@ -609,6 +862,9 @@ class SegmentWidget(RunCancelMixin, Container):
                 data = data[..., :3]  # a view: alpha is ignored, the layer is not modified
         else:
             channel_axis = self.channel_axis.value
+        extra = self._layer_channels()
+        if extra:
+            data, channel_axis, shape = self._stack_layers(layer, extra)
         colour = channel_axis is not None
         spatial_shape = tuple(s for a, s in enumerate(data.shape) if a != channel_axis)
 
@@ -638,8 +894,9 @@ class SegmentWidget(RunCancelMixin, Container):
         k = int(self.n_components.value)
         bins = int(self.bins.value) or None
         covariance_type = self.covariance_type.value if colour else "spherical"
+        auto_k = {"n_components": "auto", "max_components": max(k, 1)} if self.auto_k.value else {"n_components": k}
         kwargs = dict(
-            n_components=k, channel_axis=channel_axis, covariance_type=covariance_type,
+            **auto_k, channel_axis=channel_axis, covariance_type=covariance_type,
             init=self.init.value, n_init=int(self.n_init.value), max_iter=int(self.max_iter.value),
             tol=tol, reg_covar=reg_covar, mask=mask, bins=bins, random_state=int(self.random_state.value),
         )
@@ -651,16 +908,72 @@ class SegmentWidget(RunCancelMixin, Container):
                     f"napari-gmm: posterior maps for K={k} on {n_pix:,} pixels need {need / 1024**3:.1f} GB. "
                     "Untick 'posterior maps', lower K, or compute them for a crop from the console "
                     "with model.predict_proba.")
+        apply = None
+        if record is not None:
+            apply, split_axis, kwargs = self._check_model_fits(record, layer, data, channel_axis, kwargs)
         params = {key: val for key, val in kwargs.items() if key != "mask"}
         params.update(
             split_axis=split_axis,
+            channels_from_layers=[lyr.name for lyr in [layer, *extra]] if extra else None,
             mask=None if mask_layer is None else mask_layer.name,
             colour=colour,
             rgb=bool(layer.rgb),
         )
+        if record is not None:
+            params["applied_from"] = self.model_file.value.removeprefix("loaded: ") or "a model file"
         return _Job(layer=layer, data=data, colour=colour, channel_axis=channel_axis, split_axis=split_axis,
                     mask=mask, kwargs=kwargs, params=params, want_quantised=bool(self.out_quantised.value),
-                    want_posteriors=bool(self.out_posteriors.value))
+                    want_posteriors=bool(self.out_posteriors.value), apply=apply)
+
+    def _stack_layers(self, layer, extra):
+        """(data, channel_axis, shape): ``layer`` and the ``extra`` layers stacked on a new last axis
+        (a copy; dask layers stay lazy)."""
+        if len(extra) + 1 > MAX_CHANNELS:
+            raise _InputError(f"napari-gmm: at most {MAX_CHANNELS} channels; {1 + len(extra)} layers are picked "
+                              "(image + more channels).")
+        if self.out_quantised.value:
+            raise _InputError("napari-gmm: the quantised image is not made for channels from separate layers "
+                              "(it would be one multichannel array); untick it, or segment one layer.")
+        shape = _data_shape(layer)
+        for lyr in extra:
+            if _data_shape(lyr) != shape:
+                raise _InputError(f"napari-gmm: '{lyr.name}' has shape {_data_shape(lyr)} but '{layer.name}' has "
+                                  f"{shape}; channels from layers need the same shape.")
+        arrays = [layer.data, *(lyr.data for lyr in extra)]
+        if any(type(a).__module__.split(".")[0] == "dask" for a in arrays):
+            import dask.array as da
+
+            data = da.stack([da.asarray(a) for a in arrays], axis=-1)
+        else:
+            data = np.empty((*shape, len(arrays)), np.result_type(*[a.dtype for a in arrays]))
+            for i, a in enumerate(arrays):
+                data[..., i] = np.asarray(a)
+        return data, len(shape), tuple(data.shape)
+
+    @staticmethod
+    def _check_model_fits(record, layer, data, channel_axis, kwargs):
+        """(models to apply, split axis, kwargs) for applying a loaded model to ``data``, or an
+        _InputError saying why the model does not fit this image."""
+        models = record["models"]
+        d = 1 if channel_axis is None else int(data.shape[channel_axis])
+        if models[0].n_features != d:
+            have = "grey" if d == 1 else f"{d} channels"
+            want = "grey" if models[0].n_features == 1 else f"{models[0].n_features} channels"
+            raise _InputError(f"napari-gmm: the loaded model is for {want} images but '{layer.name}' is read "
+                              f"as {have}. Pick an image like the one it was fitted on (or set 'channels').")
+        split_axis = None
+        if record["split"] and len(models) > 1:
+            split_axis = record["params"].get("split_axis")
+            if split_axis is None or split_axis >= data.ndim or data.shape[split_axis] != len(models) \
+                    or split_axis == channel_axis:
+                raise _InputError(
+                    f"napari-gmm: the loaded file holds {len(models)} models, one per index of axis "
+                    f"{split_axis}, but '{layer.name}' has shape {tuple(data.shape)}. Apply it to an image "
+                    f"with {len(models)} indices on that axis.")
+        kwargs = dict(kwargs, n_components=models[0].n_components, bins=record["params"].get("bins"))
+        if split_axis is None:
+            return models[0], None, kwargs
+        return ng.SplitModels(models, split_axis, channel_axis), split_axis, kwargs
 
     # ---------------------------------------------------------------- worker callbacks (GUI thread)
     def _on_progress(self, done: int, total: int):
@@ -676,7 +989,7 @@ class SegmentWidget(RunCancelMixin, Container):
             return
         job = self._job
         if result.error is not None:
-            if isinstance(result.error, _Cancelled):
+            if isinstance(result.error, InterruptedError):
                 show_info("napari-gmm: segmentation cancelled; nothing was changed.")
                 self.summary.value = "cancelled"
                 return
@@ -698,12 +1011,14 @@ class SegmentWidget(RunCancelMixin, Container):
             self.summary.value = "source layer removed; result discarded"
             return
         try:
-            self._write_layers(job, result)
+            _, kept = self._write_layers(job, result)
         except Exception as exc:  # noqa: BLE001
             _log.exception("napari-gmm could not write the result layers")
             show_error(f"napari-gmm could not write the result layers ({type(exc).__name__}): {exc}")
             return
         self.summary.value = _summary_text(result.model, result.seconds, job.params)
+        if kept:
+            show_warning(kept_message(kept, self.labels_layer))
 
     def _on_warned(self, show_warning_args: tuple):
         if not self._alive["alive"]:
@@ -725,32 +1040,57 @@ class SegmentWidget(RunCancelMixin, Container):
 
     # ---------------------------------------------------------------- output layers
     def _write_layers(self, job: _Job, result: _Result):
-        layer = job.layer
-        src = layer.name
-        model = result.model
-        model_dict = [m.to_dict() for m in model] if isinstance(model, (list, tuple)) else model.to_dict()
-        meta = {"model": model_dict, "params": dict(job.params), "source": src}
+        labels_layer, kept = write_result_layers(
+            self._viewer, job.layer, job.channel_axis, job.params, result.model, result.labels,
+            quantised=result.quantised, posteriors=result.posteriors)
+        self.labels_layer = labels_layer
+        return labels_layer, kept
 
-        spatial = _spatial_geometry(layer, job.channel_axis)
-        self._put_layer(Labels, src + LABELS_SUFFIX, result.labels, dict(meta, output="labels"), spatial)
-        if result.posteriors is not None:
-            post_geom = _with_leading_axis(spatial, "component")
-            self._put_layer(Image, src + POSTERIORS_SUFFIX, result.posteriors, dict(meta, output="posteriors"),
-                            post_geom,
-                            image_kwargs={"colormap": "magma", "contrast_limits": (0.0, 1.0)})
-        if result.quantised is not None:
-            geom = _geometry(layer)
-            kw = {"rgb": bool(layer.rgb)}
-            if not layer.rgb and job.channel_axis is None:
-                kw.update(colormap=layer.colormap, contrast_limits=tuple(layer.contrast_limits))
-            elif layer.rgb:
-                kw.update(contrast_limits=tuple(layer.contrast_limits))
-            self._put_layer(Image, src + QUANTISED_SUFFIX, result.quantised, dict(meta, output="quantised"),
-                            geom, image_kwargs=kw)
 
-    def _put_layer(self, kind, name, data, meta, geom, image_kwargs=None):
-        # segmentation outputs: looked up by name (see put_output_layer)
-        return put_output_layer(self._viewer, kind, name, data, meta, geom, image_kwargs, by_name=True)
+
+# --------------------------------------------------------------------------------------------------
+# output layers (shared with the Layers-menu commands)
+# --------------------------------------------------------------------------------------------------
+def write_result_layers(viewer, layer, channel_axis, params, model, labels, *, quantised=None,
+                        posteriors=None):
+    """Write a segmentation of image ``layer`` into the viewer; return (labels layer, kept layers).
+
+    The labels go on top (a new layer is added above everything), the posterior maps and quantised
+    image below the labels, so the result stays visible. Our previous output is updated in place,
+    except a labels layer the user edited: it is kept as is (listed in ``kept``) and the new labels
+    go into a new layer beside it.
+    """
+    src = layer.name
+    model_dict = [m.to_dict() for m in model] if isinstance(model, (list, tuple)) else model.to_dict()
+    meta = {"model": model_dict, "params": dict(params), "source": src}
+    kept: list = []
+
+    def put(kind, name, data, out_meta, geom, image_kwargs=None, below=None):
+        return put_output_layer(viewer, kind, name, data, out_meta, geom, image_kwargs, by_name=True,
+                                below=below, kept=kept)
+
+    spatial = _spatial_geometry(layer, channel_axis)
+    labels_layer = put(Labels, src + LABELS_SUFFIX, labels, dict(meta, output="labels"), spatial)
+    if posteriors is not None:
+        post_geom = _with_leading_axis(spatial, "component")
+        put(Image, src + POSTERIORS_SUFFIX, posteriors, dict(meta, output="posteriors"), post_geom,
+            image_kwargs={"colormap": "magma", "contrast_limits": (0.0, 1.0)}, below=labels_layer)
+    if quantised is not None:
+        geom = _geometry(layer)
+        kw = {"rgb": bool(layer.rgb)}
+        if not layer.rgb and channel_axis is None:
+            kw.update(colormap=layer.colormap, contrast_limits=tuple(layer.contrast_limits))
+        elif layer.rgb:
+            kw.update(contrast_limits=tuple(layer.contrast_limits))
+        put(Image, src + QUANTISED_SUFFIX, quantised, dict(meta, output="quantised"), geom, image_kwargs=kw,
+            below=labels_layer)
+    return labels_layer, kept
+
+
+def kept_message(kept, new_layer) -> str:
+    names = ", ".join(f"'{lyr.name}'" for lyr in kept)
+    return (f"napari-gmm: {names} has manual edits, so it was kept as it is; the new labels are in "
+            f"'{new_layer.name}'. Delete the layer you no longer need.")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -806,6 +1146,13 @@ def _with_leading_axis(geom: dict, label: str) -> dict:
     """Placement of (K, *spatial) posterior maps: a unit-step, unlabelled-units component axis first."""
     lead = {"scale": 1.0, "translate": 0.0, "units": "pixel", "axis_labels": label}
     return {key: (lead[key], *val) for key, val in geom.items()}
+
+
+def _disconnect(emitter, callback) -> None:
+    try:
+        emitter.disconnect(callback)
+    except Exception:  # noqa: BLE001 - already gone
+        pass
 
 
 def _parse_float(text: str, name: str, *, allow_auto: bool) -> float | None:

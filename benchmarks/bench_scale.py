@@ -1,0 +1,197 @@
+"""Past one machine's memory: segmenting a uint16 zarr stack larger than the memory given to the job.
+
+Generates a (T, 2048, 2048) uint16 stack of ``--gb`` GB (default 8) as zarr (3 classes of blobs,
+Gaussian noise, a slow intensity drift), then, in one run:
+
+1. **I/O floor**: reading (and decompressing) the whole zarr with dask, doing nothing else.
+2. **API, threaded scheduler** (no cluster): ``segment(stack, 3)`` lazily and
+   ``napari_gmm.io.write_zarr`` of the labels; time and the process's peak RSS growth.
+3. **Command line on a cluster**: ``napari-gmm segment STACK.zarr --scheduler ADDRESS`` against a
+   ``LocalCluster`` of 2 workers with a 2 GB memory limit each; time and every worker's peak RSS.
+3b. **Background modelling from the command line**: ``napari-gmm background STACK.zarr`` with its
+   defaults (tiles of the whole time axis, foreground and every frame's background written).
+4. **Equality** with the in-memory path on a crop: the written labels against ``model.predict`` of
+   the crop as a NumPy array.
+
+Prints one table (throughput in MB/s of input, ratio to the I/O floor, peak memory). Goals
+(issue 15): segmentation within 2x of the I/O floor, peak memory bounded by chunks (not by the
+stack), workers within their limit.
+
+    python benchmarks/bench_scale.py [--gb 8] [--dir /tmp/napari-gmm-scale] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import peak_growth  # noqa: E402
+
+SIDE = 2048
+CHUNK = (8, 1024, 1024)  # 16 MiB of uint16 per chunk
+
+
+def _frames(block_info=None):
+    """One chunk of the synthetic stack, from its position (deterministic, no global state)."""
+    loc = block_info[None]["array-location"]
+    (t0, t1), (y0, y1), (x0, x1) = loc
+    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+    cls = ((np.sin(yy / 97.0) + np.cos(xx / 131.0) + np.sin((xx + yy) / 53.0)) > 0.4).astype(np.int8)
+    cls += ((np.cos(yy / 41.0) * np.sin(xx / 37.0)) > 0.55).astype(np.int8)
+    means = np.array([1200.0, 3000.0, 5200.0], np.float32)
+    rng = np.random.default_rng([t0, y0, x0])
+    out = np.empty((t1 - t0, y1 - y0, x1 - x0), np.uint16)
+    for i, t in enumerate(range(t0, t1)):
+        drift = 1.0 - 0.2 * t / 1000.0
+        out[i] = np.clip(means[cls] * drift + rng.standard_normal(cls.shape, np.float32) * 400, 0, 65535)
+    return out
+
+
+def generate(path: Path, gb: float):
+    import dask.array as da
+
+    T = max(CHUNK[0], int(round(gb * 1e9 / (SIDE * SIDE * 2) / CHUNK[0])) * CHUNK[0])
+    if path.exists():
+        import zarr
+
+        if zarr.open_array(str(path), mode="r").shape == (T, SIDE, SIDE):
+            return T
+        shutil.rmtree(path)
+    chunks = ((CHUNK[0],) * (T // CHUNK[0]), (CHUNK[1],) * (SIDE // CHUNK[1]), (CHUNK[2],) * (SIDE // CHUNK[2]))
+    stack = da.map_blocks(_frames, chunks=chunks, dtype=np.uint16)
+    t = time.perf_counter()
+    stack.to_zarr(str(path))
+    print(f"generated {path} ({T} x {SIDE} x {SIDE} uint16, {T * SIDE * SIDE * 2 / 1e9:.1f} GB) "
+          f"in {time.perf_counter() - t:.0f} s", flush=True)
+    return T
+
+
+def io_floor(path):
+    import dask.array as da
+
+    stack = da.from_zarr(str(path))
+    t = time.perf_counter()
+    stack.map_blocks(lambda b: np.zeros((1,) * b.ndim, np.uint8), chunks=(1,) * stack.ndim).sum().compute()
+    return time.perf_counter() - t
+
+
+def api_threaded(path, out):
+    import dask.array as da
+
+    import napari_gmm as ng
+    from napari_gmm import io
+
+    def job():
+        labels, model = ng.segment(da.from_zarr(str(path)), 3, return_model=True)
+        io.write_zarr(out, labels, attrs={"model": model.to_dict()}, axes="tyx", overwrite=True)
+        return model
+
+    t = time.perf_counter()
+    grew, model = peak_growth(job)
+    return time.perf_counter() - t, grew, model
+
+
+def cli_cluster(path, out):
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, memory_limit="2GB", dashboard_address=None) as lc:
+        with Client(lc) as client:
+            t = time.perf_counter()
+            r = subprocess.run([sys.executable, "-m", "napari_gmm", "segment", str(path), "--out", str(out),
+                                "-k", "3", "--scheduler", lc.scheduler_address, "--overwrite", "--no-progress"],
+                               capture_output=True, text=True)
+            seconds = time.perf_counter() - t
+            peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    if r.returncode != 0:
+        raise RuntimeError(r.stderr)
+    return seconds, list(peaks.values())
+
+
+def cli_background(path, out):
+    """``napari-gmm background STACK --out OUT.zarr`` with the defaults (camera-video preset,
+    background of every frame), threaded scheduler; time and the process's peak RSS."""
+    t = time.perf_counter()
+    r = subprocess.run(["/usr/bin/time", "-f", "%M", sys.executable, "-m", "napari_gmm", "background", str(path),
+                        "--out", str(out), "--overwrite", "--no-progress"], capture_output=True, text=True)
+    seconds = time.perf_counter() - t
+    if r.returncode != 0:
+        raise RuntimeError(r.stderr)
+    peak_kib = int(r.stderr.strip().splitlines()[-1])
+    return seconds, peak_kib * 1024
+
+
+def check_background_crop(path, out):
+    """The tiled result against the NumPy path on a crop: per-pixel models are independent, so a
+    crop away from the post-filter's border equals the full run's centre."""
+    import dask.array as da
+
+    import napari_gmm as ng
+    from napari_gmm import io
+
+    fg, meta = io.read_result(out, "foreground")
+    crop = np.asarray(da.from_zarr(str(path))[:, 100:164, 100:164])
+    ref = ng.subtract_background(crop, data_range=meta["params"]["data_range"])
+    return bool(np.array_equal(fg[:, 101:163, 101:163].compute(), ref.foreground[:, 1:-1, 1:-1]))
+
+
+def check_crop(path, out):
+    import dask.array as da
+
+    import napari_gmm as ng
+    from napari_gmm import io
+
+    labels, meta = io.read_result(out)
+    model = ng.MixtureModel.from_dict(meta["model"])
+    crop = np.asarray(da.from_zarr(str(path))[:4, :512, :512])
+    return bool(np.array_equal(labels[:4, :512, :512].compute(), model.predict(crop)))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--gb", type=float, default=8.0)
+    ap.add_argument("--dir", default="/tmp/napari-gmm-scale")
+    ap.add_argument("--keep", action="store_true", help="keep the generated stack and outputs")
+    args = ap.parse_args()
+    root = Path(args.dir)
+    root.mkdir(parents=True, exist_ok=True)
+    stack = root / "stack.zarr"
+    T = generate(stack, args.gb)
+    mb = T * SIDE * SIDE * 2 / 1e6
+    floor = io_floor(stack)
+    t_api, grew, _ = api_threaded(stack, root / "labels_api.zarr")
+    ok_api = check_crop(stack, root / "labels_api.zarr")
+    t_cli, peaks = cli_cluster(stack, root / "labels_cli.zarr")
+    ok_cli = check_crop(stack, root / "labels_cli.zarr")
+    t_bg, bg_peak = cli_background(stack, root / "background.zarr")
+    ok_bg = check_background_crop(stack, root / "background.zarr")
+    rows = [("read the zarr (I/O floor)", floor, "-", "-"),
+            ("API, threaded scheduler", t_api, f"+{grew / 2**20:.0f} MiB (process)", ok_api),
+            ("CLI, LocalCluster 2 x 2 GB", t_cli, " / ".join(f"{p / 2**20:.0f} MiB" for p in peaks), ok_cli),
+            ("CLI background, threaded (defaults)", t_bg, f"{bg_peak / 2**20:.0f} MiB (process)", ok_bg)]
+    print(f"\nstack: {T} x {SIDE} x {SIDE} uint16 = {mb / 1e3:.1f} GB as zarr ({CHUNK} chunks), 3 classes\n")
+    print("| job | seconds | MB/s | x I/O floor | peak memory | equals in-memory crop |")
+    print("|---|---|---|---|---|---|")
+    for name, s, mem, ok in rows:
+        print(f"| {name} | {s:.1f} | {mb / s:.0f} | {s / floor:.2f} | {mem} | {ok} |")
+    print(json.dumps({"gb": mb / 1e3, "floor_s": floor, "api_s": t_api, "api_peak_growth": grew, "cli_s": t_cli,
+                      "worker_peaks": peaks, "background_s": t_bg, "background_peak": bg_peak,
+                      "equal": [ok_api, ok_cli, ok_bg]}))
+    if not args.keep:
+        for p in ("labels_api.zarr", "labels_cli.zarr", "labels_cli.zarr.summary.json", "background.zarr",
+                  "background.zarr.summary.json"):
+            q = root / p
+            shutil.rmtree(q, ignore_errors=True) if q.is_dir() else q.unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,297 @@
+"""Choosing K and censoring benchmark (issue 12), every number measured in this run.
+
+1. Synthetic images of known Gaussian classes (512 x 512): K = 1..6 classes, neighbouring class means
+   1.7, 2.5 or 4 standard deviations apart, unclipped (class means >= 4 sd inside the range) or clipped
+   (6 % of the darkest class at the dtype minimum, 8 % of the brightest at the maximum; K = 1: 8 % at the
+   top), as uint8, uint16 and float32 (clipped to [0, 1]). Chosen K with the defaults
+   (``fit_mixture(img, "auto")``: BIC, censoring="auto"), with censoring=False, and scikit-learn's
+   ``GaussianMixture`` BIC over K = 1..8 on a 65,536-pixel subsample (the peer users would script;
+   uint8 only, where it costs seconds, not minutes). Where ours misses the true K, the "oracle" column
+   says whether BIC could have found it: BIC of the maximum-likelihood fit started from the true
+   parameters, minus the best BIC of the search (> 0: the criterion itself prefers the K found at this
+   image size, so no search can do better).
+2. Clipped images at the true K: the largest error of the censored and of the uncensored fit against the
+   true parameters (means and sd in units of the class sd, weights relative), on 2048 x 2048 images
+   (sampling spread of the estimates well under 1 % where classes are apart); goal: censored within 2 %.
+3. Speed on the 4096 x 4096 uint16 image of bench_segment.py (3 classes): ``fit_mixture(img, "auto")``
+   and ``segment(img, "auto")`` against one fit at K = 3; goal: under 3x.
+4. Real images (cameraman, coins, cell of scikit-image): chosen K per criterion and the BIC curve.
+
+    python benchmarks/bench_selection.py                # everything (about 2-4 minutes)
+    python benchmarks/bench_selection.py --quick        # uint8 rows only, no scikit-learn
+    python benchmarks/bench_selection.py --plot docs/choosing_k.png   # also the criterion plot
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import best_time  # noqa: E402
+
+import napari_gmm as ng  # noqa: E402
+from napari_gmm import censored as cz  # noqa: E402
+from napari_gmm import em  # noqa: E402
+from napari_gmm import selection as sl  # noqa: E402
+
+FRACTIONS = np.array([1.5, 1.0, 1.25, 0.75, 1.1, 0.9])
+#: image size of the parameter-accuracy part (2): the maximum-likelihood estimates' own sampling spread
+#: shrinks as 1 / sqrt(pixels), so that what remains is the bias clipping causes (or not)
+ERROR_SHAPE = (2048, 2048)
+TOPS = {"uint8": 255.0, "uint16": 65535.0, "float32": 1.0}
+#: tail fractions clipped in the clipped variants: bottom class 6 %, top class 8 %
+Z_LO, Z_HI = 1.555, 1.405
+
+
+def synthetic(K, sep, dtype, clip, shape=(512, 512), seed=0):
+    """(image, weights, means, sd) of K Gaussian classes ``sep`` sd apart, equal sd."""
+    top = TOPS[dtype]
+    z_lo = Z_LO if clip and K > 1 else 4.0
+    z_hi = Z_HI if clip else 4.0
+    if K == 1:
+        sd = top / 10.0
+        mu = np.array([top - z_hi * sd]) if clip else np.array([top / 2])
+    else:
+        sd = top / ((K - 1) * sep + z_lo + z_hi)
+        mu = z_lo * sd + sep * sd * np.arange(K)
+    fr = FRACTIONS[:K] / FRACTIONS[:K].sum()
+    rng = np.random.default_rng(seed + 100 * K + int(10 * sep) + (7 if clip else 0))
+    cls = rng.choice(K, int(np.prod(shape)), p=fr)
+    y = rng.normal(mu[cls], sd)
+    if dtype == "float32":
+        img = np.clip(y, 0.0, 1.0).astype(np.float32)
+    else:
+        img = np.clip(np.rint(y), 0, top).astype(dtype)
+    return img.reshape(shape), fr, mu, sd
+
+
+def oracle_gap(img, model, fr, mu, sd):
+    """BIC of the ML fit started from the truth minus the search's best BIC (> 0: not identifiable)."""
+    h = ng.histogram(img)
+    reg = model.params["reg_covar"]
+    c = cz.detect_censoring(h)
+    P = em.WeightedSamples(h.values, h.counts, reg) if c is None else cz.CensoredSamples(h.values, h.counts, c, reg)
+    K = len(mu)
+    start = em.Params.from_sklearn(fr, mu, np.full(K, sd**2 + reg), "spherical")
+    r = em.run_em(P, start, max_iter=20000, tol=1e-12)
+    bic = sl.criterion_value("bic", r.objective * P.total_weight, P.total_weight, sl.n_parameters(K, 1, "spherical"))
+    return bic - min(model.selection.values)
+
+
+def sklearn_bic_k(img, kmax=8, n=65536, seed=0):
+    from sklearn.mixture import GaussianMixture
+
+    x = img.reshape(-1).astype(np.float64)
+    x = np.random.default_rng(seed).choice(x, min(n, x.size), replace=False)[:, None]
+    bics = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for k in range(1, kmax + 1):
+            bics.append(GaussianMixture(k, random_state=0).fit(x).bic(x))
+    return int(np.argmin(bics)) + 1
+
+
+def param_errors(model, fr, mu, sd):
+    """Largest |d mean| / sd, |d sd| / sd and |d w| / w over the classes (model at the true K)."""
+    m = model.means[:, 0]
+    s = np.sqrt(model.variances[:, 0])
+    w = model.weights
+    return (float(np.max(np.abs(m - mu) / sd)), float(np.max(np.abs(s - sd) / sd)),
+            float(np.max(np.abs(w - fr) / fr)))
+
+
+def run_synthetic(dtypes, with_sklearn):
+    rows, errs, misses = [], [], []
+    for dtype in dtypes:
+        for clip in (False, True):
+            for K in range(1, 7):
+                for sep in (1.7, 2.5, 4.0):
+                    if K == 1 and sep != 1.7:
+                        continue  # one class: the separation does not exist
+                    img, fr, mu, sd = synthetic(K, sep, dtype, clip)
+                    t = time.perf_counter()
+                    m = ng.fit_mixture(img, "auto")
+                    dt = time.perf_counter() - t
+                    plain = ng.fit_mixture(img, "auto", censoring=False).n_components if clip else None
+                    skl = sklearn_bic_k(img) if with_sklearn and dtype == "uint8" else None
+                    gap = oracle_gap(img, m, fr, mu, sd) if m.n_components != K else None
+                    rows.append((dtype, clip, K, sep, m.n_components, plain, skl, gap, dt,
+                                 m.censoring is not None))
+                    if gap is not None:
+                        misses.append(rows[-1])
+                    if clip:
+                        big, fr, mu, sd = synthetic(K, sep, dtype, clip, shape=ERROR_SHAPE)
+                        with warnings.catch_warnings():
+                            warnings.simplefilter("ignore")
+                            mc = ng.fit_mixture(big, K, max_iter=3000, tol=1e-10)
+                            mp = ng.fit_mixture(big, K, max_iter=3000, tol=1e-10, censoring=False)
+                        errs.append((dtype, K, sep, param_errors(mc, fr, mu, sd), param_errors(mp, fr, mu, sd),
+                                     mc.censoring is not None))
+    return rows, errs, misses
+
+
+def print_synthetic(rows):
+    print("\n## 1. Chosen K on synthetic images (512 x 512; defaults: BIC, censoring='auto')\n")
+    print("| dtype | clipped | true K | sep (sd) | ours | censoring=False | sklearn BIC | oracle gap | censored "
+          "| time (ms) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for dtype, clip, K, sep, k, plain, skl, gap, dt, cens in rows:
+        ok = "" if k == K else " (miss)"
+        print(f"| {dtype} | {'yes' if clip else 'no'} | {K} | {sep} | {k}{ok} | {'' if plain is None else plain} | "
+              f"{'' if skl is None else skl} | {'' if gap is None else f'{gap:+.1f}'} | {'yes' if cens else 'no'} | "
+              f"{dt * 1e3:.0f} |")
+    n = len(rows)
+    hit = sum(r[4] == r[2] for r in rows)
+    print(f"\nours: true K on {hit}/{n} images", end="")
+    clipped = [r for r in rows if r[1]]
+    print(f"; censoring=False on the clipped ones: {sum(r[5] == r[2] for r in clipped)}/{len(clipped)}", end="")
+    skl = [r for r in rows if r[6] is not None]
+    if skl:
+        print(f"; sklearn BIC: {sum(r[6] == r[2] for r in skl)}/{len(skl)} (uint8)", end="")
+    by_sep = {s: [r for r in rows if r[3] == s or (r[2] == 1 and s == 1.7)] for s in (1.7, 2.5, 4.0)}
+    print("; by separation: " + ", ".join(f"{s} sd {sum(r[4] == r[2] for r in v)}/{len(v)}" for s, v in by_sep.items()))
+    unident = [r for r in rows if r[7] is not None and r[7] > 0]
+    print(f"misses where BIC at the truth-started optimum is worse than the K found (not identifiable at "
+          f"this size): {len(unident)} of {n - hit}")
+
+
+def print_errors(errs):
+    print(f"\n## 2. Clipped images ({ERROR_SHAPE[0]} x {ERROR_SHAPE[1]}) at the true K: largest parameter error, "
+          "censored vs uncensored (fit_mixture(img, K), tol 1e-10)\n")
+    print("| dtype | K | sep | detected | censored: mean/sd, sd, w | uncensored: mean/sd, sd, w |")
+    print("|---|---|---|---|---|---|")
+    for dtype, K, sep, ec, ep, det in errs:
+        f = lambda e: ", ".join(f"{100 * v:.1f} %" for v in e)  # noqa: E731
+        print(f"| {dtype} | {K} | {sep} | {'yes' if det else 'NO'} | {f(ec)} | {f(ep)} |")
+    for lo in (2.5, 4.0):
+        sub = [e for e in errs if e[2] >= lo]
+        wc = max(max(e[3]) for e in sub)
+        wp = max(max(e[4]) for e in sub)
+        print(f"\nseparation >= {lo} sd: worst censored error {100 * wc:.1f} %, worst uncensored {100 * wp:.1f} %")
+    wc = max(max(e[3]) for e in errs)
+    print(f"all separations: worst censored {100 * wc:.1f} %")
+
+
+def run_speed(repeat):
+    from bench_segment import big_image
+
+    img, _ = big_image()
+    ng.fit_mixture(img[:256], 3)
+    ng.fit_mixture(img[:256], "auto")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t_fit = best_time(lambda: ng.fit_mixture(img, 3), repeat)[0]
+        t_auto, m = best_time(lambda: ng.fit_mixture(img, "auto"), repeat)
+        t_seg = best_time(lambda: ng.segment(img, 3), repeat)[0]
+        t_sega = best_time(lambda: ng.segment(img, "auto"), repeat)[0]
+    print("\n## 3. Speed, 4096 x 4096 uint16 (bench_segment.py's image, 3 classes), best of", repeat, "\n")
+    print("| call | time (ms) | ratio |")
+    print("|---|---|---|")
+    print(f"| fit_mixture(img, 3) | {t_fit * 1e3:.1f} | 1.00 |")
+    print(f"| fit_mixture(img, 'auto') (chose K={m.n_components}, tried {m.selection.candidates}) | "
+          f"{t_auto * 1e3:.1f} | {t_auto / t_fit:.2f} |")
+    print(f"| segment(img, 3) | {t_seg * 1e3:.1f} | 1.00 |")
+    print(f"| segment(img, 'auto') | {t_sega * 1e3:.1f} | {t_sega / t_seg:.2f} |")
+
+
+def real_images():
+    from skimage import data
+
+    from napari_gmm.datasets import cameraman, phantom
+
+    imgs = {"cameraman": cameraman(), "coins": data.coins(), "cell": data.cell(),
+            "phantom (issue: 3 classes, sd 35, uint8)": phantom((256, 256), n_classes=3, noise=35 / 63.75,
+                                                                  dtype=np.uint8, seed=0)[0]}
+    out = {}
+    print("\n## 4. Real images: chosen K per criterion (censoring='auto')\n")
+    print("| image | censored | BIC | ICL | AIC | BIC, censoring=False | BIC by K |")
+    print("|---|---|---|---|---|---|---|")
+    for name, img in imgs.items():
+        ms = {c: ng.fit_mixture(img, "auto", criterion=c) for c in ("bic", "icl", "aic")}
+        plain = ng.fit_mixture(img, "auto", censoring=False)
+        s = ms["bic"].selection
+        curve = ", ".join(f"{k}: {v:.0f}" for k, v in zip(s.candidates, s.values))
+        cens = ms["bic"].censoring
+        print(f"| {name} | {'no' if cens is None else cens.describe()} | {ms['bic'].n_components} | "
+              f"{ms['icl'].n_components} | {ms['aic'].n_components} | {plain.n_components} | {curve} |")
+        out[name] = (img, ms, plain)
+    return out
+
+
+def plot(path, real):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = ["cameraman", "phantom (issue: 3 classes, sd 35, uint8)"]
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    for row, name in enumerate(names):
+        img, ms, plain = real[name]
+        ax = axes[row, 0]
+        for crit, style in (("bic", "o-"), ("icl", "s--"), ("aic", "^:")):
+            s = ms[crit].selection
+            v = np.asarray(s.values)
+            ax.plot(s.candidates, v - v.min(), style, label=f"{crit.upper()} (chose {s.n_components})")
+            ax.plot([s.n_components], [0], "k*", ms=14)
+        sp = plain.selection
+        vp = np.asarray(sp.values)
+        ax.plot(sp.candidates, vp - vp.min(), "x:", color="grey",
+                label=f"BIC, censoring=False (chose {sp.n_components})")
+        ax.set_yscale("symlog", linthresh=10)
+        ax.set_xlabel("K (number of components)")
+        ax.set_ylabel("criterion - its minimum")
+        ax.set_title(f"{name.split(' (')[0]}: criterion against K (* = chosen)")
+        ax.legend(fontsize=8)
+        ax = axes[row, 1]
+        m = ms["bic"]
+        x = np.arange(0, 256)
+        counts = np.bincount(img.reshape(-1), minlength=256)[:256]
+        ax.bar(x, counts / counts.sum(), width=1.0, color="0.8", label="histogram")
+        dens = m.pdf(x)
+        for k in range(m.n_components):
+            ax.plot(x, dens[:, k], lw=1)
+        ax.plot(x, dens.sum(1), "k", lw=1.5, label=f"BIC's K={m.n_components} mixture")
+        c = m.censoring
+        if c is not None:
+            for lvl in (c.lower_level, c.upper_level):
+                if lvl is not None:
+                    ax.axvline(lvl, color="r", ls="--", lw=1)
+            ax.plot([], [], "r--", label="censored levels")
+        for cut in m.interval_cuts():
+            ax.axvline(cut, color="b", lw=0.6, alpha=0.6)
+        ax.plot([], [], "b-", lw=0.6, label="interval cuts")
+        ax.set_ylim(0, np.sort(counts / counts.sum())[-3] * 1.3)
+        ax.set_xlabel("grey level")
+        ax.set_title(f"{name.split(' (')[0]}: the chosen mixture")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    print(f"\nplot written to {path}")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="uint8 rows only, no scikit-learn")
+    ap.add_argument("--plot", default=None, help="write the criterion plot (PNG) here")
+    ap.add_argument("--repeat", type=int, default=5)
+    a = ap.parse_args()
+    print(f"napari_gmm {ng.__version__}, numba threads {__import__('numba').get_num_threads()}")
+    dtypes = ["uint8"] if a.quick else ["uint8", "uint16", "float32"]
+    rows, errs, misses = run_synthetic(dtypes, with_sklearn=not a.quick)
+    print_synthetic(rows)
+    print_errors(errs)
+    run_speed(a.repeat)
+    real = real_images()
+    if a.plot:
+        plot(a.plot, real)
+
+
+if __name__ == "__main__":
+    main()

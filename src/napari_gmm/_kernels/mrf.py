@@ -1,0 +1,462 @@
+"""Hidden-Markov-random-field kernels: mean-field / ICM sweeps of a Potts label field, the
+pseudo-likelihood of the interaction strength, and the pieces of a multiplicative bias field.
+
+Layout (the caller prepares it, these kernels trust it):
+
+* pixels are flat, C order over spatial ``dims = (Z, Y, X)`` (a 2-D image has Z = 1);
+  ``X`` (N, D) float32 holds the intensities (D channels), ``valid`` (N,) uint8 is 0 for masked or
+  non-finite pixels; ``q`` (N, K) float32 the per-pixel posteriors (masked pixels: all 0, so they
+  neither vote nor count);
+* the neighbourhood is a list of offsets ``offs`` (n, 3) with weights ``wts`` (n,) (inverse
+  physical distance, 1 for the nearest neighbours), symmetric;
+* pixels are visited colour by colour: ``scheme`` 0 is the red-black checkerboard,
+  colour (z + y + x) mod 2, for face neighbours (connectivity 1); ``scheme`` 1 colours by the parity
+  of every coordinate, (z mod 2, y mod 2, x mod 2), for which no two pixels of one colour are
+  neighbours even with diagonals. Pixels of one colour are therefore updated from neighbours that
+  do not change during the pass: the result does not depend on the order, and so not on the
+  number of threads;
+* statistics are summed per image row (z, y) into ``acc`` (Z*Y, K, W) and ``obj`` (Z*Y,): fixed
+  partial sums whatever the threads, reduced by the caller in a fixed order.
+
+Component parameters use the conventions of :mod:`.em`: ``c0[k] = log w_k + log det(U_k) - D/2
+log(2 pi)``, ``inv_sd`` (K, D) for spherical/diag, ``prec_chol`` (K, D, D) for full.
+"""
+
+import numpy as np
+from numba import njit, prange
+
+from ._config import JIT, PJIT
+
+#: exp(-20) = 2e-9: below the resolution of the float32 posteriors next to the best class's share
+EXP_CUT = -20.0
+
+
+@njit(inline="always", **JIT)
+def _unary(X, i, ib, means, inv_sd, prec_chol, c0, cov_type, lp, xv):
+    """lp[k] = log w_k + log N(x_i / b_i | k) for k < K (the bias Jacobian is left out)."""
+    K, D = means.shape
+    for j in range(D):
+        xv[j] = X[i, j] * ib
+    for k in range(K):
+        m = 0.0
+        if cov_type == 2:
+            for j in range(D):
+                y = 0.0
+                for a in range(j + 1):
+                    y += (xv[a] - means[k, a]) * prec_chol[k, a, j]
+                m += y * y
+        else:
+            for j in range(D):
+                t = (xv[j] - means[k, j]) * inv_sd[k, j]
+                m += t * t
+        lp[k] = c0[k] - 0.5 * m
+
+
+@njit(**PJIT)
+def sweep(X, inv_b, valid, q, dims, offs, wts, scheme, c0, means, inv_sd, prec_chol, cov_type, beta,
+          hard, accumulate, ref, acc, obj):
+    """One sweep: every valid pixel's posterior recomputed once from its neighbours, colour by colour.
+
+    Mean field (``hard`` False): q_i = softmax(lp_i + beta * sum_j w_ij q_j). ICM (``hard`` True): q_i
+    the one-hot of the argmax of the same (ties to the lower index).
+
+    With ``accumulate``, the M-step statistics of the new posteriors go to ``acc[row, k]`` =
+    [sum q, sum q (x - ref_k) (D), sum q (x - ref_k)^2 (D, diagonal types) or the D*D outer
+    products (full)]. ``obj[row]`` gets the rows' share of the objective: the mean-field free
+    energy sum_i sum_k q_ik (lp_ik - log q_ik) + beta sum_{i~j} w_ij q_i.q_j (each pair counted
+    once, when its later-coloured end is updated: the other end is final by then); for ICM the
+    log-posterior energy sum_i lp_i(z_i) + beta sum_{i~j} w_ij [z_i = z_j]. ``acc`` and ``obj`` are
+    added to (the caller zeroes them). ``inv_b`` (N,) divides the intensities (bias correction), or
+    has size 0.
+
+    Pixels whose neighbours are all inside the image take a path without bounds checks, through
+    flat offsets.
+    """
+    Z, Y, Xn = dims[0], dims[1], dims[2]
+    N, K = q.shape
+    D = X.shape[1]
+    R = Z * Y
+    nof = offs.shape[0]
+    full = cov_type == 2
+    use_b = inv_b.shape[0] > 0
+    ncol = 2 if scheme == 0 else (8 if Z > 1 else 4)
+    W = acc.shape[2]
+    loff = np.empty(nof, np.int64)
+    later = np.zeros((ncol, nof), np.uint8)
+    for o in range(nof):
+        loff[o] = (offs[o, 0] * Y + offs[o, 1]) * Xn + offs[o, 2]
+        for c in range(ncol):
+            if scheme == 0:
+                later[c, o] = c == 0
+            else:
+                cz = ((c >> 2) + offs[o, 0]) & 1
+                cy = (((c >> 1) & 1) + offs[o, 1]) & 1
+                cx = ((c & 1) + offs[o, 2]) & 1
+                later[c, o] = cz * 4 + cy * 2 + cx > c
+    for c in range(ncol):
+        for r in prange(R):
+            z = r // Y
+            y = r - z * Y
+            if scheme == 0:
+                x0 = (c + z + y) & 1
+            else:
+                if (z & 1) * 4 + (y & 1) * 2 != (c & 6):
+                    continue
+                x0 = c & 1
+            # is every neighbour of this row's pixels inside along z and y?
+            row_in = True
+            for o in range(nof):
+                zz = z + offs[o, 0]
+                yy = y + offs[o, 1]
+                if zz < 0 or zz >= Z or yy < 0 or yy >= Y:
+                    row_in = False
+            nb = np.empty(K)
+            nbl = np.empty(K)
+            lp = np.empty(K)
+            xv = np.empty(D)
+            d = np.empty(D)
+            ra = np.zeros((K, W))
+            o_row = 0.0
+            base = r * Xn
+            for x in range(x0, Xn, 2):
+                i = base + x
+                if valid[i] == 0:
+                    continue
+                for k in range(K):
+                    nb[k] = 0.0
+                    nbl[k] = 0.0
+                if row_in and x > 0 and x < Xn - 1:
+                    for o in range(nof):
+                        j = i + loff[o]
+                        w = wts[o]
+                        if later[c, o]:
+                            for k in range(K):
+                                v = w * q[j, k]
+                                nbl[k] += v
+                                nb[k] += v
+                        else:
+                            for k in range(K):
+                                nb[k] += w * q[j, k]
+                else:
+                    for o in range(nof):
+                        zz = z + offs[o, 0]
+                        yy = y + offs[o, 1]
+                        xx = x + offs[o, 2]
+                        if zz < 0 or zz >= Z or yy < 0 or yy >= Y or xx < 0 or xx >= Xn:
+                            continue
+                        j = i + loff[o]
+                        w = wts[o]
+                        if later[c, o]:
+                            for k in range(K):
+                                v = w * q[j, k]
+                                nbl[k] += v
+                                nb[k] += v
+                        else:
+                            for k in range(K):
+                                nb[k] += w * q[j, k]
+                ib = inv_b[i] if use_b else 1.0
+                _unary(X, i, ib, means, inv_sd, prec_chol, c0, cov_type, lp, xv)
+                best = -np.inf
+                arg = 0
+                for k in range(K):
+                    e = lp[k] + beta * nb[k]
+                    if e > best:
+                        best = e
+                        arg = k
+                if hard:
+                    for k in range(K):
+                        q[i, k] = 0.0
+                    q[i, arg] = 1.0
+                    o_row += lp[arg] + beta * (nb[arg] - nbl[arg])
+                    if accumulate:
+                        ra[arg, 0] += 1.0
+                        for a in range(D):
+                            d[a] = xv[a] - ref[arg, a]
+                            ra[arg, 1 + a] += d[a]
+                        for a in range(D):
+                            if full:
+                                for b in range(D):
+                                    ra[arg, 1 + D + a * D + b] += d[a] * d[b]
+                            else:
+                                ra[arg, 1 + D + a] += d[a] * d[a]
+                    continue
+                s = 0.0
+                for k in range(K):
+                    # exp() is most of a sweep's cost (libm, not vectorised here; the package's
+                    # _exp_neg was not inlined and ran 2.5x slower): skipped for the best class
+                    # (1) and for classes more than EXP_CUT nats below it (their share is below
+                    # float32 resolution), which after a few iterations is most of them
+                    t = lp[k] + beta * nb[k] - best
+                    if t == 0.0:
+                        t = 1.0
+                    elif t < EXP_CUT:
+                        t = 0.0
+                    else:
+                        t = np.exp(t)
+                    lp[k] = t
+                    s += t
+                inv_s = 1.0 / s
+                later_term = 0.0
+                for k in range(K):
+                    p = lp[k] * inv_s
+                    lp[k] = p
+                    q[i, k] = p
+                    later_term += p * nbl[k]
+                # sum_k q (lp - log q) = best + log s - beta q.nb; plus beta q.(nb - nbl)
+                o_row += best + (np.log(s) if s != 1.0 else 0.0) - beta * later_term
+                if accumulate:
+                    for k in range(K):
+                        p = lp[k]
+                        ra[k, 0] += p
+                        for a in range(D):
+                            d[a] = xv[a] - ref[k, a]
+                            ra[k, 1 + a] += p * d[a]
+                        for a in range(D):
+                            if full:
+                                for b in range(D):
+                                    ra[k, 1 + D + a * D + b] += p * d[a] * d[b]
+                            else:
+                                ra[k, 1 + D + a] += p * d[a] * d[a]
+            obj[r] += o_row
+            if accumulate:
+                for k in range(K):
+                    for t in range(W):
+                        acc[r, k, t] += ra[k, t]
+
+
+@njit(**PJIT)
+def init_posteriors(X, inv_b, valid, q, means, inv_sd, prec_chol, c0, cov_type):
+    """q = the per-pixel posteriors (no neighbours), 0 for invalid pixels. Parallel over pixels."""
+    N, K = q.shape
+    D = X.shape[1]
+    nch = max(1, min(N // 4096, 256))
+    step = (N + nch - 1) // nch
+    use_b = inv_b.shape[0] > 0
+    for c in prange(nch):
+        lp = np.empty(K)
+        xv = np.empty(D)
+        for i in range(c * step, min(N, (c + 1) * step)):
+            if valid[i] == 0:
+                for k in range(K):
+                    q[i, k] = 0.0
+                continue
+            _unary(X, i, inv_b[i] if use_b else 1.0, means, inv_sd, prec_chol, c0, cov_type, lp, xv)
+            best = -np.inf
+            for k in range(K):
+                best = max(best, lp[k])
+            s = 0.0
+            for k in range(K):
+                lp[k] = np.exp(lp[k] - best)
+                s += lp[k]
+            for k in range(K):
+                q[i, k] = lp[k] / s
+
+
+@njit(**PJIT)
+def argmax_labels(q, valid, out):
+    """out[i] = 1 + argmax_k q[i, k] (ties to the lower index), 0 for invalid pixels."""
+    N, K = q.shape
+    nch = max(1, min(N // 8192, 256))
+    step = (N + nch - 1) // nch
+    for c in prange(nch):
+        for i in range(c * step, min(N, (c + 1) * step)):
+            if valid[i] == 0:
+                out[i] = 0
+                continue
+            a = 0
+            for k in range(1, K):
+                if q[i, k] > q[i, a]:
+                    a = k
+            out[i] = a + 1
+
+
+@njit(inline="always", **JIT)
+def _uniform(j, seed):
+    """A uniform number in [0, 1) from pixel index j and a seed (splitmix64): the same for a pixel
+    whichever thread asks."""
+    z = np.uint64(j) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(seed)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return np.float64(z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+
+
+@njit(**PJIT)
+def neighbour_fields(q, valid, dims, offs, wts, idx, out, sample, seed):
+    """out[s, k] = sum_j w_ij q_jk for the sampled pixels i = idx[s] (the mean-field neighbour
+    evidence that the pseudo-likelihood of beta is a function of). With ``sample``, each
+    neighbour contributes w_ij to one class drawn from its q_j instead (the simulated field of
+    Celeux, Forbes & Peyrard 2003), with a counter-based random number per (pixel, seed)."""
+    Z, Y, Xn = dims[0], dims[1], dims[2]
+    K = q.shape[1]
+    nof = offs.shape[0]
+    M = idx.shape[0]
+    nch = max(1, min(M // 2048, 256))
+    step = (M + nch - 1) // nch
+    for c in prange(nch):
+        for s in range(c * step, min(M, (c + 1) * step)):
+            i = idx[s]
+            x = i % Xn
+            r = i // Xn
+            y = r % Y
+            z = r // Y
+            for k in range(K):
+                out[s, k] = 0.0
+            for o in range(nof):
+                zz = z + offs[o, 0]
+                yy = y + offs[o, 1]
+                xx = x + offs[o, 2]
+                if zz < 0 or zz >= Z or yy < 0 or yy >= Y or xx < 0 or xx >= Xn:
+                    continue
+                j = (zz * Y + yy) * Xn + xx
+                if sample:
+                    u = _uniform(j, seed)
+                    cum = 0.0
+                    for k in range(K):
+                        cum += q[j, k]
+                        if u < cum:
+                            out[s, k] += wts[o]
+                            break
+                else:
+                    for k in range(K):
+                        out[s, k] += wts[o] * q[j, k]
+
+
+@njit(**PJIT)
+def pseudo_likelihood(qs, nbar, log_w, beta):
+    """(value, gradient, second derivative) in beta of the mean-field pseudo-log-likelihood
+
+        PL(beta) = sum_s [ sum_k qs_k (log w_k + beta nbar_k) - log sum_k w_k exp(beta nbar_k) ],
+
+    concave in beta (its second derivative is minus a sum of variances). Rows with qs = 0 (masked)
+    are skipped. Summed in 64 fixed chunks (the same result whatever the threads)."""
+    M, K = nbar.shape
+    nch = 64
+    step = (M + nch - 1) // nch
+    part = np.zeros((nch, 3))
+    for c in prange(nch):
+        e = np.empty(K)
+        v = 0.0
+        g = 0.0
+        h = 0.0
+        for s in range(c * step, min(M, (c + 1) * step)):
+            qsum = 0.0
+            for k in range(K):
+                qsum += qs[s, k]
+            if qsum == 0.0:
+                continue
+            best = -np.inf
+            for k in range(K):
+                e[k] = log_w[k] + beta * nbar[s, k]
+                best = max(best, e[k])
+            tot = 0.0
+            for k in range(K):
+                e[k] = np.exp(e[k] - best)
+                tot += e[k]
+            m1 = 0.0
+            m2 = 0.0
+            obs = 0.0
+            obsv = 0.0
+            for k in range(K):
+                p = e[k] / tot
+                m1 += p * nbar[s, k]
+                m2 += p * nbar[s, k] * nbar[s, k]
+                obs += qs[s, k] * nbar[s, k]
+                if qs[s, k] > 0:
+                    obsv += qs[s, k] * log_w[k]
+            v += obsv + beta * obs - best - np.log(tot)
+            g += obs - m1
+            h -= m2 - m1 * m1
+        part[c, 0] = v
+        part[c, 1] = g
+        part[c, 2] = h
+    v = 0.0
+    g = 0.0
+    h = 0.0
+    for c in range(nch):
+        v += part[c, 0]
+        g += part[c, 1]
+        h += part[c, 2]
+    return v, g, h
+
+
+# ---------------------------------------------------------------------------------------------
+# bias field: log b(z, y, x) = sum_p c_p Lz[z, tz_p] Ly[y, ty_p] Lx[x, tx_p] (Legendre products)
+
+
+@njit(**PJIT)
+def bias_normal_equations(Xbar, valid, q, mu, var, log_b, dims, Lz, Ly, Lx, terms, stride, AtA, Atb):
+    """Gauss-Newton normal equations for the coefficients of the log bias field, on every
+    ``stride``-th pixel of every ``stride``-th row (the field is smooth).
+
+    Model: Xbar_i ~ N(b_i mu_k, b_i^2 var_k) given class k, b_i = exp(log_b_i). Linearised around the
+    current field, the update d of log b minimises sum_i W_i (r_i - d_i)^2 with
+    W_i = sum_k q_ik mu_k^2 / var_k and r_i = sum_k q_ik mu_k (Xbar_i / b_i - mu_k) / var_k / W_i
+    (intensities, not their logs: noisy pixels near 0 keep an unbiased weight). Fills AtA (P, P)
+    and Atb (P,) with sums of W phi phi^T and W r phi, in fixed chunks of rows (independent of
+    the thread count).
+    """
+    Z, Y, Xn = dims[0], dims[1], dims[2]
+    P = terms.shape[0]
+    K = q.shape[1]
+    zs = (Z + stride - 1) // stride if Z > 1 else 1
+    ys = (Y + stride - 1) // stride
+    R = zs * ys
+    nch = max(1, min(R, 64))
+    step = (R + nch - 1) // nch
+    part = np.zeros((nch, P * P + P))
+    for c in prange(nch):
+        phi = np.empty(P)
+        for rr in range(c * step, min(R, (c + 1) * step)):
+            zi = rr // ys
+            z = zi * stride if Z > 1 else 0
+            y = (rr - zi * ys) * stride
+            for x in range(0, Xn, stride):
+                i = (z * Y + y) * Xn + x
+                if valid[i] == 0:
+                    continue
+                xc = Xbar[i] * np.exp(-log_b[i])
+                W = 0.0
+                m = 0.0
+                for k in range(K):
+                    wk = q[i, k] * mu[k] / var[k]
+                    W += wk * mu[k]
+                    m += wk * (xc - mu[k])
+                if W <= 0.0:
+                    continue
+                res = m / W
+                for p in range(P):
+                    phi[p] = Lz[z, terms[p, 0]] * Ly[y, terms[p, 1]] * Lx[x, terms[p, 2]]
+                for a in range(P):
+                    wa = W * phi[a]
+                    part[c, P * P + a] += wa * res
+                    for b in range(a + 1):
+                        part[c, a * P + b] += wa * phi[b]
+    for c in range(nch):
+        for a in range(P):
+            Atb[a] += part[c, P * P + a]
+            for b in range(a + 1):
+                AtA[a, b] += part[c, a * P + b]
+    for a in range(P):
+        for b in range(a):
+            AtA[b, a] = AtA[a, b]
+
+
+@njit(**PJIT)
+def bias_evaluate(coef, terms, Lz, Ly, Lx, dims, out_log):
+    """out_log[i] = log b at every pixel (flat, C order over dims), separably: per row, the
+    x-polynomial's coefficients, then the x loop."""
+    Z, Y, Xn = dims[0], dims[1], dims[2]
+    P = terms.shape[0]
+    nx = Lx.shape[1]
+    for r in prange(Z * Y):
+        z = r // Y
+        y = r - z * Y
+        g = np.zeros(nx)
+        for p in range(P):
+            g[terms[p, 2]] += coef[p] * Lz[z, terms[p, 0]] * Ly[y, terms[p, 1]]
+        for x in range(Xn):
+            v = 0.0
+            for t in range(nx):
+                v += g[t] * Lx[x, t]
+            out_log[r * Xn + x] = v

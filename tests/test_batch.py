@@ -1,0 +1,106 @@
+"""Batch segmentation over files and the command line (napari_gmm.batch, ``napari-gmm segment``)."""
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("zarr")
+tifffile = pytest.importorskip("tifffile")
+da = pytest.importorskip("dask.array")
+
+import napari_gmm as ng  # noqa: E402
+from napari_gmm.datasets import phantom  # noqa: E402
+from napari_gmm import batch, io  # noqa: E402
+from napari_gmm.__main__ import main  # noqa: E402
+
+
+@pytest.fixture
+def folder(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    imgs = []
+    for i in range(3):
+        img, _ = phantom((96, 80), seed=i)
+        tifffile.imwrite(d / f"img{i}.tif", img, tile=(32, 32))
+        imgs.append(img)
+    return d, imgs
+
+
+def test_per_file_results_equal_in_memory_segment(folder, tmp_path):
+    d, imgs = folder
+    summary = batch.segment_files(batch.expand_inputs([d]), tmp_path / "out", 3)
+    assert summary["n_ok"] == 3 and summary["n_failed"] == 0
+    for i, img in enumerate(imgs):
+        labels, meta = io.read_result(tmp_path / "out" / f"img{i}_labels.zarr")
+        np.testing.assert_array_equal(labels.compute(), ng.segment(img, 3))
+        assert ng.MixtureModel.from_dict(meta["model"]).n_components == 3
+
+
+def test_pooled_model_equals_one_fit_on_all_pixels(folder, tmp_path):
+    d, imgs = folder
+    summary = batch.segment_files(batch.expand_inputs([str(d / "img*.tif")]), tmp_path / "out", 3, pooled=True)
+    assert summary["n_ok"] == 3
+    together = ng.fit_mixture(np.concatenate([im.ravel() for im in imgs]), 3)
+    pooled = ng.MixtureModel.from_dict(summary["model"])
+    np.testing.assert_allclose(pooled.means, together.means, rtol=1e-9)
+    labels, _ = io.read_result(tmp_path / "out" / "img2_labels.zarr")
+    np.testing.assert_array_equal(labels.compute(), together.predict(imgs[2]))
+
+
+def test_cli_exit_codes_outputs_summary_and_progress(folder, tmp_path, capsys):
+    d, imgs = folder
+    (d / "broken.tif").write_bytes(b"garbage")
+    out = tmp_path / "out"
+    code = main(["segment", str(d), "--out", str(out), "-k", "3"])
+    err = capsys.readouterr().err
+    assert code == 1  # one corrupt file among four: the rest are done, the exit code says so
+    assert "broken.tif: cannot be read" in err and "3 of 4 file(s) done" in err and "files" in err
+    summary = json.loads((out / "summary.json").read_text())
+    assert [f["status"] for f in summary["files"]] == ["error", "ok", "ok", "ok"]
+    assert main(["segment", str(d / "img0.tif"), "--out", str(out), "--no-progress"]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert main(["segment", str(tmp_path / "none*.tif"), "--out", str(out)]) == 2
+    assert "no input file matches" in capsys.readouterr().err
+    one = tmp_path / "one.zarr"
+    assert main(["segment", str(d / "img1.tif"), "--out", str(one), "--no-progress"]) == 0
+    model_json = tmp_path / "model.json"
+    model_json.write_text(json.dumps(io.read_result(one)[1]["model"]))
+    assert main(["apply", str(model_json), str(d / "img1.tif"), "--out", str(tmp_path / "ap.zarr"),
+                 "--no-progress"]) == 0
+    np.testing.assert_array_equal(io.read_result(tmp_path / "ap.zarr")[0].compute(),
+                                  io.read_result(one)[0].compute())
+
+
+def test_unreachable_scheduler_is_a_clear_error():
+    pytest.importorskip("distributed")
+    with pytest.raises(ng.InputError, match="cannot reach the dask scheduler at tcp://127.0.0.1:9"):
+        batch.connect("tcp://127.0.0.1:9", timeout="1s")
+
+
+def test_on_a_local_cluster(folder, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    d, imgs = folder
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as lc:
+        with distributed.Client(lc) as client:
+            summary = batch.segment_files(batch.expand_inputs([d]), tmp_path / "out", 3, client=client)
+    assert summary["n_ok"] == 3
+    labels, _ = io.read_result(tmp_path / "out" / "img0_labels.zarr")
+    np.testing.assert_array_equal(labels.compute(), ng.segment(imgs[0], 3))
+
+
+def test_background_command_writes_tiled_result_equal_to_numpy(tmp_path, monkeypatch):
+    from napari_gmm._kernels import _config
+    from napari_gmm.datasets import moving_objects
+
+    monkeypatch.setattr(_config, "TILE_BYTES", 40 * 24 * 24)  # several tiles
+    stack = moving_objects((40, 48, 56))[0]
+    tifffile.imwrite(tmp_path / "stack.tif", stack, photometric="minisblack")
+    out = tmp_path / "bg.zarr"
+    assert main(["background", str(tmp_path / "stack.tif"), "--out", str(out), "--no-progress"]) == 0
+    ref = ng.subtract_background(stack)
+    fg, meta = io.read_result(out, "foreground")
+    np.testing.assert_array_equal(fg.compute(), ref.foreground)
+    np.testing.assert_array_equal(io.read_result(out, "background")[0].compute(), ref.background)
+    assert meta["params"]["tiles"][0] * meta["params"]["tiles"][1] > 1
+    assert main(["background", str(tmp_path / "stack.tif"), "--out", str(out), "--no-progress"]) == 2

@@ -1,0 +1,81 @@
+"""Lazy readers and the chunk-by-chunk zarr writer (napari_gmm.io)."""
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("zarr")
+tifffile = pytest.importorskip("tifffile")
+da = pytest.importorskip("dask.array")
+
+import napari_gmm as ng  # noqa: E402
+from napari_gmm.datasets import phantom  # noqa: E402
+from napari_gmm import io  # noqa: E402
+
+
+def test_tiff_ome_tiff_npy_read_lazily(tmp_path):
+    a = (np.arange(3 * 40 * 50) % 251).astype(np.uint8).reshape(3, 40, 50)
+    tifffile.imwrite(tmp_path / "a.tif", a, photometric="minisblack")
+    tifffile.imwrite(tmp_path / "b.ome.tif", a, ome=True, metadata={"axes": "TYX"})
+    np.save(tmp_path / "c.npy", a)
+    for name, axes in (("a.tif", None), ("b.ome.tif", "tyx"), ("c.npy", None)):
+        src = io.open_image(tmp_path / name)
+        assert isinstance(src.data, da.Array) and src.axes == axes
+        np.testing.assert_array_equal(src.data.compute(), a)
+
+
+def test_rgb_ome_tiff_channel_axis(tmp_path):
+    rgb = np.zeros((30, 40, 3), np.uint8)
+    tifffile.imwrite(tmp_path / "rgb.ome.tif", rgb, ome=True, photometric="rgb")
+    src = io.open_image(tmp_path / "rgb.ome.tif")
+    assert src.channel_axis == 2
+
+
+def test_zarr_round_trip_with_model(tmp_path):
+    img, _ = phantom((64, 64), seed=1)
+    labels, model = ng.segment(img, 3, return_model=True)
+    out = io.write_zarr(tmp_path / "lab.zarr", da.from_array(labels, chunks=(32, 32)),
+                        attrs={"model": model.to_dict()}, axes="yx")
+    data, meta = io.read_result(out)
+    np.testing.assert_array_equal(data.compute(), labels)
+    assert meta["complete"] is True
+    again = ng.MixtureModel.from_dict(meta["model"])
+    np.testing.assert_array_equal(again.predict(img), labels)
+    src = io.open_image(out)  # OME-NGFF group: axes from the metadata
+    assert src.axes == "yx"
+    with pytest.raises(ng.InputError, match="exists"):
+        io.write_zarr(out, labels)
+    io.write_zarr(out, labels + 1, overwrite=True)
+    np.testing.assert_array_equal(io.read_result(out)[0].compute(), labels + 1)
+    assert [p.name for p in tmp_path.iterdir()] == ["lab.zarr"]  # no temporary left behind
+
+
+def test_interrupted_write_leaves_nothing_that_looks_complete(tmp_path, monkeypatch):
+    a = da.zeros((64, 64), chunks=(16, 16), dtype=np.uint8)
+
+    def boom(*args, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(da, "store", boom)
+    with pytest.raises(KeyboardInterrupt):
+        io.write_zarr(tmp_path / "out.zarr", a)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unreadable_and_unknown_files(tmp_path):
+    (tmp_path / "bad.tif").write_bytes(b"not a tiff at all")
+    (tmp_path / "x.png").write_bytes(b"")
+    with pytest.raises(ng.InputError, match="bad.tif: cannot be read"):
+        io.open_image(tmp_path / "bad.tif")
+    with pytest.raises(ng.InputError, match="unknown file type .png"):
+        io.open_image(tmp_path / "x.png")
+    with pytest.raises(ng.InputError, match="no such file"):
+        io.open_image(tmp_path / "missing.tif")
+    meta_less = tmp_path / "plain.zarr"
+    import zarr
+
+    zarr.open_array(str(meta_less), mode="w", shape=(4, 4), dtype="u1")
+    with pytest.raises(ng.InputError, match="not a (complete )?napari-gmm result"):
+        io.read_result(meta_less)
+    assert json.loads(json.dumps(io._jsonable({"a": np.float32(1.5)}))) == {"a": 1.5}
