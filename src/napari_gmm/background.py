@@ -282,12 +282,6 @@ def default_data_range(stack, *, time_axis=0) -> float:
     return span if span > 0 else 1.0
 
 
-def _default_data_range(frames) -> float:
-    """Old private helper (a list of frames); kept only until ``_widgets/_plots.py`` calls
-    :func:`default_data_range`. Do not use."""
-    return default_data_range(np.stack([np.asarray(f) for f in frames]))
-
-
 # ------------------------------------------------------------------------------ noise model
 @dataclass(frozen=True)
 class NoiseModel:
@@ -1737,7 +1731,8 @@ def _subtract_background_tiled(stack, *, preset, time_axis, channel_axis, burn_i
     factors = None
     if isinstance(bc, (bool, np.bool_)):
         if bc:
-            factors = _steps(_estimate_bleaching_steps(view, info), progress)
+            offset = model_noise.offset if model_noise is not None else None
+            factors = _steps(_estimate_bleaching_steps(view, info, offset), progress)
     else:
         factors = np.asarray(bc, np.float64).copy()
     if data_range is None:

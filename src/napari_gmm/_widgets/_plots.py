@@ -793,9 +793,8 @@ class EMEvolutionWidget(_ModelPlot):
 MARKER_NAME = "traced pixel"
 
 #: parameters of subtract_background that the per-pixel replay takes from a result layer's metadata
-_BG_KEYS = ("history", "var_threshold", "n_mixtures", "background_ratio", "var_threshold_gen", "var_init",
-            "var_min", "var_max", "complexity_reduction_threshold", "detect_shadows", "shadow_threshold",
-            "data_range", "burn_in", "learning_rate")
+#: (the preset, noise model and bleaching factors included, so that a fluorescence trace matches)
+_BG_KEYS = ng.background.REPLAY_KEYS
 
 
 class PixelTraceWidget(_PlotWidget):
@@ -1054,14 +1053,8 @@ def _fmt(v):
 
 
 def _stack_range(data, t_ax):
-    """subtract_background's default data range: 255 for uint8, else over first, middle, last frames."""
-    if np.dtype(data.dtype) == np.uint8:
-        return 255.0
-    n = data.shape[t_ax]
-    frames = [np.asarray(np.take(data, t, axis=t_ax)) for t in sorted({0, n // 2, n - 1})]
-    from napari_gmm.background import _default_data_range
-
-    return float(_default_data_range(frames))
+    """subtract_background's default data range (the core decides it: default_data_range)."""
+    return float(ng.background.default_data_range(data, time_axis=t_ax))
 
 
 def _legend_below(fig, ax, artists, style):
