@@ -38,21 +38,21 @@ import math
 import threading
 import time
 import traceback
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from magicgui.widgets import (
     CheckBox,
-    FloatSpinBox,
-    Select,
     ComboBox,
     Container,
+    FloatSpinBox,
     Label,
     LineEdit,
     ProgressBar,
     PushButton,
+    Select,
     SpinBox,
 )
 from napari.layers import Image, Labels
@@ -251,9 +251,10 @@ def _compute(job: _Job, relay: ProgressRelay | None) -> _Result:
             if job.apply is not None:
                 model = job.apply
                 labels = _predict(job, model, phase("labelling with the loaded model"))
-            elif job.spatial:
+            elif job.spatial and (job.want_posteriors or job.kwargs.get("bias_field")):
+                # only fit_spatial returns the bias field and the spatial model's own posteriors
                 labels, model, post, bias = _fit_spatial(job, phase("fitting (spatial model)"))
-            else:
+            else:  # per-pixel, or spatial through the public segment(beta=..., spacing=...)
                 labels, model = ng.segment(
                     job.data,
                     split_axis=job.split_axis,
@@ -262,8 +263,10 @@ def _compute(job: _Job, relay: ProgressRelay | None) -> _Result:
                     **job.kwargs,
                 )
             result = _Result(labels=labels, model=model)
-            if job.spatial and job.apply is None:
+            if job.spatial and job.apply is None and job.want_posteriors:
                 result.posteriors, result.bias = post, bias  # the spatial model's own posteriors
+            elif job.spatial and job.apply is None and job.kwargs.get("bias_field"):
+                result.bias = bias
             elif job.want_posteriors:
                 result.posteriors = _posteriors(job, model, phase("posterior maps"))
             if job.want_quantised:
@@ -495,7 +498,8 @@ class SegmentWidget(RunCancelMixin, Container):
         self.form.extend([  # extend after construction: magicgui then aligns the label column
             self.image, self.mode, self.channel_axis, self.more_channels, self.n_components, self.auto_k,
             self.init, self.mask,
-            self.split_axis, self.smoothing, self.beta, self.bias_field, self.out_quantised, self.out_posteriors, self.show_advanced,
+            self.split_axis, self.smoothing, self.beta, self.bias_field, self.out_quantised, self.out_posteriors,
+            self.show_advanced,
             *self._advanced, self.run_button, self.model_row, self.apply_row, self.model_file,
             self.reset_button,
         ])
