@@ -226,3 +226,31 @@ def test_cancel_during_the_spatial_fit(viewer, qtbot, notes, monkeypatch):
     qtbot.waitUntil(lambda: not w.is_running, timeout=WAIT_MS)
     assert [(id(lyr), lyr.name) for lyr in viewer.layers] == state
     assert notes["error"] == [] and any("cancelled" in m for m in notes["info"])
+
+
+def test_mixture_plot_shows_the_criterion_against_k(viewer):
+    from napari_gmm._widgets._plots import MixturePlotWidget
+
+    img, _, _ = datasets.noisy_regions((48, 48), noise=0.33)
+    image = viewer.add_image(img, name="img")
+    labels, model = ng.segment(img, "auto", max_components=5, return_model=True)
+    meta = {"model": model.to_dict(), "source": "img", "output": "labels",
+            "params": {"n_components": "auto", "channel_axis": None, "split_axis": None, "bins": None,
+                       "mask": None, "rgb": False}}
+    viewer.add_labels(labels, name="img GMM labels", metadata={"napari_gmm": meta})
+    w = MixturePlotWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Mixture plot")
+    w.model_layer.value = viewer.layers["img GMM labels"]
+    w.image_layer.value = image
+    w.refresh()
+    sel = w.artists["selection"]
+    k = np.asarray(model.selection.candidates)
+    np.testing.assert_array_equal(sel["line"].get_xdata(), k)
+    assert sel["chosen"].get_xdata()[0] == model.n_components
+    assert len(w.figure.axes) == 2
+    # a fixed-K model: no criterion panel
+    labels2, model2 = ng.segment(img, 3, return_model=True)
+    meta2 = dict(meta, model=model2.to_dict())
+    viewer.layers["img GMM labels"].metadata = {"napari_gmm": meta2}
+    w.refresh()
+    assert "selection" not in w.artists and len(w.figure.axes) == 1
