@@ -254,3 +254,14 @@ def test_mixture_plot_shows_the_criterion_against_k(viewer):
     viewer.layers["img GMM labels"].metadata = {"napari_gmm": meta2}
     w.refresh()
     assert "selection" not in w.artists and len(w.figure.axes) == 1
+
+
+def test_large_lazy_image_with_smoothing_is_refused(viewer, notes):
+    da = pytest.importorskip("dask.array")
+    lazy = da.zeros((20_000, 20_000), dtype=np.uint16, chunks=(4096, 4096))  # never computed
+    viewer.add_image(lazy, name="big", contrast_limits=(0, 1))
+    w = dock(viewer)
+    state = [(id(lyr), lyr.name) for lyr in viewer.layers]
+    assert w.run() is None
+    assert any("loads 'big' into memory" in m for m in notes["error"]), notes["error"]
+    assert [(id(lyr), lyr.name) for lyr in viewer.layers] == state

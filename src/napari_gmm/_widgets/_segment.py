@@ -1039,6 +1039,14 @@ class SegmentWidget(RunCancelMixin, Container):
                 f"napari-gmm: {what} works on 2-D or 3-D images, but each fit of '{layer.name}' would have "
                 f"{len(axes)} spatial axes (shape {tuple(data.shape)}). Either {hint}, or set 'spatial "
                 "smoothing' to off and untick 'correct uneven illumination'.")
+        if type(data).__module__.split(".")[0] == "dask":
+            # the spatial model runs on the pixels in memory (float32 image + label field + posteriors)
+            need = 4 * math.prod(int(n) for n in data.shape) * 8
+            if need > MAX_POSTERIOR_BYTES:
+                raise _InputError(
+                    f"napari-gmm: spatial smoothing loads '{layer.name}' into memory (about "
+                    f"{need / 1024**3:.1f} GB for this lazy image). Set 'spatial smoothing' to off and untick "
+                    "'correct uneven illumination' (the per-pixel model stays lazy), or segment a crop.")
         scale = tuple(float(v) for v in layer.scale)
         spacing = [scale[a] if a < len(scale) else 1.0 for a in axes]
         return {"beta": beta, "spacing": spacing, "connectivity": 1, "bias_field": bool(self.bias_field.value)}
