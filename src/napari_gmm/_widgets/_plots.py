@@ -665,8 +665,15 @@ class MixturePlotWidget(_ModelPlot):
     def _draw(self, state, hist, style):
         model = state["model"]
         self.artists = {}
+        sel = getattr(model, "selection", None)  # K chosen automatically: the criterion against K below
+        searched = sel is not None and len(getattr(sel, "candidates", None) or ()) > 1
         if model.n_features == 1:
-            ax = self.figure.add_subplot()
+            if searched:
+                gs = self.figure.add_gridspec(2, 1, height_ratios=(3, 1.1))
+                ax = self.figure.add_subplot(gs[0])
+                sax = self.figure.add_subplot(gs[1])
+            else:
+                ax = self.figure.add_subplot()
             self.artists = plotting.plot_mixture(ax, model, hist, state["colors"], bins=int(self.bins.value) or None,
                                                  log=bool(self.log_y.value),
                                                  thresholds=bool(self.show_thresholds.value), style=style,
@@ -674,6 +681,12 @@ class MixturePlotWidget(_ModelPlot):
             _legend_below(self.figure, ax, self.artists, style)
             _drop_crowded_threshold_labels(ax, self.artists, self.canvas)
             ax.set_title(self._title(state), fontsize="small")
+            if searched:
+                self.artists["selection"] = plotting.plot_selection(sax, model, style=style)
+                sax.set_ylabel(sel.criterion.upper() + " - min", fontsize="x-small")
+                sax.set_xlabel("K", fontsize="x-small")
+                sax.tick_params(labelsize="x-small")
+                sax.set_title(f"{sel.criterion.upper()} chose K = {sel.n_components}", fontsize="x-small")
             th = self.artists["threshold_values"]
             txt = (f"thresholds: {', '.join(f'{t:.4g}' for t in th)}" if th.size and th.size <= 12 else "")
         else:
@@ -682,7 +695,8 @@ class MixturePlotWidget(_ModelPlot):
             txt = ""
         src = f"histogram of '{state['image'].name}'" if hist is not None else "no image: curves only"
         self.status.setText(f"{src}. {txt}".strip())
-        return ("mixture", model.n_features == 1, self.view.value, bool(self.log_y.value), id(state["layer"]))
+        return ("mixture", model.n_features == 1, self.view.value, bool(self.log_y.value), id(state["layer"]),
+                searched)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -38,20 +38,21 @@ import math
 import threading
 import time
 import traceback
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from magicgui.widgets import (
     CheckBox,
-    Select,
     ComboBox,
     Container,
+    FloatSpinBox,
     Label,
     LineEdit,
     ProgressBar,
     PushButton,
+    Select,
     SpinBox,
 )
 from napari.layers import Image, Labels
@@ -86,12 +87,16 @@ _log = logging.getLogger(__name__)
 INITS = ("auto", "ranges", "quantiles", "kmeans++", "random")
 #: the options remembered across sessions (section "segment" of the settings file, see _settings)
 SETTINGS = ("n_components", "auto_k", "init", "covariance_type", "n_init", "max_iter", "tol", "reg_covar", "bins",
-            "random_state", "out_quantised", "out_posteriors", "show_advanced")
+            "random_state", "out_quantised", "out_posteriors", "show_advanced", "smoothing", "beta", "bias_field")
 SETTINGS_SECTION = "segment"
 COVARIANCE_TYPES = ("spherical", "diag", "full")
 LABELS_SUFFIX = " GMM labels"
 QUANTISED_SUFFIX = " GMM quantised"
 POSTERIORS_SUFFIX = " GMM posteriors"
+BIAS_SUFFIX = " GMM bias field"
+#: the "spatial smoothing" choices: off = per-pixel model (beta=0), auto = beta estimated from the
+#: image (the default offered: issue 11), value = the beta spin box
+SMOOTHING = ("off", "auto", "value")
 #: the core models 2..8 channels (colour / multichannel)
 MAX_CHANNELS = 8
 #: posterior maps larger than this (bytes) are refused with a message instead of exhausting memory
@@ -116,6 +121,7 @@ class _Job:
     params: dict  # JSON-able record of the parameters (metadata / summary)
     want_quantised: bool
     want_posteriors: bool
+    spatial: bool = False  # the hidden-Markov-random-field model (beta != 0 or a bias field)
     apply: Any = None  # a MixtureModel (or list, one per index of split_axis) to apply instead of fitting
     cancel: threading.Event = field(default_factory=threading.Event)
 
@@ -126,6 +132,7 @@ class _Result:
     model: Any  # MixtureModel or list of them (split_axis)
     quantised: Any = None
     posteriors: Any = None
+    bias: Any = None  # float32 multiplicative bias field (pixel shape), when estimated
     seconds: float = 0.0
     error: BaseException | None = None
     error_tb: str = ""
@@ -165,6 +172,57 @@ def _predict(job: _Job, model, progress=None):
                          progress=progress)
 
 
+def _fit_spatial(job: _Job, progress=None):
+    """(labels, model, posteriors or None, bias or None) of the spatial model
+    (:func:`napari_gmm.spatial.fit_spatial`), whole image or index by index of ``job.split_axis``.
+
+    The widget calls ``fit_spatial`` rather than ``segment`` because only it returns the bias field on
+    the pixel grid and the spatial model's own (mean-field) posteriors; K "auto" is chosen first by
+    the per-pixel search on the whole image, as ``segment(..., beta=...)`` does.
+    """
+    from napari_gmm import pipeline as _pl
+    from napari_gmm import spatial as _sp
+
+    kw = dict(job.kwargs)
+    mask = kw.pop("mask", None)
+    k = kw.pop("n_components")
+    max_components = kw.pop("max_components", 8)
+    criterion = kw.pop("criterion", "bic")
+    channel_axis = kw.pop("channel_axis")
+    if isinstance(k, str):  # "auto": the K of the per-pixel search (bounded by max_components)
+        k = ng.fit_mixture(job.data, "auto", channel_axis=channel_axis, mask=mask, bins=kw.get("bins"),
+                           max_components=max_components, criterion=criterion,
+                           covariance_type=kw["covariance_type"], init=kw["init"],
+                           reg_covar=kw["reg_covar"]).n_components
+    kw["tol"] = _sp.default_tol(kw["tol"])
+    posts = bool(job.want_posteriors)
+    if job.split_axis is None:
+        r = _sp.fit_spatial(job.data, k, channel_axis=channel_axis, mask=mask, progress=progress,
+                            return_posteriors=posts, **kw)
+        return r.labels, r.model, r.posteriors, r.bias
+    image = job.data
+    if type(image).__module__.split(".")[0] == "dask":
+        image = image.compute()
+    axes = _pl.split_axes(image, channel_axis, job.split_axis)
+    phases = _pl.Progress(progress, [kw["max_iter"]] * axes.length)
+    extras = {}
+
+    def one(sub, m, i):
+        r = _sp.fit_spatial(sub, k, channel_axis=axes.channel_slice, mask=m, progress=phases.phase(i),
+                            return_posteriors=posts, **kw)
+        r.model.params.update(split_axis=axes.axis, index=i)
+        extras[i] = (r.posteriors, r.bias)
+        return r.labels, r.model
+
+    labels, models = _pl.split(image, None if mask is None else np.asarray(mask), axes, one)
+    pax = axes.pixel_axis
+    post = np.stack([extras[i][0] for i in range(axes.length)], axis=pax + 1) if posts else None
+    bias = None
+    if extras[0][1] is not None:
+        bias = np.stack([extras[i][1] for i in range(axes.length)], axis=pax)
+    return labels, ng.SplitModels(models, axes.axis, channel_axis), post, bias
+
+
 def _compute(job: _Job, relay: ProgressRelay | None) -> _Result:
     """Worker-thread body: never raises, errors are returned in the result.
 
@@ -193,7 +251,10 @@ def _compute(job: _Job, relay: ProgressRelay | None) -> _Result:
             if job.apply is not None:
                 model = job.apply
                 labels = _predict(job, model, phase("labelling with the loaded model"))
-            else:
+            elif job.spatial and (job.want_posteriors or job.kwargs.get("bias_field")):
+                # only fit_spatial returns the bias field and the spatial model's own posteriors
+                labels, model, post, bias = _fit_spatial(job, phase("fitting (spatial model)"))
+            else:  # per-pixel, or spatial through the public segment(beta=..., spacing=...)
                 labels, model = ng.segment(
                     job.data,
                     split_axis=job.split_axis,
@@ -202,7 +263,11 @@ def _compute(job: _Job, relay: ProgressRelay | None) -> _Result:
                     **job.kwargs,
                 )
             result = _Result(labels=labels, model=model)
-            if job.want_posteriors:
+            if job.spatial and job.apply is None and job.want_posteriors:
+                result.posteriors, result.bias = post, bias  # the spatial model's own posteriors
+            elif job.spatial and job.apply is None and job.kwargs.get("bias_field"):
+                result.bias = bias
+            elif job.want_posteriors:
                 result.posteriors = _posteriors(job, model, phase("posterior maps"))
             if job.want_quantised:
                 result.quantised = _quantise(job, labels, model, phase("quantised image"))
@@ -247,6 +312,13 @@ def _summary_text(model, seconds: float, params: dict) -> str:
                  "as fitted originally:"]
     else:
         lines = [f"K = {k} ({mode}, init {params['init']}) in {_fmt_seconds(seconds)}"]
+    betas = [m.params.get("beta") for m in models if m.params.get("beta") is not None]
+    if betas and max(betas) > 0 or params.get("bias_field"):
+        how = "estimated" if params.get("beta") == "auto" else "set"
+        b = (f"{betas[0]:.3g}" if len(set(betas)) == 1 else f"{min(betas):.3g} .. {max(betas):.3g}") if betas else "0"
+        lines.append(f"spatial smoothing: beta = {b} ({how})")
+        if params.get("bias_field"):
+            lines.append("uneven illumination corrected (bias field layer)")
     if len(models) == 1:
         m = models[0]
         if m.converged:
@@ -348,6 +420,21 @@ class SegmentWidget(RunCancelMixin, Container):
         self.split_axis = ComboBox(label="fit each index of", choices=self._split_choices,
                                    tooltip="Fit a separate model for each index of this axis (e.g. each "
                                            "time point of a bleaching time-lapse).")
+        self.smoothing = ComboBox(label="spatial smoothing", choices=list(SMOOTHING), value="auto",
+                                  tooltip="Neighbouring pixels tend to share a class (a Potts prior, "
+                                          "napari_gmm.segment(beta=...)): removes salt-and-pepper labels on "
+                                          "noisy images. auto: the strength (beta) is estimated from the "
+                                          "image; value: your beta; off: every pixel on its own (beta=0). "
+                                          "2-D or 3-D images (each time point with 'fit each index of'); "
+                                          "the layer's scale is the voxel size.")
+        self.beta = FloatSpinBox(label="beta", value=1.0, min=0.0, max=10.0, step=0.1,
+                                 tooltip="Potts interaction strength for 'spatial smoothing: value' (0 = off; "
+                                         "about 0.5-1.5 for noisy images; larger = smoother, fewer details).")
+        self.bias_field = CheckBox(text="correct uneven illumination", value=False,
+                                   tooltip="Estimate a smooth multiplicative illumination (bias) field inside "
+                                           "the fit (vignetting, uneven excitation) and add it as the layer "
+                                           "'<image> GMM bias field' (napari_gmm.segment(bias_field=True)). "
+                                           "Needs a mostly positive image.")
         self.out_quantised = CheckBox(text="quantised image (component means)", value=False,
                                       tooltip="Also add the image with every pixel replaced by its class "
                                               "mean (same dtype as the image; computed slice by slice).")
@@ -411,7 +498,8 @@ class SegmentWidget(RunCancelMixin, Container):
         self.form.extend([  # extend after construction: magicgui then aligns the label column
             self.image, self.mode, self.channel_axis, self.more_channels, self.n_components, self.auto_k,
             self.init, self.mask,
-            self.split_axis, self.out_quantised, self.out_posteriors, self.show_advanced,
+            self.split_axis, self.smoothing, self.beta, self.bias_field, self.out_quantised, self.out_posteriors,
+            self.show_advanced,
             *self._advanced, self.run_button, self.model_row, self.apply_row, self.model_file,
             self.reset_button,
         ])
@@ -452,6 +540,8 @@ class SegmentWidget(RunCancelMixin, Container):
             lambda *_, sel=viewer.layers.selection, cb=self._on_active_layer: _disconnect(sel.events.active, cb))
         self.channel_axis.changed.connect(self._on_channel_axis_changed)
         self.show_advanced.changed.connect(self._on_show_advanced)
+        self.smoothing.changed.connect(self._on_smoothing_changed)
+        self._on_smoothing_changed()
         self.run_button.changed.connect(self._on_run_clicked)
         self.reset_button.changed.connect(self.reset_to_defaults)
         self.save_model_button.changed.connect(lambda *_: self.save_model())
@@ -688,9 +778,13 @@ class SegmentWidget(RunCancelMixin, Container):
 
     @staticmethod
     def _is_own_output(layer) -> bool:
-        return any(layer.name.endswith(s) for s in (LABELS_SUFFIX, QUANTISED_SUFFIX, POSTERIORS_SUFFIX))
+        return any(layer.name.endswith(s) for s in (LABELS_SUFFIX, QUANTISED_SUFFIX, POSTERIORS_SUFFIX,
+                                                     BIAS_SUFFIX))
 
     # ---------------------------------------------------------------- reactions
+    def _on_smoothing_changed(self, value=None):
+        self.beta.visible = self.smoothing.value == "value"
+
     def _on_show_advanced(self, value=None):
         for w in self._advanced:
             w.visible = bool(self.show_advanced.value)
@@ -900,6 +994,12 @@ class SegmentWidget(RunCancelMixin, Container):
             init=self.init.value, n_init=int(self.n_init.value), max_iter=int(self.max_iter.value),
             tol=tol, reg_covar=reg_covar, mask=mask, bins=bins, random_state=int(self.random_state.value),
         )
+        spatial = False
+        if record is None:
+            beta = {"off": 0.0, "auto": "auto"}.get(self.smoothing.value, float(self.beta.value))
+            spatial = beta != 0.0 or bool(self.bias_field.value)
+        if spatial:
+            kwargs.update(self._spatial_kwargs(layer, data, channel_axis, split_axis, beta))
         if self.out_posteriors.value:
             n_pix = math.prod(spatial_shape)
             need = 4 * k * n_pix
@@ -923,7 +1023,33 @@ class SegmentWidget(RunCancelMixin, Container):
             params["applied_from"] = self.model_file.value.removeprefix("loaded: ") or "a model file"
         return _Job(layer=layer, data=data, colour=colour, channel_axis=channel_axis, split_axis=split_axis,
                     mask=mask, kwargs=kwargs, params=params, want_quantised=bool(self.out_quantised.value),
-                    want_posteriors=bool(self.out_posteriors.value), apply=apply)
+                    want_posteriors=bool(self.out_posteriors.value), apply=apply, spatial=spatial)
+
+    def _spatial_kwargs(self, layer, data, channel_axis, split_axis, beta) -> dict:
+        """beta, spacing (the layer's scale on the spatial axes), connectivity and bias_field for the
+        spatial model, or an _InputError when the image is not 2-D / 3-D per fit."""
+        axes = [a for a in range(data.ndim) if a != channel_axis and a != split_axis]
+        if len(axes) not in (2, 3):
+            what = ("'spatial smoothing'" if beta != 0.0 else "") + (
+                " and " if beta != 0.0 and self.bias_field.value else "") + (
+                "'correct uneven illumination'" if self.bias_field.value else "")
+            hint = ("pick a time/z axis in 'fit each index of' (one fit per index)" if len(axes) > 3
+                    else "use a 2-D or 3-D image")
+            raise _InputError(
+                f"napari-gmm: {what} works on 2-D or 3-D images, but each fit of '{layer.name}' would have "
+                f"{len(axes)} spatial axes (shape {tuple(data.shape)}). Either {hint}, or set 'spatial "
+                "smoothing' to off and untick 'correct uneven illumination'.")
+        if type(data).__module__.split(".")[0] == "dask":
+            # the spatial model runs on the pixels in memory (float32 image + label field + posteriors)
+            need = 4 * math.prod(int(n) for n in data.shape) * 8
+            if need > MAX_POSTERIOR_BYTES:
+                raise _InputError(
+                    f"napari-gmm: spatial smoothing loads '{layer.name}' into memory (about "
+                    f"{need / 1024**3:.1f} GB for this lazy image). Set 'spatial smoothing' to off and untick "
+                    "'correct uneven illumination' (the per-pixel model stays lazy), or segment a crop.")
+        scale = tuple(float(v) for v in layer.scale)
+        spacing = [scale[a] if a < len(scale) else 1.0 for a in axes]
+        return {"beta": beta, "spacing": spacing, "connectivity": 1, "bias_field": bool(self.bias_field.value)}
 
     def _stack_layers(self, layer, extra):
         """(data, channel_axis, shape): ``layer`` and the ``extra`` layers stacked on a new last axis
@@ -1010,6 +1136,9 @@ class SegmentWidget(RunCancelMixin, Container):
             show_info(f"napari-gmm: layer '{job.layer.name}' was removed during the fit; result discarded.")
             self.summary.value = "source layer removed; result discarded"
             return
+        if job.spatial:  # the beta used (estimated with "auto"), also in each model's params
+            used = [float(m.params.get("beta", 0.0)) for m in _models(result.model)]
+            job.params["beta_used"] = used[0] if job.split_axis is None else used
         try:
             _, kept = self._write_layers(job, result)
         except Exception as exc:  # noqa: BLE001
@@ -1042,7 +1171,7 @@ class SegmentWidget(RunCancelMixin, Container):
     def _write_layers(self, job: _Job, result: _Result):
         labels_layer, kept = write_result_layers(
             self._viewer, job.layer, job.channel_axis, job.params, result.model, result.labels,
-            quantised=result.quantised, posteriors=result.posteriors)
+            quantised=result.quantised, posteriors=result.posteriors, bias=result.bias)
         self.labels_layer = labels_layer
         return labels_layer, kept
 
@@ -1052,11 +1181,11 @@ class SegmentWidget(RunCancelMixin, Container):
 # output layers (shared with the Layers-menu commands)
 # --------------------------------------------------------------------------------------------------
 def write_result_layers(viewer, layer, channel_axis, params, model, labels, *, quantised=None,
-                        posteriors=None):
+                        posteriors=None, bias=None):
     """Write a segmentation of image ``layer`` into the viewer; return (labels layer, kept layers).
 
-    The labels go on top (a new layer is added above everything), the posterior maps and quantised
-    image below the labels, so the result stays visible. Our previous output is updated in place,
+    The labels go on top (a new layer is added above everything), the posterior maps, bias field and
+    quantised image below the labels, so the result stays visible. Our previous output is updated in place,
     except a labels layer the user edited: it is kept as is (listed in ``kept``) and the new labels
     go into a new layer beside it.
     """
@@ -1075,6 +1204,12 @@ def write_result_layers(viewer, layer, channel_axis, params, model, labels, *, q
         post_geom = _with_leading_axis(spatial, "component")
         put(Image, src + POSTERIORS_SUFFIX, posteriors, dict(meta, output="posteriors"), post_geom,
             image_kwargs={"colormap": "magma", "contrast_limits": (0.0, 1.0)}, below=labels_layer)
+    if bias is not None:  # the spatial model's multiplicative illumination field (geometric mean 1)
+        hi = float(np.nanmax(bias)) if bias.size else 1.0
+        lo = float(np.nanmin(bias)) if bias.size else 1.0
+        put(Image, src + BIAS_SUFFIX, np.asarray(bias, np.float32), dict(meta, output="bias"), spatial,
+            image_kwargs={"colormap": "viridis", "contrast_limits": (lo, hi if hi > lo else lo + 1e-6)},
+            below=labels_layer)
     if quantised is not None:
         geom = _geometry(layer)
         kw = {"rgb": bool(layer.rgb)}
