@@ -136,6 +136,7 @@ def test_cancel_stops_every_phase_at_its_next_report(viewer, qtbot, notes, monke
     img, _ = bands()
     viewer.add_image(img, name="bands")
     w = SegmentWidget(viewer)
+    w.smoothing.value = "off"  # the per-pixel model's phases (the spatial ones: test_spatial_controls)
     w.out_quantised.value = w.out_posteriors.value = True
     phases = []
     w._relay.phase.connect(phases.append)
@@ -174,6 +175,7 @@ def test_outputs_order_progress_phases_and_kept_edits(viewer, qtbot, notes):
     img, truth = bands()
     src = viewer.add_image(img, name="bands")
     w = SegmentWidget(viewer)
+    w.smoothing.value = "off"  # the per-pixel model's phases (the spatial ones: test_spatial_controls)
     viewer.window.add_dock_widget(w, name="seg")
     w.out_quantised.value = True
     w.out_posteriors.value = True

@@ -29,6 +29,7 @@ def notes(monkeypatch):
 
 def dock(viewer) -> SegmentWidget:
     widget = SegmentWidget(viewer)
+    widget.smoothing.value = "off"  # these tests check the per-pixel model (spatial: test_spatial_controls)
     viewer.window.add_dock_widget(widget, name="Gaussian mixture segmentation")
     return widget
 

@@ -180,15 +180,17 @@ def test_smoothing_on_4d_without_split_is_refused(viewer, qtbot, notes):
     viewer.add_image(data, name="tzyx")
     w = dock(viewer)
     w.split_axis.value = None
+    w.smoothing.value = "value"  # an explicit choice is refused ...
     state = [(id(lyr), lyr.name) for lyr in viewer.layers]
     assert w.run() is None
     assert any("fit each index of" in m and "spatial" in m for m in notes["error"])
     assert [(id(lyr), lyr.name) for lyr in viewer.layers] == state
     assert not w.is_running
-    # off: the per-pixel model runs on the whole stack as before
-    w.smoothing.value = "off"
+    # ... the default ("auto") segments per pixel and says so
+    w.smoothing.value = "auto"
     run_and_wait(qtbot, w)
     assert viewer.layers["tzyx GMM labels"].data.shape == data.shape
+    assert not any("fit each index of" in m for m in notes["error"][1:])
 
 
 def test_bias_on_negative_image_gives_a_notification(viewer, qtbot, notes):
@@ -261,6 +263,7 @@ def test_large_lazy_image_with_smoothing_is_refused(viewer, notes):
     lazy = da.zeros((20_000, 20_000), dtype=np.uint16, chunks=(4096, 4096))  # never computed
     viewer.add_image(lazy, name="big", contrast_limits=(0, 1))
     w = dock(viewer)
+    w.smoothing.value = "value"  # explicit: refused (the default falls back to the lazy per-pixel model)
     state = [(id(lyr), lyr.name) for lyr in viewer.layers]
     assert w.run() is None
     assert any("loads 'big' into memory" in m for m in notes["error"]), notes["error"]

@@ -998,6 +998,13 @@ class SegmentWidget(RunCancelMixin, Container):
         if record is None:
             beta = {"off": 0.0, "auto": "auto"}.get(self.smoothing.value, float(self.beta.value))
             spatial = beta != 0.0 or bool(self.bias_field.value)
+        if spatial and beta == "auto" and not self.bias_field.value and not self._spatial_fits(
+                data, channel_axis, split_axis):
+            # the default ("auto") falls back to the per-pixel model where the spatial one cannot run
+            # (not 2-D/3-D per fit, or a lazy image too large to load); an explicit choice is refused
+            spatial = False
+            show_info(f"napari-gmm: '{layer.name}' is segmented per pixel: spatial smoothing needs 2-D or 3-D "
+                      "fits held in memory (choose 'fit each index of', or a crop, to smooth it)")
         if spatial:
             kwargs.update(self._spatial_kwargs(layer, data, channel_axis, split_axis, beta))
         if self.out_posteriors.value:
@@ -1024,6 +1031,16 @@ class SegmentWidget(RunCancelMixin, Container):
         return _Job(layer=layer, data=data, colour=colour, channel_axis=channel_axis, split_axis=split_axis,
                     mask=mask, kwargs=kwargs, params=params, want_quantised=bool(self.out_quantised.value),
                     want_posteriors=bool(self.out_posteriors.value), apply=apply, spatial=spatial)
+
+    @staticmethod
+    def _spatial_fits(data, channel_axis, split_axis) -> bool:
+        """Whether the spatial model can run: 2-D or 3-D per fit, and in memory (lazy images up to
+        MAX_POSTERIOR_BYTES of working memory)."""
+        axes = [a for a in range(data.ndim) if a != channel_axis and a != split_axis]
+        if len(axes) not in (2, 3):
+            return False
+        lazy = type(data).__module__.split(".")[0] == "dask"
+        return not lazy or 4 * math.prod(int(n) for n in data.shape) * 8 <= MAX_POSTERIOR_BYTES
 
     def _spatial_kwargs(self, layer, data, channel_axis, split_axis, beta) -> dict:
         """beta, spacing (the layer's scale on the spatial axes), connectivity and bias_field for the
