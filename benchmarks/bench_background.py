@@ -82,8 +82,9 @@ def load_sequence(path: Path):
 def load_truth(path: Path, lo: int, hi: int):
     import cv2
 
-    return np.stack([cv2.imread(str(path / "groundtruth" / f"gt{n:06d}.png"), cv2.IMREAD_GRAYSCALE)
-                     for n in range(lo, hi + 1)])
+    return np.stack(
+        [cv2.imread(str(path / "groundtruth" / f"gt{n:06d}.png"), cv2.IMREAD_GRAYSCALE) for n in range(lo, hi + 1)]
+    )
 
 
 def cdnet_scores(pred_fg: np.ndarray, truth: np.ndarray, roi: np.ndarray):
@@ -172,20 +173,23 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="MOG2 only; 200 synthetic frames")
     ap.add_argument("--sequences", nargs="*", default=list(SEQUENCES))
-    ap.add_argument("--repeat", type=int, default=3,
-                    help="timed runs of ours and MOG2, alternating; fps from the fastest")
+    ap.add_argument(
+        "--repeat", type=int, default=3, help="timed runs of ours and MOG2, alternating; fps from the fastest"
+    )
     ap.add_argument("--no-synthetic", action="store_true")
     ap.add_argument("--param", action="append", help="our parameter, e.g. var_threshold=20")
-    ap.add_argument("--variant", action="append",
-                    help="parameters of a second run of ours shown as an extra column "
-                         "(default: median_size=7 burn_in=all; 'none' for no extra run)")
+    ap.add_argument(
+        "--variant",
+        action="append",
+        help="parameters of a second run of ours shown as an extra column "
+        "(default: median_size=7 burn_in=all; 'none' for no extra run)",
+    )
     args = ap.parse_args(argv)
 
     try:
         import cv2
     except ImportError:
-        print("bench_background: OpenCV (opencv-contrib-python-headless, the 'bench' extra) is not "
-              "installed; skipping")
+        print("bench_background: OpenCV (opencv-contrib-python-headless, the 'bench' extra) is not installed; skipping")
         return 0
     cv2.setNumThreads(2)
     params = parse_params(args.param)
@@ -198,8 +202,10 @@ def main(argv=None):
 
     root = data_dir()
     if not root.is_dir():
-        print(f"bench_background: CDnet data not found at {root}; skipping the CDnet sequences "
-              "(set NAPARI_GMM_DATA to the folder holding bgs/)")
+        print(
+            f"bench_background: CDnet data not found at {root}; skipping the CDnet sequences "
+            "(set NAPARI_GMM_DATA to the folder holding bgs/)"
+        )
         seqs = []
     else:
         seqs = [s for s in args.sequences if (root / s).is_dir()]
@@ -250,7 +256,7 @@ def main(argv=None):
                 row["variant"] = cdnet_scores(fg, gt, all_roi)
             for sub_name in names[1:]:
                 if sub_name == "GSOC":
-                    continue            # minutes per run at this size; not the reference here
+                    continue  # minutes per run at this size; not the reference here
                 fg, dt = run_opencv(subs[sub_name], frames)
                 row[sub_name] = cdnet_scores(fg, gt, all_roi)
                 row[sub_name + "_fps"] = n / dt
@@ -261,15 +267,21 @@ def main(argv=None):
     print()
     import numba
 
-    print(f"napari-gmm subtract_background (defaults{', ' + str(params) if params else ''}) vs "
-          f"OpenCV {cv2.__version__}; F-measure (CDnet metrics) and frames per second; Numba "
-          f"{numba.get_num_threads()} threads, threading layer {_numba_layer()} (library "
-          f"defaults, no environment variable set), cv2 threads 2; 'bg cost': time with the "
-          f"background of every frame over time without it, minus 1")
+    print(
+        f"napari-gmm subtract_background (defaults{', ' + str(params) if params else ''}) vs "
+        f"OpenCV {cv2.__version__}; F-measure (CDnet metrics) and frames per second; Numba "
+        f"{numba.get_num_threads()} threads, threading layer {_numba_layer()} (library "
+        f"defaults, no environment variable set), cv2 threads 2; 'bg cost': time with the "
+        f"background of every frame over time without it, minus 1"
+    )
     print()
     extra = [f"ours F ({vname})"] if variant is not None else []
-    head = ["sequence", "ours F (P / R)"] + extra + [f"{n} F" for n in names] + \
-           ["ours fps", "MOG2 fps", "F ours - MOG2", "fps ours / MOG2", "bg cost"]
+    head = (
+        ["sequence", "ours F (P / R)"]
+        + extra
+        + [f"{n} F" for n in names]
+        + ["ours fps", "MOG2 fps", "F ours - MOG2", "fps ours / MOG2", "bg cost"]
+    )
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for row in rows:
@@ -278,9 +290,13 @@ def main(argv=None):
         if variant is not None:
             cells.append(f"{row['variant'][2]:.3f}")
         cells += [f"{row[n][2]:.3f}" if n in row else "-" for n in names]
-        cells += [f"{row['ours_fps']:.0f}", f"{row['MOG2_fps']:.0f}",
-                  f"{f - row['MOG2'][2]:+.3f}", f"{row['ours_fps'] / row['MOG2_fps']:.2f}",
-                  f"{100 * row['bg_cost']:+.0f} %"]
+        cells += [
+            f"{row['ours_fps']:.0f}",
+            f"{row['MOG2_fps']:.0f}",
+            f"{f - row['MOG2'][2]:+.3f}",
+            f"{row['ours_fps'] / row['MOG2_fps']:.2f}",
+            f"{100 * row['bg_cost']:+.0f} %",
+        ]
         print("| " + " | ".join(cells) + " |")
     return 0
 

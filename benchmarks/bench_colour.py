@@ -45,8 +45,9 @@ def load():
 def ours(img, k, cov):
     import napari_gmm as ng
 
-    return ng.fit_mixture(img, k, channel_axis=-1, covariance_type=cov, init="kmeans++", max_iter=30, tol=0,
-                          random_state=0)
+    return ng.fit_mixture(
+        img, k, channel_axis=-1, covariance_type=cov, init="kmeans++", max_iter=30, tol=0, random_state=0
+    )
 
 
 def memory_child():
@@ -63,11 +64,14 @@ def defaults_table(img, x01, shift):
     """Both libraries with their own defaults, as a user gets them: ``quantize(img, K)`` (init
     "auto", tol 1e-6, max_iter 100, quantised image included) against
     ``GaussianMixture(K).fit(x).predict(x)`` (k-means init, tol 1e-3, max_iter 100)."""
-    import napari_gmm as ng
     from sklearn.mixture import GaussianMixture
 
-    print("\nWith each library's defaults (ours: quantize(img, K), quantised image included; sklearn: "
-          "GaussianMixture(K).fit + predict):\n")
+    import napari_gmm as ng
+
+    print(
+        "\nWith each library's defaults (ours: quantize(img, K), quantised image included; sklearn: "
+        "GaussianMixture(K).fit + predict):\n"
+    )
     print("| K | ours | iterations | sklearn | iterations | speed-up | log-lik ours | log-lik sklearn |")
     print("|---|---|---|---|---|---|---|---|")
     for k in (8, 32):
@@ -81,8 +85,10 @@ def defaults_table(img, x01, shift):
                 return g
 
         t_s, g = best_time(sk, repeat=1)
-        print(f"| {k} | {t_o * 1e3:.0f} ms | {m.n_iter} | {t_s * 1e3:.0f} ms | {g.n_iter_} | {t_s / t_o:.0f}x | "
-              f"{m.lower_bound + shift:.4f} | {g.score(x01):.4f} |")
+        print(
+            f"| {k} | {t_o * 1e3:.0f} ms | {m.n_iter} | {t_s * 1e3:.0f} ms | {g.n_iter_} | {t_s / t_o:.0f}x | "
+            f"{m.lower_bound + shift:.4f} | {g.score(x01):.4f} |"
+        )
 
 
 def main():
@@ -104,11 +110,15 @@ def main():
     shift = 3 * np.log(255.0)  # log-density in [0,1] units = in 0..255 units + 3 log 255
     ours(img, 4, "spherical")
     ours(img, 4, "diag")
-    print(f"image {img.shape[1]}x{img.shape[0]} RGB, {img.shape[0] * img.shape[1]:,} pixels, "
-          f"{len(np.unique(img.reshape(-1, 3), axis=0)):,} unique colours; numba threads "
-          f"{numba.get_num_threads()}, cores {os.cpu_count()}\n")
-    print("| K | covariance | ours | sklearn | speed-up vs sklearn | vs Rust seed (7.08 s) | "
-          "log-lik ours | log-lik sklearn |")
+    print(
+        f"image {img.shape[1]}x{img.shape[0]} RGB, {img.shape[0] * img.shape[1]:,} pixels, "
+        f"{len(np.unique(img.reshape(-1, 3), axis=0)):,} unique colours; numba threads "
+        f"{numba.get_num_threads()}, cores {os.cpu_count()}\n"
+    )
+    print(
+        "| K | covariance | ours | sklearn | speed-up vs sklearn | vs Rust seed (7.08 s) | "
+        "log-lik ours | log-lik sklearn |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for k in (32, 64):
         for cov in ("spherical", "diag"):
@@ -117,13 +127,16 @@ def main():
             def sk():
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    return GaussianMixture(k, covariance_type=cov, max_iter=30, tol=0, init_params="k-means++",
-                                           random_state=0).fit(x01)
+                    return GaussianMixture(
+                        k, covariance_type=cov, max_iter=30, tol=0, init_params="k-means++", random_state=0
+                    ).fit(x01)
 
             t_s, g = best_time(sk, repeat=1)
             ll_s = g.score(x01)
-            print(f"| {k} | {cov} | {t_o * 1e3:.0f} ms | {t_s * 1e3:.0f} ms | {t_s / t_o:.0f}x | "
-                  f"{RUST_SEED_SECONDS / t_o:.0f}x | {m.lower_bound + shift:.4f} | {ll_s:.4f} |")
+            print(
+                f"| {k} | {cov} | {t_o * 1e3:.0f} ms | {t_s * 1e3:.0f} ms | {t_s / t_o:.0f}x | "
+                f"{RUST_SEED_SECONDS / t_o:.0f}x | {m.lower_bound + shift:.4f} | {ll_s:.4f} |"
+            )
     defaults_table(img, x01, shift)
     if not args.no_big:
         from skimage import data, transform
@@ -133,14 +146,18 @@ def main():
 
         t_b, (q, mb) = best_time(lambda: ng.quantize(big, 32, max_iter=30, tol=0, return_model=True), repeat=2)
         h = ng.histogram(big, channel_axis=-1)
-        print(f"\n4096x4096 RGB (astronaut upscaled, {h.n_distinct:,} unique colours), K=32, 30 iterations, "
-              f"quantised image included: {t_b:.2f} s")
+        print(
+            f"\n4096x4096 RGB (astronaut upscaled, {h.n_distinct:,} unique colours), K=32, 30 iterations, "
+            f"quantised image included: {t_b:.2f} s"
+        )
     out = subprocess.run([sys.executable, __file__, "--memory-child"], capture_output=True, text=True)
     if out.returncode == 0:
         mem = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"\nPeak memory growth of quantize(img, 32) (fresh process, VmHWM reset before the call): "
-              f"{(mem['peak'] - mem['before']) / 2**20:.1f} MiB (input {mem['input'] / 2**20:.1f} MiB resident "
-              f"before; output {mem['output'] / 2**20:.1f} MiB)")
+        print(
+            f"\nPeak memory growth of quantize(img, 32) (fresh process, VmHWM reset before the call): "
+            f"{(mem['peak'] - mem['before']) / 2**20:.1f} MiB (input {mem['input'] / 2**20:.1f} MiB resident "
+            f"before; output {mem['output'] / 2**20:.1f} MiB)"
+        )
     else:
         print("memory measurement failed:", out.stderr[-400:])
 

@@ -83,10 +83,10 @@ def noise_aware_median(stack, info):
     off, gain, read = info["offset"], info["gain"], info["read_noise"]
     s = stack.astype(np.float32)
     level = (s - off).reshape(len(s), -1).mean(axis=1)
-    ratio = level[0] / level                                # Fiji's simple ratio (offset removed)
+    ratio = level[0] / level  # Fiji's simple ratio (offset removed)
     corr = off + (s - off) * ratio[:, None, None]
     med = np.median(corr, axis=0)
-    f = (1.0 / ratio)[:, None, None]                        # the frame's intensity factor
+    f = (1.0 / ratio)[:, None, None]  # the frame's intensity factor
     sd = np.sqrt(gain * f * np.maximum(med - off, 0.0) + read * read) / f
     return (corr - med) > K_SD * sd
 
@@ -99,10 +99,12 @@ def figure(path, stack, truth, ours, mog2, t):
 
     fig, axes = plt.subplots(1, 4, figsize=(12, 3.4), constrained_layout=True)
     lo, hi = np.percentile(stack[t], [0.5, 99.8])
-    panels = [(stack[t], f"frame {t} (uint16)", dict(cmap="gray", vmin=lo, vmax=hi)),
-              (truth[t], "truth", dict(cmap="magma")),
-              (ours[t], 'ours ("fluorescence time-lapse")', dict(cmap="magma")),
-              (mog2[t], "OpenCV MOG2 (8-bit rescaled)", dict(cmap="magma"))]
+    panels = [
+        (stack[t], f"frame {t} (uint16)", dict(cmap="gray", vmin=lo, vmax=hi)),
+        (truth[t], "truth", dict(cmap="magma")),
+        (ours[t], 'ours ("fluorescence time-lapse")', dict(cmap="magma")),
+        (mog2[t], "OpenCV MOG2 (8-bit rescaled)", dict(cmap="magma")),
+    ]
     for ax, (img, title, kw) in zip(axes, panels):
         ax.imshow(img, interpolation="nearest", **kw)
         ax.set_title(title, fontsize=10)
@@ -145,13 +147,18 @@ def main(argv=None):
             nam = noise_aware_median(stack, info)
             row = dict(
                 name=f"{variant} (seed {seed}, bleach {100 * (1 - info['factors'][-1]):.0f} %, "
-                     f"max dwell {100 * info['max_dwell']:.0f} %)",
-                ours=f_measure(ours[ev], truth[ev]), video=f_measure(video[ev], truth[ev]),
-                mog2=f_measure(mog2[ev], truth[ev]), med=f_measure(med[ev], truth[ev]),
+                f"max dwell {100 * info['max_dwell']:.0f} %)",
+                ours=f_measure(ours[ev], truth[ev]),
+                video=f_measure(video[ev], truth[ev]),
+                mog2=f_measure(mog2[ev], truth[ev]),
+                med=f_measure(med[ev], truth[ev]),
                 nam=f_measure(nam[ev], truth[ev]),
-                fps=len(stack) / dt, fps2=len(stack) / dt2,
-                gain=(res.noise.gain, info["gain"]), offset=(res.noise.offset, info["offset"]),
-                bleach=float(np.abs(res.frame_factors - info["factors"]).max()))
+                fps=len(stack) / dt,
+                fps2=len(stack) / dt2,
+                gain=(res.noise.gain, info["gain"]),
+                offset=(res.noise.offset, info["offset"]),
+                bleach=float(np.abs(res.frame_factors - info["factors"]).max()),
+            )
             rows.append(row)
             print(f"  done {variant} seed {seed}", file=sys.stderr, flush=True)
             if args.figure and len(rows) == 1:
@@ -161,22 +168,42 @@ def main(argv=None):
 
     t, h, w = args.shape
     print()
-    print(f"Fluorescence time-lapses ({t} frames of {h}x{w} uint16, simulated with exact truth): "
-          f"F-measure (P / R) after a {WARM_UP}-frame warm-up; Numba {numba.get_num_threads()} "
-          f"threads ({numba.threading_layer()}), cv2 threads 2, library defaults")
+    print(
+        f"Fluorescence time-lapses ({t} frames of {h}x{w} uint16, simulated with exact truth): "
+        f"F-measure (P / R) after a {WARM_UP}-frame warm-up; Numba {numba.get_num_threads()} "
+        f"threads ({numba.threading_layer()}), cv2 threads 2, library defaults"
+    )
     print()
-    head = ["stack", "ours F (P / R), fluorescence preset", "ours, video preset", "MOG2 8-bit",
-            "temporal median", "noise-aware median", "ours fps", "MOG2 fps",
-            "gain est / true", "offset est / true", "bleach factor max err"]
+    head = [
+        "stack",
+        "ours F (P / R), fluorescence preset",
+        "ours, video preset",
+        "MOG2 8-bit",
+        "temporal median",
+        "noise-aware median",
+        "ours fps",
+        "MOG2 fps",
+        "gain est / true",
+        "offset est / true",
+        "bleach factor max err",
+    ]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in rows:
         f, p, rc = r["ours"]
-        cells = [r["name"], f"{f:.3f} ({p:.2f} / {rc:.2f})", f"{r['video'][0]:.3f}",
-                 f"{r['mog2'][0]:.3f}", f"{r['med'][0]:.3f}", f"{r['nam'][0]:.3f}",
-                 f"{r['fps']:.0f}", f"{r['fps2']:.0f}",
-                 f"{r['gain'][0]:.2f} / {r['gain'][1]:.2f}",
-                 f"{r['offset'][0]:.0f} / {r['offset'][1]:.0f}", f"{r['bleach']:.3f}"]
+        cells = [
+            r["name"],
+            f"{f:.3f} ({p:.2f} / {rc:.2f})",
+            f"{r['video'][0]:.3f}",
+            f"{r['mog2'][0]:.3f}",
+            f"{r['med'][0]:.3f}",
+            f"{r['nam'][0]:.3f}",
+            f"{r['fps']:.0f}",
+            f"{r['fps2']:.0f}",
+            f"{r['gain'][0]:.2f} / {r['gain'][1]:.2f}",
+            f"{r['offset'][0]:.0f} / {r['offset'][1]:.0f}",
+            f"{r['bleach']:.3f}",
+        ]
         print("| " + " | ".join(cells) + " |")
     return 0
 

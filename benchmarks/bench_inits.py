@@ -26,8 +26,10 @@ STARTS = ("ranges", "quantiles", "kmeans++", "random", "auto")
 def images():
     from skimage import data, io
 
-    out = {n: getattr(data, n)()[..., :3] for n in ("astronaut", "coffee", "chelsea", "rocket",
-                                                     "immunohistochemistry", "hubble_deep_field")}
+    out = {
+        n: getattr(data, n)()[..., :3]
+        for n in ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field")
+    }
     if SEED_IMAGE.exists():
         out["seed"] = io.imread(SEED_IMAGE)[..., :3]
     return out
@@ -43,16 +45,20 @@ def main():
             lls = []
             for init in STARTS:
                 seeds = (0, 1, 2) if init in ("kmeans++", "random") else (0,)
-                lls.append(np.mean([ng.fit_mixture(im, K, channel_axis=-1, init=init, random_state=s).lower_bound
-                                    for s in seeds]))
+                lls.append(
+                    np.mean(
+                        [ng.fit_mixture(im, K, channel_axis=-1, init=init, random_state=s).lower_bound for s in seeds]
+                    )
+                )
             order = np.argsort(-np.array(lls))
             for r, i in enumerate(order):
                 ranks[STARTS[i]].append(r + 1)
             print(f"| {K} | {name} | " + " | ".join(f"{v:.4f}" for v in lls) + " |", flush=True)
-    print("\nmean rank (1 = highest log-likelihood): "
-          + ", ".join(f"{s} {np.mean(r):.2f}" for s, r in ranks.items()))
+    print("\nmean rank (1 = highest log-likelihood): " + ", ".join(f"{s} {np.mean(r):.2f}" for s, r in ranks.items()))
     best = min(ranks, key=lambda s: np.mean(ranks[s]))
-    print(f"best start: {best}; the library init=auto runs {ng.mixture.AUTO_COLOUR_INITS} for colour and keeps the better")
+    print(
+        f"best start: {best}; the library init=auto runs {ng.mixture.AUTO_COLOUR_INITS} for colour and keeps the better"
+    )
 
 
 if __name__ == "__main__":

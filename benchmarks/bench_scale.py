@@ -71,8 +71,11 @@ def generate(path: Path, gb: float):
     stack = da.map_blocks(_frames, chunks=chunks, dtype=np.uint16)
     t = time.perf_counter()
     stack.to_zarr(str(path))
-    print(f"generated {path} ({T} x {SIDE} x {SIDE} uint16, {T * SIDE * SIDE * 2 / 1e9:.1f} GB) "
-          f"in {time.perf_counter() - t:.0f} s", flush=True)
+    print(
+        f"generated {path} ({T} x {SIDE} x {SIDE} uint16, {T * SIDE * SIDE * 2 / 1e9:.1f} GB) "
+        f"in {time.perf_counter() - t:.0f} s",
+        flush=True,
+    )
     return T
 
 
@@ -107,9 +110,25 @@ def cli_cluster(path, out):
     with LocalCluster(n_workers=2, threads_per_worker=1, memory_limit="2GB", dashboard_address=None) as lc:
         with Client(lc) as client:
             t = time.perf_counter()
-            r = subprocess.run([sys.executable, "-m", "napari_gmm", "segment", str(path), "--out", str(out),
-                                "-k", "3", "--scheduler", lc.scheduler_address, "--overwrite", "--no-progress"],
-                               capture_output=True, text=True)
+            r = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "napari_gmm",
+                    "segment",
+                    str(path),
+                    "--out",
+                    str(out),
+                    "-k",
+                    "3",
+                    "--scheduler",
+                    lc.scheduler_address,
+                    "--overwrite",
+                    "--no-progress",
+                ],
+                capture_output=True,
+                text=True,
+            )
             seconds = time.perf_counter() - t
             peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     if r.returncode != 0:
@@ -121,8 +140,24 @@ def cli_background(path, out):
     """``napari-gmm background STACK --out OUT.zarr`` with the defaults (camera-video preset,
     background of every frame), threaded scheduler; time and the process's peak RSS."""
     t = time.perf_counter()
-    r = subprocess.run(["/usr/bin/time", "-f", "%M", sys.executable, "-m", "napari_gmm", "background", str(path),
-                        "--out", str(out), "--overwrite", "--no-progress"], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            "/usr/bin/time",
+            "-f",
+            "%M",
+            sys.executable,
+            "-m",
+            "napari_gmm",
+            "background",
+            str(path),
+            "--out",
+            str(out),
+            "--overwrite",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+    )
     seconds = time.perf_counter() - t
     if r.returncode != 0:
         raise RuntimeError(r.stderr)
@@ -174,21 +209,40 @@ def main():
     ok_cli = check_crop(stack, root / "labels_cli.zarr")
     t_bg, bg_peak = cli_background(stack, root / "background.zarr")
     ok_bg = check_background_crop(stack, root / "background.zarr")
-    rows = [("read the zarr (I/O floor)", floor, "-", "-"),
-            ("API, threaded scheduler", t_api, f"+{grew / 2**20:.0f} MiB (process)", ok_api),
-            ("CLI, LocalCluster 2 x 2 GB", t_cli, " / ".join(f"{p / 2**20:.0f} MiB" for p in peaks), ok_cli),
-            ("CLI background, threaded (defaults)", t_bg, f"{bg_peak / 2**20:.0f} MiB (process)", ok_bg)]
+    rows = [
+        ("read the zarr (I/O floor)", floor, "-", "-"),
+        ("API, threaded scheduler", t_api, f"+{grew / 2**20:.0f} MiB (process)", ok_api),
+        ("CLI, LocalCluster 2 x 2 GB", t_cli, " / ".join(f"{p / 2**20:.0f} MiB" for p in peaks), ok_cli),
+        ("CLI background, threaded (defaults)", t_bg, f"{bg_peak / 2**20:.0f} MiB (process)", ok_bg),
+    ]
     print(f"\nstack: {T} x {SIDE} x {SIDE} uint16 = {mb / 1e3:.1f} GB as zarr ({CHUNK} chunks), 3 classes\n")
     print("| job | seconds | MB/s | x I/O floor | peak memory | equals in-memory crop |")
     print("|---|---|---|---|---|---|")
     for name, s, mem, ok in rows:
         print(f"| {name} | {s:.1f} | {mb / s:.0f} | {s / floor:.2f} | {mem} | {ok} |")
-    print(json.dumps({"gb": mb / 1e3, "floor_s": floor, "api_s": t_api, "api_peak_growth": grew, "cli_s": t_cli,
-                      "worker_peaks": peaks, "background_s": t_bg, "background_peak": bg_peak,
-                      "equal": [ok_api, ok_cli, ok_bg]}))
+    print(
+        json.dumps(
+            {
+                "gb": mb / 1e3,
+                "floor_s": floor,
+                "api_s": t_api,
+                "api_peak_growth": grew,
+                "cli_s": t_cli,
+                "worker_peaks": peaks,
+                "background_s": t_bg,
+                "background_peak": bg_peak,
+                "equal": [ok_api, ok_cli, ok_bg],
+            }
+        )
+    )
     if not args.keep:
-        for p in ("labels_api.zarr", "labels_cli.zarr", "labels_cli.zarr.summary.json", "background.zarr",
-                  "background.zarr.summary.json"):
+        for p in (
+            "labels_api.zarr",
+            "labels_cli.zarr",
+            "labels_cli.zarr.summary.json",
+            "background.zarr",
+            "background.zarr.summary.json",
+        ):
             q = root / p
             shutil.rmtree(q, ignore_errors=True) if q.is_dir() else q.unlink(missing_ok=True)
 

@@ -29,7 +29,8 @@ import warnings
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import best_time as _best, peak_growth  # noqa: E402
+from _common import best_time as _best  # noqa: E402
+from _common import peak_growth
 
 
 def best_time(f, repeat=7):
@@ -78,10 +79,11 @@ def main():
         memory_child(args.memory_child)
         return
 
-    import napari_gmm as ng
     from skimage import data
     from skimage.filters import threshold_multiotsu
     from sklearn.mixture import GaussianMixture
+
+    import napari_gmm as ng
 
     def multiotsu_labels(img, k):
         return np.digitize(img, threshold_multiotsu(img, classes=k)).astype(np.uint8) + 1
@@ -120,22 +122,28 @@ def main():
         print(f"| {name} | {o * 1e3:.2f} ms | {m * 1e3:.2f} ms | {m / o:.1f}x | {sks} | {skr} |")
     print()
     name, o, _, _, floor = rows[-1]
-    print(f"Memory-bandwidth floor on the 4096x4096 image: copy bandwidth {bw / 1e9:.1f} GB/s, "
-          f"floor {floor * 1e3:.1f} ms (read 32 MiB + write 16 MiB), ours {o * 1e3:.1f} ms = "
-          f"{o / floor:.1f}x the floor (goal <= 5x)")
+    print(
+        f"Memory-bandwidth floor on the 4096x4096 image: copy bandwidth {bw / 1e9:.1f} GB/s, "
+        f"floor {floor * 1e3:.1f} ms (read 32 MiB + write 16 MiB), ours {o * 1e3:.1f} ms = "
+        f"{o / floor:.1f}x the floor (goal <= 5x)"
+    )
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "big.npy")
         np.save(path, img)
-        out = subprocess.run([sys.executable, __file__, "--memory-child", path], capture_output=True,
-                             text=True, env=dict(os.environ))
+        out = subprocess.run(
+            [sys.executable, __file__, "--memory-child", path], capture_output=True, text=True, env=dict(os.environ)
+        )
     if out.returncode == 0:
         mem = json.loads(out.stdout.strip().splitlines()[-1])
         extra = mem["peak"] - mem["before"]
-        print(f"Peak memory of segment() on it (fresh process, VmHWM after a reset): input {mem['input'] / 2**20:.0f} MiB "
-              f"(resident before), growth {extra / 2**20:.1f} MiB, of which labels {mem['labels'] / 2**20:.0f} MiB: "
-              f"{(extra - mem['labels']) / 2**20:.1f} MiB above input + labels")
+        print(
+            "Peak memory of segment() on it (fresh process, VmHWM after a reset): "
+            f"input {mem['input'] / 2**20:.0f} MiB "
+            f"(resident before), growth {extra / 2**20:.1f} MiB, of which labels {mem['labels'] / 2**20:.0f} MiB: "
+            f"{(extra - mem['labels']) / 2**20:.1f} MiB above input + labels"
+        )
     else:
         print("memory measurement failed:", out.stderr[-500:])
     print(f"\nThreads: numba {__import__('numba').get_num_threads()}, cores {os.cpu_count()}")

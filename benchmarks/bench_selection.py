@@ -102,8 +102,7 @@ def param_errors(model, fr, mu, sd):
     m = model.means[:, 0]
     s = np.sqrt(model.variances[:, 0])
     w = model.weights
-    return (float(np.max(np.abs(m - mu) / sd)), float(np.max(np.abs(s - sd) / sd)),
-            float(np.max(np.abs(w - fr) / fr)))
+    return (float(np.max(np.abs(m - mu) / sd)), float(np.max(np.abs(s - sd) / sd)), float(np.max(np.abs(w - fr) / fr)))
 
 
 def run_synthetic(dtypes, with_sklearn):
@@ -121,8 +120,7 @@ def run_synthetic(dtypes, with_sklearn):
                     plain = ng.fit_mixture(img, "auto", censoring=False).n_components if clip else None
                     skl = sklearn_bic_k(img) if with_sklearn and dtype == "uint8" else None
                     gap = oracle_gap(img, m, fr, mu, sd) if m.n_components != K else None
-                    rows.append((dtype, clip, K, sep, m.n_components, plain, skl, gap, dt,
-                                 m.censoring is not None))
+                    rows.append((dtype, clip, K, sep, m.n_components, plain, skl, gap, dt, m.censoring is not None))
                     if gap is not None:
                         misses.append(rows[-1])
                     if clip:
@@ -131,21 +129,33 @@ def run_synthetic(dtypes, with_sklearn):
                             warnings.simplefilter("ignore")
                             mc = ng.fit_mixture(big, K, max_iter=3000, tol=1e-10)
                             mp = ng.fit_mixture(big, K, max_iter=3000, tol=1e-10, censoring=False)
-                        errs.append((dtype, K, sep, param_errors(mc, fr, mu, sd), param_errors(mp, fr, mu, sd),
-                                     mc.censoring is not None))
+                        errs.append(
+                            (
+                                dtype,
+                                K,
+                                sep,
+                                param_errors(mc, fr, mu, sd),
+                                param_errors(mp, fr, mu, sd),
+                                mc.censoring is not None,
+                            )
+                        )
     return rows, errs, misses
 
 
 def print_synthetic(rows):
     print("\n## 1. Chosen K on synthetic images (512 x 512; defaults: BIC, censoring='auto')\n")
-    print("| dtype | clipped | true K | sep (sd) | ours | censoring=False | sklearn BIC | oracle gap | censored "
-          "| time (ms) |")
+    print(
+        "| dtype | clipped | true K | sep (sd) | ours | censoring=False | sklearn BIC | oracle gap | censored "
+        "| time (ms) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for dtype, clip, K, sep, k, plain, skl, gap, dt, cens in rows:
         ok = "" if k == K else " (miss)"
-        print(f"| {dtype} | {'yes' if clip else 'no'} | {K} | {sep} | {k}{ok} | {'' if plain is None else plain} | "
-              f"{'' if skl is None else skl} | {'' if gap is None else f'{gap:+.1f}'} | {'yes' if cens else 'no'} | "
-              f"{dt * 1e3:.0f} |")
+        print(
+            f"| {dtype} | {'yes' if clip else 'no'} | {K} | {sep} | {k}{ok} | {'' if plain is None else plain} | "
+            f"{'' if skl is None else skl} | {'' if gap is None else f'{gap:+.1f}'} | {'yes' if cens else 'no'} | "
+            f"{dt * 1e3:.0f} |"
+        )
     n = len(rows)
     hit = sum(r[4] == r[2] for r in rows)
     print(f"\nours: true K on {hit}/{n} images", end="")
@@ -157,13 +167,17 @@ def print_synthetic(rows):
     by_sep = {s: [r for r in rows if r[3] == s or (r[2] == 1 and s == 1.7)] for s in (1.7, 2.5, 4.0)}
     print("; by separation: " + ", ".join(f"{s} sd {sum(r[4] == r[2] for r in v)}/{len(v)}" for s, v in by_sep.items()))
     unident = [r for r in rows if r[7] is not None and r[7] > 0]
-    print(f"misses where BIC at the truth-started optimum is worse than the K found (not identifiable at "
-          f"this size): {len(unident)} of {n - hit}")
+    print(
+        f"misses where BIC at the truth-started optimum is worse than the K found (not identifiable at "
+        f"this size): {len(unident)} of {n - hit}"
+    )
 
 
 def print_errors(errs):
-    print(f"\n## 2. Clipped images ({ERROR_SHAPE[0]} x {ERROR_SHAPE[1]}) at the true K: largest parameter error, "
-          "censored vs uncensored (fit_mixture(img, K), tol 1e-10)\n")
+    print(
+        f"\n## 2. Clipped images ({ERROR_SHAPE[0]} x {ERROR_SHAPE[1]}) at the true K: largest parameter error, "
+        "censored vs uncensored (fit_mixture(img, K), tol 1e-10)\n"
+    )
     print("| dtype | K | sep | detected | censored: mean/sd, sd, w | uncensored: mean/sd, sd, w |")
     print("|---|---|---|---|---|---|")
     for dtype, K, sep, ec, ep, det in errs:
@@ -194,8 +208,10 @@ def run_speed(repeat):
     print("| call | time (ms) | ratio |")
     print("|---|---|---|")
     print(f"| fit_mixture(img, 3) | {t_fit * 1e3:.1f} | 1.00 |")
-    print(f"| fit_mixture(img, 'auto') (chose K={m.n_components}, tried {m.selection.candidates}) | "
-          f"{t_auto * 1e3:.1f} | {t_auto / t_fit:.2f} |")
+    print(
+        f"| fit_mixture(img, 'auto') (chose K={m.n_components}, tried {m.selection.candidates}) | "
+        f"{t_auto * 1e3:.1f} | {t_auto / t_fit:.2f} |"
+    )
     print(f"| segment(img, 3) | {t_seg * 1e3:.1f} | 1.00 |")
     print(f"| segment(img, 'auto') | {t_sega * 1e3:.1f} | {t_sega / t_seg:.2f} |")
 
@@ -205,9 +221,14 @@ def real_images():
 
     from napari_gmm.datasets import cameraman, phantom
 
-    imgs = {"cameraman": cameraman(), "coins": data.coins(), "cell": data.cell(),
-            "phantom (issue: 3 classes, sd 35, uint8)": phantom((256, 256), n_classes=3, noise=35 / 63.75,
-                                                                  dtype=np.uint8, seed=0)[0]}
+    imgs = {
+        "cameraman": cameraman(),
+        "coins": data.coins(),
+        "cell": data.cell(),
+        "phantom (issue: 3 classes, sd 35, uint8)": phantom(
+            (256, 256), n_classes=3, noise=35 / 63.75, dtype=np.uint8, seed=0
+        )[0],
+    }
     out = {}
     print("\n## 4. Real images: chosen K per criterion (censoring='auto')\n")
     print("| image | censored | BIC | ICL | AIC | BIC, censoring=False | BIC by K |")
@@ -218,8 +239,10 @@ def real_images():
         s = ms["bic"].selection
         curve = ", ".join(f"{k}: {v:.0f}" for k, v in zip(s.candidates, s.values))
         cens = ms["bic"].censoring
-        print(f"| {name} | {'no' if cens is None else cens.describe()} | {ms['bic'].n_components} | "
-              f"{ms['icl'].n_components} | {ms['aic'].n_components} | {plain.n_components} | {curve} |")
+        print(
+            f"| {name} | {'no' if cens is None else cens.describe()} | {ms['bic'].n_components} | "
+            f"{ms['icl'].n_components} | {ms['aic'].n_components} | {plain.n_components} | {curve} |"
+        )
         out[name] = (img, ms, plain)
     return out
 
@@ -242,8 +265,9 @@ def plot(path, real):
             ax.plot([s.n_components], [0], "k*", ms=14)
         sp = plain.selection
         vp = np.asarray(sp.values)
-        ax.plot(sp.candidates, vp - vp.min(), "x:", color="grey",
-                label=f"BIC, censoring=False (chose {sp.n_components})")
+        ax.plot(
+            sp.candidates, vp - vp.min(), "x:", color="grey", label=f"BIC, censoring=False (chose {sp.n_components})"
+        )
         ax.set_yscale("symlog", linthresh=10)
         ax.set_xlabel("K (number of components)")
         ax.set_ylabel("criterion - its minimum")

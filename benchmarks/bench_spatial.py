@@ -152,8 +152,11 @@ def main(argv=None):
         def record(method, seconds, labels, res=res, name=name, truth=truth, K=K):
             acc = accuracy(labels, truth, K)
             res[method] = {"seconds": seconds, "acc": acc, "components": n_components(labels)}
-            print(f"  {name:34s} {method:34s} {acc * 100:7.2f} %  {seconds:8.2f} s  "
-                  f"{res[method]['components']:7d} pieces", flush=True)
+            print(
+                f"  {name:34s} {method:34s} {acc * 100:7.2f} %  {seconds:8.2f} s  "
+                f"{res[method]['components']:7d} pieces",
+                flush=True,
+            )
             return labels
 
         # ours
@@ -163,13 +166,14 @@ def main(argv=None):
             t, lab_gmm = best_time(lambda img=img, K=K: napari_gmm.segment(img, K), rep)
             record("per-pixel GMM (segment, beta=0)", t, lab_gmm)
             t, (lab_ours, model) = best_time(
-                lambda img=img, K=K: napari_gmm.spatial.segment_spatial(img, K, beta="auto", return_model=True), rep)
+                lambda img=img, K=K: napari_gmm.spatial.segment_spatial(img, K, beta="auto", return_model=True), rep
+            )
             record("ours: beta='auto'", t, lab_ours)
             res["ours: beta='auto'"]["beta"] = model.params["beta"]
             if biased:
                 t, lab_b = best_time(
-                    lambda img=img, K=K: napari_gmm.spatial.segment_spatial(img, K, beta="auto", bias_field=True),
-                    rep)
+                    lambda img=img, K=K: napari_gmm.spatial.segment_spatial(img, K, beta="auto", bias_field=True), rep
+                )
                 record("ours: beta='auto', bias_field=True", t, lab_b)
         t, lab = best_time(lambda img=img, K=K: multi_otsu(img, K), rep)
         record("multi-Otsu (scikit-image)", t, lab)
@@ -182,35 +186,53 @@ def main(argv=None):
                 if key not in cache:
                     t0 = time.perf_counter()
                     lab = run_atropos(img, K, mrf)
-                    cache[key] = {"seconds": time.perf_counter() - t0, "acc": accuracy(lab, truth, K),
-                                  "components": n_components(lab)}
+                    cache[key] = {
+                        "seconds": time.perf_counter() - t0,
+                        "acc": accuracy(lab, truth, K),
+                        "components": n_components(lab),
+                    }
                 res[f"Atropos mrf={mrf}"] = cache[key]
-                print(f"  {name:34s} Atropos mrf={mrf:<24} {cache[key]['acc'] * 100:7.2f} %  "
-                      f"{cache[key]['seconds']:8.2f} s", flush=True)
+                print(
+                    f"  {name:34s} Atropos mrf={mrf:<24} {cache[key]['acc'] * 100:7.2f} %  "
+                    f"{cache[key]['seconds']:8.2f} s",
+                    flush=True,
+                )
             if biased:
                 for mrf in (0.2, 1.0) if args.quick else ATROPOS_MRF[1:]:
                     key = f"{name}|n4atropos|{mrf}"
                     if key not in cache:
                         t0 = time.perf_counter()
                         lab = run_atropos(img, K, mrf, n4=True)
-                        cache[key] = {"seconds": time.perf_counter() - t0, "acc": accuracy(lab, truth, K),
-                                      "components": n_components(lab)}
+                        cache[key] = {
+                            "seconds": time.perf_counter() - t0,
+                            "acc": accuracy(lab, truth, K),
+                            "components": n_components(lab),
+                        }
                     res[f"N4 + Atropos mrf={mrf}"] = cache[key]
-                    print(f"  {name:34s} N4 + Atropos mrf={mrf:<19} {cache[key]['acc'] * 100:7.2f} %  "
-                          f"{cache[key]['seconds']:8.2f} s", flush=True)
-            for beta in (DIPY_BETA if not (args.quick or three_d) else (0.5,)):
+                    print(
+                        f"  {name:34s} N4 + Atropos mrf={mrf:<19} {cache[key]['acc'] * 100:7.2f} %  "
+                        f"{cache[key]['seconds']:8.2f} s",
+                        flush=True,
+                    )
+            for beta in DIPY_BETA if not (args.quick or three_d) else (0.5,):
                 key = f"{name}|dipy|{beta}"
                 if key not in cache:
                     t0 = time.perf_counter()
                     try:
                         lab = run_dipy(img, K, beta)
-                        cache[key] = {"seconds": time.perf_counter() - t0, "acc": accuracy(lab, truth, K),
-                                      "components": n_components(lab)}
+                        cache[key] = {
+                            "seconds": time.perf_counter() - t0,
+                            "acc": accuracy(lab, truth, K),
+                            "components": n_components(lab),
+                        }
                     except Exception as e:  # noqa: BLE001 - reported in the table
                         cache[key] = {"error": f"{type(e).__name__}: {e}"[:80]}
                 res[f"dipy HMRF beta={beta}"] = cache[key]
-                print(f"  {name:34s} dipy beta={beta:<27} {cache[key].get('acc', float('nan')) * 100:7.2f} %  "
-                      f"{cache[key].get('seconds', float('nan')):8.2f} s", flush=True)
+                print(
+                    f"  {name:34s} dipy beta={beta:<27} {cache[key].get('acc', float('nan')) * 100:7.2f} %  "
+                    f"{cache[key].get('seconds', float('nan')):8.2f} s",
+                    flush=True,
+                )
             if args.cache:
                 with open(args.cache, "w") as f:
                     json.dump(cache, f, indent=1)
@@ -227,12 +249,15 @@ def _best(res, prefix):
 
 def table(rows):
     print()
-    hdr = ("| image | per-pixel GMM | multi-Otsu | Atropos default (0.2) | Atropos best by hand | "
-           "N4 + Atropos best | dipy best beta | **ours, beta='auto'** | ours / best anchor | "
-           "Atropos time / ours |")
+    hdr = (
+        "| image | per-pixel GMM | multi-Otsu | Atropos default (0.2) | Atropos best by hand | "
+        "N4 + Atropos best | dipy best beta | **ours, beta='auto'** | ours / best anchor | "
+        "Atropos time / ours |"
+    )
     print(hdr)
     print("|" + "|".join(["---"] * (hdr.count("|") - 1)) + "|")
     for name, res, _real in rows:
+
         def cell(key, res=res):
             v = res.get(key)
             return "n/a" if v is None or "acc" not in v else f"{v['acc'] * 100:.2f} % ({v['seconds']:.2f} s)"
@@ -254,12 +279,13 @@ def table(rows):
         ours_txt = f"{ours['acc'] * 100:.2f} % ({ours['seconds']:.2f} s, beta {plain.get('beta', float('nan')):.2f})"
         if ours_key != "ours: beta='auto'":
             ours_txt += f"; without bias field {plain['acc'] * 100:.2f} %"
-        print(f"| {name} | {cell('per-pixel GMM (segment, beta=0)')} | {cell('multi-Otsu (scikit-image)')} | "
-              f"{cell('Atropos mrf=0.2')} | {best_cell('Atropos mrf')} | {best_cell('N4 + Atropos')} | "
-              f"{best_cell('dipy')} | {ours_txt} | {(ours['acc'] - best_anchor) * 100:+.2f} points | "
-              f"{at / ours['seconds']:.1f}x |")
-    print("\nReal images (no truth): accuracy = agreement with the per-pixel GMM of the clean image; "
-          "connected pieces:")
+        print(
+            f"| {name} | {cell('per-pixel GMM (segment, beta=0)')} | {cell('multi-Otsu (scikit-image)')} | "
+            f"{cell('Atropos mrf=0.2')} | {best_cell('Atropos mrf')} | {best_cell('N4 + Atropos')} | "
+            f"{best_cell('dipy')} | {ours_txt} | {(ours['acc'] - best_anchor) * 100:+.2f} points | "
+            f"{at / ours['seconds']:.1f}x |"
+        )
+    print("\nReal images (no truth): accuracy = agreement with the per-pixel GMM of the clean image; connected pieces:")
     for name, res, real in rows:
         if real:
             print(f"  {name}: " + ", ".join(f"{k}: {v['components']}" for k, v in res.items() if "components" in v))
@@ -273,10 +299,12 @@ def figure(data, path):
 
     img, gmm, ours, truth = data
     fig, ax = plt.subplots(1, 4, figsize=(16, 4.4))
-    panels = ((img, "noisy image (noise 0.58)", "gray"),
-              (gmm, f"per-pixel GMM: {accuracy(gmm, truth, 3) * 100:.1f} %", "viridis"),
-              (ours, f"ours, beta='auto': {accuracy(ours, truth, 3) * 100:.2f} %", "viridis"),
-              (truth, "truth", "viridis"))
+    panels = (
+        (img, "noisy image (noise 0.58)", "gray"),
+        (gmm, f"per-pixel GMM: {accuracy(gmm, truth, 3) * 100:.1f} %", "viridis"),
+        (ours, f"ours, beta='auto': {accuracy(ours, truth, 3) * 100:.2f} %", "viridis"),
+        (truth, "truth", "viridis"),
+    )
     for a, (im, title, cmap) in zip(ax, panels):
         a.imshow(im[:256, :256], cmap=cmap, interpolation="nearest")
         a.set_title(title)

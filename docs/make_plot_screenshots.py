@@ -57,7 +57,8 @@ def _save(viewer, path: Path) -> None:
     img.save(path, optimize=True)
     if path.stat().st_size > MAX_BYTES:
         img.quantize(colors=256, method=PILImage.Quantize.MEDIANCUT, dither=PILImage.Dither.NONE).save(
-            path, optimize=True)
+            path, optimize=True
+        )
     print(f"wrote {path} ({img.width}x{img.height}, {path.stat().st_size / 1e3:.0f} kB)")
 
 
@@ -65,8 +66,7 @@ def _labels(viewer, image_layer, labels, model, params):
     """Add the labels layer as the segmentation widget does (metadata["napari_gmm"])."""
     model_dict = [m.to_dict() for m in model] if isinstance(model, list) else model.to_dict()
     meta = {"model": model_dict, "params": params, "source": image_layer.name, "output": "labels"}
-    return viewer.add_labels(labels, name=image_layer.name + " GMM labels", metadata={"napari_gmm": meta},
-                             opacity=0.6)
+    return viewer.add_labels(labels, name=image_layer.name + " GMM labels", metadata={"napari_gmm": meta}, opacity=0.6)
 
 
 THEME = "dark"
@@ -83,8 +83,21 @@ def mixture(out: Path, em: bool = False) -> None:
     viewer = _viewer("napari-gmm: " + ("EM evolution" if em else "mixture plot") + ", cameraman K = 3")
     img = viewer.add_image(data.camera(), name="camera")
     labels, model = ng.segment(img.data, 3, return_model=True)
-    _labels(viewer, img, labels, model, {"n_components": 3, "channel_axis": None, "split_axis": None,
-                                         "init": "ranges", "bins": None, "mask": None, "colour": False})
+    _labels(
+        viewer,
+        img,
+        labels,
+        model,
+        {
+            "n_components": 3,
+            "channel_axis": None,
+            "split_axis": None,
+            "init": "ranges",
+            "bins": None,
+            "mask": None,
+            "colour": False,
+        },
+    )
     if em:
         widget = EMEvolutionWidget(viewer)
         viewer.window.add_dock_widget(widget, name="EM evolution", area="right")
@@ -102,11 +115,26 @@ def mixture(out: Path, em: bool = False) -> None:
 def colour(out: Path) -> None:
     viewer = _viewer("napari-gmm: mixture plot, astronaut K = 6 (colour, full covariance)")
     img = viewer.add_image(data.astronaut(), name="astronaut")
-    labels, model = ng.segment(img.data, 6, channel_axis=-1, init="kmeans++", covariance_type="full",
-                               random_state=0, return_model=True)
-    _labels(viewer, img, labels, model, {"n_components": 6, "channel_axis": 2, "split_axis": None,
-                                         "covariance_type": "full", "init": "kmeans++", "bins": None,
-                                         "mask": None, "colour": True, "rgb": True})
+    labels, model = ng.segment(
+        img.data, 6, channel_axis=-1, init="kmeans++", covariance_type="full", random_state=0, return_model=True
+    )
+    _labels(
+        viewer,
+        img,
+        labels,
+        model,
+        {
+            "n_components": 6,
+            "channel_axis": 2,
+            "split_axis": None,
+            "covariance_type": "full",
+            "init": "kmeans++",
+            "bins": None,
+            "mask": None,
+            "colour": True,
+            "rgb": True,
+        },
+    )
     widget = MixturePlotWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Mixture plot", area="right")
     viewer.reset_view()
@@ -124,8 +152,7 @@ def trace(out: Path) -> None:
     img = viewer.add_image(stack, name="moving objects")
     res = ng.subtract_background(stack)
     meta = {"params": res.params, "source": img.name, "output": "foreground"}
-    viewer.add_labels(res.foreground, name="moving objects foreground", metadata={"napari_gmm": meta},
-                      opacity=0.5)
+    viewer.add_labels(res.foreground, name="moving objects foreground", metadata={"napari_gmm": meta}, opacity=0.5)
     widget = PixelTraceWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Pixel trace", area="right")
     # the pixel crossed by most objects (in the central part, outside the flickering quarter)
@@ -133,7 +160,7 @@ def trace(out: Path) -> None:
     counts = fg.sum(axis=0)
     counts[: 96 // 2, : 128 // 2] = 0
     counts[:, : 128 // 3] = 0
-    counts[:, -128 // 6:] = 0
+    counts[:, -128 // 6 :] = 0
     y, x = np.unravel_index(int(np.argmax(counts)), counts.shape)
     t = int(np.flatnonzero(fg[:, y, x])[0])
     viewer.dims.set_current_step(0, t)
@@ -156,8 +183,12 @@ def main() -> None:
     THEME = args.theme
     args.out.mkdir(parents=True, exist_ok=True)
     ng.segment(data.camera()[::8, ::8], 3)  # compile / load the kernels first
-    jobs = {"mixture": lambda: mixture(args.out), "em": lambda: mixture(args.out, em=True),
-            "colour": lambda: colour(args.out), "trace": lambda: trace(args.out)}
+    jobs = {
+        "mixture": lambda: mixture(args.out),
+        "em": lambda: mixture(args.out, em=True),
+        "colour": lambda: colour(args.out),
+        "trace": lambda: trace(args.out),
+    }
     for name, job in jobs.items():
         if args.only in (None, name):
             job()

@@ -78,7 +78,8 @@ def _save(viewer: napari.Viewer, path: Path) -> None:
     img.save(path, optimize=True)
     if path.stat().st_size > MAX_BYTES:  # photos in the canvas: fall back to an adaptive palette
         img.quantize(colors=256, method=PILImage.Quantize.MEDIANCUT, dither=PILImage.Dither.NONE).save(
-            path, optimize=True)
+            path, optimize=True
+        )
     print(f"wrote {path} ({img.width}x{img.height}, {path.stat().st_size / 1e3:.0f} kB)")
 
 
@@ -131,14 +132,18 @@ def menu(out: Path) -> None:
     seg_action = next(a for a in layers.actions() if a.text().replace("&", "") == "Segment")
     layers.setActiveAction(seg_action)
     segment = seg_action.menu()
-    segment.popup(layers.mapToGlobal(QPoint(layers.actionGeometry(seg_action).right(),
-                                            layers.actionGeometry(seg_action).top())))
+    segment.popup(
+        layers.mapToGlobal(QPoint(layers.actionGeometry(seg_action).right(), layers.actionGeometry(seg_action).top()))
+    )
     _wait_idle()
     gmm_action = next(a for a in segment.actions() if a.text().replace("&&", "&") == "Gaussian mixture (EM)")
     segment.setActiveAction(gmm_action)
     gmm = gmm_action.menu()
-    gmm.popup(segment.mapToGlobal(QPoint(segment.actionGeometry(gmm_action).right(),
-                                         segment.actionGeometry(gmm_action).top())))
+    gmm.popup(
+        segment.mapToGlobal(
+            QPoint(segment.actionGeometry(gmm_action).right(), segment.actionGeometry(gmm_action).top())
+        )
+    )
     gmm.setActiveAction(gmm.actions()[0])
     _wait_idle()
     from PIL import Image as PILImage
@@ -149,8 +154,7 @@ def menu(out: Path) -> None:
     path = out / "layers_menu.png"
     shot.save(str(path))
     img = PILImage.open(path).convert("RGB")
-    img.quantize(colors=256, method=PILImage.Quantize.MEDIANCUT, dither=PILImage.Dither.NONE).save(
-        path, optimize=True)
+    img.quantize(colors=256, method=PILImage.Quantize.MEDIANCUT, dither=PILImage.Dither.NONE).save(path, optimize=True)
     print(f"wrote {path} ({img.width}x{img.height}, {path.stat().st_size / 1e3:.0f} kB)")
     for m in (gmm, segment, layers):
         m.close()

@@ -38,7 +38,7 @@ def test_f_measure_on_synthetic_ground_truth(rgb, dtype):
     assert f > 0.9, f
     # the flickering region and the illumination drift are background
     flick = np.zeros(truth.shape[1:], bool)
-    flick[64 // 8:64 // 2, 96 // 8:96 // 2] = True
+    flick[64 // 8 : 64 // 2, 96 // 8 : 96 // 2] = True
     false_pos = (res.foreground == 1) & ~truth & flick
     assert false_pos.mean() < 0.01
 
@@ -111,7 +111,7 @@ def test_dask_with_uneven_chunks_equals_numpy():
 def test_time_and_channel_axes_anywhere():
     stack, _ = moving_objects((30, 32, 40), n_objects=2, rgb=True, seed=6)
     ref = subtract_background(stack)
-    moved = np.ascontiguousarray(np.moveaxis(stack, [0, 3], [2, 0]))   # (C, Y, T, X)
+    moved = np.ascontiguousarray(np.moveaxis(stack, [0, 3], [2, 0]))  # (C, Y, T, X)
     res = subtract_background(moved, time_axis=2, channel_axis=0)
     np.testing.assert_array_equal(res.foreground, ref.foreground)
     np.testing.assert_array_equal(res.background, ref.background)
@@ -134,7 +134,7 @@ def test_background_options_and_params(grey):
     allbg = subtract_background(stack).background
     err = np.abs(allbg[-1].astype(int) - stack[-1].astype(int))
     assert err[~truth[-1]].mean() < 10 and err[truth[-1]].mean() > 40
-    json.dumps(last.params)                         # JSON-able for layer metadata
+    json.dumps(last.params)  # JSON-able for layer metadata
     assert last.params["burn_in"] == 100 and last.params["n_mixtures"] == 5
 
 
@@ -169,7 +169,7 @@ def test_learning_rate_zero_freezes_the_model(grey):
     assert mask.shape == stack.shape[1:]
     np.testing.assert_array_equal(model.background, state[1])
     np.testing.assert_array_equal(model.mixture_at(10, 10)["weights"], state[0]["weights"])
-    model.apply(stack[0], learning_rate=1)                    # restart, as OpenCV
+    model.apply(stack[0], learning_rate=1)  # restart, as OpenCV
     assert model.n_frames == 1
 
 
@@ -219,29 +219,32 @@ def test_nan_frames_are_refused_and_input_untouched():
     before = stack.copy()
     with pytest.raises(InputError, match=r"frame 13 .*NaN"):
         subtract_background(stack)
-    np.testing.assert_array_equal(stack, before)           # NaN == NaN with assert_array_equal
+    np.testing.assert_array_equal(stack, before)  # NaN == NaN with assert_array_equal
     model = BackgroundModel((32, 32))
     model.apply(stack[0])
     weights = model.mixture_at(4, 5)["weights"]
     with pytest.raises(InputError, match="NaN"):
         model.apply(stack[13])
-    assert model.n_frames == 1                               # state untouched
+    assert model.n_frames == 1  # state untouched
     np.testing.assert_array_equal(model.mixture_at(4, 5)["weights"], weights)
 
 
-@pytest.mark.parametrize("bad,match", [
-    (dict(n_mixtures=0), r"1 <= n_mixtures <= 16"),
-    (dict(n_mixtures=17), r"1 <= n_mixtures <= 16"),
-    (dict(n_mixtures=2.5), "integer"),
-    (dict(background_ratio=1.5), "background_ratio"),
-    (dict(var_min=10, var_max=5), "var_min"),
-    (dict(var_init=100), "var_init"),
-    (dict(median_size=4), "odd"),
-    (dict(detect_shadows="yes"), "detect_shadows"),
-    (dict(burn_in="first"), "burn_in"),
-    (dict(background="some"), "background"),
-    (dict(history=0), "history"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (dict(n_mixtures=0), r"1 <= n_mixtures <= 16"),
+        (dict(n_mixtures=17), r"1 <= n_mixtures <= 16"),
+        (dict(n_mixtures=2.5), "integer"),
+        (dict(background_ratio=1.5), "background_ratio"),
+        (dict(var_min=10, var_max=5), "var_min"),
+        (dict(var_init=100), "var_init"),
+        (dict(median_size=4), "odd"),
+        (dict(detect_shadows="yes"), "detect_shadows"),
+        (dict(burn_in="first"), "burn_in"),
+        (dict(background="some"), "background"),
+        (dict(history=0), "history"),
+    ],
+)
 def test_parameters_out_of_range(grey, bad, match):
     stack, _ = grey
     with pytest.raises(InputError, match=match):
@@ -275,11 +278,11 @@ def test_apply_block_equals_frame_by_frame(grey):
     b = BackgroundModel(stack.shape[1:], median_size=0)
     masks = np.stack([a.apply(f) for f in stack[:30]])
     bg = np.empty((30,) + stack.shape[1:], np.uint8)
-    block = np.concatenate([b.apply_block(stack[i:min(30, i + 7)], background_out=bg[i:i + 7])
-                            for i in range(0, 30, 7)])
+    block = np.concatenate(
+        [b.apply_block(stack[i : min(30, i + 7)], background_out=bg[i : i + 7]) for i in range(0, 30, 7)]
+    )
     np.testing.assert_array_equal(masks, block)
-    np.testing.assert_array_equal(
-        bg[-1], np.clip(np.rint(a.background), 0, 255).astype(np.uint8))
+    np.testing.assert_array_equal(bg[-1], np.clip(np.rint(a.background), 0, 255).astype(np.uint8))
     np.testing.assert_array_equal(a.learning_rates(3), b.learning_rates(3))
     assert b.learning_rates(2, burn_in=True)[0] == 1.0 / 31
 
@@ -292,7 +295,7 @@ def test_burn_in_schedule_and_default_range():
     with pytest.raises(InputError, match="burn_in"):
         burn_in_indices(10, -1)
     f = np.zeros((5, 8, 8), np.float32)
-    f[4, 0, 0] = 3.0                                    # only in the last frame: counted
+    f[4, 0, 0] = 3.0  # only in the last frame: counted
     assert default_data_range(f) == 3.0
     assert default_data_range(f.astype(np.uint8)) == 255.0
 
@@ -316,8 +319,7 @@ def test_pixel_history_replays_the_fluorescence_preset():
 def fluo():
     from napari_gmm.datasets import fluorescence_timelapse
 
-    return {v: fluorescence_timelapse((200, 160, 160), variant=v, seed=1)
-            for v in ("standard", "dim", "crowded")}
+    return {v: fluorescence_timelapse((200, 160, 160), variant=v, seed=1) for v in ("standard", "dim", "crowded")}
 
 
 @pytest.mark.parametrize("variant", ["standard", "dim", "crowded"])
@@ -339,9 +341,7 @@ def test_noise_model_recovery(fluo, variant):
 
 @pytest.mark.parametrize("variant", ["standard", "dim", "crowded"])
 def test_bleaching_factor_recovery(fluo, variant):
-    from napari_gmm.background import estimate_bleaching
-
-    from napari_gmm.background import estimate_noise
+    from napari_gmm.background import estimate_bleaching, estimate_noise
 
     stack, _, info = fluo[variant]
     f = estimate_bleaching(stack, offset=info["offset"])
@@ -349,7 +349,7 @@ def test_bleaching_factor_recovery(fluo, variant):
     np.testing.assert_allclose(f, info["factors"], atol=0.05)
     f = estimate_bleaching(stack, offset=estimate_noise(stack).offset)
     np.testing.assert_allclose(f, info["factors"], atol=0.06)
-    f = estimate_bleaching(stack)          # no offset: slopes against a median reference
+    f = estimate_bleaching(stack)  # no offset: slopes against a median reference
     np.testing.assert_allclose(f, info["factors"], atol=0.08)
 
 
@@ -359,7 +359,7 @@ def test_fluorescence_preset_on_the_simulator(fluo):
     res = subtract_background(stack, preset="fluorescence time-lapse")
     np.testing.assert_array_equal(stack, before)
     assert f_measure(res.foreground[5:], truth[5:]) > 0.95
-    video = subtract_background(stack)                   # the camera-video defaults
+    video = subtract_background(stack)  # the camera-video defaults
     assert f_measure(video.foreground[5:], truth[5:]) < f_measure(res.foreground[5:], truth[5:])
     assert res.params["preset"] == "fluorescence time-lapse" and res.noise is not None
     assert len(res.params["frame_factors"]) == len(stack)
@@ -390,7 +390,7 @@ def test_pausing_object_stays_foreground_for_its_whole_pause():
     stack, truth = _pausing_stack()
     # the per-pixel decision (the majority post-filter would erode the small disc's rim)
     res = subtract_background(stack, preset="fluorescence time-lapse", median_size=0)
-    inside = truth[30:60].all(axis=0)                   # the pixels covered all the pause
+    inside = truth[30:60].all(axis=0)  # the pixels covered all the pause
     assert inside.sum() > 10
     assert (res.foreground[30:60][:, inside] == 1).all()
     # the video preset (dominant modes up to 90 % of the weight) absorbs it
@@ -443,7 +443,7 @@ def test_saturated_region_is_background_and_does_not_spoil_the_noise_model():
     from napari_gmm.background import estimate_noise
 
     stack, truth = _pausing_stack(t_len=64)
-    stack[:, :8, :10] = 65535                           # a saturated static region
+    stack[:, :8, :10] = 65535  # a saturated static region
     est = estimate_noise(stack, offset=100.0)
     assert abs(est.gain / 2.0 - 1) < 0.15
     res = subtract_background(stack, preset="fluorescence time-lapse")

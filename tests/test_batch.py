@@ -10,9 +10,9 @@ tifffile = pytest.importorskip("tifffile")
 da = pytest.importorskip("dask.array")
 
 import napari_gmm as ng  # noqa: E402
-from napari_gmm.datasets import phantom  # noqa: E402
 from napari_gmm import batch, io  # noqa: E402
 from napari_gmm.__main__ import main  # noqa: E402
+from napari_gmm.datasets import phantom  # noqa: E402
 
 
 @pytest.fixture
@@ -66,10 +66,10 @@ def test_cli_exit_codes_outputs_summary_and_progress(folder, tmp_path, capsys):
     assert main(["segment", str(d / "img1.tif"), "--out", str(one), "--no-progress"]) == 0
     model_json = tmp_path / "model.json"
     model_json.write_text(json.dumps(io.read_result(one)[1]["model"]))
-    assert main(["apply", str(model_json), str(d / "img1.tif"), "--out", str(tmp_path / "ap.zarr"),
-                 "--no-progress"]) == 0
-    np.testing.assert_array_equal(io.read_result(tmp_path / "ap.zarr")[0].compute(),
-                                  io.read_result(one)[0].compute())
+    assert (
+        main(["apply", str(model_json), str(d / "img1.tif"), "--out", str(tmp_path / "ap.zarr"), "--no-progress"]) == 0
+    )
+    np.testing.assert_array_equal(io.read_result(tmp_path / "ap.zarr")[0].compute(), io.read_result(one)[0].compute())
 
 
 def test_unreachable_scheduler_is_a_clear_error():

@@ -93,16 +93,19 @@ def test_phantom_nd():
     assert image1.shape == (500,) and np.unique(truth1).tolist() == [1, 2]
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(shape=()), "shape"),
-    (dict(shape=(0, 5)), "shape"),
-    (dict(n_classes=1), "n_classes"),
-    (dict(n_classes=17), "n_classes"),
-    (dict(n_classes=2.5), "n_classes"),
-    (dict(noise=-1), "noise"),
-    (dict(noise=float("nan")), "noise"),
-    (dict(dtype=np.float32), "dtype"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(shape=()), "shape"),
+        (dict(shape=(0, 5)), "shape"),
+        (dict(n_classes=1), "n_classes"),
+        (dict(n_classes=17), "n_classes"),
+        (dict(n_classes=2.5), "n_classes"),
+        (dict(noise=-1), "noise"),
+        (dict(noise=float("nan")), "noise"),
+        (dict(dtype=np.float32), "dtype"),
+    ],
+)
 def test_phantom_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         phantom(**kwargs)

@@ -5,8 +5,14 @@ import importlib
 
 import pytest
 
-MODULES = ["napari_gmm", "napari_gmm.segmentation", "napari_gmm.pipeline", "napari_gmm.datasets",
-           "napari_gmm.background", "napari_gmm.plotting"]
+MODULES = [
+    "napari_gmm",
+    "napari_gmm.segmentation",
+    "napari_gmm.pipeline",
+    "napari_gmm.datasets",
+    "napari_gmm.background",
+    "napari_gmm.plotting",
+]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -5,8 +5,7 @@ import warnings
 import numpy as np
 import pytest
 
-from napari_gmm import ConvergenceWarning, FitError, InputError
-from napari_gmm import em
+from napari_gmm import ConvergenceWarning, FitError, InputError, em
 
 
 def _samples(seed=0):
@@ -42,8 +41,9 @@ def test_history_is_monotone_and_consistent_with_acceleration():
     assert np.all(np.diff(ll) >= -1e-12)
     # every history entry's objective is the objective of the parameters recorded with it
     for i in range(0, res.n_iter + 1, 7):
-        p = em.Params.from_sklearn(res.history["weights"][i], res.history["means"][i],
-                                   res.history["covariances"][i], "spherical")
+        p = em.Params.from_sklearn(
+            res.history["weights"][i], res.history["means"][i], res.history["covariances"][i], "spherical"
+        )
         assert pb.objective(p) == pytest.approx(ll[i], rel=1e-12, abs=1e-12)
 
 
@@ -67,8 +67,9 @@ def test_fit_em_keeps_best_restart_and_warns_once():
         return p
 
     with pytest.warns(ConvergenceWarning, match="max_iter=3"):
-        res = em.fit_em(pb, starts, n_init=3, random_state=0, max_iter=3, tol=1e-9,
-                        progress=lambda d, t: seen.append((d, t)))
+        res = em.fit_em(
+            pb, starts, n_init=3, random_state=0, max_iter=3, tol=1e-9, progress=lambda d, t: seen.append((d, t))
+        )
     assert seen[-1] == (9, 9) and all(t == 9 for _, t in seen)
     singles = [em.run_em(pb, starts(np.random.default_rng(0)), max_iter=3, tol=1e-9).objective]
     assert res.objective >= max(singles) - 1e-12

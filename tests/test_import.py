@@ -14,14 +14,28 @@ from pathlib import Path
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
-FORBIDDEN = ("napari", "qtpy", "magicgui", "PyQt5", "PyQt6", "PySide2", "PySide6", "superqt",
-             "vispy", "matplotlib.backends.backend_qt", "matplotlib.backends.backend_qtagg",
-             "matplotlib.pyplot")
+FORBIDDEN = (
+    "napari",
+    "qtpy",
+    "magicgui",
+    "PyQt5",
+    "PyQt6",
+    "PySide2",
+    "PySide6",
+    "superqt",
+    "vispy",
+    "matplotlib.backends.backend_qt",
+    "matplotlib.backends.backend_qtagg",
+    "matplotlib.pyplot",
+)
 
 
 def _run(code: str) -> dict:
-    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               NUMBA_NUM_THREADS=os.environ.get("NUMBA_NUM_THREADS", "2"))
+    env = dict(
+        os.environ,
+        PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        NUMBA_NUM_THREADS=os.environ.get("NUMBA_NUM_THREADS", "2"),
+    )
     env.pop("MPLBACKEND", None)
     probe = textwrap.dedent(code) + textwrap.dedent(f"""
         import json, sys
@@ -31,11 +45,10 @@ def _run(code: str) -> dict:
         print("RESULT" + json.dumps({{"loaded": loaded,
                                      "napari_gmm": sys.modules["napari_gmm"].__file__}}))
     """)
-    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                          env=env, timeout=600)
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT"))
-    return json.loads(line[len("RESULT"):])
+    return json.loads(line[len("RESULT") :])
 
 
 def test_import_is_gui_free():

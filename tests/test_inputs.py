@@ -22,6 +22,7 @@ def warnings_are_errors():
         warnings.simplefilter("error")
         yield
 
+
 RNG = np.random.default_rng(10)
 #: two well separated grey populations with known labels (1 dark, 2 bright)
 TRUTH = np.repeat([1, 2], 200).reshape(20, 20)
@@ -283,36 +284,52 @@ def c_zero_size_axis_3d():
 # arguments: names and accepted values up front
 
 
-@pytest.mark.parametrize("kw, words", [
-    (dict(covariance_type=["full"]), ["covariance_type", "spherical", "diag", "full"]),
-    (dict(covariance_type="tied"), ["covariance_type='tied'", "spherical"]),
-    (dict(random_state=-1), ["random_state=-1", ">= 0"]),
-    (dict(random_state="abc"), ["random_state", "'abc'", "generator"]),
-    (dict(random_state=1.5), ["random_state", "1.5"]),
-    (dict(progress="yes"), ["progress", "callable", "'yes'"]),
-    (dict(reg_covar=np.inf), ["reg_covar", "inf"]),
-    (dict(reg_covar=-1.0), ["reg_covar", "-1.0"]),
-    (dict(reg_covar="big"), ["reg_covar", "'big'"]),
-    (dict(max_iter=0), ["max_iter", ">= 1"]),
-    (dict(tol=float("nan")), ["tol", "nan"]),
-    (dict(n_init=0), ["n_init", ">= 1"]),
-    (dict(init="foo"), ["init='foo'", "ranges", "kmeans++"]),
-    (dict(channel_axis=5), ["channel_axis=5", "none"]),
-    (dict(channel_axis=True), ["channel_axis=true"]),
-])
+@pytest.mark.parametrize(
+    "kw, words",
+    [
+        (dict(covariance_type=["full"]), ["covariance_type", "spherical", "diag", "full"]),
+        (dict(covariance_type="tied"), ["covariance_type='tied'", "spherical"]),
+        (dict(random_state=-1), ["random_state=-1", ">= 0"]),
+        (dict(random_state="abc"), ["random_state", "'abc'", "generator"]),
+        (dict(random_state=1.5), ["random_state", "1.5"]),
+        (dict(progress="yes"), ["progress", "callable", "'yes'"]),
+        (dict(reg_covar=np.inf), ["reg_covar", "inf"]),
+        (dict(reg_covar=-1.0), ["reg_covar", "-1.0"]),
+        (dict(reg_covar="big"), ["reg_covar", "'big'"]),
+        (dict(max_iter=0), ["max_iter", ">= 1"]),
+        (dict(tol=float("nan")), ["tol", "nan"]),
+        (dict(n_init=0), ["n_init", ">= 1"]),
+        (dict(init="foo"), ["init='foo'", "ranges", "kmeans++"]),
+        (dict(channel_axis=5), ["channel_axis=5", "none"]),
+        (dict(channel_axis=True), ["channel_axis=true"]),
+    ],
+)
 def test_bad_argument(kw, words):
     raises(InputError, *words, call=lambda: seg(BI8, **kw))
 
 
-@pytest.mark.parametrize("k, words", [(0, ["at least 1"]), (2.5, ["n_components", "2.5"]),
-                                      (True, ["n_components", "true"]), (300, ["n_components=300", "distinct"])])
+@pytest.mark.parametrize(
+    "k, words",
+    [
+        (0, ["at least 1"]),
+        (2.5, ["n_components", "2.5"]),
+        (True, ["n_components", "true"]),
+        (300, ["n_components=300", "distinct"]),
+    ],
+)
 def test_bad_n_components(k, words):
     raises(InputError, *words, call=lambda: seg(BI8, k))
 
 
-@pytest.mark.parametrize("bins, words", [(2**40, ["bins=1099511627776", "out of range"]),
-                                         ("many", ["bins", "'many'", "whole number"]),
-                                         (1, ["bins=1", "2 to"]), (None, None)])
+@pytest.mark.parametrize(
+    "bins, words",
+    [
+        (2**40, ["bins=1099511627776", "out of range"]),
+        ("many", ["bins", "'many'", "whole number"]),
+        (1, ["bins=1", "2 to"]),
+        (None, None),
+    ],
+)
 def test_bins_float(bins, words):
     if words is None:
         same_labels(seg(BI, bins=bins), TRUTH)
@@ -468,8 +485,9 @@ def c_from_dict_bad_history():
 def c_from_dict_history_wrong_length():
     d = model2().to_dict()
     d["history"]["weights"] = d["history"]["weights"][:1]
-    raises(InputError, "history['means'] has 3 entries", "history['weights'] has 1",
-           call=lambda: MixtureModel.from_dict(d))
+    raises(
+        InputError, "history['means'] has 3 entries", "history['weights'] has 1", call=lambda: MixtureModel.from_dict(d)
+    )
 
 
 def c_from_dict_nan_mean():
@@ -494,8 +512,11 @@ def c_model_weights_string():
 
 
 def c_model_full_not_pd():
-    raises(InputError, "positive definite",
-           call=lambda: MixtureModel([1.0], [[0.0, 0.0]], [[[1.0, 2.0], [2.0, 1.0]]], "full"))
+    raises(
+        InputError,
+        "positive definite",
+        call=lambda: MixtureModel([1.0], [[0.0, 0.0]], [[[1.0, 2.0], [2.0, 1.0]]], "full"),
+    )
 
 
 def c_pdf_iteration_out_of_range():
@@ -659,9 +680,17 @@ def c_bg_model_camel_case():
     raises(TypeError, "nMixtures", "'n_mixtures'", call=lambda: ng.BackgroundModel((8, 8), nMixtures=3))
 
 
-@pytest.mark.parametrize("kw, name", [(dict(n_mixtures=0), "n_mixtures"), (dict(n_mixtures=17), "n_mixtures"),
-                                      (dict(var_min=80.0), "var_min"), (dict(background_ratio=1.5), "background_ratio"),
-                                      (dict(history=0), "history"), (dict(median_size=4), "median_size")])
+@pytest.mark.parametrize(
+    "kw, name",
+    [
+        (dict(n_mixtures=0), "n_mixtures"),
+        (dict(n_mixtures=17), "n_mixtures"),
+        (dict(var_min=80.0), "var_min"),
+        (dict(background_ratio=1.5), "background_ratio"),
+        (dict(history=0), "history"),
+        (dict(median_size=4), "median_size"),
+    ],
+)
 def test_bg_parameter_out_of_range(kw, name):
     raises(InputError, name, call=lambda: ng.subtract_background(STACK, **kw))
 
@@ -700,8 +729,12 @@ def c_bg_input_unmodified():
 @pytest.mark.parametrize("kind", ["uint64-across-2**63", ">f4", "float16", ">i2"])
 def test_dask_same_as_numpy(kind):
     da = pytest.importorskip("dask.array")
-    img = {"uint64-across-2**63": np.uint64(2**63) + (BI8.astype(np.int64) * 10**16 - 5 * 10**17).astype(np.uint64),
-           ">f4": BI.astype(">f4"), "float16": BI.astype(np.float16), ">i2": BI8.astype(">i2")}[kind]
+    img = {
+        "uint64-across-2**63": np.uint64(2**63) + (BI8.astype(np.int64) * 10**16 - 5 * 10**17).astype(np.uint64),
+        ">f4": BI.astype(">f4"),
+        "float16": BI.astype(np.float16),
+        ">i2": BI8.astype(">i2"),
+    }[kind]
     d = da.from_array(img, chunks=(7, 9))
     same_labels(seg(d).compute(), seg(img))
     same_labels(seg(img), TRUTH)
@@ -721,4 +754,3 @@ CASES = {name[2:]: f for name, f in list(globals().items()) if name.startswith("
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_case(case):
     CASES[case]()
-

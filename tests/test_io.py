@@ -10,8 +10,8 @@ tifffile = pytest.importorskip("tifffile")
 da = pytest.importorskip("dask.array")
 
 import napari_gmm as ng  # noqa: E402
-from napari_gmm.datasets import phantom  # noqa: E402
 from napari_gmm import io  # noqa: E402
+from napari_gmm.datasets import phantom  # noqa: E402
 
 
 def test_tiff_ome_tiff_npy_read_lazily(tmp_path):
@@ -35,8 +35,9 @@ def test_rgb_ome_tiff_channel_axis(tmp_path):
 def test_zarr_round_trip_with_model(tmp_path):
     img, _ = phantom((64, 64), seed=1)
     labels, model = ng.segment(img, 3, return_model=True)
-    out = io.write_zarr(tmp_path / "lab.zarr", da.from_array(labels, chunks=(32, 32)),
-                        attrs={"model": model.to_dict()}, axes="yx")
+    out = io.write_zarr(
+        tmp_path / "lab.zarr", da.from_array(labels, chunks=(32, 32)), attrs={"model": model.to_dict()}, axes="yx"
+    )
     data, meta = io.read_result(out)
     np.testing.assert_array_equal(data.compute(), labels)
     assert meta["complete"] is True

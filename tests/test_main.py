@@ -15,8 +15,11 @@ SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
 def _env():
-    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               NUMBA_NUM_THREADS=os.environ.get("NUMBA_NUM_THREADS", "2"))
+    env = dict(
+        os.environ,
+        PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        NUMBA_NUM_THREADS=os.environ.get("NUMBA_NUM_THREADS", "2"),
+    )
     # no display at all: the demo must not need one
     for var in ("DISPLAY", "WAYLAND_DISPLAY", "MPLBACKEND", "QT_QPA_PLATFORM"):
         env.pop(var, None)
@@ -27,19 +30,32 @@ def _env():
 def demo_run(tmp_path_factory):
     """Run the README command once (default K list) in a fresh directory, no --out."""
     cwd = tmp_path_factory.mktemp("demo")
-    proc = subprocess.run([sys.executable, "-m", "napari_gmm", "demo"], cwd=cwd, env=_env(),
-                          capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [sys.executable, "-m", "napari_gmm", "demo"],
+        cwd=cwd,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return cwd / "napari-gmm-demo", proc
 
 
 def test_demo_writes_its_files(demo_run):
     out, proc = demo_run
-    expected = ["summary.json", "summary.txt", "phantom_labels.png", "phantom_labels.npy",
-                "phantom_plot.png", "phantom_truth.npy", "phantom_image.npy"]
+    expected = [
+        "summary.json",
+        "summary.txt",
+        "phantom_labels.png",
+        "phantom_labels.npy",
+        "phantom_plot.png",
+        "phantom_truth.npy",
+        "phantom_image.npy",
+    ]
     for k in (2, 3):
-        expected += [f"cameraman_k{k}_labels.png", f"cameraman_k{k}_labels.npy",
-                     f"cameraman_k{k}_plot.png"]
+        expected += [f"cameraman_k{k}_labels.png", f"cameraman_k{k}_labels.npy", f"cameraman_k{k}_plot.png"]
     for name in expected:
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     summary = json.loads((out / "summary.json").read_text())
@@ -122,18 +138,26 @@ def test_demo_never_imports_gui_modules(tmp_path):
         "print('BAD', bad)\n"
         "assert not bad, bad\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True,
-                          text=True, timeout=600, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=_env(), capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (tmp_path / "o" / "cameraman_k2_plot.png").is_file()
     assert not (tmp_path / "o" / "phantom_plot.png").exists()  # --steps honoured
 
 
 def test_demo_options_and_errors(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "napari_gmm", "demo", "--k", "0"], cwd=tmp_path,
-                          env=_env(), capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "napari_gmm", "demo", "--k", "0"],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "--k" in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "napari_gmm"], cwd=tmp_path, env=_env(),
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "napari_gmm"], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2 and "demo" in proc.stderr
     assert not (tmp_path / "napari-gmm-demo").exists()

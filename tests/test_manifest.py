@@ -45,7 +45,9 @@ def test_npe2_validate_passes():
     """The npe2 command line accepts the manifest (schema, ids, python_name syntax)."""
     proc = subprocess.run(
         [sys.executable, "-m", "npe2", "validate", str(MANIFEST)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "valid" in proc.stdout.lower()
@@ -68,8 +70,19 @@ def test_plain_install_pulls_neither_napari_nor_qt():
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     names = {re.split(r"[\[<>=!~; ]", d, maxsplit=1)[0].lower() for d in project["dependencies"]}
-    gui = {"napari", "magicgui", "qtpy", "npe2", "pyqt5", "pyqt6", "pyside2", "pyside6",
-           "napari-matplotlib", "superqt", "vispy"}
+    gui = {
+        "napari",
+        "magicgui",
+        "qtpy",
+        "npe2",
+        "pyqt5",
+        "pyqt6",
+        "pyside2",
+        "pyside6",
+        "napari-matplotlib",
+        "superqt",
+        "vispy",
+    }
     assert not names & gui, names & gui
     extras = project["optional-dependencies"]
     assert any(d.startswith("napari>=") for d in extras["napari"])
@@ -103,7 +116,7 @@ def test_every_referenced_command_exists(manifest):
     for wr in contrib.writers or ():
         referenced.add(wr.command)
     placed_submenus = set()
-    for menu_id, items in contrib.menus.items():
+    for _menu_id, items in contrib.menus.items():
         for item in items:
             if isinstance(item, npe2.manifest.contributions.MenuCommand):
                 referenced.add(item.command)
@@ -136,8 +149,7 @@ def test_menu_ids_are_napari_contributable_menus(manifest):
     for menu_id in manifest.contributions.menus:
         if menu_id.startswith("napari/"):
             assert menu_id in contributable, (
-                f"{menu_id!r} is not a contributable napari menu; choose one of "
-                f"{sorted(contributable)}"
+                f"{menu_id!r} is not a contributable napari menu; choose one of {sorted(contributable)}"
             )
         else:
             assert menu_id in submenus, f"{menu_id!r} is neither a napari menu nor our submenu"
@@ -153,8 +165,12 @@ def test_segment_entry_in_layers_segment(manifest):
     sub = [e.submenu for e in entries if hasattr(e, "submenu")]
     assert [labels[s] for s in sub] == ["Gaussian mixture (EM)"]
     assert [i.command for i in contrib.menus[sub[0]]] == [
-        "napari-gmm.segment_selected", "napari-gmm.segment_selected_auto_k", "napari-gmm.background_selected",
-        "napari-gmm.segment_widget", "napari-gmm.background_widget"]
+        "napari-gmm.segment_selected",
+        "napari-gmm.segment_selected_auto_k",
+        "napari-gmm.background_selected",
+        "napari-gmm.segment_widget",
+        "napari-gmm.background_widget",
+    ]
     widgets = {w.command: w.display_name for w in contrib.widgets}
     assert widgets["napari-gmm.segment_widget"] == "Gaussian mixture segmentation"
     assert widgets["napari-gmm.background_widget"] == "Background model"
@@ -174,7 +190,7 @@ def test_sample_data_commands(manifest):
         assert isinstance(out, list) and out
         layers = [Layer.create(*tup) for tup in out]
         seen[sample.key] = layers
-    cam, = seen["cameraman"]
+    (cam,) = seen["cameraman"]
     assert cam.data.shape == (512, 512)
     image, truth = seen["phantom"]
     assert type(image).__name__ == "Image" and type(truth).__name__ == "Labels"
@@ -206,8 +222,19 @@ def test_installed_entry_point_finds_the_manifest():
 
 def _copy_tree(dst: Path) -> Path:
     """Copy the source tree (symlinks kept) so that building leaves the checkout untouched."""
-    ignore = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__",
-                                    ".pytest_cache", ".tox", "napari-gmm-demo", "*.nbi", "*.nbc")
+    ignore = shutil.ignore_patterns(
+        ".git",
+        ".venv",
+        "build",
+        "dist",
+        "*.egg-info",
+        "__pycache__",
+        ".pytest_cache",
+        ".tox",
+        "napari-gmm-demo",
+        "*.nbi",
+        "*.nbc",
+    )
     return Path(shutil.copytree(ROOT, dst / "src-copy", symlinks=True, ignore=ignore))
 
 
@@ -217,9 +244,11 @@ def test_wheel_ships_the_manifest(tmp_path):
     out = tmp_path / "wheels"
     env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1")
     proc = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-         "--wheel-dir", str(out), str(src)],
-        capture_output=True, text=True, timeout=600, env=env,
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", str(out), str(src)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     wheels = list(out.glob("napari_gmm-*.whl"))
@@ -261,32 +290,34 @@ def test_menus_in_a_running_napari(make_napari_viewer):
     items = list(app.menus.get_menu(MenuId.LAYERS_SEGMENT))
     subs = [i for i in items if getattr(i, "submenu", None) == "napari-gmm.layers_segment_gmm"]
     assert len(subs) == 1 and subs[0].title == "Gaussian mixture (EM)"
-    inner = [i.command.id for i in app.menus.get_menu("napari-gmm.layers_segment_gmm")
-             if hasattr(i, "command")]
-    assert inner == ["napari-gmm.segment_selected", "napari-gmm.segment_selected_auto_k",
-                     "napari-gmm.background_selected",
-                     "napari-gmm.segment_widget", "napari-gmm.background_widget"]
+    inner = [i.command.id for i in app.menus.get_menu("napari-gmm.layers_segment_gmm") if hasattr(i, "command")]
+    assert inner == [
+        "napari-gmm.segment_selected",
+        "napari-gmm.segment_selected_auto_k",
+        "napari-gmm.background_selected",
+        "napari-gmm.segment_widget",
+        "napari-gmm.background_widget",
+    ]
 
     # Qt: the menu a user clicks through
     menubar = viewer.window._qt_window.menuBar()
     layers = next(a.menu() for a in menubar.actions() if a.text().replace("&", "") == "Layers")
     segment = next(a.menu() for a in layers.actions() if a.text().replace("&", "") == "Segment")
-    gmm = next(a for a in segment.actions() if a.text().replace("&&", "&") ==
-               "Gaussian mixture (EM)")
+    gmm = next(a for a in segment.actions() if a.text().replace("&&", "&") == "Gaussian mixture (EM)")
     assert gmm.menu() is not None
     gmm.menu().aboutToShow.emit()  # app-model menus fill/refresh their actions on show
     titles = _qmenu_titles(gmm.menu())
     assert "Gaussian mixture segmentation (napari GMM)" in titles, titles
 
     # triggering the entry docks the widget
-    action = next(a for a in gmm.menu().actions()
-                  if a.text().replace("&&", "&").startswith("Gaussian mixture segmentation"))
+    action = next(
+        a for a in gmm.menu().actions() if a.text().replace("&&", "&").startswith("Gaussian mixture segmentation")
+    )
     action.trigger()
     docks = viewer.window.dock_widgets
     assert any("Gaussian mixture segmentation" in name for name in docks), list(docks)
     assert "Background model (napari GMM)" in titles, titles
-    action = next(a for a in gmm.menu().actions()
-                  if a.text().replace("&&", "&") == "Background model (napari GMM)")
+    action = next(a for a in gmm.menu().actions() if a.text().replace("&&", "&") == "Background model (napari GMM)")
     action.trigger()
     assert any("Background model" in name for name in viewer.window.dock_widgets), list(viewer.window.dock_widgets)
 

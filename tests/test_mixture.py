@@ -79,13 +79,28 @@ def test_matches_sklearn_grey(camera, cov_type):
     var0 = np.array([200.0, 900.0, 100.0])
     cov0 = {"spherical": var0, "diag": var0[:, None], "full": var0[:, None, None]}[cov_type]
     prec0 = 1.0 / cov0
-    g = sk.GaussianMixture(K, covariance_type=cov_type, max_iter=n_iter, tol=0, reg_covar=reg,
-                           weights_init=w0, means_init=m0, precisions_init=prec0)
+    g = sk.GaussianMixture(
+        K,
+        covariance_type=cov_type,
+        max_iter=n_iter,
+        tol=0,
+        reg_covar=reg,
+        weights_init=w0,
+        means_init=m0,
+        precisions_init=prec0,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         g.fit(x)
-    ours = ng.fit_mixture(camera, K, covariance_type=cov_type, init=MixtureModel(w0, m0, cov0, cov_type),
-                          max_iter=n_iter, tol=0, reg_covar=reg)
+    ours = ng.fit_mixture(
+        camera,
+        K,
+        covariance_type=cov_type,
+        init=MixtureModel(w0, m0, cov0, cov_type),
+        max_iter=n_iter,
+        tol=0,
+        reg_covar=reg,
+    )
     assert g.n_iter_ == ours.n_iter == n_iter
     np.testing.assert_allclose(ours.weights, g.weights_, rtol=1e-6)
     np.testing.assert_allclose(ours.means, g.means_, rtol=1e-6)
@@ -110,13 +125,29 @@ def test_matches_sklearn_colour(rgb_crop, cov_type):
     else:
         cov0 = np.stack([np.diag(v) + 20.0 * (1 - np.eye(3)) for v in var0])
         prec0 = np.linalg.inv(cov0)
-    g = sk.GaussianMixture(K, covariance_type=cov_type, max_iter=n_iter, tol=0, reg_covar=reg,
-                           weights_init=w0, means_init=m0, precisions_init=prec0)
+    g = sk.GaussianMixture(
+        K,
+        covariance_type=cov_type,
+        max_iter=n_iter,
+        tol=0,
+        reg_covar=reg,
+        weights_init=w0,
+        means_init=m0,
+        precisions_init=prec0,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         g.fit(x)
-    ours = ng.fit_mixture(rgb_crop, K, channel_axis=-1, covariance_type=cov_type,
-                          init=MixtureModel(w0, m0, cov0, cov_type), max_iter=n_iter, tol=0, reg_covar=reg)
+    ours = ng.fit_mixture(
+        rgb_crop,
+        K,
+        channel_axis=-1,
+        covariance_type=cov_type,
+        init=MixtureModel(w0, m0, cov0, cov_type),
+        max_iter=n_iter,
+        tol=0,
+        reg_covar=reg,
+    )
     order = np.argsort(g.means_.mean(1), kind="stable")  # ours are sorted by brightness
     np.testing.assert_allclose(ours.weights, g.weights_[order], rtol=1e-6)
     np.testing.assert_allclose(ours.means, g.means_[order], rtol=1e-6)
@@ -248,12 +279,16 @@ def test_pdf_and_thresholds(camera):
 # dtypes, nD, per-axis, masks, floats
 
 
-@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int8, np.int16, np.int32, np.int64, np.uint32,
-                                   np.float16, np.float32, np.float64])
+@pytest.mark.parametrize(
+    "dtype", [np.uint8, np.uint16, np.int8, np.int16, np.int32, np.int64, np.uint32, np.float16, np.float32, np.float64]
+)
 def test_every_dtype(dtype):
     if np.dtype(dtype).kind == "i" and np.iinfo(dtype).min < 0:
-        img, truth = three_class(dtype=dtype, means=(-60, 0, 60) if dtype == np.int8 else (-500, 200, 900),
-                                 sd=(6, 8, 7) if dtype == np.int8 else (60, 80, 70))
+        img, truth = three_class(
+            dtype=dtype,
+            means=(-60, 0, 60) if dtype == np.int8 else (-500, 200, 900),
+            sd=(6, 8, 7) if dtype == np.int8 else (60, 80, 70),
+        )
     elif dtype == np.uint16 or dtype == np.uint32:
         img, truth = three_class(dtype=dtype, means=(1000, 5000, 9000), sd=(300, 400, 350))
     else:
@@ -357,8 +392,9 @@ def test_quantize_grey_and_colour(rgb_crop):
     qc, m = ng.quantize(rgb_crop, 5, return_model=True)
     assert qc.shape == rgb_crop.shape and qc.dtype == np.uint8
     assert len(np.unique(qc.reshape(-1, 3), axis=0)) == 5
-    np.testing.assert_array_equal(np.unique(qc.reshape(-1, 3), axis=0),
-                                  np.unique(np.clip(np.rint(m.means), 0, 255).astype(np.uint8), axis=0))
+    np.testing.assert_array_equal(
+        np.unique(qc.reshape(-1, 3), axis=0), np.unique(np.clip(np.rint(m.means), 0, 255).astype(np.uint8), axis=0)
+    )
 
 
 def test_colour_channel_first_and_float():
@@ -411,6 +447,7 @@ def test_wide_integer_multichannel_uses_grid_above_2_20_pixels(monkeypatch):
 
 def test_grid_dense_tables_equal_the_sorted_keys():
     from napari_gmm._kernels import _config as h
+
     rng = np.random.default_rng(2)
     img = rng.normal(size=(1200, 1000, 3)).astype(np.float32)
     img[3, 4, 1] = np.nan

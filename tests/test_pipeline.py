@@ -15,8 +15,8 @@ from napari_gmm import Cancelled
 def _three_class(shape=(60, 70), seed=0):
     rng = np.random.default_rng(seed)
     truth = np.zeros(shape, np.uint8)
-    truth[:, shape[1] // 3:] = 1
-    truth[:, 2 * shape[1] // 3:] = 2
+    truth[:, shape[1] // 3 :] = 1
+    truth[:, 2 * shape[1] // 3 :] = 2
     img = np.array([40.0, 120.0, 200.0])[truth] + rng.normal(0, 8, shape)
     return np.clip(np.rint(img), 0, 255).astype(np.uint8), truth + 1
 
@@ -77,8 +77,9 @@ def test_dask_lookups_equal_numpy():
     mc = ng.fit_mixture(rgb, 3, channel_axis=-1)
     drgb = da.from_array(rgb, chunks=(20, 25, 3))
     np.testing.assert_array_equal(mc.predict(drgb, channel_axis=-1).compute(), mc.predict(rgb, channel_axis=-1))
-    np.testing.assert_array_equal(mc.predict_proba(drgb, channel_axis=-1).compute(),
-                                  mc.predict_proba(rgb, channel_axis=-1))
+    np.testing.assert_array_equal(
+        mc.predict_proba(drgb, channel_axis=-1).compute(), mc.predict_proba(rgb, channel_axis=-1)
+    )
     np.testing.assert_array_equal(mc.quantize(drgb, channel_axis=-1).compute(), mc.quantize(rgb, channel_axis=-1))
 
 
@@ -205,7 +206,7 @@ def test_no_import_cycles():
         state[m] = 1
         for d in graph[m]:
             if state.get(d) == 1:
-                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(d):] + [d]))
+                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(d) :] + [d]))
             if d not in state:
                 visit(d, stack + [d])
         state[m] = 2

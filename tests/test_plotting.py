@@ -84,8 +84,7 @@ def test_iteration_draws_the_history_entry(ax):
     assert model.n_iter >= 2
     art = plotting.plot_mixture(ax, model, ng.histogram(img), iteration=1)
     x = art["x"]
-    np.testing.assert_allclose(np.column_stack([ln.get_ydata() for ln in art["components"]]),
-                               model.pdf(x, iteration=1))
+    np.testing.assert_allclose(np.column_stack([ln.get_ydata() for ln in art["components"]]), model.pdf(x, iteration=1))
     m1 = plotting.model_at(model, 1)
     np.testing.assert_allclose(m1.means, model.history["means"][1])
     np.testing.assert_allclose(m1.pdf(x), model.pdf(x, iteration=1))
@@ -121,8 +120,11 @@ def test_colour_marginals_and_ellipses(cov):
         for d in range(3):
             x = art["x"][d]
             for k in range(3):
-                want = model.weights[k] * np.exp(-0.5 * (x - model.means[k, d]) ** 2 / var[k, d]) / np.sqrt(
-                    2 * np.pi * var[k, d])
+                want = (
+                    model.weights[k]
+                    * np.exp(-0.5 * (x - model.means[k, d]) ** 2 / var[k, d])
+                    / np.sqrt(2 * np.pi * var[k, d])
+                )
                 np.testing.assert_allclose(art["components"][d][k].get_ydata(), want, rtol=1e-10)
         # marginal histogram bars: a density of area 1
         st = art["hists"][0].get_data()
@@ -146,7 +148,7 @@ def stack_with_objects(T=40, size=48, seed=0):
     rng = np.random.default_rng(seed)
     stack = rng.normal(90, 3, (T, size, size)).clip(0, 255).astype(np.uint8)
     for t in range(T):
-        stack[t, 8:14, t:t + 3] = 220
+        stack[t, 8:14, t : t + 3] = 220
     return stack
 
 
@@ -196,8 +198,10 @@ def test_plotting_does_not_import_qt_or_napari():
     import subprocess
     import sys
 
-    code = ("import sys, napari_gmm.plotting; bad = [m for m in ('napari', 'qtpy', 'PyQt6', 'magicgui') "
-            "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+    code = (
+        "import sys, napari_gmm.plotting; bad = [m for m in ('napari', 'qtpy', 'PyQt6', 'magicgui') "
+        "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 

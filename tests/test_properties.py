@@ -19,8 +19,9 @@ from hypothesis import strategies as st  # noqa: E402
 import napari_gmm as ng  # noqa: E402
 from napari_gmm import ConvergenceWarning  # noqa: E402
 
-FAST = settings(max_examples=12, deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(
+    max_examples=12, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 INT_DTYPES = [np.uint8, np.uint16, np.int16, np.int32, np.int64, np.uint64]
 
@@ -31,8 +32,9 @@ def images(draw, kinds="iuf"):
     seed = draw(st.integers(0, 2**32 - 1))
     h, w = draw(st.integers(3, 12)), draw(st.integers(3, 12))
     n_cls = draw(st.integers(2, 3))
-    dtype = np.dtype(draw(st.sampled_from([d for d in INT_DTYPES + [np.float32, np.float64]
-                                           if np.dtype(d).kind in kinds])))
+    dtype = np.dtype(
+        draw(st.sampled_from([d for d in INT_DTYPES + [np.float32, np.float64] if np.dtype(d).kind in kinds]))
+    )
     rng = np.random.default_rng(seed)
     means = np.sort(rng.uniform(20, 230, n_cls))
     sd = rng.uniform(1, 15, n_cls)
@@ -110,7 +112,7 @@ def test_pixel_permutation_invariance(case, seed):
 
 
 @FAST
-@given(images(kinds="iu"), st.integers(-10**6, 10**6))
+@given(images(kinds="iu"), st.integers(-(10**6), 10**6))
 def test_integer_offset_invariance(case, offset):
     """img + c (int64, exact): the same labels, means shifted by c (float64 rounding aside)."""
     img, k = case
@@ -155,8 +157,17 @@ def test_any_positive_scale_well_separated(case, s):
 
 
 @FAST
-@given(st.sampled_from([(np.uint64, 0, 2**64 - 1), (np.int64, -(2**63), 2**63 - 1), (np.uint32, 0, 2**32 - 1),
-                        (np.int32, -(2**31), 2**31 - 1)]), st.data())
+@given(
+    st.sampled_from(
+        [
+            (np.uint64, 0, 2**64 - 1),
+            (np.int64, -(2**63), 2**63 - 1),
+            (np.uint32, 0, 2**32 - 1),
+            (np.int32, -(2**31), 2**31 - 1),
+        ]
+    ),
+    st.data(),
+)
 def test_histogram_exact_over_the_whole_integer_range(dt, data):
     """The histogram of 32- and 64-bit integers anywhere in their range against Python ints: the
     distinct values (each float64 correctly rounded from its int) and their exact counts."""
@@ -185,7 +196,7 @@ def stacks(draw):
     rng = np.random.default_rng(seed)
     s = rng.normal(draw(st.integers(10, 200)), draw(st.floats(0.5, 8)), (t, h, w))
     y, x = rng.integers(0, h - 2), rng.integers(0, w - 2)
-    s[t // 2:, y:y + 2, x:x + 2] += 50  # an object appears
+    s[t // 2 :, y : y + 2, x : x + 2] += 50  # an object appears
     return np.clip(np.rint(s), 0, 255).astype(dtype)
 
 

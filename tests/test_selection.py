@@ -40,7 +40,7 @@ def test_censored_em_reaches_the_direct_maximum_of_the_censored_likelihood():
     start = em.Params.from_sklearn([0.5, 0.5], [70.0, 220.0], [100.0, 100.0], "spherical")
     res = em.run_em(P, start, max_iter=3000, tol=1e-13)
     x, n = P.X[:, 0], P.w
-    (cu, nu, _), = P.groups
+    ((cu, nu, _),) = P.groups
 
     def nll(t):
         w1 = special.expit(t[0])
@@ -48,8 +48,12 @@ def test_censored_em_reaches_the_direct_maximum_of_the_censored_likelihood():
         ll = n @ np.log(stats.norm.pdf(x[:, None], mu, sd) @ wts) + nu * np.log(stats.norm.sf(cu, mu, sd) @ wts)
         return -ll / P.total_weight
 
-    o = optimize.minimize(nll, [0.0, 70, 220, np.log(10), np.log(10)], method="Nelder-Mead",
-                          options=dict(xatol=1e-9, fatol=1e-14, maxiter=40000, maxfev=40000))
+    o = optimize.minimize(
+        nll,
+        [0.0, 70, 220, np.log(10), np.log(10)],
+        method="Nelder-Mead",
+        options=dict(xatol=1e-9, fatol=1e-14, maxiter=40000, maxfev=40000),
+    )
     assert -o.fun == pytest.approx(res.objective, abs=1e-9)
     np.testing.assert_allclose(res.params.means[:, 0], o.x[1:3], rtol=1e-5)
     np.testing.assert_allclose(np.sqrt(res.params.cov[:, 0, 0]), np.exp(o.x[3:5]), rtol=1e-4)
@@ -76,9 +80,12 @@ def test_censored_fit_recovers_a_clipped_class_and_the_plain_fit_does_not():
 
 
 def test_no_censoring_detected_on_unclipped_images_and_results_identical():
-    imgs = [cameraman(), _classes([60, 130, 190], 12, [3, 2, 1], seed=3),
-            phantom((128, 128), dtype=np.uint16, seed=2)[0],
-            _classes([0.3, 0.6], 0.05, [1, 1], dtype=np.float32, top=1.0)]
+    imgs = [
+        cameraman(),
+        _classes([60, 130, 190], 12, [3, 2, 1], seed=3),
+        phantom((128, 128), dtype=np.uint16, seed=2)[0],
+        _classes([0.3, 0.6], 0.05, [1, 1], dtype=np.float32, top=1.0),
+    ]
     for img in imgs:
         assert cz.detect_censoring(ng.histogram(img), "auto") is None
         a = ng.fit_mixture(img, 3)
@@ -157,8 +164,9 @@ def test_criterion_of_the_chosen_k_matches_numpy_on_the_pixels(criterion):
     if criterion == "icl":
         logp = stats.norm.logpdf(x[:, None], m.means[:, 0], np.sqrt(m.variances[:, 0])) + np.log(m.weights)
         c = m.censoring
-        logp[x >= c.upper_level] = (np.log(m.weights) + stats.norm.logsf(c.upper, m.means[:, 0],
-                                                                         np.sqrt(m.variances[:, 0])))
+        logp[x >= c.upper_level] = np.log(m.weights) + stats.norm.logsf(
+            c.upper, m.means[:, 0], np.sqrt(m.variances[:, 0])
+        )
         t = np.exp(logp - special.logsumexp(logp, axis=1, keepdims=True))
         ent = -np.sum(np.where(t > 0, t * np.log(np.where(t > 0, t, 1)), 0))
         ref = -2 * ll + p * np.log(N) + 2 * ent
@@ -206,8 +214,9 @@ def test_clipping_no_longer_adds_components():
 
 
 def test_split_start_preserves_the_component_moments():
-    p = em.Params.from_sklearn([0.4, 0.6], [[10.0, 0.0], [50.0, 5.0]],
-                               [[[4.0, 1.0], [1.0, 9.0]], [[25.0, 0.0], [0.0, 1.0]]], "full")
+    p = em.Params.from_sklearn(
+        [0.4, 0.6], [[10.0, 0.0], [50.0, 5.0]], [[[4.0, 1.0], [1.0, 9.0]], [[25.0, 0.0], [0.0, 1.0]]], "full"
+    )
     q = sl.split_start(p, 1)
     assert q.n_components == 3
     w, m, c = q.weights[1:], q.means[1:], q.cov[1:]

@@ -182,18 +182,21 @@ def test_colour_diag_and_full():
     assert np.array_equal(ch_first, last)
 
 
-@pytest.mark.parametrize("kw, match", [
-    (dict(beta=-1.0), "beta"),
-    (dict(beta=float("nan")), "beta"),
-    (dict(beta="strong"), "beta"),
-    (dict(beta=1.0, spacing=(1.0,)), "spacing has 1 entries"),
-    (dict(beta=1.0, spacing=(1.0, 0.0)), "spacing must be finite and > 0"),
-    (dict(beta=1.0, spacing=(1.0, -2.0)), "spacing"),
-    (dict(beta=1.0, connectivity=3), "connectivity"),
-    (dict(bias_field=9), "bias_field"),
-    (dict(bias_field=-1), "bias_field"),
-    (dict(bias_field=0.5), "bias_field"),
-])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(beta=-1.0), "beta"),
+        (dict(beta=float("nan")), "beta"),
+        (dict(beta="strong"), "beta"),
+        (dict(beta=1.0, spacing=(1.0,)), "spacing has 1 entries"),
+        (dict(beta=1.0, spacing=(1.0, 0.0)), "spacing must be finite and > 0"),
+        (dict(beta=1.0, spacing=(1.0, -2.0)), "spacing"),
+        (dict(beta=1.0, connectivity=3), "connectivity"),
+        (dict(bias_field=9), "bias_field"),
+        (dict(bias_field=-1), "bias_field"),
+        (dict(bias_field=0.5), "bias_field"),
+    ],
+)
 def test_bad_input_is_explained_and_nothing_modified(noisy, kw, match):
     img = noisy[0]
     keep = img.copy()

@@ -7,7 +7,8 @@
 #    (Debian/Ubuntu as root, or with sudo); skipped when all are present.
 # 2. Creates a virtualenv (NAPARI_GMM_VENV if set, else ./.venv in the checkout) unless it
 #    exists, and installs the package editable with its test extras: pip install -e ".[testing]".
-# 3. Runs pytest under `xvfb-run -a` with QT_QPA_PLATFORM=xcb (napari's canvas needs a real X
+# 3. Runs ruff (lint and format check, as pyproject.toml configures it); a finding fails the run.
+# 4. Runs pytest under `xvfb-run -a` with QT_QPA_PLATFORM=xcb (napari's canvas needs a real X
 #    server; Qt's offscreen platform cannot render it) and exits with pytest's exit code. pytest's
 #    summary line is the last line printed (nothing is printed after pytest). Exit code 5 (no test
 #    collected: pytest prints "no tests ran") is passed on as is, i.e. a failure.
@@ -74,7 +75,12 @@ if [[ "${NAPARI_GMM_SKIP_INSTALL:-0}" != 1 ]]; then
     "$py" -m pip install -q --disable-pip-version-check -e ".[testing]" >&2
 fi
 
-# --- 3. pytest under Xvfb ---------------------------------------------------------------------
+# --- 3. lint and format (ruff, configured in pyproject.toml) ----------------------------------
+log "ruff check and ruff format --check"
+"$py" -m ruff check --quiet . >&2 || { log "ruff check failed: run 'ruff check --fix .'"; exit 1; }
+"$py" -m ruff format --check --quiet . >&2 || { log "not formatted: run 'ruff format .'"; exit 1; }
+
+# --- 4. pytest under Xvfb ---------------------------------------------------------------------
 export QT_QPA_PLATFORM=xcb QT_API=pyqt6 PYTEST_QT_API=pyqt6
 export NUMBA_NUM_THREADS="${NUMBA_NUM_THREADS:-2}"
 unset DISPLAY WAYLAND_DISPLAY

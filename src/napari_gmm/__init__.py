@@ -13,8 +13,8 @@ from ._validate import Cancelled, ConvergenceWarning, FitError, InputError
 from .background import BackgroundModel, BackgroundResult, subtract_background
 from .compress import Histogram
 from .mixture import MixtureModel, SplitModels
-from .segmentation import fit_mixture, quantize, segment
 from .pipeline import histogram
+from .segmentation import fit_mixture, quantize, segment
 
 __version__ = "0.1.0"
 

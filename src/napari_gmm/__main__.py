@@ -22,8 +22,9 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -109,9 +110,10 @@ def plot_grey_model(path, image: np.ndarray, model, *, title: str = "") -> list[
     thresholds : list of float
         The decision thresholds drawn (intensities where the most probable component changes).
     """
-    import napari_gmm as ng
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+
+    import napari_gmm as ng
 
     hist = ng.histogram(image)
     values = np.asarray(hist.values, dtype=np.float64)[:, 0]
@@ -138,9 +140,13 @@ def plot_grey_model(path, image: np.ndarray, model, *, title: str = "") -> list[
     for j in range(k):
         mu = float(np.asarray(model.means)[j, 0])
         sd = float(np.sqrt(np.asarray(model.covariances, dtype=np.float64).reshape(k, -1)[j, 0]))
-        ax.plot(x, comps[:, j], color=pal[j], lw=1.8,
-                label=f"component {j + 1}: w={float(model.weights[j]):.3f}, "
-                      f"\u03bc={mu:.1f}, \u03c3={sd:.1f}")
+        ax.plot(
+            x,
+            comps[:, j],
+            color=pal[j],
+            lw=1.8,
+            label=f"component {j + 1}: w={float(model.weights[j]):.3f}, \u03bc={mu:.1f}, \u03c3={sd:.1f}",
+        )
     for i, t in enumerate(thresholds):
         ax.axvline(t, color="crimson", lw=1, ls=":", label="thresholds" if i == 0 else None)
     ax.set_xlim(lo, hi)
@@ -180,23 +186,27 @@ def demo_cameraman(ctx: DemoContext) -> dict[str, Any]:
         np.save(ctx.path(f"{stem}_labels.npy"), labels)
         save_labels_png(ctx.path(f"{stem}_labels.png"), labels, k)
         thresholds = plot_grey_model(
-            ctx.path(f"{stem}_plot.png"), image, model,
+            ctx.path(f"{stem}_plot.png"),
+            image,
+            model,
             title=f"cameraman, K={k}: Gaussian mixture fitted by EM",
         )
         fractions = np.bincount(labels.ravel(), minlength=k + 1)[1:] / labels.size
-        runs.append({
-            "n_components": k,
-            "first_call_s": first,
-            "warm_call_s": warm,
-            "n_iter": int(model.n_iter),
-            "converged": bool(model.converged),
-            "lower_bound": float(model.lower_bound),
-            "thresholds": thresholds,
-            "label_fractions": fractions.tolist(),
-            "files": [f"{stem}_labels.npy", f"{stem}_labels.png", f"{stem}_plot.png"],
-            "model": model.to_dict(),
-            "summary": model.summary(),
-        })
+        runs.append(
+            {
+                "n_components": k,
+                "first_call_s": first,
+                "warm_call_s": warm,
+                "n_iter": int(model.n_iter),
+                "converged": bool(model.converged),
+                "lower_bound": float(model.lower_bound),
+                "thresholds": thresholds,
+                "label_fractions": fractions.tolist(),
+                "files": [f"{stem}_labels.npy", f"{stem}_labels.png", f"{stem}_plot.png"],
+                "model": model.to_dict(),
+                "summary": model.summary(),
+            }
+        )
     return {"image": {"shape": list(image.shape), "dtype": str(image.dtype)}, "runs": runs}
 
 
@@ -233,13 +243,20 @@ def demo_phantom(ctx: DemoContext) -> dict[str, Any]:
     np.save(ctx.path("phantom_labels.npy"), labels)
     save_labels_png(ctx.path("phantom_labels.png"), labels, n_classes)
     thresholds = plot_grey_model(
-        ctx.path("phantom_plot.png"), image, model,
+        ctx.path("phantom_plot.png"),
+        image,
+        model,
         title=f"phantom (3 classes, noise 0.25): accuracy {accuracy:.4f} "
-              f"(Bayes classifier with true parameters: {oracle_accuracy:.4f})",
+        f"(Bayes classifier with true parameters: {oracle_accuracy:.4f})",
     )
     return {
-        "image": {"shape": list(image.shape), "dtype": str(image.dtype), "n_classes": n_classes,
-                  "noise": 0.25, "seed": 0},
+        "image": {
+            "shape": list(image.shape),
+            "dtype": str(image.dtype),
+            "n_classes": n_classes,
+            "noise": 0.25,
+            "seed": 0,
+        },
         "n_components": n_classes,
         "first_call_s": first,
         "warm_call_s": warm,
@@ -258,6 +275,7 @@ def demo_phantom(ctx: DemoContext) -> dict[str, Any]:
 
 from ._demo_colour import demo_colour  # noqa: E402  (the colour step lives in its own module)
 
+
 #: The demo, in order: ``(name, step)``. A step gets the :class:`DemoContext`, writes its files
 #: with ``ctx.path(name)`` and returns its JSON-able summary section (stored under ``name`` in
 #: summary.json; a ``"text"`` entry in it, if any, is copied into summary.txt). Append new steps
@@ -274,8 +292,7 @@ def demo_choosing_k(ctx: DemoContext) -> dict[str, Any]:
     from napari_gmm.datasets import cameraman, phantom
     from napari_gmm.plotting import plot_selection
 
-    images = {"cameraman": cameraman(), "phantom (3 classes)": phantom((256, 256), n_classes=3, noise=0.25,
-                                                                      seed=0)[0]}
+    images = {"cameraman": cameraman(), "phantom (3 classes)": phantom((256, 256), n_classes=3, noise=0.25, seed=0)[0]}
     fig = Figure(figsize=(10, 4), layout="constrained")
     axes = fig.subplots(1, 2)
     chosen = {}
@@ -288,8 +305,10 @@ def demo_choosing_k(ctx: DemoContext) -> dict[str, Any]:
         ax.set_title(f"{name}: criterion against K (* = chosen)")
         ax.legend(fontsize=8)
     fig.savefig(ctx.path("choosing_k.png"), dpi=110)
-    lines = ["choosing K (n_components='auto'): " + "; ".join(
-        f"{n}: " + ", ".join(f"{c.upper()} {k}" for c, k in v.items()) for n, v in chosen.items())]
+    lines = [
+        "choosing K (n_components='auto'): "
+        + "; ".join(f"{n}: " + ", ".join(f"{c.upper()} {k}" for c, k in v.items()) for n, v in chosen.items())
+    ]
     return {"chosen": chosen, "files": ["choosing_k.png"], "text": "\n".join(lines)}
 
 
@@ -328,27 +347,31 @@ def _summary_text(summary: dict[str, Any]) -> str:
     cam = summary["steps"].get("cameraman")
     if cam:
         for run in cam["runs"]:
-            lines.append(f"cameraman {tuple(cam['image']['shape'])} {cam['image']['dtype']}, "
-                         f"K={run['n_components']}")
-            lines.append(f"  time: first call {run['first_call_s'] * 1e3:.1f} ms "
-                         f"(includes Numba compilation unless cached), "
-                         f"warm call {run['warm_call_s'] * 1e3:.2f} ms")
+            lines.append(f"cameraman {tuple(cam['image']['shape'])} {cam['image']['dtype']}, K={run['n_components']}")
+            lines.append(
+                f"  time: first call {run['first_call_s'] * 1e3:.1f} ms "
+                f"(includes Numba compilation unless cached), "
+                f"warm call {run['warm_call_s'] * 1e3:.2f} ms"
+            )
             lines.append("  thresholds: " + ", ".join(f"{t:.2f}" for t in run["thresholds"]))
-            lines.append("  label fractions: "
-                         + ", ".join(f"{f:.3f}" for f in run["label_fractions"]))
+            lines.append("  label fractions: " + ", ".join(f"{f:.3f}" for f in run["label_fractions"]))
             lines.extend("  " + s for s in run["summary"].splitlines())
             lines.append("")
     ph = summary["steps"].get("phantom")
     if ph:
-        lines.append(f"phantom {tuple(ph['image']['shape'])} {ph['image']['dtype']}, "
-                     f"{ph['image']['n_classes']} classes, noise {ph['image']['noise']}")
-        lines.append(f"  accuracy vs ground truth: {ph['accuracy']:.4f} "
-                     f"(Bayes classifier with the true parameters: {ph['oracle_accuracy']:.4f})")
-        lines.append(f"  time: first call {ph['first_call_s'] * 1e3:.1f} ms, "
-                     f"warm call {ph['warm_call_s'] * 1e3:.2f} ms")
+        lines.append(
+            f"phantom {tuple(ph['image']['shape'])} {ph['image']['dtype']}, "
+            f"{ph['image']['n_classes']} classes, noise {ph['image']['noise']}"
+        )
+        lines.append(
+            f"  accuracy vs ground truth: {ph['accuracy']:.4f} "
+            f"(Bayes classifier with the true parameters: {ph['oracle_accuracy']:.4f})"
+        )
+        lines.append(
+            f"  time: first call {ph['first_call_s'] * 1e3:.1f} ms, warm call {ph['warm_call_s'] * 1e3:.2f} ms"
+        )
         lines.append("  confusion (rows: truth 1..3, columns: labels 1..3):")
-        lines.extend("    " + " ".join(f"{c:7d}" for c in row)
-                     for row in ph["confusion_truth_by_label"])
+        lines.extend("    " + " ".join(f"{c:7d}" for c in row) for row in ph["confusion_truth_by_label"])
         lines.extend("  " + s for s in ph["summary"].splitlines())
         lines.append("")
     for name, section in summary["steps"].items():
@@ -410,28 +433,36 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="napari-gmm",
         description="napari-gmm: Gaussian-mixture (EM) segmentation of images. "
-                    "Run `napari-gmm demo` (or `python -m napari_gmm demo`) for a headless demo.",
+        "Run `napari-gmm demo` (or `python -m napari_gmm demo`) for a headless demo.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo = sub.add_parser(
         "demo",
         help="segment the bundled sample images headless and write labels, plots and a summary",
         description="Segment the cameraman (the seed method's example) and a synthetic 3-class "
-                    "phantom with known ground truth; write labels (PNG, .npy), plots (PNG) and "
-                    "summary.json / summary.txt. Never opens a window.",
+        "phantom with known ground truth; write labels (PNG, .npy), plots (PNG) and "
+        "summary.json / summary.txt. Never opens a window.",
     )
-    demo.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
-                      help=f"output directory (default: ./{DEFAULT_OUT})")
-    demo.add_argument("--k", nargs="+", type=_positive_int, default=[2, 3], metavar="K",
-                      help="numbers of components for the cameraman (default: 2 3)")
-    demo.add_argument("--max-iter", type=_positive_int, default=100,
-                      help="maximum EM iterations (default: 100)")
-    demo.add_argument("--tol", type=float, default=1e-6,
-                      help="stop when the mean log-likelihood changes by less (default: 1e-6)")
-    demo.add_argument("--steps", nargs="+", choices=[name for name, _ in DEMO_STEPS],
-                      metavar="STEP",
-                      help="run only these steps (default: all: "
-                           + ", ".join(name for name, _ in DEMO_STEPS) + ")")
+    demo.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"output directory (default: ./{DEFAULT_OUT})")
+    demo.add_argument(
+        "--k",
+        nargs="+",
+        type=_positive_int,
+        default=[2, 3],
+        metavar="K",
+        help="numbers of components for the cameraman (default: 2 3)",
+    )
+    demo.add_argument("--max-iter", type=_positive_int, default=100, help="maximum EM iterations (default: 100)")
+    demo.add_argument(
+        "--tol", type=float, default=1e-6, help="stop when the mean log-likelihood changes by less (default: 1e-6)"
+    )
+    demo.add_argument(
+        "--steps",
+        nargs="+",
+        choices=[name for name, _ in DEMO_STEPS],
+        metavar="STEP",
+        help="run only these steps (default: all: " + ", ".join(name for name, _ in DEMO_STEPS) + ")",
+    )
     _add_batch_commands(sub)
     return parser
 
@@ -447,53 +478,81 @@ def _axis_or_auto(text: str):
 
 def _add_batch_commands(sub) -> None:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--out", required=True, metavar="OUT",
-                        help="output folder, or one OUT.zarr for a single input")
-    common.add_argument("--channel-axis", type=_axis_or_auto, default="auto", metavar="AXIS",
-                        help="channel axis: an integer, 'none' (grey) or 'auto' (the axis an OME file calls c; "
-                             "default)")
+    common.add_argument("--out", required=True, metavar="OUT", help="output folder, or one OUT.zarr for a single input")
+    common.add_argument(
+        "--channel-axis",
+        type=_axis_or_auto,
+        default="auto",
+        metavar="AXIS",
+        help="channel axis: an integer, 'none' (grey) or 'auto' (the axis an OME file calls c; default)",
+    )
     common.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    common.add_argument("--scheduler", metavar="ADDRESS",
-                        help="run on this dask.distributed scheduler (e.g. tcp://10.0.0.5:8786) instead of "
-                             "local threads")
-    common.add_argument("--summary", metavar="FILE", help="write the JSON summary here (default: OUT/summary.json "
-                        "for a folder, OUT.summary.json beside a .zarr)")
+    common.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run on this dask.distributed scheduler (e.g. tcp://10.0.0.5:8786) instead of local threads",
+    )
+    common.add_argument(
+        "--summary",
+        metavar="FILE",
+        help="write the JSON summary here (default: OUT/summary.json for a folder, OUT.summary.json beside a .zarr)",
+    )
     common.add_argument("--no-progress", action="store_true", help="no progress bars")
     seg = sub.add_parser(
-        "segment", parents=[common],
+        "segment",
+        parents=[common],
         help="segment image files (TIFF/OME-TIFF, zarr/OME-Zarr, .npy) into labels written as zarr",
         description="Segment every INPUT (files, globs or folders) with a Gaussian mixture; write each "
-                    "file's labels to zarr chunk by chunk, with the model as the 'napari_gmm' attribute.",
+        "file's labels to zarr chunk by chunk, with the model as the 'napari_gmm' attribute.",
     )
     seg.add_argument("inputs", nargs="+", metavar="INPUT")
-    seg.add_argument("--n-components", "-k", type=_positive_int, default=3, metavar="K",
-                     help="number of Gaussians (default 3)")
-    seg.add_argument("--pooled", action="store_true",
-                     help="one model for all files (their histograms merged) instead of one per file")
-    seg.add_argument("--split-axis", type=int, default=None, metavar="AXIS",
-                     help="one model per index of this axis within each file (e.g. 0 for time)")
+    seg.add_argument(
+        "--n-components", "-k", type=_positive_int, default=3, metavar="K", help="number of Gaussians (default 3)"
+    )
+    seg.add_argument(
+        "--pooled",
+        action="store_true",
+        help="one model for all files (their histograms merged) instead of one per file",
+    )
+    seg.add_argument(
+        "--split-axis",
+        type=int,
+        default=None,
+        metavar="AXIS",
+        help="one model per index of this axis within each file (e.g. 0 for time)",
+    )
     seg.add_argument("--covariance-type", choices=["spherical", "diag", "full"], default="spherical")
     seg.add_argument("--max-iter", type=_positive_int, default=100)
     seg.add_argument("--tol", type=float, default=1e-6)
     app = sub.add_parser(
-        "apply", parents=[common],
+        "apply",
+        parents=[common],
         help="label image files with a saved model (JSON from MixtureModel.to_dict, or a result .zarr)",
     )
     app.add_argument("model", metavar="MODEL")
     app.add_argument("inputs", nargs="+", metavar="INPUT")
     bg = sub.add_parser(
-        "background", parents=[common],
+        "background",
+        parents=[common],
         help="background modelling of a stack file (per-pixel adaptive mixtures), written as zarr",
         description="Model the background of STACK (T, Y, X[, C]) tile by tile (memory: a tile, not the "
-                    "stack) and write OUT.zarr with the arrays 'foreground' (0/1/2) and 'background'.",
+        "stack) and write OUT.zarr with the arrays 'foreground' (0/1/2) and 'background'.",
     )
     bg.add_argument("inputs", nargs=1, metavar="STACK")
-    bg.add_argument("--preset", default="camera video", choices=["camera video", "fluorescence time-lapse"],
-                    help="'camera video' (OpenCV MOG2's behaviour) or 'fluorescence time-lapse' (shot-noise "
-                         "model, bleaching correction, objects that pause); default camera video")
+    bg.add_argument(
+        "--preset",
+        default="camera video",
+        choices=["camera video", "fluorescence time-lapse"],
+        help="'camera video' (OpenCV MOG2's behaviour) or 'fluorescence time-lapse' (shot-noise "
+        "model, bleaching correction, objects that pause); default camera video",
+    )
     bg.add_argument("--time-axis", type=int, default=0, metavar="AXIS")
-    bg.add_argument("--background", choices=["all", "last", "none"], default="all",
-                    help="write the background of every frame (default), only the last, or none")
+    bg.add_argument(
+        "--background",
+        choices=["all", "last", "none"],
+        default="all",
+        help="write the background of every frame (default), only the last, or none",
+    )
 
 
 def _run_batch(args) -> int:
@@ -506,21 +565,44 @@ def _run_batch(args) -> int:
         client = batch.connect(args.scheduler)
         bars = not args.no_progress
         if args.command == "segment":
-            summary = batch.segment_files(inputs, args.out, args.n_components, pooled=args.pooled,
-                                          channel_axis=args.channel_axis, split_axis=args.split_axis,
-                                          overwrite=args.overwrite, client=client, bars=bars,
-                                          covariance_type=args.covariance_type, max_iter=args.max_iter,
-                                          tol=args.tol)
+            summary = batch.segment_files(
+                inputs,
+                args.out,
+                args.n_components,
+                pooled=args.pooled,
+                channel_axis=args.channel_axis,
+                split_axis=args.split_axis,
+                overwrite=args.overwrite,
+                client=client,
+                bars=bars,
+                covariance_type=args.covariance_type,
+                max_iter=args.max_iter,
+                tol=args.tol,
+            )
         elif args.command == "apply":
-            summary = batch.apply_files(args.model, inputs, args.out, channel_axis=args.channel_axis,
-                                        overwrite=args.overwrite, client=client, bars=bars)
+            summary = batch.apply_files(
+                args.model,
+                inputs,
+                args.out,
+                channel_axis=args.channel_axis,
+                overwrite=args.overwrite,
+                client=client,
+                bars=bars,
+            )
         else:
             if len(inputs) != 1:
                 raise InputError(f"background models one stack at a time; {args.inputs[0]} matches {len(inputs)}")
-            summary = batch.background_file(inputs[0], args.out, preset=args.preset, time_axis=args.time_axis,
-                                            channel_axis=args.channel_axis, overwrite=args.overwrite,
-                                            client=client, bars=bars,
-                                            background=None if args.background == "none" else args.background)
+            summary = batch.background_file(
+                inputs[0],
+                args.out,
+                preset=args.preset,
+                time_axis=args.time_axis,
+                channel_axis=args.channel_axis,
+                overwrite=args.overwrite,
+                client=client,
+                bars=bars,
+                background=None if args.background == "none" else args.background,
+            )
     except ValueError as exc:  # InputError: bad inputs, paths, scheduler; the message says what to do
         print(f"napari-gmm {args.command}: error: {exc}", file=sys.stderr)
         return 2
@@ -528,15 +610,21 @@ def _run_batch(args) -> int:
         if client is not None:
             client.close()
     out = Path(args.out)
-    where = Path(args.summary) if args.summary else (
-        out.with_name(out.name + ".summary.json") if out.suffix.lower() == ".zarr" else out / "summary.json")
+    where = (
+        Path(args.summary)
+        if args.summary
+        else (out.with_name(out.name + ".summary.json") if out.suffix.lower() == ".zarr" else out / "summary.json")
+    )
     where.write_text(json.dumps(summary, indent=2))
     for f in summary["files"]:
         if f["status"] != "ok":
             msg = f["error"] if f["error"].startswith(f["input"]) else f"{f['input']}: {f['error']}"
             print(f"napari-gmm {args.command}: {msg}", file=sys.stderr)
-    print(f"napari-gmm {args.command}: {summary['n_ok']} of {len(summary['files'])} file(s) done in "
-          f"{summary['seconds']:.1f} s; summary: {where}", file=sys.stderr)
+    print(
+        f"napari-gmm {args.command}: {summary['n_ok']} of {len(summary['files'])} file(s) done in "
+        f"{summary['seconds']:.1f} s; summary: {where}",
+        file=sys.stderr,
+    )
     return 0 if summary["n_failed"] == 0 else 1
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._validate import InputError, as_flat, label_dtype, move_channels
 from .compress import (
     Kind,
     colour_lookup,
@@ -30,7 +31,6 @@ from .compress import (
     valid_rows,
     whole_dtype_counts,
 )
-from ._validate import InputError, as_flat, label_dtype, move_channels
 
 __all__ = ["histogram", "labels", "proba", "paint"]
 
@@ -101,8 +101,9 @@ def _block_counts(b, m, spec):
 def histogram(image, *, channel_axis=None, mask=None, bins=None):
     """The exact histogram of a dask image (grey: chunk by chunk; colour: in memory)."""
     if channel_axis is not None:
-        return compress_numpy(np.asarray(image), channel_axis=channel_axis,
-                              mask=None if mask is None else np.asarray(mask), bins=bins)
+        return compress_numpy(
+            np.asarray(image), channel_axis=channel_axis, mask=None if mask is None else np.asarray(mask), bins=bins
+        )
     return pooled_histogram([image], [mask], bins=bins)
 
 
@@ -114,8 +115,10 @@ def pooled_histogram(images, masks=None, *, bins=None):
     masks = masks or [None] * len(images)
     dtypes = {np.dtype(im.dtype) for im in images}
     if len(dtypes) > 1:
-        raise InputError(f"images of different dtypes ({', '.join(sorted(map(str, dtypes)))}) cannot share one "
-                         "histogram: convert them to one dtype, or fit each on its own")
+        raise InputError(
+            f"images of different dtypes ({', '.join(sorted(map(str, dtypes)))}) cannot share one "
+            "histogram: convert them to one dtype, or fit each on its own"
+        )
     blocks, mblocks = [], []
     for im, mask in zip(images, masks):
         _check_mask(mask, im.shape)
@@ -192,11 +195,23 @@ def _colour_lazy(fns, image, hist, channel_axis, mask, what):
     kw = dict(hist=hist, fns=fns, what=what, ch=ch)
     args = [image] if mask is None else [image, _spatial_mask_with_channel(mask, image, ch)]
     if what == "labels":
-        return da.map_blocks(task(_colour_block, image.npartitions), *args, drop_axis=ch, chunks=spatial_chunks,
-                             dtype=label_dtype(K), **kw)
-    return da.map_blocks(task(_colour_block, image.npartitions), *args, drop_axis=ch, new_axis=0,
-                         chunks=((K,),) + spatial_chunks,
-                         dtype=np.float32, **kw)
+        return da.map_blocks(
+            task(_colour_block, image.npartitions),
+            *args,
+            drop_axis=ch,
+            chunks=spatial_chunks,
+            dtype=label_dtype(K),
+            **kw,
+        )
+    return da.map_blocks(
+        task(_colour_block, image.npartitions),
+        *args,
+        drop_axis=ch,
+        new_axis=0,
+        chunks=((K,),) + spatial_chunks,
+        dtype=np.float32,
+        **kw,
+    )
 
 
 def _spatial_mask_with_channel(mask, image, ch):
@@ -217,11 +232,15 @@ def labels(fns, image, hist, *, channel_axis=None, mask=None):
     _check_mask(mask, image.shape)
     lut = grey_label_table(fns, hist)
     if mask is None:
-        return image.map_blocks(task(_grey_labels_block, image.npartitions), spec=hist.spec, lut=lut,
-                                dtype=lut.dtype)
-    return da.map_blocks(task(_grey_labels_block, image.npartitions), image,
-                         da.asarray(mask).rechunk(image.chunks), spec=hist.spec,
-                         lut=lut, dtype=lut.dtype)
+        return image.map_blocks(task(_grey_labels_block, image.npartitions), spec=hist.spec, lut=lut, dtype=lut.dtype)
+    return da.map_blocks(
+        task(_grey_labels_block, image.npartitions),
+        image,
+        da.asarray(mask).rechunk(image.chunks),
+        spec=hist.spec,
+        lut=lut,
+        dtype=lut.dtype,
+    )
 
 
 def proba(fns, image, hist, *, channel_axis=None, mask=None):
@@ -236,9 +255,15 @@ def proba(fns, image, hist, *, channel_axis=None, mask=None):
     table = np.zeros((grid.shape[0] + 1, K), np.float32)
     table[:-1] = fns.proba(grid)
     args = [image] if mask is None else [image, da.asarray(mask).rechunk(image.chunks)]
-    return da.map_blocks(task(_grey_proba_block, image.npartitions), *args, new_axis=0,
-                         chunks=((K,),) + image.chunks, dtype=np.float32,
-                         spec=hist.spec, table=table)
+    return da.map_blocks(
+        task(_grey_proba_block, image.npartitions),
+        *args,
+        new_axis=0,
+        chunks=((K,),) + image.chunks,
+        dtype=np.float32,
+        spec=hist.spec,
+        table=table,
+    )
 
 
 def _paint_block(b, lab, *, table, ch):
@@ -253,13 +278,15 @@ def paint(image, labels, table, *, channel_axis=None):
     labels = da.asarray(labels)
     if channel_axis is None:
         labels = labels.rechunk(image.chunks)
-        return da.map_blocks(task(_paint_block, image.npartitions), image, labels, table=table, ch=None,
-                             dtype=image.dtype)
+        return da.map_blocks(
+            task(_paint_block, image.npartitions), image, labels, table=table, ch=None, dtype=image.dtype
+        )
     ch = channel_axis % image.ndim
     image = image.rechunk({ch: -1})
     lab = da.expand_dims(labels, ch).rechunk(tuple(c if i != ch else (1,) for i, c in enumerate(image.chunks)))
-    return da.map_blocks(task(_paint_colour_block, image.npartitions), image, lab, table=table, ch=ch,
-                         dtype=image.dtype)
+    return da.map_blocks(
+        task(_paint_colour_block, image.npartitions), image, lab, table=table, ch=ch, dtype=image.dtype
+    )
 
 
 def _paint_colour_block(b, lab, *, table, ch):

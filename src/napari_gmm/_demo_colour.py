@@ -60,9 +60,14 @@ def demo_colour(ctx) -> dict[str, Any]:
         dt = time.perf_counter() - t
         quantised[k] = q
         Image.fromarray(q).save(ctx.path(f"colour_k{k}.png"))
-        run = {"n_components": k, "seconds": dt, "n_iter": model.n_iter,
-               "mean_log_likelihood_0_1_units": model.lower_bound + 3 * np.log(255.0),
-               "rmse_vs_original": _rmse(q, image), "file": f"colour_k{k}.png"}
+        run = {
+            "n_components": k,
+            "seconds": dt,
+            "n_iter": model.n_iter,
+            "mean_log_likelihood_0_1_units": model.lower_bound + 3 * np.log(255.0),
+            "rmse_vs_original": _rmse(q, image),
+            "file": f"colour_k{k}.png",
+        }
         if path is not None:
             seed_out = path.parent / f"output_k{k}.jpg"
             if seed_out.is_file():
@@ -82,6 +87,8 @@ def demo_colour(ctx) -> dict[str, Any]:
     lines = [f"colour: {source}"]
     for r in runs:
         extra = f", seed's RMSE {r['seed_rmse_vs_original']:.2f}" if "seed_rmse_vs_original" in r else ""
-        lines.append(f"  K={r['n_components']}: {r['seconds'] * 1e3:.0f} ms, colour RMSE vs original "
-                     f"{r['rmse_vs_original']:.2f}{extra}")
+        lines.append(
+            f"  K={r['n_components']}: {r['seconds'] * 1e3:.0f} ms, colour RMSE vs original "
+            f"{r['rmse_vs_original']:.2f}{extra}"
+        )
     return {"source": source, "image_shape": list(image.shape), "runs": runs, "text": "\n".join(lines)}

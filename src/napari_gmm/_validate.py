@@ -152,12 +152,7 @@ def check_image(image, *, channel_axis=None):
     if image.size == 0:
         raise InputError(f"the image is empty ({_describe(image)}): there are no pixels to model")
     if channel_axis is None:
-        if (
-            image.ndim == 3
-            and image.shape[-1] in (3, 4)
-            and dt == np.uint8
-            and min(image.shape[:2]) >= 16
-        ):
+        if image.ndim == 3 and image.shape[-1] in (3, 4) and dt == np.uint8 and min(image.shape[:2]) >= 16:
             raise InputError(
                 f"the image ({_describe(image)}) looks like RGB(A): colour images are segmented in "
                 "the colour mode, channel_axis=-1 (the widget does this for RGB layers). If it really "
@@ -166,16 +161,21 @@ def check_image(image, *, channel_axis=None):
             )
         return image
     ndim = image.ndim
-    if (isinstance(channel_axis, bool) or not isinstance(channel_axis, (int, np.integer))
-            or not -ndim <= channel_axis < ndim):
+    if (
+        isinstance(channel_axis, bool)
+        or not isinstance(channel_axis, (int, np.integer))
+        or not -ndim <= channel_axis < ndim
+    ):
         raise InputError(
             f"channel_axis={channel_axis!r} is not an axis of the image ({_describe(image)}): "
             f"use an integer in [{-ndim}, {ndim - 1}], e.g. -1 for RGB or 0 for (C, Y, X), or None for a "
             "grey image"
         )
     if ndim < 2:
-        raise InputError(f"a colour image needs pixels and a channel axis; got {_describe(image)}: for a "
-                         "grey image pass channel_axis=None")
+        raise InputError(
+            f"a colour image needs pixels and a channel axis; got {_describe(image)}: for a "
+            "grey image pass channel_axis=None"
+        )
     nc = image.shape[channel_axis]
     if nc == 1:
         raise InputError(
@@ -195,7 +195,8 @@ def check_image(image, *, channel_axis=None):
         warnings.warn(
             "the image has 4 channels on its last axis (RGBA?): all 4 are modelled. If the 4th is "
             "alpha, pass image[..., :3] (the napari widget drops alpha itself)",
-            UserWarning, stacklevel=user_stacklevel(),
+            UserWarning,
+            stacklevel=user_stacklevel(),
         )
     return image
 
@@ -259,9 +260,7 @@ def check_random_state(random_state):
             f"(np.random.default_rng(seed)), got {random_state!r}"
         )
     if random_state < 0:
-        raise InputError(
-            f"random_state={random_state} is negative: seeds are whole numbers >= 0 (e.g. random_state=0)"
-        )
+        raise InputError(f"random_state={random_state} is negative: seeds are whole numbers >= 0 (e.g. random_state=0)")
 
 
 def check_progress(progress):
@@ -304,8 +303,11 @@ def check_fit_range(values, low, high, kind):
         )
     v = np.asarray(values, dtype=np.float64)
     if v.shape[0] >= 2 and str(kind).startswith("integer") and mag >= 2.0**53:
-        distinct = (np.count_nonzero(np.diff(v[:, 0])) + 1 if v.shape[1] == 1  # grey values come sorted
-                    else np.unique(v, axis=0).shape[0])
+        distinct = (
+            np.count_nonzero(np.diff(v[:, 0])) + 1
+            if v.shape[1] == 1  # grey values come sorted
+            else np.unique(v, axis=0).shape[0]
+        )
         if distinct < v.shape[0]:
             raise InputError(
                 f"the image's integer values (around {mag:.4g}) lie closer together than float64 "
@@ -330,8 +332,11 @@ def check_param_names(params, valid, what="parameter"):
     unknown = [k for k in params if k not in valid]
     if not unknown:
         return
-    aliases = {"nmixtures": "n_mixtures", "backgroundratio": "background_ratio",
-               "complexityreductionthreshold": "complexity_reduction_threshold"}
+    aliases = {
+        "nmixtures": "n_mixtures",
+        "backgroundratio": "background_ratio",
+        "complexityreductionthreshold": "complexity_reduction_threshold",
+    }
     hints = []
     for k in unknown:
         guess = snake_case(k)

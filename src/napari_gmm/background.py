@@ -33,8 +33,9 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -49,10 +50,22 @@ from ._validate import (
     to_int_dtype,
 )
 
-__all__ = ["subtract_background", "BackgroundModel", "BackgroundResult", "NoiseModel",
-           "estimate_noise", "estimate_bleaching", "pixel_history", "burn_in_indices",
-           "default_data_range", "preset_params", "check_background_args", "PRESETS",
-           "DEFAULT_PRESET", "REPLAY_KEYS"]
+__all__ = [
+    "subtract_background",
+    "BackgroundModel",
+    "BackgroundResult",
+    "NoiseModel",
+    "estimate_noise",
+    "estimate_bleaching",
+    "pixel_history",
+    "burn_in_indices",
+    "default_data_range",
+    "preset_params",
+    "check_background_args",
+    "PRESETS",
+    "DEFAULT_PRESET",
+    "REPLAY_KEYS",
+]
 
 #: mask values in :attr:`BackgroundResult.foreground`
 BACKGROUND, FOREGROUND, SHADOW = _mog.BACKGROUND, _mog.FOREGROUND, _mog.SHADOW
@@ -89,8 +102,7 @@ def _check_model_params(params: dict) -> dict:
     unknown = set(params) - set(MODEL_DEFAULTS)
     if unknown:
         raise TypeError(
-            f"unknown background-model parameter(s) {sorted(unknown)}; "
-            f"valid ones are {sorted(MODEL_DEFAULTS)}"
+            f"unknown background-model parameter(s) {sorted(unknown)}; valid ones are {sorted(MODEL_DEFAULTS)}"
         )
     p = dict(MODEL_DEFAULTS)
     p.update(params)
@@ -107,7 +119,8 @@ def _check_model_params(params: dict) -> dict:
                 raise InputError(f"{name} must be an integer, got {v}")
             v = int(v)
         bad = (lo is not None and (v <= lo if lo_open else v < lo)) or (
-            hi is not None and (v >= hi if hi_open else v > hi))
+            hi is not None and (v >= hi if hi_open else v > hi)
+        )
         if bad:
             lo_s = "" if lo is None else f"{lo} {'<' if lo_open else '<='} "
             hi_s = "" if hi is None else f" {'<' if hi_open else '<='} {hi}"
@@ -126,23 +139,18 @@ def _check_model_params(params: dict) -> dict:
     _num("shadow_threshold", 0, 1, lo_open=True)
     _num("median_size", 0, 31, integer=True)
     if p["var_min"] > p["var_max"]:
-        raise InputError(
-            f"var_min ({p['var_min']}) must not exceed var_max ({p['var_max']})")
+        raise InputError(f"var_min ({p['var_min']}) must not exceed var_max ({p['var_max']})")
     if not (p["var_min"] <= p["var_init"] <= p["var_max"]):
         raise InputError(
-            f"var_init ({p['var_init']}) must lie within [var_min, var_max] = "
-            f"[{p['var_min']}, {p['var_max']}]")
+            f"var_init ({p['var_init']}) must lie within [var_min, var_max] = [{p['var_min']}, {p['var_max']}]"
+        )
     if p["median_size"] > 1 and p["median_size"] % 2 == 0:
-        raise InputError(f"median_size must be odd (or 0/1 to switch the post-filter off), "
-                         f"got {p['median_size']}")
+        raise InputError(f"median_size must be odd (or 0/1 to switch the post-filter off), got {p['median_size']}")
     if p["detect_shadows"] != "auto":
         if not isinstance(p["detect_shadows"], (bool, np.bool_)):
-            raise InputError(f'detect_shadows must be True, False or "auto", '
-                             f"got {p['detect_shadows']!r}")
+            raise InputError(f'detect_shadows must be True, False or "auto", got {p["detect_shadows"]!r}')
         p["detect_shadows"] = bool(p["detect_shadows"])
     return p
-
-
 
 
 class _FromPreset:
@@ -167,10 +175,16 @@ PRESETS: dict[str, dict[str, Any]] = {
     # bleaching divided out, the whole stack as burn-in and the dominant mode as background
     # (background_ratio 0.5: an object may sit on a pixel for up to half of the frames);
     # thresholds from benchmarks/bench_fluorescence.py
-    "fluorescence time-lapse": dict(burn_in="all", noise="auto", bleach_correction=True,
-                                    background_ratio=0.5, var_threshold=6.25,
-                                    var_threshold_gen=6.25, detect_shadows=False,
-                                    median_size=3),
+    "fluorescence time-lapse": dict(
+        burn_in="all",
+        noise="auto",
+        bleach_correction=True,
+        background_ratio=0.5,
+        var_threshold=6.25,
+        var_threshold_gen=6.25,
+        detect_shadows=False,
+        median_size=3,
+    ),
 }
 
 #: the preset used when none is given
@@ -178,15 +192,24 @@ DEFAULT_PRESET = "camera video"
 
 #: parameters of :func:`subtract_background` that :func:`pixel_history` takes (all of
 #: ``BackgroundResult.params`` that matter for one pixel's replay)
-REPLAY_KEYS = tuple(MODEL_DEFAULTS) + ("preset", "data_range", "burn_in", "learning_rate", "noise",
-                                       "bleach_correction", "frame_factors")
+REPLAY_KEYS = tuple(MODEL_DEFAULTS) + (
+    "preset",
+    "data_range",
+    "burn_in",
+    "learning_rate",
+    "noise",
+    "bleach_correction",
+    "frame_factors",
+)
 
 
 def _check_preset(preset) -> str:
     if not isinstance(preset, str) or preset not in PRESETS:
-        raise InputError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}: "
-                         '"camera video" for video cameras (8-bit scenes, OpenCV\'s MOG2), '
-                         '"fluorescence time-lapse" for microscopy (photon counts, bleaching)')
+        raise InputError(
+            f"preset must be one of {sorted(PRESETS)}, got {preset!r}: "
+            '"camera video" for video cameras (8-bit scenes, OpenCV\'s MOG2), '
+            '"fluorescence time-lapse" for microscopy (photon counts, bleaching)'
+        )
     return preset
 
 
@@ -211,14 +234,13 @@ def _resolve(preset, burn_in, noise, bleach_correction, params) -> dict:
     unknown = set(params) - set(MODEL_DEFAULTS)
     if unknown:
         raise TypeError(
-            f"unknown background-model parameter(s) {sorted(unknown)}; "
-            f"valid ones are {sorted(MODEL_DEFAULTS)}")
+            f"unknown background-model parameter(s) {sorted(unknown)}; valid ones are {sorted(MODEL_DEFAULTS)}"
+        )
     model = _check_model_params({k: params.get(k, base[k]) for k in MODEL_DEFAULTS})
     out = dict(model)
     out["burn_in"] = base["burn_in"] if burn_in is FROM_PRESET else burn_in
     out["noise"] = base["noise"] if noise is FROM_PRESET else noise
-    out["bleach_correction"] = (base["bleach_correction"] if bleach_correction is FROM_PRESET
-                                else bleach_correction)
+    out["bleach_correction"] = base["bleach_correction"] if bleach_correction is FROM_PRESET else bleach_correction
     return out
 
 
@@ -247,8 +269,7 @@ def burn_in_indices(n_frames: int, burn_in) -> np.ndarray:
         return np.arange(n_t, dtype=np.int64)
     if burn_in is None:
         return np.zeros(0, np.int64)
-    if isinstance(burn_in, (numbers.Integral, np.integer)) and not isinstance(burn_in, bool) \
-            and burn_in >= 0:
+    if isinstance(burn_in, (numbers.Integral, np.integer)) and not isinstance(burn_in, bool) and burn_in >= 0:
         n = min(int(burn_in), n_t)
         if n >= n_t:
             return np.arange(n_t, dtype=np.int64)
@@ -320,15 +341,15 @@ class NoiseModel:
             raise InputError(
                 f"noise model: gain must be > 0 (data units per photo-electron, the slope of the "
                 f"variance against the mean), got {self.gain}; estimate it with "
-                "napari_gmm.background.estimate_noise(stack) or pass noise='auto'")
+                "napari_gmm.background.estimate_noise(stack) or pass noise='auto'"
+            )
         if self.read_noise < 0:
-            raise InputError(f"noise model: read_noise is a standard deviation and must be >= 0, "
-                             f"got {self.read_noise}")
+            raise InputError(f"noise model: read_noise is a standard deviation and must be >= 0, got {self.read_noise}")
 
     def variance(self, intensity):
         """Modelled variance at ``intensity`` (data units)."""
         i = np.asarray(intensity, float)
-        return self.gain * np.maximum(i - self.offset, 0.0) + self.read_noise ** 2
+        return self.gain * np.maximum(i - self.offset, 0.0) + self.read_noise**2
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -341,11 +362,14 @@ class NoiseModel:
         if isinstance(value, dict):
             extra = set(value) - {"gain", "offset", "read_noise"}
             if extra or "gain" not in value:
-                raise InputError(f"noise must be 'auto', None, a NoiseModel or a dict with keys "
-                                 f"gain, offset, read_noise; got {value!r}")
+                raise InputError(
+                    f"noise must be 'auto', None, a NoiseModel or a dict with keys "
+                    f"gain, offset, read_noise; got {value!r}"
+                )
             return cls(**value)
-        raise InputError(f"noise must be 'auto', None, a NoiseModel or a dict with keys gain, "
-                         f"offset, read_noise; got {value!r}")
+        raise InputError(
+            f"noise must be 'auto', None, a NoiseModel or a dict with keys gain, offset, read_noise; got {value!r}"
+        )
 
 
 def _pixel_sample(n_pixels: int, n_max: int) -> np.ndarray | slice:
@@ -366,8 +390,7 @@ def _saturation_level(dtype) -> float:
     return float(np.iinfo(dtype).max) if dtype.kind in "ui" else math.inf
 
 
-def _estimate_noise_steps(view, info, offset=None, read_noise=None, n_pairs=48,
-                          n_pixels=2 ** 16) -> Iterator:
+def _estimate_noise_steps(view, info, offset=None, read_noise=None, n_pairs=48, n_pixels=2**16) -> Iterator:
     """Generator behind :func:`estimate_noise`: yields after every frame read; returns the model."""
     n_t = info["n_frames"]
     sat = _saturation_level(info["dtype"])
@@ -378,7 +401,7 @@ def _estimate_noise_steps(view, info, offset=None, read_noise=None, n_pairs=48,
     n_pix = size if isinstance(pick, slice) else len(pick)
     ms = np.empty((n_pix, n_p), np.float32)
     ds = np.empty((n_pix, n_p), np.float32)
-    raw = np.empty((n_pix, n_p), np.float32)          # the first frame of each pair
+    raw = np.empty((n_pix, n_p), np.float32)  # the first frame of each pair
     rng = np.random.default_rng(1)
     integer = info["dtype"].kind in "ui"
     for i, t in enumerate(starts):
@@ -428,15 +451,16 @@ def _estimate_noise_steps(view, info, offset=None, read_noise=None, n_pairs=48,
     if mp.size < 1000:
         raise InputError(
             "cannot estimate the noise model: fewer than 1000 unsaturated pixels; give it "
-            "(noise=NoiseModel(gain, offset, read_noise)) or use noise=None")
+            "(noise=NoiseModel(gain, offset, read_noise)) or use noise=None"
+        )
     if not np.any(dp > (0.5 if integer else 0.0)) and not np.any(np.ptp(ms[keep], axis=1) > 0):
         raise InputError(
             "cannot estimate the noise model: the frames are identical (no temporal noise at "
             "all). Give the camera's noise (noise=NoiseModel(gain, offset, read_noise)), or use "
-            'noise=None (preset "camera video") for noise-free or synthetic data')
+            'noise=None (preset "camera video") for noise-free or synthetic data'
+        )
     # the median of n |Normal(0, 1)| values, averaged (calibration of the per-pixel medians)
-    cal = float(np.mean(np.median(np.abs(np.random.default_rng(2).standard_normal(
-        (4000, n_p))), axis=1)))
+    cal = float(np.mean(np.median(np.abs(np.random.default_rng(2).standard_normal((4000, n_p))), axis=1)))
     # intensity bins of equal pixel counts (the brightest 5 % left out: there moving objects
     # are the majority); in each, the pixels' median noise against their mean level
     n_bins = 32
@@ -447,7 +471,7 @@ def _estimate_noise_steps(view, info, offset=None, read_noise=None, n_pairs=48,
         sel = idx == k
         if np.count_nonzero(sel) < 20:
             continue
-        xs.append(float(np.mean(mp[sel])))   # the mean: variance is linear in it
+        xs.append(float(np.mean(mp[sel])))  # the mean: variance is linear in it
         # the median over the bin's pixels (those that objects crossed are a minority)
         sd2 = (float(np.median(dp[sel])) / cal) ** 2
         vs.append((sd2 - dither) / 2.0)
@@ -455,7 +479,8 @@ def _estimate_noise_steps(view, info, offset=None, read_noise=None, n_pairs=48,
     if len(xs) < 3 or np.ptp(xs) <= 0:
         raise InputError(
             "cannot estimate the noise model: the stack spans too few intensities to fit "
-            "variance against intensity; give noise=NoiseModel(gain, offset, read_noise)")
+            "variance against intensity; give noise=NoiseModel(gain, offset, read_noise)"
+        )
     # Theil-Sen line var = slope * I + c (robust to bins spoiled by objects or saturation)
     i, j = np.triu_indices(len(xs), 1)
     dx = xs[j] - xs[i]
@@ -467,7 +492,8 @@ def _estimate_noise_steps(view, info, offset=None, read_noise=None, n_pairs=48,
             f"no shot noise found: the temporal variance does not grow with the intensity "
             f"(slope {slope:.3g}). That is not photon-counting data (e.g. 8-bit video): use "
             'preset="camera video" or noise=None, or give noise=NoiseModel(gain, offset, '
-            "read_noise) from the camera's data sheet")
+            "read_noise) from the camera's data sheet"
+        )
     # refine: every sample, clipped at 3 sd of the current line (objects' differences are
     # larger), variance corrected for the clipping (a Gaussian within +-3 sd keeps 97.33 %)
     m_all = ms[keep].ravel().astype(np.float64)
@@ -547,7 +573,7 @@ def _offset_from_frames(raw, variance):
     slopes, icpts = [], []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        sub = raw[:: max(1, raw.shape[0] // 8192)]        # 8192 pixels are plenty for lines
+        sub = raw[:: max(1, raw.shape[0] // 8192)]  # 8192 pixels are plenty for lines
         for own, other in (halves, halves[::-1]):
             ref = np.nanmedian(sub[:, other], axis=1)
             ok = np.isfinite(ref)
@@ -581,7 +607,8 @@ def _check_offset(offset, view, info):
         raise InputError(
             f"the noise model's offset {offset:g} is above most of the data (median of the "
             f"first frame {med:g}): the offset is the camera's dark level, below the background. "
-            "Check it (a dark frame's mean), or leave it out to estimate it")
+            "Check it (a dark frame's mean), or leave it out to estimate it"
+        )
 
 
 def estimate_noise(stack, *, time_axis=0, channel_axis=None, offset=None, read_noise=None):
@@ -632,7 +659,7 @@ def _drain(gen):
             return stop.value
 
 
-def _estimate_bleaching_steps(view, info, offset=None, n_ref=25, n_pixels=2 ** 16) -> Iterator:
+def _estimate_bleaching_steps(view, info, offset=None, n_ref=25, n_pixels=2**16) -> Iterator:
     """Generator behind :func:`estimate_bleaching`: yields after every frame read."""
     n_t = info["n_frames"]
     sat = _saturation_level(info["dtype"])
@@ -661,7 +688,8 @@ def _estimate_bleaching_steps(view, info, offset=None, n_ref=25, n_pixels=2 ** 1
             raise InputError(
                 f"cannot estimate bleaching: frame {bad} has no signal above the offset "
                 f"({offset:g}) in most pixels; check the offset, drop empty frames or use "
-                "bleach_correction=False")
+                "bleach_correction=False"
+            )
         return levels / levels[0]
 
     ref_t = np.unique(np.linspace(0, n_t - 1, min(n_ref, n_t)).round().astype(np.int64))
@@ -679,12 +707,12 @@ def _estimate_bleaching_steps(view, info, offset=None, n_ref=25, n_pixels=2 ** 1
         warnings.simplefilter("ignore", RuntimeWarning)
         refs = [np.nanmedian(ref_frames[h], axis=0) if len(h) else None for h in halves]
     members = [set(ref_t[h].tolist()) for h in halves]
-    good = [r is not None and np.count_nonzero(np.isfinite(r)) >= 100 and
-            np.ptp(r[np.isfinite(r)]) > 0 for r in refs]
+    good = [r is not None and np.count_nonzero(np.isfinite(r)) >= 100 and np.ptp(r[np.isfinite(r)]) > 0 for r in refs]
     if not any(good):
         raise InputError(
             "cannot estimate bleaching: the frames have fewer than 100 unsaturated pixels or a "
-            "single level; use bleach_correction=False or give the factors")
+            "single level; use bleach_correction=False or give the factors"
+        )
     # each frame's factor is its slope against a reference (a clipped least-squares line
     # through the pixels: moving objects are outliers); the offset, which does not bleach,
     # only moves the intercept
@@ -704,12 +732,14 @@ def _estimate_bleaching_steps(view, info, offset=None, n_ref=25, n_pixels=2 ** 1
     if not np.isfinite(factors[0]) or factors[0] <= 0:
         raise InputError(
             "cannot estimate bleaching: the first frame does not scale with the others (no "
-            "signal, or saturated); drop empty frames or use bleach_correction=False")
+            "signal, or saturated); drop empty frames or use bleach_correction=False"
+        )
     if not (np.all(np.isfinite(factors)) and np.all(factors > 0)):
         bad = int(np.flatnonzero(~(np.isfinite(factors) & (factors > 0)))[0])
         raise InputError(
             f"cannot estimate bleaching: frame {bad} does not scale with the others (no "
-            "signal, or saturated); drop empty frames or use bleach_correction=False")
+            "signal, or saturated); drop empty frames or use bleach_correction=False"
+        )
     return factors / factors[0]
 
 
@@ -849,8 +879,7 @@ class BackgroundModel:
     def __init__(self, frame_shape, *, data_range=None, noise=None, **params):
         shape = tuple(int(s) for s in np.atleast_1d(frame_shape))
         if len(shape) not in (2, 3):
-            raise InputError(
-                f"frame_shape must be (Y, X) or (Y, X, C), got {tuple(frame_shape)!r}")
+            raise InputError(f"frame_shape must be (Y, X) or (Y, X, C), got {tuple(frame_shape)!r}")
         if min(shape) < 1:
             raise InputError(f"frame_shape must be positive, got {shape}")
         check_param_names(params, MODEL_DEFAULTS, "background-model parameter")
@@ -868,14 +897,13 @@ class BackgroundModel:
         k = self.params["n_mixtures"]
         h, w = self._hw
         # kernel layout: (H, K, W), (H, K, C, W), (H, K, W), (H, W); see _kernels/mog.py
-        self._weights, self._means, self._variances, self._n_modes = _mog.new_state(
-            h, w, k, self._c)
+        self._weights, self._means, self._variances, self._n_modes = _mog.new_state(h, w, k, self._c)
         self._masks = np.zeros((1, h, w), np.uint8)
         self._dummy_bg = np.zeros((1, 1, 1, self._c), np.float32)
         self.n_frames = 0
         #: the factor of the last frame applied (1 without bleaching correction)
         self.last_factor = 1.0
-        self._quantised = None          # integer data: +1/12 of a unit of variance (rounding)
+        self._quantised = None  # integer data: +1/12 of a unit of variance (rounding)
         ds = self.params["detect_shadows"]
         self._shadows = (self._c >= 2) if ds == "auto" else ds
 
@@ -926,18 +954,22 @@ class BackgroundModel:
         if block.dtype.kind not in "uif":
             raise InputError(
                 f"{where or 'the stack'} has dtype {block.dtype}; background modelling needs "
-                "integer or float intensities (convert booleans/complex values first)")
+                "integer or float intensities (convert booleans/complex values first)"
+            )
         if block.ndim != len(self.frame_shape) + 1 or block.shape[1:] != self.frame_shape:
             raise InputError(
                 f"{where or 'the frames'} have shape {block.shape[1:]} but the model was made "
-                f"for frames of shape {self.frame_shape}")
+                f"for frames of shape {self.frame_shape}"
+            )
         if block.dtype.kind == "f" and not np.isfinite(block).all():
             bad = int(np.flatnonzero(~np.isfinite(block.reshape(len(block), -1)).all(1))[0])
-            what = where or (f"frame {int(ts[bad])} (along time_axis={time_axis})"
-                             if ts is not None else f"frame {bad} of the block")
+            what = where or (
+                f"frame {int(ts[bad])} (along time_axis={time_axis})" if ts is not None else f"frame {bad} of the block"
+            )
             raise InputError(
                 f"{what} contains NaN or infinite values; replace them (e.g. with np.nan_to_num "
-                "or by interpolating from neighbouring frames) or drop the frame")
+                "or by interpolating from neighbouring frames) or drop the frame"
+            )
         if block.dtype == np.float16:
             block = block.astype(np.float32)
         if self._grey:
@@ -953,7 +985,7 @@ class BackgroundModel:
         nm = self.noise
         s_b = self.scale / factors
         q = 1.0 / 12.0 if integer else 0.0
-        return nm.gain * s_b, s_b * s_b * (nm.read_noise ** 2 + q)
+        return nm.gain * s_b, s_b * s_b * (nm.read_noise**2 + q)
 
     def _step(self, data, alphas, masks, bg=None, shadows=True, factors=None):
         """Run the kernel on a checked block; write raw masks (and ``bg`` (B, Y, X, C), float32
@@ -966,25 +998,40 @@ class BackgroundModel:
         if not write:
             # a dummy of the dtype the output would have: the kernel's compiled specialisation
             # (frames dtype, output dtype) is the same with and without the output
-            bg = self._dummy_bg if data.dtype.kind not in "ui" else np.zeros(
-                (1, 1, 1, self._c), data.dtype)
+            bg = self._dummy_bg if data.dtype.kind not in "ui" else np.zeros((1, 1, 1, self._c), data.dtype)
         bg_range = None
         if bg.dtype.kind in "ui":
             bg_range = float32_int_range(bg.dtype)  # float32 ends inside the dtype: no wrap at the top
         kw = {}
         if self.noise is not None or factors is not None:
             f = np.ones(len(alphas)) if factors is None else np.asarray(factors, np.float64)
-            kw = dict(offset=self.offset, factors=f,
-                      saturation=_saturation_level(data.dtype))
+            kw = dict(offset=self.offset, factors=f, saturation=_saturation_level(data.dtype))
             if self.noise is not None:
                 kw["var_a"], kw["var_b"] = self._noise_coefficients(f, data.dtype.kind in "ui")
             self.last_factor = float(f[-1])
         _mog.mog2_apply(
-            data, self.scale, self._weights, self._means, self._variances, self._n_modes,
-            masks, bg, write, alphas, p["var_threshold"], p["background_ratio"],
-            p["var_threshold_gen"], p["var_init"], p["var_min"], p["var_max"],
-            p["complexity_reduction_threshold"], p["shadow_threshold"],
-            self._shadows and shadows, bg_range=bg_range, **kw)
+            data,
+            self.scale,
+            self._weights,
+            self._means,
+            self._variances,
+            self._n_modes,
+            masks,
+            bg,
+            write,
+            alphas,
+            p["var_threshold"],
+            p["background_ratio"],
+            p["var_threshold_gen"],
+            p["var_init"],
+            p["var_min"],
+            p["var_max"],
+            p["complexity_reduction_threshold"],
+            p["shadow_threshold"],
+            self._shadows and shadows,
+            bg_range=bg_range,
+            **kw,
+        )
         self.n_frames += len(alphas)
 
     def _postfilter(self, masks, out):
@@ -996,8 +1043,17 @@ class BackgroundModel:
             _mog.majority_filter_stack(masks, size // 2, out)
 
     # ------------------------------------------------------------------ public
-    def apply_block(self, frames, *, learning_rate=None, burn_in=False, frame_factors=None,
-                    out=None, background_out=None, _frame_ids=None):
+    def apply_block(
+        self,
+        frames,
+        *,
+        learning_rate=None,
+        burn_in=False,
+        frame_factors=None,
+        out=None,
+        background_out=None,
+        _frame_ids=None,
+    ):
         """Learn (and classify) a block of consecutive frames in one kernel launch.
 
         The result is identical to :meth:`apply` frame by frame with the same rates; this is
@@ -1030,9 +1086,8 @@ class BackgroundModel:
         if learning_rate is not None:
             lr = float(learning_rate)
             if not (0.0 <= lr < 1.0):
-                raise InputError(
-                    f"learning_rate must be within [0, 1) or None, got {learning_rate}")
-        if _frame_ids is None:      # (indices along time_axis, time_axis) for the messages
+                raise InputError(f"learning_rate must be within [0, 1) or None, got {learning_rate}")
+        if _frame_ids is None:  # (indices along time_axis, time_axis) for the messages
             data = self._check_block(frames, where="the frames")
         else:
             data = self._check_block(frames, ts=_frame_ids[0], time_axis=_frame_ids[1])
@@ -1041,26 +1096,27 @@ class BackgroundModel:
             return None if burn_in else np.zeros((0,) + self._hw, np.uint8)
         if frame_factors is not None:
             frame_factors = np.asarray(frame_factors, np.float64).reshape(-1)
-            if frame_factors.shape != (nb,) or not (np.all(np.isfinite(frame_factors))
-                                                    and np.all(frame_factors > 0)):
-                raise InputError(f"frame_factors must be {nb} positive finite numbers (one per "
-                                 f"frame), got {frame_factors!r}")
+            if frame_factors.shape != (nb,) or not (np.all(np.isfinite(frame_factors)) and np.all(frame_factors > 0)):
+                raise InputError(
+                    f"frame_factors must be {nb} positive finite numbers (one per frame), got {frame_factors!r}"
+                )
         if self.data_range is None:
-            self.data_range = (255.0 if data.dtype == np.uint8
-                               else default_data_range(data[..., 0] if self._grey else data))
+            self.data_range = (
+                255.0 if data.dtype == np.uint8 else default_data_range(data[..., 0] if self._grey else data)
+            )
         bg = None
         if background_out is not None and not burn_in:
             want = (nb,) + self.frame_shape
-            if (background_out.shape != want or not background_out.flags.c_contiguous
-                    or not (background_out.dtype == np.float32
-                            or background_out.dtype.kind in "ui")):
-                raise InputError(f"background_out must be a C-contiguous float32 or integer "
-                                 f"array of shape {want}")
+            if (
+                background_out.shape != want
+                or not background_out.flags.c_contiguous
+                or not (background_out.dtype == np.float32 or background_out.dtype.kind in "ui")
+            ):
+                raise InputError(f"background_out must be a C-contiguous float32 or integer array of shape {want}")
             bg = background_out.reshape((nb,) + self._hw + (self._c,))
         self._ensure_buffers(nb)
         rates = self.learning_rates(nb, learning_rate=learning_rate, burn_in=burn_in)
-        self._step(data, rates, self._masks[:nb], bg, shadows=not burn_in,
-                   factors=frame_factors)
+        self._step(data, rates, self._masks[:nb], bg, shadows=not burn_in, factors=frame_factors)
         if burn_in:
             return None
         if out is None:
@@ -1093,24 +1149,30 @@ class BackgroundModel:
         if learning_rate is not None:
             lr = float(learning_rate)
             if not (0.0 <= lr <= 1.0):
-                raise InputError(
-                    f"learning_rate must be within [0, 1] or None, got {learning_rate}")
+                raise InputError(f"learning_rate must be within [0, 1] or None, got {learning_rate}")
             if lr >= 1.0:
                 self.reset()
                 learning_rate = None
         frame = frame if _is_dask(frame) else np.asarray(frame)
         bg = None
         if background_out is not None:
-            if (background_out.dtype != np.float32 or background_out.shape != self.frame_shape
-                    or not background_out.flags.c_contiguous):
-                raise InputError(f"background_out must be a C-contiguous float32 array of shape "
-                                 f"{self.frame_shape}")
+            if (
+                background_out.dtype != np.float32
+                or background_out.shape != self.frame_shape
+                or not background_out.flags.c_contiguous
+            ):
+                raise InputError(f"background_out must be a C-contiguous float32 array of shape {self.frame_shape}")
             bg = background_out[None]
         if frame.shape != self.frame_shape:
-            raise InputError(f"the frame has shape {frame.shape} but the model was made for "
-                             f"frames of shape {self.frame_shape}")
-        return self.apply_block(frame[None], learning_rate=learning_rate, background_out=bg,
-                                frame_factors=None if frame_factor is None else [frame_factor])[0]
+            raise InputError(
+                f"the frame has shape {frame.shape} but the model was made for frames of shape {self.frame_shape}"
+            )
+        return self.apply_block(
+            frame[None],
+            learning_rate=learning_rate,
+            background_out=bg,
+            frame_factors=None if frame_factor is None else [frame_factor],
+        )[0]
 
     @property
     def background(self) -> np.ndarray:
@@ -1165,8 +1227,10 @@ class BackgroundModel:
 
     def __repr__(self):
         noise = f", noise={self.noise}" if self.noise is not None else ""
-        return (f"BackgroundModel(frame_shape={self.frame_shape}, n_frames={self.n_frames}, "
-                f"data_range={self.data_range}, n_mixtures={self.n_mixtures}{noise})")
+        return (
+            f"BackgroundModel(frame_shape={self.frame_shape}, n_frames={self.n_frames}, "
+            f"data_range={self.data_range}, n_mixtures={self.n_mixtures}{noise})"
+        )
 
 
 @dataclass
@@ -1220,64 +1284,75 @@ def _normalise_stack(stack, time_axis, channel_axis):
     if dtype.kind not in "uif":
         raise InputError(
             f"the stack has dtype {dtype}; background modelling needs integer or float "
-            "intensities (convert booleans, complex or object data first)")
+            "intensities (convert booleans, complex or object data first)"
+        )
     if ndim < 3:
         raise InputError(
             f"background modelling needs a stack of frames (T, Y, X) or (T, Y, X, C) with "
             f"T >= 2 frames along the time axis (time_axis={time_axis}); got a {ndim}D array "
-            f"of shape {shape}. A single image has no background to learn.")
+            f"of shape {shape}. A single image has no background to learn."
+        )
     if ndim > 4:
         raise InputError(
             f"the stack has {ndim} dimensions ({_describe_axes(shape)}); expected (T, Y, X) or "
-            "(T, Y, X, C). Process each z-plane or position separately.")
+            "(T, Y, X, C). Process each z-plane or position separately."
+        )
     if isinstance(time_axis, bool) or not isinstance(time_axis, numbers.Integral):
         raise TypeError(f"time_axis must be an integer axis index, got {time_axis!r}")
     if not -ndim <= time_axis < ndim:
         raise InputError(
-            f"time_axis={time_axis} is out of range for a stack of shape {shape}; use an axis "
-            f"in [{-ndim}, {ndim - 1}]")
+            f"time_axis={time_axis} is out of range for a stack of shape {shape}; use an axis in [{-ndim}, {ndim - 1}]"
+        )
     t_ax = int(time_axis) % ndim
     c_ax = None
     if channel_axis is not None:
         if isinstance(channel_axis, bool) or not isinstance(channel_axis, numbers.Integral):
-            raise TypeError(f"channel_axis must be an integer axis index or None, "
-                            f"got {channel_axis!r}")
+            raise TypeError(f"channel_axis must be an integer axis index or None, got {channel_axis!r}")
         if not -ndim <= channel_axis < ndim:
-            raise InputError(
-                f"channel_axis={channel_axis} is out of range for a stack of shape {shape}")
+            raise InputError(f"channel_axis={channel_axis} is out of range for a stack of shape {shape}")
         c_ax = int(channel_axis) % ndim
         if c_ax == t_ax:
             raise InputError(
                 f"time_axis and channel_axis are the same axis ({t_ax}) of the stack of shape "
-                f"{shape}; time and channels must be different axes")
+                f"{shape}; time and channels must be different axes"
+            )
         if ndim == 3:
             raise InputError(
                 f"channel_axis={channel_axis} leaves only one spatial axis in the stack of "
-                f"shape {shape}; a channel stack needs 4 dimensions (T, Y, X, C)")
+                f"shape {shape}; a channel stack needs 4 dimensions (T, Y, X, C)"
+            )
     elif ndim == 4:
         # infer the channel axis: RGB(A) on the last axis, as napari's rgb layers
         if shape[-1] in (3, 4) and t_ax != ndim - 1:
             c_ax = ndim - 1
         else:
             small = [i for i, n in enumerate(shape) if n <= 4 and i != t_ax]
-            hint = (f" Axis {small[0]} has length {shape[small[0]]}: pass channel_axis="
-                    f"{small[0]} if it holds the channels." if small else "")
+            hint = (
+                f" Axis {small[0]} has length {shape[small[0]]}: pass channel_axis={small[0]} if it holds the channels."
+                if small
+                else ""
+            )
             if t_ax == ndim - 1 and shape[-1] in (3, 4):
-                hint = (f" time_axis={time_axis} has length {shape[-1]}, which looks like "
-                        "the colour axis of an RGB stack; time is usually axis 0.")
+                hint = (
+                    f" time_axis={time_axis} has length {shape[-1]}, which looks like "
+                    "the colour axis of an RGB stack; time is usually axis 0."
+                )
             raise InputError(
                 f"cannot tell which axis holds the channels in the 4D stack of shape {shape} "
                 f"({_describe_axes(shape)}) with time_axis={time_axis}. RGB stacks have 3 or 4 "
-                f"channels on the last axis; otherwise pass channel_axis.{hint}")
+                f"channels on the last axis; otherwise pass channel_axis.{hint}"
+            )
     n_t = shape[t_ax]
     if n_t < 2:
         raise InputError(
             f"background modelling needs T >= 2 frames along the time axis (time_axis="
             f"{time_axis}), but the stack of shape {shape} has {n_t} there. If time is another "
-            "axis, pass its index as time_axis.")
+            "axis, pass its index as time_axis."
+        )
     # move axes: time first, channels last
     if dask:
         import dask.array as da
+
         move = da.moveaxis
     else:
         move = np.moveaxis
@@ -1291,9 +1366,11 @@ def _normalise_stack(stack, time_axis, channel_axis):
             f"frames would be {frame_shape[:2]} pixels (stack shape {shape}, time_axis="
             f"{time_axis}, channel_axis={channel_axis}); frames smaller than 4 pixels along a "
             "side mean the time or channel axis is probably wrong: time_axis is the axis "
-            "along which frames follow each other")
-    info = dict(dask=dask, dtype=dtype, shape=shape, time_axis=t_ax, channel_axis=c_ax,
-                n_frames=n_t, frame_shape=frame_shape)
+            "along which frames follow each other"
+        )
+    info = dict(
+        dask=dask, dtype=dtype, shape=shape, time_axis=t_ax, channel_axis=c_ax, n_frames=n_t, frame_shape=frame_shape
+    )
     return view, info
 
 
@@ -1307,7 +1384,7 @@ def _iter_blocks(view, dask, block, indices=None):
     n = view.shape[0]
     if indices is not None:
         for i in range(0, len(indices), block):
-            idx = np.asarray(indices[i:i + block])
+            idx = np.asarray(indices[i : i + block])
             sub = view[idx]
             yield idx, np.asarray(sub.compute() if dask else sub)
         return
@@ -1326,7 +1403,7 @@ def _iter_blocks(view, dask, block, indices=None):
             chunk = np.asarray(view[lo:hi].compute())
             for t0 in range(lo, hi, block):
                 t1 = min(hi, t0 + block)
-                yield np.arange(t0, t1), chunk[t0 - lo:t1 - lo]
+                yield np.arange(t0, t1), chunk[t0 - lo : t1 - lo]
         else:
             for t0 in range(lo, hi, block):
                 t1 = min(hi, t0 + block)
@@ -1345,8 +1422,7 @@ def _check_run_args(n_t, res, background, foreground_image, learning_rate):
     if background not in ("all", "last", None):
         raise InputError(f'background must be "all", "last" or None, got {background!r}')
     if foreground_image not in (None, "difference", "masked"):
-        raise InputError(f'foreground_image must be None, "difference" or "masked", '
-                         f"got {foreground_image!r}")
+        raise InputError(f'foreground_image must be None, "difference" or "masked", got {foreground_image!r}')
     if learning_rate is not None:
         lr = float(learning_rate)
         if not 0.0 <= lr < 1.0:
@@ -1361,13 +1437,24 @@ def _check_run_args(n_t, res, background, foreground_image, learning_rate):
         if f is None or f.shape != (n_t,) or not (np.all(np.isfinite(f)) and np.all(f > 0)):
             raise InputError(
                 f"bleach_correction must be True, False or {n_t} positive per-frame factors "
-                f"(one per frame), got {bc!r:.80}")
+                f"(one per frame), got {bc!r:.80}"
+            )
 
 
-def check_background_args(stack, *, preset=DEFAULT_PRESET, time_axis=0, channel_axis=None,
-                          burn_in=FROM_PRESET, background="all", foreground_image=None,
-                          learning_rate=None, noise=FROM_PRESET, bleach_correction=FROM_PRESET,
-                          **params) -> dict:
+def check_background_args(
+    stack,
+    *,
+    preset=DEFAULT_PRESET,
+    time_axis=0,
+    channel_axis=None,
+    burn_in=FROM_PRESET,
+    background="all",
+    foreground_image=None,
+    learning_rate=None,
+    noise=FROM_PRESET,
+    bleach_correction=FROM_PRESET,
+    **params,
+) -> dict:
     """Every check of :func:`subtract_background` that reads no pixel (for a GUI, before it
     starts a thread): raises as it would; returns the resolved parameters (preset applied)."""
     preset = _check_preset(preset)
@@ -1377,10 +1464,21 @@ def check_background_args(stack, *, preset=DEFAULT_PRESET, time_axis=0, channel_
     return res
 
 
-def _subtract_background_steps(stack, *, preset=DEFAULT_PRESET, time_axis=0, channel_axis=None,
-                               burn_in=FROM_PRESET, background="all", foreground_image=None,
-                               data_range=None, learning_rate=None, noise=FROM_PRESET,
-                               bleach_correction=FROM_PRESET, **params) -> Iterator:
+def _subtract_background_steps(
+    stack,
+    *,
+    preset=DEFAULT_PRESET,
+    time_axis=0,
+    channel_axis=None,
+    burn_in=FROM_PRESET,
+    background="all",
+    foreground_image=None,
+    data_range=None,
+    learning_rate=None,
+    noise=FROM_PRESET,
+    bleach_correction=FROM_PRESET,
+    **params,
+) -> Iterator:
     """Generator behind :func:`subtract_background`: yields (done, total) after each frame of
     every phase and returns the :class:`BackgroundResult` (``StopIteration.value``)."""
     preset = _check_preset(preset)
@@ -1398,9 +1496,8 @@ def _subtract_background_steps(stack, *, preset=DEFAULT_PRESET, time_axis=0, cha
     auto_noise = isinstance(noise, str)
     n_pairs = min(48, n_t - 1)
     auto_bleach = isinstance(bc, (bool, np.bool_)) and bool(bc)
-    n_bleach = n_t + (0 if noise is not None else min(25, n_t))   # (offset known: no reference)
-    total = ((2 * n_pairs if auto_noise else 0) + (n_bleach if auto_bleach else 0)
-             + len(burn_idx) + n_t)
+    n_bleach = n_t + (0 if noise is not None else min(25, n_t))  # (offset known: no reference)
+    total = (2 * n_pairs if auto_noise else 0) + (n_bleach if auto_bleach else 0) + len(burn_idx) + n_t
     done = 0
 
     model_noise = None
@@ -1460,9 +1557,13 @@ def _subtract_background_steps(stack, *, preset=DEFAULT_PRESET, time_axis=0, cha
     if len(burn_idx):
         every = len(burn_idx) == n_t
         for ts, frames in _iter_blocks(view, info["dask"], block, None if every else burn_idx):
-            model.apply_block(frames, learning_rate=learning_rate, burn_in=True,
-                              frame_factors=None if factors is None else factors[ts],
-                              _frame_ids=(ts, time_axis))
+            model.apply_block(
+                frames,
+                learning_rate=learning_rate,
+                burn_in=True,
+                frame_factors=None if factors is None else factors[ts],
+                _frame_ids=(ts, time_axis),
+            )
             done += len(ts)
             yield done, total
     for ts, frames in _iter_blocks(view, info["dask"], block):
@@ -1474,9 +1575,14 @@ def _subtract_background_steps(stack, *, preset=DEFAULT_PRESET, time_axis=0, cha
             bg = bg_all[t0:t1]
         else:
             bg = None
-        model.apply_block(frames, learning_rate=learning_rate, out=fg[t0:t1], background_out=bg,
-                          frame_factors=None if factors is None else factors[t0:t1],
-                          _frame_ids=(ts, time_axis))
+        model.apply_block(
+            frames,
+            learning_rate=learning_rate,
+            out=fg[t0:t1],
+            background_out=bg,
+            frame_factors=None if factors is None else factors[t0:t1],
+            _frame_ids=(ts, time_axis),
+        )
         if need_buf and bg_all is not None:
             bg_all[t0:t1] = _to_dtype(bg, out_dtype)
         if foreground_image == "difference":
@@ -1490,23 +1596,49 @@ def _subtract_background_steps(stack, *, preset=DEFAULT_PRESET, time_axis=0, cha
     bg_out = bg_all
     if background == "last":
         bg_out = _to_dtype(model.background, out_dtype)
-    used = dict(p, preset=preset, time_axis=info["time_axis"],
-                channel_axis=info["channel_axis"], burn_in=burn_in,
-                data_range=float(data_range), background=background,
-                foreground_image=foreground_image, learning_rate=learning_rate,
-                noise=None if model_noise is None else model_noise.as_dict(),
-                bleach_correction=factors is not None,
-                frame_factors=None if factors is None else [float(v) for v in factors])
-    return BackgroundResult(foreground=fg, background=bg_out, foreground_image=fg_img,
-                            model=model, params=used, frame_factors=factors, noise=model_noise)
+    used = dict(
+        p,
+        preset=preset,
+        time_axis=info["time_axis"],
+        channel_axis=info["channel_axis"],
+        burn_in=burn_in,
+        data_range=float(data_range),
+        background=background,
+        foreground_image=foreground_image,
+        learning_rate=learning_rate,
+        noise=None if model_noise is None else model_noise.as_dict(),
+        bleach_correction=factors is not None,
+        frame_factors=None if factors is None else [float(v) for v in factors],
+    )
+    return BackgroundResult(
+        foreground=fg,
+        background=bg_out,
+        foreground_image=fg_img,
+        model=model,
+        params=used,
+        frame_factors=factors,
+        noise=model_noise,
+    )
 
 
-def subtract_background(stack, *, preset=DEFAULT_PRESET, time_axis=0, channel_axis=None,
-                        burn_in=FROM_PRESET, background="all", foreground_image=None,
-                        data_range=None, learning_rate=None, noise=FROM_PRESET,
-                        bleach_correction=FROM_PRESET, progress: Callable | None = None,
-                        should_stop: Callable | None = None, tiles: bool = True,
-                        **params) -> BackgroundResult:
+def subtract_background(
+    stack,
+    *,
+    preset=DEFAULT_PRESET,
+    time_axis=0,
+    channel_axis=None,
+    burn_in=FROM_PRESET,
+    background="all",
+    foreground_image=None,
+    data_range=None,
+    learning_rate=None,
+    noise=FROM_PRESET,
+    bleach_correction=FROM_PRESET,
+    progress: Callable | None = None,
+    should_stop: Callable | None = None,
+    tiles: bool = True,
+    **params,
+) -> BackgroundResult:
     """Separate moving foreground from background in a stack of frames (MOG2).
 
     Parameters
@@ -1648,15 +1780,34 @@ def subtract_background(stack, *, preset=DEFAULT_PRESET, time_axis=0, channel_ax
     stack = native_stack(stack)
     if _is_dask(stack) and tiles:
         return _subtract_background_tiled(
-            stack, preset=preset, time_axis=time_axis, channel_axis=channel_axis, burn_in=burn_in,
-            background=background, foreground_image=foreground_image, data_range=data_range,
-            learning_rate=learning_rate, noise=noise, bleach_correction=bleach_correction,
-            progress=progress, **params)
+            stack,
+            preset=preset,
+            time_axis=time_axis,
+            channel_axis=channel_axis,
+            burn_in=burn_in,
+            background=background,
+            foreground_image=foreground_image,
+            data_range=data_range,
+            learning_rate=learning_rate,
+            noise=noise,
+            bleach_correction=bleach_correction,
+            progress=progress,
+            **params,
+        )
     gen = _subtract_background_steps(
-        stack, preset=preset, time_axis=time_axis, channel_axis=channel_axis, burn_in=burn_in,
-        background=background, foreground_image=foreground_image, data_range=data_range,
-        learning_rate=learning_rate, noise=noise, bleach_correction=bleach_correction,
-        **params)
+        stack,
+        preset=preset,
+        time_axis=time_axis,
+        channel_axis=channel_axis,
+        burn_in=burn_in,
+        background=background,
+        foreground_image=foreground_image,
+        data_range=data_range,
+        learning_rate=learning_rate,
+        noise=noise,
+        bleach_correction=bleach_correction,
+        **params,
+    )
     while True:
         if should_stop is not None and should_stop():
             gen.close()
@@ -1706,9 +1857,22 @@ def _tile_edges(n, side):
     return np.asarray(edges)
 
 
-def _subtract_background_tiled(stack, *, preset, time_axis, channel_axis, burn_in, background,
-                               foreground_image, data_range, learning_rate, noise, bleach_correction,
-                               progress, **params) -> BackgroundResult:
+def _subtract_background_tiled(
+    stack,
+    *,
+    preset,
+    time_axis,
+    channel_axis,
+    burn_in,
+    background,
+    foreground_image,
+    data_range,
+    learning_rate,
+    noise,
+    bleach_correction,
+    progress,
+    **params,
+) -> BackgroundResult:
     """Lazy outputs of subtract_background for a dask stack, one task per spatial tile."""
     import dask
     import dask.array as da
@@ -1747,10 +1911,19 @@ def _subtract_background_tiled(stack, *, preset, time_axis, channel_axis, burn_i
     side = int(max(16, np.sqrt(_config.TILE_BYTES / max(px_bytes, 1))))
     ys, xs = _tile_edges(H, side), _tile_edges(W, side)
     r = res["median_size"] // 2 if res["median_size"] > 1 else 0
-    kw = dict(preset=preset, time_axis=0, channel_axis=None if grey else -1, burn_in=burn_in,
-              background=background, foreground_image=foreground_image, data_range=float(data_range),
-              learning_rate=learning_rate, noise=model_noise, bleach_correction=False if factors is None else factors,
-              **res)
+    kw = dict(
+        preset=preset,
+        time_axis=0,
+        channel_axis=None if grey else -1,
+        burn_in=burn_in,
+        background=background,
+        foreground_image=foreground_image,
+        data_range=float(data_range),
+        learning_rate=learning_rate,
+        noise=model_noise,
+        bleach_correction=False if factors is None else factors,
+        **res,
+    )
     from ._dask import task
 
     tile_job = task(_tile_job, (len(ys) - 1) * (len(xs) - 1))
@@ -1778,24 +1951,46 @@ def _subtract_background_tiled(stack, *, preset, time_axis, channel_axis, burn_i
     def assemble(rows, t_axis=True):
         if not rows or not rows[0]:
             return None
-        return da.concatenate([da.concatenate(row, axis=2 if t_axis else 1) for row in rows],
-                              axis=1 if t_axis else 0)
+        return da.concatenate([da.concatenate(row, axis=2 if t_axis else 1) for row in rows], axis=1 if t_axis else 0)
 
-    used = dict(res, preset=preset, time_axis=info["time_axis"], channel_axis=info["channel_axis"],
-                burn_in=burn_in, data_range=float(data_range), background=background,
-                foreground_image=foreground_image, learning_rate=learning_rate,
-                noise=None if model_noise is None else model_noise.as_dict(),
-                bleach_correction=factors is not None,
-                frame_factors=None if factors is None else [float(v) for v in factors],
-                tiles=[len(ys) - 1, len(xs) - 1])
-    return BackgroundResult(foreground=assemble(rows_fg), background=assemble(rows_bg, background == "all"),
-                            foreground_image=assemble(rows_fi), model=None, params=used,
-                            frame_factors=factors, noise=model_noise)
+    used = dict(
+        res,
+        preset=preset,
+        time_axis=info["time_axis"],
+        channel_axis=info["channel_axis"],
+        burn_in=burn_in,
+        data_range=float(data_range),
+        background=background,
+        foreground_image=foreground_image,
+        learning_rate=learning_rate,
+        noise=None if model_noise is None else model_noise.as_dict(),
+        bleach_correction=factors is not None,
+        frame_factors=None if factors is None else [float(v) for v in factors],
+        tiles=[len(ys) - 1, len(xs) - 1],
+    )
+    return BackgroundResult(
+        foreground=assemble(rows_fg),
+        background=assemble(rows_bg, background == "all"),
+        foreground_image=assemble(rows_fi),
+        model=None,
+        params=used,
+        frame_factors=factors,
+        noise=model_noise,
+    )
 
 
-def pixel_history(trace, *, preset=DEFAULT_PRESET, data_range=None, burn_in=FROM_PRESET,
-                  learning_rate=None, noise=FROM_PRESET, bleach_correction=FROM_PRESET,
-                  frame_factors=None, **params) -> dict:
+def pixel_history(
+    trace,
+    *,
+    preset=DEFAULT_PRESET,
+    data_range=None,
+    burn_in=FROM_PRESET,
+    learning_rate=None,
+    noise=FROM_PRESET,
+    bleach_correction=FROM_PRESET,
+    frame_factors=None,
+    **params,
+) -> dict:
     """Replay the background model of one pixel frame by frame.
 
     Every pixel of :func:`subtract_background` evolves independently of the others (only the
@@ -1842,34 +2037,44 @@ def pixel_history(trace, *, preset=DEFAULT_PRESET, data_range=None, burn_in=FROM
     grey = v.ndim == 1
     n_t = v.shape[0]
     if isinstance(noise, str):
-        raise InputError("noise='auto' cannot be estimated from one pixel: pass the stack's "
-                         "noise model (BackgroundResult.noise or params['noise'])")
+        raise InputError(
+            "noise='auto' cannot be estimated from one pixel: pass the stack's "
+            "noise model (BackgroundResult.noise or params['noise'])"
+        )
     factors = None
     if frame_factors is not None:
         factors = np.asarray(frame_factors, np.float64)
     elif not isinstance(bc, (bool, np.bool_)):
         factors = np.asarray(bc, np.float64)
     elif bc:
-        raise InputError("bleach_correction=True needs the stack's frame_factors "
-                         "(BackgroundResult.frame_factors): one pixel cannot estimate them")
+        raise InputError(
+            "bleach_correction=True needs the stack's frame_factors "
+            "(BackgroundResult.frame_factors): one pixel cannot estimate them"
+        )
     if factors is not None and factors.shape != (n_t,):
-        raise InputError(f"frame_factors must have one value per frame ({n_t}), got shape "
-                         f"{factors.shape}")
+        raise InputError(f"frame_factors must have one value per frame ({n_t}), got shape {factors.shape}")
     frame_shape = (1, 1) if grey else (1, 1, v.shape[1])
     frames = v.reshape((n_t,) + frame_shape)
     if data_range is None:
         data_range = default_data_range(frames)
     model = BackgroundModel(frame_shape, data_range=data_range, noise=noise, **res)
     for t in burn_in_indices(n_t, burn_in):
-        model.apply_block(frames[t:t + 1], learning_rate=learning_rate, burn_in=True,
-                          frame_factors=None if factors is None else factors[t:t + 1])
+        model.apply_block(
+            frames[t : t + 1],
+            learning_rate=learning_rate,
+            burn_in=True,
+            frame_factors=None if factors is None else factors[t : t + 1],
+        )
     fg = np.empty(n_t, np.uint8)
     n_ch = 1 if grey else v.shape[1]
     mean = np.empty((n_t, n_ch))
     sigma = np.empty(n_t)
     for t in range(n_t):
-        m = model.apply_block(frames[t:t + 1], learning_rate=learning_rate,
-                              frame_factors=None if factors is None else factors[t:t + 1])
+        m = model.apply_block(
+            frames[t : t + 1],
+            learning_rate=learning_rate,
+            frame_factors=None if factors is None else factors[t : t + 1],
+        )
         fg[t] = m[0, 0, 0]
         mix = model.mixture_at(0, 0)
         if mix["weights"].size:
@@ -1879,7 +2084,11 @@ def pixel_history(trace, *, preset=DEFAULT_PRESET, data_range=None, burn_in=FROM
             mean[t] = np.nan
             sigma[t] = np.nan
     return {
-        "values": v.astype(float), "foreground": fg, "bg_mean": mean[:, 0] if grey else mean,
-        "bg_sigma": sigma, "var_threshold": float(model.params["var_threshold"]),
-        "mixture": model.mixture_at(0, 0), "data_range": float(data_range),
+        "values": v.astype(float),
+        "foreground": fg,
+        "bg_mean": mean[:, 0] if grey else mean,
+        "bg_sigma": sigma,
+        "var_threshold": float(model.params["var_threshold"]),
+        "mixture": model.mixture_at(0, 0),
+        "data_range": float(data_range),
     }

@@ -15,16 +15,15 @@ from __future__ import annotations
 import glob
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from . import io as _io
 from ._validate import FitError, InputError, check_image
 from .mixture import MixtureModel, SplitModels, fit_hist
 from .segmentation import segment
 
-__all__ = ["expand_inputs", "output_paths", "segment_files", "apply_files", "background_file", "load_model",
-           "connect"]
+__all__ = ["expand_inputs", "output_paths", "segment_files", "apply_files", "background_file", "load_model", "connect"]
 
 
 def expand_inputs(patterns) -> list[Path]:
@@ -116,8 +115,15 @@ def _progress_bar(enabled, total, desc):
 
 
 def _record(summary, path, out, status, t0, **extra):
-    summary["files"].append({"input": str(path), "output": None if out is None else str(out), "status": status,
-                             "seconds": round(time.perf_counter() - t0, 3), **extra})
+    summary["files"].append(
+        {
+            "input": str(path),
+            "output": None if out is None else str(out),
+            "status": status,
+            "seconds": round(time.perf_counter() - t0, 3),
+            **extra,
+        }
+    )
 
 
 def _chunk_bar(enabled, name):
@@ -129,8 +135,7 @@ def _chunk_bar(enabled, name):
 
     class Bar(Callback):
         def _start_state(self, dsk, state):
-            self.bar = tqdm(total=sum(len(state[k]) for k in ("ready", "waiting")), desc=name, unit="task",
-                            leave=False)
+            self.bar = tqdm(total=sum(len(state[k]) for k in ("ready", "waiting")), desc=name, unit="task", leave=False)
 
         def _posttask(self, key, result, dsk, state, worker_id):
             self.bar.update(1)
@@ -195,8 +200,20 @@ def _each_file(summary, inputs, outs, work, *, bars, progress):
     return _finish(summary, t_all)
 
 
-def segment_files(inputs, out, n_components=3, *, pooled=False, channel_axis="auto", split_axis=None,
-                  overwrite=False, client=None, bars=False, progress: Callable | None = None, **fit_kw) -> dict:
+def segment_files(
+    inputs,
+    out,
+    n_components=3,
+    *,
+    pooled=False,
+    channel_axis="auto",
+    split_axis=None,
+    overwrite=False,
+    client=None,
+    bars=False,
+    progress: Callable | None = None,
+    **fit_kw,
+) -> dict:
     """Segment every input file and write its labels as zarr, with the model as an attribute.
 
     Parameters
@@ -249,10 +266,16 @@ def segment_files(inputs, out, n_components=3, *, pooled=False, channel_axis="au
         if pooled:
             labels, mdl = model.predict(image, channel_axis=ch), model
         else:
-            labels, mdl = segment(image, n_components, channel_axis=ch, split_axis=split_axis,
-                                  return_model=True, **fit_kw)
-        attrs = {"model": mdl.to_dict(), "input": str(path), "channel_axis": ch, "pooled": bool(pooled),
-                 "n_components": n_components}
+            labels, mdl = segment(
+                image, n_components, channel_axis=ch, split_axis=split_axis, return_model=True, **fit_kw
+            )
+        attrs = {
+            "model": mdl.to_dict(),
+            "input": str(path),
+            "channel_axis": ch,
+            "pooled": bool(pooled),
+            "n_components": n_components,
+        }
         _write(labels, dst, attrs, _label_axes(src, ch), overwrite, client, bars)
         info = mdl if isinstance(mdl, MixtureModel) else mdl[0]
         return dict(n_iter=info.n_iter, converged=info.converged, shape=list(labels.shape), dtype=str(labels.dtype))
@@ -270,8 +293,10 @@ def _pooled_model(inputs, sources, n_components, channel_axis, summary, fit_kw):
             continue
         ch = _resolve_channel_axis(src, channel_axis)
         if ch is not None:
-            raise InputError(f"{p}: a pooled fit merges grey histograms; multichannel files (channel_axis={ch}) "
-                             "are segmented one by one: leave out --pooled")
+            raise InputError(
+                f"{p}: a pooled fit merges grey histograms; multichannel files (channel_axis={ch}) "
+                "are segmented one by one: leave out --pooled"
+            )
         good.append(check_image(src.data))
     if not good:
         raise InputError("no readable input for the pooled fit")
@@ -282,8 +307,17 @@ def _pooled_model(inputs, sources, n_components, channel_axis, summary, fit_kw):
     return model
 
 
-def apply_files(model_path, inputs, out, *, channel_axis="auto", overwrite=False, client=None, bars=False,
-                progress: Callable | None = None) -> dict:
+def apply_files(
+    model_path,
+    inputs,
+    out,
+    *,
+    channel_axis="auto",
+    overwrite=False,
+    client=None,
+    bars=False,
+    progress: Callable | None = None,
+) -> dict:
     """Label every input with a saved model (no fitting): ``napari-gmm apply MODEL.json INPUT...``."""
     model = load_model(model_path)
     outs = _outputs(inputs, out, overwrite)
@@ -293,8 +327,15 @@ def apply_files(model_path, inputs, out, *, channel_axis="auto", overwrite=False
         src = _io.open_image(path)
         ch = _resolve_channel_axis(src, channel_axis)
         labels = model.predict(src.data, channel_axis=ch)
-        _write(labels, dst, {"model": model.to_dict(), "input": str(path), "channel_axis": ch,
-                             "applied_from": str(model_path)}, _label_axes(src, ch), overwrite, client, bars)
+        _write(
+            labels,
+            dst,
+            {"model": model.to_dict(), "input": str(path), "channel_axis": ch, "applied_from": str(model_path)},
+            _label_axes(src, ch),
+            overwrite,
+            client,
+            bars,
+        )
         return dict(shape=list(labels.shape))
 
     return _each_file(summary, inputs, outs, work, bars=bars, progress=progress)
@@ -308,8 +349,19 @@ def _finish(summary, t0):
     return summary
 
 
-def background_file(path, out, *, preset="camera video", time_axis=0, channel_axis="auto", background="all",
-                    overwrite=False, client=None, bars=False, **params) -> dict:
+def background_file(
+    path,
+    out,
+    *,
+    preset="camera video",
+    time_axis=0,
+    channel_axis="auto",
+    background="all",
+    overwrite=False,
+    client=None,
+    bars=False,
+    **params,
+) -> dict:
     """Background modelling of one stack file, written to ``out`` (a .zarr group with the arrays
     ``foreground`` (T, Y, X) uint8 and, unless ``background=None``, ``background``): the stack is
     read lazily and modelled per spatial tile (see :func:`napari_gmm.subtract_background`), so
@@ -324,14 +376,18 @@ def background_file(path, out, *, preset="camera video", time_axis=0, channel_ax
     try:
         src = _io.open_image(path)
         ch = _resolve_channel_axis(src, channel_axis)
-        res = subtract_background(src.data, preset=preset, time_axis=time_axis, channel_axis=ch,
-                                  background=background, **params)
+        res = subtract_background(
+            src.data, preset=preset, time_axis=time_axis, channel_axis=ch, background=background, **params
+        )
         arrays = {"foreground": res.foreground}
         if res.background is not None:
             arrays["background"] = res.background
-        attrs = {"params": res.params, "input": str(path),
-                 "frame_factors": None if res.frame_factors is None else list(map(float, res.frame_factors)),
-                 "noise": None if res.noise is None else res.noise.as_dict()}
+        attrs = {
+            "params": res.params,
+            "input": str(path),
+            "frame_factors": None if res.frame_factors is None else list(map(float, res.frame_factors)),
+            "noise": None if res.noise is None else res.noise.as_dict(),
+        }
         bar = None if client is not None else _chunk_bar(bars, out.name)
         if bar is None:
             _io.write_zarr(out, arrays, attrs=attrs, overwrite=overwrite)

@@ -88,17 +88,28 @@ class Censoring:
         return self.lower is not None or self.upper is not None
 
     def to_dict(self) -> dict:
-        return {"lower": self.lower, "upper": self.upper, "lower_level": self.lower_level,
-                "upper_level": self.upper_level, "n_lower": float(self.n_lower), "n_upper": float(self.n_upper),
-                "step": float(self.step), "how": self.how}
+        return {
+            "lower": self.lower,
+            "upper": self.upper,
+            "lower_level": self.lower_level,
+            "upper_level": self.upper_level,
+            "n_lower": float(self.n_lower),
+            "n_upper": float(self.n_upper),
+            "step": float(self.step),
+            "how": self.how,
+        }
 
     @classmethod
     def from_dict(cls, d) -> Censoring | None:
         if not d:
             return None
-        return cls(**{k: d.get(k) for k in ("lower", "upper", "lower_level", "upper_level")},
-                   n_lower=float(d.get("n_lower", 0.0)), n_upper=float(d.get("n_upper", 0.0)),
-                   step=float(d.get("step", 1.0)), how=str(d.get("how", "detected")))
+        return cls(
+            **{k: d.get(k) for k in ("lower", "upper", "lower_level", "upper_level")},
+            n_lower=float(d.get("n_lower", 0.0)),
+            n_upper=float(d.get("n_upper", 0.0)),
+            step=float(d.get("step", 1.0)),
+            how=str(d.get("how", "detected")),
+        )
 
     def describe(self) -> str:
         parts = []
@@ -254,8 +265,15 @@ class CensoredSamples(Problem):
 
     def _buffers(self, K):
         if self._scratch is None or self._scratch[0].shape[0] != K:
-            self._scratch = (np.zeros((K, 1)), np.zeros((K, 1, 1)), np.zeros(K), np.zeros(K),
-                             np.zeros(K), np.zeros((K, 1)), np.zeros((K, 1, 1)))
+            self._scratch = (
+                np.zeros((K, 1)),
+                np.zeros((K, 1, 1)),
+                np.zeros(K),
+                np.zeros(K),
+                np.zeros(K),
+                np.zeros((K, 1)),
+                np.zeros((K, 1, 1)),
+            )
         return self._scratch
 
     def _prepare(self, params, iteration):
@@ -278,10 +296,24 @@ class CensoredSamples(Problem):
             Sxx[:] = 0.0
             return 0.0
         if self.X.shape[0] * K >= _config.PARALLEL_WORK:
-            return _k.estep_accumulate(self.X, self.w, params.means, params.means, inv_sd, prec_chol, log_det,
-                                       log_w, ct, Nk, Sx, Sxx, get_num_threads())
-        return _k.estep_accumulate_serial(self.X, self.w, params.means, params.means, inv_sd, prec_chol, log_det,
-                                          log_w, ct, Nk, Sx, Sxx, 1)
+            return _k.estep_accumulate(
+                self.X,
+                self.w,
+                params.means,
+                params.means,
+                inv_sd,
+                prec_chol,
+                log_det,
+                log_w,
+                ct,
+                Nk,
+                Sx,
+                Sxx,
+                get_num_threads(),
+            )
+        return _k.estep_accumulate_serial(
+            self.X, self.w, params.means, params.means, inv_sd, prec_chol, log_det, log_w, ct, Nk, Sx, Sxx, 1
+        )
 
     def step(self, params: Params, iteration: int) -> float:
         bufs = self._prepare(params, iteration)
@@ -309,8 +341,9 @@ class CensoredSamples(Problem):
         out = np.empty(params.means.shape[0])
         with np.errstate(divide="ignore"):
             log_w = np.log(params.weights)
-        _kc.censored_log_probs(float(c), bool(upper), self.step_h, params.means[:, 0].copy(),
-                               params.cov[:, 0, 0].copy(), log_w, out)
+        _kc.censored_log_probs(
+            float(c), bool(upper), self.step_h, params.means[:, 0].copy(), params.cov[:, 0, 0].copy(), log_w, out
+        )
         return out
 
     def default_reg(self) -> float:
@@ -370,12 +403,22 @@ def censored_score(X, w, weights, means, variances, censoring: Censoring) -> flo
     hi = x >= censoring.upper_level if censoring.upper is not None else np.zeros(x.size, bool)
     mid = ~(lo | hi)
     K = len(weights)
-    params = Params(np.asarray(weights, dtype=np.float64), np.asarray(means, dtype=np.float64).reshape(K, 1),
-                    np.asarray(variances, dtype=np.float64).reshape(K, 1, 1), CovType.SPHERICAL)
-    c = Censoring(lower=censoring.lower if lo.any() else None, upper=censoring.upper if hi.any() else None,
-                  lower_level=float(x[lo].max()) if lo.any() else None,
-                  upper_level=float(x[hi].min()) if hi.any() else None,
-                  n_lower=float(w[lo].sum()), n_upper=float(w[hi].sum()), step=censoring.step, how=censoring.how)
+    params = Params(
+        np.asarray(weights, dtype=np.float64),
+        np.asarray(means, dtype=np.float64).reshape(K, 1),
+        np.asarray(variances, dtype=np.float64).reshape(K, 1, 1),
+        CovType.SPHERICAL,
+    )
+    c = Censoring(
+        lower=censoring.lower if lo.any() else None,
+        upper=censoring.upper if hi.any() else None,
+        lower_level=float(x[lo].max()) if lo.any() else None,
+        upper_level=float(x[hi].min()) if hi.any() else None,
+        n_lower=float(w[lo].sum()),
+        n_upper=float(w[hi].sum()),
+        step=censoring.step,
+        how=censoring.how,
+    )
     Xs = np.concatenate([[0.0]] * bool(lo.any()) + [x[mid]] + [[0.0]] * bool(hi.any()))[:, None]
     ws = np.concatenate([[c.n_lower]] * bool(lo.any()) + [w[mid]] + [[c.n_upper]] * bool(hi.any()))
     return float(CensoredSamples(Xs, ws, c, 0.0).objective(params))

@@ -202,9 +202,19 @@ def merge_ranges(parts):
 
 def empty_grey(rng, dtype):
     """The histogram of an image with no counted pixel (all masked, NaN or inf)."""
-    return Histogram(np.zeros((0, 1)), np.zeros(0), Kind.INTEGER, np.ones(1), np.full(1, np.nan),
-                     np.full(1, np.nan), n_pixels=0, n_nan=int(rng[3]), n_inf=int(rng[4]),
-                     dtype=np.dtype(dtype), spec=Binning(Kind.INTEGER))
+    return Histogram(
+        np.zeros((0, 1)),
+        np.zeros(0),
+        Kind.INTEGER,
+        np.ones(1),
+        np.full(1, np.nan),
+        np.full(1, np.nan),
+        n_pixels=0,
+        n_nan=int(rng[3]),
+        n_inf=int(rng[4]),
+        dtype=np.dtype(dtype),
+        spec=Binning(Kind.INTEGER),
+    )
 
 
 def grey_spec(dtype, lo, hi, bins):
@@ -304,9 +314,17 @@ def grey_histogram(merged, spec, rng, dtype):
         spec.keys = u
         width = 1.0
     return Histogram(
-        values=values[:, None], counts=counts, kind=Kind(spec.kind), bin_width=np.array([width]),
-        low=_grey_bound(lo, dtype), high=_grey_bound(hi, dtype), n_pixels=int(n), n_nan=int(nn),
-        n_inf=int(ni), dtype=np.dtype(dtype), spec=spec,
+        values=values[:, None],
+        counts=counts,
+        kind=Kind(spec.kind),
+        bin_width=np.array([width]),
+        low=_grey_bound(lo, dtype),
+        high=_grey_bound(hi, dtype),
+        n_pixels=int(n),
+        n_nan=int(nn),
+        n_inf=int(ni),
+        dtype=np.dtype(dtype),
+        spec=spec,
     )
 
 
@@ -381,8 +399,9 @@ def colour_histogram(a, m, dtype, bins):
     n = (N if m.size == 0 else int(m.sum())) - int(nbad)
     common = dict(low=lo.copy(), high=hi.copy(), n_pixels=int(n), dtype=np.dtype(dtype))
     if n <= 0:
-        return Histogram(np.zeros((0, D)), np.zeros(0), Kind.COLOUR, np.ones(D), n_nan=int(nbad),
-                         spec=Binning(Kind.COLOUR), **common)
+        return Histogram(
+            np.zeros((0, D)), np.zeros(0), Kind.COLOUR, np.ones(D), n_nan=int(nbad), spec=Binning(Kind.COLOUR), **common
+        )
     if dtype.kind in "ui":
         lo_int, hi_int = _exact_channel_range(a, m, lo, hi)
         # kernel-space minimum: its int64 bit pattern (a uint64 at or above 2**63 wraps, and so does
@@ -418,8 +437,9 @@ def colour_histogram(a, m, dtype, bins):
     use = finite if m.size == 0 else (finite & m.view(bool))
     if n <= _config.MAX_EXACT_PIXELS and bins is None:
         vals = np.ascontiguousarray(a[use], dtype=np.float64)
-        return Histogram(vals, np.ones(vals.shape[0]), Kind.PIXELS, np.zeros(D), n_nan=int(nbad),
-                         spec=Binning(Kind.PIXELS), **common)
+        return Histogram(
+            vals, np.ones(vals.shape[0]), Kind.PIXELS, np.zeros(D), n_nan=int(nbad), spec=Binning(Kind.PIXELS), **common
+        )
     nb = _config.DEFAULT_GRID_BINS if bins is None else bins
     for d in range(D):
         if hi[d] > lo[d]:
@@ -440,8 +460,9 @@ def colour_histogram(a, m, dtype, bins):
         vals = np.empty((u.size, D))
         for d in range(D):
             vals[:, d] = np.bincount(inv, weights=a[sel, d].astype(np.float64), minlength=u.size) / c
-    return Histogram(vals, c.astype(np.float64), Kind.GRID, width, n_nan=int(nbad),
-                     spec=Binning(Kind.GRID, nbins=nb), **common)
+    return Histogram(
+        vals, c.astype(np.float64), Kind.GRID, width, n_nan=int(nbad), spec=Binning(Kind.GRID, nbins=nb), **common
+    )
 
 
 def _exact_channel_range(a, m, lo, hi):

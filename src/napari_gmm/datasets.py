@@ -52,7 +52,9 @@ def _smooth_field(shape, length, rng):
     spectrum = np.fft.rfftn(white)
     # Gaussian low-pass with spatial standard deviation `length` pixels along every axis
     freqs = np.meshgrid(
-        *[np.fft.fftfreq(n) for n in shape[:-1]], np.fft.rfftfreq(shape[-1]), indexing="ij",
+        *[np.fft.fftfreq(n) for n in shape[:-1]],
+        np.fft.rfftfreq(shape[-1]),
+        indexing="ij",
         sparse=True,
     )
     f2 = sum(f * f for f in freqs)
@@ -175,8 +177,9 @@ def phantom(shape=(256, 256), *, n_classes=3, noise=0.25, seed=0, dtype=np.uint1
     return image, truth
 
 
-def moving_objects(shape=(120, 96, 128), *, n_objects=4, noise=3.0, drift=0.1, flicker=True,
-                   rgb=False, seed=0, dtype=np.uint8):
+def moving_objects(
+    shape=(120, 96, 128), *, n_objects=4, noise=3.0, drift=0.1, flicker=True, rgb=False, seed=0, dtype=np.uint8
+):
     """Synthetic video of moving objects over a textured background, with exact ground truth.
 
     A test scene for background modelling (:func:`napari_gmm.subtract_background`): a static
@@ -238,13 +241,18 @@ def moving_objects(shape=(120, 96, 128), *, n_objects=4, noise=3.0, drift=0.1, f
     objs = []
     for _ in range(int(n_objects)):
         size = rng.uniform(0.04, 0.08) * min(h, w)
-        objs.append(dict(
-            y=rng.uniform(size, h - size), x=rng.uniform(size, w - size), r=size,
-            vy=rng.uniform(-1, 1) * h / 30.0, vx=rng.choice([-1, 1]) * rng.uniform(0.5, 1) * w / 20.0,
-            disk=bool(rng.random() < 0.5),
-            level=(rng.uniform(0.0, 30.0) if rng.random() < 0.5 else rng.uniform(215.0, 250.0)),
-            hue=rng.uniform(0.5, 1.0, 3) if rgb else np.ones(1),
-        ))
+        objs.append(
+            dict(
+                y=rng.uniform(size, h - size),
+                x=rng.uniform(size, w - size),
+                r=size,
+                vy=rng.uniform(-1, 1) * h / 30.0,
+                vx=rng.choice([-1, 1]) * rng.uniform(0.5, 1) * w / 20.0,
+                disk=bool(rng.random() < 0.5),
+                level=(rng.uniform(0.0, 30.0) if rng.random() < 0.5 else rng.uniform(215.0, 250.0)),
+                hue=rng.uniform(0.5, 1.0, 3) if rgb else np.ones(1),
+            )
+        )
     stack = np.empty((t_len, h, w, n_ch), np.float64)
     truth = np.zeros((t_len, h, w), bool)
     for t in range(t_len):
@@ -376,17 +384,47 @@ __all__ += ["noisy_regions"]
 #: the variants of :func:`fluorescence_timelapse`: camera, bleaching, scene
 FLUORESCENCE_VARIANTS = {
     # sCMOS-like camera, moderate bleaching, a handful of particles of each kind
-    "standard": dict(gain=2.0, offset=100.0, read_noise=2.0, bleach=0.35, drift=0.0,
-                     background=30.0, structures=300.0, n_fast=4, n_slow=4, n_pausing=3,
-                     contrast=(3.0, 10.0)),
+    "standard": dict(
+        gain=2.0,
+        offset=100.0,
+        read_noise=2.0,
+        bleach=0.35,
+        drift=0.0,
+        background=30.0,
+        structures=300.0,
+        n_fast=4,
+        n_slow=4,
+        n_pausing=3,
+        contrast=(3.0, 10.0),
+    ),
     # a dim stack bleached by 60 %: weak particles (3-6 sd), high camera offset
-    "dim": dict(gain=1.0, offset=400.0, read_noise=3.0, bleach=0.6, drift=0.0,
-                background=15.0, structures=80.0, n_fast=3, n_slow=3, n_pausing=3,
-                contrast=(3.0, 6.0)),
+    "dim": dict(
+        gain=1.0,
+        offset=400.0,
+        read_noise=3.0,
+        bleach=0.6,
+        drift=0.0,
+        background=15.0,
+        structures=80.0,
+        n_fast=3,
+        n_slow=3,
+        n_pausing=3,
+        contrast=(3.0, 6.0),
+    ),
     # bright structures, many particles, 20 % bleaching plus a lamp drift of a few percent
-    "crowded": dict(gain=4.0, offset=200.0, read_noise=1.5, bleach=0.2, drift=0.03,
-                    background=50.0, structures=1500.0, n_fast=8, n_slow=6, n_pausing=5,
-                    contrast=(3.0, 10.0)),
+    "crowded": dict(
+        gain=4.0,
+        offset=200.0,
+        read_noise=1.5,
+        bleach=0.2,
+        drift=0.03,
+        background=50.0,
+        structures=1500.0,
+        n_fast=8,
+        n_slow=6,
+        n_pausing=5,
+        contrast=(3.0, 10.0),
+    ),
 }
 
 
@@ -437,11 +475,11 @@ def fluorescence_timelapse(shape=(200, 160, 160), *, variant="standard", seed=0)
 
     t_len, h, w = (int(s) for s in shape)
     if t_len < 60 or h < 64 or w < 64:
-        raise InputError(f"fluorescence_timelapse: shape must be (T >= 60, Y >= 64, X >= 64), "
-                         f"got {shape}")
+        raise InputError(f"fluorescence_timelapse: shape must be (T >= 60, Y >= 64, X >= 64), got {shape}")
     if variant not in FLUORESCENCE_VARIANTS:
-        raise InputError(f"fluorescence_timelapse: variant must be one of "
-                         f"{sorted(FLUORESCENCE_VARIANTS)}, got {variant!r}")
+        raise InputError(
+            f"fluorescence_timelapse: variant must be one of {sorted(FLUORESCENCE_VARIANTS)}, got {variant!r}"
+        )
     v = FLUORESCENCE_VARIANTS[variant]
     rng = np.random.default_rng([seed, sorted(FLUORESCENCE_VARIANTS).index(variant)])
     gain, offset, read = v["gain"], v["offset"], v["read_noise"]
@@ -556,8 +594,16 @@ def fluorescence_timelapse(shape=(200, 160, 160), *, variant="standard", seed=0)
             truth[i, y0:y1, x0:x1] |= disc
         adu = offset + gain * rng.poisson(photons) + rng.normal(0.0, read, (h, w))
         stack[i] = np.clip(np.rint(adu), 0, 65535).astype(np.uint16)
-    info = dict(gain=gain, offset=offset, read_noise=read, factors=factors, photons=scene,
-                max_dwell=float(truth.mean(axis=0).max()), pauses=pauses_out, variant=variant)
+    info = dict(
+        gain=gain,
+        offset=offset,
+        read_noise=read,
+        factors=factors,
+        photons=scene,
+        max_dwell=float(truth.mean(axis=0).max()),
+        pauses=pauses_out,
+        variant=variant,
+    )
     return stack, truth, info
 
 

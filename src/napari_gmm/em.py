@@ -28,8 +28,8 @@ import enum
 import math
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 from numba import get_num_threads
@@ -168,8 +168,7 @@ class Problem:
         """Whether every covariance of ``params`` is positive definite (an accelerated step must
         stay inside the parameter space)."""
         K, D = params.means.shape
-        return _k.precisions(params.cov, int(params.cov_type), np.zeros((K, D)), np.zeros((K, D, D)),
-                             np.zeros(K)) < 0
+        return _k.precisions(params.cov, int(params.cov_type), np.zeros((K, D)), np.zeros((K, D, D)), np.zeros(K)) < 0
 
 
 class WeightedSamples(Problem):
@@ -189,8 +188,15 @@ class WeightedSamples(Problem):
 
     def _buffers(self, K, D):
         if self._scratch is None or self._scratch[0].shape != (K, D):
-            self._scratch = (np.zeros((K, D)), np.zeros((K, D, D)), np.zeros(K), np.zeros(K),
-                             np.zeros(K), np.zeros((K, D)), np.zeros((K, D, D)))
+            self._scratch = (
+                np.zeros((K, D)),
+                np.zeros((K, D, D)),
+                np.zeros(K),
+                np.zeros(K),
+                np.zeros(K),
+                np.zeros((K, D)),
+                np.zeros((K, D, D)),
+            )
         return self._scratch
 
     def _parallel(self, K) -> bool:
@@ -201,8 +207,22 @@ class WeightedSamples(Problem):
         inv_sd, prec_chol, log_det, log_w, Nk, Sx, Sxx = self._buffers(K, D)
         ct = int(params.cov_type)
         if not self._parallel(K):
-            ll, bad = _k.em_step(self.X, self.w, params.weights, params.means, params.cov, ct, self.reg,
-                                 inv_sd, prec_chol, log_det, log_w, Nk, Sx, Sxx)
+            ll, bad = _k.em_step(
+                self.X,
+                self.w,
+                params.weights,
+                params.means,
+                params.cov,
+                ct,
+                self.reg,
+                inv_sd,
+                prec_chol,
+                log_det,
+                log_w,
+                Nk,
+                Sx,
+                Sxx,
+            )
             if bad >= 0:
                 raise collapse_error(params, bad, iteration)
             return ll / self.total_weight
@@ -210,8 +230,21 @@ class WeightedSamples(Problem):
         if bad >= 0:
             raise collapse_error(params, bad, iteration)
         _k.log_weights(params.weights, log_w)
-        ll = _k.estep_accumulate(self.X, self.w, params.means, params.means, inv_sd, prec_chol, log_det, log_w,
-                                 ct, Nk, Sx, Sxx, get_num_threads())
+        ll = _k.estep_accumulate(
+            self.X,
+            self.w,
+            params.means,
+            params.means,
+            inv_sd,
+            prec_chol,
+            log_det,
+            log_w,
+            ct,
+            Nk,
+            Sx,
+            Sxx,
+            get_num_threads(),
+        )
         _k.m_step(Nk, Sx, Sxx, ct, self.reg, params.weights, params.means, params.cov)
         return ll / self.total_weight
 
@@ -226,11 +259,25 @@ class WeightedSamples(Problem):
             raise collapse_error(params, bad)
         _k.log_weights(params.weights, log_w)
         if self._parallel(K):
-            ll = _k.estep_accumulate(self.X, self.w, params.means, params.means, inv_sd, prec_chol, log_det, log_w,
-                                     ct, Nk, Sx, Sxx, get_num_threads())
+            ll = _k.estep_accumulate(
+                self.X,
+                self.w,
+                params.means,
+                params.means,
+                inv_sd,
+                prec_chol,
+                log_det,
+                log_w,
+                ct,
+                Nk,
+                Sx,
+                Sxx,
+                get_num_threads(),
+            )
         else:
-            ll = _k.estep_accumulate_serial(self.X, self.w, params.means, params.means, inv_sd, prec_chol, log_det,
-                                            log_w, ct, Nk, Sx, Sxx, 1)
+            ll = _k.estep_accumulate_serial(
+                self.X, self.w, params.means, params.means, inv_sd, prec_chol, log_det, log_w, ct, Nk, Sx, Sxx, 1
+            )
         return ll / self.total_weight
 
 
@@ -291,8 +338,15 @@ class _Stepper:
                 self.plain_gain = ll - self.ll_prev
                 self.gains.append(self.plain_gain)
                 g = self.gains
-                if (self.accelerate and len(g) >= 3 and g[-1] > 0 and g[-2] > 0 and g[-3] > 0
-                        and g[-1] > SLOW_RATE * g[-2] and g[-2] > SLOW_RATE * g[-3]):
+                if (
+                    self.accelerate
+                    and len(g) >= 3
+                    and g[-1] > 0
+                    and g[-2] > 0
+                    and g[-3] > 0
+                    and g[-1] > SLOW_RATE * g[-2]
+                    and g[-2] > SLOW_RATE * g[-3]
+                ):
                     self.squarem = True
             self.ll_prev = ll
             return ll
@@ -336,14 +390,37 @@ class _Stepper:
         t0, t1, t2 = self.theta0, self.theta1, self.theta2
         K, D = t0.means.shape
         out = Params(np.empty(K), np.empty((K, D)), np.empty((K, D, D)), t0.cov_type)
-        ok = _k.squarem_extrapolate(t0.weights, t0.means, t0.cov, t1.weights, t1.means, t1.cov, t2.weights,
-                                    t2.means, t2.cov, int(t0.cov_type), MAX_STEP, out.weights, out.means, out.cov,
-                                    np.empty((K, D)), np.empty((K, D, D)), np.empty(K))
+        ok = _k.squarem_extrapolate(
+            t0.weights,
+            t0.means,
+            t0.cov,
+            t1.weights,
+            t1.means,
+            t1.cov,
+            t2.weights,
+            t2.means,
+            t2.cov,
+            int(t0.cov_type),
+            MAX_STEP,
+            out.weights,
+            out.means,
+            out.cov,
+            np.empty((K, D)),
+            np.empty((K, D, D)),
+            np.empty(K),
+        )
         return out if ok else None
 
 
-def run_em(problem: Problem, start: Params, *, max_iter: int, tol: float,
-           progress: Callable[[int], None] | None = None, accelerate: bool = True) -> EMResult:
+def run_em(
+    problem: Problem,
+    start: Params,
+    *,
+    max_iter: int,
+    tol: float,
+    progress: Callable[[int], None] | None = None,
+    accelerate: bool = True,
+) -> EMResult:
     """EM from ``start`` (not modified) until convergence or ``max_iter`` iterations.
 
     Converged: the last plain EM step changed the objective by less than ``tol``. With
@@ -385,8 +462,12 @@ def run_em(problem: Problem, start: Params, *, max_iter: int, tol: float,
     if progress is not None:
         progress(n_iter)
     n = n_iter + 1
-    history = {"weights": hw[:n], "means": hm[:n], "covariances": from_full(hc[:n], params.cov_type),
-               "log_likelihood": hll[:n]}
+    history = {
+        "weights": hw[:n],
+        "means": hm[:n],
+        "covariances": from_full(hc[:n], params.cov_type),
+        "log_likelihood": hll[:n],
+    }
     if not np.isfinite(hll[n_iter]):
         raise FitError(
             f"the log-likelihood became {hll[n_iter]} after {n_iter} EM iterations: the data's range is "
@@ -395,9 +476,17 @@ def run_em(problem: Problem, start: Params, *, max_iter: int, tol: float,
     return EMResult(params, n_iter, bool(converged), float(hll[n_iter]), history)
 
 
-def fit_em(problem: Problem, starts: Callable[[np.random.Generator], Params], *, n_init: int = 1,
-           random_state=None, max_iter: int = 100, tol: float = 1e-6,
-           progress: Callable[[int, int], None] | None = None, warn_stacklevel: int | None = None) -> EMResult:
+def fit_em(
+    problem: Problem,
+    starts: Callable[[np.random.Generator], Params],
+    *,
+    n_init: int = 1,
+    random_state=None,
+    max_iter: int = 100,
+    tol: float = 1e-6,
+    progress: Callable[[int, int], None] | None = None,
+    warn_stacklevel: int | None = None,
+) -> EMResult:
     """The best of ``n_init`` EM runs, each from ``starts(rng)``.
 
     ``progress(done, total)`` counts EM iterations over all runs (total = n_init * max_iter; a
@@ -421,7 +510,8 @@ def fit_em(problem: Problem, starts: Callable[[np.random.Generator], Params], *,
         warnings.warn(
             f"EM did not converge in max_iter={max_iter} iterations (the mean log-likelihood still "
             f"changed by more than tol={tol:g}): increase max_iter or tol, or check the fit",
-            ConvergenceWarning, stacklevel=user_stacklevel(),
+            ConvergenceWarning,
+            stacklevel=user_stacklevel(),
         )
     return best
 
@@ -432,8 +522,11 @@ def check_em_args(max_iter, tol, n_init, *, random_state=None):
     check_random_state(random_state)
     if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
         raise InputError(f"max_iter must be a whole number >= 1, got {max_iter!r}")
-    if isinstance(tol, bool) or not isinstance(tol, (int, float, np.floating, np.integer)) or not (
-            math.isfinite(tol) and tol >= 0):
+    if (
+        isinstance(tol, bool)
+        or not isinstance(tol, (int, float, np.floating, np.integer))
+        or not (math.isfinite(tol) and tol >= 0)
+    ):
         raise InputError(f"tol must be a finite number >= 0 (0 runs exactly max_iter iterations), got {tol!r}")
     if isinstance(n_init, bool) or not isinstance(n_init, (int, np.integer)) or n_init < 1:
         raise InputError(f"n_init must be a whole number >= 1, got {n_init!r}")

@@ -60,7 +60,7 @@ def _need(module):
         return importlib.import_module(module)
     except ImportError:
         raise InputError(
-            f"reading and writing files needs the package {module!r}: pip install \"napari-gmm[io]\""
+            f'reading and writing files needs the package {module!r}: pip install "napari-gmm[io]"'
         ) from None
 
 
@@ -93,8 +93,7 @@ def open_image(path) -> ImageSource:
             with tifffile.TiffFile(path) as tf:
                 axes = tf.series[0].axes.lower() if tf.is_ome else None
             arr = _TiffArray(path)
-            return ImageSource(path, da.from_array(arr, chunks=arr.chunks, asarray=False),
-                               _known_axes(axes, arr.ndim))
+            return ImageSource(path, da.from_array(arr, chunks=arr.chunks, asarray=False), _known_axes(axes, arr.ndim))
         if kind == ".zarr":
             return _open_zarr(path, da)
         if kind == ".npy":
@@ -158,8 +157,10 @@ def _open_zarr(path, da):
     arrays = [k for k in node.array_keys()]
     if len(arrays) == 1:
         return ImageSource(path, da.from_zarr(node[arrays[0]]), None, attrs)
-    raise InputError(f"{path}: a zarr group without OME-NGFF multiscales metadata and with {len(arrays)} arrays: "
-                     "open the array you mean (path/to/group.zarr/name)")
+    raise InputError(
+        f"{path}: a zarr group without OME-NGFF multiscales metadata and with {len(arrays)} arrays: "
+        "open the array you mean (path/to/group.zarr/name)"
+    )
 
 
 def _default_axes(ndim):
@@ -210,19 +211,25 @@ def write_zarr(path, data, *, attrs=None, axes=None, chunks=None, overwrite=Fals
     tmp = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}")
     try:
         group = zarr.open_group(str(tmp), mode="w")
-        targets = [group.create_array(name, shape=a.shape, dtype=a.dtype, chunks=tuple(max(c) for c in a.chunks),
-                                      fill_value=0) for name, a in arrays.items()]
+        targets = [
+            group.create_array(name, shape=a.shape, dtype=a.dtype, chunks=tuple(max(c) for c in a.chunks), fill_value=0)
+            for name, a in arrays.items()
+        ]
         da.store(list(arrays.values()), targets, lock=False, compute=True, **(compute_kwargs or {}))
         meta = {"napari_gmm": {"complete": True, **_jsonable(attrs or {})}}
         if single:
             arr = arrays["0"]
             axes = axes or _default_axes(arr.ndim)
-            meta["multiscales"] = [{
-                "version": "0.4", "name": path.stem,
-                "axes": [_axis(a) for a in axes] if axes and len(axes) == arr.ndim else [],
-                "datasets": [{"path": "0", "coordinateTransformations": [
-                    {"type": "scale", "scale": [1.0] * arr.ndim}]}],
-            }]
+            meta["multiscales"] = [
+                {
+                    "version": "0.4",
+                    "name": path.stem,
+                    "axes": [_axis(a) for a in axes] if axes and len(axes) == arr.ndim else [],
+                    "datasets": [
+                        {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1.0] * arr.ndim}]}
+                    ],
+                }
+            ]
         group.attrs.update(meta)
         if path.exists():  # overwrite: swap in the complete output, then drop the old one
             old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")

@@ -94,8 +94,19 @@ class MixtureModel:
     component k carries label k + 1.
     """
 
-    def __init__(self, weights, means, covariances, covariance_type="spherical", *, n_iter=0,
-                 converged=False, history=None, lower_bound=float("nan"), params=None):
+    def __init__(
+        self,
+        weights,
+        means,
+        covariances,
+        covariance_type="spherical",
+        *,
+        n_iter=0,
+        converged=False,
+        history=None,
+        lower_bound=float("nan"),
+        params=None,
+    ):
         cov_type = CovType.parse(covariance_type)
         w = _float_array(weights, "weights").reshape(-1)
         m = _as_2d_means(_float_array(means, "means"))
@@ -125,7 +136,9 @@ class MixtureModel:
         self.params = dict(params or {})
         if history is None:
             history = {
-                "weights": w[None].copy(), "means": m[None].copy(), "covariances": c[None].copy(),
+                "weights": w[None].copy(),
+                "means": m[None].copy(),
+                "covariances": c[None].copy(),
                 "log_likelihood": np.array([self.lower_bound]),
             }
         self.history = _check_history(history, w.shape, m.shape, c.shape)
@@ -210,8 +223,9 @@ class MixtureModel:
         (``labels="intervals"``): the decision points between neighbouring components (K - 1,),
         ascending. See :func:`napari_gmm.selection.interval_cuts`."""
         if self.n_features != 1:
-            raise InputError("interval labels are for grey models: a colour model has no intensity order "
-                             "to cut; use labels='map'")
+            raise InputError(
+                "interval labels are for grey models: a colour model has no intensity order to cut; use labels='map'"
+            )
         from .selection import interval_cuts
 
         return interval_cuts(self.weights, self.means[:, 0], self.variances[:, 0])
@@ -221,12 +235,16 @@ class MixtureModel:
         if labels == "map":
             return _pl.SampleFns(self.n_components, self._sample_labels, self._sample_posteriors)
         if labels != "intervals":
-            raise InputError(f"labels={labels!r} is not an option: use 'map' (each pixel's most probable "
-                             "component) or 'intervals' (contiguous intensity ranges, grey images only)")
+            raise InputError(
+                f"labels={labels!r} is not an option: use 'map' (each pixel's most probable "
+                "component) or 'intervals' (contiguous intensity ranges, grey images only)"
+            )
         cuts = self.interval_cuts()
-        return _pl.SampleFns(self.n_components,
-                             lambda X: np.searchsorted(cuts, np.asarray(X)[:, 0], side="right").astype(np.int64),
-                             self._sample_posteriors)
+        return _pl.SampleFns(
+            self.n_components,
+            lambda X: np.searchsorted(cuts, np.asarray(X)[:, 0], side="right").astype(np.int64),
+            self._sample_posteriors,
+        )
 
     def _check_features(self, channel_axis, image):
         D = 1 if channel_axis is None else image.shape[channel_axis]
@@ -308,11 +326,14 @@ class MixtureModel:
         if labels is None:
             labels = self.predict(image, channel_axis=channel_axis, mask=mask, bins=bins, progress=phases.phase(0))
         else:
-            spatial = tuple(n for i, n in enumerate(image.shape)
-                            if channel_axis is None or i != channel_axis % image.ndim)
+            spatial = tuple(
+                n for i, n in enumerate(image.shape) if channel_axis is None or i != channel_axis % image.ndim
+            )
             if tuple(np.shape(labels)) != spatial:
-                raise InputError(f"labels have shape {tuple(np.shape(labels))} but the image's pixels have "
-                                 f"shape {spatial}: pass the labels of this image, or labels=None")
+                raise InputError(
+                    f"labels have shape {tuple(np.shape(labels))} but the image's pixels have "
+                    f"shape {spatial}: pass the labels of this image, or labels=None"
+                )
             if not is_dask(labels):
                 labels = np.asarray(labels)
         return _pl.paint_image(image, labels, self.means, channel_axis=channel_axis, progress=phases.phase(1))
@@ -482,8 +503,9 @@ class MixtureModel:
         hist = d.get("history")
         if hist is not None:
             if not isinstance(hist, Mapping):
-                raise InputError(f"the model dict's 'history' must be a dict of arrays or None, got "
-                                 f"{type(hist).__name__}")
+                raise InputError(
+                    f"the model dict's 'history' must be a dict of arrays or None, got {type(hist).__name__}"
+                )
             hist = {k: _float_array(v, f"history[{k!r}]") for k, v in hist.items()}
             if "means" in hist:
                 K = _float_array(d["weights"], "weights").size
@@ -499,15 +521,23 @@ class MixtureModel:
             lb = float("nan") if lb is None else float(lb)
             n_iter = int(d.get("n_iter") or 0)
         except (TypeError, ValueError):
-            raise InputError(f"the model dict's 'lower_bound' and 'n_iter' must be numbers, got "
-                             f"{d.get('lower_bound')!r} and {d.get('n_iter')!r}") from None
+            raise InputError(
+                f"the model dict's 'lower_bound' and 'n_iter' must be numbers, got "
+                f"{d.get('lower_bound')!r} and {d.get('n_iter')!r}"
+            ) from None
         params = d.get("params")
         if params is not None and not isinstance(params, Mapping):
             raise InputError(f"the model dict's 'params' must be a dict or None, got {type(params).__name__}")
         return cls(
-            d["weights"], d["means"], d["covariances"], d.get("covariance_type") or "spherical",
-            n_iter=n_iter, converged=bool(d.get("converged", False)), history=hist,
-            lower_bound=lb, params=params,
+            d["weights"],
+            d["means"],
+            d["covariances"],
+            d.get("covariance_type") or "spherical",
+            n_iter=n_iter,
+            converged=bool(d.get("converged", False)),
+            history=hist,
+            lower_bound=lb,
+            params=params,
         )
 
     def summary(self):
@@ -572,8 +602,10 @@ def _check_history(history, w_shape, m_shape, c_shape):
     n = None
     for key, shape in want.items():
         if key not in history:
-            raise InputError(f"history has no {key!r}: give 'weights', 'means', 'covariances' and "
-                             "'log_likelihood' (one entry per iteration), or history=None")
+            raise InputError(
+                f"history has no {key!r}: give 'weights', 'means', 'covariances' and "
+                "'log_likelihood' (one entry per iteration), or history=None"
+            )
         a = _float_array(history[key], f"history[{key!r}]")
         if n is not None and a.ndim > 0 and a.shape[0] != n:
             raise InputError(
@@ -627,8 +659,14 @@ def _slices_from_assignment(X, w, assign, K, cov_type, reg, fallback_means) -> _
     D = X.shape[1]
     assign = _fill_empty_groups(X, w, assign, K)
     Nk, means, cov = np.empty(K), np.empty((K, D)), np.empty((K, D, D))
-    _km.group_stats(np.ascontiguousarray(X, dtype=np.float64), np.ascontiguousarray(w, dtype=np.float64),
-                    np.ascontiguousarray(assign, dtype=np.int64), Nk, means, cov)
+    _km.group_stats(
+        np.ascontiguousarray(X, dtype=np.float64),
+        np.ascontiguousarray(w, dtype=np.float64),
+        np.ascontiguousarray(assign, dtype=np.int64),
+        Nk,
+        means,
+        cov,
+    )
     filled = Nk > 0
     means[~filled] = np.asarray(fallback_means)[~filled]
     spread = cov[filled].mean(axis=0) if filled.any() else np.zeros((D, D))
@@ -779,8 +817,10 @@ def _check_n_components(n_components):
     if isinstance(n_components, str):
         if n_components == "auto":
             return True
-        raise InputError(f"n_components={n_components!r} is not an option: give a whole number >= 1, or "
-                         "'auto' to choose it by an information criterion (see max_components, criterion)")
+        raise InputError(
+            f"n_components={n_components!r} is not an option: give a whole number >= 1, or "
+            "'auto' to choose it by an information criterion (see max_components, criterion)"
+        )
     return False
 
 
@@ -838,8 +878,7 @@ def _default_reg(hist):
     return float(np.max(h) ** 2 / 12.0)
 
 
-def _check_fit_args(n_components, covariance_type, init, max_iter, tol, n_init, reg_covar, random_state,
-                    progress=None):
+def _check_fit_args(n_components, covariance_type, init, max_iter, tol, n_init, reg_covar, random_state, progress=None):
     """Every argument of a fit checked before any work (type and range; n_components against the
     data comes later), so that a wrong one fails at once with its name and the accepted values."""
     auto = _check_n_components(n_components)
@@ -856,15 +895,27 @@ def _check_fit_args(n_components, covariance_type, init, max_iter, tol, n_init, 
 def _check_fit_kw(n_components, fit_kw, progress=None):
     """:func:`_check_fit_args` on a dict of fit keyword arguments (absent ones at their defaults)."""
     g = fit_kw.get
-    _check_fit_args(n_components, g("covariance_type", "spherical"), g("init", "auto"), g("max_iter", 100),
-                    g("tol", 1e-6), g("n_init", 1), g("reg_covar"), g("random_state"), progress)
+    _check_fit_args(
+        n_components,
+        g("covariance_type", "spherical"),
+        g("init", "auto"),
+        g("max_iter", 100),
+        g("tol", 1e-6),
+        g("n_init", 1),
+        g("reg_covar"),
+        g("random_state"),
+        progress,
+    )
 
 
 def _check_reg(reg_covar):
     if reg_covar is None:
         return
-    if isinstance(reg_covar, bool) or not isinstance(reg_covar, (int, float, np.floating, np.integer)) or not (
-            math.isfinite(reg_covar) and reg_covar >= 0):
+    if (
+        isinstance(reg_covar, bool)
+        or not isinstance(reg_covar, (int, float, np.floating, np.integer))
+        or not (math.isfinite(reg_covar) and reg_covar >= 0)
+    ):
         raise InputError(
             f"reg_covar must be None (automatic: one quantisation step's variance) or a finite number >= 0 "
             f"well below the data's variance, got {reg_covar!r}"
@@ -909,9 +960,24 @@ def _compact_order(X):
     return np.argsort(codes)
 
 
-def fit_hist(hist, n_components=2, *, channel_axis=None, covariance_type="spherical", init="auto",
-             n_init=1, max_iter=100, tol=1e-6, reg_covar=None, random_state=None, extra_params=None,
-             callback=None, max_components=8, criterion="bic", censoring="auto"):
+def fit_hist(
+    hist,
+    n_components=2,
+    *,
+    channel_axis=None,
+    covariance_type="spherical",
+    init="auto",
+    n_init=1,
+    max_iter=100,
+    tol=1e-6,
+    reg_covar=None,
+    random_state=None,
+    extra_params=None,
+    callback=None,
+    max_components=8,
+    criterion="bic",
+    censoring="auto",
+):
     """Fit a mixture to an already compressed :class:`~napari_gmm.compress.Histogram`.
 
     ``callback(done, total)`` reports EM iterations over all starts (total = runs * max_iter; done
@@ -926,7 +992,8 @@ def fit_hist(hist, n_components=2, *, channel_axis=None, covariance_type="spheri
         warnings.warn(
             f"{hist.n_inf} infinite pixel value(s) were left out of the fit and get label 0; replace "
             "them (np.nan_to_num) if they are real data",
-            UserWarning, stacklevel=user_stacklevel(),
+            UserWarning,
+            stacklevel=user_stacklevel(),
         )
     auto = _check_n_components(n_components)
     if hist.n_distinct == 1:
@@ -934,15 +1001,17 @@ def fit_hist(hist, n_components=2, *, channel_axis=None, covariance_type="spheri
         raise InputError(
             f"the image is constant (every counted pixel is {v}): there is nothing to separate. Check "
             "the layer/mask, or use n_components=1 only if you want its statistics"
-            if auto or n_components > 1 else
-            f"the image is constant (every counted pixel is {v}): a Gaussian needs some spread"
+            if auto or n_components > 1
+            else f"the image is constant (every counted pixel is {v}): a Gaussian needs some spread"
         )
     check_fit_range(hist.values, hist.low, hist.high, hist.kind)
     if auto:
         max_components = _sel.check_selection_args(max_components, criterion, hist.n_distinct)
         if isinstance(init, MixtureModel):
-            raise InputError("n_components='auto' searches K itself: init cannot be a fitted model (its K "
-                             "is fixed). Use a start name (init='auto', 'ranges', ...) or an integer K")
+            raise InputError(
+                "n_components='auto' searches K itself: init cannot be a fitted model (its K "
+                "is fixed). Use a start name (init='auto', 'ranges', ...) or an integer K"
+            )
     else:
         check_k(n_components, hist.n_distinct, hist)
     _check_init(init, None if auto else n_components, hist.n_features)
@@ -970,17 +1039,30 @@ def fit_hist(hist, n_components=2, *, channel_axis=None, covariance_type="spheri
     selection = None
     if auto:
         rng = np.random.default_rng(random_state)
-        extra = None if start_name == "ranges" else (
-            lambda Xc, wc, K: _start(start_name, Xc, wc, K, integer, cov_type, reg, rng))
-        res, selection = _sel.search_n_components(problem, max_components=max_components, criterion=criterion,
-                                                  cov_type=cov_type, max_iter=max_iter, tol=tol,
-                                                  progress=callback, extra_start=extra)
+        extra = (
+            None
+            if start_name == "ranges"
+            else (lambda Xc, wc, K: _start(start_name, Xc, wc, K, integer, cov_type, reg, rng))
+        )
+        res, selection = _sel.search_n_components(
+            problem,
+            max_components=max_components,
+            criterion=criterion,
+            cov_type=cov_type,
+            max_iter=max_iter,
+            tol=tol,
+            progress=callback,
+            extra_start=extra,
+        )
         n_components = selection.n_components
     else:
         res = _drv.fit_em(
             problem,
             lambda rng: _start(next(run_names), X, w, n_components, integer, cov_type, reg, rng),
-            n_init=runs, random_state=random_state, max_iter=max_iter, tol=tol,
+            n_init=runs,
+            random_state=random_state,
+            max_iter=max_iter,
+            tol=tol,
             progress=callback,
         )
     params, history = _sorted_by_brightness(res.params, res.history)
@@ -989,31 +1071,53 @@ def fit_hist(hist, n_components=2, *, channel_axis=None, covariance_type="spheri
         warnings.warn(
             f"component(s) {', '.join(str(k + 1) for k in empty)} ended empty (less than half a pixel "
             "of weight): their labels will not appear. Reduce n_components or try another init",
-            UserWarning, stacklevel=user_stacklevel(),
+            UserWarning,
+            stacklevel=user_stacklevel(),
         )
     params_used = {
-        "n_components": int(n_components), "channel_axis": channel_axis,
+        "n_components": int(n_components),
+        "channel_axis": channel_axis,
         "covariance_type": cov_type.label,
         "init": "model" if isinstance(init, MixtureModel) else init,
-        "init_used": "model" if isinstance(start_name, MixtureModel) else
-        (start_name if auto else start_names[res.run % len(start_names)]), "n_init": int(n_init),
-        "max_iter": int(max_iter), "tol": float(tol), "reg_covar": reg,
+        "init_used": "model"
+        if isinstance(start_name, MixtureModel)
+        else (start_name if auto else start_names[res.run % len(start_names)]),
+        "n_init": int(n_init),
+        "max_iter": int(max_iter),
+        "tol": float(tol),
+        "reg_covar": reg,
         "random_state": random_state if isinstance(random_state, (int, type(None))) else "generator",
-        "compression": hist.kind, "n_samples": int(hist.n_distinct), "n_pixels": int(hist.n_pixels),
-        "dtype": str(hist.dtype), "bin_width": hist.bin_width.tolist(),
-        "n_nan": int(hist.n_nan), "n_inf": int(hist.n_inf),
+        "compression": hist.kind,
+        "n_samples": int(hist.n_distinct),
+        "n_pixels": int(hist.n_pixels),
+        "dtype": str(hist.dtype),
+        "bin_width": hist.bin_width.tolist(),
+        "n_nan": int(hist.n_nan),
+        "n_inf": int(hist.n_inf),
     }
     if auto:
-        params_used.update(n_components="auto", n_components_chosen=int(n_components),
-                           max_components=int(max_components), criterion=criterion,
-                           selection=selection.to_dict())
+        params_used.update(
+            n_components="auto",
+            n_components_chosen=int(n_components),
+            max_components=int(max_components),
+            criterion=criterion,
+            selection=selection.to_dict(),
+        )
     params_used["censoring_option"] = censoring
     if cens is not None:
         params_used["censoring"] = cens.to_dict()
     params_used.update(extra_params or {})
-    return MixtureModel(params.weights, params.means, params.sklearn_covariances(), cov_type.label,
-                        n_iter=res.n_iter, converged=res.converged, history=history, lower_bound=res.objective,
-                        params=params_used)
+    return MixtureModel(
+        params.weights,
+        params.means,
+        params.sklearn_covariances(),
+        cov_type.label,
+        n_iter=res.n_iter,
+        converged=res.converged,
+        history=history,
+        lower_bound=res.objective,
+        params=params_used,
+    )
 
 
 # ============================================================================================
@@ -1040,28 +1144,45 @@ class SplitModels(list):
         image = check_image(image, channel_axis=channel_axis)
         axes = _pl.split_axes(image, channel_axis, self.split_axis)
         if axes.length != len(self):
-            raise InputError(f"the image has {axes.length} entries along axis {axes.axis} but there are "
-                             f"{len(self)} models: apply them to an image of the same length along that axis")
+            raise InputError(
+                f"the image has {axes.length} entries along axis {axes.axis} but there are "
+                f"{len(self)} models: apply them to an image of the same length along that axis"
+            )
         return image, axes
 
     def _apply(self, one, image, channel_axis, mask, progress, stack_axis=None):
         image, axes = self._axes(image, channel_axis)
         if mask is not None and not is_dask(mask):
             mask = np.asarray(mask)
-        return _pl.split(image, mask, axes, lambda sub, m, i: (one(self[i], sub, axes, m, i), None),
-                         _pl.Progress(progress, [1] * axes.length),
-                         stack_axis=stack_axis(axes) if stack_axis else None)[0]
+        return _pl.split(
+            image,
+            mask,
+            axes,
+            lambda sub, m, i: (one(self[i], sub, axes, m, i), None),
+            _pl.Progress(progress, [1] * axes.length),
+            stack_axis=stack_axis(axes) if stack_axis else None,
+        )[0]
 
     def predict(self, image, *, channel_axis=None, mask=None, bins=None, progress=None):
         """Labels of every index of the split axis by its own model (see :meth:`MixtureModel.predict`)."""
-        return self._apply(lambda mdl, sub, ax, m, i: mdl.predict(sub, channel_axis=ax.channel_slice, mask=m,
-                                                                  bins=bins), image, channel_axis, mask, progress)
+        return self._apply(
+            lambda mdl, sub, ax, m, i: mdl.predict(sub, channel_axis=ax.channel_slice, mask=m, bins=bins),
+            image,
+            channel_axis,
+            mask,
+            progress,
+        )
 
     def predict_proba(self, image, *, channel_axis=None, mask=None, bins=None, progress=None):
         """Posterior maps (K, *pixels), each index of the split axis by its own model."""
-        return self._apply(lambda mdl, sub, ax, m, i: mdl.predict_proba(sub, channel_axis=ax.channel_slice, mask=m,
-                                                                        bins=bins),
-                           image, channel_axis, mask, progress, stack_axis=lambda ax: ax.pixel_axis + 1)
+        return self._apply(
+            lambda mdl, sub, ax, m, i: mdl.predict_proba(sub, channel_axis=ax.channel_slice, mask=m, bins=bins),
+            image,
+            channel_axis,
+            mask,
+            progress,
+            stack_axis=lambda ax: ax.pixel_axis + 1,
+        )
 
     def quantize(self, image, labels=None, *, channel_axis=None, mask=None, bins=None, progress=None):
         """The quantised image, each index of the split axis painted with its own model's means."""
@@ -1074,8 +1195,7 @@ class SplitModels(list):
 
     def to_dict(self):
         """JSON-able: the split axis, the channel axis and every model's :meth:`MixtureModel.to_dict`."""
-        return {"split_axis": self.split_axis, "channel_axis": self.channel_axis,
-                "models": [m.to_dict() for m in self]}
+        return {"split_axis": self.split_axis, "channel_axis": self.channel_axis, "models": [m.to_dict() for m in self]}
 
     @classmethod
     def from_dict(cls, d):
@@ -1104,24 +1224,30 @@ def _units(fit_kw):
 
 def _check_labels(labels, channel_axis):
     if labels not in ("map", "intervals"):
-        raise InputError(f"labels={labels!r} is not an option: use 'map' (each pixel's most probable "
-                         "component) or 'intervals' (contiguous intensity ranges, grey images only)")
+        raise InputError(
+            f"labels={labels!r} is not an option: use 'map' (each pixel's most probable "
+            "component) or 'intervals' (contiguous intensity ranges, grey images only)"
+        )
     if labels == "intervals" and channel_axis is not None:
-        raise InputError("labels='intervals' cuts the intensity axis, so it is for grey images: a colour "
-                         "image has no intensity order to cut. Use labels='map' (or channel_axis=None on "
-                         "one channel)")
+        raise InputError(
+            "labels='intervals' cuts the intensity axis, so it is for grey images: a colour "
+            "image has no intensity order to cut. Use labels='map' (or channel_axis=None on "
+            "one channel)"
+        )
 
 
 def _segment_one(image, n_components, channel_axis, mask, bins, fit_kw, phases: _pl.Progress):
     hist = _pl.compress_image(image, channel_axis=channel_axis, mask=mask, bins=bins, progress=phases.phase(0))
     phases.done(0)
     kw = {k: v for k, v in fit_kw.items() if k != "labels"}
-    model = fit_hist(hist, n_components, channel_axis=channel_axis, extra_params={"bins": bins},
-                     callback=phases.phase(1), **kw)
+    model = fit_hist(
+        hist, n_components, channel_axis=channel_axis, extra_params={"bins": bins}, callback=phases.phase(1), **kw
+    )
     how = fit_kw.get("labels", "map")
     if how != "map":
         model.params["labels"] = how
-    labels = _pl.label_image(model._fns_for(how), image, hist, channel_axis=channel_axis, mask=mask,
-                             progress=phases.phase(2))
+    labels = _pl.label_image(
+        model._fns_for(how), image, hist, channel_axis=channel_axis, mask=mask, progress=phases.phase(2)
+    )
     phases.done(2)
     return labels, model

@@ -9,12 +9,14 @@ per index of an axis, for NumPy and dask alike. The model enters only as per-sam
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
 from . import _dask
+from ._kernels import _config
+from ._validate import FitError, InputError, as_flat, check_image, is_dask, label_dtype, move_channels
 from .compress import (
     Histogram,
     Kind,
@@ -31,11 +33,8 @@ from .compress import (
     slices,
     valid_rows,
 )
-from ._kernels import _config
-from ._validate import FitError, InputError, as_flat, check_image, is_dask, label_dtype, move_channels
 
-__all__ = ["histogram", "compress_image", "SampleFns", "label_image", "proba_image", "paint_image", "split",
-           "Progress"]
+__all__ = ["histogram", "compress_image", "SampleFns", "label_image", "proba_image", "paint_image", "split", "Progress"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -231,8 +230,10 @@ class SplitAxes:
 def split_axes(image, channel_axis, split_axis) -> SplitAxes:
     nd = image.ndim
     if isinstance(split_axis, bool) or not isinstance(split_axis, (int, np.integer)) or not -nd <= split_axis < nd:
-        raise InputError(f"split_axis={split_axis!r} is not an axis of the image (ndim {nd}): use an integer "
-                         f"in [{-nd}, {nd - 1}], e.g. 0 for each time point of a (T, Y, X) stack")
+        raise InputError(
+            f"split_axis={split_axis!r} is not an axis of the image (ndim {nd}): use an integer "
+            f"in [{-nd}, {nd - 1}], e.g. 0 for each time point of a (T, Y, X) stack"
+        )
     ax = int(split_axis) % nd
     ch = None if channel_axis is None else channel_axis % nd
     if ch is not None and ax == ch:

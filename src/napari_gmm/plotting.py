@@ -99,9 +99,14 @@ def model_at(model, iteration=None):
     if not -n <= i < n:
         raise IndexError(f"iteration {iteration} is outside the stored history (0..{n - 1})")
     w = np.asarray(model.history["weights"][i], dtype=float)
-    return MixtureModel(w / w.sum(), model.history["means"][i], model.history["covariances"][i],
-                        model.covariance_type, lower_bound=float(model.history["log_likelihood"][i]),
-                        params=model.params)
+    return MixtureModel(
+        w / w.sum(),
+        model.history["means"][i],
+        model.history["covariances"][i],
+        model.covariance_type,
+        lower_bound=float(model.history["log_likelihood"][i]),
+        params=model.params,
+    )
 
 
 # -------------------------------------------------------------------------------------------------
@@ -200,8 +205,7 @@ def _curve_kw(color, style, lw):
         from matplotlib import patheffects
 
         halo = (style or {}).get("text", "white")
-        kw["path_effects"] = [patheffects.Stroke(linewidth=lw + 1.8, foreground=halo, alpha=0.55),
-                              patheffects.Normal()]
+        kw["path_effects"] = [patheffects.Stroke(linewidth=lw + 1.8, foreground=halo, alpha=0.55), patheffects.Normal()]
     return kw
 
 
@@ -231,8 +235,21 @@ def _legend(ax, handles, labels, style, **kw):
     return leg
 
 
-def plot_mixture(ax, model, hist=None, colors=None, *, bins=None, log=False, thresholds=True,
-                 iteration=None, style=None, legend=True, x_range=None, threshold_values=None):
+def plot_mixture(
+    ax,
+    model,
+    hist=None,
+    colors=None,
+    *,
+    bins=None,
+    log=False,
+    thresholds=True,
+    iteration=None,
+    style=None,
+    legend=True,
+    x_range=None,
+    threshold_values=None,
+):
     """Histogram (as a density) with each weighted component, the mixture sum and the thresholds.
 
     Parameters
@@ -279,8 +296,9 @@ def plot_mixture(ax, model, hist=None, colors=None, *, bins=None, log=False, thr
     out = {"hist": None, "components": [], "sum": None, "thresholds": [], "threshold_values": np.zeros(0)}
     if hist is not None and hist.n_pixels > 0:
         edges, dens, (x, _, _) = grey_density(hist, bins)
-        out["hist"] = ax.stairs(dens, edges, fill=True, color=style.get("hist", "0.6"), alpha=0.55,
-                                label="histogram", zorder=1)
+        out["hist"] = ax.stairs(
+            dens, edges, fill=True, color=style.get("hist", "0.6"), alpha=0.55, label="histogram", zorder=1
+        )
         lo, hi = float(hist.low[0]), float(hist.high[0])
         xl = (float(edges[0]), float(edges[-1]))
         if x.size > MAX_CURVE_POINTS:
@@ -296,8 +314,9 @@ def plot_mixture(ax, model, hist=None, colors=None, *, bins=None, log=False, thr
     for k in range(K):
         (line,) = ax.plot(x, y[:, k], label=f"label {k + 1}", zorder=3, **_curve_kw(cols[k], style, 1.8))
         out["components"].append(line)
-    (out["sum"],) = ax.plot(x, y.sum(axis=1), color=style.get("text", "black"), lw=1.0, ls="-",
-                            alpha=0.8, label="mixture", zorder=2.5)
+    (out["sum"],) = ax.plot(
+        x, y.sum(axis=1), color=style.get("text", "black"), lw=1.0, ls="-", alpha=0.8, label="mixture", zorder=2.5
+    )
     if thresholds and K > 1:
         if threshold_values is not None:
             th = np.asarray(threshold_values, float)
@@ -305,13 +324,24 @@ def plot_mixture(ax, model, hist=None, colors=None, *, bins=None, log=False, thr
             th = model_at(model, iteration).thresholds(lo, hi) if hi > lo else np.zeros(0)
         out["threshold_values"] = th
         for t in th:
-            out["thresholds"].append(ax.axvline(t, color=style.get("text", "black"), ls="--", lw=0.9,
-                                                alpha=0.7, zorder=2))
+            out["thresholds"].append(
+                ax.axvline(t, color=style.get("text", "black"), ls="--", lw=0.9, alpha=0.7, zorder=2)
+            )
         if 0 < th.size <= 8:
             tr = ax.get_xaxis_transform()
             for t in th:
-                ax.text(t, 0.985, f" {t:.4g}", transform=tr, va="top", ha="left", fontsize="x-small",
-                        color=style.get("text", "black"), alpha=0.9, zorder=5)
+                ax.text(
+                    t,
+                    0.985,
+                    f" {t:.4g}",
+                    transform=tr,
+                    va="top",
+                    ha="left",
+                    fontsize="x-small",
+                    color=style.get("text", "black"),
+                    alpha=0.9,
+                    zorder=5,
+                )
     top = _robust_top(dens, y.sum(axis=1))
     ax.set_xlim(*xl)
     if log:
@@ -342,8 +372,9 @@ def _marginal_var(model, k, d):
     return float(model.variances[k, d])
 
 
-def plot_marginals(axes, model, hist=None, colors=None, *, channel_names=None, log=False, iteration=None,
-                   style=None, bins=256):
+def plot_marginals(
+    axes, model, hist=None, colors=None, *, channel_names=None, log=False, iteration=None, style=None, bins=256
+):
     """Per-channel marginal histograms of a multichannel image with each component's marginal.
 
     Parameters
@@ -370,8 +401,7 @@ def plot_marginals(axes, model, hist=None, colors=None, *, channel_names=None, l
     for d, ax in enumerate(axes):
         if hist is not None and hist.n_pixels > 0:
             edges, dens = channel_density(hist, d, bins)
-            out["hists"].append(ax.stairs(dens, edges, fill=True, color=style.get("hist", "0.6"), alpha=0.55,
-                                          zorder=1))
+            out["hists"].append(ax.stairs(dens, edges, fill=True, color=style.get("hist", "0.6"), alpha=0.55, zorder=1))
             lo, hi = float(edges[0]), float(edges[-1])
         else:
             sd = np.sqrt(mod.variances[:, d])
@@ -379,8 +409,11 @@ def plot_marginals(axes, model, hist=None, colors=None, *, channel_names=None, l
             dens = np.zeros(0)
         x = np.linspace(lo, hi, 512)
         var = mod.variances[:, d]
-        y = mod.weights[None] * np.exp(-0.5 * (x[:, None] - mod.means[None, :, d]) ** 2 / var[None]) / np.sqrt(
-            2 * np.pi * var)[None]
+        y = (
+            mod.weights[None]
+            * np.exp(-0.5 * (x[:, None] - mod.means[None, :, d]) ** 2 / var[None])
+            / np.sqrt(2 * np.pi * var)[None]
+        )
         lines = [ax.plot(x, y[:, k], zorder=3, **_curve_kw(cols[k], style, 1.5))[0] for k in range(K)]
         (s,) = ax.plot(x, y.sum(axis=1), color=style.get("text", "black"), lw=0.9, alpha=0.8, zorder=2.5)
         out["components"].append(lines)
@@ -419,8 +452,20 @@ def _ellipse_xy(mean, cov, r, n=121):
     return mean[0] + pts[0], mean[1] + pts[1]
 
 
-def plot_density_2d(ax, model, hist=None, colors=None, *, channels=(0, 1), channel_names=None, iteration=None,
-                    style=None, bins=128, sigmas=(1.0, 2.0), cmap="gray"):
+def plot_density_2d(
+    ax,
+    model,
+    hist=None,
+    colors=None,
+    *,
+    channels=(0, 1),
+    channel_names=None,
+    iteration=None,
+    style=None,
+    bins=128,
+    sigmas=(1.0, 2.0),
+    cmap="gray",
+):
     """Two-channel density of a multichannel image with the components' covariance ellipses.
 
     Parameters
@@ -457,9 +502,16 @@ def plot_density_2d(ax, model, hist=None, colors=None, *, channels=(0, 1), chann
         H, xe, ye = np.histogram2d(va, vb, bins=bins, range=(ra, rb), weights=hist.counts)
         Hm = np.ma.masked_less_equal(H.T, 0)
         if Hm.count():
-            out["image"] = ax.imshow(Hm, origin="lower", extent=(xe[0], xe[-1], ye[0], ye[-1]), aspect="auto",
-                                     cmap=cmap, norm=LogNorm(vmin=max(Hm.min(), 1e-12), vmax=Hm.max()),
-                                     interpolation="nearest", zorder=1)
+            out["image"] = ax.imshow(
+                Hm,
+                origin="lower",
+                extent=(xe[0], xe[-1], ye[0], ye[-1]),
+                aspect="auto",
+                cmap=cmap,
+                norm=LogNorm(vmin=max(Hm.min(), 1e-12), vmax=Hm.max()),
+                interpolation="nearest",
+                zorder=1,
+            )
         ax.set_xlim(xe[0], xe[-1])
         ax.set_ylim(ye[0], ye[-1])
     for k in range(K):
@@ -468,12 +520,21 @@ def plot_density_2d(ax, model, hist=None, colors=None, *, channels=(0, 1), chann
         lines = []
         for i, r in enumerate(sigmas):
             ex, ey = _ellipse_xy(mean, cov, r)
-            (ln,) = ax.plot(ex, ey, ls="-" if i == 0 else "--", zorder=3,
-                            **_curve_kw(cols[k], style, 1.8 if i == 0 else 1.0))
+            (ln,) = ax.plot(
+                ex, ey, ls="-" if i == 0 else "--", zorder=3, **_curve_kw(cols[k], style, 1.8 if i == 0 else 1.0)
+            )
             lines.append(ln)
         out["ellipses"].append(lines)
-        (mk,) = ax.plot([mean[0]], [mean[1]], marker="+", ms=9, mew=2, color=cols[k], zorder=4,
-                        path_effects=_curve_kw(cols[k], style, 1).get("path_effects"))
+        (mk,) = ax.plot(
+            [mean[0]],
+            [mean[1]],
+            marker="+",
+            ms=9,
+            mew=2,
+            color=cols[k],
+            zorder=4,
+            path_effects=_curve_kw(cols[k], style, 1).get("path_effects"),
+        )
         out["means"].append(mk)
     ax.set_xlabel(names[a])
     ax.set_ylabel(names[b])
@@ -536,14 +597,20 @@ def plot_selection(ax, selection, *, style=None, label=None, marker="o-"):
     """
     sel = getattr(selection, "selection", selection)
     if sel is None or not getattr(sel, "candidates", None):
-        raise InputError("this model was fitted with a fixed K: fit with n_components='auto' to have a criterion "
-                         "to plot")
+        raise InputError(
+            "this model was fitted with a fixed K: fit with n_components='auto' to have a criterion to plot"
+        )
     style = style or {}
     v = np.asarray(sel.values, dtype=float)
     rel = v - np.nanmin(v)
     k = np.asarray(sel.candidates)
-    (line,) = ax.plot(k, rel, marker, color=style.get("accent", None),
-                      label=label or f"{sel.criterion.upper()} (chose K = {sel.n_components})")
+    (line,) = ax.plot(
+        k,
+        rel,
+        marker,
+        color=style.get("accent", None),
+        label=label or f"{sel.criterion.upper()} (chose K = {sel.n_components})",
+    )
     i = int(np.flatnonzero(k == sel.n_components)[0])
     (star,) = ax.plot([k[i]], [rel[i]], "*", ms=14, color=style.get("text", "black"))
     ax.set_yscale("symlog", linthresh=10)
@@ -570,8 +637,13 @@ def pixel_history(trace, *, data_range=None, burn_in=_DEFAULT, learning_rate=Non
     from .background import FROM_PRESET
     from .background import pixel_history as _replay
 
-    return _replay(trace, data_range=data_range, burn_in=FROM_PRESET if burn_in is _DEFAULT else burn_in,
-                   learning_rate=learning_rate, **params)
+    return _replay(
+        trace,
+        data_range=data_range,
+        burn_in=FROM_PRESET if burn_in is _DEFAULT else burn_in,
+        learning_rate=learning_rate,
+        **params,
+    )
 
 
 def _spans(mask):
@@ -581,8 +653,9 @@ def _spans(mask):
     return list(zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1)))
 
 
-def plot_pixel_trace(ax, hist_data, *, foreground=None, times=None, style=None, channel_colors=None,
-                     channel_names=None, current=None):
+def plot_pixel_trace(
+    ax, hist_data, *, foreground=None, times=None, style=None, channel_colors=None, channel_names=None, current=None
+):
     """A pixel's intensity over time, foreground frames shaded, background mean +- sqrt(Tb) sigma.
 
     Parameters
@@ -614,7 +687,11 @@ def plot_pixel_trace(ax, hist_data, *, foreground=None, times=None, style=None, 
     mm = hist_data["bg_mean"][:, None] if grey else hist_data["bg_mean"]
     C = vv.shape[1]
     if channel_colors is None:
-        channel_colors = [style.get("accent", "C0")] if grey else (["#e8413c", "#3cb44b", "#4a7fe0"] + ["C%d" % i for i in range(3, 10)])[:C]
+        channel_colors = (
+            [style.get("accent", "C0")]
+            if grey
+            else (["#e8413c", "#3cb44b", "#4a7fe0"] + [f"C{i}" for i in range(3, 10)])[:C]
+        )
     names = channel_names or ([""] if grey else [f"ch {c}" for c in range(C)])
     half = math.sqrt(hist_data["var_threshold"]) * hist_data["bg_sigma"]
     out = {"traces": [], "bands": [], "means": [], "foreground_spans": [], "current": None}
@@ -622,16 +699,20 @@ def plot_pixel_trace(ax, hist_data, *, foreground=None, times=None, style=None, 
     for kind, colour, alpha in ((1, fg_col, 0.28), (2, style.get("shadow", "#7f7fff"), 0.22)):
         spans = _spans(fg == kind)
         for a, b in spans:
-            ax.axvspan(t[a] - 0.5 if times is None else t[a], t[b - 1] + 0.5 if times is None else t[b - 1],
-                       color=colour, alpha=alpha, lw=0, zorder=0)
+            ax.axvspan(
+                t[a] - 0.5 if times is None else t[a],
+                t[b - 1] + 0.5 if times is None else t[b - 1],
+                color=colour,
+                alpha=alpha,
+                lw=0,
+                zorder=0,
+            )
         if kind == 1:
             out["foreground_spans"] = spans
     for c in range(C):
-        band = ax.fill_between(t, mm[:, c] - half, mm[:, c] + half, color=channel_colors[c], alpha=0.18, lw=0,
-                               zorder=1)
+        band = ax.fill_between(t, mm[:, c] - half, mm[:, c] + half, color=channel_colors[c], alpha=0.18, lw=0, zorder=1)
         (mean_line,) = ax.plot(t, mm[:, c], color=channel_colors[c], lw=1.0, ls="--", zorder=2)
-        (tr,) = ax.plot(t, vv[:, c], color=channel_colors[c], lw=1.3, zorder=3,
-                        label=f"intensity {names[c]}".strip())
+        (tr,) = ax.plot(t, vv[:, c], color=channel_colors[c], lw=1.3, zorder=3, label=f"intensity {names[c]}".strip())
         out["traces"].append(tr)
         out["bands"].append(band)
         out["means"].append(mean_line)
@@ -673,8 +754,14 @@ def plot_pixel_mixture(ax, mixture, *, y_range=None, style=None, colors=None, ch
     for k in range(n):
         p = w[k] * np.exp(-0.5 * (y - means[k]) ** 2 / var[k]) / math.sqrt(2 * math.pi * var[k])
         bg = bool(mixture["is_background"][k])
-        (ln,) = ax.plot(p, y, color=cols[k], lw=1.6, ls="-" if bg else "--",
-                        label=f"w {w[k]:.2f}  μ {means[k]:.4g}  σ {sd[k]:.3g}" + (" (bg)" if bg else ""))
+        (ln,) = ax.plot(
+            p,
+            y,
+            color=cols[k],
+            lw=1.6,
+            ls="-" if bg else "--",
+            label=f"w {w[k]:.2f}  μ {means[k]:.4g}  σ {sd[k]:.3g}" + (" (bg)" if bg else ""),
+        )
         out["modes"].append(ln)
     ax.set_ylim(*y_range)
     ax.set_xlabel("density", fontsize="small")
@@ -683,6 +770,14 @@ def plot_pixel_mixture(ax, mixture, *, y_range=None, style=None, colors=None, ch
     for k in range(n):  # weight next to each mode's peak (the legend would not fit a narrow panel)
         peak = w[k] / math.sqrt(2 * math.pi * var[k])
         if y_range[0] <= means[k] <= y_range[1]:
-            ax.annotate(f"{w[k]:.2f}", (peak, means[k]), xytext=(2, 0), textcoords="offset points",
-                        fontsize="xx-small", color=style.get("text", "black"), va="center", clip_on=True)
+            ax.annotate(
+                f"{w[k]:.2f}",
+                (peak, means[k]),
+                xytext=(2, 0),
+                textcoords="offset points",
+                fontsize="xx-small",
+                color=style.get("text", "black"),
+                va="center",
+                clip_on=True,
+            )
     return out

@@ -33,18 +33,46 @@ def _spatial_k(image, n_components, channel_axis, mask, bins, max_components, cr
     per-pixel search chooses (on the whole image, also with ``split_axis``); InputError for
     options the spatial model does not have."""
     if labels != "map":
-        raise InputError("labels='intervals' is for the per-pixel model: the spatial model's labels come from "
-                         "its neighbourhood prior, not from intensity intervals. Use labels='map' with beta")
+        raise InputError(
+            "labels='intervals' is for the per-pixel model: the spatial model's labels come from "
+            "its neighbourhood prior, not from intensity intervals. Use labels='map' with beta"
+        )
     if isinstance(n_components, str) and n_components == "auto":
-        return _mx.fit_image(image, "auto", channel_axis=channel_axis, mask=mask, bins=bins,
-                             max_components=max_components, criterion=criterion, **kw).n_components
+        return _mx.fit_image(
+            image,
+            "auto",
+            channel_axis=channel_axis,
+            mask=mask,
+            bins=bins,
+            max_components=max_components,
+            criterion=criterion,
+            **kw,
+        ).n_components
     return n_components
 
 
-def fit_mixture(image, n_components=2, *, channel_axis=None, covariance_type="spherical", init="auto",
-                n_init=1, max_iter=100, tol=1e-6, reg_covar=None, mask=None, bins=None, random_state=None,
-                max_components=8, criterion="bic", censoring="auto", beta=0.0, spacing=None, connectivity=1,
-                bias_field=False):
+def fit_mixture(
+    image,
+    n_components=2,
+    *,
+    channel_axis=None,
+    covariance_type="spherical",
+    init="auto",
+    n_init=1,
+    max_iter=100,
+    tol=1e-6,
+    reg_covar=None,
+    mask=None,
+    bins=None,
+    random_state=None,
+    max_components=8,
+    criterion="bic",
+    censoring="auto",
+    beta=0.0,
+    spacing=None,
+    connectivity=1,
+    bias_field=False,
+):
     """Fit a Gaussian mixture to the intensities (or colours) of an image with EM.
 
     The image is first compressed to exact weighted samples (its histogram; unique colours for
@@ -160,23 +188,80 @@ def fit_mixture(image, n_components=2, *, channel_axis=None, covariance_type="sp
     [60.0, 180.0]
     """
     if _spatial_requested(beta, bias_field):
-        n_components = _spatial_k(image, n_components, channel_axis, mask, bins, max_components, criterion, "map",
-                                  dict(covariance_type=covariance_type, init=init, reg_covar=reg_covar))
-        return _spatial.fit_spatial(image, n_components, beta=beta, spacing=spacing, connectivity=connectivity,
-                           bias_field=bias_field, channel_axis=channel_axis, covariance_type=covariance_type,
-                           init=init, n_init=n_init, max_iter=max_iter, tol=_spatial.default_tol(tol),
-                           reg_covar=reg_covar, mask=mask, bins=bins, random_state=random_state).model
-    return _mx.fit_image(image, n_components, channel_axis=channel_axis, mask=mask, bins=bins,
-                         covariance_type=covariance_type, init=init, n_init=n_init, max_iter=max_iter, tol=tol,
-                         reg_covar=reg_covar, random_state=random_state, max_components=max_components,
-                         criterion=criterion, censoring=censoring)
+        n_components = _spatial_k(
+            image,
+            n_components,
+            channel_axis,
+            mask,
+            bins,
+            max_components,
+            criterion,
+            "map",
+            dict(covariance_type=covariance_type, init=init, reg_covar=reg_covar),
+        )
+        return _spatial.fit_spatial(
+            image,
+            n_components,
+            beta=beta,
+            spacing=spacing,
+            connectivity=connectivity,
+            bias_field=bias_field,
+            channel_axis=channel_axis,
+            covariance_type=covariance_type,
+            init=init,
+            n_init=n_init,
+            max_iter=max_iter,
+            tol=_spatial.default_tol(tol),
+            reg_covar=reg_covar,
+            mask=mask,
+            bins=bins,
+            random_state=random_state,
+        ).model
+    return _mx.fit_image(
+        image,
+        n_components,
+        channel_axis=channel_axis,
+        mask=mask,
+        bins=bins,
+        covariance_type=covariance_type,
+        init=init,
+        n_init=n_init,
+        max_iter=max_iter,
+        tol=tol,
+        reg_covar=reg_covar,
+        random_state=random_state,
+        max_components=max_components,
+        criterion=criterion,
+        censoring=censoring,
+    )
 
 
-
-def segment(image, n_components=2, *, channel_axis=None, covariance_type="spherical", init="auto",
-            n_init=1, max_iter=100, tol=1e-6, reg_covar=None, mask=None, bins=None, random_state=None,
-            split_axis=None, return_model=False, progress=None, max_components=8, criterion="bic",
-            censoring="auto", labels="map", beta=0.0, spacing=None, connectivity=1, bias_field=False):
+def segment(
+    image,
+    n_components=2,
+    *,
+    channel_axis=None,
+    covariance_type="spherical",
+    init="auto",
+    n_init=1,
+    max_iter=100,
+    tol=1e-6,
+    reg_covar=None,
+    mask=None,
+    bins=None,
+    random_state=None,
+    split_axis=None,
+    return_model=False,
+    progress=None,
+    max_components=8,
+    criterion="bic",
+    censoring="auto",
+    labels="map",
+    beta=0.0,
+    spacing=None,
+    connectivity=1,
+    bias_field=False,
+):
     """Label every pixel with its most probable Gaussian component.
 
     Fits :func:`fit_mixture` and assigns each pixel (through a per-value look-up table) to the
@@ -244,29 +329,66 @@ def segment(image, n_components=2, *, channel_axis=None, covariance_type="spheri
     """
     check_progress(progress)
     if _spatial_requested(beta, bias_field):
-        n_components = _spatial_k(image, n_components, channel_axis, mask, bins, max_components, criterion, labels,
-                                  dict(covariance_type=covariance_type, init=init, reg_covar=reg_covar))
-        return _spatial.segment_spatial(image, n_components, beta=beta, spacing=spacing, connectivity=connectivity,
-                               bias_field=bias_field, channel_axis=channel_axis, covariance_type=covariance_type,
-                               init=init, n_init=n_init, max_iter=max_iter, tol=_spatial.default_tol(tol),
-                               reg_covar=reg_covar, mask=mask, bins=bins, random_state=random_state,
-                               split_axis=split_axis, return_model=return_model, progress=progress)
+        n_components = _spatial_k(
+            image,
+            n_components,
+            channel_axis,
+            mask,
+            bins,
+            max_components,
+            criterion,
+            labels,
+            dict(covariance_type=covariance_type, init=init, reg_covar=reg_covar),
+        )
+        return _spatial.segment_spatial(
+            image,
+            n_components,
+            beta=beta,
+            spacing=spacing,
+            connectivity=connectivity,
+            bias_field=bias_field,
+            channel_axis=channel_axis,
+            covariance_type=covariance_type,
+            init=init,
+            n_init=n_init,
+            max_iter=max_iter,
+            tol=_spatial.default_tol(tol),
+            reg_covar=reg_covar,
+            mask=mask,
+            bins=bins,
+            random_state=random_state,
+            split_axis=split_axis,
+            return_model=return_model,
+            progress=progress,
+        )
     image = check_image(image, channel_axis=channel_axis)
-    fit_kw = dict(covariance_type=covariance_type, init=init, n_init=n_init, max_iter=max_iter, tol=tol,
-                  reg_covar=reg_covar, random_state=random_state, max_components=max_components,
-                  criterion=criterion, censoring=censoring, labels=labels)
+    fit_kw = dict(
+        covariance_type=covariance_type,
+        init=init,
+        n_init=n_init,
+        max_iter=max_iter,
+        tol=tol,
+        reg_covar=reg_covar,
+        random_state=random_state,
+        max_components=max_components,
+        criterion=criterion,
+        censoring=censoring,
+        labels=labels,
+    )
     _mx._check_fit_kw(n_components, fit_kw, progress)
     _mx._check_labels(labels, channel_axis)
     if split_axis is None:
-        labels, model = _mx._segment_one(image, n_components, channel_axis, mask, bins, fit_kw,
-                                     _pl.Progress(progress, _mx._units(fit_kw)))
+        labels, model = _mx._segment_one(
+            image, n_components, channel_axis, mask, bins, fit_kw, _pl.Progress(progress, _mx._units(fit_kw))
+        )
         return (labels, model) if return_model else labels
     axes = _pl.split_axes(image, channel_axis, split_axis)
     phases = _pl.Progress(progress, [sum(_mx._units(fit_kw))] * axes.length)
 
     def one(sub, m, i):
-        lab, model = _mx._segment_one(sub, n_components, axes.channel_slice, m, bins, fit_kw,
-                                  _pl.Progress(phases.phase(i), _mx._units(fit_kw)))
+        lab, model = _mx._segment_one(
+            sub, n_components, axes.channel_slice, m, bins, fit_kw, _pl.Progress(phases.phase(i), _mx._units(fit_kw))
+        )
         model.params.update(split_axis=axes.axis, index=i)
         return lab, model
 
@@ -276,10 +398,26 @@ def segment(image, n_components=2, *, channel_axis=None, covariance_type="spheri
     return (labels, _mx.SplitModels(models, axes.axis, channel_axis)) if return_model else labels
 
 
-
-def quantize(image, n_components=32, *, channel_axis=-1, covariance_type="spherical", init="auto",
-             n_init=1, max_iter=100, tol=1e-6, reg_covar=None, mask=None, bins=None, random_state=0,
-             return_model=False, max_components=8, criterion="bic", censoring="auto", labels="map"):
+def quantize(
+    image,
+    n_components=32,
+    *,
+    channel_axis=-1,
+    covariance_type="spherical",
+    init="auto",
+    n_init=1,
+    max_iter=100,
+    tol=1e-6,
+    reg_covar=None,
+    mask=None,
+    bins=None,
+    random_state=0,
+    return_model=False,
+    max_components=8,
+    criterion="bic",
+    censoring="auto",
+    labels="map",
+):
     """Replace every pixel by the mean colour (or grey level) of its most probable component.
 
     The classic "image with only K colours": :func:`segment` followed by a look-up of the component
@@ -316,11 +454,26 @@ def quantize(image, n_components=32, *, channel_axis=-1, covariance_type="spheri
     >>> q[0, 0].tolist(), q.dtype
     ([201, 11, 11], dtype('uint8'))
     """
-    labels, model = segment(image, n_components, channel_axis=channel_axis, covariance_type=covariance_type,
-                            init=init, n_init=n_init, max_iter=max_iter, tol=tol, reg_covar=reg_covar,
-                            mask=mask, bins=bins, random_state=random_state, return_model=True,
-                            max_components=max_components, criterion=criterion, censoring=censoring,
-                            labels=labels)
-    out = _pl.paint_image(image if is_dask(image) else np.asarray(image), labels, model.means,
-                          channel_axis=channel_axis)
+    labels, model = segment(
+        image,
+        n_components,
+        channel_axis=channel_axis,
+        covariance_type=covariance_type,
+        init=init,
+        n_init=n_init,
+        max_iter=max_iter,
+        tol=tol,
+        reg_covar=reg_covar,
+        mask=mask,
+        bins=bins,
+        random_state=random_state,
+        return_model=True,
+        max_components=max_components,
+        criterion=criterion,
+        censoring=censoring,
+        labels=labels,
+    )
+    out = _pl.paint_image(
+        image if is_dask(image) else np.asarray(image), labels, model.means, channel_axis=channel_axis
+    )
     return (out, model) if return_model else out

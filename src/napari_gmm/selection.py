@@ -22,7 +22,8 @@ The search
 ----------
 Most of the work runs on a coarse copy of the histogram (at most :data:`_config.COARSE_BINS` bins; a
 uint8 image is its own copy; colour: the occupied cells of a :data:`_config.COARSE_COLOUR_BINS`-per-
-channel grid, whose fit then takes :data:`_config.COLOUR_POLISH_ITER` EM iterations on all colours). For K = 1, 2, ... the starts are the K - 1 fit with one component split
+channel grid, whose fit then takes :data:`_config.COLOUR_POLISH_ITER` EM iterations on all
+colours). For K = 1, 2, ... the starts are the K - 1 fit with one component split
 in two (the widest, and the one holding the most spread ``w sd``; a moment-preserving split) and K
 equal slices of the grey range (plus the user's ``init`` when it is another start); each runs
 :data:`_config.SCREEN_ITER` EM iterations and the best continues to the optimum
@@ -51,8 +52,15 @@ from ._kernels import em as _k
 from ._validate import FitError, InputError
 from .em import CovType, Params, Problem, WeightedSamples, fit_em, run_em
 
-__all__ = ["CRITERIA", "Selection", "n_parameters", "criterion_value", "search_n_components", "interval_cuts",
-           "check_selection_args"]
+__all__ = [
+    "CRITERIA",
+    "Selection",
+    "n_parameters",
+    "criterion_value",
+    "search_n_components",
+    "interval_cuts",
+    "check_selection_args",
+]
 
 CRITERIA = ("bic", "icl", "aic")
 
@@ -92,8 +100,10 @@ def criterion_value(criterion, log_likelihood, n_pixels, n_params, entropy=0.0) 
 
 
 def _criterion_message(criterion):
-    return (f"criterion={criterion!r} is not supported: use 'bic' (the default), 'icl' (BIC plus the "
-            "classification entropy: prefers well separated classes) or 'aic'")
+    return (
+        f"criterion={criterion!r} is not supported: use 'bic' (the default), 'icl' (BIC plus the "
+        "classification entropy: prefers well separated classes) or 'aic'"
+    )
 
 
 def check_selection_args(max_components, criterion, n_distinct=None):
@@ -103,8 +113,9 @@ def check_selection_args(max_components, criterion, n_distinct=None):
     if isinstance(max_components, bool) or not isinstance(max_components, (int, np.integer)):
         raise InputError(f"max_components must be a whole number >= 1, got {max_components!r}")
     if max_components < 1:
-        raise InputError(f"max_components must be at least 1 (the search tries K = 1 .. max_components), "
-                         f"got {max_components}")
+        raise InputError(
+            f"max_components must be at least 1 (the search tries K = 1 .. max_components), got {max_components}"
+        )
     if n_distinct is not None and max_components > n_distinct:
         raise InputError(
             f"max_components={max_components} is more than the {n_distinct} distinct values in the image: "
@@ -148,19 +159,38 @@ class Selection:
     censoring: dict | None = None
 
     def to_dict(self) -> dict:
-        return {"criterion": self.criterion, "n_components": int(self.n_components),
-                "candidates": [int(k) for k in self.candidates], "values": [float(v) for v in self.values],
-                "log_likelihood": [float(v) for v in self.log_likelihood],
-                "n_parameters": [int(p) for p in self.n_parameters], "n_pixels": float(self.n_pixels),
-                "entropy": None if self.entropy is None else [float(v) for v in self.entropy],
-                "censoring": self.censoring}
+        return {
+            "criterion": self.criterion,
+            "n_components": int(self.n_components),
+            "candidates": [int(k) for k in self.candidates],
+            "values": [float(v) for v in self.values],
+            "log_likelihood": [float(v) for v in self.log_likelihood],
+            "n_parameters": [int(p) for p in self.n_parameters],
+            "n_pixels": float(self.n_pixels),
+            "entropy": None if self.entropy is None else [float(v) for v in self.entropy],
+            "censoring": self.censoring,
+        }
 
     @classmethod
     def from_dict(cls, d) -> Selection | None:
         if not d:
             return None
-        return cls(**{k: d.get(k) for k in ("criterion", "n_components", "candidates", "values", "log_likelihood",
-                                            "n_parameters", "n_pixels", "entropy", "censoring")})
+        return cls(
+            **{
+                k: d.get(k)
+                for k in (
+                    "criterion",
+                    "n_components",
+                    "candidates",
+                    "values",
+                    "log_likelihood",
+                    "n_parameters",
+                    "n_pixels",
+                    "entropy",
+                    "censoring",
+                )
+            }
+        )
 
     def table(self) -> str:
         """The criterion against K as plain text (the chosen K marked)."""
@@ -179,7 +209,7 @@ def _coarse_colours(X, w, bins):
     """Multichannel samples merged into the cells of a ``bins``-per-channel grid (weighted mean
     colour per occupied cell, summed counts), and the largest cell width (0 when nothing merged)."""
     M, D = X.shape
-    if M <= bins**min(D, 3):
+    if M <= bins ** min(D, 3):
         return X, w, 0.0
     lo = X.min(axis=0)
     span = X.max(axis=0) - lo
@@ -287,8 +317,12 @@ def _finish(weights, means, cov, cov_type, reg):
         v = np.diagonal(cov, axis1=1, axis2=2).copy()
         cov = np.zeros_like(cov)
         cov[:, idx, idx] = v
-    return Params(np.asarray(weights, dtype=np.float64), np.ascontiguousarray(means, dtype=np.float64),
-                  np.ascontiguousarray(cov), CovType(cov_type))
+    return Params(
+        np.asarray(weights, dtype=np.float64),
+        np.ascontiguousarray(means, dtype=np.float64),
+        np.ascontiguousarray(cov),
+        CovType(cov_type),
+    )
 
 
 def split_start(params: Params, j: int) -> Params:
@@ -312,9 +346,11 @@ def split_start(params: Params, j: int) -> Params:
         new_cov = np.eye(D) * v
     elif params.cov_type == CovType.DIAG:
         new_cov = np.diag(np.diagonal(new_cov))
-    weights = np.concatenate([params.weights[:j], [params.weights[j] / 2] * 2, params.weights[j + 1:]])
-    means = np.concatenate([params.means[:j], [params.means[j] - shift, params.means[j] + shift], params.means[j + 1:]])
-    covs = np.concatenate([params.cov[:j], [new_cov, new_cov], params.cov[j + 1:]])
+    weights = np.concatenate([params.weights[:j], [params.weights[j] / 2] * 2, params.weights[j + 1 :]])
+    means = np.concatenate(
+        [params.means[:j], [params.means[j] - shift, params.means[j] + shift], params.means[j + 1 :]]
+    )
+    covs = np.concatenate([params.cov[:j], [new_cov, new_cov], params.cov[j + 1 :]])
     return Params(weights, np.ascontiguousarray(means), np.ascontiguousarray(covs), params.cov_type)
 
 
@@ -351,8 +387,9 @@ def classification_entropy(problem, params: Params) -> float:
     ent = 0.0
     if problem.X.shape[0]:
         post = np.empty((problem.X.shape[0], K))
-        _k.posteriors(problem.X, params.means, inv_sd, prec_chol, log_det, log_w, int(params.cov_type), post,
-                      get_num_threads())
+        _k.posteriors(
+            problem.X, params.means, inv_sd, prec_chol, log_det, log_w, int(params.cov_type), post, get_num_threads()
+        )
         with np.errstate(divide="ignore", invalid="ignore"):
             t = np.where(post > 0, post * np.log(post), 0.0)
         ent -= float(problem.w @ t.sum(axis=1))
@@ -366,8 +403,18 @@ def classification_entropy(problem, params: Params) -> float:
     return ent
 
 
-def search_n_components(problem: Problem, *, max_components, criterion="bic", cov_type=CovType.SPHERICAL,
-                        max_iter=100, tol=1e-6, progress=None, extra_start=None, warn_stacklevel=5):
+def search_n_components(
+    problem: Problem,
+    *,
+    max_components,
+    criterion="bic",
+    cov_type=CovType.SPHERICAL,
+    max_iter=100,
+    tol=1e-6,
+    progress=None,
+    extra_start=None,
+    warn_stacklevel=5,
+):
     """Fit K = 1 .. max_components to ``problem`` and keep the K with the smallest criterion.
 
     Parameters
@@ -414,10 +461,15 @@ def search_n_components(problem: Problem, *, max_components, criterion="bic", co
         if report is None:
             return None
         return lambda it: report(100 * (K - 1) + min(99, int(100 * it / steps)))
+
     prev = None
-    sel = Selection(criterion=criterion, n_components=1, n_pixels=N,
-                    entropy=[] if criterion == "icl" else None,
-                    censoring=getattr(getattr(problem, "censoring", None), "to_dict", lambda: None)())
+    sel = Selection(
+        criterion=criterion,
+        n_components=1,
+        n_pixels=N,
+        entropy=[] if criterion == "icl" else None,
+        censoring=getattr(getattr(problem, "censoring", None), "to_dict", lambda: None)(),
+    )
     fits = {}
     for K in range(1, max_components + 1):
         starts = [range_start(Xc, wc, K, cov_type, coarse.reg)]
@@ -436,14 +488,24 @@ def search_n_components(problem: Problem, *, max_components, criterion="bic", co
         if best is None:  # every start collapsed: no larger K can be fitted either
             break
         # to the optimum (the driver switches to SQUAREM when EM creeps): see _config.SEARCH_TOL_NATS
-        fit = run_em(coarse, best.params, max_iter=_config.SEARCH_MAX_STEPS, tol=_config.SEARCH_TOL_NATS / N,
-                     progress=within(K, _config.SEARCH_MAX_STEPS))
+        fit = run_em(
+            coarse,
+            best.params,
+            max_iter=_config.SEARCH_MAX_STEPS,
+            tol=_config.SEARCH_TOL_NATS / N,
+            progress=within(K, _config.SEARCH_MAX_STEPS),
+        )
         prev = fit.params
         if coarse is problem:
             polished = _Fit(fit.params, fit.objective)
         elif D > 1:  # a colour grid is cruder than a grey re-binning: a few EM steps on all samples
-            r = run_em(problem, fit.params, max_iter=_config.COLOUR_POLISH_ITER, tol=_config.SEARCH_TOL_NATS / N,
-                       progress=within(K, _config.SEARCH_MAX_STEPS))
+            r = run_em(
+                problem,
+                fit.params,
+                max_iter=_config.COLOUR_POLISH_ITER,
+                tol=_config.SEARCH_TOL_NATS / N,
+                progress=within(K, _config.SEARCH_MAX_STEPS),
+            )
             polished = _Fit(r.params, r.objective)
         else:
             polished = _Fit(fit.params, _objective(problem, fit.params))
@@ -467,8 +529,15 @@ def search_n_components(problem: Problem, *, max_components, criterion="bic", co
     Kbest = sel.candidates[i]
     start = fits[Kbest].params
     final_progress = None if report is None else (lambda d, t: report(100 * max_components + int(100 * d / t)))
-    final = fit_em(problem, lambda rng: start, n_init=1, max_iter=max_iter, tol=tol, progress=final_progress,
-                   warn_stacklevel=warn_stacklevel)
+    final = fit_em(
+        problem,
+        lambda rng: start,
+        n_init=1,
+        max_iter=max_iter,
+        tol=tol,
+        progress=final_progress,
+        warn_stacklevel=warn_stacklevel,
+    )
     if final.objective * N > sel.log_likelihood[i]:
         ll = final.objective * N
         ent = classification_entropy(problem, final.params) if criterion == "icl" else 0.0

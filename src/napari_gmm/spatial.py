@@ -87,8 +87,10 @@ def check_beta(beta):
     if isinstance(beta, str):
         if beta == "auto":
             return None
-        raise InputError(f"beta={beta!r} is not understood: use 'auto' (estimated from the image), 0 (no "
-                         "smoothing) or a number > 0 (the Potts interaction strength, e.g. 0.5 to 2)")
+        raise InputError(
+            f"beta={beta!r} is not understood: use 'auto' (estimated from the image), 0 (no "
+            "smoothing) or a number > 0 (the Potts interaction strength, e.g. 0.5 to 2)"
+        )
     if isinstance(beta, bool) or not isinstance(beta, (int, float, np.integer, np.floating)):
         raise InputError(f"beta must be 'auto' or a number >= 0, got {beta!r}")
     b = float(beta)
@@ -104,21 +106,30 @@ def check_spacing(spacing, ndim):
     try:
         s = tuple(float(v) for v in np.atleast_1d(np.asarray(spacing, dtype=np.float64)))
     except (TypeError, ValueError):
-        raise InputError(f"spacing must be a sequence of {ndim} positive numbers (the pixel size per "
-                         f"spatial axis, e.g. a layer's scale), got {spacing!r}") from None
+        raise InputError(
+            f"spacing must be a sequence of {ndim} positive numbers (the pixel size per "
+            f"spatial axis, e.g. a layer's scale), got {spacing!r}"
+        ) from None
     if len(s) != ndim:
-        raise InputError(f"spacing has {len(s)} entries but the image has {ndim} spatial axes: give one "
-                         f"positive size per axis (e.g. (z, y, x) = (2.0, 0.5, 0.5)), got {spacing!r}")
+        raise InputError(
+            f"spacing has {len(s)} entries but the image has {ndim} spatial axes: give one "
+            f"positive size per axis (e.g. (z, y, x) = (2.0, 0.5, 0.5)), got {spacing!r}"
+        )
     if not all(math.isfinite(v) and v > 0 for v in s):
         raise InputError(f"spacing must be finite and > 0 along every axis, got {spacing!r}")
     return s
 
 
 def check_connectivity(connectivity, ndim):
-    if isinstance(connectivity, bool) or not isinstance(connectivity, (int, np.integer)) or not (
-            1 <= connectivity <= ndim):
-        raise InputError(f"connectivity must be 1 (face neighbours) up to {ndim} (all {3**ndim - 1} "
-                         f"neighbours) for a {ndim}-D image, got {connectivity!r}")
+    if (
+        isinstance(connectivity, bool)
+        or not isinstance(connectivity, (int, np.integer))
+        or not (1 <= connectivity <= ndim)
+    ):
+        raise InputError(
+            f"connectivity must be 1 (face neighbours) up to {ndim} (all {3**ndim - 1} "
+            f"neighbours) for a {ndim}-D image, got {connectivity!r}"
+        )
     return int(connectivity)
 
 
@@ -130,9 +141,11 @@ def check_bias(bias_field):
         return DEFAULT_BIAS_DEGREE
     if isinstance(bias_field, (int, np.integer)) and 1 <= bias_field <= MAX_BIAS_DEGREE:
         return int(bias_field)
-    raise InputError(f"bias_field must be False, True (degree {DEFAULT_BIAS_DEGREE}) or a polynomial "
-                     f"degree 1..{MAX_BIAS_DEGREE} (higher degrees follow the objects, not the "
-                     f"illumination), got {bias_field!r}")
+    raise InputError(
+        f"bias_field must be False, True (degree {DEFAULT_BIAS_DEGREE}) or a polynomial "
+        f"degree 1..{MAX_BIAS_DEGREE} (higher degrees follow the objects, not the "
+        f"illumination), got {bias_field!r}"
+    )
 
 
 # ============================================================================================
@@ -212,8 +225,7 @@ class SpatialProblem(_driver.Problem):
     #: the label field (posteriors), beta and the bias field carry over between steps: no SQUAREM
     accelerate = False
 
-    def __init__(self, X, valid, dims, *, beta, offs, wts, scheme, reg, bias_degree=0, hard=False,
-                 ndim=2):
+    def __init__(self, X, valid, dims, *, beta, offs, wts, scheme, reg, bias_degree=0, hard=False, ndim=2):
         self.X = X
         self.valid = valid
         self.dims = np.asarray(dims, np.int64)
@@ -284,8 +296,9 @@ class SpatialProblem(_driver.Problem):
             sel = lab > 0
             self.q[np.flatnonzero(sel), lab[sel].astype(np.intp) - 1] = 1.0
         else:
-            _mrf.init_posteriors(self.X, self.inv_b, self.valid, self.q, params.means, inv_sd, prec_chol, c0,
-                                 int(params.cov_type))
+            _mrf.init_posteriors(
+                self.X, self.inv_b, self.valid, self.q, params.means, inv_sd, prec_chol, c0, int(params.cov_type)
+            )
         self.beta_history = []
         self._seed = 0
         self._frozen = False
@@ -302,9 +315,27 @@ class SpatialProblem(_driver.Problem):
         width = 1 + D + (D * D if int(params.cov_type) == 2 else D)
         acc = np.zeros((self._R, K, width)) if accumulate else np.zeros((1, 1, 1))
         self._obj[:] = 0.0
-        _mrf.sweep(self.X, self.inv_b, self.valid, self.q, self.dims, self.offs, self.wts, self.scheme, c0,
-                   params.means, inv_sd, prec_chol, int(params.cov_type), float(self.beta), self.hard,
-                   accumulate, params.means.copy(), acc, self._obj)
+        _mrf.sweep(
+            self.X,
+            self.inv_b,
+            self.valid,
+            self.q,
+            self.dims,
+            self.offs,
+            self.wts,
+            self.scheme,
+            c0,
+            params.means,
+            inv_sd,
+            prec_chol,
+            int(params.cov_type),
+            float(self.beta),
+            self.hard,
+            accumulate,
+            params.means.copy(),
+            acc,
+            self._obj,
+        )
         return float(self._obj.sum()) / self.total_weight + self._jac, (acc if accumulate else None)
 
     def estimate_beta(self, weights):
@@ -312,8 +343,9 @@ class SpatialProblem(_driver.Problem):
         idx = self._pl_idx
         K = self.q.shape[1]
         nbar = np.empty((idx.size, K))
-        _mrf.neighbour_fields(self.q, self.valid, self.dims, self.offs, self.wts, idx, nbar, BETA_SIMULATED,
-                              np.uint64(self._seed))
+        _mrf.neighbour_fields(
+            self.q, self.valid, self.dims, self.offs, self.wts, idx, nbar, BETA_SIMULATED, np.uint64(self._seed)
+        )
         qs = self.q[idx]
         with np.errstate(divide="ignore"):
             log_w = np.log(np.maximum(weights, 1e-300))
@@ -338,8 +370,22 @@ class SpatialProblem(_driver.Problem):
         P = self._terms.shape[0]
         AtA, Atb = np.zeros((P, P)), np.zeros(P)
         log_b = self.log_b if self.log_b is not None else np.zeros(self.X.shape[0])
-        _mrf.bias_normal_equations(self._xbar, self.valid, self.q, mu, var, log_b, self.dims, self._Lz,
-                                   self._Ly, self._Lx, self._terms, BIAS_STRIDE, AtA, Atb)
+        _mrf.bias_normal_equations(
+            self._xbar,
+            self.valid,
+            self.q,
+            mu,
+            var,
+            log_b,
+            self.dims,
+            self._Lz,
+            self._Ly,
+            self._Lx,
+            self._terms,
+            BIAS_STRIDE,
+            AtA,
+            Atb,
+        )
         ridge = 1e-9 * max(np.trace(AtA), 1e-300)
         try:
             delta = np.linalg.solve(AtA + ridge * np.eye(P), Atb)
@@ -378,13 +424,13 @@ class SpatialProblem(_driver.Problem):
         K, D = params.means.shape
         tot = acc.sum(axis=0)
         Nk = np.ascontiguousarray(tot[:, 0])
-        Sx = np.ascontiguousarray(tot[:, 1:1 + D])
+        Sx = np.ascontiguousarray(tot[:, 1 : 1 + D])
         Sxx = np.zeros((K, D, D))
         if int(params.cov_type) == 2:
-            Sxx[:] = tot[:, 1 + D:].reshape(K, D, D)
+            Sxx[:] = tot[:, 1 + D :].reshape(K, D, D)
         else:
             idx = np.arange(D)
-            Sxx[:, idx, idx] = tot[:, 1 + D:]
+            Sxx[:, idx, idx] = tot[:, 1 + D :]
         _kem.m_step(Nk, Sx, Sxx, int(params.cov_type), self.reg, params.weights, params.means, params.cov)
         if self.uniform_weights:
             params.weights[:] = 1.0 / K
@@ -442,8 +488,10 @@ def _prepare(image, channel_axis, mask):
     if mask is not None:
         m = np.asarray(mask)
         if m.shape != tuple(spatial):
-            raise InputError(f"mask has shape {m.shape} but the image's pixels have shape {tuple(spatial)}: "
-                             "give a mask with one entry per pixel (True = use the pixel)")
+            raise InputError(
+                f"mask has shape {m.shape} but the image's pixels have shape {tuple(spatial)}: "
+                "give a mask with one entry per pixel (True = use the pixel)"
+            )
         valid &= m.reshape(-1) != 0
     if not valid.all():
         X = X.copy()
@@ -529,10 +577,29 @@ def _smoothed_start(X, valid, spatial, spacing, K, image, fit_kw):
     return model, _driver.Params(Nk / Nk.sum(), means, cov, cov_type), lab
 
 
-def fit_spatial(image, n_components=2, *, beta="auto", spacing=None, connectivity=1, bias_field=False,
-                channel_axis=None, covariance_type="spherical", init="ranges", n_init=1, max_iter=100,
-                tol=None, reg_covar=None, mask=None, bins=None, random_state=None, progress=None,
-                return_posteriors=False, method="mean-field", start=None):
+def fit_spatial(
+    image,
+    n_components=2,
+    *,
+    beta="auto",
+    spacing=None,
+    connectivity=1,
+    bias_field=False,
+    channel_axis=None,
+    covariance_type="spherical",
+    init="ranges",
+    n_init=1,
+    max_iter=100,
+    tol=None,
+    reg_covar=None,
+    mask=None,
+    bins=None,
+    random_state=None,
+    progress=None,
+    return_posteriors=False,
+    method="mean-field",
+    start=None,
+):
     """Gaussian mixture with a Potts prior on the labels of a 2-D or 3-D image (see module notes).
 
     Parameters as :func:`napari_gmm.segment`, plus ``beta``, ``spacing``, ``connectivity``,
@@ -564,15 +631,29 @@ def fit_spatial(image, n_components=2, *, beta="auto", spacing=None, connectivit
     conn = check_connectivity(connectivity, nd)
     X, valid, spatial = _prepare(image, channel_axis, mask)
     if sum(s >= 2 for s in spatial) < 2:
-        raise InputError(f"the image's pixels have shape {spatial}: too small for a 2-D neighbourhood "
-                         "(at least two axes of 2 pixels or more are needed); use beta=0")
+        raise InputError(
+            f"the image's pixels have shape {spatial}: too small for a 2-D neighbourhood "
+            "(at least two axes of 2 pixels or more are needed); use beta=0"
+        )
     if degree:
         v = valid.view(bool)
         if v.any() and np.mean(X[v].mean(axis=1) > 0) < 0.5:
-            raise InputError("bias_field needs mostly positive intensities (the field multiplies them): "
-                             "offset the image so that its background is above 0, or set bias_field=False")
-    fit_kw = dict(channel_axis=channel_axis, covariance_type=covariance_type, init=init, n_init=n_init,
-                  max_iter=max_iter, tol=tol, reg_covar=reg_covar, mask=mask, bins=bins, random_state=random_state)
+            raise InputError(
+                "bias_field needs mostly positive intensities (the field multiplies them): "
+                "offset the image so that its background is above 0, or set bias_field=False"
+            )
+    fit_kw = dict(
+        channel_axis=channel_axis,
+        covariance_type=covariance_type,
+        init=init,
+        n_init=n_init,
+        max_iter=max_iter,
+        tol=tol,
+        reg_covar=reg_covar,
+        mask=mask,
+        bins=bins,
+        random_state=random_state,
+    )
     p0 = start_labels = None
     if start is None:
         start, p0, start_labels = _smoothed_start(X, valid, spatial, sp, n_components, image, fit_kw)
@@ -583,8 +664,19 @@ def fit_spatial(image, n_components=2, *, beta="auto", spacing=None, connectivit
     reg = float(start.params.get("reg_covar", 0.0) if reg_covar is None else reg_covar)
     offs, wts = neighbourhood(nd, conn, sp)
     dims = (1,) * (3 - nd) + spatial
-    problem = SpatialProblem(X, valid, dims, beta=b, offs=offs, wts=wts, scheme=0 if conn == 1 else 1, reg=reg,
-                             bias_degree=degree, hard=method == "icm", ndim=nd)
+    problem = SpatialProblem(
+        X,
+        valid,
+        dims,
+        beta=b,
+        offs=offs,
+        wts=wts,
+        scheme=0 if conn == 1 else 1,
+        reg=reg,
+        bias_degree=degree,
+        hard=method == "icm",
+        ndim=nd,
+    )
     problem.start_labels = start_labels
     if p0 is None:
         p0 = _driver.Params.from_sklearn(start.weights, start.means, start.covariances, covariance_type)
@@ -592,8 +684,16 @@ def fit_spatial(image, n_components=2, *, beta="auto", spacing=None, connectivit
         p0.weights[:] = 1.0 / p0.n_components
     else:
         p0.cov[:, np.arange(p0.n_features), np.arange(p0.n_features)] += reg
-    res = _driver.fit_em(problem, lambda rng: p0, n_init=1, random_state=random_state, max_iter=max_iter,
-                         tol=tol, progress=progress, warn_stacklevel=3)
+    res = _driver.fit_em(
+        problem,
+        lambda rng: p0,
+        n_init=1,
+        random_state=random_state,
+        max_iter=max_iter,
+        tol=tol,
+        progress=progress,
+        warn_stacklevel=3,
+    )
     par = res.params
     order = np.argsort(par.means.mean(axis=1), kind="stable")
     K = par.n_components
@@ -612,43 +712,89 @@ def fit_spatial(image, n_components=2, *, beta="auto", spacing=None, connectivit
         lb = problem.log_b - problem.log_b[v].mean()
         bias = np.exp(lb).astype(np.float32).reshape(spatial)
     params = dict(start.params)
-    params.update({
-        "beta": float(problem.beta_history[-1] if problem.beta_history else problem.beta),
-        "beta_auto": b is None, "spacing": list(sp), "connectivity": conn, "bias_field": degree,
-        "bias_coef": None if problem.bias_coef is None else problem.bias_coef.tolist(),
-        "spatial_method": method, "max_iter": int(max_iter), "tol": float(tol), "reg_covar": reg,
-    })
-    model = MixtureModel(par.weights[order], par.means[order], _driver.from_full(par.cov[order], par.cov_type),
-                         covariance_type, n_iter=res.n_iter, converged=res.converged, history=hist,
-                         lower_bound=res.objective, params=params)
+    params.update(
+        {
+            "beta": float(problem.beta_history[-1] if problem.beta_history else problem.beta),
+            "beta_auto": b is None,
+            "spacing": list(sp),
+            "connectivity": conn,
+            "bias_field": degree,
+            "bias_coef": None if problem.bias_coef is None else problem.bias_coef.tolist(),
+            "spatial_method": method,
+            "max_iter": int(max_iter),
+            "tol": float(tol),
+            "reg_covar": reg,
+        }
+    )
+    model = MixtureModel(
+        par.weights[order],
+        par.means[order],
+        _driver.from_full(par.cov[order], par.cov_type),
+        covariance_type,
+        n_iter=res.n_iter,
+        converged=res.converged,
+        history=hist,
+        lower_bound=res.objective,
+        params=params,
+    )
     return SpatialResult(model, labels, post, bias, params["beta"])
 
 
-def segment_spatial(image, n_components=2, *, beta="auto", spacing=None, connectivity=1, bias_field=False,
-                    channel_axis=None, covariance_type="spherical", init="ranges", n_init=1, max_iter=100,
-                    tol=None, reg_covar=None, mask=None, bins=None, random_state=None, split_axis=None,
-                    return_model=False, progress=None):
+def segment_spatial(
+    image,
+    n_components=2,
+    *,
+    beta="auto",
+    spacing=None,
+    connectivity=1,
+    bias_field=False,
+    channel_axis=None,
+    covariance_type="spherical",
+    init="ranges",
+    n_init=1,
+    max_iter=100,
+    tol=None,
+    reg_covar=None,
+    mask=None,
+    bins=None,
+    random_state=None,
+    split_axis=None,
+    return_model=False,
+    progress=None,
+):
     """Labels 1..K of every pixel under the spatial model (what ``segment(..., beta=...)`` runs).
 
     With ``split_axis``, one fit per index of that axis (each a 2-D or 3-D image); ``spacing`` then
     lists the remaining spatial axes. Returns labels, or (labels, model or list of models).
     """
-    kw = dict(beta=beta, connectivity=connectivity, bias_field=bias_field, covariance_type=covariance_type,
-              init=init, n_init=n_init, max_iter=max_iter, tol=tol, reg_covar=reg_covar, bins=bins,
-              random_state=random_state)
+    kw = dict(
+        beta=beta,
+        connectivity=connectivity,
+        bias_field=bias_field,
+        covariance_type=covariance_type,
+        init=init,
+        n_init=n_init,
+        max_iter=max_iter,
+        tol=tol,
+        reg_covar=reg_covar,
+        bins=bins,
+        random_state=random_state,
+    )
     image = check_image(image, channel_axis=channel_axis)
     if is_dask(image):
         image = image.compute()
     if split_axis is None:
-        r = fit_spatial(image, n_components, spacing=spacing, channel_axis=channel_axis, mask=mask,
-                        progress=progress, **kw)
+        r = fit_spatial(
+            image, n_components, spacing=spacing, channel_axis=channel_axis, mask=mask, progress=progress, **kw
+        )
         return (r.labels, r.model) if return_model else r.labels
     axes = _pl.split_axes(image, channel_axis, split_axis)
     phases = _pl.Progress(progress, [max_iter] * axes.length)
 
     def one(sub, m, i):
-        r = fit_spatial(sub, n_components, spacing=spacing, channel_axis=axes.channel_slice, mask=m,
-                        progress=phases.phase(i), **kw)
+        r = fit_spatial(
+            sub, n_components, spacing=spacing, channel_axis=axes.channel_slice, mask=m, progress=phases.phase(i), **kw
+        )
         r.model.params.update(split_axis=axes.axis, index=i)
         return r.labels, r.model
 

@@ -8,8 +8,9 @@ from napari_gmm._kernels import censored as kc
 
 
 def test_log_ndtr_matches_scipy_over_the_whole_line():
-    x = np.concatenate([np.linspace(-80, 40, 6001), [kc.ASYMPTOTIC_BELOW - 1e-9, kc.ASYMPTOTIC_BELOW + 1e-9,
-                                                      3.0 - 1e-12, 3.0 + 1e-12]])
+    x = np.concatenate(
+        [np.linspace(-80, 40, 6001), [kc.ASYMPTOTIC_BELOW - 1e-9, kc.ASYMPTOTIC_BELOW + 1e-9, 3.0 - 1e-12, 3.0 + 1e-12]]
+    )
     ours = np.array([kc.log_ndtr(t) for t in x])
     ref = special.log_ndtr(x)
     np.testing.assert_allclose(ours, ref, rtol=1e-12, atol=1e-300)
@@ -41,8 +42,9 @@ def test_censored_accumulate_gives_truncated_moments_and_tail_likelihood(upper):
 def test_far_tails_stay_finite():
     """A component 60 sd away from the limit still gets a finite log tail mass and finite moments."""
     Nk, Sx, Sxx = np.zeros(2), np.zeros((2, 1)), np.zeros((2, 1, 1))
-    ll = kc.censored_accumulate(254.5, 5.0, True, 1.0, np.array([10.0, 200.0]), np.array([16.0, 25.0]),
-                                np.log([0.5, 0.5]), Nk, Sx, Sxx)
+    ll = kc.censored_accumulate(
+        254.5, 5.0, True, 1.0, np.array([10.0, 200.0]), np.array([16.0, 25.0]), np.log([0.5, 0.5]), Nk, Sx, Sxx
+    )
     assert np.isfinite(ll) and np.isfinite(Sx).all() and np.isfinite(Sxx).all()
     assert Nk[0] == 0.0 and Nk[1] == pytest.approx(5.0)
     out = np.empty(2)

@@ -42,11 +42,10 @@ def test_parallel_kernel_does_not_load_the_serial_twins_cached_code(tmp_path):
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), PYTHONPATH=SRC)
 
     def run(which):
-        out = subprocess.run([sys.executable, "-c", code, which], env=env, capture_output=True, text=True,
-                             check=True)
+        out = subprocess.run([sys.executable, "-c", code, which], env=env, capture_output=True, text=True, check=True)
         return tuple(int(v) for v in out.stdout.split())
 
-    assert run("serial") == (0, 1)    # compiled and written to the cache
+    assert run("serial") == (0, 1)  # compiled and written to the cache
     assert run("parallel") == (0, 1)  # not a hit on the serial code: compiled itself
-    assert run("serial") == (1, 0)    # each finds its own entry
+    assert run("serial") == (1, 0)  # each finds its own entry
     assert run("parallel") == (1, 0)

@@ -71,7 +71,9 @@ def test_estep_serial_equals_parallel_and_numpy():
         if ct == 2:
             np.testing.assert_allclose(a[3], full, rtol=1e-9, atol=1e-7)
         else:
-            np.testing.assert_allclose(np.diagonal(a[3], axis1=1, axis2=2), np.diagonal(full, axis1=1, axis2=2), rtol=1e-9)
+            np.testing.assert_allclose(
+                np.diagonal(a[3], axis1=1, axis2=2), np.diagonal(full, axis1=1, axis2=2), rtol=1e-9
+            )
 
 
 def _morton_numpy(X, lo, scale, bits):

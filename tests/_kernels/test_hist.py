@@ -11,8 +11,12 @@ def test_bincount_offset_with_and_without_mask():
     a = rng.integers(-300, 900, 200_003).astype(np.int32)
     m = (rng.random(a.size) > 0.3).astype(np.uint8)
     none = np.zeros(0, np.uint8)
-    np.testing.assert_array_equal(k.bincount_offset(a, none, -300, 1200, get_num_threads()), np.bincount(a + 300, minlength=1200))
-    np.testing.assert_array_equal(k.bincount_offset(a, m, -300, 1200, get_num_threads()), np.bincount(a[m == 1] + 300, minlength=1200))
+    np.testing.assert_array_equal(
+        k.bincount_offset(a, none, -300, 1200, get_num_threads()), np.bincount(a + 300, minlength=1200)
+    )
+    np.testing.assert_array_equal(
+        k.bincount_offset(a, m, -300, 1200, get_num_threads()), np.bincount(a[m == 1] + 300, minlength=1200)
+    )
     assert k.int_range(a, m, get_num_threads())[:2] == (a[m == 1].min(), a[m == 1].max())
 
 
@@ -48,6 +52,7 @@ def test_grey_lookup_and_counts_through_whole_dtype_tables():
     """8/16-bit images are counted and looked up through tables over the whole dtype (signed ones
     by their bit pattern): same as the offset tables, masked pixels 0 and not counted."""
     from napari_gmm import compress as h
+
     rng = np.random.default_rng(4)
     for dt, lo, hi in ((np.uint8, 3, 250), (np.int8, -100, 90), (np.uint16, 700, 56000), (np.int16, -3000, 2000)):
         a = rng.integers(lo, hi + 1, 1_100_001).astype(dt)  # above SERIAL_BELOW: the parallel kernels
@@ -62,9 +67,11 @@ def test_grey_lookup_and_counts_through_whole_dtype_tables():
             np.testing.assert_array_equal(got, want, err_msg=str(dt))
             # counting goes through a whole-dtype histogram too
             counted = a if not mask.size else a[mask == 1]
-            np.testing.assert_array_equal(h.grey_counts(a, mask, spec),
-                                          np.bincount(counted.astype(np.int64) - lo, minlength=hi - lo + 1),
-                                          err_msg=str(dt))
+            np.testing.assert_array_equal(
+                h.grey_counts(a, mask, spec),
+                np.bincount(counted.astype(np.int64) - lo, minlength=hi - lo + 1),
+                err_msg=str(dt),
+            )
 
 
 def test_packed_keys_dense_and_sorted_agree():

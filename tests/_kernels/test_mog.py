@@ -5,15 +5,36 @@ import pytest
 
 from napari_gmm._kernels import mog
 
-PARAMS = dict(var_threshold=16.0, background_ratio=0.9, var_threshold_gen=9.0, var_init=15.0,
-              var_min=4.0, var_max=75.0, ct=0.05, tau=0.5)
+PARAMS = dict(
+    var_threshold=16.0,
+    background_ratio=0.9,
+    var_threshold_gen=9.0,
+    var_init=15.0,
+    var_min=4.0,
+    var_max=75.0,
+    ct=0.05,
+    tau=0.5,
+)
 
 
 F32 = np.float32
 
 
-def reference_pixel(data, modes, alpha, var_threshold, background_ratio, var_threshold_gen,
-                    var_init, var_min, var_max, ct, tau, k_max, detect_shadows=True):
+def reference_pixel(
+    data,
+    modes,
+    alpha,
+    var_threshold,
+    background_ratio,
+    var_threshold_gen,
+    var_init,
+    var_min,
+    var_max,
+    ct,
+    tau,
+    k_max,
+    detect_shadows=True,
+):
     """Naive MOG2 update of one pixel, written from Zivkovic (2006) / OpenCV's description.
 
     ``modes`` is a list of [weight, mean (list), variance], sorted by decreasing weight. The
@@ -25,7 +46,7 @@ def reference_pixel(data, modes, alpha, var_threshold, background_ratio, var_thr
     alpha, prune, alpha1 = F32(alpha64), F32(-alpha64 * ct), F32(1.0 - alpha64)
     vt, vtg, ratio = F32(var_threshold), F32(var_threshold_gen), F32(background_ratio)
     vmin, vmax, vinit = F32(var_min), F32(var_max), F32(var_init)
-    new = []          # modes after the update, in order, as [w, mu, var, matched]
+    new = []  # modes after the update, in order, as [w, mu, var, matched]
     background = False
     fits = False
     total = F32(0)
@@ -107,20 +128,39 @@ def run_kernel(stack, k_max, alphas, detect_shadows=True, **kw):
     bg = np.zeros((h, w, c), np.float32)
     states = []
     for i in range(t):
-        mog.mog2_apply(np.ascontiguousarray(stack[i:i + 1]), 1.0, weights, means, variances,
-                       n_modes, masks[i:i + 1], bg[None], True, alphas[i:i + 1],
-                       params["var_threshold"],
-                       params["background_ratio"], params["var_threshold_gen"],
-                       params["var_init"], params["var_min"], params["var_max"], params["ct"],
-                       params["tau"], detect_shadows)
+        mog.mog2_apply(
+            np.ascontiguousarray(stack[i : i + 1]),
+            1.0,
+            weights,
+            means,
+            variances,
+            n_modes,
+            masks[i : i + 1],
+            bg[None],
+            True,
+            alphas[i : i + 1],
+            params["var_threshold"],
+            params["background_ratio"],
+            params["var_threshold_gen"],
+            params["var_init"],
+            params["var_min"],
+            params["var_max"],
+            params["ct"],
+            params["tau"],
+            detect_shadows,
+        )
         states.append(pixel_major(weights, means, variances, n_modes) + (bg.copy(),))
     return masks, states
 
 
 def pixel_major(weights, means, variances, n_modes):
     """Copies of the state as (H, W, K), (H, W, K, C), (H, W, K), (H, W)."""
-    return (weights.transpose(0, 2, 1).copy(), means.transpose(0, 3, 1, 2).copy(),
-            variances.transpose(0, 2, 1).copy(), n_modes.copy())
+    return (
+        weights.transpose(0, 2, 1).copy(),
+        means.transpose(0, 3, 1, 2).copy(),
+        variances.transpose(0, 2, 1).copy(),
+        n_modes.copy(),
+    )
 
 
 def run_reference(stack, k_max, alphas, detect_shadows=True, **kw):
@@ -133,8 +173,8 @@ def run_reference(stack, k_max, alphas, detect_shadows=True, **kw):
             for x in range(w):
                 data = [float(v) for v in stack[i, y, x]]
                 masks[i, y, x], modes[y][x] = reference_pixel(
-                    data, modes[y][x], alphas[i], k_max=k_max, detect_shadows=detect_shadows,
-                    **params)
+                    data, modes[y][x], alphas[i], k_max=k_max, detect_shadows=detect_shadows, **params
+                )
     return masks, modes
 
 
@@ -144,7 +184,7 @@ def _scene(rng, t, h, w, c):
     choice = rng.choice(3, size=(t, h, w), p=[0.7, 0.2, 0.1])
     frames = np.take_along_axis(levels[None], choice[..., None, None], axis=3)[..., 0, :]
     frames = frames + rng.normal(0, 3, frames.shape)
-    frames[t // 2:, : h // 2, : w // 2] *= 0.6          # a shadow falls on one corner
+    frames[t // 2 :, : h // 2, : w // 2] *= 0.6  # a shadow falls on one corner
     return np.clip(np.rint(frames), 0, 255).astype(np.uint8)
 
 
@@ -154,7 +194,7 @@ def test_kernel_equals_naive_reference(c, k_max, ct):
     rng = np.random.default_rng(10 * c + k_max)
     stack = _scene(rng, 40, 6, 7, c)
     alphas = [1.0 / min(2 * (i + 1), 25) for i in range(40)]
-    alphas[30:33] = [0.0, 0.0, 0.0]                      # classify-only frames
+    alphas[30:33] = [0.0, 0.0, 0.0]  # classify-only frames
     masks, states = run_kernel(stack, k_max, alphas, ct=ct)
     ref_masks, ref_modes = run_reference(stack, k_max, alphas, ct=ct)
     np.testing.assert_array_equal(masks, ref_masks)
@@ -181,7 +221,7 @@ def test_float_input_equals_reference():
     masks, _ = run_kernel(stack, 3, alphas)
     ref_masks, _ = run_reference(stack, 3, alphas)
     np.testing.assert_array_equal(masks, ref_masks)
-    assert (masks[10, 2:4] == 1).all()            # the jump is foreground when it appears
+    assert (masks[10, 2:4] == 1).all()  # the jump is foreground when it appears
 
 
 @pytest.mark.parametrize("ct", [0.0, 0.05])
@@ -190,7 +230,7 @@ def test_invariants(ct):
     stack = _scene(rng, 120, 12, 10, 3)
     alphas = [1.0 / min(2 * (i + 1), 40) for i in range(120)]
     _, states = run_kernel(stack, 4, alphas, ct=ct)
-    for weights, means, variances, n_modes, _ in states[1:]:
+    for weights, _means, variances, n_modes, _ in states[1:]:
         assert n_modes.min() >= 1 and n_modes.max() <= 4
         k = np.arange(4)
         used = k[None, None, :] < n_modes[..., None]
@@ -199,7 +239,7 @@ def test_invariants(ct):
         v = variances[used]
         assert v.min() >= PARAMS["var_min"] and v.max() <= PARAMS["var_max"]
         w_used = np.where(used, weights, -1.0)
-        assert (np.diff(w_used, axis=-1)[used[..., 1:]] <= 0).all()      # sorted, descending
+        assert (np.diff(w_used, axis=-1)[used[..., 1:]] <= 0).all()  # sorted, descending
     if ct > 0:
         # the complexity prior leaves fewer modes than the fixed-K model
         assert states[-1][3].mean() < 4
@@ -229,9 +269,24 @@ def test_block_equals_frame_by_frame():
     block_masks = np.zeros_like(masks)
     bg = np.zeros((30, h, w, c), np.float32)
     for t0, t1 in [(0, 7), (7, 8), (8, 30)]:
-        mog.mog2_apply(np.ascontiguousarray(stack[t0:t1]), 1.0, *state, block_masks[t0:t1],
-                       bg[t0:t1], True, alphas[t0:t1], 16.0, 0.9, 9.0, 15.0, 4.0, 75.0, 0.05,
-                       0.5, True)
+        mog.mog2_apply(
+            np.ascontiguousarray(stack[t0:t1]),
+            1.0,
+            *state,
+            block_masks[t0:t1],
+            bg[t0:t1],
+            True,
+            alphas[t0:t1],
+            16.0,
+            0.9,
+            9.0,
+            15.0,
+            4.0,
+            75.0,
+            0.05,
+            0.5,
+            True,
+        )
     np.testing.assert_array_equal(block_masks, masks)
     for a, b in zip(pixel_major(*state), states[-1]):
         np.testing.assert_array_equal(a, b)
@@ -241,9 +296,9 @@ def test_block_equals_frame_by_frame():
 def test_majority_filter():
     mask = np.zeros((7, 8), np.uint8)
     mask[2:5, 2:5] = 1
-    mask[0, 7] = 1                  # isolated pixel: removed
-    mask[6, 0] = 2                  # shadow kept
-    mask[3, 3] = 0                  # hole: filled
+    mask[0, 7] = 1  # isolated pixel: removed
+    mask[6, 0] = 2  # shadow kept
+    mask[3, 3] = 0  # hole: filled
     out = np.empty_like(mask)
     mog.majority_filter(mask, 1, out)
     stacked = np.empty((2,) + mask.shape, np.uint8)
@@ -254,7 +309,7 @@ def test_majority_filter():
     ref = mask.copy()
     for y in range(7):
         for x in range(8):
-            win = mask[max(0, y - 1):y + 2, max(0, x - 1):x + 2]
+            win = mask[max(0, y - 1) : y + 2, max(0, x - 1) : x + 2]
             if 2 * (win == 1).sum() > win.size:
                 ref[y, x] = 1
             elif mask[y, x] == 1:
@@ -267,7 +322,7 @@ def _majority_reference(mask, r):
     h, w = mask.shape
     for y in range(h):
         for x in range(w):
-            win = mask[max(0, y - r):y + r + 1, max(0, x - r):x + r + 1]
+            win = mask[max(0, y - r) : y + r + 1, max(0, x - r) : x + r + 1]
             if 2 * (win == 1).sum() > win.size:
                 ref[y, x] = 1
             elif mask[y, x] == 1:
@@ -298,8 +353,24 @@ def test_result_does_not_depend_on_the_thread_count():
             numba.set_num_threads(n)
             state = mog.new_state(37, 29, 4, 3)
             masks = np.zeros((24, 37, 29), np.uint8)
-            mog.mog2_apply(stack, 1.0, *state, masks, np.zeros((1, 1, 1, 3), np.float32), False,
-                           alphas, 16.0, 0.9, 9.0, 15.0, 4.0, 75.0, 0.05, 0.5, True)
+            mog.mog2_apply(
+                stack,
+                1.0,
+                *state,
+                masks,
+                np.zeros((1, 1, 1, 3), np.float32),
+                False,
+                alphas,
+                16.0,
+                0.9,
+                9.0,
+                15.0,
+                4.0,
+                75.0,
+                0.05,
+                0.5,
+                True,
+            )
             results.append((masks, state))
     finally:
         numba.set_num_threads(before)
@@ -310,8 +381,19 @@ def test_result_does_not_depend_on_the_thread_count():
 
 
 # ------------------------------------------------------------------------ scaled / noise kernel
-def run_scaled(stack, k_max, alphas, *, offset=0.0, factors=None, var_a=None, var_b=None,
-               detect_shadows=False, bg_dtype=np.float32, **kw):
+def run_scaled(
+    stack,
+    k_max,
+    alphas,
+    *,
+    offset=0.0,
+    factors=None,
+    var_a=None,
+    var_b=None,
+    detect_shadows=False,
+    bg_dtype=np.float32,
+    **kw,
+):
     """The kernel once per frame with a per-frame offset/factor (and modelled variances)."""
     params = dict(PARAMS, **kw)
     t, h, w, c = stack.shape
@@ -321,14 +403,29 @@ def run_scaled(stack, k_max, alphas, *, offset=0.0, factors=None, var_a=None, va
     rng = None if np.dtype(bg_dtype).kind == "f" else (0, np.iinfo(bg_dtype).max)
     f = np.ones(t) if factors is None else np.asarray(factors, float)
     for i in range(t):
-        extra = dict(offset=offset, factors=f[i:i + 1])
+        extra = dict(offset=offset, factors=f[i : i + 1])
         if var_a is not None:
-            extra.update(var_a=np.asarray(var_a)[i:i + 1], var_b=np.asarray(var_b)[i:i + 1])
-        mog.mog2_apply(np.ascontiguousarray(stack[i:i + 1]), 1.0, *state, masks[i:i + 1],
-                       bg[i:i + 1], True, alphas[i:i + 1], params["var_threshold"],
-                       params["background_ratio"], params["var_threshold_gen"],
-                       params["var_init"], params["var_min"], params["var_max"], params["ct"],
-                       params["tau"], detect_shadows, bg_range=rng, **extra)
+            extra.update(var_a=np.asarray(var_a)[i : i + 1], var_b=np.asarray(var_b)[i : i + 1])
+        mog.mog2_apply(
+            np.ascontiguousarray(stack[i : i + 1]),
+            1.0,
+            *state,
+            masks[i : i + 1],
+            bg[i : i + 1],
+            True,
+            alphas[i : i + 1],
+            params["var_threshold"],
+            params["background_ratio"],
+            params["var_threshold_gen"],
+            params["var_init"],
+            params["var_min"],
+            params["var_max"],
+            params["ct"],
+            params["tau"],
+            detect_shadows,
+            bg_range=rng,
+            **extra,
+        )
     return masks, state, bg
 
 
@@ -338,8 +435,7 @@ def test_scaled_kernel_without_scaling_equals_the_mog2_kernel():
     stack = _scene(rng, 30, 6, 9, 1)
     alphas = np.array([1.0 / min(2 * (i + 1), 25) for i in range(30)])
     # uint16 frames and output: the specialisation the fluorescence preset compiles anyway
-    masks, state, bg = run_scaled(stack.astype(np.uint16), 3, alphas, detect_shadows=True,
-                                  bg_dtype=np.uint16)
+    masks, state, bg = run_scaled(stack.astype(np.uint16), 3, alphas, detect_shadows=True, bg_dtype=np.uint16)
     ref_masks, states = run_kernel(stack, 3, alphas, detect_shadows=True)
     np.testing.assert_array_equal(masks, ref_masks)
     for a, b in zip(pixel_major(*state), states[-1][:4]):
@@ -352,17 +448,18 @@ def test_noise_model_kernel_equals_naive_reference():
     rng = np.random.default_rng(8)
     t, h, w = 40, 4, 5
     scene = rng.uniform(20, 200, (h, w))
-    factors = np.linspace(1.0, 0.6, t)                  # bleaching
+    factors = np.linspace(1.0, 0.6, t)  # bleaching
     offset = 10.0
     photons = rng.poisson(scene[None] * factors[:, None, None])
     stack = (offset + photons).astype(np.uint16)[..., None]
-    stack[20:28, 1:3, 1:4] += 80                          # a passing object
+    stack[20:28, 1:3, 1:4] += 80  # a passing object
     alphas = np.array([1.0 / min(2 * (i + 1), 30) for i in range(t)])
     gain, read = 1.0, 2.0
     var_a = gain / factors
-    var_b = (read ** 2) / factors ** 2
-    masks, state, _ = run_scaled(stack, 3, alphas, offset=offset, factors=factors, var_a=var_a,
-                                 var_b=var_b, bg_dtype=np.uint16)
+    var_b = (read**2) / factors**2
+    masks, state, _ = run_scaled(
+        stack, 3, alphas, offset=offset, factors=factors, var_a=var_a, var_b=var_b, bg_dtype=np.uint16
+    )
     params = dict(PARAMS, var_min=1e-30, var_max=3e38)
     ref_masks = np.zeros_like(masks)
     for y in range(h):
@@ -370,12 +467,12 @@ def test_noise_model_kernel_equals_naive_reference():
             modes = []
             for i in range(t):
                 a32, b32 = np.float32(var_a[i]), np.float32(var_b[i])
-                modes = [[wt, mu, max(a32 * max(mu[0], F32(0)) + b32, F32(1e-30))]
-                         for wt, mu, _ in modes]
+                modes = [[wt, mu, max(a32 * max(mu[0], F32(0)) + b32, F32(1e-30))] for wt, mu, _ in modes]
                 s_b = np.float32(1.0 / factors[i])
                 data = [(F32(stack[i, y, x, 0]) - F32(offset)) * s_b]
                 ref_masks[i, y, x], modes = reference_pixel(
-                    data, modes, alphas[i], k_max=3, detect_shadows=False, **params)
+                    data, modes, alphas[i], k_max=3, detect_shadows=False, **params
+                )
     np.testing.assert_array_equal(masks, ref_masks)
     # (online learning at 1/30: the object is foreground when it appears, the scene background)
     assert (masks[20:22, 1:3, 1:4] == 1).all() and (masks[5:19] == 0).mean() > 0.95

@@ -117,8 +117,27 @@ def _kernel_sweep(X, valid, q, dims, offs, wts, scheme, means, cov, w, cov_type,
     obj = np.zeros(R)
     qk = q.copy()
     ib = np.zeros(0, np.float32) if inv_b is None else inv_b
-    mrf.sweep(X, ib, valid, qk, np.array(dims), offs, wts, scheme, c0, means, inv_sd, prec_chol, cov_type,
-              beta, hard, True, means.copy(), acc, obj)
+    mrf.sweep(
+        X,
+        ib,
+        valid,
+        qk,
+        np.array(dims),
+        offs,
+        wts,
+        scheme,
+        c0,
+        means,
+        inv_sd,
+        prec_chol,
+        cov_type,
+        beta,
+        hard,
+        True,
+        means.copy(),
+        acc,
+        obj,
+    )
     return qk, acc, obj
 
 
@@ -148,7 +167,7 @@ def test_sweep_equals_numpy_reference(dims, conn, spacing, D, cov_type, hard):
     v = valid.astype(bool)
     np.testing.assert_allclose(acc.sum(0)[:, 0], qr[v].sum(0), rtol=1e-5)
     d = X[v][:, None, :].astype(np.float64) - means[None]
-    np.testing.assert_allclose(acc.sum(0)[:, 1:1 + D], (qr[v][:, :, None] * d).sum(0), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(acc.sum(0)[:, 1 : 1 + D], (qr[v][:, :, None] * d).sum(0), rtol=1e-4, atol=1e-4)
     if hard:  # the objective of ICM is the log-posterior energy of the new labelling
         e = icm_energy(X, valid, np.argmax(qr, 1), dims, offs, wts, np.log(w), means, cov, 0.9)
         assert obj.sum() == pytest.approx(e, rel=1e-6)
@@ -174,8 +193,9 @@ def test_bias_divides_the_intensities():
     offs, wts = S.neighbourhood(2, 1, None)
     X, valid, q, means, cov, w = _setup(dims, 1, 2, 0)
     b = np.linspace(0.8, 1.2, X.shape[0]).astype(np.float32)
-    qk, _, _ = _kernel_sweep(X * b[:, None], valid, q, dims, offs, wts, 0, means, cov, w, 0, 0.5, False,
-                             inv_b=(1 / b).astype(np.float32))
+    qk, _, _ = _kernel_sweep(
+        X * b[:, None], valid, q, dims, offs, wts, 0, means, cov, w, 0, 0.5, False, inv_b=(1 / b).astype(np.float32)
+    )
     qr = ref_sweep(X, valid, q, dims, offs, wts, 0, np.log(w), means, cov, 0.5, False)
     np.testing.assert_allclose(qk, qr, atol=1e-5)
 
@@ -192,8 +212,9 @@ def test_sweep_independent_of_thread_count(conn):
             numba.set_num_threads(nt)
             qk = q.copy()
             for _ in range(3):
-                qk, acc, obj = _kernel_sweep(X, valid, qk, dims, offs, wts, 0 if conn == 1 else 1, means, cov, w,
-                                             0, 1.1, False)
+                qk, acc, obj = _kernel_sweep(
+                    X, valid, qk, dims, offs, wts, 0 if conn == 1 else 1, means, cov, w, 0, 1.1, False
+                )
             outs.append((qk, acc, obj))
     finally:
         numba.set_num_threads(n0)
@@ -262,8 +283,9 @@ def test_pseudo_likelihood_recovers_beta_of_potts_samples(beta):
     idx = np.arange(z.size)
     nbar = np.empty((z.size, K))
     mrf.neighbour_fields(q, valid, np.array((1,) + shape), offs, wts, idx, nbar, False, np.uint64(0))
-    prob = S.SpatialProblem(np.zeros((z.size, 1), np.float32), valid, (1,) + shape, beta=None, offs=offs, wts=wts,
-                            scheme=0, reg=0.0)
+    prob = S.SpatialProblem(
+        np.zeros((z.size, 1), np.float32), valid, (1,) + shape, beta=None, offs=offs, wts=wts, scheme=0, reg=0.0
+    )
     prob.q = q
     prob._seed = 0
     est = prob.estimate_beta(np.ones(K) / K)
@@ -299,8 +321,9 @@ def test_bias_evaluate_and_normal_equations():
     for _ in range(6):
         P = terms.shape[0]
         A, b = np.zeros((P, P)), np.zeros(P)
-        mrf.bias_normal_equations(xbar, valid, q, mu, np.array([25.0, 25.0]), log_b, np.array(dims), Lz, Ly, Lx,
-                                  terms, 1, A, b)
+        mrf.bias_normal_equations(
+            xbar, valid, q, mu, np.array([25.0, 25.0]), log_b, np.array(dims), Lz, Ly, Lx, terms, 1, A, b
+        )
         c = c + np.linalg.solve(A, b)
         mrf.bias_evaluate(c, terms, Lz, Ly, Lx, np.array(dims), log_b)
     np.testing.assert_allclose(c, coef, atol=1e-6)

@@ -20,11 +20,13 @@ CODE = textwrap.dedent("""
 
 
 def _run(extra_env):
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("NUMBA_THREADING_LAYER", "NUMBA_THREADING_LAYER_PRIORITY", "OMP_WAIT_POLICY")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("NUMBA_THREADING_LAYER", "NUMBA_THREADING_LAYER_PRIORITY", "OMP_WAIT_POLICY")
+    }
     env.update(extra_env, PYTHONPATH=SRC)
-    out = subprocess.run([sys.executable, "-c", CODE], env=env, capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run([sys.executable, "-c", CODE], env=env, capture_output=True, text=True, check=True)
     import json
 
     return json.loads(out.stdout.strip().splitlines()[-1])

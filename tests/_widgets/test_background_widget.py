@@ -14,10 +14,10 @@ napari = pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
 import napari_gmm as ng  # noqa: E402
-from tests._widgets._util import WAIT_MS, record_notifications, run_and_wait  # noqa: E402
 from napari_gmm._widgets import _background  # noqa: E402
 from napari_gmm._widgets._background import BackgroundWidget, background_widget  # noqa: E402
 from napari_gmm.datasets import moving_objects  # noqa: E402
+from tests._widgets._util import WAIT_MS, record_notifications, run_and_wait  # noqa: E402
 
 
 @pytest.fixture
@@ -69,17 +69,18 @@ def test_run_writes_layers_and_rerun_updates_in_place(viewer, qtbot, notes):
     run_and_wait(qtbot, widget)
     fg2 = viewer.layers["video foreground"]
     bg2 = viewer.layers["video background"]
-    assert id(fg2) == ids[0]                               # updated in place
-    assert bg2.data.shape == stack.shape[1:]              # replaced: dimensionality changed
+    assert id(fg2) == ids[0]  # updated in place
+    assert bg2.data.shape == stack.shape[1:]  # replaced: dimensionality changed
     assert fg2.metadata["napari_gmm"]["params"]["var_threshold"] == 36.0
     np.testing.assert_array_equal(
-        fg2.data, ng.subtract_background(stack, var_threshold=36.0, background="last").foreground)
+        fg2.data, ng.subtract_background(stack, var_threshold=36.0, background="last").foreground
+    )
     assert len(viewer.layers) == 3
 
 
 def test_rgb_with_time_on_another_axis(viewer, qtbot, notes):
     stack, _ = moving_objects((24, 32, 40), n_objects=1, rgb=True, seed=2)
-    moved = np.ascontiguousarray(np.moveaxis(stack, 0, 1))      # (Y, T, X, 3)
+    moved = np.ascontiguousarray(np.moveaxis(stack, 0, 1))  # (Y, T, X, 3)
     viewer.add_image(moved, name="rgbvid", rgb=True)
     widget = dock(viewer)
     widget.time_axis.value = 1
@@ -87,13 +88,12 @@ def test_rgb_with_time_on_another_axis(viewer, qtbot, notes):
     run_and_wait(qtbot, widget)
     assert notes["error"] == []
     ref = ng.subtract_background(stack, foreground_image="masked")
-    np.testing.assert_array_equal(viewer.layers["rgbvid foreground"].data,
-                                  np.moveaxis(ref.foreground, 0, 1))
-    np.testing.assert_array_equal(viewer.layers["rgbvid background"].data,
-                                  np.moveaxis(ref.background, 0, 1))
+    np.testing.assert_array_equal(viewer.layers["rgbvid foreground"].data, np.moveaxis(ref.foreground, 0, 1))
+    np.testing.assert_array_equal(viewer.layers["rgbvid background"].data, np.moveaxis(ref.background, 0, 1))
     assert viewer.layers["rgbvid background"].rgb
-    np.testing.assert_array_equal(viewer.layers["rgbvid foreground image"].data,
-                                  np.moveaxis(ref.foreground_image, 0, 1))
+    np.testing.assert_array_equal(
+        viewer.layers["rgbvid foreground image"].data, np.moveaxis(ref.foreground_image, 0, 1)
+    )
 
 
 def test_cancel_leaves_nothing(viewer, qtbot, notes):
@@ -111,10 +111,13 @@ def test_cancel_leaves_nothing(viewer, qtbot, notes):
     assert widget.run_button.text == "Run"
 
 
-@pytest.mark.parametrize("data,match", [
-    (np.zeros((48, 64), np.uint8), "T >= 2"),
-    (np.zeros((1, 48, 64), np.uint8), "T >= 2"),
-])
+@pytest.mark.parametrize(
+    "data,match",
+    [
+        (np.zeros((48, 64), np.uint8), "T >= 2"),
+        (np.zeros((1, 48, 64), np.uint8), "T >= 2"),
+    ],
+)
 def test_bad_input_is_a_notification_and_viewer_unchanged(viewer, qtbot, notes, data, match):
     viewer.add_image(data, name="img")
     widget = dock(viewer)
@@ -133,7 +136,7 @@ def test_nan_frame_reported_after_run(viewer, qtbot, notes):
     run_and_wait(qtbot, widget)
     assert len(notes["error"]) == 1 and "frame 7" in notes["error"][0]
     assert layer_state(viewer) == before
-    assert np.isnan(viewer.layers["nan"].data[7, 3, 3])        # input untouched
+    assert np.isnan(viewer.layers["nan"].data[7, 3, 3])  # input untouched
 
 
 def test_no_layer_and_same_axes(viewer, qtbot, notes):
@@ -216,7 +219,7 @@ def test_bad_noise_model_is_a_notification(viewer, qtbot, notes):
     before = layer_state(viewer)
     widget.noise.value = "given (gain, offset, read noise)"
     widget.gain.value = 2.0
-    widget.offset.value = 60000.0                      # above the data: refused in the thread
+    widget.offset.value = 60000.0  # above the data: refused in the thread
     run_and_wait(qtbot, widget)
     assert len(notes["error"]) == 1 and "offset" in notes["error"][0]
     assert layer_state(viewer) == before

@@ -54,8 +54,8 @@ def _wait_commands(qtbot):
 def bands(shape=(40, 50), seed=0):
     rng = np.random.default_rng(seed)
     truth = np.ones(shape, np.uint8)
-    truth[..., shape[-2] // 3:, :] = 2
-    truth[..., 2 * shape[-2] // 3:, :] = 3
+    truth[..., shape[-2] // 3 :, :] = 2
+    truth[..., 2 * shape[-2] // 3 :, :] = 3
     return (np.array([30.0, 110.0, 200.0])[truth - 1] + rng.normal(0, 6, shape)).clip(0, 255).astype(np.uint8), truth
 
 
@@ -65,9 +65,11 @@ def test_segment_the_selected_layer_from_the_layers_menu(make_napari_viewer, qtb
     img, truth = bands()
     viewer.add_labels(np.zeros((4, 4), np.uint8), name="not an image")
     action, titles = _menu_action(viewer, "Segment the selected layer")
-    assert titles[:3] == ["Segment the selected layer (last-used settings) (napari GMM)",
-                          "Segment the selected layer, automatic K (BIC, K <= 8) (napari GMM)",
-                          "Background model of the selected layer (default preset) (napari GMM)"], titles
+    assert titles[:3] == [
+        "Segment the selected layer (last-used settings) (napari GMM)",
+        "Segment the selected layer, automatic K (BIC, K <= 8) (napari GMM)",
+        "Background model of the selected layer (default preset) (napari GMM)",
+    ], titles
     assert not action.isEnabled()  # a Labels layer is selected: nothing to segment
     layer = viewer.add_image(img, name="bands")  # now selected
     action, _ = _menu_action(viewer, "Segment the selected layer")

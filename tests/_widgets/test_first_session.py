@@ -31,8 +31,8 @@ def bands(shape=(48, 64), dtype=np.uint16, seed=0):
     """Three bands (classes 1..3 by mean) with noise."""
     rng = np.random.default_rng(seed)
     truth = np.ones(shape, np.uint8)
-    truth[..., shape[-2] // 3:, :] = 2
-    truth[..., 2 * shape[-2] // 3:, :] = 3
+    truth[..., shape[-2] // 3 :, :] = 2
+    truth[..., 2 * shape[-2] // 3 :, :] = 3
     img = np.array([400.0, 1200.0, 2500.0])[truth - 1] + rng.normal(0, 60, shape)
     return img.astype(dtype), truth
 
@@ -88,8 +88,13 @@ def test_five_docked_widgets_fit_a_1080_px_screen(viewer, qtbot):
     win = shown(viewer, qtbot)
     img, _ = bands()
     viewer.add_image(img, name="bands")
-    for cls, name in [(SegmentWidget, "seg"), (MixturePlotWidget, "mix"), (EMEvolutionWidget, "em"),
-                      (PixelTraceWidget, "trace"), (BackgroundWidget, "background")]:
+    for cls, name in [
+        (SegmentWidget, "seg"),
+        (MixturePlotWidget, "mix"),
+        (EMEvolutionWidget, "em"),
+        (PixelTraceWidget, "trace"),
+        (BackgroundWidget, "background"),
+    ]:
         viewer.window.add_dock_widget(cls(viewer), name=name)
     settle(qtbot)
     min_h = win.minimumSizeHint().height()
@@ -99,8 +104,18 @@ def test_five_docked_widgets_fit_a_1080_px_screen(viewer, qtbot):
 
 # ------------------------------------------------------------------------------------------ 3
 def _job(data, model, labels, split_axis=None):
-    return _segment._Job(layer=None, data=data, colour=False, channel_axis=None, split_axis=split_axis,
-                         mask=None, kwargs={}, params={}, want_quantised=True, want_posteriors=False)
+    return _segment._Job(
+        layer=None,
+        data=data,
+        colour=False,
+        channel_axis=None,
+        split_axis=split_axis,
+        mask=None,
+        kwargs={},
+        params={},
+        want_quantised=True,
+        want_posteriors=False,
+    )
 
 
 def test_quantised_image_memory_is_the_output():
@@ -141,8 +156,11 @@ def test_cancel_stops_every_phase_at_its_next_report(viewer, qtbot, notes, monke
     phases = []
     w._relay.phase.connect(phases.append)
     state = [(id(lyr), lyr.name) for lyr in viewer.layers]
-    for phase, owner, target in [("fitting", _segment.ng, "segment"), ("posterior maps", _segment, "_posteriors"),
-                                 ("quantised image", _segment, "_quantise")]:
+    for phase, owner, target in [
+        ("fitting", _segment.ng, "segment"),
+        ("posterior maps", _segment, "_posteriors"),
+        ("quantised image", _segment, "_quantise"),
+    ]:
         after_cancel = []
         real = getattr(owner, target)
 
@@ -160,8 +178,9 @@ def test_cancel_stops_every_phase_at_its_next_report(viewer, qtbot, notes, monke
         phases.clear()
         n_info = len(notes["info"])
         w.run()
-        qtbot.waitUntil(lambda phase=phase: bool(phases) and phases[-1] == phase
-                        and w.progress.native.value() > 0, timeout=WAIT_MS)
+        qtbot.waitUntil(
+            lambda phase=phase: bool(phases) and phases[-1] == phase and w.progress.native.value() > 0, timeout=WAIT_MS
+        )
         w.run_button.native.click()  # Cancel
         qtbot.waitUntil(lambda: not w.is_running, timeout=WAIT_MS)
         assert len(after_cancel) <= 1, (phase, after_cancel)  # stopped at its first report after the click
@@ -232,8 +251,11 @@ def test_tooltips_pickers_and_selection(viewer, qtbot):
     b = viewer.add_image(img[::-1].copy(), name="b")
     w = SegmentWidget(viewer)
     viewer.window.add_dock_widget(w, name="seg")
-    missing = [getattr(x, "label", None) or getattr(x, "text", None) or type(x).__name__
-               for x in controls(w.body) if not x.tooltip]
+    missing = [
+        getattr(x, "label", None) or getattr(x, "text", None) or type(x).__name__
+        for x in controls(w.body)
+        if not x.tooltip
+    ]
     assert missing == [], f"controls without a tooltip: {missing}"
     # bool layers are masks, not images to segment
     assert [c.name for c in w.image.choices] == ["a", "b"]
@@ -372,8 +394,12 @@ def test_plots_pick_the_newest_model_and_stay_readable_docked(viewer, qtbot, not
     from napari_gmm._widgets._plots import PixelTraceWidget
 
     trace = PixelTraceWidget(viewer)
-    missing = [(type(p).__name__, getattr(x, "label", None) or getattr(x, "text", None))
-               for p in (mix, em, trace) for x in controls(p.form) if not x.tooltip]
+    missing = [
+        (type(p).__name__, getattr(x, "label", None) or getattr(x, "text", None))
+        for p in (mix, em, trace)
+        for x in controls(p.form)
+        if not x.tooltip
+    ]
     assert missing == [], f"plot controls without a tooltip: {missing}"
     trace.close()
     trace.deleteLater()

@@ -40,12 +40,23 @@ def three_class(seed=0, shape=(48, 64), means=(50, 120, 200)):
 
 def add_model(viewer, image_layer, k, *, split_axis=None, channel_axis=None, name=None, **kw):
     """Labels layer with metadata["napari_gmm"] as the segmentation widget writes it."""
-    labels, model = ng.segment(image_layer.data, k, split_axis=split_axis, channel_axis=channel_axis,
-                               return_model=True, **kw)
+    labels, model = ng.segment(
+        image_layer.data, k, split_axis=split_axis, channel_axis=channel_axis, return_model=True, **kw
+    )
     md = [m.to_dict() for m in model] if isinstance(model, list) else model.to_dict()
-    meta = {"model": md, "source": image_layer.name, "output": "labels",
-            "params": {"n_components": k, "channel_axis": channel_axis, "split_axis": split_axis, "bins": None,
-                       "mask": None, "rgb": bool(image_layer.rgb)}}
+    meta = {
+        "model": md,
+        "source": image_layer.name,
+        "output": "labels",
+        "params": {
+            "n_components": k,
+            "channel_axis": channel_axis,
+            "split_axis": split_axis,
+            "bins": None,
+            "mask": None,
+            "rgb": bool(image_layer.rgb),
+        },
+    }
     layer = viewer.add_labels(labels, name=name or image_layer.name + " GMM labels", metadata={"napari_gmm": meta})
     return layer, model
 
@@ -80,7 +91,8 @@ def test_mixture_curves_are_the_pdf_in_the_label_colours(viewer):
     # the docked canvas has a usable size and the theme's (opaque) background
     assert w.canvas.minimumHeight() >= 300
     assert to_rgba(w.figure.get_facecolor())[:3] == pytest.approx(
-        to_rgba(napari.utils.theme.get_theme(viewer.theme).background.as_hex())[:3])
+        to_rgba(napari.utils.theme.get_theme(viewer.theme).background.as_hex())[:3]
+    )
 
 
 def test_mixture_options_log_bins_thresholds(viewer):
@@ -179,8 +191,7 @@ def test_colour_model_views(viewer):
     rgb = np.clip(centres[rng.integers(0, 3, 3000)] + rng.normal(0, 10, (3000, 3)), 0, 255)
     img = viewer.add_image(rgb.astype(np.uint8).reshape(30, 100, 3), name="rgb", rgb=True)
     assert img.rgb
-    labels, model = add_model(viewer, img, 3, channel_axis=-1, init="kmeans++", random_state=0,
-                              covariance_type="full")
+    labels, model = add_model(viewer, img, 3, channel_axis=-1, init="kmeans++", random_state=0, covariance_type="full")
     w = dock(viewer, MixturePlotWidget)
     assert not w.view.native.isHidden() and w.show_thresholds.native.isHidden()
     w.refresh()
@@ -255,8 +266,9 @@ def test_em_evolution_slider(viewer, qtbot):
         redrawn(qtbot, w, n)
         lines = w.artists["mixture"]["components"]
         assert len(lines) == 3
-        np.testing.assert_allclose(np.column_stack([ln.get_ydata() for ln in lines]),
-                                   model.pdf(centers, iteration=it), rtol=1e-12)
+        np.testing.assert_allclose(
+            np.column_stack([ln.get_ydata() for ln in lines]), model.pdf(centers, iteration=it), rtol=1e-12
+        )
         assert w.artists["loglik"]["marker"].get_xdata()[0] == it
     cols = layer_colors(labels, 3)
     for k, ln in enumerate(lines):
@@ -315,7 +327,7 @@ def moving_bar(T=60, size=48):
     stack = rng.normal(90, 3, (T, size, size)).clip(0, 255).astype(np.uint8)
     for t in range(T):
         x = t % (size - 4)
-        stack[t, 8:14, x:x + 4] = 220
+        stack[t, 8:14, x : x + 4] = 220
     return stack
 
 
@@ -323,9 +335,12 @@ def test_pixel_trace_click(viewer):
     stack = moving_bar()
     img = viewer.add_image(stack, name="movie", scale=(1, 2, 2))
     res = ng.subtract_background(stack)
-    fg = viewer.add_labels(res.foreground, name="movie foreground", scale=(1, 2, 2),
-                           metadata={"napari_gmm": {"params": res.params, "output": "foreground",
-                                                    "source": "movie"}})
+    fg = viewer.add_labels(
+        res.foreground,
+        name="movie foreground",
+        scale=(1, 2, 2),
+        metadata={"napari_gmm": {"params": res.params, "output": "foreground", "source": "movie"}},
+    )
     w = dock(viewer, PixelTraceWidget)
     assert w.stack_layer.value is img and w.foreground_layer.value is fg
     assert mouse_callback_registered(viewer, w)
@@ -360,8 +375,11 @@ def test_pixel_trace_time_on_the_last_axis(viewer):
     img = viewer.add_image(yxt, name="yxt")
     res = ng.subtract_background(yxt, time_axis=2)
     fg = np.moveaxis(res.foreground, 0, 2)
-    viewer.add_labels(fg, name="yxt foreground",
-                      metadata={"napari_gmm": {"params": res.params, "output": "foreground", "source": "yxt"}})
+    viewer.add_labels(
+        fg,
+        name="yxt foreground",
+        metadata={"napari_gmm": {"params": res.params, "output": "foreground", "source": "yxt"}},
+    )
     w = dock(viewer, PixelTraceWidget)
     y, x = 10, 12
     _click(w, viewer, img.data_to_world((y, x, 3)))
@@ -428,8 +446,9 @@ def test_pixel_trace_with_the_background_widget(viewer, qtbot):
     params = fg.metadata["napari_gmm"]["params"]
     assert w._trace["var_threshold"] == params["var_threshold"] == 25.0
     np.testing.assert_array_equal(w._fg_trace, np.asarray(fg.data)[:, y, x])
-    res = ng.subtract_background(stack, **{k: params[k] for k in _plots._BG_KEYS
-                                           if k in params and k != "frame_factors"})
+    res = ng.subtract_background(
+        stack, **{k: params[k] for k in _plots._BG_KEYS if k in params and k != "frame_factors"}
+    )
     for key in ("weights", "means", "variances"):
         np.testing.assert_allclose(w._trace["mixture"][key], res.model.mixture_at(y, x)[key], rtol=1e-6)
 
@@ -472,8 +491,11 @@ def test_pixel_trace_rgb_stack(viewer):
     stack, _ = moving_objects((24, 32, 40), n_objects=2, rgb=True, seed=1)
     img = viewer.add_image(stack, name="rgb movie", rgb=True)
     res = ng.subtract_background(stack)
-    viewer.add_labels(res.foreground, name="rgb movie foreground",
-                      metadata={"napari_gmm": {"params": res.params, "output": "foreground", "source": img.name}})
+    viewer.add_labels(
+        res.foreground,
+        name="rgb movie foreground",
+        metadata={"napari_gmm": {"params": res.params, "output": "foreground", "source": img.name}},
+    )
     w = dock(viewer, PixelTraceWidget)
     _click(w, viewer, img.data_to_world((0, 20, 25)))
     traces = w.artists["traces"]
@@ -483,8 +505,10 @@ def test_pixel_trace_rgb_stack(viewer):
     np.testing.assert_allclose(w._trace["mixture"]["means"], res.model.mixture_at(20, 25)["means"], rtol=1e-6)
 
 
-@pytest.mark.parametrize("name, cls", [("Mixture plot", MixturePlotWidget), ("EM evolution", EMEvolutionWidget),
-                                       ("Pixel trace", PixelTraceWidget)])
+@pytest.mark.parametrize(
+    "name, cls",
+    [("Mixture plot", MixturePlotWidget), ("EM evolution", EMEvolutionWidget), ("Pixel trace", PixelTraceWidget)],
+)
 def test_opened_from_the_plugin_menu(viewer, name, cls):
     """napari builds the widget from napari.yaml, handing in the viewer (as a PublicOnlyProxy)."""
     img = viewer.add_image(three_class(), name="img")
@@ -515,6 +539,7 @@ def test_dask_image_is_histogrammed_in_a_thread(viewer, qtbot):
     meta = {"model": model.to_dict(), "source": "lazy", "output": "labels", "params": {"n_components": 3}}
     labels_layer = viewer.add_labels(labels, name="lazy GMM labels", metadata={"napari_gmm": meta})
     w = dock(viewer, MixturePlotWidget)
-    qtbot.waitUntil(lambda: len(w.artists.get("components", [])) == 3 and w.artists.get("hist") is not None,
-                    timeout=WAIT_MS)
+    qtbot.waitUntil(
+        lambda: len(w.artists.get("components", [])) == 3 and w.artists.get("hist") is not None, timeout=WAIT_MS
+    )
     assert_grey_curves(w.artists, model, ng.histogram(data), labels_layer)

@@ -15,9 +15,9 @@ napari = pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
 import napari_gmm as ng  # noqa: E402
-from tests._widgets._util import WAIT_MS, record_notifications, run_and_wait  # noqa: E402
 from napari_gmm._widgets import _segment  # noqa: E402
 from napari_gmm._widgets._segment import SegmentWidget, segment_widget  # noqa: E402
+from tests._widgets._util import WAIT_MS, record_notifications, run_and_wait  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------ fixtures
@@ -53,8 +53,8 @@ def small_rgb():
 def phantom(rng, shape=(64, 64), means=(40.0, 120.0, 200.0), sd=8.0):
     """Three horizontal bands with known classes 1..3 plus Gaussian noise (float64)."""
     truth = np.ones(shape, np.uint8)
-    truth[shape[0] // 3:] = 2
-    truth[2 * shape[0] // 3:] = 3
+    truth[shape[0] // 3 :] = 2
+    truth[2 * shape[0] // 3 :] = 3
     img = np.asarray(means)[truth - 1] + rng.normal(0, sd, shape)
     return img, truth
 
@@ -300,8 +300,7 @@ def test_multichannel_stack_channel_axis_choice(viewer, qtbot, notes):
     assert labels.ndim == 2
     np.testing.assert_allclose(labels.scale, (0.5, 0.25))  # the channel axis is dropped
     assert labels.axis_labels == ("y", "x")
-    expected = ng.segment(stack, n_components=3, channel_axis=0, covariance_type="diag", init="auto",
-                          random_state=0)
+    expected = ng.segment(stack, n_components=3, channel_axis=0, covariance_type="diag", init="auto", random_state=0)
     np.testing.assert_array_equal(labels.data, expected)
     assert labels.metadata["napari_gmm"]["params"]["covariance_type"] == "diag"
 
@@ -363,7 +362,8 @@ def test_dask_image_stays_lazy(viewer, qtbot, notes):
     assert isinstance(labels, da.Array) and isinstance(quant, da.Array)  # not materialised
     np.testing.assert_array_equal(np.asarray(labels), ng.segment(img, n_components=3, random_state=0))
     np.testing.assert_array_equal(
-        np.asarray(quant), ng.quantize(img, n_components=3, channel_axis=None, init="ranges", random_state=0))
+        np.asarray(quant), ng.quantize(img, n_components=3, channel_axis=None, init="ranges", random_state=0)
+    )
 
 
 def test_not_converged_is_reported(viewer, qtbot, notes):

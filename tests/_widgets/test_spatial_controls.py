@@ -150,8 +150,9 @@ def test_each_time_point_with_bias(viewer, qtbot, notes):
     assert isinstance(meta["model"], list) and len(meta["params"]["beta_used"]) == 2
     bias = viewer.layers["tyx GMM bias field"].data
     for t in range(2):  # each time point is the core's spatial fit of that frame, bias field included
-        r = ng.spatial.fit_spatial(stack[t], 3, beta="auto", bias_field=True, init="auto", random_state=0,
-                                   spacing=[1.0, 1.0])
+        r = ng.spatial.fit_spatial(
+            stack[t], 3, beta="auto", bias_field=True, init="auto", random_state=0, spacing=[1.0, 1.0]
+        )
         np.testing.assert_array_equal(labels.data[t], r.labels)
         np.testing.assert_allclose(bias[t], r.bias, rtol=1e-6)
         assert meta["params"]["beta_used"][t] == pytest.approx(r.model.params["beta"])
@@ -236,9 +237,19 @@ def test_mixture_plot_shows_the_criterion_against_k(viewer):
     img, _, _ = datasets.noisy_regions((48, 48), noise=0.33)
     image = viewer.add_image(img, name="img")
     labels, model = ng.segment(img, "auto", max_components=5, return_model=True)
-    meta = {"model": model.to_dict(), "source": "img", "output": "labels",
-            "params": {"n_components": "auto", "channel_axis": None, "split_axis": None, "bins": None,
-                       "mask": None, "rgb": False}}
+    meta = {
+        "model": model.to_dict(),
+        "source": "img",
+        "output": "labels",
+        "params": {
+            "n_components": "auto",
+            "channel_axis": None,
+            "split_axis": None,
+            "bins": None,
+            "mask": None,
+            "rgb": False,
+        },
+    }
     viewer.add_labels(labels, name="img GMM labels", metadata={"napari_gmm": meta})
     w = MixturePlotWidget(viewer)
     viewer.window.add_dock_widget(w, name="Mixture plot")

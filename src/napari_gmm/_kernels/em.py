@@ -156,8 +156,9 @@ def _estep_impl(X, w, means, ref, inv_sd, prec_chol, log_det, log_w, cov_type, N
         if diag:
             pll[c] = _estep_diag_chunk(X, w, c * step, stop, MT, PT, c0, ref, acc, c)
         else:
-            pll[c] = _estep_full_chunk(X, w, c * step, stop, means, ref, inv_sd, prec_chol, log_det, log_w,
-                                       cov_type, acc, c)
+            pll[c] = _estep_full_chunk(
+                X, w, c * step, stop, means, ref, inv_sd, prec_chol, log_det, log_w, cov_type, acc, c
+            )
     Nk[:] = 0.0
     Sx[:] = 0.0
     Sxx[:] = 0.0
@@ -261,7 +262,7 @@ def _estep_diag_chunk(X, w, start, stop, MT, PT, c0, ref, acc, c):
                 L[q, i] = e
                 s[i] += e
         for i in range(nb):  # scalar: np.log is a libm call (a polynomial log with its division
-            wi = w[b0 + i]   # did not vectorise either, and ran slower)
+            wi = w[b0 + i]  # did not vectorise either, and ran slower)
             ll += wi * (best[i] + np.log(s[i]))
             f[i] = wi / s[i]
         for q in range(nc):
@@ -373,9 +374,7 @@ map_labels_serial = njit(**JIT)(serial_copy(_map_labels))
 
 @njit(**PJIT)
 def posteriors(X, means, inv_sd, prec_chol, log_det, log_w, cov_type, out, nthreads):
-    """Posterior probability of every component for every sample: ``out`` (M, K), parallel.
-
-    """
+    """Posterior probability of every component for every sample: ``out`` (M, K), parallel."""
     M, D = X.shape
     K = means.shape[0]
     nchunks = min(nthreads * 4, max(1, M // 1024))
@@ -557,8 +556,7 @@ def em_step(X, w, weights, means, cov, cov_type, reg, inv_sd, prec_chol, log_det
 
 
 @njit(**JIT)
-def squarem_extrapolate(w0, m0, c0, w1, m1, c1, w2, m2, c2, cov_type, max_step, w, m, c, inv_sd, prec_chol,
-                        log_det):
+def squarem_extrapolate(w0, m0, c0, w1, m1, c1, w2, m2, c2, cov_type, max_step, w, m, c, inv_sd, prec_chol, log_det):
     """SQUAREM's extrapolated parameters theta0 - 2 a r + a**2 v into (w, m, c) (Varadhan &
     Roland 2008, S3 step a = -|r| / |v|, at most ``max_step`` in size), from three consecutive EM
     iterates; a is halved towards -1 while the candidate has a weight <= 0 or a covariance that is
@@ -597,8 +595,11 @@ def squarem_extrapolate(w0, m0, c0, w1, m1, c1, w2, m2, c2, cov_type, max_step, 
                 if not np.isfinite(m[k, j]):
                     ok = False
                 for i in range(D):
-                    c[k, j, i] = (c0[k, j, i] + a1 * (c1[k, j, i] - c0[k, j, i])
-                                  + a2 * (c2[k, j, i] - 2.0 * c1[k, j, i] + c0[k, j, i]))
+                    c[k, j, i] = (
+                        c0[k, j, i]
+                        + a1 * (c1[k, j, i] - c0[k, j, i])
+                        + a2 * (c2[k, j, i] - 2.0 * c1[k, j, i] + c0[k, j, i])
+                    )
         if ok and precisions(c, cov_type, inv_sd, prec_chol, log_det) < 0:
             return True
         alpha = 0.5 * (alpha - 1.0)

@@ -29,11 +29,11 @@ def _int_range(a, m, nthreads):
         # a view indexed from 0: Numba's wrap-around of an index like c * step + i, which LLVM
         # cannot prove non-negative, kept these loops from vectorising
         stop = min(n, (c + 1) * step)
-        ac = a[c * step:stop]
+        ac = a[c * step : stop]
         mn = np.iinfo(np.int64).max
         mx = np.iinfo(np.int64).min
         if has_mask:
-            mc = m[c * step:stop]
+            mc = m[c * step : stop]
             k = 0
             for i in range(ac.size):
                 v = np.int64(ac[i])
@@ -117,10 +117,10 @@ def _bincount_direct(a, m, size, nthreads):
     part = np.zeros((nc, size), np.int64)
     for c in prange(nc):
         stop = min(n, (c + 1) * step)
-        ac = a[c * step:stop]
+        ac = a[c * step : stop]
         pc = part[c]
         if has_mask:
-            mc = m[c * step:stop]
+            mc = m[c * step : stop]
             for i in range(ac.size):
                 pc[np.uint32(ac[i])] += np.int64(mc[i] != 0)
         else:
@@ -183,10 +183,10 @@ def _lut_direct(a, m, lut, out):
     step = (n + nc - 1) // nc
     for c in prange(nc):
         stop = min(n, (c + 1) * step)
-        ac = a[c * step:stop]
-        oc = out[c * step:stop]
+        ac = a[c * step : stop]
+        oc = out[c * step : stop]
         if has_mask:
-            mc = m[c * step:stop]
+            mc = m[c * step : stop]
             for i in range(ac.size):
                 v = lut[np.uint32(ac[i])]
                 oc[i] = v if mc[i] != 0 else 0

@@ -45,11 +45,11 @@ from ._config import JIT, PJIT
 JIT_EXACT = dict(JIT, fastmath=False, error_model="numpy")
 PJIT_EXACT = dict(PJIT, fastmath=False, error_model="numpy")
 
+
 @intrinsic
 def _fetch_add(typingctx, counter, value):
     """Atomically add ``value`` to ``counter[0]`` (int64 array); return the previous value."""
-    if not (isinstance(counter, types.Array) and counter.dtype == types.int64
-            and isinstance(value, types.Integer)):
+    if not (isinstance(counter, types.Array) and counter.dtype == types.int64 and isinstance(value, types.Integer)):
         return None
     sig = types.int64(counter, types.int64)
 
@@ -72,9 +72,15 @@ def _next_row(counter, rows):
 @njit(inline="always", **JIT_EXACT)
 def _as_f32(scale, var_threshold, var_threshold_gen, background_ratio, var_min, var_max, var_init):
     """The float parameters of the update kernels as float32 (the kernels compute in float32)."""
-    return (np.float32(scale), np.float32(var_threshold), np.float32(var_threshold_gen),
-            np.float32(background_ratio), np.float32(var_min), np.float32(var_max), np.float32(var_init))
-
+    return (
+        np.float32(scale),
+        np.float32(var_threshold),
+        np.float32(var_threshold_gen),
+        np.float32(background_ratio),
+        np.float32(var_min),
+        np.float32(var_max),
+        np.float32(var_init),
+    )
 
 
 @njit(inline="always", **JIT_EXACT)
@@ -87,6 +93,7 @@ def _bg_value(v, rnd, lo, hi):
         v = np.float32(lo) if v < lo else (np.float32(hi) if v > hi else v)
     return v
 
+
 #: mask values written by the kernels
 BACKGROUND, FOREGROUND, SHADOW = 0, 1, 2
 
@@ -94,8 +101,12 @@ BACKGROUND, FOREGROUND, SHADOW = 0, 1, 2
 def new_state(height, width, n_mixtures, n_channels):
     """Zeroed model state ``(weights, means, variances, n_modes)`` in the kernels' layout."""
     h, w, k, c = int(height), int(width), int(n_mixtures), int(n_channels)
-    return (np.zeros((h, k, w), np.float32), np.zeros((h, k, c, w), np.float32),
-            np.zeros((h, k, w), np.float32), np.zeros((h, w), np.uint8))
+    return (
+        np.zeros((h, k, w), np.float32),
+        np.zeros((h, k, c, w), np.float32),
+        np.zeros((h, k, w), np.float32),
+        np.zeros((h, w), np.uint8),
+    )
 
 
 @njit(inline="always", **JIT_EXACT)
@@ -130,9 +141,28 @@ def _is_shadow(data, wy, my, vy, x, nm, n_ch, var_threshold, background_ratio, t
 
 
 @njit(inline="always", **JIT_EXACT)
-def _update_pixel(data, diff, wy, my, vy, x, nm, k_max, n_ch, alpha, alpha1, prune,
-                  var_threshold, background_ratio, var_threshold_gen, var_init, var_min,
-                  var_max, skip_top, top_background):
+def _update_pixel(
+    data,
+    diff,
+    wy,
+    my,
+    vy,
+    x,
+    nm,
+    k_max,
+    n_ch,
+    alpha,
+    alpha1,
+    prune,
+    var_threshold,
+    background_ratio,
+    var_threshold_gen,
+    var_init,
+    var_min,
+    var_max,
+    skip_top,
+    top_background,
+):
     """The MOG2 update of pixel ``x`` of a row, any number of channels: the reference form.
 
     ``data`` (C,) is the sample in model units, ``diff`` (C,) scratch; ``wy``, ``vy`` are the
@@ -248,9 +278,33 @@ def _update_pixel(data, diff, wy, my, vy, x, nm, k_max, n_ch, alpha, alpha1, pru
 
 
 @njit(**PJIT_EXACT)
-def _apply_any(frames, scale, weights, means, variances, n_modes, masks, bg_out, write_bg,
-               bg_round, bg_lo, bg_hi, alphas, var_threshold, background_ratio, var_threshold_gen, var_init, var_min,
-               var_max, ct, tau, detect_shadows, rows, counter, n_workers):
+def _apply_any(
+    frames,
+    scale,
+    weights,
+    means,
+    variances,
+    n_modes,
+    masks,
+    bg_out,
+    write_bg,
+    bg_round,
+    bg_lo,
+    bg_hi,
+    alphas,
+    var_threshold,
+    background_ratio,
+    var_threshold_gen,
+    var_init,
+    var_min,
+    var_max,
+    ct,
+    tau,
+    detect_shadows,
+    rows,
+    counter,
+    n_workers,
+):
     """Any number of channels C, one pixel at a time (:func:`_update_pixel`)."""
     height, width = n_modes.shape
     k_max = weights.shape[1]
@@ -258,7 +312,8 @@ def _apply_any(frames, scale, weights, means, variances, n_modes, masks, bg_out,
     m3 = means.reshape((height, k_max * n_ch, width))
     inv_scale = 1.0 / scale
     scale, var_threshold, var_threshold_gen, background_ratio, var_min, var_max, var_init = _as_f32(
-        scale, var_threshold, var_threshold_gen, background_ratio, var_min, var_max, var_init)
+        scale, var_threshold, var_threshold_gen, background_ratio, var_min, var_max, var_init
+    )
     for _ in prange(n_workers):  # one task per thread, taking rows (see _next_row)
         while True:
             y = _next_row(counter, rows)
@@ -277,28 +332,72 @@ def _apply_any(frames, scale, weights, means, variances, n_modes, masks, bg_out,
                     for c in range(n_ch):
                         data[c] = np.float32(frames[b, y, x, c]) * scale
                     n_alive, background = _update_pixel(
-                        data, diff, wy, my, vy, x, np.int64(n_modes[y, x]), k_max, n_ch, alpha,
-                        alpha1, prune, var_threshold, background_ratio, var_threshold_gen,
-                        var_init, var_min, var_max, False, False)
+                        data,
+                        diff,
+                        wy,
+                        my,
+                        vy,
+                        x,
+                        np.int64(n_modes[y, x]),
+                        k_max,
+                        n_ch,
+                        alpha,
+                        alpha1,
+                        prune,
+                        var_threshold,
+                        background_ratio,
+                        var_threshold_gen,
+                        var_init,
+                        var_min,
+                        var_max,
+                        False,
+                        False,
+                    )
                     n_modes[y, x] = n_alive
                     if background:
                         masks[b, y, x] = BACKGROUND
                     else:
                         shadow = False
                         if detect_shadows:
-                            shadow = _is_shadow(data, wy, my, vy, x, n_alive, n_ch, var_threshold,
-                                                background_ratio, tau)
+                            shadow = _is_shadow(
+                                data, wy, my, vy, x, n_alive, n_ch, var_threshold, background_ratio, tau
+                            )
                         masks[b, y, x] = SHADOW if shadow else FOREGROUND
                     if write_bg:
                         for c in range(n_ch):
-                            bg_out[b, y, x, c] = _bg_value(my[c, x] * inv_scale if n_alive > 0 else 0.0,
-                                                           bg_round, bg_lo, bg_hi)
+                            bg_out[b, y, x, c] = _bg_value(
+                                my[c, x] * inv_scale if n_alive > 0 else 0.0, bg_round, bg_lo, bg_hi
+                            )
 
 
 @njit(**PJIT_EXACT)
-def _apply_fast(frames, scale, weights, means, variances, n_modes, masks, bg_out, write_bg,
-                bg_round, bg_lo, bg_hi, alphas, var_threshold, background_ratio, var_threshold_gen, var_init, var_min,
-                var_max, ct, tau, detect_shadows, rows, counter, n_workers):
+def _apply_fast(
+    frames,
+    scale,
+    weights,
+    means,
+    variances,
+    n_modes,
+    masks,
+    bg_out,
+    write_bg,
+    bg_round,
+    bg_lo,
+    bg_hi,
+    alphas,
+    var_threshold,
+    background_ratio,
+    var_threshold_gen,
+    var_init,
+    var_min,
+    var_max,
+    ct,
+    tau,
+    detect_shadows,
+    rows,
+    counter,
+    n_workers,
+):
     """C = 1 or 3: the common case (top mode matches) in vectorisable passes over each row.
 
     ``frames`` is (B, H, W * C). Per frame and row: pass A tests every pixel against its top
@@ -317,7 +416,8 @@ def _apply_fast(frames, scale, weights, means, variances, n_modes, masks, bg_out
     f1 = np.float32(1.0)
     eps = np.float32(1.1920929e-07)
     scale, var_threshold, var_threshold_gen, background_ratio, var_min, var_max, var_init = _as_f32(
-        scale, var_threshold, var_threshold_gen, background_ratio, var_min, var_max, var_init)
+        scale, var_threshold, var_threshold_gen, background_ratio, var_min, var_max, var_init
+    )
     rgb = n_ch == 3
     for _ in prange(n_workers):  # one task per thread, taking rows (see _next_row)
         while True:
@@ -330,7 +430,7 @@ def _apply_fast(frames, scale, weights, means, variances, n_modes, masks, bg_out
             nmy = n_modes[y]
             fast = np.empty(width, np.bool_)
             bgd = np.empty(width, np.bool_)
-            fit0 = np.empty(width, np.bool_)          # the top mode is within var_threshold_gen
+            fit0 = np.empty(width, np.bool_)  # the top mode is within var_threshold_gen
             tot = np.empty(width, np.float32)
             cnt = np.empty(width, np.uint8)
             data = np.empty(n_ch, np.float32)
@@ -431,26 +531,60 @@ def _apply_fast(frames, scale, weights, means, variances, n_modes, masks, bg_out
                     elif rgb:
                         # a literal channel count: the inlined update's channel loops unroll
                         n_alive, background = _update_pixel(
-                            data, diff, wy, my, vy, x, np.int64(nmy[x]), k_max, 3, alpha,
-                            alpha1, prune, var_threshold, background_ratio, var_threshold_gen,
-                            var_init, var_min, var_max, not fit0[x], bgd[x])
+                            data,
+                            diff,
+                            wy,
+                            my,
+                            vy,
+                            x,
+                            np.int64(nmy[x]),
+                            k_max,
+                            3,
+                            alpha,
+                            alpha1,
+                            prune,
+                            var_threshold,
+                            background_ratio,
+                            var_threshold_gen,
+                            var_init,
+                            var_min,
+                            var_max,
+                            not fit0[x],
+                            bgd[x],
+                        )
                         nmy[x] = n_alive
                     else:
                         n_alive, background = _update_pixel(
-                            data, diff, wy, my, vy, x, np.int64(nmy[x]), k_max, 1, alpha,
-                            alpha1, prune, var_threshold, background_ratio, var_threshold_gen,
-                            var_init, var_min, var_max, not fit0[x], bgd[x])
+                            data,
+                            diff,
+                            wy,
+                            my,
+                            vy,
+                            x,
+                            np.int64(nmy[x]),
+                            k_max,
+                            1,
+                            alpha,
+                            alpha1,
+                            prune,
+                            var_threshold,
+                            background_ratio,
+                            var_threshold_gen,
+                            var_init,
+                            var_min,
+                            var_max,
+                            not fit0[x],
+                            bgd[x],
+                        )
                         nmy[x] = n_alive
                     if background:
                         mb[x] = BACKGROUND
                     else:
                         shadow = False
                         if detect_shadows and rgb:
-                            shadow = _is_shadow(data, wy, my, vy, x, n_alive, 3, var_threshold,
-                                                background_ratio, tau)
+                            shadow = _is_shadow(data, wy, my, vy, x, n_alive, 3, var_threshold, background_ratio, tau)
                         elif detect_shadows:
-                            shadow = _is_shadow(data, wy, my, vy, x, n_alive, 1, var_threshold,
-                                                background_ratio, tau)
+                            shadow = _is_shadow(data, wy, my, vy, x, n_alive, 1, var_threshold, background_ratio, tau)
                         mb[x] = SHADOW if shadow else FOREGROUND
                 if write_bg:
                     # one row of the output: literal channel counts, selects instead of
@@ -464,15 +598,43 @@ def _apply_fast(frames, scale, weights, means, variances, n_modes, masks, bg_out
                             bo[x, 2] = _bg_value(my[2, x] * inv_scale if has else 0.0, bg_round, bg_lo, bg_hi)
                     else:
                         for x in range(width):
-                            bo[x, 0] = _bg_value(my[0, x] * inv_scale if nmy[x] > 0 else 0.0,
-                                                 bg_round, bg_lo, bg_hi)
+                            bo[x, 0] = _bg_value(my[0, x] * inv_scale if nmy[x] > 0 else 0.0, bg_round, bg_lo, bg_hi)
 
 
 @njit(**PJIT_EXACT)
-def _apply_scaled(frames, offset, factors, saturation, scale, weights, means, variances, n_modes,
-                  masks, bg_out, write_bg, bg_round, bg_lo, bg_hi, alphas, modelled, var_a, var_b,
-                  var_threshold, background_ratio, var_threshold_gen, var_init, var_min, var_max,
-                  ct, tau, detect_shadows, rows, counter, n_workers):
+def _apply_scaled(
+    frames,
+    offset,
+    factors,
+    saturation,
+    scale,
+    weights,
+    means,
+    variances,
+    n_modes,
+    masks,
+    bg_out,
+    write_bg,
+    bg_round,
+    bg_lo,
+    bg_hi,
+    alphas,
+    modelled,
+    var_a,
+    var_b,
+    var_threshold,
+    background_ratio,
+    var_threshold_gen,
+    var_init,
+    var_min,
+    var_max,
+    ct,
+    tau,
+    detect_shadows,
+    rows,
+    counter,
+    n_workers,
+):
     """Frames with a per-frame offset and factor, and optionally modelled variances.
 
     The model sees ``(frame - offset) / factors[b]`` (times ``scale``): bleaching or a global
@@ -494,14 +656,15 @@ def _apply_scaled(frames, offset, factors, saturation, scale, weights, means, va
     tiny = np.float32(1e-30)
     off = np.float32(offset)
     sat = np.float32(min(saturation, 3e38))
-    if modelled:   # the learned variance is replaced before it is used: no clamps
+    if modelled:  # the learned variance is replaced before it is used: no clamps
         var_min = 1e-30
         var_max = 3e38
     scale64 = scale
     scale, var_threshold, var_threshold_gen, background_ratio, var_min, var_max, var_init = _as_f32(
-        scale, var_threshold, var_threshold_gen, background_ratio, var_min, var_max, var_init)
+        scale, var_threshold, var_threshold_gen, background_ratio, var_min, var_max, var_init
+    )
     inv_ch = np.float32(1.0 / n_ch)
-    sat_m = (sat - off) * scale           # a saturated sample in model units
+    sat_m = (sat - off) * scale  # a saturated sample in model units
     for _ in prange(n_workers):  # one task per thread, taking rows (see _next_row)
         while True:
             y = _next_row(counter, rows)
@@ -536,30 +699,73 @@ def _apply_scaled(frames, offset, factors, saturation, scale, weights, means, va
                             v = a_b * max(mu * inv_ch, f0) + c_b
                             vy[m, x] = max(v, tiny)
                     n_alive, background = _update_pixel(
-                        data, diff, wy, my, vy, x, nm, k_max, n_ch, alpha, alpha1, prune,
-                        var_threshold, background_ratio, var_threshold_gen, var_init, var_min,
-                        var_max, False, False)
+                        data,
+                        diff,
+                        wy,
+                        my,
+                        vy,
+                        x,
+                        nm,
+                        k_max,
+                        n_ch,
+                        alpha,
+                        alpha1,
+                        prune,
+                        var_threshold,
+                        background_ratio,
+                        var_threshold_gen,
+                        var_init,
+                        var_min,
+                        var_max,
+                        False,
+                        False,
+                    )
                     n_modes[y, x] = n_alive
                     if background:
                         masks[b, y, x] = BACKGROUND
                     else:
                         shadow = False
                         if detect_shadows:
-                            shadow = _is_shadow(data, wy, my, vy, x, n_alive, n_ch, var_threshold,
-                                                background_ratio, tau)
+                            shadow = _is_shadow(
+                                data, wy, my, vy, x, n_alive, n_ch, var_threshold, background_ratio, tau
+                            )
                         masks[b, y, x] = SHADOW if shadow else FOREGROUND
                     if write_bg:
                         for c in range(n_ch):
                             v = my[c, x] * out_scale + offset if n_alive > 0 else 0.0
-                            if n_alive > 0 and my[c, x] == sat_m:   # learned from saturated data
+                            if n_alive > 0 and my[c, x] == sat_m:  # learned from saturated data
                                 v = saturation
                             bg_out[b, y, x, c] = _bg_value(v, bg_round, bg_lo, bg_hi)
 
 
-def mog2_apply(frames, scale, weights, means, variances, n_modes, masks, bg_out, write_bg,
-               alphas, var_threshold, background_ratio, var_threshold_gen, var_init, var_min,
-               var_max, ct, tau, detect_shadows, *, bg_range=None, offset=0.0, factors=None,
-               var_a=None, var_b=None, saturation=np.inf):
+def mog2_apply(
+    frames,
+    scale,
+    weights,
+    means,
+    variances,
+    n_modes,
+    masks,
+    bg_out,
+    write_bg,
+    alphas,
+    var_threshold,
+    background_ratio,
+    var_threshold_gen,
+    var_init,
+    var_min,
+    var_max,
+    ct,
+    tau,
+    detect_shadows,
+    *,
+    bg_range=None,
+    offset=0.0,
+    factors=None,
+    var_a=None,
+    var_b=None,
+    saturation=np.inf,
+):
     """Classify a block of frames and update the model in place (parallel over rows).
 
     Each pixel's mixture only depends on that pixel's samples, so every thread takes whole
@@ -617,25 +823,72 @@ def mog2_apply(frames, scale, weights, means, variances, n_modes, masks, bg_out,
     if factors is not None or var_a is not None:
         modelled = var_a is not None
         ones = np.ones(n_b, np.float64)
-        _apply_scaled(frames, float(offset),
-                      ones if factors is None else np.ascontiguousarray(factors, np.float64),
-                      float(saturation), float(scale), weights, means, variances, n_modes, masks, bg_out,
-                      bool(write_bg), rnd, lo, hi, alphas, modelled,
-                      np.ascontiguousarray(var_a if modelled else ones, np.float64),
-                      np.ascontiguousarray(var_b if modelled else ones, np.float64),
-                      float(var_threshold), float(background_ratio), float(var_threshold_gen),
-                      float(var_init), float(var_min), float(var_max), float(ct), float(tau),
-                      bool(detect_shadows), rows, counter, n_workers)
+        _apply_scaled(
+            frames,
+            float(offset),
+            ones if factors is None else np.ascontiguousarray(factors, np.float64),
+            float(saturation),
+            float(scale),
+            weights,
+            means,
+            variances,
+            n_modes,
+            masks,
+            bg_out,
+            bool(write_bg),
+            rnd,
+            lo,
+            hi,
+            alphas,
+            modelled,
+            np.ascontiguousarray(var_a if modelled else ones, np.float64),
+            np.ascontiguousarray(var_b if modelled else ones, np.float64),
+            float(var_threshold),
+            float(background_ratio),
+            float(var_threshold_gen),
+            float(var_init),
+            float(var_min),
+            float(var_max),
+            float(ct),
+            float(tau),
+            bool(detect_shadows),
+            rows,
+            counter,
+            n_workers,
+        )
         return
     if n_ch in (1, 3):
         kernel = _apply_fast
         frames = frames.reshape(n_b, height, width * n_ch)
     else:
         kernel = _apply_any
-    kernel(frames, float(scale), weights, means, variances, n_modes, masks, bg_out,
-           bool(write_bg), rnd, lo, hi, alphas, float(var_threshold),
-           float(background_ratio), float(var_threshold_gen), float(var_init), float(var_min),
-           float(var_max), float(ct), float(tau), bool(detect_shadows), rows, counter, n_workers)
+    kernel(
+        frames,
+        float(scale),
+        weights,
+        means,
+        variances,
+        n_modes,
+        masks,
+        bg_out,
+        bool(write_bg),
+        rnd,
+        lo,
+        hi,
+        alphas,
+        float(var_threshold),
+        float(background_ratio),
+        float(var_threshold_gen),
+        float(var_init),
+        float(var_min),
+        float(var_max),
+        float(ct),
+        float(tau),
+        bool(detect_shadows),
+        rows,
+        counter,
+        n_workers,
+    )
 
 
 @njit(**PJIT)

@@ -53,8 +53,27 @@ def _unary(X, i, ib, means, inv_sd, prec_chol, c0, cov_type, lp, xv):
 
 
 @njit(**PJIT)
-def sweep(X, inv_b, valid, q, dims, offs, wts, scheme, c0, means, inv_sd, prec_chol, cov_type, beta,
-          hard, accumulate, ref, acc, obj):
+def sweep(
+    X,
+    inv_b,
+    valid,
+    q,
+    dims,
+    offs,
+    wts,
+    scheme,
+    c0,
+    means,
+    inv_sd,
+    prec_chol,
+    cov_type,
+    beta,
+    hard,
+    accumulate,
+    ref,
+    acc,
+    obj,
+):
     """One sweep: every valid pixel's posterior recomputed once from its neighbours, colour by colour.
 
     Mean field (``hard`` False): q_i = softmax(lp_i + beta * sum_j w_ij q_j). ICM (``hard`` True): q_i

@@ -50,10 +50,16 @@ __all__ = ["BackgroundWidget", "background_widget"]
 FOREGROUND_SUFFIX = " foreground"
 BACKGROUND_SUFFIX = " background"
 FG_IMAGE_SUFFIX = " foreground image"
-BURN_IN = {"frames spread over the stack": "frames", "whole stack (one extra pass)": "all",
-           "none (online, as OpenCV)": None}
-NOISE = {"estimate from the stack": "auto", "off (learned variances)": None,
-         "given (gain, offset, read noise)": "given"}
+BURN_IN = {
+    "frames spread over the stack": "frames",
+    "whole stack (one extra pass)": "all",
+    "none (online, as OpenCV)": None,
+}
+NOISE = {
+    "estimate from the stack": "auto",
+    "off (learned variances)": None,
+    "given (gain, offset, read noise)": "given",
+}
 BACKGROUND_OUT = {"every frame": "all", "last frame only": "last", "none": None}
 FG_IMAGE_OUT = {"none": None, "input - background": "difference", "input masked": "masked"}
 SHADOWS = {"auto (colour only)": "auto", "on": True, "off": False}
@@ -92,9 +98,14 @@ def _compute(job: _Job, relay: ProgressRelay | None) -> _Result:
         # tiles=False: a dask layer is streamed frame by frame, with progress and Cancel, into
         # in-memory layers (lazy tiles would recompute a tile's whole time axis per viewed frame)
         with COMPUTE_LOCK:  # one heavy Numba job at a time (see _common)
-            res = ng.subtract_background(job.data, time_axis=job.time_axis,
-                                         channel_axis=job.channel_axis, progress=progress,
-                                         tiles=False, **job.kwargs)
+            res = ng.subtract_background(
+                job.data,
+                time_axis=job.time_axis,
+                channel_axis=job.channel_axis,
+                progress=progress,
+                tiles=False,
+                **job.kwargs,
+            )
         return _Result(result=res, seconds=time.perf_counter() - t0)
     except BaseException as exc:  # noqa: BLE001 - everything goes back to the GUI thread
         return _Result(error=exc, error_tb=traceback.format_exc())
@@ -125,72 +136,145 @@ class BackgroundWidget(RunCancelMixin, Container):
         self._init_run_state()
 
         d = ng.background.preset_params(ng.background.DEFAULT_PRESET)
-        self.preset = ComboBox(label="preset", choices=list(ng.background.PRESETS),
-                               value=ng.background.DEFAULT_PRESET,
-                               tooltip="camera video: OpenCV's MOG2 (video, shadows, waving trees).\n"
-                                       "fluorescence time-lapse: microscopy photon counts: noise model,\n"
-                                       "bleaching correction, objects may pause up to half the stack.\n"
-                                       "Choosing one sets the fields below.")
-        self.image = ComboBox(label="image", choices=self._image_choices, nullable=False,
-                              tooltip="Time-stack Image layer (T, Y, X) or (T, Y, X, C).")
-        self.time_axis = ComboBox(label="time axis", choices=self._axis_choices,
-                                  tooltip="Axis along which frames follow each other.")
-        self.channel_axis = ComboBox(label="channels", choices=self._channel_choices,
-                                     tooltip="Axis holding channels (RGB layers: automatic).")
-        self.history = SpinBox(label="history", value=d["history"], min=1, max=1_000_000,
-                               tooltip="Learning rate settles at 1 / history (frames).")
+        self.preset = ComboBox(
+            label="preset",
+            choices=list(ng.background.PRESETS),
+            value=ng.background.DEFAULT_PRESET,
+            tooltip="camera video: OpenCV's MOG2 (video, shadows, waving trees).\n"
+            "fluorescence time-lapse: microscopy photon counts: noise model,\n"
+            "bleaching correction, objects may pause up to half the stack.\n"
+            "Choosing one sets the fields below.",
+        )
+        self.image = ComboBox(
+            label="image",
+            choices=self._image_choices,
+            nullable=False,
+            tooltip="Time-stack Image layer (T, Y, X) or (T, Y, X, C).",
+        )
+        self.time_axis = ComboBox(
+            label="time axis", choices=self._axis_choices, tooltip="Axis along which frames follow each other."
+        )
+        self.channel_axis = ComboBox(
+            label="channels", choices=self._channel_choices, tooltip="Axis holding channels (RGB layers: automatic)."
+        )
+        self.history = SpinBox(
+            label="history",
+            value=d["history"],
+            min=1,
+            max=1_000_000,
+            tooltip="Learning rate settles at 1 / history (frames).",
+        )
         self.var_threshold = FloatSpinBox(
-            label="var_threshold", value=d["var_threshold"], min=0.1, max=1000.0, step=1.0,
+            label="var_threshold",
+            value=d["var_threshold"],
+            min=0.1,
+            max=1000.0,
+            step=1.0,
             tooltip="Squared Mahalanobis distance to a background mode under which a pixel is "
-                    "background (16 = 4 sigma).")
-        self.n_mixtures = SpinBox(label="n_mixtures", value=d["n_mixtures"], min=1,
-                                  max=ng.background.MAX_MIXTURES,
-                                  tooltip="Maximum number of Gaussian modes per pixel.")
+            "background (16 = 4 sigma).",
+        )
+        self.n_mixtures = SpinBox(
+            label="n_mixtures",
+            value=d["n_mixtures"],
+            min=1,
+            max=ng.background.MAX_MIXTURES,
+            tooltip="Maximum number of Gaussian modes per pixel.",
+        )
         self.background_ratio = FloatSpinBox(
-            label="background_ratio", value=d["background_ratio"], min=0.01, max=1.0, step=0.05,
-            tooltip="Modes whose cumulative weight passes this make the background.")
-        self.detect_shadows = ComboBox(label="shadows", choices=list(SHADOWS),
-                                       value="auto (colour only)",
-                                       tooltip="Label darker versions of the background 2.")
-        self.median_size = SpinBox(label="median filter", value=d["median_size"], min=0, max=15,
-                                   step=1, tooltip="Majority filter window of the mask (odd; "
-                                                   "0 or 1: off).")
-        self.burn_in = ComboBox(label="burn-in", choices=list(BURN_IN),
-                                value="frames spread over the stack",
-                                tooltip="Learn the scene before classifying, so the first frames "
-                                        "are not all foreground.")
-        self.burn_in_frames = SpinBox(label="burn-in frames", value=100, min=1, max=1_000_000,
-                                      tooltip="With 'frames spread over the stack'.")
-        self.noise = ComboBox(label="noise model", choices=list(NOISE),
-                              value="off (learned variances)",
-                              tooltip="Shot + read noise var = gain (I - offset) + read_noise^2: the\n"
-                                      "tests use it instead of learned variances (microscopy).")
+            label="background_ratio",
+            value=d["background_ratio"],
+            min=0.01,
+            max=1.0,
+            step=0.05,
+            tooltip="Modes whose cumulative weight passes this make the background.",
+        )
+        self.detect_shadows = ComboBox(
+            label="shadows",
+            choices=list(SHADOWS),
+            value="auto (colour only)",
+            tooltip="Label darker versions of the background 2.",
+        )
+        self.median_size = SpinBox(
+            label="median filter",
+            value=d["median_size"],
+            min=0,
+            max=15,
+            step=1,
+            tooltip="Majority filter window of the mask (odd; 0 or 1: off).",
+        )
+        self.burn_in = ComboBox(
+            label="burn-in",
+            choices=list(BURN_IN),
+            value="frames spread over the stack",
+            tooltip="Learn the scene before classifying, so the first frames are not all foreground.",
+        )
+        self.burn_in_frames = SpinBox(
+            label="burn-in frames", value=100, min=1, max=1_000_000, tooltip="With 'frames spread over the stack'."
+        )
+        self.noise = ComboBox(
+            label="noise model",
+            choices=list(NOISE),
+            value="off (learned variances)",
+            tooltip="Shot + read noise var = gain (I - offset) + read_noise^2: the\n"
+            "tests use it instead of learned variances (microscopy).",
+        )
         # small steps: the spin boxes keep as many decimals (gains of float data are tiny)
-        self.gain = FloatSpinBox(label="gain", value=1.0, min=1e-6, max=1e6, step=1e-6,
-                                 tooltip="Data units per photo-electron (ADU / e-).")
-        self.offset = FloatSpinBox(label="offset", value=0.0, min=-1e9, max=1e9, step=1e-4,
-                                   tooltip="Camera dark level (data units).")
-        self.read_noise = FloatSpinBox(label="read noise", value=0.0, min=0.0, max=1e6, step=1e-4,
-                                       tooltip="Read noise standard deviation (data units).")
-        self.bleach = CheckBox(text="correct bleaching / global drift", value=False,
-                               tooltip="Divide a per-frame factor (estimated from the stack) out "
-                                       "before the model.")
-        self.background_out = ComboBox(label="background", choices=list(BACKGROUND_OUT),
-                                       value="every frame",
-                                       tooltip="Background layer: every frame (memory: like the "
-                                               "input), only the last frame, or none.")
-        self.fg_image_out = ComboBox(label="foreground image", choices=list(FG_IMAGE_OUT),
-                                     value="none")
+        self.gain = FloatSpinBox(
+            label="gain", value=1.0, min=1e-6, max=1e6, step=1e-6, tooltip="Data units per photo-electron (ADU / e-)."
+        )
+        self.offset = FloatSpinBox(
+            label="offset", value=0.0, min=-1e9, max=1e9, step=1e-4, tooltip="Camera dark level (data units)."
+        )
+        self.read_noise = FloatSpinBox(
+            label="read noise",
+            value=0.0,
+            min=0.0,
+            max=1e6,
+            step=1e-4,
+            tooltip="Read noise standard deviation (data units).",
+        )
+        self.bleach = CheckBox(
+            text="correct bleaching / global drift",
+            value=False,
+            tooltip="Divide a per-frame factor (estimated from the stack) out before the model.",
+        )
+        self.background_out = ComboBox(
+            label="background",
+            choices=list(BACKGROUND_OUT),
+            value="every frame",
+            tooltip="Background layer: every frame (memory: like the input), only the last frame, or none.",
+        )
+        self.fg_image_out = ComboBox(label="foreground image", choices=list(FG_IMAGE_OUT), value="none")
         self.run_button = PushButton(text="Run")
         self.progress = ProgressBar(value=0, min=0, max=1000, label="progress")
         self.progress.visible = False
         self.summary = Label(value="")
-        self.extend([self.preset, self.image, self.time_axis, self.channel_axis, self.history,
-                     self.var_threshold, self.n_mixtures, self.background_ratio,
-                     self.detect_shadows, self.median_size, self.burn_in, self.burn_in_frames,
-                     self.noise, self.gain, self.offset, self.read_noise, self.bleach,
-                     self.background_out, self.fg_image_out, self.run_button, self.progress,
-                     self.summary])
+        self.extend(
+            [
+                self.preset,
+                self.image,
+                self.time_axis,
+                self.channel_axis,
+                self.history,
+                self.var_threshold,
+                self.n_mixtures,
+                self.background_ratio,
+                self.detect_shadows,
+                self.median_size,
+                self.burn_in,
+                self.burn_in_frames,
+                self.noise,
+                self.gain,
+                self.offset,
+                self.read_noise,
+                self.bleach,
+                self.background_out,
+                self.fg_image_out,
+                self.run_button,
+                self.progress,
+                self.summary,
+            ]
+        )
         self.run_button.changed.connect(self._on_run_clicked)
         self.image.changed.connect(self._on_image_changed)
         self.preset.changed.connect(self._on_preset_changed)
@@ -200,8 +284,9 @@ class BackgroundWidget(RunCancelMixin, Container):
 
     # ---------------------------------------------------------------- choices
     def _image_choices(self, _widget=None):
-        return [(lyr.name, lyr) for lyr in self._viewer.layers
-                if isinstance(lyr, Image) and not self._is_own_output(lyr)]
+        return [
+            (lyr.name, lyr) for lyr in self._viewer.layers if isinstance(lyr, Image) and not self._is_own_output(lyr)
+        ]
 
     @staticmethod
     def _is_own_output(layer) -> bool:
@@ -244,8 +329,7 @@ class BackgroundWidget(RunCancelMixin, Container):
 
     def _on_preset_changed(self, value=None):
         """Set every field to the preset's value (the user may then change any of them)."""
-        self.load_params(dict(ng.background.preset_params(self.preset.value),
-                              preset=self.preset.value))
+        self.load_params(dict(ng.background.preset_params(self.preset.value), preset=self.preset.value))
 
     def load_params(self, params: dict) -> None:
         """Set the fields from a parameter dict: ``BackgroundResult.params`` as stored in a result
@@ -281,8 +365,10 @@ class BackgroundWidget(RunCancelMixin, Container):
                 self.noise.value = {v: k for k, v in NOISE.items()}[nz]
         if "bleach_correction" in p:
             self.bleach.value = bool(p["bleach_correction"])
-        for name, table, widget in (("background", BACKGROUND_OUT, self.background_out),
-                                    ("foreground_image", FG_IMAGE_OUT, self.fg_image_out)):
+        for name, table, widget in (
+            ("background", BACKGROUND_OUT, self.background_out),
+            ("foreground_image", FG_IMAGE_OUT, self.fg_image_out),
+        ):
             if name in p:
                 widget.value = {v: k for k, v in table.items()}[p[name]]
 
@@ -294,8 +380,7 @@ class BackgroundWidget(RunCancelMixin, Container):
         why).
         """
         if self.is_running:
-            show_error("napari-gmm: a background model is already running; wait for it or "
-                       "press Cancel.")
+            show_error("napari-gmm: a background model is already running; wait for it or press Cancel.")
             return None
         try:
             if image is not None:
@@ -312,49 +397,55 @@ class BackgroundWidget(RunCancelMixin, Container):
         self.progress.visible = True
         self.summary.value = running_message("background", job.layer.name)
         self._worker = create_worker(
-            _compute, job, self._relay,
-            _connect={"returned": self._on_returned, "errored": self._on_errored,
-                      "finished": self._on_finished},
+            _compute,
+            job,
+            self._relay,
+            _connect={"returned": self._on_returned, "errored": self._on_errored, "finished": self._on_finished},
             _start_thread=True,
         )
         return self._worker
 
     def _make_job(self, layer) -> _Job:
         if layer is None:
-            raise ng.InputError("no image layer: open a time stack (T, Y, X) or (T, Y, X, C) "
-                                "and pick it in 'image'.")
+            raise ng.InputError("no image layer: open a time stack (T, Y, X) or (T, Y, X, C) and pick it in 'image'.")
         if not isinstance(layer, Image):
             raise ng.InputError(f"'{layer.name}' is not an Image layer.")
         if getattr(layer, "multiscale", False):
-            raise ng.InputError(f"'{layer.name}' is a multiscale (pyramid) layer; run "
-                                "napari_gmm.subtract_background(layer.data[0]) from the console.")
+            raise ng.InputError(
+                f"'{layer.name}' is a multiscale (pyramid) layer; run "
+                "napari_gmm.subtract_background(layer.data[0]) from the console."
+            )
         data = layer.data
         ndim = len(data.shape)
         channel_axis = self.channel_axis.value
         if layer.rgb:
             channel_axis = ndim - 1
             if data.shape[-1] == 4:
-                data = data[..., :3]        # a view: alpha is ignored
+                data = data[..., :3]  # a view: alpha is ignored
         time_axis = self.time_axis.value
         if time_axis is None or time_axis >= ndim:
             time_axis = 0
         if channel_axis is not None and channel_axis == time_axis:
-            raise ng.InputError("the time axis and the channel axis are the same; pick "
-                                "different axes.")
+            raise ng.InputError("the time axis and the channel axis are the same; pick different axes.")
         burn = BURN_IN[self.burn_in.value]
         if burn == "frames":
             burn = int(self.burn_in_frames.value)
         noise = NOISE[self.noise.value]
         if noise == "given":
-            noise = dict(gain=float(self.gain.value), offset=float(self.offset.value),
-                         read_noise=float(self.read_noise.value))
+            noise = dict(
+                gain=float(self.gain.value), offset=float(self.offset.value), read_noise=float(self.read_noise.value)
+            )
         kwargs = dict(
-            preset=self.preset.value, noise=noise, bleach_correction=bool(self.bleach.value),
-            history=int(self.history.value), var_threshold=float(self.var_threshold.value),
+            preset=self.preset.value,
+            noise=noise,
+            bleach_correction=bool(self.bleach.value),
+            history=int(self.history.value),
+            var_threshold=float(self.var_threshold.value),
             n_mixtures=int(self.n_mixtures.value),
             background_ratio=float(self.background_ratio.value),
             detect_shadows=SHADOWS[self.detect_shadows.value],
-            median_size=int(self.median_size.value), burn_in=burn,
+            median_size=int(self.median_size.value),
+            burn_in=burn,
             background=BACKGROUND_OUT[self.background_out.value],
             foreground_image=FG_IMAGE_OUT[self.fg_image_out.value],
         )
@@ -362,11 +453,16 @@ class BackgroundWidget(RunCancelMixin, Container):
             raise ng.InputError("the median filter window must be odd (or 0 / 1 for none).")
         # the core's checks, before any thread starts: shapes, axes, parameters (no data read)
         ng.background.check_background_args(
-            data, time_axis=time_axis, channel_axis=channel_axis if not layer.rgb else ndim - 1,
-            **kwargs)
-        return _Job(layer=layer, data=data, time_axis=time_axis,
-                    channel_axis=None if layer.rgb else channel_axis, kwargs=kwargs,
-                    n_frames=int(data.shape[time_axis]))
+            data, time_axis=time_axis, channel_axis=channel_axis if not layer.rgb else ndim - 1, **kwargs
+        )
+        return _Job(
+            layer=layer,
+            data=data,
+            time_axis=time_axis,
+            channel_axis=None if layer.rgb else channel_axis,
+            kwargs=kwargs,
+            n_frames=int(data.shape[time_axis]),
+        )
 
     # ---------------------------------------------------------------- worker callbacks
     def _on_progress(self, done: int, total: int):
@@ -380,8 +476,7 @@ class BackgroundWidget(RunCancelMixin, Container):
         if done > first:
             self.summary.value = f"frame {done - first} / {n}"
         else:
-            self.summary.value = (f"learning the stack (noise, bleaching, burn-in): "
-                                  f"{100 * done / max(first, 1):.0f} %")
+            self.summary.value = f"learning the stack (noise, bleaching, burn-in): {100 * done / max(first, 1):.0f} %"
 
     def _on_returned(self, out: _Result):
         if not self._alive["alive"]:
@@ -408,17 +503,20 @@ class BackgroundWidget(RunCancelMixin, Container):
         try:
             self._write_layers(job, out.result)
         except Exception as exc:  # noqa: BLE001
-            show_error(f"napari-gmm could not write the result layers "
-                       f"({type(exc).__name__}): {exc}")
+            show_error(f"napari-gmm could not write the result layers ({type(exc).__name__}): {exc}")
             return
         fg = out.result.foreground
         n = fg.shape[0]
-        msg = (f"{n} frames in {out.seconds:.1f} s ({n / max(out.seconds, 1e-9):.0f}"
-               f" fps); foreground {100 * np.mean(fg == 1):.1f} % of pixels")
+        msg = (
+            f"{n} frames in {out.seconds:.1f} s ({n / max(out.seconds, 1e-9):.0f}"
+            f" fps); foreground {100 * np.mean(fg == 1):.1f} % of pixels"
+        )
         res = out.result
         if res.noise is not None:
-            msg += (f"\nnoise: gain {res.noise.gain:.3g}, offset {res.noise.offset:.4g}, "
-                    f"read noise {res.noise.read_noise:.3g}")
+            msg += (
+                f"\nnoise: gain {res.noise.gain:.3g}, offset {res.noise.offset:.4g}, "
+                f"read noise {res.noise.read_noise:.3g}"
+            )
         if res.frame_factors is not None:
             msg += f"\nbleaching: last frame at {100 * res.frame_factors[-1]:.0f} % of the first"
         self.summary.value = msg
@@ -444,8 +542,9 @@ class BackgroundWidget(RunCancelMixin, Container):
         scale = tuple(layer.scale[a] for a in spatial)
         translate = tuple(layer.translate[a] for a in spatial)
         fg = np.moveaxis(res.foreground, 0, t_pos)
-        self._put_layer(Labels, src + FOREGROUND_SUFFIX, fg, dict(meta, output="foreground"),
-                        dict(scale=scale, translate=translate))
+        self._put_layer(
+            Labels, src + FOREGROUND_SUFFIX, fg, dict(meta, output="foreground"), dict(scale=scale, translate=translate)
+        )
 
         def back(a, with_time=True):
             """Time-first, channels-last array -> the input's axis order."""
@@ -461,31 +560,38 @@ class BackgroundWidget(RunCancelMixin, Container):
         full_geom = dict(scale=tuple(layer.scale), translate=tuple(layer.translate))
         if res.background is not None:
             if res.params["background"] == "all":
-                self._put_layer(Image, src + BACKGROUND_SUFFIX, back(res.background),
-                                dict(meta, output="background"), full_geom, kw)
+                self._put_layer(
+                    Image, src + BACKGROUND_SUFFIX, back(res.background), dict(meta, output="background"), full_geom, kw
+                )
             else:
                 keep = [a for a in range(ndim) if a != t_ax]
-                geom = dict(scale=tuple(layer.scale[a] for a in keep),
-                            translate=tuple(layer.translate[a] for a in keep))
-                self._put_layer(Image, src + BACKGROUND_SUFFIX, back(res.background, False),
-                                dict(meta, output="background"), geom, kw)
+                geom = dict(
+                    scale=tuple(layer.scale[a] for a in keep), translate=tuple(layer.translate[a] for a in keep)
+                )
+                self._put_layer(
+                    Image,
+                    src + BACKGROUND_SUFFIX,
+                    back(res.background, False),
+                    dict(meta, output="background"),
+                    geom,
+                    kw,
+                )
         if res.foreground_image is not None:
             kw2 = dict(kw)
             if res.params["foreground_image"] == "difference":
                 kw2.pop("contrast_limits", None)
                 kw2["rgb"] = False if layer.rgb else kw2["rgb"]
                 data = back(res.foreground_image)
-                if layer.rgb:                       # signed difference: show as channels
+                if layer.rgb:  # signed difference: show as channels
                     data = np.moveaxis(data, -1, 0)
-                    full = dict(scale=(1.0,) + tuple(layer.scale[:-1]),
-                                translate=(0.0,) + tuple(layer.translate[:-1]))
-                    self._put_layer(Image, src + FG_IMAGE_SUFFIX, data,
-                                    dict(meta, output="foreground_image"), full, kw2)
+                    full = dict(scale=(1.0,) + tuple(layer.scale[:-1]), translate=(0.0,) + tuple(layer.translate[:-1]))
+                    self._put_layer(
+                        Image, src + FG_IMAGE_SUFFIX, data, dict(meta, output="foreground_image"), full, kw2
+                    )
                     return
             else:
                 data = back(res.foreground_image)
-            self._put_layer(Image, src + FG_IMAGE_SUFFIX, data,
-                            dict(meta, output="foreground_image"), full_geom, kw2)
+            self._put_layer(Image, src + FG_IMAGE_SUFFIX, data, dict(meta, output="foreground_image"), full_geom, kw2)
 
     def _put_layer(self, kind, name, data, meta, geom, image_kwargs=None):
         # background outputs: any of ours for the source (see put_output_layer)

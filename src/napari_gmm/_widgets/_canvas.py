@@ -33,9 +33,16 @@ def style_sheet_from_theme(theme) -> dict:
     """matplotlib rcParams drawing text, ticks and edges in the napari theme's colours."""
     text, edge = theme.text.as_hex(), theme.secondary.as_hex()
     return {
-        "axes.edgecolor": edge, "axes.facecolor": "none", "axes.labelcolor": text,
-        "figure.edgecolor": edge, "figure.facecolor": "none", "grid.color": theme.foreground.as_hex(),
-        "text.color": text, "xtick.color": edge, "xtick.labelcolor": text, "ytick.color": edge,
+        "axes.edgecolor": edge,
+        "axes.facecolor": "none",
+        "axes.labelcolor": text,
+        "figure.edgecolor": edge,
+        "figure.facecolor": "none",
+        "grid.color": theme.foreground.as_hex(),
+        "text.color": text,
+        "xtick.color": edge,
+        "xtick.labelcolor": text,
+        "ytick.color": edge,
         "ytick.labelcolor": text,
     }
 
@@ -67,8 +74,7 @@ class ThemedCanvasWidget(QWidget):
         outer.addWidget(self.scroll)
         self._recolour_toolbar()
         viewer.events.theme.connect(self._on_napari_theme_changed)
-        self.destroyed.connect(lambda *_, em=viewer.events.theme, cb=self._on_napari_theme_changed:
-                               _disconnect(em, cb))
+        self.destroyed.connect(lambda *_, em=viewer.events.theme, cb=self._on_napari_theme_changed: _disconnect(em, cb))
 
     @property
     def figure(self) -> Figure:

@@ -33,8 +33,9 @@ _RUNNING: set = set()
 def _selected_layer(viewer):
     layer = viewer.layers.selection.active
     if layer is None:
-        show_error("napari-gmm: select an image layer in the layer list first (File > Open Sample > "
-                   "napari GMM has examples).")
+        show_error(
+            "napari-gmm: select an image layer in the layer list first (File > Open Sample > napari GMM has examples)."
+        )
     return layer
 
 

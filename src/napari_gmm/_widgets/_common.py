@@ -7,7 +7,6 @@ import threading
 import zlib
 
 import numpy as np
-
 from napari.layers import Image, Labels
 from qtpy.QtCore import QObject, Qt, Signal
 from qtpy.QtWidgets import QComboBox, QFrame, QLabel, QScrollArea, QSizePolicy, QWidget
@@ -29,8 +28,10 @@ def running_message(kind: str, layer_name: str) -> str:
     if kind not in _WARM:
         # short lines: the status label sizes the dock widget, and one long line widened it
         # until the viewer's canvas was squeezed out (seen in a headless screenshot)
-        msg += ("\nfirst run of this session: Numba loads\nits kernels (the first run after installing\n"
-                "compiles them: up to a minute, once)")
+        msg += (
+            "\nfirst run of this session: Numba loads\nits kernels (the first run after installing\n"
+            "compiles them: up to a minute, once)"
+        )
     return msg
 
 
@@ -53,8 +54,12 @@ def _warm_up_segment() -> None:
     import napari_gmm as ng
 
     ramp = np.arange(64, dtype=np.uint8).reshape(8, 8)
-    for img, kw in ((ramp, {}), (ramp.astype(np.uint16) * 500, {}), (ramp.astype(np.float32), {}),
-                    (np.stack([ramp, ramp[::-1], ramp.T], axis=-1), {"channel_axis": -1})):
+    for img, kw in (
+        (ramp, {}),
+        (ramp.astype(np.uint16) * 500, {}),
+        (ramp.astype(np.float32), {}),
+        (np.stack([ramp, ramp[::-1], ramp.T], axis=-1), {"channel_axis": -1}),
+    ):
         ng.segment(img, 2, **kw)
 
 
@@ -221,8 +226,7 @@ def was_edited(layer) -> bool:
     return edited
 
 
-def put_output_layer(viewer, kind, name, data, meta, geom, image_kwargs=None, *, by_name=True,
-                     below=None, kept=None):
+def put_output_layer(viewer, kind, name, data, meta, geom, image_kwargs=None, *, by_name=True, below=None, kept=None):
     """Update our output layer in place (same object), or add it as ``name``; return the layer.
 
     Only a layer the plugin made for this source and output (``metadata["napari_gmm"]``) is reused;
@@ -245,9 +249,13 @@ def put_output_layer(viewer, kind, name, data, meta, geom, image_kwargs=None, *,
 
     def ours(lyr):
         info = lyr.metadata.get("napari_gmm")
-        return (isinstance(lyr, kind) and isinstance(info, dict)
-                and info.get("output") == meta["output"] and info.get("source") == meta["source"]
-                and (kind is not Image or bool(lyr.rgb) == bool(kw.get("rgb"))))
+        return (
+            isinstance(lyr, kind)
+            and isinstance(info, dict)
+            and info.get("output") == meta["output"]
+            and info.get("source") == meta["source"]
+            and (kind is not Image or bool(lyr.rgb) == bool(kw.get("rgb")))
+        )
 
     def reusable(lyr):
         if not ours(lyr):

@@ -48,10 +48,8 @@ def record(meta: dict) -> dict:
     params = _jsonable(meta.get("params") or {})
     model = _jsonable(meta["model"])
     if isinstance(model, list):
-        model = {"models": model, "split_axis": params.get("split_axis"),
-                 "channel_axis": params.get("channel_axis")}
-    return {"format": FORMAT, "version": VERSION, "model": model, "params": params,
-            "source": meta.get("source")}
+        model = {"models": model, "split_axis": params.get("split_axis"), "channel_axis": params.get("channel_axis")}
+    return {"format": FORMAT, "version": VERSION, "model": model, "params": params, "source": meta.get("source")}
 
 
 def write(path, meta: dict) -> Path:
@@ -83,8 +81,10 @@ def read(path) -> dict:
         except (OSError, ValueError) as exc:
             raise ValueError(f"cannot read '{path}' as a napari-gmm model file: {exc}") from None
     if not isinstance(data, dict) or "model" not in data:
-        raise ValueError(f"'{path}' is not a napari-gmm model file (no \"model\" entry); save one with "
-                         "'Save model...' in the segmentation widget.")
+        raise ValueError(
+            f"'{path}' is not a napari-gmm model file (no \"model\" entry); save one with "
+            "'Save model...' in the segmentation widget."
+        )
     raw = data["model"]
     if isinstance(raw, dict) and "models" in raw:  # SplitModels.to_dict()
         data.setdefault("params", {}).setdefault("split_axis", raw.get("split_axis"))

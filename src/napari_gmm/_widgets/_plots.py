@@ -74,8 +74,10 @@ def label_colors(layer, k):
     try:
         cols = np.asarray(layer.colormap.map(values), dtype=float)
     except Exception:  # noqa: BLE001 - exotic colormaps: fall back to get_color per label
-        cols = np.array([layer.get_color(int(v)) if layer.get_color(int(v)) is not None else (0.5, 0.5, 0.5, 1)
-                         for v in values], dtype=float)
+        cols = np.array(
+            [layer.get_color(int(v)) if layer.get_color(int(v)) is not None else (0.5, 0.5, 0.5, 1) for v in values],
+            dtype=float,
+        )
     cols = cols.reshape(k, -1)
     if cols.shape[1] == 3:
         cols = np.hstack([cols, np.ones((k, 1))])
@@ -170,9 +172,15 @@ class _PlotWidget(ThemedCanvasWidget):
         th = get_theme(self.viewer.theme)
         text, bg = th.text.as_hex(), th.background.as_hex()
         dark = _dark({"background": bg})
-        return {"text": text, "background": bg, "edge": th.secondary.as_hex(),
-                "hist": _blend(text, bg, 0.55), "accent": "#5ab4ff" if dark else "#1f5fbf",
-                "foreground": "#ff9f1c" if dark else "#f08c00", "shadow": "#7f7fff"}
+        return {
+            "text": text,
+            "background": bg,
+            "edge": th.secondary.as_hex(),
+            "hist": _blend(text, bg, 0.55),
+            "accent": "#5ab4ff" if dark else "#1f5fbf",
+            "foreground": "#ff9f1c" if dark else "#f08c00",
+            "shadow": "#7f7fff",
+        }
 
     def _on_napari_theme_changed(self, event) -> None:
         super()._on_napari_theme_changed(event)
@@ -195,10 +203,17 @@ class _PlotWidget(ThemedCanvasWidget):
         for ax in fig.axes:
             ax.set_facecolor("none")
             ax.title.set_color(style["text"])
-        key = None if layout_key is None else (layout_key, tuple(self.canvas.get_width_height()),
-                                                 len(fig.axes), self.viewer.theme)
-        if key is not None and key == self._layout_key and self._layout_pos is not None \
-                and len(self._layout_pos) == len(fig.axes):
+        key = (
+            None
+            if layout_key is None
+            else (layout_key, tuple(self.canvas.get_width_height()), len(fig.axes), self.viewer.theme)
+        )
+        if (
+            key is not None
+            and key == self._layout_key
+            and self._layout_pos is not None
+            and len(self._layout_pos) == len(fig.axes)
+        ):
             fig.set_layout_engine("none")
             for ax, pos in zip(fig.axes, self._layout_pos):
                 ax.set_position(pos)
@@ -307,11 +322,15 @@ class _PlotWidget(ThemedCanvasWidget):
         if image.rgb:
             ca = data.ndim - 1
         if ca is not None and (ca >= data.ndim or data.shape[ca] != meta_n_features(meta)):
-            raise ValueError(f"image '{image.name}' does not have the model's {meta_n_features(meta)} channels "
-                             f"on axis {ca}; pick the image the model was fitted on")
+            raise ValueError(
+                f"image '{image.name}' does not have the model's {meta_n_features(meta)} channels "
+                f"on axis {ca}; pick the image the model was fitted on"
+            )
         if ca is None and meta_n_features(meta) != 1:
-            raise ValueError(f"the model has {meta_n_features(meta)} channels but '{image.name}' is grey; "
-                             "pick the image the model was fitted on")
+            raise ValueError(
+                f"the model has {meta_n_features(meta)} channels but '{image.name}' is grey; "
+                "pick the image the model was fitted on"
+            )
         mask = None
         mask_name = params.get("mask")
         if mask_name and mask_name in self.viewer.layers:
@@ -386,9 +405,9 @@ class _PlotWidget(ThemedCanvasWidget):
                         if gen == self._generation:
                             self._redraw(blocking=True)
 
-                    self._worker = create_worker(compute, _connect={"returned": done,
-                                                                    "errored": self._on_worker_error},
-                                                 _start_thread=True)
+                    self._worker = create_worker(
+                        compute, _connect={"returned": done, "errored": self._on_worker_error}, _start_thread=True
+                    )
                     return
         with mplstyle.context(self.napari_theme_style_sheet):
             style = self._prepare_figure()
@@ -407,8 +426,17 @@ class _PlotWidget(ThemedCanvasWidget):
     def _message_axes(self, text, style):
         ax = self.figure.add_subplot()
         ax.set_axis_off()
-        ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, color=style["text"], fontsize="small",
-                transform=ax.transAxes)
+        ax.text(
+            0.5,
+            0.5,
+            text,
+            ha="center",
+            va="center",
+            wrap=True,
+            color=style["text"],
+            fontsize="small",
+            transform=ax.transAxes,
+        )
         return ax
 
     def _draw_message(self, text):
@@ -443,19 +471,31 @@ class _ModelPlot(_PlotWidget):
 
     def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__(viewer)
-        self.model_layer = ComboBox(label="model (labels)", choices=self._model_choices, nullable=True,
-                                    tooltip="Labels layer written by the segmentation widget: its model and "
-                                            "its label colours are plotted.")
-        self.image_layer = ComboBox(label="histogram of", choices=self._image_choices, nullable=True,
-                                    tooltip="Image whose histogram is drawn (default: the image the model "
-                                            "was fitted on).")
-        self.channel_x = ComboBox(label="x channel", choices=self._channel_choices,
-                                  tooltip="Channel on the x axis of the 2-channel density.")
-        self.channel_y = ComboBox(label="y channel", choices=self._channel_choices,
-                                  tooltip="Channel on the y axis of the 2-channel density.")
-        self.view = ComboBox(label="colour view", choices=list(self.VIEWS), value=self.VIEWS[0],
-                             tooltip="Colour models: each channel's histogram with the components' "
-                                     "marginals, and/or two channels' joint density with covariance ellipses.")
+        self.model_layer = ComboBox(
+            label="model (labels)",
+            choices=self._model_choices,
+            nullable=True,
+            tooltip="Labels layer written by the segmentation widget: its model and its label colours are plotted.",
+        )
+        self.image_layer = ComboBox(
+            label="histogram of",
+            choices=self._image_choices,
+            nullable=True,
+            tooltip="Image whose histogram is drawn (default: the image the model was fitted on).",
+        )
+        self.channel_x = ComboBox(
+            label="x channel", choices=self._channel_choices, tooltip="Channel on the x axis of the 2-channel density."
+        )
+        self.channel_y = ComboBox(
+            label="y channel", choices=self._channel_choices, tooltip="Channel on the y axis of the 2-channel density."
+        )
+        self.view = ComboBox(
+            label="colour view",
+            choices=list(self.VIEWS),
+            value=self.VIEWS[0],
+            tooltip="Colour models: each channel's histogram with the components' "
+            "marginals, and/or two channels' joint density with covariance ellipses.",
+        )
         self._colour_widgets = [self.view, self.channel_x, self.channel_y]
         self.model_layer.changed.connect(self._on_model_layer_changed)
         self.image_layer.changed.connect(self.request_redraw)
@@ -463,8 +503,9 @@ class _ModelPlot(_PlotWidget):
             w.changed.connect(self.request_redraw)
         viewer.dims.events.current_step.connect(self._on_dims)
         viewer.layers.selection.events.active.connect(self._on_active_layer)
-        self.destroyed.connect(lambda *_, em=viewer.layers.selection.events.active, cb=self._on_active_layer:
-                               _disconnect(em, cb))
+        self.destroyed.connect(
+            lambda *_, em=viewer.layers.selection.events.active, cb=self._on_active_layer: _disconnect(em, cb)
+        )
 
     def _thresholds(self, model, hist, iteration=None):
         """model.thresholds over the histogram's range, cached (slider and dims redraws)."""
@@ -503,8 +544,13 @@ class _ModelPlot(_PlotWidget):
         """Follow the selection: a model layer selected in the layer list is plotted."""
         try:
             active = self.viewer.layers.selection.active
-            if (active is not None and active is not self.model_layer.value and isinstance(active, Labels)
-                    and gmm_meta(active) and active in self.model_layer.choices):
+            if (
+                active is not None
+                and active is not self.model_layer.value
+                and isinstance(active, Labels)
+                and gmm_meta(active)
+                and active in self.model_layer.choices
+            ):
                 self.model_layer.value = active
         except RuntimeError:  # widget deleted
             pass
@@ -550,8 +596,10 @@ class _ModelPlot(_PlotWidget):
     def _base_state(self) -> dict:
         layer = self.model_layer.value
         if layer is None or layer not in self.viewer.layers or gmm_meta(layer) is None:
-            raise ValueError("No fitted model to plot.\nRun Plugins > napari GMM > Gaussian mixture "
-                             "segmentation, then pick its labels layer in 'model (labels)'.")
+            raise ValueError(
+                "No fitted model to plot.\nRun Plugins > napari GMM > Gaussian mixture "
+                "segmentation, then pick its labels layer in 'model (labels)'."
+            )
         models = self.models(layer)
         index = self.frame_index(layer, models)
         model = models[0 if index is None else index]
@@ -561,8 +609,16 @@ class _ModelPlot(_PlotWidget):
         job = self._hist_job(layer, image, index)
         colours = label_colors(layer, model.n_components)
         meta = gmm_meta(layer)
-        return {"layer": layer, "model": model, "index": index, "n_models": len(models), "hist_job": job,
-                "colors": colours, "meta": meta, "image": image}
+        return {
+            "layer": layer,
+            "model": model,
+            "index": index,
+            "n_models": len(models),
+            "hist_job": job,
+            "colors": colours,
+            "meta": meta,
+            "image": image,
+        }
 
     def _title(self, state):
         m = state["model"]
@@ -585,26 +641,56 @@ class _ModelPlot(_PlotWidget):
         out = {}
         if view == self.VIEWS[1]:
             axes = fig.subplots(d, 1, squeeze=False)[:, 0]
-            out["marginals"] = plotting.plot_marginals(list(axes), model, hist, state["colors"], channel_names=names,
-                                                       bins=int(getattr(self, "bins", None) and self.bins.value or 256),
-                                                       iteration=iteration, style=style,
-                                                       log=bool(getattr(self, "log_y", None) and self.log_y.value))
+            out["marginals"] = plotting.plot_marginals(
+                list(axes),
+                model,
+                hist,
+                state["colors"],
+                channel_names=names,
+                bins=int(getattr(self, "bins", None) and self.bins.value or 256),
+                iteration=iteration,
+                style=style,
+                log=bool(getattr(self, "log_y", None) and self.log_y.value),
+            )
         elif view == self.VIEWS[2]:
             ax = fig.add_subplot()
-            out["density"] = plotting.plot_density_2d(ax, model, hist, state["colors"], channels=(a, b),
-                                                      channel_names=names, iteration=iteration, style=style,
-                                                      cmap="gray" if _dark(style) else "gray_r")
+            out["density"] = plotting.plot_density_2d(
+                ax,
+                model,
+                hist,
+                state["colors"],
+                channels=(a, b),
+                channel_names=names,
+                iteration=iteration,
+                style=style,
+                cmap="gray" if _dark(style) else "gray_r",
+            )
         else:
             gs = fig.add_gridspec(d, 2, width_ratios=(1, 1.35), wspace=0.05)
             axes = [fig.add_subplot(gs[i, 0]) for i in range(d)]
-            out["marginals"] = plotting.plot_marginals(axes, model, hist, state["colors"], channel_names=names,
-                                                       bins=int(getattr(self, "bins", None) and self.bins.value or 256),
-                                                       iteration=iteration, style=style,
-                                                       log=bool(getattr(self, "log_y", None) and self.log_y.value))
+            out["marginals"] = plotting.plot_marginals(
+                axes,
+                model,
+                hist,
+                state["colors"],
+                channel_names=names,
+                bins=int(getattr(self, "bins", None) and self.bins.value or 256),
+                iteration=iteration,
+                style=style,
+                log=bool(getattr(self, "log_y", None) and self.log_y.value),
+            )
             ax = fig.add_subplot(gs[:, 1])
-            out["density"] = plotting.plot_density_2d(ax, model, hist, state["colors"], channels=(a, b),
-                                                      channel_names=names, iteration=iteration, style=style,
-                                                      cmap="gray" if _dark(style) else "gray_r")
+            out["density"] = plotting.plot_density_2d(
+                ax,
+                model,
+                hist,
+                state["colors"],
+                channels=(a, b),
+                channel_names=names,
+                iteration=iteration,
+                style=style,
+                cmap="gray" if _dark(style) else "gray_r",
+            )
             ax.yaxis.set_label_position("right")
             ax.yaxis.tick_right()
         return out
@@ -641,15 +727,26 @@ class MixturePlotWidget(_ModelPlot):
 
     def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__(viewer)
-        self.bins = SpinBox(label="bins (0 = auto)", value=0, min=0, max=1 << 16,
-                            tooltip="Histogram bars (0 = auto: one per grey level, at most 256).")
-        self.log_y = CheckBox(text="log density", value=False,
-                              tooltip="Logarithmic density axis (small classes and tails become visible).")
-        self.show_thresholds = CheckBox(text="decision thresholds", value=True,
-                                        tooltip="Dashed lines where the most probable label changes; the "
-                                                "values are listed under the plot.")
-        self.form.extend([self.model_layer, self.image_layer, self.bins, self.log_y, self.show_thresholds,
-                          *self._colour_widgets])
+        self.bins = SpinBox(
+            label="bins (0 = auto)",
+            value=0,
+            min=0,
+            max=1 << 16,
+            tooltip="Histogram bars (0 = auto: one per grey level, at most 256).",
+        )
+        self.log_y = CheckBox(
+            text="log density",
+            value=False,
+            tooltip="Logarithmic density axis (small classes and tails become visible).",
+        )
+        self.show_thresholds = CheckBox(
+            text="decision thresholds",
+            value=True,
+            tooltip="Dashed lines where the most probable label changes; the values are listed under the plot.",
+        )
+        self.form.extend(
+            [self.model_layer, self.image_layer, self.bins, self.log_y, self.show_thresholds, *self._colour_widgets]
+        )
         for w in (self.bins, self.log_y, self.show_thresholds):
             w.changed.connect(self.request_redraw)
         self._grey_widgets = [self.show_thresholds]
@@ -674,10 +771,18 @@ class MixturePlotWidget(_ModelPlot):
                 sax = self.figure.add_subplot(gs[1])
             else:
                 ax = self.figure.add_subplot()
-            self.artists = plotting.plot_mixture(ax, model, hist, state["colors"], bins=int(self.bins.value) or None,
-                                                 log=bool(self.log_y.value),
-                                                 thresholds=bool(self.show_thresholds.value), style=style,
-                                                 threshold_values=self._thresholds(model, hist), legend=False)
+            self.artists = plotting.plot_mixture(
+                ax,
+                model,
+                hist,
+                state["colors"],
+                bins=int(self.bins.value) or None,
+                log=bool(self.log_y.value),
+                thresholds=bool(self.show_thresholds.value),
+                style=style,
+                threshold_values=self._thresholds(model, hist),
+                legend=False,
+            )
             _legend_below(self.figure, ax, self.artists, style)
             _drop_crowded_threshold_labels(ax, self.artists, self.canvas)
             ax.set_title(self._title(state), fontsize="small")
@@ -688,15 +793,14 @@ class MixturePlotWidget(_ModelPlot):
                 sax.tick_params(labelsize="x-small")
                 sax.set_title(f"{sel.criterion.upper()} chose K = {sel.n_components}", fontsize="x-small")
             th = self.artists["threshold_values"]
-            txt = (f"thresholds: {', '.join(f'{t:.4g}' for t in th)}" if th.size and th.size <= 12 else "")
+            txt = f"thresholds: {', '.join(f'{t:.4g}' for t in th)}" if th.size and th.size <= 12 else ""
         else:
             self.artists = self._draw_colour(state, hist, style)
             self.figure.suptitle(self._title(state), fontsize="small", color=style["text"])
             txt = ""
         src = f"histogram of '{state['image'].name}'" if hist is not None else "no image: curves only"
         self.status.setText(f"{src}. {txt}".strip())
-        return ("mixture", model.n_features == 1, self.view.value, bool(self.log_y.value), id(state["layer"]),
-                searched)
+        return ("mixture", model.n_features == 1, self.view.value, bool(self.log_y.value), id(state["layer"]), searched)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -720,8 +824,14 @@ class EMEvolutionWidget(_ModelPlot):
 
     def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__(viewer)
-        self.iteration = Slider(label="iteration", value=0, min=0, max=1, tracking=True,
-                                tooltip="EM iteration whose components are drawn (0 = the start).")
+        self.iteration = Slider(
+            label="iteration",
+            value=0,
+            min=0,
+            max=1,
+            tracking=True,
+            tooltip="EM iteration whose components are drawn (0 = the start).",
+        )
         self.play = PushButton(text="Play", tooltip="Step through the EM iterations (press again to stop).")
         self.form.extend([self.model_layer, self.image_layer, self.iteration, self.play, *self._colour_widgets])
         self.iteration.changed.connect(self.request_redraw)
@@ -783,10 +893,17 @@ class EMEvolutionWidget(_ModelPlot):
         _keep_in_view(ax_ll, float(ll[it]))
         if model.n_features == 1:
             ax = self.figure.add_subplot(gs[1])
-            self.artists["mixture"] = plotting.plot_mixture(ax, model, hist, state["colors"], iteration=it,
-                                                            style=style, thresholds=True,
-                                                            threshold_values=self._thresholds(model, hist, it),
-                                                            legend=False)
+            self.artists["mixture"] = plotting.plot_mixture(
+                ax,
+                model,
+                hist,
+                state["colors"],
+                iteration=it,
+                style=style,
+                thresholds=True,
+                threshold_values=self._thresholds(model, hist, it),
+                legend=False,
+            )
             _legend_below(self.figure, ax, self.artists["mixture"], style)
             _drop_crowded_threshold_labels(ax, self.artists["mixture"], self.canvas)
         else:
@@ -795,8 +912,9 @@ class EMEvolutionWidget(_ModelPlot):
             self.artists["mixture"] = self._draw_colour(state, hist, style, iteration=it, axes_area=sub)
         th = self.artists["mixture"].get("threshold_values", np.zeros(0)) if model.n_features == 1 else np.zeros(0)
         th_txt = f"; thresholds {', '.join(f'{t:.4g}' for t in th)}" if 0 < th.size <= 12 else ""
-        self.status.setText(f"iteration {it}: log-likelihood / pixel {float(ll[it]):.6g} "
-                            f"(final {float(ll[-1]):.6g}){th_txt}")
+        self.status.setText(
+            f"iteration {it}: log-likelihood / pixel {float(ll[it]):.6g} (final {float(ll[-1]):.6g}){th_txt}"
+        )
         return ("em", id(state["layer"])) if model.n_features == 1 else None
 
 
@@ -834,16 +952,26 @@ class PixelTraceWidget(_PlotWidget):
 
     def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__(viewer)
-        self.stack_layer = ComboBox(label="stack", choices=self._stack_choices, nullable=True,
-                                    tooltip="Image layer holding the frames (time on axis 0 unless the "
-                                            "result's parameters say otherwise).")
-        self.foreground_layer = ComboBox(label="foreground", choices=self._fg_choices, nullable=True,
-                                         tooltip="Labels layer with the foreground masks (T, Y, X), whose "
-                                                 "parameters are used for the replay.")
-        self.pick = CheckBox(text="pick the pixel on click", value=True,
-                             tooltip="A click on the canvas (not a drag) traces that pixel.")
-        self.mark = CheckBox(text="mark the pixel (points layer)", value=True,
-                             tooltip=f"Show the traced pixel as a cross in a Points layer '{MARKER_NAME}'.")
+        self.stack_layer = ComboBox(
+            label="stack",
+            choices=self._stack_choices,
+            nullable=True,
+            tooltip="Image layer holding the frames (time on axis 0 unless the result's parameters say otherwise).",
+        )
+        self.foreground_layer = ComboBox(
+            label="foreground",
+            choices=self._fg_choices,
+            nullable=True,
+            tooltip="Labels layer with the foreground masks (T, Y, X), whose parameters are used for the replay.",
+        )
+        self.pick = CheckBox(
+            text="pick the pixel on click", value=True, tooltip="A click on the canvas (not a drag) traces that pixel."
+        )
+        self.mark = CheckBox(
+            text="mark the pixel (points layer)",
+            value=True,
+            tooltip=f"Show the traced pixel as a cross in a Points layer '{MARKER_NAME}'.",
+        )
         self.form.extend([self.stack_layer, self.foreground_layer, self.pick, self.mark])
         self.mark.changed.connect(self._update_marker)
         self.stack_layer.changed.connect(self._forget)
@@ -939,9 +1067,15 @@ class PixelTraceWidget(_PlotWidget):
             return
         if marker is None:
             active = layers.selection.active
-            marker = self.viewer.add_points(self._marker_world[None], name=MARKER_NAME, symbol="cross",
-                                            size=self._marker_size,
-                                            face_color="#ff9f1c", border_width=0, ndim=2)
+            marker = self.viewer.add_points(
+                self._marker_world[None],
+                name=MARKER_NAME,
+                symbol="cross",
+                size=self._marker_size,
+                face_color="#ff9f1c",
+                border_width=0,
+                ndim=2,
+            )
             if active is not None and active in layers:
                 layers.selection.active = active  # keep the user's layer selected
         else:
@@ -985,11 +1119,11 @@ class PixelTraceWidget(_PlotWidget):
     def _gather(self):
         stack = self.stack_layer.value
         if stack is None or stack not in self.viewer.layers:
-            raise ValueError("No frame stack: open a (T, Y, X) image stack, run Background model, then "
-                             "click a pixel.")
+            raise ValueError("No frame stack: open a (T, Y, X) image stack, run Background model, then click a pixel.")
         if self.pixel is None or getattr(self, "_world", None) is None:
-            raise ValueError(f"Click a pixel of '{stack.name}' to see its intensity over time and its "
-                             "background model.")
+            raise ValueError(
+                f"Click a pixel of '{stack.name}' to see its intensity over time and its background model."
+            )
         t_ax, c_ax = self._axes(stack)
         if self._trace is None:
             data = _layer_data(stack)
@@ -1039,9 +1173,14 @@ class PixelTraceWidget(_PlotWidget):
         ax = self.figure.add_subplot(gs[0])
         ax_m = self.figure.add_subplot(gs[1], sharey=ax)
         rgb = tr["values"].ndim == 2 and tr["values"].shape[1] == 3
-        self.artists = plotting.plot_pixel_trace(ax, tr, foreground=state["fg"], style=style,
-                                                 current=state["current"],
-                                                 channel_names=["R", "G", "B"] if rgb else None)
+        self.artists = plotting.plot_pixel_trace(
+            ax,
+            tr,
+            foreground=state["fg"],
+            style=style,
+            current=state["current"],
+            channel_names=["R", "G", "B"] if rgb else None,
+        )
         lo, hi = ax.get_ylim()
         mix = plotting.plot_pixel_mixture(ax_m, tr["mixture"], y_range=(lo, hi), style=style)
         self.artists["mixture"] = mix
@@ -1054,10 +1193,14 @@ class PixelTraceWidget(_PlotWidget):
         sd = np.sqrt(mix["variances"])
         means = np.asarray(mix["means"], float)
         modes = "; ".join(
-            f"w {mix['weights'][k]:.2f} mean {_fmt(means[k])} sd {sd[k]:.3g}{' (bg)' if mix['is_background'][k] else ''}"
-            for k in range(len(sd)))
-        self.status.setText(f"pixel (y={y}, x={x}): {n_fg} of {tr['values'].shape[0]} frames foreground "
-                            f"({src}); var_threshold {tr['var_threshold']:g}.\nfinal modes: {modes}")
+            f"w {mix['weights'][k]:.2f} mean {_fmt(means[k])} sd {sd[k]:.3g}"
+            f"{' (bg)' if mix['is_background'][k] else ''}"
+            for k in range(len(sd))
+        )
+        self.status.setText(
+            f"pixel (y={y}, x={x}): {n_fg} of {tr['values'].shape[0]} frames foreground "
+            f"({src}); var_threshold {tr['var_threshold']:g}.\nfinal modes: {modes}"
+        )
         return ("trace", id(state["stack"]), self.pixel)
 
 
@@ -1082,9 +1225,16 @@ def _legend_below(fig, ax, artists, style):
     if not handles:
         return None
     # a figure legend "outside" the axes: constrained layout makes room for it under the plots
-    leg = fig.legend(handles, [h.get_label() for h in handles], loc="outside lower center",
-                     ncols=min(len(handles), 5), fontsize="x-small", frameon=False, handlelength=1.2,
-                     columnspacing=0.8)
+    leg = fig.legend(
+        handles,
+        [h.get_label() for h in handles],
+        loc="outside lower center",
+        ncols=min(len(handles), 5),
+        fontsize="x-small",
+        frameon=False,
+        handlelength=1.2,
+        columnspacing=0.8,
+    )
     for t in leg.get_texts():
         t.set_color(style.get("text", "black"))
     artists["legend"] = leg

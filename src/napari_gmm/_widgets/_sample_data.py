@@ -41,10 +41,13 @@ def phantom():
         ),
         (
             truth,
-            {"name": "phantom truth", "opacity": 0.5, "visible": False,
-             # not "napari_gmm": that key holds fitted models (results of the segment widget)
-             "metadata": {"napari_gmm_sample": {"ground_truth": True, "n_classes": 3,
-                                                "noise": 0.25, "seed": 0}}},
+            {
+                "name": "phantom truth",
+                "opacity": 0.5,
+                "visible": False,
+                # not "napari_gmm": that key holds fitted models (results of the segment widget)
+                "metadata": {"napari_gmm_sample": {"ground_truth": True, "n_classes": 3, "noise": 0.25, "seed": 0}},
+            },
             "labels",
         ),
     ]
@@ -65,8 +68,12 @@ def moving_objects():
         (stack, {"name": "moving objects", "colormap": "gray"}, "image"),
         (
             truth.astype("uint8"),
-            {"name": "moving objects truth", "opacity": 0.5, "visible": False,
-             "metadata": {"napari_gmm_sample": {"ground_truth": True}}},
+            {
+                "name": "moving objects truth",
+                "opacity": 0.5,
+                "visible": False,
+                "metadata": {"napari_gmm_sample": {"ground_truth": True}},
+            },
             "labels",
         ),
     ]

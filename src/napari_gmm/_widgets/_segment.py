@@ -86,8 +86,24 @@ _log = logging.getLogger(__name__)
 
 INITS = ("auto", "ranges", "quantiles", "kmeans++", "random")
 #: the options remembered across sessions (section "segment" of the settings file, see _settings)
-SETTINGS = ("n_components", "auto_k", "init", "covariance_type", "n_init", "max_iter", "tol", "reg_covar", "bins",
-            "random_state", "out_quantised", "out_posteriors", "show_advanced", "smoothing", "beta", "bias_field")
+SETTINGS = (
+    "n_components",
+    "auto_k",
+    "init",
+    "covariance_type",
+    "n_init",
+    "max_iter",
+    "tol",
+    "reg_covar",
+    "bins",
+    "random_state",
+    "out_quantised",
+    "out_posteriors",
+    "show_advanced",
+    "smoothing",
+    "beta",
+    "bias_field",
+)
 SETTINGS_SECTION = "segment"
 COVARIANCE_TYPES = ("spherical", "diag", "full")
 LABELS_SUFFIX = " GMM labels"
@@ -101,8 +117,6 @@ SMOOTHING = ("off", "auto", "value")
 MAX_CHANNELS = 8
 #: posterior maps larger than this (bytes) are refused with a message instead of exhausting memory
 MAX_POSTERIOR_BYTES = 2 * 1024**3
-
-
 
 
 class _InputError(ValueError):
@@ -156,20 +170,26 @@ def _quantise(job: _Job, labels, model, progress=None):
     """The image with every pixel replaced by its component's mean: the core's ``model.quantize``
     (MixtureModel, or the SplitModels of a per-index fit; same shape and dtype as the data given to
     the core, label-0 pixels keep their value, memory = the output, lazy for dask input)."""
-    return model.quantize(job.data, labels, channel_axis=job.channel_axis, mask=job.mask,
-                          bins=job.kwargs.get("bins"), progress=progress)
+    return model.quantize(
+        job.data, labels, channel_axis=job.channel_axis, mask=job.mask, bins=job.kwargs.get("bins"), progress=progress
+    )
 
 
 def _posteriors(job: _Job, model, progress=None):
     """(K, *pixels) float32 posterior maps: the core's ``model.predict_proba``."""
-    return np.asarray(model.predict_proba(job.data, channel_axis=job.channel_axis, mask=job.mask,
-                                          bins=job.kwargs.get("bins"), progress=progress), dtype=np.float32)
+    return np.asarray(
+        model.predict_proba(
+            job.data, channel_axis=job.channel_axis, mask=job.mask, bins=job.kwargs.get("bins"), progress=progress
+        ),
+        dtype=np.float32,
+    )
 
 
 def _predict(job: _Job, model, progress=None):
     """Labels of ``job.data`` under a given (loaded) model: the core's ``model.predict``."""
-    return model.predict(job.data, channel_axis=job.channel_axis, mask=job.mask, bins=job.kwargs.get("bins"),
-                         progress=progress)
+    return model.predict(
+        job.data, channel_axis=job.channel_axis, mask=job.mask, bins=job.kwargs.get("bins"), progress=progress
+    )
 
 
 def _fit_spatial(job: _Job, progress=None):
@@ -190,15 +210,24 @@ def _fit_spatial(job: _Job, progress=None):
     criterion = kw.pop("criterion", "bic")
     channel_axis = kw.pop("channel_axis")
     if isinstance(k, str):  # "auto": the K of the per-pixel search (bounded by max_components)
-        k = ng.fit_mixture(job.data, "auto", channel_axis=channel_axis, mask=mask, bins=kw.get("bins"),
-                           max_components=max_components, criterion=criterion,
-                           covariance_type=kw["covariance_type"], init=kw["init"],
-                           reg_covar=kw["reg_covar"]).n_components
+        k = ng.fit_mixture(
+            job.data,
+            "auto",
+            channel_axis=channel_axis,
+            mask=mask,
+            bins=kw.get("bins"),
+            max_components=max_components,
+            criterion=criterion,
+            covariance_type=kw["covariance_type"],
+            init=kw["init"],
+            reg_covar=kw["reg_covar"],
+        ).n_components
     kw["tol"] = _sp.default_tol(kw["tol"])
     posts = bool(job.want_posteriors)
     if job.split_axis is None:
-        r = _sp.fit_spatial(job.data, k, channel_axis=channel_axis, mask=mask, progress=progress,
-                            return_posteriors=posts, **kw)
+        r = _sp.fit_spatial(
+            job.data, k, channel_axis=channel_axis, mask=mask, progress=progress, return_posteriors=posts, **kw
+        )
         return r.labels, r.model, r.posteriors, r.bias
     image = job.data
     if type(image).__module__.split(".")[0] == "dask":
@@ -208,8 +237,9 @@ def _fit_spatial(job: _Job, progress=None):
     extras = {}
 
     def one(sub, m, i):
-        r = _sp.fit_spatial(sub, k, channel_axis=axes.channel_slice, mask=m, progress=phases.phase(i),
-                            return_posteriors=posts, **kw)
+        r = _sp.fit_spatial(
+            sub, k, channel_axis=axes.channel_slice, mask=m, progress=phases.phase(i), return_posteriors=posts, **kw
+        )
         r.model.params.update(split_axis=axes.axis, index=i)
         extras[i] = (r.posteriors, r.bias)
         return r.labels, r.model
@@ -308,8 +338,10 @@ def _summary_text(model, seconds: float, params: dict) -> str:
         k = f"{k} (chosen by {params.get('criterion', 'BIC').upper()}, K <= {params.get('max_components')})"
     mode = "colour" if params.get("channel_axis") is not None else "grey"
     if params.get("applied_from"):
-        lines = [f"K = {k} ({mode}) applied from {params['applied_from']} (no fit) in {_fmt_seconds(seconds)}",
-                 "as fitted originally:"]
+        lines = [
+            f"K = {k} ({mode}) applied from {params['applied_from']} (no fit) in {_fmt_seconds(seconds)}",
+            "as fitted originally:",
+        ]
     else:
         lines = [f"K = {k} ({mode}, init {params['init']}) in {_fmt_seconds(seconds)}"]
     betas = [m.params.get("beta") for m in models if m.params.get("beta") is not None]
@@ -342,8 +374,10 @@ def _summary_text(model, seconds: float, params: dict) -> str:
         n_conv = sum(bool(m.converged) for m in models)
         iters = [int(m.n_iter) for m in models]
         ll = [float(m.lower_bound) for m in models]
-        lines.append(f"{len(models)} fits along axis {params['split_axis']}: "
-                     f"{n_conv}/{len(models)} converged, {min(iters)}-{max(iters)} iterations")
+        lines.append(
+            f"{len(models)} fits along axis {params['split_axis']}: "
+            f"{n_conv}/{len(models)} converged, {min(iters)}-{max(iters)} iterations"
+        )
         lines.append(f"log-likelihood / pixel: {min(ll):.5g} .. {max(ll):.5g}")
         first, last = _means_by_label(models[0]), _means_by_label(models[-1])
         scale = float(max(np.max(np.abs(first)), np.max(np.abs(last))))
@@ -393,116 +427,235 @@ class SegmentWidget(RunCancelMixin, Container):
         self._init_run_state()
         self._colour_mode: bool | None = None
 
-        self.image = ComboBox(label="image", choices=self._image_choices, nullable=False,
-                              tooltip="Image layer to segment (Labels and binary layers cannot be fitted).")
-        self.mode = Label(label="mode", value="",
-                          tooltip="How the image is modelled: grey intensities, or colour / channels.")
-        self.channel_axis = ComboBox(label="channels", choices=self._channel_choices,
-                                     tooltip="Axis holding the colour channels (RGB layers: automatic).")
-        self.n_components = SpinBox(label="K (classes)", value=3, min=1, max=65535,
-                                    tooltip="Number of Gaussian components = number of labels (with "
-                                            "'choose K automatically': the largest K tried).")
-        self.auto_k = CheckBox(text="choose K automatically (BIC, K = 1 .. K)", value=False,
-                               tooltip="Fit K = 1 up to the K above and keep the one with the best BIC "
-                                       "(napari_gmm.segment(n_components='auto', max_components=K)).")
-        self.init = ComboBox(label="init", choices=list(INITS), value="auto",
-                             tooltip="auto: the best measured start (ranges for grey, quantiles/ranges for "
-                                     "colour); ranges: K equal slices of the intensity range; quantiles: K "
-                                     "equal-count slices; kmeans++ / random: seeded by random state.")
-        self.mask = ComboBox(label="mask", choices=self._mask_choices, nullable=True, value=None,
-                             tooltip="Optional Labels or binary layer: only its non-zero pixels are fitted "
-                                     "and labelled (others get 0). Same shape as the image.")
-        self.more_channels = Select(label="more channels", choices=self._more_channel_choices, value=[],
-                                    allow_multiple=True,
-                                    tooltip="Other image layers of the same shape, taken as further channels "
-                                            "of 'image' (napari opens a multichannel file as one layer per "
-                                            "channel). Ctrl/Shift-click to pick several; none = one layer.")
-        self.split_axis = ComboBox(label="fit each index of", choices=self._split_choices,
-                                   tooltip="Fit a separate model for each index of this axis (e.g. each "
-                                           "time point of a bleaching time-lapse).")
-        self.smoothing = ComboBox(label="spatial smoothing", choices=list(SMOOTHING), value="auto",
-                                  tooltip="Neighbouring pixels tend to share a class (a Potts prior, "
-                                          "napari_gmm.segment(beta=...)): removes salt-and-pepper labels on "
-                                          "noisy images. auto: the strength (beta) is estimated from the "
-                                          "image; value: your beta; off: every pixel on its own (beta=0). "
-                                          "2-D or 3-D images (each time point with 'fit each index of'); "
-                                          "the layer's scale is the voxel size.")
-        self.beta = FloatSpinBox(label="beta", value=1.0, min=0.0, max=10.0, step=0.1,
-                                 tooltip="Potts interaction strength for 'spatial smoothing: value' (0 = off; "
-                                         "about 0.5-1.5 for noisy images; larger = smoother, fewer details).")
-        self.bias_field = CheckBox(text="correct uneven illumination", value=False,
-                                   tooltip="Estimate a smooth multiplicative illumination (bias) field inside "
-                                           "the fit (vignetting, uneven excitation) and add it as the layer "
-                                           "'<image> GMM bias field' (napari_gmm.segment(bias_field=True)). "
-                                           "Needs a mostly positive image.")
-        self.out_quantised = CheckBox(text="quantised image (component means)", value=False,
-                                      tooltip="Also add the image with every pixel replaced by its class "
-                                              "mean (same dtype as the image; computed slice by slice).")
-        self.out_posteriors = CheckBox(text="posterior maps (float32, K x image)", value=False,
-                                       tooltip="Also add each class's probability per pixel: K float32 maps "
-                                               "(refused above 2 GB).")
-        self.show_advanced = CheckBox(text="advanced options", value=False,
-                                      tooltip="Show the EM options (iterations, tolerance, covariance ...).")
+        self.image = ComboBox(
+            label="image",
+            choices=self._image_choices,
+            nullable=False,
+            tooltip="Image layer to segment (Labels and binary layers cannot be fitted).",
+        )
+        self.mode = Label(
+            label="mode", value="", tooltip="How the image is modelled: grey intensities, or colour / channels."
+        )
+        self.channel_axis = ComboBox(
+            label="channels",
+            choices=self._channel_choices,
+            tooltip="Axis holding the colour channels (RGB layers: automatic).",
+        )
+        self.n_components = SpinBox(
+            label="K (classes)",
+            value=3,
+            min=1,
+            max=65535,
+            tooltip="Number of Gaussian components = number of labels (with "
+            "'choose K automatically': the largest K tried).",
+        )
+        self.auto_k = CheckBox(
+            text="choose K automatically (BIC, K = 1 .. K)",
+            value=False,
+            tooltip="Fit K = 1 up to the K above and keep the one with the best BIC "
+            "(napari_gmm.segment(n_components='auto', max_components=K)).",
+        )
+        self.init = ComboBox(
+            label="init",
+            choices=list(INITS),
+            value="auto",
+            tooltip="auto: the best measured start (ranges for grey, quantiles/ranges for "
+            "colour); ranges: K equal slices of the intensity range; quantiles: K "
+            "equal-count slices; kmeans++ / random: seeded by random state.",
+        )
+        self.mask = ComboBox(
+            label="mask",
+            choices=self._mask_choices,
+            nullable=True,
+            value=None,
+            tooltip="Optional Labels or binary layer: only its non-zero pixels are fitted "
+            "and labelled (others get 0). Same shape as the image.",
+        )
+        self.more_channels = Select(
+            label="more channels",
+            choices=self._more_channel_choices,
+            value=[],
+            allow_multiple=True,
+            tooltip="Other image layers of the same shape, taken as further channels "
+            "of 'image' (napari opens a multichannel file as one layer per "
+            "channel). Ctrl/Shift-click to pick several; none = one layer.",
+        )
+        self.split_axis = ComboBox(
+            label="fit each index of",
+            choices=self._split_choices,
+            tooltip="Fit a separate model for each index of this axis (e.g. each "
+            "time point of a bleaching time-lapse).",
+        )
+        self.smoothing = ComboBox(
+            label="spatial smoothing",
+            choices=list(SMOOTHING),
+            value="auto",
+            tooltip="Neighbouring pixels tend to share a class (a Potts prior, "
+            "napari_gmm.segment(beta=...)): removes salt-and-pepper labels on "
+            "noisy images. auto: the strength (beta) is estimated from the "
+            "image; value: your beta; off: every pixel on its own (beta=0). "
+            "2-D or 3-D images (each time point with 'fit each index of'); "
+            "the layer's scale is the voxel size.",
+        )
+        self.beta = FloatSpinBox(
+            label="beta",
+            value=1.0,
+            min=0.0,
+            max=10.0,
+            step=0.1,
+            tooltip="Potts interaction strength for 'spatial smoothing: value' (0 = off; "
+            "about 0.5-1.5 for noisy images; larger = smoother, fewer details).",
+        )
+        self.bias_field = CheckBox(
+            text="correct uneven illumination",
+            value=False,
+            tooltip="Estimate a smooth multiplicative illumination (bias) field inside "
+            "the fit (vignetting, uneven excitation) and add it as the layer "
+            "'<image> GMM bias field' (napari_gmm.segment(bias_field=True)). "
+            "Needs a mostly positive image.",
+        )
+        self.out_quantised = CheckBox(
+            text="quantised image (component means)",
+            value=False,
+            tooltip="Also add the image with every pixel replaced by its class "
+            "mean (same dtype as the image; computed slice by slice).",
+        )
+        self.out_posteriors = CheckBox(
+            text="posterior maps (float32, K x image)",
+            value=False,
+            tooltip="Also add each class's probability per pixel: K float32 maps (refused above 2 GB).",
+        )
+        self.show_advanced = CheckBox(
+            text="advanced options", value=False, tooltip="Show the EM options (iterations, tolerance, covariance ...)."
+        )
 
-        self.max_iter = SpinBox(label="max_iter", value=100, min=1, max=1_000_000,
-                                tooltip="Most EM iterations; a warning says when EM stopped before tol.")
-        self.tol = LineEdit(label="tol", value="1e-6",
-                            tooltip="Stop when the mean log-likelihood per pixel changes by less than this; "
-                                    "0 runs exactly max_iter iterations.")
-        self.reg_covar = LineEdit(label="reg_covar", value="auto",
-                                  tooltip="Variance floor added to the covariances; 'auto' lets the core "
-                                          "choose from the data type / bin width.")
-        self.bins = SpinBox(label="bins", value=0, min=0, max=1 << 24,
-                            tooltip="Histogram bins for float data (0 = auto). Integer data are always "
-                                    "counted exactly.")
-        self.covariance_type = ComboBox(label="covariance", choices=list(COVARIANCE_TYPES), value="spherical",
-                                        tooltip="Colour mode: one variance per component (spherical), one "
-                                                "per channel (diag) or a full covariance matrix (full).")
-        self.n_init = SpinBox(label="n_init", value=1, min=1, max=1000,
-                              tooltip="Restarts (kmeans++/random inits); the best log-likelihood wins.")
-        self.random_state = SpinBox(label="random state", value=0, min=0, max=2**31 - 1,
-                                    tooltip="Seed of the kmeans++ / random starts: same seed, same result.")
-        self._advanced = [self.max_iter, self.tol, self.reg_covar, self.bins, self.covariance_type,
-                          self.n_init, self.random_state]
+        self.max_iter = SpinBox(
+            label="max_iter",
+            value=100,
+            min=1,
+            max=1_000_000,
+            tooltip="Most EM iterations; a warning says when EM stopped before tol.",
+        )
+        self.tol = LineEdit(
+            label="tol",
+            value="1e-6",
+            tooltip="Stop when the mean log-likelihood per pixel changes by less than this; "
+            "0 runs exactly max_iter iterations.",
+        )
+        self.reg_covar = LineEdit(
+            label="reg_covar",
+            value="auto",
+            tooltip="Variance floor added to the covariances; 'auto' lets the core "
+            "choose from the data type / bin width.",
+        )
+        self.bins = SpinBox(
+            label="bins",
+            value=0,
+            min=0,
+            max=1 << 24,
+            tooltip="Histogram bins for float data (0 = auto). Integer data are always counted exactly.",
+        )
+        self.covariance_type = ComboBox(
+            label="covariance",
+            choices=list(COVARIANCE_TYPES),
+            value="spherical",
+            tooltip="Colour mode: one variance per component (spherical), one "
+            "per channel (diag) or a full covariance matrix (full).",
+        )
+        self.n_init = SpinBox(
+            label="n_init",
+            value=1,
+            min=1,
+            max=1000,
+            tooltip="Restarts (kmeans++/random inits); the best log-likelihood wins.",
+        )
+        self.random_state = SpinBox(
+            label="random state",
+            value=0,
+            min=0,
+            max=2**31 - 1,
+            tooltip="Seed of the kmeans++ / random starts: same seed, same result.",
+        )
+        self._advanced = [
+            self.max_iter,
+            self.tol,
+            self.reg_covar,
+            self.bins,
+            self.covariance_type,
+            self.n_init,
+            self.random_state,
+        ]
 
-        self.run_button = PushButton(text="Run", tooltip="Fit and label the image (press again to cancel). "
-                                     "A labels layer you edited is kept: the new result goes beside it.")
+        self.run_button = PushButton(
+            text="Run",
+            tooltip="Fit and label the image (press again to cancel). "
+            "A labels layer you edited is kept: the new result goes beside it.",
+        )
         self.progress = ProgressBar(value=0, min=0, max=100, tooltip="Progress of the running phase.")
-        self.summary = Label(value="", tooltip="The last fit: classes, means, weights, convergence; or "
-                                                "why the last run failed.")
+        self.summary = Label(
+            value="", tooltip="The last fit: classes, means, weights, convergence; or why the last run failed."
+        )
 
         # one labelled form (label column shared by all fields), then full-width progress and summary
         self.form = Container(labels=True)
-        self.reset_button = PushButton(text="Reset to defaults",
-                                       tooltip="Put every option back to its default (the widget otherwise "
-                                               "remembers the options of the last run across sessions).")
-        self.save_model_button = PushButton(text="Save model...",
-                                            tooltip="Save the model and options of the last result (or of the "
-                                                    "selected labels layer) as a JSON file.")
-        self.load_model_button = PushButton(text="Load model...",
-                                            tooltip="Load a model saved as JSON; 'Apply model' then labels the "
-                                                    "chosen image with it (every time point) without fitting.")
-        self.apply_model_button = PushButton(text="Apply model", enabled=False,
-                                             tooltip="Label the chosen image with the loaded model (no fit).")
-        self.apply_files_button = PushButton(text="Apply to files...", enabled=False,
-                                             tooltip="Label every image file of a folder with the loaded model "
-                                                     "(no fit; napari_gmm.batch.apply_files): OME-Zarr labels "
-                                                     "with the model as an attribute, in an output folder.")
+        self.reset_button = PushButton(
+            text="Reset to defaults",
+            tooltip="Put every option back to its default (the widget otherwise "
+            "remembers the options of the last run across sessions).",
+        )
+        self.save_model_button = PushButton(
+            text="Save model...",
+            tooltip="Save the model and options of the last result (or of the selected labels layer) as a JSON file.",
+        )
+        self.load_model_button = PushButton(
+            text="Load model...",
+            tooltip="Load a model saved as JSON; 'Apply model' then labels the "
+            "chosen image with it (every time point) without fitting.",
+        )
+        self.apply_model_button = PushButton(
+            text="Apply model", enabled=False, tooltip="Label the chosen image with the loaded model (no fit)."
+        )
+        self.apply_files_button = PushButton(
+            text="Apply to files...",
+            enabled=False,
+            tooltip="Label every image file of a folder with the loaded model "
+            "(no fit; napari_gmm.batch.apply_files): OME-Zarr labels "
+            "with the model as an attribute, in an output folder.",
+        )
         self.model_file = Label(value="", tooltip="The model file loaded for 'Apply model'.")
-        self.model_row = Container(layout="horizontal", labels=False,
-                                   widgets=[self.save_model_button, self.load_model_button])
+        self.model_row = Container(
+            layout="horizontal", labels=False, widgets=[self.save_model_button, self.load_model_button]
+        )
         self.model_row.margins = (0, 0, 0, 0)
-        self.apply_row = Container(layout="horizontal", labels=False,
-                                   widgets=[self.apply_model_button, self.apply_files_button])
+        self.apply_row = Container(
+            layout="horizontal", labels=False, widgets=[self.apply_model_button, self.apply_files_button]
+        )
         self.apply_row.margins = (0, 0, 0, 0)
-        self.form.extend([  # extend after construction: magicgui then aligns the label column
-            self.image, self.mode, self.channel_axis, self.more_channels, self.n_components, self.auto_k,
-            self.init, self.mask,
-            self.split_axis, self.smoothing, self.beta, self.bias_field, self.out_quantised, self.out_posteriors,
-            self.show_advanced,
-            *self._advanced, self.run_button, self.model_row, self.apply_row, self.model_file,
-            self.reset_button,
-        ])
+        self.form.extend(
+            [  # extend after construction: magicgui then aligns the label column
+                self.image,
+                self.mode,
+                self.channel_axis,
+                self.more_channels,
+                self.n_components,
+                self.auto_k,
+                self.init,
+                self.mask,
+                self.split_axis,
+                self.smoothing,
+                self.beta,
+                self.bias_field,
+                self.out_quantised,
+                self.out_posteriors,
+                self.show_advanced,
+                *self._advanced,
+                self.run_button,
+                self.model_row,
+                self.apply_row,
+                self.model_file,
+                self.reset_button,
+            ]
+        )
         self.form.margins = (0, 0, 0, 0)
         self._on_show_advanced()
         self.progress.visible = False
@@ -537,7 +690,8 @@ class SegmentWidget(RunCancelMixin, Container):
         # the image picker follows the layer selected in the layer list
         viewer.layers.selection.events.active.connect(self._on_active_layer)
         self.native.destroyed.connect(
-            lambda *_, sel=viewer.layers.selection, cb=self._on_active_layer: _disconnect(sel.events.active, cb))
+            lambda *_, sel=viewer.layers.selection, cb=self._on_active_layer: _disconnect(sel.events.active, cb)
+        )
         self.channel_axis.changed.connect(self._on_channel_axis_changed)
         self.show_advanced.changed.connect(self._on_show_advanced)
         self.smoothing.changed.connect(self._on_smoothing_changed)
@@ -562,8 +716,7 @@ class SegmentWidget(RunCancelMixin, Container):
         elif active is not None and problem is not None and not self._is_own_output(active):
             # e.g. opened from Layers > Segment with a Labels layer selected: say why it is not used
             chosen = self.image.value
-            then = (f" Segmenting '{chosen.name}' instead; change 'image' if needed." if chosen is not None
-                    else "")
+            then = f" Segmenting '{chosen.name}' instead; change 'image' if needed." if chosen is not None else ""
             show_info(problem + then)
         self._defaults = {key: getattr(self, key).value for key in SETTINGS}
         self._defaults.update(init_grey="auto", init_colour="auto")
@@ -577,8 +730,7 @@ class SegmentWidget(RunCancelMixin, Container):
     # ---------------------------------------------------------------- settings (remembered)
     def _remembered_init(self, colour: bool) -> str:
         key = "init_colour" if colour else "init_grey"
-        value = _settings.load(SETTINGS_SECTION).get(key, self._defaults[key] if hasattr(self, "_defaults")
-                                                      else "auto")
+        value = _settings.load(SETTINGS_SECTION).get(key, self._defaults[key] if hasattr(self, "_defaults") else "auto")
         return value if value in INITS else "auto"
 
     def _restore_settings(self):
@@ -612,9 +764,12 @@ class SegmentWidget(RunCancelMixin, Container):
         else the last result of this widget."""
         active = self._viewer.layers.selection.active
         for layer in (active, getattr(self, "labels_layer", None)):
-            if (layer is not None and layer in self._viewer.layers
-                    and isinstance(layer.metadata.get("napari_gmm"), dict)
-                    and "model" in layer.metadata["napari_gmm"]):
+            if (
+                layer is not None
+                and layer in self._viewer.layers
+                and isinstance(layer.metadata.get("napari_gmm"), dict)
+                and "model" in layer.metadata["napari_gmm"]
+            ):
                 return layer
         return None
 
@@ -623,14 +778,16 @@ class SegmentWidget(RunCancelMixin, Container):
         without ``path`` a file dialog asks. Returns the path written, or None."""
         layer = self._model_source()
         if layer is None:
-            show_error("napari-gmm: no fitted model to save: run the segmentation first (or select a "
-                       "labels layer it made).")
+            show_error(
+                "napari-gmm: no fitted model to save: run the segmentation first (or select a labels layer it made)."
+            )
             return None
         if path is None:
             from qtpy.QtWidgets import QFileDialog
 
-            path, _ = QFileDialog.getSaveFileName(self.native, "Save the model", f"{layer.name}.gmm.json",
-                                                  "napari-gmm model (*.json)")
+            path, _ = QFileDialog.getSaveFileName(
+                self.native, "Save the model", f"{layer.name}.gmm.json", "napari-gmm model (*.json)"
+            )
             if not path:
                 return None
         try:
@@ -647,8 +804,9 @@ class SegmentWidget(RunCancelMixin, Container):
         if path is None:
             from qtpy.QtWidgets import QFileDialog
 
-            path, _ = QFileDialog.getOpenFileName(self.native, "Load a model", "",
-                                                  "napari-gmm model (*.json);;All files (*)")
+            path, _ = QFileDialog.getOpenFileName(
+                self.native, "Load a model", "", "napari-gmm model (*.json);;All files (*)"
+            )
             if not path:
                 return None
         try:
@@ -659,8 +817,11 @@ class SegmentWidget(RunCancelMixin, Container):
         rec["path"] = str(path)
         self.loaded = rec
         models = rec["models"]
-        what = (f"{len(models)} models (one per index of axis {rec['params'].get('split_axis')})"
-                if rec["split"] else f"K = {models[0].n_components}, {models[0].n_features} channel(s)")
+        what = (
+            f"{len(models)} models (one per index of axis {rec['params'].get('split_axis')})"
+            if rec["split"]
+            else f"K = {models[0].n_components}, {models[0].n_features} channel(s)"
+        )
         self.model_file.value = f"loaded: {Path(path).name} ({what})"
         self.model_file.visible = True
         self.apply_model_button.enabled = True
@@ -713,8 +874,10 @@ class SegmentWidget(RunCancelMixin, Container):
         def done(summary):
             self._files_worker = None
             failed = [f for f in summary["files"] if f["status"] != "ok"]
-            msg = (f"napari-gmm: {summary['n_ok']} of {len(summary['files'])} files labelled into {out} "
-                   f"in {summary['seconds']:.1f} s")
+            msg = (
+                f"napari-gmm: {summary['n_ok']} of {len(summary['files'])} files labelled into {out} "
+                f"in {summary['seconds']:.1f} s"
+            )
             if failed:
                 show_warning(msg + "; failed: " + "; ".join(f"{f['input']}: {f.get('error')}" for f in failed[:3]))
             else:
@@ -725,8 +888,14 @@ class SegmentWidget(RunCancelMixin, Container):
             self._files_worker = None
             show_error(f"napari-gmm: labelling files failed: {exc}")
 
-        self._files_worker = create_worker(batch.apply_files, rec["path"], files, str(out),
-                                           _connect={"returned": done, "errored": failed}, _start_thread=True)
+        self._files_worker = create_worker(
+            batch.apply_files,
+            rec["path"],
+            files,
+            str(out),
+            _connect={"returned": done, "errored": failed},
+            _start_thread=True,
+        )
         return self._files_worker
 
     def reset_choices(self, *_):
@@ -754,8 +923,7 @@ class SegmentWidget(RunCancelMixin, Container):
 
     def _align_labels(self):
         try:
-            labels = [w._labeled_widget()._label_widget.native for w in self.form
-                      if w._labeled_widget() is not None]
+            labels = [w._labeled_widget()._label_widget.native for w in self.form if w._labeled_widget() is not None]
         except (AttributeError, RuntimeError):  # magicgui internals changed / widget deleted
             return
         if labels:
@@ -766,8 +934,11 @@ class SegmentWidget(RunCancelMixin, Container):
     # ---------------------------------------------------------------- choices
     def _image_choices(self, _widget=None):
         # binary (bool) images hold no intensities: offered as masks, not here
-        return [(layer.name, layer) for layer in self._viewer.layers
-                if isinstance(layer, Image) and not _is_bool_layer(layer)]
+        return [
+            (layer.name, layer)
+            for layer in self._viewer.layers
+            if isinstance(layer, Image) and not _is_bool_layer(layer)
+        ]
 
     def _mask_choices(self, _widget=None):
         out = []
@@ -778,8 +949,7 @@ class SegmentWidget(RunCancelMixin, Container):
 
     @staticmethod
     def _is_own_output(layer) -> bool:
-        return any(layer.name.endswith(s) for s in (LABELS_SUFFIX, QUANTISED_SUFFIX, POSTERIORS_SUFFIX,
-                                                     BIAS_SUFFIX))
+        return any(layer.name.endswith(s) for s in (LABELS_SUFFIX, QUANTISED_SUFFIX, POSTERIORS_SUFFIX, BIAS_SUFFIX))
 
     # ---------------------------------------------------------------- reactions
     def _on_smoothing_changed(self, value=None):
@@ -798,8 +968,9 @@ class SegmentWidget(RunCancelMixin, Container):
             return [(f"RGB{'A' if shape[-1] == 4 else ''} (last axis)", len(shape) - 1)]
         choices = [("none: grey intensities", None)]
         if len(shape) >= 3:
-            choices += [(f"axis {a} ({shape[a]} channels)", a) for a in range(len(shape))
-                        if 2 <= shape[a] <= MAX_CHANNELS]
+            choices += [
+                (f"axis {a} ({shape[a]} channels)", a) for a in range(len(shape)) if 2 <= shape[a] <= MAX_CHANNELS
+            ]
         return choices
 
     def _more_channel_choices(self, _widget=None):
@@ -807,10 +978,17 @@ class SegmentWidget(RunCancelMixin, Container):
         if layer is None or layer.rgb or getattr(layer, "multiscale", False):
             return []
         shape = _data_shape(layer)
-        return [(lyr.name, lyr) for lyr in self._viewer.layers
-                if isinstance(lyr, Image) and lyr is not layer and not lyr.rgb and not _is_bool_layer(lyr)
-                and not getattr(lyr, "multiscale", False) and not self._is_own_output(lyr)
-                and _data_shape(lyr) == shape]
+        return [
+            (lyr.name, lyr)
+            for lyr in self._viewer.layers
+            if isinstance(lyr, Image)
+            and lyr is not layer
+            and not lyr.rgb
+            and not _is_bool_layer(lyr)
+            and not getattr(lyr, "multiscale", False)
+            and not self._is_own_output(lyr)
+            and _data_shape(lyr) == shape
+        ]
 
     def _layer_channels(self) -> list:
         """The image layers picked as further channels (those still in the viewer)."""
@@ -875,8 +1053,10 @@ class SegmentWidget(RunCancelMixin, Container):
             if colour:
                 self.init.value = self._remembered_init(True)
                 if layer.rgb:
-                    show_info(f"napari-gmm: '{layer.name}' is an RGB layer: colour mode (channel_axis=-1, "
-                              f"init {self.init.value}); labels are ordered by mean brightness.")
+                    show_info(
+                        f"napari-gmm: '{layer.name}' is an RGB layer: colour mode (channel_axis=-1, "
+                        f"init {self.init.value}); labels are ordered by mean brightness."
+                    )
                 elif self._colour_mode is not None:
                     show_info(f"napari-gmm: colour mode on axis {ca} of '{layer.name}' (init {self.init.value}).")
             else:
@@ -926,9 +1106,15 @@ class SegmentWidget(RunCancelMixin, Container):
         self.progress.visible = True
         self.summary.value = running_message("segment", job.layer.name)
         self._worker = create_worker(
-            _compute, job, self._relay,
-            _connect={"returned": self._on_returned, "errored": self._on_errored,
-                      "warned": self._on_warned, "finished": self._on_finished},
+            _compute,
+            job,
+            self._relay,
+            _connect={
+                "returned": self._on_returned,
+                "errored": self._on_errored,
+                "warned": self._on_warned,
+                "finished": self._on_finished,
+            },
             _start_thread=True,
         )
         return self._worker
@@ -936,8 +1122,10 @@ class SegmentWidget(RunCancelMixin, Container):
     # ---------------------------------------------------------------- job building
     def _make_job(self, layer, record=None) -> _Job:
         if layer is None:
-            raise _InputError("napari-gmm: no image layer to segment. Open an image (File > Open, or "
-                              "File > Open Sample > napari GMM) and pick it in 'image'.")
+            raise _InputError(
+                "napari-gmm: no image layer to segment. Open an image (File > Open, or "
+                "File > Open Sample > napari GMM) and pick it in 'image'."
+            )
         problem = _layer_problem(layer)
         if problem:
             raise _InputError(problem)
@@ -948,7 +1136,8 @@ class SegmentWidget(RunCancelMixin, Container):
             raise _InputError(
                 f"napari-gmm: '{layer.name}' is a multiscale (pyramid) layer; the widget does not segment "
                 "pyramids yet. From the console: labels = napari_gmm.segment(layer.data[0], ...), or add "
-                "the full-resolution level as its own layer.")
+                "the full-resolution level as its own layer."
+            )
         shape = tuple(data.shape)
         if layer.rgb:
             channel_axis = len(shape) - 1
@@ -970,8 +1159,9 @@ class SegmentWidget(RunCancelMixin, Container):
         mask_layer = self.mask.value
         if mask_layer is not None:
             if mask_layer is layer:
-                raise _InputError("napari-gmm: the mask layer is the image itself; pick a Labels or "
-                                  "binary layer as mask, or 'None'.")
+                raise _InputError(
+                    "napari-gmm: the mask layer is the image itself; pick a Labels or binary layer as mask, or 'None'."
+                )
             if mask_layer not in self._viewer.layers:
                 raise _InputError(f"napari-gmm: mask layer '{mask_layer.name}' was removed; pick another.")
             mshape = _data_shape(mask_layer)
@@ -980,7 +1170,8 @@ class SegmentWidget(RunCancelMixin, Container):
                 raise _InputError(
                     f"napari-gmm: mask '{mask_layer.name}' has shape {mshape} but image '{layer.name}' "
                     f"has {what} {spatial_shape}. Pick a mask of the same shape (e.g. draw a Labels "
-                    f"layer on the image: Layers > New Labels layer) or set mask to None.")
+                    f"layer on the image: Layers > New Labels layer) or set mask to None."
+                )
             mask = _to_mask(mask_layer)
 
         tol = _parse_float(self.tol.value, "tol", allow_auto=False)
@@ -990,21 +1181,35 @@ class SegmentWidget(RunCancelMixin, Container):
         covariance_type = self.covariance_type.value if colour else "spherical"
         auto_k = {"n_components": "auto", "max_components": max(k, 1)} if self.auto_k.value else {"n_components": k}
         kwargs = dict(
-            **auto_k, channel_axis=channel_axis, covariance_type=covariance_type,
-            init=self.init.value, n_init=int(self.n_init.value), max_iter=int(self.max_iter.value),
-            tol=tol, reg_covar=reg_covar, mask=mask, bins=bins, random_state=int(self.random_state.value),
+            **auto_k,
+            channel_axis=channel_axis,
+            covariance_type=covariance_type,
+            init=self.init.value,
+            n_init=int(self.n_init.value),
+            max_iter=int(self.max_iter.value),
+            tol=tol,
+            reg_covar=reg_covar,
+            mask=mask,
+            bins=bins,
+            random_state=int(self.random_state.value),
         )
         spatial = False
         if record is None:
             beta = {"off": 0.0, "auto": "auto"}.get(self.smoothing.value, float(self.beta.value))
             spatial = beta != 0.0 or bool(self.bias_field.value)
-        if spatial and beta == "auto" and not self.bias_field.value and not self._spatial_fits(
-                data, channel_axis, split_axis):
+        if (
+            spatial
+            and beta == "auto"
+            and not self.bias_field.value
+            and not self._spatial_fits(data, channel_axis, split_axis)
+        ):
             # the default ("auto") falls back to the per-pixel model where the spatial one cannot run
             # (not 2-D/3-D per fit, or a lazy image too large to load); an explicit choice is refused
             spatial = False
-            show_info(f"napari-gmm: '{layer.name}' is segmented per pixel: spatial smoothing needs 2-D or 3-D "
-                      "fits held in memory (choose 'fit each index of', or a crop, to smooth it)")
+            show_info(
+                f"napari-gmm: '{layer.name}' is segmented per pixel: spatial smoothing needs 2-D or 3-D "
+                "fits held in memory (choose 'fit each index of', or a crop, to smooth it)"
+            )
         if spatial:
             kwargs.update(self._spatial_kwargs(layer, data, channel_axis, split_axis, beta))
         if self.out_posteriors.value:
@@ -1014,7 +1219,8 @@ class SegmentWidget(RunCancelMixin, Container):
                 raise _InputError(
                     f"napari-gmm: posterior maps for K={k} on {n_pix:,} pixels need {need / 1024**3:.1f} GB. "
                     "Untick 'posterior maps', lower K, or compute them for a crop from the console "
-                    "with model.predict_proba.")
+                    "with model.predict_proba."
+                )
         apply = None
         if record is not None:
             apply, split_axis, kwargs = self._check_model_fits(record, layer, data, channel_axis, kwargs)
@@ -1028,9 +1234,20 @@ class SegmentWidget(RunCancelMixin, Container):
         )
         if record is not None:
             params["applied_from"] = self.model_file.value.removeprefix("loaded: ") or "a model file"
-        return _Job(layer=layer, data=data, colour=colour, channel_axis=channel_axis, split_axis=split_axis,
-                    mask=mask, kwargs=kwargs, params=params, want_quantised=bool(self.out_quantised.value),
-                    want_posteriors=bool(self.out_posteriors.value), apply=apply, spatial=spatial)
+        return _Job(
+            layer=layer,
+            data=data,
+            colour=colour,
+            channel_axis=channel_axis,
+            split_axis=split_axis,
+            mask=mask,
+            kwargs=kwargs,
+            params=params,
+            want_quantised=bool(self.out_quantised.value),
+            want_posteriors=bool(self.out_posteriors.value),
+            apply=apply,
+            spatial=spatial,
+        )
 
     @staticmethod
     def _spatial_fits(data, channel_axis, split_axis) -> bool:
@@ -1047,15 +1264,21 @@ class SegmentWidget(RunCancelMixin, Container):
         spatial model, or an _InputError when the image is not 2-D / 3-D per fit."""
         axes = [a for a in range(data.ndim) if a != channel_axis and a != split_axis]
         if len(axes) not in (2, 3):
-            what = ("'spatial smoothing'" if beta != 0.0 else "") + (
-                " and " if beta != 0.0 and self.bias_field.value else "") + (
-                "'correct uneven illumination'" if self.bias_field.value else "")
-            hint = ("pick a time/z axis in 'fit each index of' (one fit per index)" if len(axes) > 3
-                    else "use a 2-D or 3-D image")
+            what = (
+                ("'spatial smoothing'" if beta != 0.0 else "")
+                + (" and " if beta != 0.0 and self.bias_field.value else "")
+                + ("'correct uneven illumination'" if self.bias_field.value else "")
+            )
+            hint = (
+                "pick a time/z axis in 'fit each index of' (one fit per index)"
+                if len(axes) > 3
+                else "use a 2-D or 3-D image"
+            )
             raise _InputError(
                 f"napari-gmm: {what} works on 2-D or 3-D images, but each fit of '{layer.name}' would have "
                 f"{len(axes)} spatial axes (shape {tuple(data.shape)}). Either {hint}, or set 'spatial "
-                "smoothing' to off and untick 'correct uneven illumination'.")
+                "smoothing' to off and untick 'correct uneven illumination'."
+            )
         if type(data).__module__.split(".")[0] == "dask":
             # the spatial model runs on the pixels in memory (float32 image + label field + posteriors)
             need = 4 * math.prod(int(n) for n in data.shape) * 8
@@ -1063,7 +1286,8 @@ class SegmentWidget(RunCancelMixin, Container):
                 raise _InputError(
                     f"napari-gmm: spatial smoothing loads '{layer.name}' into memory (about "
                     f"{need / 1024**3:.1f} GB for this lazy image). Set 'spatial smoothing' to off and untick "
-                    "'correct uneven illumination' (the per-pixel model stays lazy), or segment a crop.")
+                    "'correct uneven illumination' (the per-pixel model stays lazy), or segment a crop."
+                )
         scale = tuple(float(v) for v in layer.scale)
         spacing = [scale[a] if a < len(scale) else 1.0 for a in axes]
         return {"beta": beta, "spacing": spacing, "connectivity": 1, "bias_field": bool(self.bias_field.value)}
@@ -1072,16 +1296,22 @@ class SegmentWidget(RunCancelMixin, Container):
         """(data, channel_axis, shape): ``layer`` and the ``extra`` layers stacked on a new last axis
         (a copy; dask layers stay lazy)."""
         if len(extra) + 1 > MAX_CHANNELS:
-            raise _InputError(f"napari-gmm: at most {MAX_CHANNELS} channels; {1 + len(extra)} layers are picked "
-                              "(image + more channels).")
+            raise _InputError(
+                f"napari-gmm: at most {MAX_CHANNELS} channels; {1 + len(extra)} layers are picked "
+                "(image + more channels)."
+            )
         if self.out_quantised.value:
-            raise _InputError("napari-gmm: the quantised image is not made for channels from separate layers "
-                              "(it would be one multichannel array); untick it, or segment one layer.")
+            raise _InputError(
+                "napari-gmm: the quantised image is not made for channels from separate layers "
+                "(it would be one multichannel array); untick it, or segment one layer."
+            )
         shape = _data_shape(layer)
         for lyr in extra:
             if _data_shape(lyr) != shape:
-                raise _InputError(f"napari-gmm: '{lyr.name}' has shape {_data_shape(lyr)} but '{layer.name}' has "
-                                  f"{shape}; channels from layers need the same shape.")
+                raise _InputError(
+                    f"napari-gmm: '{lyr.name}' has shape {_data_shape(lyr)} but '{layer.name}' has "
+                    f"{shape}; channels from layers need the same shape."
+                )
         arrays = [layer.data, *(lyr.data for lyr in extra)]
         if any(type(a).__module__.split(".")[0] == "dask" for a in arrays):
             import dask.array as da
@@ -1102,17 +1332,24 @@ class SegmentWidget(RunCancelMixin, Container):
         if models[0].n_features != d:
             have = "grey" if d == 1 else f"{d} channels"
             want = "grey" if models[0].n_features == 1 else f"{models[0].n_features} channels"
-            raise _InputError(f"napari-gmm: the loaded model is for {want} images but '{layer.name}' is read "
-                              f"as {have}. Pick an image like the one it was fitted on (or set 'channels').")
+            raise _InputError(
+                f"napari-gmm: the loaded model is for {want} images but '{layer.name}' is read "
+                f"as {have}. Pick an image like the one it was fitted on (or set 'channels')."
+            )
         split_axis = None
         if record["split"] and len(models) > 1:
             split_axis = record["params"].get("split_axis")
-            if split_axis is None or split_axis >= data.ndim or data.shape[split_axis] != len(models) \
-                    or split_axis == channel_axis:
+            if (
+                split_axis is None
+                or split_axis >= data.ndim
+                or data.shape[split_axis] != len(models)
+                or split_axis == channel_axis
+            ):
                 raise _InputError(
                     f"napari-gmm: the loaded file holds {len(models)} models, one per index of axis "
                     f"{split_axis}, but '{layer.name}' has shape {tuple(data.shape)}. Apply it to an image "
-                    f"with {len(models)} indices on that axis.")
+                    f"with {len(models)} indices on that axis."
+                )
         kwargs = dict(kwargs, n_components=models[0].n_components, bins=record["params"].get("bins"))
         if split_axis is None:
             return models[0], None, kwargs
@@ -1187,18 +1424,26 @@ class SegmentWidget(RunCancelMixin, Container):
     # ---------------------------------------------------------------- output layers
     def _write_layers(self, job: _Job, result: _Result):
         labels_layer, kept = write_result_layers(
-            self._viewer, job.layer, job.channel_axis, job.params, result.model, result.labels,
-            quantised=result.quantised, posteriors=result.posteriors, bias=result.bias)
+            self._viewer,
+            job.layer,
+            job.channel_axis,
+            job.params,
+            result.model,
+            result.labels,
+            quantised=result.quantised,
+            posteriors=result.posteriors,
+            bias=result.bias,
+        )
         self.labels_layer = labels_layer
         return labels_layer, kept
-
 
 
 # --------------------------------------------------------------------------------------------------
 # output layers (shared with the Layers-menu commands)
 # --------------------------------------------------------------------------------------------------
-def write_result_layers(viewer, layer, channel_axis, params, model, labels, *, quantised=None,
-                        posteriors=None, bias=None):
+def write_result_layers(
+    viewer, layer, channel_axis, params, model, labels, *, quantised=None, posteriors=None, bias=None
+):
     """Write a segmentation of image ``layer`` into the viewer; return (labels layer, kept layers).
 
     The labels go on top (a new layer is added above everything), the posterior maps, bias field and
@@ -1212,21 +1457,35 @@ def write_result_layers(viewer, layer, channel_axis, params, model, labels, *, q
     kept: list = []
 
     def put(kind, name, data, out_meta, geom, image_kwargs=None, below=None):
-        return put_output_layer(viewer, kind, name, data, out_meta, geom, image_kwargs, by_name=True,
-                                below=below, kept=kept)
+        return put_output_layer(
+            viewer, kind, name, data, out_meta, geom, image_kwargs, by_name=True, below=below, kept=kept
+        )
 
     spatial = _spatial_geometry(layer, channel_axis)
     labels_layer = put(Labels, src + LABELS_SUFFIX, labels, dict(meta, output="labels"), spatial)
     if posteriors is not None:
         post_geom = _with_leading_axis(spatial, "component")
-        put(Image, src + POSTERIORS_SUFFIX, posteriors, dict(meta, output="posteriors"), post_geom,
-            image_kwargs={"colormap": "magma", "contrast_limits": (0.0, 1.0)}, below=labels_layer)
+        put(
+            Image,
+            src + POSTERIORS_SUFFIX,
+            posteriors,
+            dict(meta, output="posteriors"),
+            post_geom,
+            image_kwargs={"colormap": "magma", "contrast_limits": (0.0, 1.0)},
+            below=labels_layer,
+        )
     if bias is not None:  # the spatial model's multiplicative illumination field (geometric mean 1)
         hi = float(np.nanmax(bias)) if bias.size else 1.0
         lo = float(np.nanmin(bias)) if bias.size else 1.0
-        put(Image, src + BIAS_SUFFIX, np.asarray(bias, np.float32), dict(meta, output="bias"), spatial,
+        put(
+            Image,
+            src + BIAS_SUFFIX,
+            np.asarray(bias, np.float32),
+            dict(meta, output="bias"),
+            spatial,
             image_kwargs={"colormap": "viridis", "contrast_limits": (lo, hi if hi > lo else lo + 1e-6)},
-            below=labels_layer)
+            below=labels_layer,
+        )
     if quantised is not None:
         geom = _geometry(layer)
         kw = {"rgb": bool(layer.rgb)}
@@ -1234,15 +1493,24 @@ def write_result_layers(viewer, layer, channel_axis, params, model, labels, *, q
             kw.update(colormap=layer.colormap, contrast_limits=tuple(layer.contrast_limits))
         elif layer.rgb:
             kw.update(contrast_limits=tuple(layer.contrast_limits))
-        put(Image, src + QUANTISED_SUFFIX, quantised, dict(meta, output="quantised"), geom, image_kwargs=kw,
-            below=labels_layer)
+        put(
+            Image,
+            src + QUANTISED_SUFFIX,
+            quantised,
+            dict(meta, output="quantised"),
+            geom,
+            image_kwargs=kw,
+            below=labels_layer,
+        )
     return labels_layer, kept
 
 
 def kept_message(kept, new_layer) -> str:
     names = ", ".join(f"'{lyr.name}'" for lyr in kept)
-    return (f"napari-gmm: {names} has manual edits, so it was kept as it is; the new labels are in "
-            f"'{new_layer.name}'. Delete the layer you no longer need.")
+    return (
+        f"napari-gmm: {names} has manual edits, so it was kept as it is; the new labels are in "
+        f"'{new_layer.name}'. Delete the layer you no longer need."
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1256,14 +1524,17 @@ def _is_bool_layer(layer) -> bool:
 def _layer_problem(layer) -> str | None:
     """Why ``layer`` cannot be segmented (a message saying what to do), or None."""
     if isinstance(layer, Labels):
-        return (f"napari-gmm: '{layer.name}' is a Labels layer: it holds classes, not intensities. "
-                "Pick an Image layer to segment (a Labels layer can serve as the mask).")
+        return (
+            f"napari-gmm: '{layer.name}' is a Labels layer: it holds classes, not intensities. "
+            "Pick an Image layer to segment (a Labels layer can serve as the mask)."
+        )
     if not isinstance(layer, Image):
-        return (f"napari-gmm: '{layer.name}' is a {type(layer).__name__} layer; pick an Image layer "
-                "to segment.")
+        return f"napari-gmm: '{layer.name}' is a {type(layer).__name__} layer; pick an Image layer to segment."
     if _is_bool_layer(layer):
-        return (f"napari-gmm: '{layer.name}' is a binary (bool) image: there are no intensities to fit. "
-                "Pick an intensity image; a binary layer can serve as the mask.")
+        return (
+            f"napari-gmm: '{layer.name}' is a binary (bool) image: there are no intensities to fit. "
+            "Pick an intensity image; a binary layer can serve as the mask."
+        )
     return None
 
 
