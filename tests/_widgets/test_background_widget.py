@@ -56,6 +56,8 @@ def test_run_writes_layers_and_rerun_updates_in_place(viewer, qtbot, notes):
     assert isinstance(fg, napari.layers.Labels) and isinstance(bg, napari.layers.Image)
     np.testing.assert_array_equal(fg.data, ng.subtract_background(stack).foreground)
     assert bg.data.shape == stack.shape
+    # the opaque background image goes below the foreground labels (it used to hide them)
+    assert viewer.layers.index(bg) < viewer.layers.index(fg)
     meta = fg.metadata["napari_gmm"]
     assert meta["output"] == "foreground" and meta["source"] == "video"
     json.dumps(meta)
@@ -136,6 +138,9 @@ def test_nan_frame_reported_after_run(viewer, qtbot, notes):
     run_and_wait(qtbot, widget)
     assert len(notes["error"]) == 1 and "frame 7" in notes["error"][0]
     assert layer_state(viewer) == before
+    # a long error in the summary wraps: the dock keeps a usable width (it once took 1,937 px)
+    widget.summary.value = "x" * 600
+    assert widget.native.minimumSizeHint().width() < 500
     assert np.isnan(viewer.layers["nan"].data[7, 3, 3])  # input untouched
 
 

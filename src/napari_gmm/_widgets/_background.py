@@ -40,7 +40,7 @@ from napari.utils.notifications import show_error, show_info
 
 import napari_gmm as ng
 
-from ._common import COMPUTE_LOCK, ProgressRelay, RunCancelMixin, put_output_layer, running_message
+from ._common import COMPUTE_LOCK, ProgressRelay, RunCancelMixin, bound_text_width, put_output_layer, running_message
 
 if TYPE_CHECKING:
     import napari
@@ -275,6 +275,9 @@ class BackgroundWidget(RunCancelMixin, Container):
                 self.summary,
             ]
         )
+        # the summary wraps at the dock's width: a long error message (a NaN frame) in an unwrapped
+        # label widened the dock until the viewer's canvas was squeezed out
+        bound_text_width(self.summary.native)
         self.run_button.changed.connect(self._on_run_clicked)
         self.image.changed.connect(self._on_image_changed)
         self.preset.changed.connect(self._on_preset_changed)
@@ -542,9 +545,10 @@ class BackgroundWidget(RunCancelMixin, Container):
         scale = tuple(layer.scale[a] for a in spatial)
         translate = tuple(layer.translate[a] for a in spatial)
         fg = np.moveaxis(res.foreground, 0, t_pos)
-        self._put_layer(
+        fg_layer = self._put_layer(
             Labels, src + FOREGROUND_SUFFIX, fg, dict(meta, output="foreground"), dict(scale=scale, translate=translate)
         )
+        self._below = fg_layer  # the opaque background and foreground images go under the labels
 
         def back(a, with_time=True):
             """Time-first, channels-last array -> the input's axis order."""
@@ -594,8 +598,10 @@ class BackgroundWidget(RunCancelMixin, Container):
             self._put_layer(Image, src + FG_IMAGE_SUFFIX, data, dict(meta, output="foreground_image"), full_geom, kw2)
 
     def _put_layer(self, kind, name, data, meta, geom, image_kwargs=None):
-        # background outputs: any of ours for the source (see put_output_layer)
-        return put_output_layer(self._viewer, kind, name, data, meta, geom, image_kwargs, by_name=False)
+        # background outputs: any of ours for the source (see put_output_layer); images below the
+        # foreground labels, so that the result stays visible
+        below = getattr(self, "_below", None) if kind is not Labels else None
+        return put_output_layer(self._viewer, kind, name, data, meta, geom, image_kwargs, by_name=False, below=below)
 
 
 #: the npe2 widget contribution (``napari_gmm._widgets._background:background_widget``): napari
