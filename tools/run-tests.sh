@@ -14,7 +14,8 @@
 #    collected: pytest prints "no tests ran") is passed on as is, i.e. a failure.
 #
 # Environment: PYTHON (interpreter that creates the venv, default python3), NAPARI_GMM_VENV,
-# NAPARI_GMM_SKIP_INSTALL=1 (use the venv as it is), NUMBA_NUM_THREADS (default 2).
+# NAPARI_GMM_SKIP_INSTALL=1 (use the venv as it is), NUMBA_NUM_THREADS (default 2),
+# NAPARI_GMM_TEST_WORKERS (pytest-xdist worker processes, default 2; 0 = none).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -86,4 +87,6 @@ export NUMBA_NUM_THREADS="${NUMBA_NUM_THREADS:-2}"
 unset DISPLAY WAYLAND_DISPLAY
 log "running pytest under xvfb-run ($("$py" -c 'import sys; print(sys.version.split()[0])'), NUMBA_NUM_THREADS=$NUMBA_NUM_THREADS)"
 # exec: pytest's exit code is the script's, and nothing is printed after its summary line
-exec xvfb-run -a -s "-screen 0 1600x1000x24" "$py" -m pytest "$@" </dev/null
+# -n 2: two worker processes (pytest-xdist). With a cold Numba cache (a fresh clone, as on CI) most
+# of the suite's time is compiling kernels, one core each; NAPARI_GMM_TEST_WORKERS=0 runs in one.
+exec xvfb-run -a -s "-screen 0 1600x1000x24" "$py" -m pytest -n "${NAPARI_GMM_TEST_WORKERS:-2}" "$@" </dev/null
