@@ -226,59 +226,29 @@ class WeightedSamples(Problem):
             if bad >= 0:
                 raise collapse_error(params, bad, iteration)
             return ll / self.total_weight
-        bad = _k.precisions(params.cov, ct, inv_sd, prec_chol, log_det)
-        if bad >= 0:
-            raise collapse_error(params, bad, iteration)
-        _k.log_weights(params.weights, log_w)
-        ll = _k.estep_accumulate(
-            self.X,
-            self.w,
-            params.means,
-            params.means,
-            inv_sd,
-            prec_chol,
-            log_det,
-            log_w,
-            ct,
-            Nk,
-            Sx,
-            Sxx,
-            get_num_threads(),
-        )
+        ll = self._estep(params, iteration)
         _k.m_step(Nk, Sx, Sxx, ct, self.reg, params.weights, params.means, params.cov)
         return ll / self.total_weight
 
-    def objective(self, params: Params) -> float:
-        """The final E-step: the block-dense E-step kernel (its statistics discarded), several
-        times faster than a sample-by-sample log-likelihood on tens of thousands of levels."""
+    def _estep(self, params: Params, iteration=None) -> float:
+        """Precisions, log weights and one E-step with the M-step statistics into the scratch
+        buffers (parallel or serial by the work); returns sum_i w_i log p(x_i)."""
         K, D = params.means.shape
         inv_sd, prec_chol, log_det, log_w, Nk, Sx, Sxx = self._buffers(K, D)
         ct = int(params.cov_type)
         bad = _k.precisions(params.cov, ct, inv_sd, prec_chol, log_det)
         if bad >= 0:
-            raise collapse_error(params, bad)
+            raise collapse_error(params, bad, iteration)
         _k.log_weights(params.weights, log_w)
+        args = (params.means, params.means, inv_sd, prec_chol, log_det, log_w, ct, Nk, Sx, Sxx)
         if self._parallel(K):
-            ll = _k.estep_accumulate(
-                self.X,
-                self.w,
-                params.means,
-                params.means,
-                inv_sd,
-                prec_chol,
-                log_det,
-                log_w,
-                ct,
-                Nk,
-                Sx,
-                Sxx,
-                get_num_threads(),
-            )
-        else:
-            ll = _k.estep_accumulate_serial(
-                self.X, self.w, params.means, params.means, inv_sd, prec_chol, log_det, log_w, ct, Nk, Sx, Sxx, 1
-            )
-        return ll / self.total_weight
+            return _k.estep_accumulate(self.X, self.w, *args, get_num_threads())
+        return _k.estep_accumulate_serial(self.X, self.w, *args, 1)
+
+    def objective(self, params: Params) -> float:
+        """The final E-step: the block-dense E-step kernel (its statistics discarded), several
+        times faster than a sample-by-sample log-likelihood on tens of thousands of levels."""
+        return self._estep(params) / self.total_weight
 
 
 @dataclass
