@@ -1464,6 +1464,70 @@ def check_background_args(
     return res
 
 
+def _prepare_run(
+    stack,
+    preset,
+    time_axis,
+    channel_axis,
+    burn_in,
+    background,
+    foreground_image,
+    learning_rate,
+    noise,
+    bleach_correction,
+    params,
+):
+    """The checks and set-up every run shares (streamed or tiled): (preset, model parameters,
+    time-first view, info, burn_in, noise, bleach_correction) with the preset's values filled in."""
+    preset = _check_preset(preset)
+    res = _resolve(preset, burn_in, noise, bleach_correction, params)
+    view, info = _normalise_stack(stack, time_axis, channel_axis)
+    _check_run_args(info["n_frames"], res, background, foreground_image, learning_rate)
+    burn_in, noise, bc = res.pop("burn_in"), res.pop("noise"), res.pop("bleach_correction")
+    return preset, res, view, info, burn_in, noise, bc
+
+
+def _stack_estimates_steps(view, info, noise, bc) -> Iterator:
+    """The stack-wide estimates a run needs before the per-pixel model: the noise model ("auto":
+    estimated, else given or None) and the bleaching factors (True: estimated with the noise
+    model's offset, an array: given). Yields after every frame read; returns (noise, factors)."""
+    n_t = info["n_frames"]
+    model_noise = None
+    if isinstance(noise, str):
+        model_noise = yield from _estimate_noise_steps(view, info, n_pairs=min(48, n_t - 1))
+    elif noise is not None:
+        model_noise = NoiseModel.coerce(noise)
+        _check_offset(model_noise.offset, view, info)
+    factors = None
+    if isinstance(bc, (bool, np.bool_)):
+        if bc:
+            offset = model_noise.offset if model_noise is not None else None
+            factors = yield from _estimate_bleaching_steps(view, info, offset)
+    else:
+        factors = np.asarray(bc, np.float64).copy()
+    return model_noise, factors
+
+
+def _used_params(
+    p, preset, info, burn_in, data_range, background, foreground_image, learning_rate, noise, factors
+) -> dict:
+    """Every parameter of a run, JSON-able (``BackgroundResult.params``)."""
+    return dict(
+        p,
+        preset=preset,
+        time_axis=info["time_axis"],
+        channel_axis=info["channel_axis"],
+        burn_in=burn_in,
+        data_range=float(data_range),
+        background=background,
+        foreground_image=foreground_image,
+        learning_rate=learning_rate,
+        noise=None if noise is None else noise.as_dict(),
+        bleach_correction=factors is not None,
+        frame_factors=None if factors is None else [float(v) for v in factors],
+    )
+
+
 def _subtract_background_steps(
     stack,
     *,
@@ -1481,13 +1545,20 @@ def _subtract_background_steps(
 ) -> Iterator:
     """Generator behind :func:`subtract_background`: yields (done, total) after each frame of
     every phase and returns the :class:`BackgroundResult` (``StopIteration.value``)."""
-    preset = _check_preset(preset)
-    res = _resolve(preset, burn_in, noise, bleach_correction, params)
-    view, info = _normalise_stack(stack, time_axis, channel_axis)
+    preset, p, view, info, burn_in, noise, bc = _prepare_run(
+        stack,
+        preset,
+        time_axis,
+        channel_axis,
+        burn_in,
+        background,
+        foreground_image,
+        learning_rate,
+        noise,
+        bleach_correction,
+        params,
+    )
     n_t = info["n_frames"]
-    _check_run_args(n_t, res, background, foreground_image, learning_rate)
-    burn_in, noise, bc = res.pop("burn_in"), res.pop("noise"), res.pop("bleach_correction")
-    p = res
     burn_idx = burn_in_indices(n_t, burn_in)
     frame_shape = info["frame_shape"]
     dtype = info["dtype"]
@@ -1500,34 +1571,15 @@ def _subtract_background_steps(
     total = (2 * n_pairs if auto_noise else 0) + (n_bleach if auto_bleach else 0) + len(burn_idx) + n_t
     done = 0
 
-    model_noise = None
-    if auto_noise:
-        gen = _estimate_noise_steps(view, info, n_pairs=n_pairs)
-        while True:
-            try:
-                next(gen)
-            except StopIteration as stop:
-                model_noise = stop.value
-                break
-            done += 1
-            yield done, total
-    elif noise is not None:
-        model_noise = NoiseModel.coerce(noise)
-        _check_offset(model_noise.offset, view, info)
-    offset = model_noise.offset if model_noise is not None else 0.0
-    factors = None
-    if auto_bleach:
-        gen = _estimate_bleaching_steps(view, info, offset if model_noise is not None else None)
-        while True:
-            try:
-                next(gen)
-            except StopIteration as stop:
-                factors = stop.value
-                break
-            done += 1
-            yield done, total
-    elif not isinstance(bc, (bool, np.bool_)):
-        factors = np.asarray(bc, np.float64).copy()
+    gen = _stack_estimates_steps(view, info, noise, bc)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            model_noise, factors = stop.value
+            break
+        done += 1
+        yield done, total
 
     if data_range is None:
         data_range = default_data_range(view)
@@ -1596,19 +1648,8 @@ def _subtract_background_steps(
     bg_out = bg_all
     if background == "last":
         bg_out = _to_dtype(model.background, out_dtype)
-    used = dict(
-        p,
-        preset=preset,
-        time_axis=info["time_axis"],
-        channel_axis=info["channel_axis"],
-        burn_in=burn_in,
-        data_range=float(data_range),
-        background=background,
-        foreground_image=foreground_image,
-        learning_rate=learning_rate,
-        noise=None if model_noise is None else model_noise.as_dict(),
-        bleach_correction=factors is not None,
-        frame_factors=None if factors is None else [float(v) for v in factors],
+    used = _used_params(
+        p, preset, info, burn_in, data_range, background, foreground_image, learning_rate, model_noise, factors
     )
     return BackgroundResult(
         foreground=fg,
@@ -1879,26 +1920,22 @@ def _subtract_background_tiled(
 
     from ._kernels import _config
 
-    preset = _check_preset(preset)
-    res = _resolve(preset, burn_in, noise, bleach_correction, params)
-    view, info = _normalise_stack(stack, time_axis, channel_axis)
+    preset, res, view, info, burn_in, noise, bc = _prepare_run(
+        stack,
+        preset,
+        time_axis,
+        channel_axis,
+        burn_in,
+        background,
+        foreground_image,
+        learning_rate,
+        noise,
+        bleach_correction,
+        params,
+    )
     n_t = info["n_frames"]
-    _check_run_args(n_t, res, background, foreground_image, learning_rate)
-    burn_in, noise, bc = res.pop("burn_in"), res.pop("noise"), res.pop("bleach_correction")
     # the stack-wide estimates, once, shared by every tile (so that tiles equal the whole)
-    model_noise = None
-    if isinstance(noise, str):
-        model_noise = _steps(_estimate_noise_steps(view, info, n_pairs=min(48, n_t - 1)), progress)
-    elif noise is not None:
-        model_noise = NoiseModel.coerce(noise)
-        _check_offset(model_noise.offset, view, info)
-    factors = None
-    if isinstance(bc, (bool, np.bool_)):
-        if bc:
-            offset = model_noise.offset if model_noise is not None else None
-            factors = _steps(_estimate_bleaching_steps(view, info, offset), progress)
-    else:
-        factors = np.asarray(bc, np.float64).copy()
+    model_noise, factors = _steps(_stack_estimates_steps(view, info, noise, bc), progress)
     if data_range is None:
         data_range = default_data_range(view)
     frame_shape = info["frame_shape"]
@@ -1953,21 +1990,10 @@ def _subtract_background_tiled(
             return None
         return da.concatenate([da.concatenate(row, axis=2 if t_axis else 1) for row in rows], axis=1 if t_axis else 0)
 
-    used = dict(
-        res,
-        preset=preset,
-        time_axis=info["time_axis"],
-        channel_axis=info["channel_axis"],
-        burn_in=burn_in,
-        data_range=float(data_range),
-        background=background,
-        foreground_image=foreground_image,
-        learning_rate=learning_rate,
-        noise=None if model_noise is None else model_noise.as_dict(),
-        bleach_correction=factors is not None,
-        frame_factors=None if factors is None else [float(v) for v in factors],
-        tiles=[len(ys) - 1, len(xs) - 1],
+    used = _used_params(
+        res, preset, info, burn_in, data_range, background, foreground_image, learning_rate, model_noise, factors
     )
+    used["tiles"] = [len(ys) - 1, len(xs) - 1]
     return BackgroundResult(
         foreground=assemble(rows_fg),
         background=assemble(rows_bg, background == "all"),
