@@ -573,7 +573,7 @@ def _smoothed_start(X, valid, spatial, spacing, K, image, fit_kw):
         elif cov_type == _driver.CovType.DIAG:
             c = np.diag(np.diag(c))
         cov[k] = c
-    lab = np.where(ok, lab, 0).astype(np.uint8 if K < 256 else np.uint16)
+    lab = np.where(ok, lab, 0).astype(label_dtype(K))
     return model, _driver.Params(Nk / Nk.sum(), means, cov, cov_type), lab
 
 
