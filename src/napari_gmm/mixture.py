@@ -287,7 +287,13 @@ class MixtureModel:
             Shape of the image without the channel axis, uint8 (uint16 for K > 255). A model fitted
             by ``segment(..., labels="intervals")`` (``params["labels"]``) gives interval labels.
         """
-        image, hist = self._prepare(image, channel_axis, mask, bins)
+        image = check_image(image, channel_axis=channel_axis)
+        self._check_features(channel_axis, image)
+        return self._labels(image, channel_axis, mask, bins, progress)
+
+    def _labels(self, image, channel_axis, mask, bins, progress):
+        """Labels of an image :meth:`predict` or :meth:`quantize` has validated."""
+        hist = _pl.compress_image(image, channel_axis=channel_axis, mask=mask, bins=bins)
         return _pl.label_image(self._fns(), image, hist, channel_axis=channel_axis, mask=mask, progress=progress)
 
     def predict_proba(self, image, *, channel_axis=None, mask=None, bins=None, progress=None):
@@ -324,7 +330,7 @@ class MixtureModel:
         self._check_features(channel_axis, image)
         phases = _pl.Progress(progress, [1, 1])
         if labels is None:
-            labels = self.predict(image, channel_axis=channel_axis, mask=mask, bins=bins, progress=phases.phase(0))
+            labels = self._labels(image, channel_axis, mask, bins, phases.phase(0))
         else:
             spatial = tuple(
                 n for i, n in enumerate(image.shape) if channel_axis is None or i != channel_axis % image.ndim
