@@ -61,6 +61,10 @@ BETA_SAMPLES = 2**16
 BETA_NEWTON = 8
 #: largest beta the automatic estimate may reach (per unit neighbour weight)
 BETA_MAX = 10.0
+#: pixels (at most, a regular grid) the start's bias field is fitted on (:meth:`SpatialProblem.start_field`)
+START_FIELD_SAMPLES = 2**14
+#: largest number of (mixture, field) rounds of the start's bias field
+START_FIELD_ROUNDS = 50
 #: stride of the pixel grid the bias field is fitted on (per axis)
 BIAS_STRIDE = 2
 #: largest change of log b (anywhere) of an update below which the bias field is kept from then on
@@ -171,6 +175,14 @@ def neighbourhood(ndim, connectivity=1, spacing=None):
     return np.array(offs, np.int64), np.array(wts, np.float64)
 
 
+def _weight_groups(wts):
+    """(group of every neighbour offset (n,), weight of each group (G,), offsets per group (G,)):
+    the offsets grouped by equal weight (the simulated neighbour field is a count per group)."""
+    w = np.asarray(wts, np.float64)
+    _, first, group, ng = np.unique(np.round(w, 12), return_index=True, return_inverse=True, return_counts=True)
+    return group.astype(np.int64).ravel(), w[first], ng.astype(np.int64)
+
+
 def _legendre_table(n, degree):
     """(n, degree + 1) Legendre polynomials P_0..P_degree at n points spread over [-1, 1]."""
     u = np.linspace(-1.0, 1.0, n) if n > 1 else np.zeros(1)
@@ -251,10 +263,12 @@ class SpatialProblem(_driver.Problem):
         self.bias_coef = None
         self._jac = 0.0
         self.beta_history = []
+        self._start_coef = self._start_log_b = self._start_inv_b = None
         # a regular subsample of the valid pixels for the pseudo-likelihood of beta
         vidx = np.flatnonzero(valid)
         stride = max(1, int(math.ceil(vidx.size / BETA_SAMPLES)))
         self._pl_idx = np.ascontiguousarray(vidx[::stride])
+        self._pl_groups = _weight_groups(wts)
         if self.bias_degree:
             Z, Y, Xn = (int(v) for v in self.dims)
             deg = self.bias_degree
@@ -286,6 +300,10 @@ class SpatialProblem(_driver.Problem):
         self.inv_b = np.zeros(0, np.float32)
         self.log_b = None
         self.bias_coef = None
+        if self._start_coef is not None:
+            self.bias_coef = self._start_coef.copy()
+            self.log_b = self._start_log_b.copy()
+            self.inv_b = self._start_inv_b.copy()
         self._jac = 0.0
         c0, inv_sd, prec_chol = self._factors(params, 0)
         if self.q is None or self.q.shape[1] != K:
@@ -338,8 +356,61 @@ class SpatialProblem(_driver.Problem):
         )
         return float(self._obj.sum()) / self.total_weight + self._jac, (acc if accumulate else None)
 
+    def _simulated_pattern_table(self):
+        """(distinct simulated neighbour fields (G, K), their pixel counts (G,), sum_s q_s . nbar_s)
+        of the sampled pixels, or None where the codes would not fit an int64 (many classes and
+        neighbours: then the per-pixel kernel)."""
+        K = self.q.shape[1]
+        group, wg, ng = self._pl_groups
+        radix = np.repeat(ng + 1, K).reshape(len(ng), K)
+        if float(np.prod(radix.astype(np.float64))) >= 2.0**62:
+            return None
+        mult = np.cumprod(np.concatenate([[1], radix.ravel()[:-1]])).reshape(radix.shape).astype(np.int64)
+        idx = self._pl_idx
+        codes = np.empty(idx.size, np.int64)
+        lin = np.zeros(64)
+        _mrf.simulated_patterns(
+            self.q, self.dims, self.offs, self.wts, group, mult, idx, np.uint64(self._seed), codes, lin
+        )
+        codes = codes[codes >= 0]
+        span = int(np.prod(radix))
+        if span <= 4 * codes.size + 4096:
+            cnt = np.bincount(codes, minlength=span)
+            u = np.flatnonzero(cnt)
+            cnt = cnt[u]
+        else:
+            u, cnt = np.unique(codes, return_counts=True)
+        digits = (u[:, None, None] // mult[None]) % radix[None]  # (G, groups, K)
+        nbar = np.einsum("gjk,j->gk", digits.astype(np.float64), wg)
+        return nbar, cnt.astype(np.float64), float(lin.sum())
+
     def estimate_beta(self, weights):
         """The beta maximising the mean-field pseudo-likelihood of the current posteriors."""
+        with np.errstate(divide="ignore"):
+            log_w = np.log(np.maximum(weights, 1e-300))
+        table = self._simulated_pattern_table() if BETA_SIMULATED else None
+        if table is not None:
+            # the sampled pixels share a few hundred distinct fields at most: Newton on those
+            nbar, cnt, lin = table
+            b = max(self.beta, 0.05)
+            for _ in range(BETA_NEWTON):
+                e = log_w[None, :] + b * nbar
+                e -= e.max(axis=1, keepdims=True)
+                p = np.exp(e)
+                p /= p.sum(axis=1, keepdims=True)
+                m1 = (p * nbar).sum(axis=1)
+                m2 = (p * nbar * nbar).sum(axis=1)
+                g = lin - float(cnt @ m1)
+                h = -float(cnt @ (m2 - m1 * m1))
+                if h >= 0:
+                    break
+                nb = b - g / h
+                nb = min(max(nb, 0.5 * b, 0.0), 2.0 * b + 0.5, BETA_MAX)
+                done = abs(nb - b) < 1e-4 * max(1.0, b)
+                b = nb
+                if done:
+                    break
+            return float(b)
         idx = self._pl_idx
         K = self.q.shape[1]
         nbar = np.empty((idx.size, K))
@@ -347,8 +418,6 @@ class SpatialProblem(_driver.Problem):
             self.q, self.valid, self.dims, self.offs, self.wts, idx, nbar, BETA_SIMULATED, np.uint64(self._seed)
         )
         qs = self.q[idx]
-        with np.errstate(divide="ignore"):
-            log_w = np.log(np.maximum(weights, 1e-300))
         b = max(self.beta, 0.05)
         for _ in range(BETA_NEWTON):
             _, g, h = _mrf.pseudo_likelihood(qs, nbar, log_w, b)
@@ -407,6 +476,71 @@ class SpatialProblem(_driver.Problem):
             self.log_b -= float(self.log_b[v].mean())
         self.inv_b = np.exp(-self.log_b).astype(np.float32)
         self._jac = 0.0
+
+    def start_field(self, sm, labels):
+        """The bias field of the start: fitted on ``sm`` (N, D), a smoothed copy of the image, by
+        alternating a mixture of its grey level (uniform weights, soft posteriors from the
+        ``labels`` 1..K, 0 = none, to begin with) and a Gauss-Newton step of the field until the
+        field settles (:data:`BIAS_SETTLED`) or :data:`START_FIELD_ROUNDS`. Smoothing divides the
+        noise, so the field and the classes separate there; on the raw pixels the field was
+        fitted to a labelling that the spatial prior then held in place (measured: 81 % right at
+        noise 0.58 with a +-30 % field, 256 x 256, where the true field gives 99.5 %). Runs on a
+        regular grid of at most :data:`START_FIELD_SAMPLES` pixels (the field is smooth); the
+        result is evaluated on every pixel and kept as the start of :meth:`reset`."""
+        K = int(labels.max()) if labels.size else 0
+        Z, Y, Xn = (int(v) for v in self.dims)
+        nd = 3 if Z > 1 else 2
+        st = max(1, int(math.ceil((self.total_weight / START_FIELD_SAMPLES) ** (1.0 / nd))))
+        zsl = slice(None, None, st) if Z > 1 else slice(None)
+        sub = lambda a: np.ascontiguousarray(a.reshape(Z, Y, Xn)[zsl, ::st, ::st])  # noqa: E731
+        xs = sub(np.asarray(sm, np.float64).mean(axis=1)).ravel()
+        lab = sub(labels).ravel().astype(np.int64)
+        ok = sub(self.valid.view(bool)).ravel() & (lab > 0) & np.isfinite(xs)
+        dims_s = np.array(sub(labels).shape, np.int64).reshape(-1)
+        dims_s = np.concatenate([[1] * (3 - dims_s.size), dims_s]).astype(np.int64)
+        Lz, Ly, Lx = (np.ascontiguousarray(a) for a in (self._Lz[zsl], self._Ly[::st], self._Lx[::st]))
+        xs = np.where(ok, xs, 1.0)
+        q = np.zeros((xs.size, max(K, 1)), np.float32)
+        q[np.flatnonzero(ok), lab[ok] - 1] = 1.0
+        valid_s = np.ascontiguousarray(ok.view(np.uint8))
+        P = self._terms.shape[0]
+        coef = np.zeros(P)
+        log_b = np.zeros(xs.size)
+        for _ in range(START_FIELD_ROUNDS):
+            xc = xs * np.exp(-log_b)
+            Nk = q.sum(axis=0).astype(np.float64)
+            if K < 2 or np.any(Nk < 2):
+                break
+            mu = (q.T @ xc) / Nk
+            var = np.maximum((q.T @ (xc * xc)) / Nk - mu * mu, 1e-6 * mu.var() + 1e-12)
+            AtA, Atb = np.zeros((P, P)), np.zeros(P)
+            _mrf.bias_normal_equations_serial(
+                xs, valid_s, q, mu, var, log_b, dims_s, Lz, Ly, Lx, self._terms, 1, AtA, Atb
+            )
+            try:
+                delta = np.linalg.solve(AtA + 1e-9 * max(np.trace(AtA), 1e-300) * np.eye(P), Atb)
+            except np.linalg.LinAlgError:
+                break
+            if not np.all(np.isfinite(delta)):
+                break
+            coef = coef + delta
+            _mrf.bias_evaluate_serial(coef, self._terms, Lz, Ly, Lx, dims_s, log_b)
+            log_b -= float(log_b[ok].mean())
+            xc = xs * np.exp(-log_b)
+            lp = -0.5 * (xc[:, None] - mu) ** 2 / var - 0.5 * np.log(var)
+            lp -= lp.max(axis=1, keepdims=True)
+            e = np.exp(lp)
+            q[:] = np.where(ok[:, None], e / e.sum(axis=1, keepdims=True), 0.0)
+            if float(np.abs(delta).sum()) < BIAS_SETTLED:
+                break
+        full = np.empty(self.X.shape[0])
+        _mrf.bias_evaluate(coef, self._terms, self._Lz, self._Ly, self._Lx, self.dims, full)
+        v = self.valid.view(bool)
+        if v.any():
+            full -= float(full[v].mean())
+        self._start_coef = coef
+        self._start_log_b = full
+        self._start_inv_b = np.exp(-full).astype(np.float32)
 
     # ---- the driver's interface ------------------------------------------------------------
     def step(self, params, iteration):
@@ -504,10 +638,13 @@ def _prepare(image, channel_axis, mask):
 #: while the labels no longer change (measured on the 512 x 512 benchmark phantoms: 9-14 iterations
 #: and the same accuracy to 0.02 % at 1e-4, 15-26 iterations at 1e-6)
 SPATIAL_TOL = 1e-4
-#: ... and with a bias field: the field and the labels it corrects adapt to each other slowly, by
-#: steps below 1e-4 (measured, noise 0.58 with a +-30 % field: 96.1 % of the pixels right at 1e-4,
-#: 98.3 % at 1e-6)
-SPATIAL_BIAS_TOL = 1e-6
+#: ... and with a bias field. It was 1e-6 while the field started at 1 and the field and the labels
+#: adapted to each other by steps below 1e-4 for up to 100 iterations; the field is now fitted
+#: first on the smoothed image (:meth:`SpatialProblem.start_field`) and settles within a few
+#: iterations (measured on the biased 512 x 512 phantoms at noise 0.33 / 0.58 / 0.83: 99.95 /
+#: 99.76 / 99.50 % right in 14 / 9 / 11 iterations at 1e-4, 99.95 / 99.77 / 99.56 % in 14 / 20 /
+#: 38 at 1e-6)
+SPATIAL_BIAS_TOL = SPATIAL_TOL
 
 
 def default_tol(tol):
@@ -521,14 +658,9 @@ def default_tol(tol):
 START_SIGMA = 1.5
 
 
-def _smoothed_start(X, valid, spatial, spacing, K, image, fit_kw):
-    """The start of the spatial fit: the per-pixel mixture of a smoothed copy of the image (noise
-    divided by ~2 sigma sqrt(pi) in 2-D), its labels as one-hot posteriors, and one M-step on the
-    raw pixels. On heavily overlapping classes the mixture of the raw intensities can be far from
-    the classes (measured: 43 % of the pixels right at noise 0.58), and EM with a spatial prior
-    keeps a bad start's classes; smoothing separates them first.
-
-    Returns (the smoothed fit's MixtureModel, driver Params without reg_covar)."""
+def _smooth(X, valid, spatial, spacing):
+    """A Gaussian-smoothed copy (spatial + (D,)) float32 of the valid pixels (normalised
+    convolution: masked pixels do not leak in), NaN where invalid."""
     from scipy import ndimage
 
     D = X.shape[1]
@@ -541,6 +673,18 @@ def _smoothed_start(X, valid, spatial, spacing, K, image, fit_kw):
         with np.errstate(invalid="ignore", divide="ignore"):
             sm[..., d] = num / den
     sm[~v] = np.nan
+    return sm
+
+
+def _smoothed_start(X, valid, sm, K, fit_kw):
+    """The start of the spatial fit: the per-pixel mixture of a smoothed copy ``sm`` of the image
+    (:func:`_smooth`; noise divided by ~2 sigma sqrt(pi) in 2-D), its labels as one-hot
+    posteriors, and one M-step on the raw pixels ``X``. On heavily overlapping classes the mixture
+    of the raw intensities can be far from the classes (measured: 43 % of the pixels right at noise
+    0.58), and EM with a spatial prior keeps a bad start's classes; smoothing separates them first.
+
+    Returns (the smoothed fit's MixtureModel, driver Params without reg_covar, labels (N,))."""
+    D = X.shape[1]
     kw = dict(fit_kw)
     kw.pop("mask")
     ch = kw.pop("channel_axis")
@@ -654,9 +798,10 @@ def fit_spatial(
         bins=bins,
         random_state=random_state,
     )
-    p0 = start_labels = None
+    p0 = start_labels = sm = None
     if start is None:
-        start, p0, start_labels = _smoothed_start(X, valid, spatial, sp, n_components, image, fit_kw)
+        sm = _smooth(X, valid, spatial, sp)
+        start, p0, start_labels = _smoothed_start(X, valid, sm, n_components, fit_kw)
     elif start == "pixels":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -678,6 +823,15 @@ def fit_spatial(
         ndim=nd,
     )
     problem.start_labels = start_labels
+    if degree and sm is not None:
+        # the field first, on the smoothed image (low noise: the field and the classes separate
+        # there), then the start's mixture again on the corrected smoothed image
+        problem.start_field(sm.reshape(-1, sm.shape[-1]), start_labels)
+        ib = problem._start_inv_b
+        start, p0, start_labels = _smoothed_start(
+            X * ib[:, None], valid, sm * ib.reshape(spatial)[..., None], n_components, fit_kw
+        )
+        problem.start_labels = start_labels
     if p0 is None:
         p0 = _driver.Params.from_sklearn(start.weights, start.means, start.covariances, covariance_type)
     if UNIFORM_WEIGHTS:

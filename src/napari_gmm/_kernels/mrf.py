@@ -25,10 +25,28 @@ log(2 pi)``, ``inv_sd`` (K, D) for spherical/diag, ``prec_chol`` (K, D, D) for f
 import numpy as np
 from numba import njit, prange
 
-from ._config import JIT, PJIT
+from ._config import JIT, PJIT, serial_copy
 
 #: exp(-20) = 2e-9: below the resolution of the float32 posteriors next to the best class's share
 EXP_CUT = -20.0
+
+
+#: 2**-n for n = 0..63 (the exponent part of :func:`_exp_nonpos`)
+_POW2_NEG = np.array([2.0**-n for n in range(64)])
+
+
+@njit(inline="always", **JIT)
+def _exp_nonpos(t):
+    """exp(t) for EXP_CUT <= t <= 0 to 1e-8 relative (below the float32 posteriors' resolution),
+    inlined: t = n ln 2 + r with |r| <= ln(2) / 2, exp(r) by its degree-7 Taylor polynomial
+    (truncation 6e-9), 2**n from a table. libm's exp() was most of a sweep's cost."""
+    n = np.floor(t * 1.4426950408889634 + 0.5)
+    r = t - n * 0.6931471805599453
+    p = 1.0 + r * (
+        1.0
+        + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0))))))
+    )
+    return p * _POW2_NEG[int(-n)]
 
 
 @njit(inline="always", **JIT)
@@ -136,6 +154,9 @@ def sweep(
             d = np.empty(D)
             ra = np.zeros((K, W))
             o_row = 0.0
+            # product of the rows' normalisers s (each in [1, K]): one log() per ~400 pixels
+            # instead of one per pixel
+            s_prod = 1.0
             base = r * Xn
             for x in range(x0, Xn, 2):
                 i = base + x
@@ -201,19 +222,14 @@ def sweep(
                     continue
                 s = 0.0
                 for k in range(K):
-                    # exp() is most of a sweep's cost (libm, not vectorised here; the package's
-                    # _exp_neg was not inlined and ran 2.5x slower): skipped for the best class
-                    # (1) and for classes more than EXP_CUT nats below it (their share is below
-                    # float32 resolution), which after a few iterations is most of them
+                    # exp() is skipped for the best class (1) and for classes more than EXP_CUT
+                    # nats below it (their share is below float32 resolution)
+                    # (branch-free: which class is best changes from pixel to pixel)
                     t = lp[k] + beta * nb[k] - best
-                    if t == 0.0:
-                        t = 1.0
-                    elif t < EXP_CUT:
-                        t = 0.0
-                    else:
-                        t = np.exp(t)
-                    lp[k] = t
-                    s += t
+                    e = _exp_nonpos(max(t, EXP_CUT))  # exactly 1 for the best class
+                    e = e if t >= EXP_CUT else 0.0
+                    lp[k] = e
+                    s += e
                 inv_s = 1.0 / s
                 later_term = 0.0
                 for k in range(K):
@@ -222,21 +238,31 @@ def sweep(
                     q[i, k] = p
                     later_term += p * nbl[k]
                 # sum_k q (lp - log q) = best + log s - beta q.nb; plus beta q.(nb - nbl)
-                o_row += best + (np.log(s) if s != 1.0 else 0.0) - beta * later_term
+                o_row += best - beta * later_term
+                s_prod *= s
+                if s_prod > 1e250:
+                    o_row += np.log(s_prod)
+                    s_prod = 1.0
                 if accumulate:
                     for k in range(K):
                         p = lp[k]
+                        if p == 0.0:  # below EXP_CUT: most classes of most pixels
+                            continue
                         ra[k, 0] += p
-                        for a in range(D):
-                            d[a] = xv[a] - ref[k, a]
-                            ra[k, 1 + a] += p * d[a]
-                        for a in range(D):
-                            if full:
+                        if full:
+                            for a in range(D):
+                                d[a] = xv[a] - ref[k, a]
+                                ra[k, 1 + a] += p * d[a]
+                            for a in range(D):
                                 for b in range(D):
                                     ra[k, 1 + D + a * D + b] += p * d[a] * d[b]
-                            else:
-                                ra[k, 1 + D + a] += p * d[a] * d[a]
-            obj[r] += o_row
+                        else:
+                            for a in range(D):
+                                da = xv[a] - ref[k, a]
+                                pd = p * da
+                                ra[k, 1 + a] += pd
+                                ra[k, 1 + D + a] += pd * da
+            obj[r] += o_row + np.log(s_prod)
             if accumulate:
                 for k in range(K):
                     for t in range(W):
@@ -342,6 +368,55 @@ def neighbour_fields(q, valid, dims, offs, wts, idx, out, sample, seed):
 
 
 @njit(**PJIT)
+def simulated_patterns(q, dims, offs, wts, group, mult, idx, seed, codes, lin):
+    """The simulated neighbour field of :func:`neighbour_fields` (``sample`` True) as exact integer
+    codes: for sampled pixel i = idx[s], the number of neighbours of each weight group g
+    (``group[o]``) drawn into each class k, as the mixed-radix number sum_{g,k} count_gk *
+    mult[g, k] in ``codes[s]`` (-1 for a pixel with q_i = 0: masked). The field is
+    nbar_ik = sum_g w_g count_gk, so pixels with one code share it and the pseudo-likelihood needs
+    one term per distinct code. ``lin[c]`` gets chunk c's share of sum_s sum_k q_ik nbar_ik (64
+    fixed chunks: the same sum whatever the threads)."""
+    Z, Y, Xn = dims[0], dims[1], dims[2]
+    K = q.shape[1]
+    nof = offs.shape[0]
+    M = idx.shape[0]
+    nch = lin.shape[0]
+    step = (M + nch - 1) // nch
+    for c in prange(nch):
+        acc = 0.0
+        for s in range(c * step, min(M, (c + 1) * step)):
+            i = idx[s]
+            qsum = 0.0
+            for k in range(K):
+                qsum += q[i, k]
+            if qsum == 0.0:
+                codes[s] = -1
+                continue
+            x = i % Xn
+            r = i // Xn
+            y = r % Y
+            z = r // Y
+            code = np.int64(0)
+            for o in range(nof):
+                zz = z + offs[o, 0]
+                yy = y + offs[o, 1]
+                xx = x + offs[o, 2]
+                if zz < 0 or zz >= Z or yy < 0 or yy >= Y or xx < 0 or xx >= Xn:
+                    continue
+                j = (zz * Y + yy) * Xn + xx
+                u = _uniform(j, seed)
+                cum = 0.0
+                for k in range(K):
+                    cum += q[j, k]
+                    if u < cum:
+                        code += mult[group[o], k]
+                        acc += wts[o] * q[i, k]
+                        break
+            codes[s] = code
+        lin[c] = acc
+
+
+@njit(**PJIT)
 def pseudo_likelihood(qs, nbar, log_w, beta):
     """(value, gradient, second derivative) in beta of the mean-field pseudo-log-likelihood
 
@@ -426,6 +501,7 @@ def bias_normal_equations(Xbar, valid, q, mu, var, log_b, dims, Lz, Ly, Lx, term
     part = np.zeros((nch, P * P + P))
     for c in prange(nch):
         phi = np.empty(P)
+        loc = np.zeros(P * P + P)  # this chunk's sums (not part[c]: threads' rows share cache lines)
         for rr in range(c * step, min(R, (c + 1) * step)):
             zi = rr // ys
             z = zi * stride if Z > 1 else 0
@@ -448,9 +524,11 @@ def bias_normal_equations(Xbar, valid, q, mu, var, log_b, dims, Lz, Ly, Lx, term
                     phi[p] = Lz[z, terms[p, 0]] * Ly[y, terms[p, 1]] * Lx[x, terms[p, 2]]
                 for a in range(P):
                     wa = W * phi[a]
-                    part[c, P * P + a] += wa * res
+                    loc[P * P + a] += wa * res
                     for b in range(a + 1):
-                        part[c, a * P + b] += wa * phi[b]
+                        loc[a * P + b] += wa * phi[b]
+        for t in range(P * P + P):
+            part[c, t] = loc[t]
     for c in range(nch):
         for a in range(P):
             Atb[a] += part[c, P * P + a]
@@ -479,3 +557,9 @@ def bias_evaluate(coef, terms, Lz, Ly, Lx, dims, out_log):
             for t in range(nx):
                 v += g[t] * Lx[x, t]
             out_log[r * Xn + x] = v
+
+
+#: serial twins for the start's field on a small grid (:meth:`napari_gmm.spatial.SpatialProblem.start_field`):
+#: a parallel launch costs more than their work there, and milliseconds on a loaded machine
+bias_normal_equations_serial = njit(**JIT)(serial_copy(bias_normal_equations.py_func))
+bias_evaluate_serial = njit(**JIT)(serial_copy(bias_evaluate.py_func))
