@@ -63,7 +63,7 @@ def test_known_beta_recovered_from_noisy_potts_samples():
     img = (60.0 * (z + 1) + rng.normal(0, 20, z.shape)).astype(np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        r = fit_spatial(img, 3)
+        r = fit_spatial(img, 3, connectivity=1)  # the sampler's 4-neighbour model
     assert r.beta == pytest.approx(0.8, rel=0.25)
     assert _acc(r.labels, z + 1) > 0.9  # a Potts field at 0.8 has many one-pixel details
 
