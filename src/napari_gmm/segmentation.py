@@ -70,7 +70,7 @@ def fit_mixture(
     censoring="auto",
     beta=0.0,
     spacing=None,
-    connectivity=1,
+    connectivity=None,
     bias_field=False,
 ):
     """Fit a Gaussian mixture to the intensities (or colours) of an image with EM.
@@ -259,7 +259,7 @@ def segment(
     labels="map",
     beta=0.0,
     spacing=None,
-    connectivity=1,
+    connectivity=None,
     bias_field=False,
 ):
     """Label every pixel with its most probable Gaussian component.
@@ -301,8 +301,13 @@ def segment(
     spacing : sequence of float, optional
         Pixel size along each spatial axis (e.g. a napari layer's ``scale``): neighbours are
         weighted by inverse physical distance, so anisotropic z-stacks are smoothed correctly.
-    connectivity : int, default 1
-        1: face neighbours (4 in 2-D, 6 in 3-D); up to ndim: also diagonal ones (8, 26).
+    connectivity : int or None, default None
+        1: face neighbours (4 in 2-D, 6 in 3-D); 2: also the diagonal neighbours within a plane
+        (8 in 2-D, as ANTs Atropos's 3 x 3 neighbourhood; 18 in 3-D); 3 in 3-D: all 26. None: 2 for
+        2-D images, 1 for 3-D. Face neighbours alone measure a boundary's length in city-block
+        distance, so the prior cuts diagonal and curved boundaries: in 2-D all 8 neighbours got more
+        pixels right on every benchmark phantom (see the README); in 3-D 18 neighbours were only
+        0.06 points better for 1.65x the time.
     bias_field : bool or int, default False
         Also estimate a smooth multiplicative intensity field (uneven illumination, vignetting)
         inside EM: True for a polynomial of degree 3 in the log domain, or the degree (1..8).
