@@ -1290,7 +1290,7 @@ class SegmentWidget(RunCancelMixin, Container):
                 )
         scale = tuple(float(v) for v in layer.scale)
         spacing = [scale[a] if a < len(scale) else 1.0 for a in axes]
-        return {"beta": beta, "spacing": spacing, "connectivity": 1, "bias_field": bool(self.bias_field.value)}
+        return {"beta": beta, "spacing": spacing, "connectivity": None, "bias_field": bool(self.bias_field.value)}
 
     def _stack_layers(self, layer, extra):
         """(data, channel_axis, shape): ``layer`` and the ``extra`` layers stacked on a new last axis
