@@ -265,7 +265,21 @@ class MixtureModel:
         return image, _pl.compress_image(image, channel_axis=channel_axis, mask=mask, bins=bins)
 
     # ---- on images ------------------------------------------------------------------------
-    def predict(self, image, *, channel_axis=None, mask=None, bins=None, progress=None):
+    def _spatial(self, spatial):
+        """Whether predict / predict_proba apply the model's spatial prior (None: when it has one)."""
+        from . import spatial as _sp
+
+        has = _sp.is_spatial(self)
+        if spatial is None:
+            return has
+        if spatial and not has:
+            raise InputError(
+                "spatial=True: this model has no spatial prior (it was fitted with beta=0 and no bias "
+                "field); fit it with beta='auto' or a number > 0, or leave spatial=None"
+            )
+        return bool(spatial)
+
+    def predict(self, image, *, channel_axis=None, mask=None, bins=None, progress=None, spatial=None):
         """Most probable component of every pixel, as labels 1..K (0 = masked, NaN or inf).
 
         Parameters
@@ -283,12 +297,24 @@ class MixtureModel:
 
         Returns
         -------
+        spatial : bool or None
+            For a model fitted with the spatial prior (``beta`` > 0 or ``bias_field``): None or True
+            applies it (the label field of the model's mean-field E-step with its parameters, beta
+            and bias field fixed: :func:`napari_gmm.spatial.predict_spatial`); False gives the
+            per-pixel labels of its components. Per-pixel models ignore None/False.
+
+        Returns
+        -------
         labels : ndarray (dask array for dask input, computed lazily)
             Shape of the image without the channel axis, uint8 (uint16 for K > 255). A model fitted
             by ``segment(..., labels="intervals")`` (``params["labels"]``) gives interval labels.
         """
         image = check_image(image, channel_axis=channel_axis)
         self._check_features(channel_axis, image)
+        if self._spatial(spatial):
+            from . import spatial as _sp
+
+            return _sp.predict_spatial(self, image, channel_axis=channel_axis, mask=mask, progress=progress)
         return self._labels(image, channel_axis, mask, bins, progress)
 
     def _labels(self, image, channel_axis, mask, bins, progress):
@@ -296,8 +322,9 @@ class MixtureModel:
         hist = _pl.compress_image(image, channel_axis=channel_axis, mask=mask, bins=bins)
         return _pl.label_image(self._fns(), image, hist, channel_axis=channel_axis, mask=mask, progress=progress)
 
-    def predict_proba(self, image, *, channel_axis=None, mask=None, bins=None, progress=None):
-        """Posterior probability maps, one per component.
+    def predict_proba(self, image, *, channel_axis=None, mask=None, bins=None, progress=None, spatial=None):
+        """Posterior probability maps, one per component (``spatial``: see :meth:`predict`; a
+        spatial model's maps are its mean-field posteriors).
 
         Returns
         -------
@@ -305,6 +332,12 @@ class MixtureModel:
             ``proba[k]`` is the probability that each pixel belongs to component k (label k + 1);
             0 for masked, NaN or inf pixels. Memory: K float32 copies of the pixels.
         """
+        if self._spatial(spatial):
+            from . import spatial as _sp
+
+            image = check_image(image, channel_axis=channel_axis)
+            self._check_features(channel_axis, image)
+            return _sp.predict_spatial(self, image, channel_axis=channel_axis, mask=mask, progress=progress, proba=True)
         image, hist = self._prepare(image, channel_axis, mask, bins)
         return _pl.proba_image(self._fns(), image, hist, channel_axis=channel_axis, mask=mask, progress=progress)
 
@@ -1169,20 +1202,24 @@ class SplitModels(list):
             stack_axis=stack_axis(axes) if stack_axis else None,
         )[0]
 
-    def predict(self, image, *, channel_axis=None, mask=None, bins=None, progress=None):
+    def predict(self, image, *, channel_axis=None, mask=None, bins=None, progress=None, spatial=None):
         """Labels of every index of the split axis by its own model (see :meth:`MixtureModel.predict`)."""
         return self._apply(
-            lambda mdl, sub, ax, m, i: mdl.predict(sub, channel_axis=ax.channel_slice, mask=m, bins=bins),
+            lambda mdl, sub, ax, m, i: mdl.predict(
+                sub, channel_axis=ax.channel_slice, mask=m, bins=bins, spatial=spatial
+            ),
             image,
             channel_axis,
             mask,
             progress,
         )
 
-    def predict_proba(self, image, *, channel_axis=None, mask=None, bins=None, progress=None):
+    def predict_proba(self, image, *, channel_axis=None, mask=None, bins=None, progress=None, spatial=None):
         """Posterior maps (K, *pixels), each index of the split axis by its own model."""
         return self._apply(
-            lambda mdl, sub, ax, m, i: mdl.predict_proba(sub, channel_axis=ax.channel_slice, mask=m, bins=bins),
+            lambda mdl, sub, ax, m, i: mdl.predict_proba(
+                sub, channel_axis=ax.channel_slice, mask=m, bins=bins, spatial=spatial
+            ),
             image,
             channel_axis,
             mask,
