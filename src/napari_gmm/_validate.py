@@ -201,6 +201,28 @@ def check_image(image, *, channel_axis=None):
     return image
 
 
+def check_finite_pixels(n_pixels, n_nan, n_inf):
+    """The one rule for non-finite pixels of a fit (per-pixel and spatial models): InputError when
+    no finite, unmasked pixel is left; a UserWarning when infinite values were left out (they get
+    label 0). NaN is the usual "no data" marker and is left out silently."""
+    if n_pixels == 0:
+        if n_nan or n_inf:
+            raise InputError(
+                f"the image has no finite pixels to model ({n_nan} NaN, {n_inf} inf): "
+                "check the data, or replace non-finite values (np.nan_to_num)"
+            )
+        raise InputError("the mask excludes every pixel: nothing is left to model; check the mask")
+    if n_inf:
+        import warnings
+
+        warnings.warn(
+            f"{n_inf} infinite pixel value(s) were left out of the fit and get label 0; replace "
+            "them (np.nan_to_num) if they are real data",
+            UserWarning,
+            stacklevel=user_stacklevel(),
+        )
+
+
 def move_channels(image, channel_axis):
     """(N, D) C-contiguous pixels of a multichannel image, and the spatial shape."""
     a = np.moveaxis(as_kernel_dtype(image), channel_axis, -1)

@@ -25,6 +25,7 @@ from ._kernels import em as _em
 from ._kernels import kmeans as _km
 from ._validate import (
     InputError,
+    check_finite_pixels,
     check_fit_range,
     check_image,
     check_k,
@@ -968,14 +969,8 @@ def _data_variance(X, w):
 
 
 def _explain_empty(hist):
-    if hist.n_pixels > 0:
-        return
-    if hist.n_nan or hist.n_inf:
-        raise InputError(
-            f"the image has no finite pixels to model ({hist.n_nan} NaN, {hist.n_inf} inf): "
-            "check the data, or replace non-finite values (np.nan_to_num)"
-        )
-    raise InputError("the mask excludes every pixel: nothing is left to model; check the mask")
+    if hist.n_pixels == 0:
+        check_finite_pixels(0, hist.n_nan, hist.n_inf)
 
 
 def _compact_order(X):
@@ -1026,14 +1021,7 @@ def fit_hist(
     """
     cov_type = CovType.parse(covariance_type)
     _check_fit_args(n_components, covariance_type, init, max_iter, tol, n_init, reg_covar, random_state)
-    _explain_empty(hist)
-    if hist.n_inf:
-        warnings.warn(
-            f"{hist.n_inf} infinite pixel value(s) were left out of the fit and get label 0; replace "
-            "them (np.nan_to_num) if they are real data",
-            UserWarning,
-            stacklevel=user_stacklevel(),
-        )
+    check_finite_pixels(hist.n_pixels, hist.n_nan, hist.n_inf)
     auto = _check_n_components(n_components)
     if hist.n_distinct == 1:
         v = ", ".join(f"{x:g}" for x in hist.values[0])
