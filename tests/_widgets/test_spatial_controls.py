@@ -57,7 +57,7 @@ def test_auto_smoothing_beats_per_pixel_on_a_noisy_phantom(viewer, qtbot, notes)
     off = viewer.layers["noisy GMM labels"].data.copy()
     # off is the per-pixel path, exactly the scripting API's result
     np.testing.assert_array_equal(off, ng.segment(img, n_components=3, init="auto", random_state=0))
-    assert "spatial smoothing" not in w.summary.value
+    assert "spatial smoothing" not in w.summary.value and "log-likelihood / pixel" in w.summary.value
     assert "beta" not in viewer.layers["noisy GMM labels"].metadata["napari_gmm"]["params"]
 
     w.smoothing.value = "auto"
@@ -77,6 +77,8 @@ def test_auto_smoothing_beats_per_pixel_on_a_noisy_phantom(viewer, qtbot, notes)
     assert meta["params"]["spacing"] == [0.5, 0.5]
     assert meta["params"]["bias_field"] is False
     assert f"beta = {beta:.3g} (estimated)" in w.summary.value
+    # the spatial model's objective is named for what it is
+    assert "mean-field free energy / pixel" in w.summary.value and "log-likelihood" not in w.summary.value
     # same as the core with the same options
     expected = ng.segment(img, 3, init="auto", random_state=0, beta="auto", spacing=(0.5, 0.5))
     np.testing.assert_array_equal(labels.data, expected)

@@ -330,6 +330,14 @@ def _fmt_seconds(seconds: float) -> str:
     return f"{seconds * 1e3:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
 
+def _objective_name(model) -> str:
+    """What ``model.lower_bound`` is: the spatial model's is its mean-field free energy (the
+    log-likelihood's lower bound under the Potts prior), not a log-likelihood."""
+    from napari_gmm.spatial import is_spatial
+
+    return "mean-field free energy" if is_spatial(model) else "log-likelihood"
+
+
 def _summary_text(model, seconds: float, params: dict) -> str:
     """Short human summary of a fit: K, means, weights, n_iter, converged, log-likelihood, time."""
     models = _models(model)
@@ -358,7 +366,7 @@ def _summary_text(model, seconds: float, params: dict) -> str:
         else:
             lines.append(f"NOT converged after {m.n_iter} iterations")
             lines.append("  (raise max_iter, or tol)")
-        lines.append(f"log-likelihood / pixel: {float(m.lower_bound):.5g}")
+        lines.append(f"{_objective_name(m)} / pixel: {float(m.lower_bound):.5g}")
         lines.append("label  weight   mean")
         means = _means_by_label(m)
         scale = float(np.max(np.abs(means)))
@@ -378,7 +386,7 @@ def _summary_text(model, seconds: float, params: dict) -> str:
             f"{len(models)} fits along axis {params['split_axis']}: "
             f"{n_conv}/{len(models)} converged, {min(iters)}-{max(iters)} iterations"
         )
-        lines.append(f"log-likelihood / pixel: {min(ll):.5g} .. {max(ll):.5g}")
+        lines.append(f"{_objective_name(models[0])} / pixel: {min(ll):.5g} .. {max(ll):.5g}")
         first, last = _means_by_label(models[0]), _means_by_label(models[-1])
         scale = float(max(np.max(np.abs(first)), np.max(np.abs(last))))
         lines.append("label  mean (first index -> last)")
