@@ -132,14 +132,37 @@ def test_mask_pixels_neither_vote_nor_get_a_label(noisy):
     assert _acc(la[mask], truth[mask]) > 0.97
 
 
-def test_nan_pixels_get_label_zero(noisy):
+def test_nan_pixels_get_label_zero_and_inf_warns_as_per_pixel(noisy):
     img, _, _ = noisy
     a = img.copy()
     a[5, 7] = np.nan
+    a[9, 9] = np.inf
+    with warnings.catch_warnings(), pytest.warns(UserWarning, match="1 infinite pixel value"):
+        warnings.simplefilter("ignore", napari_gmm.ConvergenceWarning)
+        lab = segment(a, 3, beta=1.0, max_iter=5)
+    assert lab[5, 7] == 0 and lab[9, 9] == 0 and np.sum(lab == 0) == 2
+    with pytest.raises(InputError, match="no finite pixels"):
+        segment(np.full((8, 8), np.nan, np.float32), 2, beta=1.0)
+
+
+def test_spatial_model_predict_applies_its_prior():
+    """predict / predict_proba of a spatial model run its mean-field E-step at fixed parameters:
+    on the fitted image the same labels as segment (but for pixels where the mean field has two
+    fixed points); spatial=False gives its per-pixel labels; a per-pixel model refuses spatial=True."""
+    img, truth, _ = noisy_regions((48, 48), noise=0.58, seed=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        lab = segment(a, 3, beta=1.0)
-    assert lab[5, 7] == 0 and np.all(np.delete(lab.ravel(), 5 * 96 + 7) > 0)
+        lab, m = segment(img, 3, beta=1.0, return_model=True)
+        plain = fit_mixture(img, 3)
+    pred = fit_mixture(img, 3, beta=1.0).predict(img)
+    assert pred.dtype == lab.dtype and np.mean(pred == lab) > 0.995
+    assert _acc(pred, truth) > _acc(m.predict(img, spatial=False), truth) + 0.1
+    proba = m.predict_proba(img)
+    assert proba.shape == (3,) + img.shape and proba.dtype == np.float32
+    assert np.array_equal(np.argmax(proba, 0) + 1, m.predict(img))
+    np.testing.assert_array_equal(plain.predict(img), plain.predict(img, spatial=False))
+    with pytest.raises(InputError, match="no spatial prior"):
+        plain.predict(img, spatial=True)
 
 
 def test_neighbourhood_weights_follow_spacing():

@@ -46,7 +46,7 @@ from . import em as _driver
 from . import pipeline as _pl
 from ._kernels import em as _kem
 from ._kernels import mrf as _mrf
-from ._validate import InputError, check_image, is_dask, label_dtype, move_channels
+from ._validate import InputError, check_finite_pixels, check_image, is_dask, label_dtype, move_channels
 from .mixture import MixtureModel, SplitModels, fit_image
 
 __all__ = ["fit_spatial", "segment_spatial", "SpatialResult", "neighbourhood"]
@@ -614,8 +614,10 @@ class SpatialResult:
         self.model, self.labels, self.posteriors, self.bias, self.beta = model, labels, posteriors, bias, beta
 
 
-def _prepare(image, channel_axis, mask):
-    """(X (N, D) float32, valid (N,) uint8, spatial shape)."""
+def _prepare(image, channel_axis, mask, check=False):
+    """(X (N, D) float32, valid (N,) uint8, spatial shape). With ``check``, the fits' rule for
+    non-finite pixels (:func:`napari_gmm._validate.check_finite_pixels`: an error when none is left,
+    a warning for inf), as the per-pixel model applies it."""
     if channel_axis is None:
         a = np.asarray(image)
         spatial = a.shape
@@ -632,6 +634,11 @@ def _prepare(image, channel_axis, mask):
                 "give a mask with one entry per pixel (True = use the pixel)"
             )
         valid &= m.reshape(-1) != 0
+    if check:
+        sel = X if mask is None else X[np.asarray(mask).reshape(-1) != 0]
+        n_nan = int(np.isnan(sel).any(axis=1).sum()) if X.dtype.kind == "f" else 0
+        n_inf = int((np.isinf(sel).any(axis=1) & ~np.isnan(sel).any(axis=1)).sum()) if X.dtype.kind == "f" else 0
+        check_finite_pixels(int(valid.sum()), n_nan, n_inf)
     if not valid.all():
         X = X.copy()
         X[~valid] = 0.0
@@ -778,7 +785,7 @@ def fit_spatial(
         )
     sp = check_spacing(spacing, nd)
     conn = check_connectivity(connectivity, nd)
-    X, valid, spatial = _prepare(image, channel_axis, mask)
+    X, valid, spatial = _prepare(image, channel_axis, mask, check=True)
     if sum(s >= 2 for s in spatial) < 2:
         raise InputError(
             f"the image's pixels have shape {spatial}: too small for a 2-D neighbourhood "
@@ -873,7 +880,7 @@ def fit_spatial(
     params = dict(start.params)
     params.update(
         {
-            "beta": float(problem.beta_history[-1] if problem.beta_history else problem.beta),
+            "beta": float(problem.beta),  # the final E-step's (what the labels were computed at)
             "beta_auto": b is None,
             "spacing": list(sp),
             "connectivity": conn,
@@ -897,6 +904,89 @@ def fit_spatial(
         params=params,
     )
     return SpatialResult(model, labels, post, bias, params["beta"])
+
+
+def is_spatial(model):
+    """Whether ``model`` was fitted with the spatial prior (beta > 0 or a bias field)."""
+    p = getattr(model, "params", None) or {}
+    return "spacing" in p and (float(p.get("beta") or 0.0) > 0 or int(p.get("bias_field") or 0) > 0)
+
+
+def predict_spatial(model, image, *, channel_axis=None, mask=None, progress=None, proba=False):
+    """Labels 1..K (or posteriors (K, *pixels) float32 with ``proba``) of ``image`` under a fitted
+    spatial model with its parameters, beta and bias field fixed: what ``model.predict(image)`` and
+    ``model.predict_proba(image)`` run for such a model.
+
+    The label field is the model's own mean-field E-step, from the start the fit uses (the smoothed
+    image, divided by the model's bias field, labelled by the model), swept until the free energy
+    per pixel changes by less than the model's ``tol`` (at most its ``max_iter`` sweeps). On the
+    image it was fitted to this reproduces the fit's labels (tested); on another image (a time
+    point, a crop) it is the same model's segmentation without refitting."""
+    p = model.params
+    image = check_image(image, channel_axis=channel_axis)
+    if is_dask(image):
+        image = image.compute()
+    nd = image.ndim - (channel_axis is not None)
+    sp = check_spacing(p.get("spacing"), nd) if len(p.get("spacing") or ()) == nd else check_spacing(None, nd)
+    conn = check_connectivity(int(p.get("connectivity", 1)), nd)
+    if nd not in (2, 3):
+        raise InputError(
+            f"this model has a spatial prior for 2-D or 3-D images; the image has {nd} spatial axes: "
+            "predict one 2-D/3-D image at a time, or use spatial=False for per-pixel labels"
+        )
+    X, valid, spatial = _prepare(image, channel_axis, mask)
+    K = model.n_components
+    cov_type = _driver.CovType.parse(model.covariance_type)
+    par = _driver.Params.from_sklearn(model.weights, model.means, model.covariances, cov_type)
+    degree = int(p.get("bias_field") or 0)
+    offs, wts = neighbourhood(nd, conn, sp)
+    problem = SpatialProblem(
+        X,
+        valid,
+        (1,) * (3 - nd) + spatial,
+        beta=float(p.get("beta") or 0.0),
+        offs=offs,
+        wts=wts,
+        scheme=0 if conn == 1 else 1,
+        reg=0.0,
+        bias_degree=degree,
+        hard=p.get("spatial_method") == "icm",
+        ndim=nd,
+    )
+    ib = None
+    if degree and p.get("bias_coef") is not None:
+        coef = np.asarray(p["bias_coef"], np.float64)
+        full = np.empty(X.shape[0])
+        _mrf.bias_evaluate(coef, problem._terms, problem._Lz, problem._Ly, problem._Lx, problem.dims, full)
+        v = valid.view(bool)
+        if v.any():
+            full -= float(full[v].mean())
+        problem._start_coef, problem._start_log_b = coef, full
+        problem._start_inv_b = ib = np.exp(-full).astype(np.float32)
+    sm = _smooth(X if ib is None else X * ib[:, None], valid, spatial, sp).reshape(-1, X.shape[1])
+    lab = np.zeros(X.shape[0], np.int64)
+    q0 = np.empty((X.shape[0], K), np.float32)
+    c0, inv_sd, prec_chol = problem._factors(par)
+    smv = np.where(valid.view(bool)[:, None], sm, 0.0).astype(np.float32)
+    _mrf.init_posteriors(smv, np.zeros(0, np.float32), valid, q0, par.means, inv_sd, prec_chol, c0, int(cov_type))
+    _mrf.argmax_labels(q0, valid, lab)
+    problem.start_labels = lab
+    problem.reset(par)
+    max_iter = int(p.get("max_iter", 100))
+    tol = float(p.get("tol", SPATIAL_TOL))
+    prev = -np.inf
+    for it in range(max_iter):
+        value = problem.sweep(par, False, it)[0]
+        if progress is not None:
+            progress(it + 1, max_iter)
+        if abs(value - prev) < tol:
+            break
+        prev = value
+    if proba:
+        return np.ascontiguousarray(problem.q.T).reshape((K,) + spatial)
+    flat = np.empty(X.shape[0], np.int64)
+    _mrf.argmax_labels(problem.q, valid, flat)
+    return flat.astype(label_dtype(K)).reshape(spatial)
 
 
 def segment_spatial(
