@@ -873,10 +873,15 @@ def fit_spatial(
     if return_posteriors:
         post = np.ascontiguousarray(problem.q[:, order].T).reshape((K,) + spatial)
     bias = None
+    bias_offset = 0.0
     if degree and problem.log_b is not None:
         v = valid.view(bool)
         lb = problem.log_b - problem.log_b[v].mean()
         bias = np.exp(lb).astype(np.float32).reshape(spatial)
+        # the constant taken out of the polynomial (geometric mean 1 over the fitted pixels)
+        raw = np.empty(X.shape[0])
+        _mrf.bias_evaluate(problem.bias_coef, problem._terms, problem._Lz, problem._Ly, problem._Lx, problem.dims, raw)
+        bias_offset = float((raw - lb)[v].mean()) if v.any() else 0.0
     params = dict(start.params)
     params.update(
         {
@@ -886,6 +891,7 @@ def fit_spatial(
             "connectivity": conn,
             "bias_field": degree,
             "bias_coef": None if problem.bias_coef is None else problem.bias_coef.tolist(),
+            "bias_offset": bias_offset,
             "spatial_method": method,
             "max_iter": int(max_iter),
             "tol": float(tol),
@@ -912,81 +918,219 @@ def is_spatial(model):
     return "spacing" in p and (float(p.get("beta") or 0.0) > 0 or int(p.get("bias_field") or 0) > 0)
 
 
-def predict_spatial(model, image, *, channel_axis=None, mask=None, progress=None, proba=False):
-    """Labels 1..K (or posteriors (K, *pixels) float32 with ``proba``) of ``image`` under a fitted
-    spatial model with its parameters, beta and bias field fixed: what ``model.predict(image)`` and
-    ``model.predict_proba(image)`` run for such a model.
+#: mean-field sweeps of :func:`predict_spatial` (a fixed number: each chunk of a lazy image, with a
+#: halo of their reach, then gives exactly the labels of the whole image; the fixed-parameter field
+#: settled within 4-9 sweeps at the fits' tol of 1e-4 on the benchmark phantoms)
+PREDICT_SWEEPS = 10
+#: pixels of a lazy (dask) image the spatial model is fitted on in memory (about 30 bytes each
+#: with K = 3 grey: 0.5 GB); a larger image is fitted on its central block of this many pixels
+LAZY_FIT_PIXELS = 2**24
 
-    The label field is the model's own mean-field E-step, from the start the fit uses (the smoothed
-    image, divided by the model's bias field, labelled by the model), swept until the free energy
-    per pixel changes by less than the model's ``tol`` (at most its ``max_iter`` sweeps). On the
-    image it was fitted to this reproduces the fit's labels (tested); on another image (a time
-    point, a crop) it is the same model's segmentation without refitting."""
+
+def _halo(nd, conn):
+    """Pixels of a chunk's halo for :data:`PREDICT_SWEEPS` sweeps: a pixel's value reaches at most one
+    neighbour per colour pass (2 colours, or 4 / 8 with diagonal neighbours), plus the radius of the
+    start's smoothing (scipy's gaussian_filter: 4 sigma)."""
+    ncol = 2 if conn == 1 else 2**nd
+    h = PREDICT_SWEEPS * ncol + int(math.ceil(4.0 * START_SIGMA)) + 1
+    return h + (h & 1)  # even: a block's colouring (coordinate parities) is then the image's
+
+
+def _bias_tables(shape, degree):
+    """Legendre tables (Lz, Ly, Lx) of the whole image (as SpatialProblem builds them)."""
+    Z, Y, Xn = shape
+    Lz = _legendre_table(Z, degree if Z > 1 else 0) if Z > 1 else np.ones((1, degree + 1))
+    return Lz, _legendre_table(Y, degree), _legendre_table(Xn, degree)
+
+
+def _predict_block(model, image, channel_axis, mask, origin, full, proba):
+    """Labels or posteriors of one block of an image at global offset ``origin`` (spatial) of an
+    image of spatial shape ``full``: the model's start and PREDICT_SWEEPS sweeps."""
     p = model.params
-    image = check_image(image, channel_axis=channel_axis)
-    if is_dask(image):
-        image = image.compute()
-    nd = image.ndim - (channel_axis is not None)
+    nd = len(full)
     sp = check_spacing(p.get("spacing"), nd) if len(p.get("spacing") or ()) == nd else check_spacing(None, nd)
-    conn = check_connectivity(int(p.get("connectivity", 1)), nd)
-    if nd not in (2, 3):
-        raise InputError(
-            f"this model has a spatial prior for 2-D or 3-D images; the image has {nd} spatial axes: "
-            "predict one 2-D/3-D image at a time, or use spatial=False for per-pixel labels"
-        )
+    conn = check_connectivity(p.get("connectivity"), nd)
     X, valid, spatial = _prepare(image, channel_axis, mask)
     K = model.n_components
     cov_type = _driver.CovType.parse(model.covariance_type)
     par = _driver.Params.from_sklearn(model.weights, model.means, model.covariances, cov_type)
     degree = int(p.get("bias_field") or 0)
     offs, wts = neighbourhood(nd, conn, sp)
+    dims = (1,) * (3 - nd) + tuple(spatial)
     problem = SpatialProblem(
         X,
         valid,
-        (1,) * (3 - nd) + spatial,
+        dims,
         beta=float(p.get("beta") or 0.0),
         offs=offs,
         wts=wts,
         scheme=0 if conn == 1 else 1,
         reg=0.0,
-        bias_degree=degree,
+        bias_degree=0,
         hard=p.get("spatial_method") == "icm",
         ndim=nd,
     )
     ib = None
     if degree and p.get("bias_coef") is not None:
         coef = np.asarray(p["bias_coef"], np.float64)
-        full = np.empty(X.shape[0])
-        _mrf.bias_evaluate(coef, problem._terms, problem._Lz, problem._Ly, problem._Lx, problem.dims, full)
-        v = valid.view(bool)
-        if v.any():
-            full -= float(full[v].mean())
-        problem._start_coef, problem._start_log_b = coef, full
-        problem._start_inv_b = ib = np.exp(-full).astype(np.float32)
+        f3 = (1,) * (3 - nd) + tuple(full)
+        o3 = (0,) * (3 - nd) + tuple(origin)
+        tabs = _bias_tables(f3, degree)
+        Lz, Ly, Lx = (np.ascontiguousarray(t[o : o + n]) for t, o, n in zip(tabs, o3, dims))
+        log_b = np.empty(X.shape[0])
+        terms = _bias_terms(3 if f3[0] > 1 else 2, degree)
+        _mrf.bias_evaluate(coef, terms, Lz, Ly, Lx, np.array(dims, np.int64), log_b)
+        if "bias_offset" in p:
+            log_b -= float(p["bias_offset"])
+        elif valid.any():  # a model saved before the offset was recorded: centred on this image
+            log_b -= float(log_b[valid.view(bool)].mean())
+        ib = np.exp(-log_b).astype(np.float32)
+        problem.inv_b = ib
     sm = _smooth(X if ib is None else X * ib[:, None], valid, spatial, sp).reshape(-1, X.shape[1])
-    lab = np.zeros(X.shape[0], np.int64)
-    q0 = np.empty((X.shape[0], K), np.float32)
     c0, inv_sd, prec_chol = problem._factors(par)
-    smv = np.where(valid.view(bool)[:, None], sm, 0.0).astype(np.float32)
-    _mrf.init_posteriors(smv, np.zeros(0, np.float32), valid, q0, par.means, inv_sd, prec_chol, c0, int(cov_type))
-    _mrf.argmax_labels(q0, valid, lab)
-    problem.start_labels = lab
-    problem.reset(par)
-    max_iter = int(p.get("max_iter", 100))
-    tol = float(p.get("tol", SPATIAL_TOL))
-    prev = -np.inf
-    for it in range(max_iter):
-        value = problem.sweep(par, False, it)[0]
-        if progress is not None:
-            progress(it + 1, max_iter)
-        if abs(value - prev) < tol:
-            break
-        prev = value
+    q = np.empty((X.shape[0], K), np.float32)
+    smv = np.ascontiguousarray(np.where(valid.view(bool)[:, None], sm, 0.0), dtype=np.float32)
+    _mrf.init_posteriors(smv, np.zeros(0, np.float32), valid, q, par.means, inv_sd, prec_chol, c0, int(cov_type))
+    lab = np.empty(X.shape[0], np.int64)
+    _mrf.argmax_labels(q, valid, lab)
+    q[:] = 0.0
+    sel = lab > 0
+    q[np.flatnonzero(sel), lab[sel] - 1] = 1.0
+    problem.q = q
+    problem.beta = problem.beta_fixed
+    for it in range(PREDICT_SWEEPS):
+        problem.sweep(par, False, it)
     if proba:
-        return np.ascontiguousarray(problem.q.T).reshape((K,) + spatial)
-    flat = np.empty(X.shape[0], np.int64)
-    _mrf.argmax_labels(problem.q, valid, flat)
-    return flat.astype(label_dtype(K)).reshape(spatial)
+        return np.ascontiguousarray(problem.q.T).reshape((K,) + tuple(spatial))
+    _mrf.argmax_labels(problem.q, valid, lab)
+    return lab.astype(label_dtype(K)).reshape(spatial)
+
+
+def predict_spatial(model, image, *, channel_axis=None, mask=None, progress=None, proba=False):
+    """Labels 1..K (or posteriors (K, *pixels) float32 with ``proba``) of ``image`` under a fitted
+    spatial model with its parameters, beta and bias field fixed: what ``model.predict(image)`` and
+    ``model.predict_proba(image)`` run for such a model.
+
+    The label field is the model's own mean-field E-step from the start the fit uses (the smoothed
+    image, divided by the model's bias field, labelled by the model), :data:`PREDICT_SWEEPS` sweeps.
+    On the image it was fitted to it agrees with the fit's labels but for pixels where the mean
+    field has two fixed points (the fit's come from its EM path); on another image (a time point, a
+    crop) it is the same model's segmentation without refitting. The bias field is evaluated on
+    ``image``'s grid (normalised coordinates). A dask image gives a lazy result computed chunk by
+    chunk with a halo of the sweeps' reach (``dask.array.overlap``): exactly the labels of the
+    whole image, in the memory of a few chunks."""
+    image = check_image(image, channel_axis=channel_axis)
+    nd = image.ndim - (channel_axis is not None)
+    if nd not in (2, 3):
+        raise InputError(
+            f"this model has a spatial prior for 2-D or 3-D images; the image has {nd} spatial axes: "
+            "predict one 2-D/3-D image at a time, or use spatial=False for per-pixel labels"
+        )
+    full = tuple(s for a, s in enumerate(image.shape) if channel_axis is None or a != channel_axis % image.ndim)
+    if sum(s >= 2 for s in full) < 2:
+        raise InputError(f"the image's pixels have shape {full}: too small for a 2-D neighbourhood")
+    if not is_dask(image):
+        out = _predict_block(model, np.asarray(image), channel_axis, mask, (0,) * nd, full, proba)
+        if progress is not None:
+            progress(1, 1)
+        return out
+    return _predict_lazy(model, image, channel_axis, mask, full, proba)
+
+
+def _predict_lazy(model, image, channel_axis, mask, full, proba):
+    """predict_spatial of a dask image: each chunk with a halo of :func:`_halo` pixels (none at the
+    image's edges, as the whole image has none), its labels / posteriors computed by
+    :func:`_predict_block` at its global origin, trimmed back to the chunk."""
+    import dask.array as da
+
+    nd = len(full)
+    conn = check_connectivity(model.params.get("connectivity"), nd)
+    halo = _halo(nd, conn)
+    K = model.n_components
+    if channel_axis is not None:
+        image = da.moveaxis(image, channel_axis % image.ndim, -1)
+        image = image.rechunk({nd: -1})
+    # chunks at least as large as the halo along every axis (the halo comes from the neighbours), of
+    # even sizes: every block then starts at even coordinates, and the red-black (parity) colouring
+    # of a block is the whole image's (else the order of the updates, and so the result, differ)
+    # (an axis not much longer than the halo is one chunk, without halo)
+    depth = {a: 0 if full[a] <= 2 * halo else halo for a in range(nd)}
+    size = [full[a] if depth[a] == 0 else max(halo, max(image.chunks[a])) for a in range(nd)]
+    image = image.rechunk({a: size[a] + (size[a] & 1) for a in range(nd)})
+    chunks = image.chunks[:nd]
+    if mask is None:
+        m = da.ones(full, dtype=bool, chunks=chunks)
+    else:
+        m = da.asarray(mask)
+        if tuple(m.shape) != tuple(full):
+            raise InputError(
+                f"mask has shape {tuple(m.shape)} but the image's pixels have shape {full}: give a mask "
+                "with one entry per pixel (True = use the pixel)"
+            )
+        m = (m != 0).rechunk(chunks)
+    g = da.overlap.overlap(image, depth={**depth, **({nd: 0} if channel_axis is not None else {})}, boundary="none")
+    gm = da.overlap.overlap(m, depth=depth, boundary="none")
+    if channel_axis is not None:  # a channel axis of 1 so that the blocks pair with the image's
+        gm = gm[..., None]
+    starts = [np.concatenate([[0], np.cumsum(c)[:-1]]) for c in chunks]
+    ch = None if channel_axis is None else -1
+
+    def block(a, b, block_info=None):
+        idx = block_info[1]["chunk-location"][:nd]
+        lo = [depth[ax] if i > 0 else 0 for ax, i in enumerate(idx)]
+        origin = tuple(int(starts[ax][i]) - lo[ax] for ax, i in enumerate(idx))
+        out = _predict_block(model, a, ch, b if ch is None else b[..., 0], origin, full, proba)
+        sl = tuple(slice(lo[ax], lo[ax] + chunks[ax][i]) for ax, i in enumerate(idx))
+        return out[(slice(None),) + sl] if proba else out[sl]
+
+    if proba:
+        kw = {"drop_axis": nd} if channel_axis is not None else {}
+        return da.map_blocks(block, g, gm, dtype=np.float32, chunks=((K,),) + tuple(chunks), new_axis=0, **kw)
+    return da.map_blocks(
+        block,
+        g,
+        gm,
+        dtype=label_dtype(K),
+        chunks=tuple(chunks),
+        drop_axis=nd if channel_axis is not None else None,
+    )
+
+
+def _segment_lazy(image, n_components, spacing, channel_axis, mask, progress, return_model, kw):
+    """segment_spatial of a dask image in bounded memory: the model (class parameters, beta, bias
+    field) fitted once in memory, on the whole image when it has at most :data:`LAZY_FIT_PIXELS`
+    pixels, else on its central block of that size (contiguous, so that the neighbourhood prior and
+    beta are those of the image); then the labels chunk by chunk (:func:`predict_spatial`, lazy)."""
+    nd = image.ndim - (channel_axis is not None)
+    full = tuple(s for a, s in enumerate(image.shape) if channel_axis is None or a != channel_axis % image.ndim)
+    n = int(np.prod(full))
+    sub, sub_mask = image, mask
+    if n > LAZY_FIT_PIXELS:
+        if check_bias(kw.get("bias_field")):
+            raise InputError(
+                f"bias_field on a lazy image of {n:,} pixels: the field is fitted on the whole image, "
+                f"which must have at most {LAZY_FIT_PIXELS:,} pixels; segment a crop, or set bias_field=False"
+            )
+        f = (LAZY_FIT_PIXELS / n) ** (1.0 / nd)
+        box = tuple(
+            slice((s - max(2, int(s * f))) // 2, (s - max(2, int(s * f))) // 2 + max(2, int(s * f))) for s in full
+        )
+        if channel_axis is None:
+            sub = image[box]
+        else:
+            ca = channel_axis % image.ndim
+            sub = image[box[:ca] + (slice(None),) + box[ca:]]
+        sub_mask = None if mask is None else mask[box]
+    sub = sub.compute()
+    if sub_mask is not None and is_dask(sub_mask):
+        sub_mask = sub_mask.compute()
+    r = fit_spatial(
+        sub, n_components, spacing=spacing, channel_axis=channel_axis, mask=sub_mask, progress=progress, **kw
+    )
+    if n > LAZY_FIT_PIXELS:
+        r.model.params["fitted_on"] = [[b.start, b.stop] for b in box]
+    labels = predict_spatial(r.model, image, channel_axis=channel_axis, mask=mask)
+    return (labels, r.model) if return_model else labels
 
 
 def segment_spatial(
@@ -1030,6 +1174,8 @@ def segment_spatial(
         random_state=random_state,
     )
     image = check_image(image, channel_axis=channel_axis)
+    if is_dask(image) and split_axis is None:
+        return _segment_lazy(image, n_components, spacing, channel_axis, mask, progress, return_model, kw)
     if is_dask(image):
         image = image.compute()
     if split_axis is None:
