@@ -22,13 +22,18 @@ the result is independent of the number of threads. The M-step re-estimates weig
 covariances from the soft posteriors (their sufficient statistics are summed during the sweep, so
 the M-step costs nothing extra). The objective is the mean-field free energy per pixel, which both
 steps increase at fixed beta. ``beta="auto"`` re-estimates beta after every E-step by maximising
-the mean-field pseudo-likelihood of the current posteriors (Besag 1975; Celeux et al. 2003): a
-concave one-dimensional problem solved by Newton's method on a subsample of at most 2**18 pixels.
+the pseudo-likelihood of a field sampled from the current posteriors (Besag 1975; Celeux et al.
+2003): a concave one-dimensional problem solved by Newton's method on a subsample of at most 2**16
+pixels, grouped by their (integer-coded) sampled neighbour field, so a few hundred terms.
 
 Bias field: log b is a polynomial (products of Legendre polynomials, total degree ``bias_field``,
-default 3) in the normalised coordinates, fitted between EM iterations by weighted least squares on
-the log-intensity residuals of the current posteriors (Wells et al. 1996; Van Leemput et al. 1999;
-FAST, Zhang, Brady & Smith 2001). It needs positive intensities.
+default 3) in the normalised coordinates, fitted first on a smoothed copy of the image
+(:meth:`SpatialProblem.start_field`), then by one Gauss-Newton step between EM iterations until it
+settles (Wells et al. 1996; Van Leemput et al. 1999; FAST, Zhang, Brady & Smith 2001). It needs
+positive intensities.
+
+A fitted model's prior is applied to any image by :func:`predict_spatial` (``model.predict``),
+chunk by chunk for dask images; ``segment`` of a dask image fits once in memory and labels lazily.
 
 Cost: one sweep per EM iteration, about (neighbours + channels) x K multiply-adds and K exp per
 pixel; memory 4 K bytes per pixel for the posteriors (float32) plus a float32 copy of the image.
