@@ -184,8 +184,12 @@ def main(argv=None):
             record("ours: beta='auto'", t, lab_ours, c)
             res["ours: beta='auto'"]["beta"] = model.params["beta"]
             if biased:
-                t, c, lab_b = timed(lambda img=img, K=K: napari_gmm.segment(img, K, beta="auto", bias_field=True), rep)
+                t, c, (lab_b, model_b) = timed(
+                    lambda img=img, K=K: napari_gmm.segment(img, K, beta="auto", bias_field=True, return_model=True),
+                    rep,
+                )
                 record("ours: beta='auto', bias_field=True", t, lab_b, c)
+                res["ours: beta='auto', bias_field=True"]["beta"] = model_b.params["beta"]
         t, c, lab = timed(lambda img=img, K=K: multi_otsu(img, K), rep)
         record("multi-Otsu (scikit-image)", t, lab, c)
         if fig_data is None and name.startswith("2-D noise 0.58"):
@@ -293,7 +297,7 @@ def table(rows):
         at = res.get("Atropos mrf=0.2", {}).get("seconds", float("nan"))
         at_cpu = res.get("Atropos mrf=0.2", {}).get("cpu", float("nan"))
         plain = res["ours: beta='auto'"]
-        ours_txt = f"{ours['acc'] * 100:.3f} % ({ours['seconds']:.2f} s, beta {plain.get('beta', float('nan')):.2f})"
+        ours_txt = f"{ours['acc'] * 100:.3f} % ({ours['seconds']:.2f} s, beta {ours.get('beta', float('nan')):.2f})"
         if ours_key != "ours: beta='auto'":
             ours_txt += f"; without bias field {plain['acc'] * 100:.3f} %"
         print(
