@@ -104,3 +104,27 @@ def test_background_command_writes_tiled_result_equal_to_numpy(tmp_path, monkeyp
     np.testing.assert_array_equal(io.read_result(out, "background")[0].compute(), ref.background)
     assert meta["params"]["tiles"][0] * meta["params"]["tiles"][1] > 1
     assert main(["background", str(tmp_path / "stack.tif"), "--out", str(out), "--no-progress"]) == 2
+
+
+def test_cli_labels_into_an_ome_zarr_input(tmp_path, monkeypatch):
+    import zarr
+
+    img, _ = phantom((64, 48), seed=3)
+    g = zarr.open_group(str(tmp_path / "im.zarr"), mode="w")
+    g.create_array("0", data=img, chunks=(32, 48))
+    axes = [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}]
+    scale = [{"type": "scale", "scale": [1.0, 1.0]}]
+    g.attrs["ome"] = {
+        "version": "0.5",
+        "multiscales": [{"axes": axes, "datasets": [{"path": "0", "coordinateTransformations": scale}]}],
+    }
+    tifffile.imwrite(tmp_path / "plain.tif", img)
+    monkeypatch.chdir(tmp_path)
+    code = main(["segment", "im.zarr", "plain.tif", "-k", "3", "--labels-into-input", "--no-progress"])
+    assert code == 1  # the TIFF cannot hold a labels group: reported, the zarr done
+    summary = json.loads((tmp_path / "napari-gmm-summary.json").read_text())
+    assert [f["status"] for f in summary["files"]] == ["ok", "error"]
+    assert "not an OME-Zarr image" in summary["files"][1]["error"]
+    labels, _ = io.read_result(tmp_path / "im.zarr" / "labels" / "napari-gmm")
+    np.testing.assert_array_equal(labels.compute(), ng.segment(img, 3))
+    assert main(["segment", "plain.tif", "-k", "3", "--no-progress"]) == 2  # neither --out nor into the input

@@ -80,3 +80,68 @@ def test_unreadable_and_unknown_files(tmp_path):
     with pytest.raises(ng.InputError, match="not a (complete )?napari-gmm result"):
         io.read_result(meta_less)
     assert json.loads(json.dumps(io._jsonable({"a": np.float32(1.5)}))) == {"a": 1.5}
+
+
+def _ome_image(path, data, axes, fmt):
+    """A minimal OME-Zarr image (one level) written by hand: 0.4 on zarr 2, 0.5 on zarr 3."""
+    import zarr
+
+    g = zarr.open_group(str(path), mode="w", zarr_format=fmt)
+    g.create_array("0", data=data, chunks=data.shape)
+    ms = {
+        "axes": [{"name": a, "type": {"c": "channel", "t": "time"}.get(a, "space")} for a in axes],
+        "datasets": [
+            {
+                "path": "0",
+                "coordinateTransformations": [{"type": "scale", "scale": [1.0] * (len(axes) - 2) + [0.5, 0.5]}],
+            }
+        ],
+    }
+    g.attrs.update(
+        {"ome": {"version": "0.5", "multiscales": [ms]}} if fmt == 3 else {"multiscales": [{**ms, "version": "0.4"}]}
+    )
+    return path
+
+
+@pytest.mark.parametrize("fmt", [2, 3])
+def test_labels_written_into_an_ome_zarr_image(tmp_path, fmt):
+    import zarr
+
+    img, _ = phantom((48, 40), seed=2)
+    image = _ome_image(tmp_path / "im.zarr", np.stack([img, img[::-1]]), "cyx", fmt)
+    before = {p.relative_to(image): p.read_bytes() for p in image.rglob("*") if p.is_file()}
+    labels, model = ng.segment(img, 3, return_model=True)
+    out = io.write_ome_labels(image, da.from_array(labels, chunks=(24, 20)), attrs={"model": model.to_dict()})
+    assert out == image / "labels" / "napari-gmm"
+    for rel, content in before.items():  # the image itself is untouched
+        assert (image / rel).read_bytes() == content
+    group = zarr.open_group(str(out), mode="r")
+    attrs = dict(group.attrs)
+    ome = attrs["ome"] if fmt == 3 else attrs
+    assert group.metadata.zarr_format == fmt
+    assert ome["image-label"]["source"] == {"image": "../../"}
+    scale = ome["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"]
+    assert scale == [1.0, 0.5, 0.5]  # the image's scale: labels overlay it
+    np.testing.assert_array_equal(group["0"][:], labels[None])  # a channel axis of length 1
+    listed = dict(zarr.open_group(str(image / "labels"), mode="r").attrs)
+    assert (listed["ome"] if fmt == 3 else listed)["labels"] == ["napari-gmm"]
+    data, meta = io.read_result(out)
+    assert ng.MixtureModel.from_dict(meta["model"]).n_components == 3
+    with pytest.raises(ng.InputError, match="exists"):
+        io.write_ome_labels(image, labels)
+    io.write_ome_labels(image, labels, overwrite=True)  # replaced, listed once
+    listed = dict(zarr.open_group(str(image / "labels"), mode="r").attrs)
+    assert (listed["ome"] if fmt == 3 else listed)["labels"] == ["napari-gmm"]
+    with pytest.raises(ng.InputError, match="do not match the image"):
+        io.write_ome_labels(image, labels[:10], name="other")
+    with pytest.raises(ng.InputError, match="not an OME-Zarr image"):
+        io.write_ome_labels(io.write_zarr(tmp_path / "plain.zarr", {"a": labels}), labels)
+    assert sorted(p.name for p in (image / "labels").iterdir() if p.name.startswith(".")) in (
+        [],
+        [".zattrs", ".zgroup"],
+    )
+    ome_zarr = pytest.importorskip("ome_zarr.reader")
+    from ome_zarr.io import parse_url
+
+    nodes = list(ome_zarr.Reader(parse_url(str(image)))())
+    assert any(type(s).__name__ == "Label" for n in nodes for s in n.specs)

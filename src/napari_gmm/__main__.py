@@ -478,7 +478,7 @@ def _axis_or_auto(text: str):
 
 def _add_batch_commands(sub) -> None:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--out", required=True, metavar="OUT", help="output folder, or one OUT.zarr for a single input")
+    common.add_argument("--out", metavar="OUT", help="output folder, or one OUT.zarr for a single input")
     common.add_argument(
         "--channel-axis",
         type=_axis_or_auto,
@@ -495,7 +495,8 @@ def _add_batch_commands(sub) -> None:
     common.add_argument(
         "--summary",
         metavar="FILE",
-        help="write the JSON summary here (default: OUT/summary.json for a folder, OUT.summary.json beside a .zarr)",
+        help="write the JSON summary here (default: OUT/summary.json for a folder, OUT.summary.json beside a .zarr, "
+        "./napari-gmm-summary.json without --out)",
     )
     common.add_argument("--no-progress", action="store_true", help="no progress bars")
     seg = sub.add_parser(
@@ -506,6 +507,7 @@ def _add_batch_commands(sub) -> None:
         "file's labels to zarr chunk by chunk, with the model as the 'napari_gmm' attribute.",
     )
     seg.add_argument("inputs", nargs="+", metavar="INPUT")
+    _add_into_input(seg)
     seg.add_argument(
         "--n-components", "-k", type=_positive_int, default=3, metavar="K", help="number of Gaussians (default 3)"
     )
@@ -531,6 +533,7 @@ def _add_batch_commands(sub) -> None:
     )
     app.add_argument("model", metavar="MODEL")
     app.add_argument("inputs", nargs="+", metavar="INPUT")
+    _add_into_input(app)
     bg = sub.add_parser(
         "background",
         parents=[common],
@@ -552,6 +555,19 @@ def _add_batch_commands(sub) -> None:
         choices=["all", "last", "none"],
         default="all",
         help="write the background of every frame (default), only the last, or none",
+    )
+
+
+def _add_into_input(parser) -> None:
+    parser.add_argument(
+        "--labels-into-input",
+        nargs="?",
+        const="napari-gmm",
+        default=None,
+        metavar="NAME",
+        help="OME-Zarr inputs: write the labels into each input as its label image INPUT/labels/NAME "
+        "(default NAME napari-gmm; the image itself is not modified), which OME-Zarr viewers show "
+        "over the image; then --out is not needed",
     )
 
 
@@ -578,6 +594,7 @@ def _run_batch(args) -> int:
                 covariance_type=args.covariance_type,
                 max_iter=args.max_iter,
                 tol=args.tol,
+                labels_into_input=args.labels_into_input,
             )
         elif args.command == "apply":
             summary = batch.apply_files(
@@ -588,10 +605,13 @@ def _run_batch(args) -> int:
                 overwrite=args.overwrite,
                 client=client,
                 bars=bars,
+                labels_into_input=args.labels_into_input,
             )
         else:
             if len(inputs) != 1:
                 raise InputError(f"background models one stack at a time; {args.inputs[0]} matches {len(inputs)}")
+            if args.out is None:
+                raise InputError("give the output: --out OUT.zarr")
             summary = batch.background_file(
                 inputs[0],
                 args.out,
@@ -609,12 +629,13 @@ def _run_batch(args) -> int:
     finally:
         if client is not None:
             client.close()
-    out = Path(args.out)
-    where = (
-        Path(args.summary)
-        if args.summary
-        else (out.with_name(out.name + ".summary.json") if out.suffix.lower() == ".zarr" else out / "summary.json")
-    )
+    out = None if args.out is None else Path(args.out)
+    if args.summary:
+        where = Path(args.summary)
+    elif out is None:
+        where = Path("napari-gmm-summary.json")
+    else:
+        where = out.with_name(out.name + ".summary.json") if out.suffix.lower() == ".zarr" else out / "summary.json"
     where.write_text(json.dumps(summary, indent=2))
     for f in summary["files"]:
         if f["status"] != "ok":

@@ -8,6 +8,8 @@ compressed in memory (their unique colours need the whole array) and looked up l
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 from ._validate import InputError, as_flat, label_dtype, move_channels
@@ -59,8 +61,6 @@ def _in_threads(f, n, *args, **kw):
 
 def task(f, n_tasks):
     """``f`` to run as one of ``n_tasks`` dask tasks (see :func:`_threads`)."""
-    from functools import partial
-
     return partial(_in_threads, f, _threads(n_tasks))
 
 
@@ -131,17 +131,32 @@ def pooled_histogram(images, masks=None, *, bins=None):
         if bins is not None:
             grey_spec(dtype, 0, 0, bins)  # the InputError for bins on integer data
         f = task(_block_whole, len(blocks))
-        parts = dask.compute(*[dask.delayed(f)(b, mb) for b, mb in zip(blocks, mblocks)])
-        return histogram_from_whole_dtype(sum(parts[1:], parts[0].copy()), dtype)
+        parts = [dask.delayed(f)(b, mb) for b, mb in zip(blocks, mblocks)]
+        return histogram_from_whole_dtype(_tree_merge(parts, _sum_counts), dtype)
     f = task(_block_range, len(blocks))
-    rngs = dask.compute(*[dask.delayed(f)(b, mb) for b, mb in zip(blocks, mblocks)])
-    rng = merge_ranges(rngs)
+    rng = _tree_merge([dask.delayed(f)(b, mb) for b, mb in zip(blocks, mblocks)], merge_ranges)
     if rng[2] == 0:
         return empty_grey(rng, dtype)
     spec = grey_spec(dtype, rng[0], rng[1], bins)
     f = task(_block_counts, len(blocks))
-    parts = dask.compute(*[dask.delayed(f)(b, mb, spec) for b, mb in zip(blocks, mblocks)])
-    return grey_histogram(merge_counts(list(parts), spec), spec, rng, dtype)
+    parts = [dask.delayed(f)(b, mb, spec) for b, mb in zip(blocks, mblocks)]
+    return grey_histogram(_tree_merge(parts, partial(merge_counts, spec=spec)), spec, rng, dtype)
+
+
+def _sum_counts(parts):
+    return sum(parts[1:], parts[0].copy())
+
+
+def _tree_merge(parts, merge, fan_in=8):
+    """Compute the per-chunk results ``parts`` (delayed) merged by ``merge(list)`` in a tree of
+    tasks of ``fan_in`` inputs: the merges run where the parts are (threads or cluster workers),
+    so neither the memory of all parts at once (476 chunks x 512 KiB of 16-bit counts) nor their
+    transfer to the client is paid, only one merged result."""
+    import dask
+
+    while len(parts) > 1:
+        parts = [dask.delayed(merge)(parts[i : i + fan_in]) for i in range(0, len(parts), fan_in)]
+    return dask.compute(parts[0])[0]
 
 
 # --------------------------------------------------------------------------------------------

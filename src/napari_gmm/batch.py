@@ -146,12 +146,15 @@ def _chunk_bar(enabled, name):
     return Bar()
 
 
-def _write(labels, path, attrs, axes, overwrite, client, bars):
-    """Write one result; with a client, dask runs the chunks on the cluster (the active client)."""
+def _write(labels, path, attrs, axes, overwrite, client, bars, image=None):
+    """Write one result (into ``image`` as an OME-Zarr label image when given); with a client,
+    dask runs the chunks on the cluster (the active client)."""
+    from contextlib import nullcontext
+
     bar = None if client is not None else _chunk_bar(bars, path.name)
-    if bar is None:
-        return _io.write_zarr(path, labels, attrs=attrs, axes=axes, overwrite=overwrite)
-    with bar:
+    with bar if bar is not None else nullcontext():
+        if image is not None:
+            return _io.write_ome_labels(image, labels, name=path.name, attrs=attrs, overwrite=overwrite)
         return _io.write_zarr(path, labels, attrs=attrs, axes=axes, overwrite=overwrite)
 
 
@@ -167,15 +170,21 @@ def _resolve_channel_axis(src, channel_axis):
     return channel_axis
 
 
-def _outputs(inputs, out, overwrite):
-    """The output paths (see :func:`output_paths`), refusing existing ones unless ``overwrite``;
-    the output folder created."""
-    outs = output_paths(inputs, out)
+def _outputs(inputs, out, overwrite, into_input=None):
+    """The output paths (see :func:`output_paths`; with ``into_input``, each input's
+    ``labels/<into_input>``), refusing existing ones unless ``overwrite``; the output folder
+    created."""
+    if into_input:
+        outs = [Path(p) / "labels" / into_input for p in inputs]
+    elif out is None:
+        raise InputError("no output: give --out (a folder, or OUT.zarr for one input), or --labels-into-input")
+    else:
+        outs = output_paths(inputs, out)
     if not overwrite:
         taken = [p for p in outs if p.exists()]
         if taken:
             raise InputError(f"{taken[0]} exists: choose another --out, or --overwrite to replace it")
-    if Path(out).suffix.lower() != ".zarr":
+    if out is not None and not into_input and Path(out).suffix.lower() != ".zarr":
         Path(out).mkdir(parents=True, exist_ok=True)
     return outs
 
@@ -212,6 +221,7 @@ def segment_files(
     client=None,
     bars=False,
     progress: Callable | None = None,
+    labels_into_input: str | None = None,
     **fit_kw,
 ) -> dict:
     """Segment every input file and write its labels as zarr, with the model as an attribute.
@@ -220,8 +230,9 @@ def segment_files(
     ----------
     inputs : list of paths
         From :func:`expand_inputs`.
-    out : path
-        A folder (created), or one ``.zarr`` output for a single input.
+    out : path or None
+        A folder (created), or one ``.zarr`` output for a single input; None with
+        ``labels_into_input``.
     n_components : int
     pooled : bool, default False
         One model for all files, fitted on their merged histograms (grey data of one dtype), and
@@ -238,6 +249,10 @@ def segment_files(
         Draw progress bars (files, and each file's chunks) on stderr.
     progress : callable, optional
         ``progress(done, total)`` over files; may raise :class:`napari_gmm.Cancelled`.
+    labels_into_input : str, optional
+        Write each input's labels into the input itself as the OME-Zarr label image
+        ``INPUT/labels/<labels_into_input>`` (:func:`napari_gmm.io.write_ome_labels`; OME-Zarr
+        inputs only, the image's own data untouched) instead of into ``out``.
     **fit_kw
         As :func:`napari_gmm.segment` (covariance_type, init, max_iter, tol, reg_covar, bins, ...).
 
@@ -247,7 +262,7 @@ def segment_files(
         The summary: per file its input, output, status ("ok" or "error"), seconds, the error
         message, and for "ok" the model's K, iterations and convergence; plus totals.
     """
-    outs = _outputs(inputs, out, overwrite)
+    outs = _outputs(inputs, out, overwrite, labels_into_input)
     summary = {"command": "segment", "n_components": n_components, "pooled": bool(pooled), "files": []}
     sources = {}
     for p in inputs:
@@ -261,6 +276,8 @@ def segment_files(
         src = sources[path]
         if isinstance(src, Exception):
             raise src
+        if labels_into_input:
+            _io.ome_image(path)  # before the fit: can it hold a labels group?
         ch = _resolve_channel_axis(src, channel_axis)
         image = check_image(src.data, channel_axis=ch)
         if pooled:
@@ -276,7 +293,7 @@ def segment_files(
             "pooled": bool(pooled),
             "n_components": n_components,
         }
-        _write(labels, dst, attrs, _label_axes(src, ch), overwrite, client, bars)
+        _write(labels, dst, attrs, _label_axes(src, ch), overwrite, client, bars, path if labels_into_input else None)
         info = mdl if isinstance(mdl, MixtureModel) else mdl[0]
         return dict(n_iter=info.n_iter, converged=info.converged, shape=list(labels.shape), dtype=str(labels.dtype))
 
@@ -317,14 +334,18 @@ def apply_files(
     client=None,
     bars=False,
     progress: Callable | None = None,
+    labels_into_input: str | None = None,
 ) -> dict:
-    """Label every input with a saved model (no fitting): ``napari-gmm apply MODEL.json INPUT...``."""
+    """Label every input with a saved model (no fitting): ``napari-gmm apply MODEL.json INPUT...``
+    (``out`` and ``labels_into_input`` as :func:`segment_files`)."""
     model = load_model(model_path)
-    outs = _outputs(inputs, out, overwrite)
+    outs = _outputs(inputs, out, overwrite, labels_into_input)
     summary = {"command": "apply", "model": str(model_path), "files": []}
 
     def work(path, dst):
         src = _io.open_image(path)
+        if labels_into_input:
+            _io.ome_image(path)
         ch = _resolve_channel_axis(src, channel_axis)
         labels = model.predict(src.data, channel_axis=ch)
         _write(
@@ -335,6 +356,7 @@ def apply_files(
             overwrite,
             client,
             bars,
+            path if labels_into_input else None,
         )
         return dict(shape=list(labels.shape))
 
