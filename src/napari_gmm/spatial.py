@@ -713,27 +713,30 @@ def _smoothed_start(X, valid, sm, K, fit_kw):
         model = fit_image(img, K, channel_axis=None if ch is None else -1, **kw)
         lab = model.predict(img, channel_axis=None if ch is None else -1).reshape(-1)
     cov_type = _driver.CovType.parse(fit_kw["covariance_type"])
-    Nk = np.zeros(K)
+    ok = lab > 0
+    # one M-step on the raw pixels from the labels: per-class sums by bincount (two passes: the
+    # means, then the centred second moments), not a boolean selection and np.cov per class
+    li = lab.astype(np.intp)
+    Nk = np.bincount(li, minlength=K + 1)[1:].astype(np.float64)
     means = np.zeros((K, D))
     cov = np.zeros((K, D, D))
-    ok = lab > 0
+    for d in range(D):
+        means[:, d] = np.bincount(li, X[:, d], minlength=K + 1)[1:] / np.maximum(Nk, 1.0)
+    dev = X.astype(np.float64) - np.vstack([np.zeros((1, D)), means])[li]
+    for a in range(D):
+        for b in range(a + 1):
+            if a != b and cov_type != _driver.CovType.FULL:
+                continue
+            v = np.bincount(li, dev[:, a] * dev[:, b], minlength=K + 1)[1:] / np.maximum(Nk, 1.0)
+            cov[:, a, b] = cov[:, b, a] = v
+    if cov_type == _driver.CovType.SPHERICAL:
+        tr = np.trace(cov, axis1=1, axis2=2) / D
+        cov = np.eye(D)[None] * tr[:, None, None]
     for k in range(K):
-        sel = ok & (lab == k + 1)
-        n = int(sel.sum())
-        if n < 2:
+        if Nk[k] < 2:
             Nk[k] = 0.5
             means[k] = model.means[k]
             cov[k] = np.diag(np.maximum(model.variances[k], 1e-6))
-            continue
-        x = X[sel].astype(np.float64)
-        Nk[k] = n
-        means[k] = x.mean(axis=0)
-        c = np.atleast_2d(np.cov(x, rowvar=False, bias=True))
-        if cov_type == _driver.CovType.SPHERICAL:
-            c = np.eye(D) * np.trace(c) / D
-        elif cov_type == _driver.CovType.DIAG:
-            c = np.diag(np.diag(c))
-        cov[k] = c
     lab = np.where(ok, lab, 0).astype(label_dtype(K))
     return model, _driver.Params(Nk / Nk.sum(), means, cov, cov_type), lab
 
