@@ -49,6 +49,18 @@ def _as_2d_means(means):
     return m[:, None] if m.ndim == 1 else m
 
 
+#: ``[predict_spatial]``: the spatial model's labels / posteriors, set by :mod:`napari_gmm.spatial`
+#: when it is imported (it builds on this module, which therefore cannot import it; importing
+#: ``napari_gmm`` imports both)
+SPATIAL_PREDICT: list = [None]
+
+
+def is_spatial(model):
+    """Whether ``model`` was fitted with the spatial prior (beta > 0 or a bias field)."""
+    p = getattr(model, "params", None) or {}
+    return "spacing" in p and (float(p.get("beta") or 0.0) > 0 or int(p.get("bias_field") or 0) > 0)
+
+
 class MixtureModel:
     """A fitted (or given) Gaussian mixture over pixel intensities or colours.
 
@@ -268,9 +280,7 @@ class MixtureModel:
     # ---- on images ------------------------------------------------------------------------
     def _spatial(self, spatial):
         """Whether predict / predict_proba apply the model's spatial prior (None: when it has one)."""
-        from . import spatial as _sp
-
-        has = _sp.is_spatial(self)
+        has = is_spatial(self)
         if spatial is None:
             return has
         if spatial and not has:
@@ -295,9 +305,6 @@ class MixtureModel:
         progress : callable, optional
             ``progress(done, total)`` between slices of the look-up; an exception it raises (e.g.
             :class:`napari_gmm.Cancelled`) stops it.
-
-        Returns
-        -------
         spatial : bool or None
             For a model fitted with the spatial prior (``beta`` > 0 or ``bias_field``): None or True
             applies it (the label field of the model's mean-field E-step with its parameters, beta
@@ -313,9 +320,7 @@ class MixtureModel:
         image = check_image(image, channel_axis=channel_axis)
         self._check_features(channel_axis, image)
         if self._spatial(spatial):
-            from . import spatial as _sp
-
-            return _sp.predict_spatial(self, image, channel_axis=channel_axis, mask=mask, progress=progress)
+            return SPATIAL_PREDICT[0](self, image, channel_axis=channel_axis, mask=mask, progress=progress)
         return self._labels(image, channel_axis, mask, bins, progress)
 
     def _labels(self, image, channel_axis, mask, bins, progress):
@@ -334,11 +339,9 @@ class MixtureModel:
             0 for masked, NaN or inf pixels. Memory: K float32 copies of the pixels.
         """
         if self._spatial(spatial):
-            from . import spatial as _sp
-
             image = check_image(image, channel_axis=channel_axis)
             self._check_features(channel_axis, image)
-            return _sp.predict_spatial(self, image, channel_axis=channel_axis, mask=mask, progress=progress, proba=True)
+            return SPATIAL_PREDICT[0](self, image, channel_axis=channel_axis, mask=mask, progress=progress, proba=True)
         image, hist = self._prepare(image, channel_axis, mask, bins)
         return _pl.proba_image(self._fns(), image, hist, channel_axis=channel_axis, mask=mask, progress=progress)
 

@@ -52,7 +52,7 @@ from . import pipeline as _pl
 from ._kernels import em as _kem
 from ._kernels import mrf as _mrf
 from ._validate import InputError, check_finite_pixels, check_image, is_dask, label_dtype, move_channels
-from .mixture import MixtureModel, SplitModels, fit_image
+from .mixture import SPATIAL_PREDICT, MixtureModel, SplitModels, fit_image
 
 __all__ = ["fit_spatial", "segment_spatial", "SpatialResult", "neighbourhood"]
 
@@ -920,12 +920,6 @@ def fit_spatial(
     return SpatialResult(model, labels, post, bias, params["beta"])
 
 
-def is_spatial(model):
-    """Whether ``model`` was fitted with the spatial prior (beta > 0 or a bias field)."""
-    p = getattr(model, "params", None) or {}
-    return "spacing" in p and (float(p.get("beta") or 0.0) > 0 or int(p.get("bias_field") or 0) > 0)
-
-
 #: mean-field sweeps of :func:`predict_spatial` (a fixed number: each chunk of a lazy image, with a
 #: halo of their reach, then gives exactly the labels of the whole image; the fixed-parameter field
 #: settled within 4-9 sweeps at the fits' tol of 1e-4 on the benchmark phantoms)
@@ -1043,6 +1037,9 @@ def predict_spatial(model, image, *, channel_axis=None, mask=None, progress=None
             progress(1, 1)
         return out
     return _predict_lazy(model, image, channel_axis, mask, full, proba)
+
+
+SPATIAL_PREDICT[0] = predict_spatial  # MixtureModel.predict / predict_proba of spatial models
 
 
 def _predict_lazy(model, image, channel_axis, mask, full, proba):

@@ -333,7 +333,7 @@ def _fmt_seconds(seconds: float) -> str:
 def _objective_name(model) -> str:
     """What ``model.lower_bound`` is: the spatial model's is its mean-field free energy (the
     log-likelihood's lower bound under the Potts prior), not a log-likelihood."""
-    from napari_gmm.spatial import is_spatial
+    from napari_gmm.mixture import is_spatial
 
     return "mean-field free energy" if is_spatial(model) else "log-likelihood"
 
