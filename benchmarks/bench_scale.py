@@ -14,7 +14,9 @@ Gaussian noise, a slow intensity drift), then, in one run:
    defaults (tiles of the whole time axis, foreground and every frame's background written).
 4. **Equality** with the in-memory path on a crop: the written labels against ``model.predict`` of
    the crop as a NumPy array.
-5. **Peer**: OpenCV's MOG2 (defaults, 2 threads) on the stack's first frames in memory, rescaled to
+5. **Apply**: ``napari-gmm apply`` of the threaded run's saved model to the stack: labels in one
+   pass (no histogram pass), the job of a model fitted once and applied to new acquisitions.
+6. **Peer**: OpenCV's MOG2 (defaults, 2 threads) on the stack's first frames in memory, rescaled to
    8 bits, extrapolated to the whole stack: the compute alone a trusted background model spends on
    these pixel-frames, to set the background job's ratio in context.
 
@@ -180,6 +182,31 @@ def cli_cluster(path, out):
     return seconds, list(peaks.values())
 
 
+def cli_apply(path, model_from, out):
+    """``napari-gmm apply MODEL STACK --out OUT.zarr``: labels from a saved model (the threaded
+    run's), one pass over the stack (no histogram pass); time."""
+    t = time.perf_counter()
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "napari_gmm",
+            "apply",
+            str(model_from),
+            str(path),
+            "--out",
+            str(out),
+            "--overwrite",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    if r.returncode != 0:
+        raise RuntimeError(r.stderr)
+    return time.perf_counter() - t
+
+
 def cli_background(path, out):
     """``napari-gmm background STACK --out OUT.zarr`` with the defaults (camera-video preset,
     background of every frame), threaded scheduler; time and the process's peak RSS."""
@@ -256,6 +283,9 @@ def main():
     t_cli, peaks = cli_cluster(stack, root / "labels_cli.zarr")
     ok_cli = check_crop(stack, root / "labels_cli.zarr")
     evict(stack)
+    t_apply = cli_apply(stack, root / "labels_api.zarr", root / "labels_apply.zarr")
+    ok_apply = check_crop(stack, root / "labels_apply.zarr")
+    evict(stack)
     t_bg, bg_peak = cli_background(stack, root / "background.zarr")
     ok_bg = check_background_crop(stack, root / "background.zarr")
     t_mog2 = mog2_compute(stack) * T * SIDE * SIDE
@@ -264,6 +294,7 @@ def main():
         ("read the zarr from the page cache (warm I/O floor)", floor, "-", "-"),
         ("API segment + write_zarr, threaded scheduler", t_api, f"+{grew / 2**20:.0f} MiB (process)", ok_api),
         ("CLI segment, LocalCluster 2 x 2 GB", t_cli, " / ".join(f"{p / 2**20:.0f} MiB" for p in peaks), ok_cli),
+        ("CLI apply a saved model (one pass), threaded", t_apply, "-", ok_apply),
         ("CLI background, threaded (defaults)", t_bg, f"{bg_peak / 2**20:.0f} MiB (process)", ok_bg),
         ("peer: OpenCV MOG2 compute alone (8-bit frames in memory, no I/O; extrapolated)", t_mog2, "-", "-"),
     ]
@@ -283,6 +314,7 @@ def main():
                 "api_peak_growth": grew,
                 "cli_s": t_cli,
                 "worker_peaks": peaks,
+                "apply_s": t_apply,
                 "background_s": t_bg,
                 "background_peak": bg_peak,
                 "equal": [ok_api, ok_cli, ok_bg],
@@ -294,6 +326,8 @@ def main():
             "labels_api.zarr",
             "labels_cli.zarr",
             "labels_cli.zarr.summary.json",
+            "labels_apply.zarr",
+            "labels_apply.zarr.summary.json",
             "background.zarr",
             "background.zarr.summary.json",
         ):
