@@ -150,6 +150,9 @@ REFINE_MARGIN = 400.0
 SEARCH_MAX_STEPS = 2000
 #: the search stops once this many consecutive K have been worse than the best one
 SEARCH_PATIENCE = 3
+#: compress.value_step: the least populated grey levels holding together at most this fraction of
+#: the pixels do not decide the data's value step (stray off-lattice values, hot pixels)
+VALUE_STEP_IGNORE = 1e-3
 #: a split puts the two halves of a component this many standard deviations from its mean
 SPLIT_OFFSET = 0.5
 #: censoring="auto": levels (bins) beside the extreme one whose mean count ``e`` is the local density
