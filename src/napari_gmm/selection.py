@@ -244,6 +244,9 @@ def _coarse_samples(X, w, bins):
     v = X[:, 0]
     lo, hi = float(v[0]), float(v[-1])
     width = (hi - lo) / bins
+    step = float(np.min(np.diff(v)))  # values on a lattice (e.g. multiples of 16): whole steps per bin,
+    if step > 0 and width > step:  # else bins alternately holding 3 and 4 levels make a comb
+        width = math.ceil(width / step * (1 - 1e-12)) * step
     idx = np.minimum(((v - lo) / width).astype(np.int64), bins - 1)
     cnt = np.bincount(idx, weights=w, minlength=bins)
     s = np.bincount(idx, weights=w * (v - lo), minlength=bins)
