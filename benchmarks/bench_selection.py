@@ -20,7 +20,8 @@
     python benchmarks/bench_selection.py                # everything (about 2-4 minutes)
     python benchmarks/bench_selection.py --quick        # uint8 rows only, no scikit-learn
     python benchmarks/bench_selection.py --plot docs/choosing_k.png   # also the criterion plot
-    python benchmarks/bench_selection.py --size 2048    # part 1 on 2048 x 2048 images (an sCMOS frame)
+    python benchmarks/bench_selection.py --size 2048 --parts 1   # part 1 on 2048 x 2048 (an sCMOS frame)
+    python benchmarks/bench_selection.py --parts 3 --repeat 9    # the speed part alone
 
 Part 2 also fits each clipped image from the true parameters, censored, and the same draws before
 clipping, plainly: the error those reach is the estimates' own spread at this image size, the floor
@@ -132,7 +133,7 @@ def from_truth_errors(img, fr, mu, sd, censored):
     return _errors(r.params.weights, r.params.means[:, 0], r.params.cov[:, 0, 0], fr, mu, sd)
 
 
-def run_synthetic(dtypes, with_sklearn, size=512):
+def run_synthetic(dtypes, with_sklearn, size=512, errors=True):
     rows, errs, misses = [], [], []
     for dtype in dtypes:
         for clip in (False, True):
@@ -150,7 +151,7 @@ def run_synthetic(dtypes, with_sklearn, size=512):
                     rows.append((dtype, clip, K, sep, m.n_components, plain, skl, gap, dt, m.censoring is not None))
                     if gap is not None:
                         misses.append(rows[-1])
-                    if clip:
+                    if clip and errors:
                         big, fr, mu, sd = synthetic(K, sep, dtype, clip, shape=ERROR_SHAPE)
                         with warnings.catch_warnings():
                             warnings.simplefilter("ignore")
@@ -365,16 +366,22 @@ def main():
     ap.add_argument(
         "--size", type=int, default=512, help="side of the part-1 images (512: an EMCCD frame; 2048: an sCMOS frame)"
     )
+    ap.add_argument("--parts", default="1234", help="which parts to run, e.g. 13 (part 2 needs part 1's loop)")
     a = ap.parse_args()
     print(f"napari_gmm {ng.__version__}, numba threads {__import__('numba').get_num_threads()}, load {os.getloadavg()}")
     dtypes = ["uint8"] if a.quick else ["uint8", "uint16", "float32"]
-    rows, errs, misses = run_synthetic(dtypes, with_sklearn=not a.quick, size=a.size)
-    print_synthetic(rows, a.size)
-    print_errors(errs)
-    run_speed(a.repeat)
-    real = real_images()
-    if a.plot:
-        plot(a.plot, real)
+    if "1" in a.parts or "2" in a.parts:
+        rows, errs, misses = run_synthetic(dtypes, with_sklearn=not a.quick, size=a.size, errors="2" in a.parts)
+        print_synthetic(rows, a.size)
+        if errs:
+            print_errors(errs)
+    if "3" in a.parts:
+        run_speed(a.repeat)
+    if "4" in a.parts:
+        real = real_images()
+        if a.plot:
+            plot(a.plot, real)
+    print(f"\nload at the end {os.getloadavg()}")
 
 
 if __name__ == "__main__":
