@@ -35,7 +35,8 @@ stops after :data:`_config.SEARCH_PATIENCE` consecutive K worse than the best (o
 A second pass fits the best K and its neighbours again (those whose criterion is within
 :data:`_config.REFINE_MARGIN` of the best): the starts are every component of the (refined) K - 1
 fit split in two, the range slices and the first pass's fit, the best :data:`_config.REFINE_FINISH`
-screened starts (within :data:`_config.REFINE_GAP` nats per pixel of the best) go to the optimum
+screened starts and the range slices (within :data:`_config.REFINE_GAP` nats per pixel of the best
+after screening) go to the optimum
 within :data:`_config.REFINE_TOL_NATS`, and the pass repeats while the best K moves. Classes 1.7 to
 2.5 sd apart give likelihoods so flat that EM from different starts stops at optima tens of nats
 apart (on 4 classes 1.7 sd apart in a 2048 x 2048 image the first pass alone ended 36 nats below the
@@ -494,17 +495,19 @@ def search_n_components(
         if extra_start is not None and K > 1:
             starts.append(extra_start(Xc, wc, K))
         screened = []
-        for s in starts:
+        for i, s in enumerate(starts):
             try:
                 r = run_em(coarse, s, max_iter=min(_config.SCREEN_ITER, max_iter), tol=tol, progress=within(unit, 100))
             except FitError:  # a collapsed start is only a worse start
                 continue
-            screened.append(r)
-        screened.sort(key=lambda r: -r.objective)
+            screened.append((i, r))
+        screened.sort(key=lambda ir: -ir[1].objective)
         n_finish = _config.REFINE_FINISH if thorough else 1
         if screened:  # a start far behind after screening sits in a worse basin: not worth finishing
-            lead = screened[0].objective
-            screened = [r for r in screened[:n_finish] if r.objective >= lead - _config.REFINE_GAP]
+            lead = screened[0][1].objective
+            # thorough: the range slices (start 0) are finished too, wherever they rank after screening
+            keep = [ir for j, ir in enumerate(screened) if j < n_finish or (thorough and ir[0] == 0)]
+            screened = [r for _, r in keep if r.objective >= lead - _config.REFINE_GAP]
         if thorough and K in coarse_fits:  # the first pass's fit too: never worse than it
             screened.append(_Fit(coarse_fits[K], -np.inf))
         if not screened:
