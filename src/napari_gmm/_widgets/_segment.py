@@ -1306,6 +1306,7 @@ class SegmentWidget(RunCancelMixin, Container):
         apply = None
         if record is not None:
             apply, split_axis, kwargs = self._check_model_fits(record, layer, data, channel_axis, kwargs)
+            kwargs["labels"] = "map"  # a loaded model labels through model.predict (most probable)
         params = {key: val for key, val in kwargs.items() if key != "mask"}
         params.update(
             split_axis=split_axis,
