@@ -81,7 +81,7 @@ def test_censored_fit_recovers_a_clipped_class_and_the_plain_fit_does_not():
 
 def test_no_censoring_detected_on_unclipped_images_and_results_identical():
     imgs = [
-        cameraman(),
+        cameraman()[::2, ::2],  # 256 x 256: the same unclipped histogram shape, a quarter of the pixels
         _classes([60, 130, 190], 12, [3, 2, 1], seed=3),
         phantom((128, 128), dtype=np.uint16, seed=2)[0],
         _classes([0.3, 0.6], 0.05, [1, 1], dtype=np.float32, top=1.0),
@@ -211,6 +211,24 @@ def test_clipping_no_longer_adds_components():
     plain = ng.fit_mixture(img, "auto", censoring=False)
     assert m.censoring.lower is not None and m.censoring.upper is not None
     assert m.n_components == 3 and plain.n_components > 4
+
+
+def test_values_on_a_lattice_are_fitted_as_the_8_bit_image():
+    """An 8-bit image (3 classes, clipped at 255) stored as multiples of 256 in uint16, stretched
+    unevenly (levels 327/328 apart) or divided by 255 into floats: the same K and censoring as the
+    8-bit image (the empty levels between the occupied ones are not structure); a sparse natural
+    uint16 histogram keeps step 1."""
+    img8 = _classes([60, 130, 215], 18, [1, 1, 1], n=256 * 64, seed=3)
+    stretched = np.rint(np.clip((img8.astype(float) - 20) * 65535 / 200, 0, 65535)).astype(np.uint16)
+    assert ng.histogram(stretched).value_step == 327 and ng.histogram(img8).value_step == 1
+    m8 = ng.fit_mixture(img8, "auto")
+    assert m8.n_components == 3 and m8.censoring.upper == 254.5
+    for x in (img8.astype(np.uint16) * 256, stretched, (img8 / 255).astype(np.float32)):
+        m = ng.fit_mixture(x, "auto")
+        assert m.n_components == 3 and m.censoring is not None and m.censoring.upper is not None
+    m = ng.fit_mixture(img8.astype(np.uint16) * 256, "auto")
+    assert m.censoring.upper == 255 * 256 - 128 and m.params["reg_covar"] == pytest.approx(256**2 / 12)
+    assert ng.histogram(_classes([20000, 40000], 4000, [1, 1], n=256 * 16, dtype=np.uint16, top=65535)).value_step == 1
 
 
 def test_split_start_preserves_the_component_moments():

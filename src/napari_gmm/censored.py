@@ -69,7 +69,8 @@ class Censoring:
     n_lower, n_upper : float
         Pixels in each censored level.
     step : float
-        The histogram's quantisation step (1 for integer data, the bin width for binned data).
+        The data's quantisation step (1 for integer data, the bin width for binned data, the
+        lattice step for values on a coarser lattice: :func:`napari_gmm.compress.value_step`).
     how : str
         ``"detected"`` (``censoring="auto"``) or ``"forced"``.
     """
@@ -133,6 +134,12 @@ def check_censoring(censoring):
     )
 
 
+def _lattice(hist):
+    """Whether the image's values sit on a lattice coarser than its histogram's bins (an 8-bit
+    image saved as 16-bit: levels 256 apart; :func:`napari_gmm.compress.value_step`)."""
+    return hist.value_step > float(hist.bin_width[0])
+
+
 def _bin_index(hist):
     """Index of every sample's bin on the histogram's regular grid (integer: level - low)."""
     v = hist.values[:, 0]
@@ -143,12 +150,13 @@ def _bin_index(hist):
 
 
 def _thresholds(hist):
-    """(lower threshold, upper threshold) of the extreme levels: their bins' inner edges."""
+    """(lower threshold, upper threshold) of the extreme levels: their bins' (their lattice
+    steps') inner edges."""
     spec = hist.spec
-    if hist.kind == "binned":
+    if hist.kind == "binned" and not _lattice(hist):
         w = spec.width
         return spec.lo + w, spec.lo + (spec.nbins - 1) * w
-    h = float(hist.bin_width[0]) if hist.bin_width[0] > 0 else 1.0
+    h = hist.value_step
     return float(hist.values[0, 0]) + 0.5 * h, float(hist.values[-1, 0]) - 0.5 * h
 
 
@@ -157,12 +165,18 @@ def is_pile(hist, side) -> bool:
     module notes: more than _config.SPIKE_RATIO times its neighbours' density, with a Poisson margin)."""
     if hist.n_distinct < 3 or hist.kind not in ("integer", "binned"):
         return False
-    idx = _bin_index(hist)
-    top = int(idx[-1])
-    if side == "lower":
-        ext, near = hist.counts[0], (idx >= 1) & (idx <= _config.SPIKE_NEIGHBOURS)
+    if _lattice(hist):  # neighbours counted in steps of the lattice from the extreme value
+        v = hist.values[:, 0]
+        ext = hist.counts[0] if side == "lower" else hist.counts[-1]
+        d = np.abs(v - (v[0] if side == "lower" else v[-1])) / hist.value_step
+        near = (d > 0.5) & (d < _config.SPIKE_NEIGHBOURS + 0.5)
     else:
-        ext, near = hist.counts[-1], (idx >= top - _config.SPIKE_NEIGHBOURS) & (idx <= top - 1)
+        idx = _bin_index(hist)
+        top = int(idx[-1])
+        if side == "lower":
+            ext, near = hist.counts[0], (idx >= 1) & (idx <= _config.SPIKE_NEIGHBOURS)
+        else:
+            ext, near = hist.counts[-1], (idx >= top - _config.SPIKE_NEIGHBOURS) & (idx <= top - 1)
     e = hist.counts[near].sum() / _config.SPIKE_NEIGHBOURS
     if e <= 0:
         return False
@@ -210,7 +224,7 @@ def detect_censoring(hist, censoring="auto") -> Censoring | None:
     if not sides:
         return None
     lo_t, hi_t = _thresholds(hist)
-    h = float(hist.bin_width[0]) if hist.bin_width[0] > 0 else 1.0
+    h = hist.value_step
     c = Censoring(step=h, how=how)
     if "lower" in sides:
         c.lower, c.lower_level, c.n_lower = float(lo_t), float(hist.values[0, 0]), float(hist.counts[0])

@@ -126,6 +126,14 @@ class Histogram:
         """Number of distinct (non-empty) samples."""
         return self.values.shape[0]
 
+    @property
+    def value_step(self) -> float:
+        """The data's own quantisation step of a grey histogram (:func:`value_step`); multichannel
+        data: the largest ``bin_width``."""
+        if self.n_features != 1:
+            return float(np.max(self.bin_width))
+        return value_step(self.values[:, 0], self.counts, float(self.bin_width[0]))
+
     def density(self):
         """Grey histograms as a density on a regular grid, for plots.
 
@@ -154,6 +162,51 @@ class Histogram:
             w = float(step)
             centers = lo + (np.arange(nb) + 0.5) * step - 0.5
         return centers, dens / (self.n_pixels * w), w
+
+
+def value_step(values, counts, bin_width=0.0) -> float:
+    """The step between the grey values an image actually takes, at least ``bin_width``.
+
+    Integer images often use only a lattice of their dtype's values: an 8-bit image saved as 16-bit
+    (multiples of 256 or 257), a contrast stretch (levels 655 or 656 apart), a 12-bit camera shifted
+    into the high bits (multiples of 16), an 8-bit image divided by 255 into floats. Every pixel then
+    stands for a whole step, not for one grey level, and a mixture measured in grey levels would fit
+    the empty gaps between the occupied levels as structure (narrow components on single levels).
+
+    The step is the smallest gap between neighbouring occupied levels once the least populated
+    levels that together hold at most :data:`_config.VALUE_STEP_IGNORE` of the pixels are left out
+    (a few stray off-lattice values, e.g. hot pixels, do not decide it), and never below
+    ``bin_width`` (1 for integer data, the bin width for binned floats). On ordinary data the
+    occupied levels are dense and the answer is ``bin_width``.
+
+    Parameters
+    ----------
+    values : ndarray, shape (M,)
+        Occupied grey levels (sample values), ascending.
+    counts : ndarray, shape (M,)
+        Pixels per level.
+    bin_width : float
+    """
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    c = np.asarray(counts, dtype=np.float64).reshape(-1)
+    if v.size < 3:
+        return float(bin_width) if bin_width > 0 else 1.0
+    if bin_width > 0:  # ordinary data, without a sort: levels one bin apart hold more than strays
+        close = np.diff(v) <= 1.5 * bin_width
+        paired = np.zeros(v.size, bool)
+        paired[:-1] |= close
+        paired[1:] |= close
+        if c[paired].sum() > _config.VALUE_STEP_IGNORE * c.sum():
+            return float(bin_width)
+    order = np.argsort(c, kind="stable")
+    drop = np.cumsum(c[order]) <= _config.VALUE_STEP_IGNORE * c.sum()
+    keep = np.ones(v.size, bool)
+    keep[order[drop]] = False
+    kv = v[keep]
+    if kv.size < 2:
+        return float(bin_width) if bin_width > 0 else 1.0
+    gap = float(np.min(np.diff(kv)))
+    return max(gap, float(bin_width)) if bin_width > 0 else max(gap, 0.0) or 1.0
 
 
 def mask_flat(mask, spatial_shape):

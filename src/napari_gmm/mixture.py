@@ -913,8 +913,12 @@ def _sorted_by_brightness(params: _drv.Params, history):
 
 
 def _default_reg(hist):
-    """One quantisation step's variance, h**2 / 12 (Sheppard), in data units."""
+    """One quantisation step's variance, h**2 / 12 (Sheppard), in data units. Grey data: the step
+    between the values the image actually takes (``hist.value_step``: 256 for an 8-bit image
+    saved as multiples of 256), so that no component fits a single occupied level."""
     h = np.asarray(hist.bin_width, dtype=np.float64)
+    if hist.n_features == 1 and hist.kind != "pixels" and np.all(h > 0):
+        h = np.array([hist.value_step])
     if hist.kind == "pixels" or not np.all(h > 0):
         span = float(np.max(hist.high - hist.low))
         h = np.array([span / _config.DEFAULT_FLOAT_BINS if span > 0 else 1.0])

@@ -30,9 +30,19 @@ equal slices of the grey range (plus the user's ``init`` when it is another star
 (:data:`_config.SEARCH_TOL_NATS` of log-likelihood over all pixels, the driver switching to SQUAREM
 when EM creeps). The full histogram's log-likelihood at that fit gives the criterion. The search
 stops after :data:`_config.SEARCH_PATIENCE` consecutive K worse than the best (or at
-``max_components``), and the chosen K runs to convergence on the full histogram from its fit. On a
-4096 x 4096 uint16 image the search costs about 2x one fit at a fixed K
-(``benchmarks/bench_selection.py``).
+``max_components``).
+
+A second pass fits the best K and its neighbours again (those whose criterion is within
+:data:`_config.REFINE_MARGIN` of the best): the starts are every component of the (refined) K - 1
+fit split in two, the range slices and the first pass's fit, the best :data:`_config.REFINE_FINISH`
+screened starts and the range slices (within :data:`_config.REFINE_GAP` nats per pixel of the best
+after screening) go to the optimum
+within :data:`_config.REFINE_TOL_NATS`, and the pass repeats while the best K moves. Classes 1.7 to
+2.5 sd apart give likelihoods so flat that EM from different starts stops at optima tens of nats
+apart (on 4 classes 1.7 sd apart in a 2048 x 2048 image the first pass alone ended 36 nats below the
+fit started from the true parameters, and BIC chose 6), enough to change the criterion's choice.
+The chosen K then runs to convergence on the full histogram from its fit. The search's cost against
+one fit at a fixed K on a 4096 x 4096 uint16 image is measured by ``benchmarks/bench_selection.py``.
 
 Why each K goes to its optimum: the criterion compares log-likelihoods summed over all pixels,
 and EM stopped by the usual ``tol`` (per pixel) on overlapping classes leaves a fit hundreds of nats
@@ -235,6 +245,9 @@ def _coarse_samples(X, w, bins):
     v = X[:, 0]
     lo, hi = float(v[0]), float(v[-1])
     width = (hi - lo) / bins
+    step = float(np.min(np.diff(v)))  # values on a lattice (e.g. multiples of 16): whole steps per bin,
+    if step > 0 and width > step:  # else bins alternately holding 3 and 4 levels make a comb
+        width = math.ceil(width / step * (1 - 1e-12)) * step
     idx = np.minimum(((v - lo) / width).astype(np.int64), bins - 1)
     cnt = np.bincount(idx, weights=w, minlength=bins)
     s = np.bincount(idx, weights=w * (v - lo), minlength=bins)
@@ -447,7 +460,7 @@ def search_n_components(
     N = problem.total_weight
     # progress: 100 units per K tried and 100 for the final fit; the driver calls back at least every
     # PROGRESS_SECONDS inside each run, so a Cancel is seen within a run too
-    total = 100 * (max_components + 1)
+    total = 100 * (max_components + 2)
     last = [0]
 
     def report(done):  # never backwards: the runs of one K share its 100 units
@@ -462,7 +475,6 @@ def search_n_components(
             return None
         return lambda it: report(100 * (K - 1) + min(99, int(100 * it / steps)))
 
-    prev = None
     sel = Selection(
         criterion=criterion,
         n_components=1,
@@ -470,32 +482,56 @@ def search_n_components(
         entropy=[] if criterion == "icl" else None,
         censoring=getattr(getattr(problem, "censoring", None), "to_dict", lambda: None)(),
     )
-    fits = {}
-    for K in range(1, max_components + 1):
+    coarse_fits, fits = {}, {}
+
+    def fit_k(K, thorough, unit):
+        """K's fit on the coarse samples: the starts, SCREEN_ITER EM steps each, the best one (the
+        best REFINE_FINISH, ``thorough``) to the optimum; None when every start collapsed."""
+        prev = coarse_fits.get(K - 1)
         starts = [range_start(Xc, wc, K, cov_type, coarse.reg)]
         if prev is not None:
-            starts += [split_start(prev, j) for j in _split_candidates(prev)]
+            js = range(K - 1) if thorough else _split_candidates(prev)
+            starts += [split_start(prev, j) for j in js]
         if extra_start is not None and K > 1:
             starts.append(extra_start(Xc, wc, K))
-        best = None
-        for s in starts:
+        screened = []
+        for i, s in enumerate(starts):
             try:
-                r = run_em(coarse, s, max_iter=min(_config.SCREEN_ITER, max_iter), tol=tol, progress=within(K, 100))
+                r = run_em(coarse, s, max_iter=min(_config.SCREEN_ITER, max_iter), tol=tol, progress=within(unit, 100))
             except FitError:  # a collapsed start is only a worse start
                 continue
-            if best is None or r.objective > best.objective:
-                best = r
-        if best is None:  # every start collapsed: no larger K can be fitted either
-            break
+            screened.append((i, r))
+        screened.sort(key=lambda ir: -ir[1].objective)
+        n_finish = _config.REFINE_FINISH if thorough else 1
+        if screened:  # a start far behind after screening sits in a worse basin: not worth finishing
+            lead = screened[0][1].objective
+            # thorough: the range slices (start 0) are finished too, wherever they rank after screening
+            keep = [ir for j, ir in enumerate(screened) if j < n_finish or (thorough and ir[0] == 0)]
+            screened = [r for _, r in keep if r.objective >= lead - _config.REFINE_GAP]
+        if thorough and K in coarse_fits:  # the first pass's fit too: never worse than it
+            screened.append(_Fit(coarse_fits[K], -np.inf))
+        if not screened:
+            return None
+        nats = _config.REFINE_TOL_NATS if thorough else _config.SEARCH_TOL_NATS
+        best = None
         # to the optimum (the driver switches to SQUAREM when EM creeps): see _config.SEARCH_TOL_NATS
-        fit = run_em(
-            coarse,
-            best.params,
-            max_iter=_config.SEARCH_MAX_STEPS,
-            tol=_config.SEARCH_TOL_NATS / N,
-            progress=within(K, _config.SEARCH_MAX_STEPS),
-        )
-        prev = fit.params
+        for r in screened:
+            try:
+                f = run_em(
+                    coarse,
+                    r.params,
+                    max_iter=_config.SEARCH_MAX_STEPS,
+                    tol=nats / N,
+                    progress=within(unit, _config.SEARCH_MAX_STEPS),
+                )
+            except FitError:
+                continue
+            if best is None or f.objective > best.objective:
+                best = f
+        return best
+
+    def score_k(K, fit, unit):
+        """The criterion of K's coarse fit on all samples, recorded in ``sel``."""
         if coarse is problem:
             polished = _Fit(fit.params, fit.objective)
         elif D > 1:  # a colour grid is cruder than a grey re-binning: a few EM steps on all samples
@@ -504,7 +540,7 @@ def search_n_components(
                 fit.params,
                 max_iter=_config.COLOUR_POLISH_ITER,
                 tol=_config.SEARCH_TOL_NATS / N,
-                progress=within(K, _config.SEARCH_MAX_STEPS),
+                progress=within(unit, _config.SEARCH_MAX_STEPS),
             )
             polished = _Fit(r.params, r.objective)
         else:
@@ -512,23 +548,61 @@ def search_n_components(
         ll = polished.objective * N
         p = n_parameters(K, D, cov_type)
         ent = classification_entropy(problem, polished.params) if criterion == "icl" else 0.0
-        sel.candidates.append(K)
-        sel.log_likelihood.append(ll)
-        sel.n_parameters.append(p)
-        sel.values.append(criterion_value(criterion, ll, N, p, ent))
-        if sel.entropy is not None:
-            sel.entropy.append(ent)
+        value = criterion_value(criterion, ll, N, p, ent)
+        if K in fits:
+            i = sel.candidates.index(K)
+            if ll <= sel.log_likelihood[i]:  # the refinement found nothing better
+                return
+            sel.log_likelihood[i], sel.values[i] = ll, value
+            if sel.entropy is not None:
+                sel.entropy[i] = ent
+        else:
+            sel.candidates.append(K)
+            sel.log_likelihood.append(ll)
+            sel.n_parameters.append(p)
+            sel.values.append(value)
+            if sel.entropy is not None:
+                sel.entropy.append(ent)
+        coarse_fits[K] = fit.params
         fits[K] = polished
+
+    # first pass: K = 1, 2, ... with the cheap starts, until SEARCH_PATIENCE K in a row are worse
+    for K in range(1, max_components + 1):
+        fit = fit_k(K, False, K)
+        if fit is None:  # every start collapsed: no larger K can be fitted either
+            break
+        score_k(K, fit, K)
         if report is not None:
             report(100 * K)
         if K - sel.candidates[int(np.argmin(sel.values))] >= _config.SEARCH_PATIENCE:
             break
+    # second pass: the K that compete with the best (its neighbours) again from every split of the
+    # refined K - 1 fit, the best few starts to a tighter optimum; repeated while the best K moves
+    refined = set()
+    for _ in range(_config.REFINE_ROUNDS):
+        if not sel.candidates:
+            break
+        ib = int(np.argmin(sel.values))
+        Kb = sel.candidates[ib]
+        near = [
+            k
+            for k in (Kb - 1, Kb + 1)
+            if k in fits and k > 1 and sel.values[sel.candidates.index(k)] - sel.values[ib] < _config.REFINE_MARGIN
+        ]
+        todo = [k for k in sorted(near + [Kb] * bool(near and Kb > 1)) if k not in refined]
+        if not todo:
+            break
+        for K in todo:
+            fit = fit_k(K, True, max_components + 1)
+            refined.add(K)
+            if fit is not None:
+                score_k(K, fit, max_components + 1)
     if not sel.candidates:
         raise InputError("no number of components could be fitted: every start collapsed")
     i = int(np.argmin(sel.values))
     Kbest = sel.candidates[i]
     start = fits[Kbest].params
-    final_progress = None if report is None else (lambda d, t: report(100 * max_components + int(100 * d / t)))
+    final_progress = None if report is None else (lambda d, t: report(100 * (max_components + 1) + int(100 * d / t)))
     final = fit_em(
         problem,
         lambda rng: start,

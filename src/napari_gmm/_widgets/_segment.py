@@ -89,6 +89,9 @@ INITS = ("auto", "ranges", "quantiles", "kmeans++", "random")
 SETTINGS = (
     "n_components",
     "auto_k",
+    "criterion",
+    "censoring",
+    "labels",
     "init",
     "covariance_type",
     "n_init",
@@ -113,6 +116,16 @@ BIAS_SUFFIX = " GMM bias field"
 #: the "spatial smoothing" choices: off = per-pixel model (beta=0), auto = beta estimated from the
 #: image (the default offered: issue 11), value = the beta spin box
 SMOOTHING = ("off", "auto", "value")
+#: the "criterion" choices of 'choose K automatically' (napari_gmm.segment(criterion=...))
+CRITERIA = (
+    ("BIC (the default)", "bic"),
+    ("ICL: well separated classes", "icl"),
+    ("AIC: more classes", "aic"),
+)
+#: the "clipped pixels" choices -> napari_gmm.segment(censoring=...)
+CENSORING = {"auto": "auto", "on": True, "off": False}
+#: the "labels" choices -> napari_gmm.segment(labels=...)
+LABELS = (("most probable", "map"), ("intensity intervals", "intervals"))
 #: the core models 2..8 channels (colour / multichannel)
 MAX_CHANNELS = 8
 #: posterior maps larger than this (bytes) are refused with a message instead of exhausting memory
@@ -208,6 +221,8 @@ def _fit_spatial(job: _Job, progress=None):
     k = kw.pop("n_components")
     max_components = kw.pop("max_components", 8)
     criterion = kw.pop("criterion", "bic")
+    censoring = kw.pop("censoring", "auto")  # the spatial model has no censoring: it guides the K search
+    kw.pop("labels", None)  # always "map" here (intervals are refused with smoothing)
     channel_axis = kw.pop("channel_axis")
     if isinstance(k, str):  # "auto": the K of the per-pixel search (bounded by max_components)
         k = ng.fit_mixture(
@@ -218,6 +233,7 @@ def _fit_spatial(job: _Job, progress=None):
             bins=kw.get("bins"),
             max_components=max_components,
             criterion=criterion,
+            censoring=censoring,
             covariance_type=kw["covariance_type"],
             init=kw["init"],
             reg_covar=kw["reg_covar"],
@@ -352,6 +368,11 @@ def _summary_text(model, seconds: float, params: dict) -> str:
         ]
     else:
         lines = [f"K = {k} ({mode}, init {params['init']}) in {_fmt_seconds(seconds)}"]
+    cens = [m.censoring for m in models if getattr(m, "censoring", None) is not None]
+    if cens:
+        lines.append(cens[0].describe() if len(models) == 1 else f"clipped levels censored in {len(cens)} fits")
+    if params.get("labels") == "intervals":
+        lines.append("labels: intensity intervals (label k+1 brighter than label k)")
     betas = [m.params.get("beta") for m in models if m.params.get("beta") is not None]
     if betas and max(betas) > 0 or params.get("bias_field"):
         how = "estimated" if params.get("beta") == "auto" else "set"
@@ -458,10 +479,39 @@ class SegmentWidget(RunCancelMixin, Container):
             "'choose K automatically': the largest K tried).",
         )
         self.auto_k = CheckBox(
-            text="choose K automatically (BIC, K = 1 .. K)",
+            text="choose K automatically (K = 1 .. K)",
             value=False,
-            tooltip="Fit K = 1 up to the K above and keep the one with the best BIC "
-            "(napari_gmm.segment(n_components='auto', max_components=K)).",
+            tooltip="Fit K = 1 up to the K above and keep the one with the best criterion "
+            "(napari_gmm.segment(n_components='auto', max_components=K, criterion=...)); "
+            "the plot widget shows the criterion against K.",
+        )
+        self.criterion = ComboBox(
+            label="criterion",
+            choices=list(CRITERIA),
+            value="bic",
+            tooltip="How K is chosen (lower is better). BIC: the number of Gaussian classes "
+            "(on large photographs it keeps adding classes up to K); ICL: BIC plus the "
+            "classes' overlap, the number of well separated classes; AIC: more classes.",
+        )
+        self.censoring = ComboBox(
+            label="clipped pixels",
+            choices=list(CENSORING),
+            value="auto",
+            tooltip="Saturated pixels (camera full well, 0 / 255 of an 8-bit export) only say that "
+            "the true value lies beyond the limit: censored, they count by each class's tail "
+            "instead of forming a spike that needs a class of its own "
+            "(napari_gmm.segment(censoring=...)). auto: censor an extreme grey level that is a "
+            "pile of clipped pixels; on: censor both extreme levels; off: every level is a "
+            "measured value. Grey images only; with spatial smoothing it guides the choice of K.",
+        )
+        self.labels = ComboBox(
+            label="labels",
+            choices=list(LABELS),
+            value="map",
+            tooltip="most probable: each pixel's most probable class (a broad class can win in "
+            "both tails); intensity intervals: K contiguous intensity ranges, label k+1 always "
+            "brighter than label k (napari_gmm.segment(labels='intervals')). Grey images, "
+            "without spatial smoothing.",
         )
         self.init = ComboBox(
             label="init",
@@ -647,6 +697,9 @@ class SegmentWidget(RunCancelMixin, Container):
                 self.more_channels,
                 self.n_components,
                 self.auto_k,
+                self.criterion,
+                self.censoring,
+                self.labels,
                 self.init,
                 self.mask,
                 self.split_axis,
@@ -702,6 +755,8 @@ class SegmentWidget(RunCancelMixin, Container):
         )
         self.channel_axis.changed.connect(self._on_channel_axis_changed)
         self.show_advanced.changed.connect(self._on_show_advanced)
+        self.auto_k.changed.connect(self._on_auto_k_changed)
+        self._on_auto_k_changed()
         self.smoothing.changed.connect(self._on_smoothing_changed)
         self._on_smoothing_changed()
         self.run_button.changed.connect(self._on_run_clicked)
@@ -963,6 +1018,9 @@ class SegmentWidget(RunCancelMixin, Container):
     def _on_smoothing_changed(self, value=None):
         self.beta.visible = self.smoothing.value == "value"
 
+    def _on_auto_k_changed(self, value=None):
+        self.criterion.visible = bool(self.auto_k.value)
+
     def _on_show_advanced(self, value=None):
         for w in self._advanced:
             w.visible = bool(self.show_advanced.value)
@@ -1057,6 +1115,8 @@ class SegmentWidget(RunCancelMixin, Container):
         else:
             self.mode.value = "grey intensities"
         self.covariance_type.enabled = colour
+        self.censoring.enabled = not colour  # grey only: colour is never censored
+        self.labels.enabled = not colour  # colour has no intensity order to cut
         if colour != self._colour_mode:
             if colour:
                 self.init.value = self._remembered_init(True)
@@ -1187,9 +1247,16 @@ class SegmentWidget(RunCancelMixin, Container):
         k = int(self.n_components.value)
         bins = int(self.bins.value) or None
         covariance_type = self.covariance_type.value if colour else "spherical"
-        auto_k = {"n_components": "auto", "max_components": max(k, 1)} if self.auto_k.value else {"n_components": k}
+        auto_k = (
+            {"n_components": "auto", "max_components": max(k, 1), "criterion": self.criterion.value}
+            if self.auto_k.value
+            else {"n_components": k}
+        )
+        labels_how = "map" if colour else self.labels.value
         kwargs = dict(
             **auto_k,
+            censoring="auto" if colour else CENSORING[self.censoring.value],
+            labels=labels_how,
             channel_axis=channel_axis,
             covariance_type=covariance_type,
             init=self.init.value,
@@ -1218,6 +1285,21 @@ class SegmentWidget(RunCancelMixin, Container):
                 f"napari-gmm: '{layer.name}' is segmented per pixel: spatial smoothing needs 2-D or 3-D "
                 "fits held in memory (choose 'fit each index of', or a crop, to smooth it)"
             )
+        if spatial and labels_how == "intervals":
+            if beta == "auto" and not self.bias_field.value:
+                # interval labels are intensity cuts of the per-pixel model: the default smoothing
+                # gives way, with a note; an explicit choice of both is refused
+                spatial = False
+                show_info(
+                    f"napari-gmm: '{layer.name}' is segmented per pixel: intensity-interval labels cut the "
+                    "per-pixel model's intensities (spatial smoothing is for 'most probable' labels)"
+                )
+            else:
+                raise _InputError(
+                    "napari-gmm: 'intensity intervals' labels cut the per-pixel model's intensities; the "
+                    "spatial model's labels come from its neighbourhood prior. Set 'labels' to 'most probable', "
+                    "or 'spatial smoothing' to off and untick 'correct uneven illumination'."
+                )
         if spatial:
             kwargs.update(self._spatial_kwargs(layer, data, channel_axis, split_axis, beta))
         if self.out_posteriors.value:
@@ -1232,6 +1314,7 @@ class SegmentWidget(RunCancelMixin, Container):
         apply = None
         if record is not None:
             apply, split_axis, kwargs = self._check_model_fits(record, layer, data, channel_axis, kwargs)
+            kwargs["labels"] = "map"  # a loaded model labels through model.predict (most probable)
         params = {key: val for key, val in kwargs.items() if key != "mask"}
         params.update(
             split_axis=split_axis,
