@@ -177,7 +177,9 @@ def value_step(values, counts, bin_width=0.0) -> float:
     levels that together hold at most :data:`_config.VALUE_STEP_IGNORE` of the pixels are left out
     (a few stray off-lattice values, e.g. hot pixels, do not decide it), and never below
     ``bin_width`` (1 for integer data, the bin width for binned floats). On ordinary data the
-    occupied levels are dense and the answer is ``bin_width``.
+    occupied levels are dense and the answer is ``bin_width``; so it is for data with fewer than
+    :data:`_config.VALUE_STEP_MIN_LEVELS` distinct levels (a few exact values, such as a label-like
+    or synthetic image, whose components are the values themselves).
 
     Parameters
     ----------
@@ -203,7 +205,7 @@ def value_step(values, counts, bin_width=0.0) -> float:
     keep = np.ones(v.size, bool)
     keep[order[drop]] = False
     kv = v[keep]
-    if kv.size < 2:
+    if kv.size < _config.VALUE_STEP_MIN_LEVELS:  # a few distinct values (labels, a synthetic image): no lattice
         return float(bin_width) if bin_width > 0 else 1.0
     gap = float(np.min(np.diff(kv)))
     return max(gap, float(bin_width)) if bin_width > 0 else max(gap, 0.0) or 1.0

@@ -154,6 +154,10 @@ SEARCH_PATIENCE = 3
 #: compress.value_step: the least populated grey levels holding together at most this fraction of
 #: the pixels do not decide the data's value step (stray off-lattice values, hot pixels)
 VALUE_STEP_IGNORE = 1e-3
+#: fewest occupied levels (after those ignored) that make a lattice of values: below it the data
+#: are a few exact values (three grey levels 100 apart are three classes, not a lattice of step 100
+#: whose 100**2 / 12 variance floor would pull the means together) and keep one grey level's floor
+VALUE_STEP_MIN_LEVELS = 16
 #: a split puts the two halves of a component this many standard deviations from its mean
 SPLIT_OFFSET = 0.5
 #: censoring="auto": levels (bins) beside the extreme one whose mean count ``e`` is the local density
