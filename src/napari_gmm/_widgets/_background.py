@@ -37,6 +37,7 @@ from magicgui.widgets import (
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QTimer
 
 import napari_gmm as ng
 
@@ -44,7 +45,9 @@ from ._common import (
     COMPUTE_LOCK,
     ProgressRelay,
     RunCancelMixin,
+    bound_combo_widths,
     bound_text_width,
+    fit_scroll_width,
     put_output_layer,
     running_message,
     scroll_area,
@@ -314,6 +317,23 @@ class BackgroundWidget(RunCancelMixin, Container):
         self.noise.changed.connect(self._on_noise_changed)
         self._on_noise_changed()
         self.reset_choices()
+        # combo boxes as wide as a few words, not as their longest item, and the scroll area as
+        # wide as the form; again once napari's stylesheet (a larger font) is applied, with the
+        # label column aligned: the fields were cut at the dock's right edge
+        bound_combo_widths(self.native)
+        fit_scroll_width(self._scroll)
+        QTimer.singleShot(0, lambda alive=self._alive: alive["alive"] and self._fit_form())
+
+    def _fit_form(self):
+        try:
+            labels = [w._labeled_widget()._label_widget.native for w in self.form if w._labeled_widget() is not None]
+        except (AttributeError, RuntimeError):  # magicgui internals changed / widget deleted
+            labels = []
+        if labels:
+            width = max(lbl.sizeHint().width() for lbl in labels)
+            for lbl in labels:
+                lbl.setMinimumWidth(width)
+        fit_scroll_width(self._scroll)
 
     # ---------------------------------------------------------------- choices
     def reset_choices(self, *_):
