@@ -272,7 +272,8 @@ def main(argv=None):
         f"OpenCV {cv2.__version__}; F-measure (CDnet metrics) and frames per second; Numba "
         f"{numba.get_num_threads()} threads, threading layer {_numba_layer()} (library "
         f"defaults, no environment variable set), cv2 threads 2; 'bg cost': time with the "
-        f"background of every frame over time without it, minus 1"
+        f"background of every frame over time without it, minus 1; load average at the end "
+        f"{', '.join(f'{v:.1f}' for v in os.getloadavg())} on {os.cpu_count()} cores"
     )
     print()
     extra = [f"ours F ({vname})"] if variant is not None else []

@@ -462,3 +462,18 @@ def test_cancel_raises_cancelled():
 
     with pytest.raises(InterruptedError):
         subtract_background(stack, preset="fluorescence time-lapse", progress=progress)
+
+
+@pytest.mark.parametrize("dtype", [np.uint32, np.int64])
+def test_wide_integers_keep_the_exact_top_and_share_one_kernel(dtype):
+    """A scene at the top of a 32/64-bit dtype comes back exactly (the float32 state cannot hold
+    it); wide dtypes run through the float32 kernel (no compile of their own)."""
+    top = np.iinfo(dtype).max
+    stack = np.full((4, 6, 8), top, dtype)
+    stack[:, :2] = top // 2
+    res = subtract_background(stack, median_size=0)
+    assert res.background.dtype == dtype
+    assert (res.background[:, 2:] == top).all()
+    from napari_gmm._kernels import mog
+
+    assert {sig[0].dtype.name for sig in mog._apply_fast.signatures} <= {"uint8", "uint16", "float32"}

@@ -228,3 +228,21 @@ def test_bad_noise_model_is_a_notification(viewer, qtbot, notes):
     run_and_wait(qtbot, widget)
     assert len(notes["error"]) == 1 and "offset" in notes["error"][0]
     assert layer_state(viewer) == before
+
+
+def test_form_scrolls_in_the_dock_and_every_control_has_a_tooltip(viewer, qtbot):
+    """Issue 14: with all five plugin widgets docked the form was cramped (no scroll area)."""
+    from magicgui.widgets import Container
+    from qtpy.QtWidgets import QScrollArea
+
+    widget = dock(viewer)
+
+    def controls(c):
+        for x in c:
+            yield from controls(x) if isinstance(x, Container) else (x,)
+
+    missing = [getattr(x, "label", None) or getattr(x, "text", None) for x in controls(widget.body) if not x.tooltip]
+    assert missing == [], f"controls without a tooltip: {missing}"
+    assert isinstance(widget._scroll, QScrollArea) and widget._scroll.widget() is widget.body.native
+    # the dock's minimum height is a few lines, not the whole form's
+    assert widget.native.minimumSizeHint().height() < widget.body.native.minimumSizeHint().height() / 3

@@ -85,13 +85,20 @@ def _as_f32(scale, var_threshold, var_threshold_gen, background_ratio, var_min, 
 
 @njit(inline="always", **JIT_EXACT)
 def _bg_value(v, rnd, lo, hi):
-    """A background value ``v`` (data units) as stored: float32, rounded half to even and clipped
-    into ``[lo, hi]`` when ``rnd`` (integer outputs, written straight into the caller's array)."""
+    """A background value ``v`` (data units) as stored: float32, and when ``rnd`` (integer
+    outputs, written straight into the caller's array) clipped into ``[lo, hi]`` and rounded
+    half to even, for ``0 <= lo <= hi < 2**23`` (checked by :func:`mog2_apply`).
+
+    The rounding is ``np.rint`` computed as ``(v + 2**23) - 2**23`` (exact in IEEE float32
+    without fast-math: the sum's spacing is 1), and the clip and the choice are selects: Numba's
+    ``np.rint`` calls libm's ``rintf`` and a branch on ``rnd`` stays in the loop, either of which
+    keeps the row loop around it from vectorising."""
+    big = np.float32(8388608.0)
     v = np.float32(v)
-    if rnd:
-        v = np.rint(v)
-        v = np.float32(lo) if v < lo else (np.float32(hi) if v > hi else v)
-    return v
+    c = np.float32(lo) if v < lo else (np.float32(hi) if v > hi else v)
+    r = (c + big) - big
+    r = r if c < big else c
+    return r if rnd else v
 
 
 #: mask values written by the kernels
@@ -277,332 +284,28 @@ def _update_pixel(
     return n_alive, background
 
 
-@njit(**PJIT_EXACT)
-def _apply_any(
-    frames,
-    scale,
-    weights,
-    means,
-    variances,
-    n_modes,
-    masks,
-    bg_out,
-    write_bg,
-    bg_round,
-    bg_lo,
-    bg_hi,
-    alphas,
-    var_threshold,
-    background_ratio,
-    var_threshold_gen,
-    var_init,
-    var_min,
-    var_max,
-    ct,
-    tau,
-    detect_shadows,
-    rows,
-    counter,
-    n_workers,
-):
-    """Any number of channels C, one pixel at a time (:func:`_update_pixel`)."""
-    height, width = n_modes.shape
-    k_max = weights.shape[1]
-    n_ch = means.shape[2]
-    m3 = means.reshape((height, k_max * n_ch, width))
-    inv_scale = 1.0 / scale
-    scale, var_threshold, var_threshold_gen, background_ratio, var_min, var_max, var_init = _as_f32(
-        scale, var_threshold, var_threshold_gen, background_ratio, var_min, var_max, var_init
-    )
-    for _ in prange(n_workers):  # one task per thread, taking rows (see _next_row)
-        while True:
-            y = _next_row(counter, rows)
-            if y < 0:
-                break
-            wy = weights[y]
-            my = m3[y]
-            vy = variances[y]
-            data = np.empty(n_ch, np.float32)
-            diff = np.empty(n_ch, np.float32)
-            for b in range(frames.shape[0]):
-                alpha = np.float32(alphas[b])
-                prune = np.float32(-alphas[b] * ct)
-                alpha1 = np.float32(1.0 - alphas[b])
-                for x in range(width):
-                    for c in range(n_ch):
-                        data[c] = np.float32(frames[b, y, x, c]) * scale
-                    n_alive, background = _update_pixel(
-                        data,
-                        diff,
-                        wy,
-                        my,
-                        vy,
-                        x,
-                        np.int64(n_modes[y, x]),
-                        k_max,
-                        n_ch,
-                        alpha,
-                        alpha1,
-                        prune,
-                        var_threshold,
-                        background_ratio,
-                        var_threshold_gen,
-                        var_init,
-                        var_min,
-                        var_max,
-                        False,
-                        False,
-                    )
-                    n_modes[y, x] = n_alive
-                    if background:
-                        masks[b, y, x] = BACKGROUND
-                    else:
-                        shadow = False
-                        if detect_shadows:
-                            shadow = _is_shadow(
-                                data, wy, my, vy, x, n_alive, n_ch, var_threshold, background_ratio, tau
-                            )
-                        masks[b, y, x] = SHADOW if shadow else FOREGROUND
-                    if write_bg:
-                        for c in range(n_ch):
-                            bg_out[b, y, x, c] = _bg_value(
-                                my[c, x] * inv_scale if n_alive > 0 else 0.0, bg_round, bg_lo, bg_hi
-                            )
+@njit(inline="always", **JIT_EXACT)
+def _bg_data(mu, has, out_scale, offset, top_m, top):
+    """The background (data units, float64) of a pixel whose most probable mode has mean ``mu``
+    (model units): ``mu * out_scale + offset``, 0 without modes, and exactly ``top`` (the integer
+    dtype's maximum or saturation) where ``mu`` is the model-units image ``top_m`` of it: a mode
+    that learned only samples at the top (its mean then stays that value bit for bit), which
+    float32 cannot carry back (4294967295 is 4294967296 in float32)."""
+    v = mu * out_scale + offset
+    v = top if mu == top_m else v
+    return v if has else 0.0
+
+
+@njit(inline="always", **JIT_EXACT)
+def _bg_store(v, rnd, lo, hi, raw):
+    """The value a kernel stores into the background output: ``v`` unrounded (float64) when
+    ``raw`` (the float64 buffer of wide integer dtypes, rounded by the wrapper), else
+    :func:`_bg_value` (float32, rounded and clipped with ``rnd``), widened exactly."""
+    return np.float64(v) if raw else np.float64(_bg_value(v, rnd, lo, hi))
 
 
 @njit(**PJIT_EXACT)
-def _apply_fast(
-    frames,
-    scale,
-    weights,
-    means,
-    variances,
-    n_modes,
-    masks,
-    bg_out,
-    write_bg,
-    bg_round,
-    bg_lo,
-    bg_hi,
-    alphas,
-    var_threshold,
-    background_ratio,
-    var_threshold_gen,
-    var_init,
-    var_min,
-    var_max,
-    ct,
-    tau,
-    detect_shadows,
-    rows,
-    counter,
-    n_workers,
-):
-    """C = 1 or 3: the common case (top mode matches) in vectorisable passes over each row.
-
-    ``frames`` is (B, H, W * C). Per frame and row: pass A tests every pixel against its top
-    mode and updates that mode where it matches ("fast" pixels); passes B decay the other
-    modes of fast pixels and sum the weights; passes C normalise them; then the other pixels
-    (no match with the top mode) go through :func:`_update_pixel` one at a time. Every pass
-    computes exactly the float32 operations of :func:`_update_pixel`, in the same order, with
-    selects instead of branches (bit-identical results).
-    """
-    height, width = n_modes.shape
-    k_max = weights.shape[1]
-    n_ch = means.shape[2]
-    m3 = means.reshape((height, k_max * n_ch, width))
-    inv_scale = 1.0 / scale
-    f0 = np.float32(0.0)
-    f1 = np.float32(1.0)
-    eps = np.float32(1.1920929e-07)
-    scale, var_threshold, var_threshold_gen, background_ratio, var_min, var_max, var_init = _as_f32(
-        scale, var_threshold, var_threshold_gen, background_ratio, var_min, var_max, var_init
-    )
-    rgb = n_ch == 3
-    for _ in prange(n_workers):  # one task per thread, taking rows (see _next_row)
-        while True:
-            y = _next_row(counter, rows)
-            if y < 0:
-                break
-            wy = weights[y]
-            my = m3[y]
-            vy = variances[y]
-            nmy = n_modes[y]
-            fast = np.empty(width, np.bool_)
-            bgd = np.empty(width, np.bool_)
-            fit0 = np.empty(width, np.bool_)  # the top mode is within var_threshold_gen
-            tot = np.empty(width, np.float32)
-            cnt = np.empty(width, np.uint8)
-            data = np.empty(n_ch, np.float32)
-            diff = np.empty(n_ch, np.float32)
-            for b in range(frames.shape[0]):
-                alpha = np.float32(alphas[b])
-                prune = np.float32(-alphas[b] * ct)
-                alpha1 = np.float32(1.0 - alphas[b])
-                fr = frames[b, y]
-                # pass A: the top mode
-                nmax = 0
-                if rgb:
-                    for x in range(width):
-                        nm = nmy[x]
-                        nmax = max(nmax, nm)
-                        v = vy[0, x]
-                        w = wy[0, x]
-                        mu0 = my[0, x]
-                        mu1 = my[1, x]
-                        mu2 = my[2, x]
-                        d0 = mu0 - np.float32(fr[3 * x]) * scale
-                        d1 = mu1 - np.float32(fr[3 * x + 1]) * scale
-                        d2 = mu2 - np.float32(fr[3 * x + 2]) * scale
-                        dist2 = d0 * d0 + d1 * d1 + d2 * d2
-                        wt = alpha1 * w + prune
-                        wt = wt + alpha
-                        ok = (nm > 0) & (dist2 < var_threshold_gen * v) & (wt >= -prune)
-                        k = alpha / wt
-                        vnew = v + k * (dist2 - v)
-                        vnew = var_min if vnew < var_min else vnew
-                        vnew = var_max if vnew > var_max else vnew
-                        my[0, x] = mu0 - k * d0 if ok else mu0
-                        my[1, x] = mu1 - k * d1 if ok else mu1
-                        my[2, x] = mu2 - k * d2 if ok else mu2
-                        vy[0, x] = vnew if ok else v
-                        wy[0, x] = wt if ok else w
-                        tot[x] = wt
-                        cnt[x] = 1
-                        bgd[x] = dist2 < var_threshold * v
-                        fast[x] = ok
-                        fit0[x] = dist2 < var_threshold_gen * v
-                else:
-                    for x in range(width):
-                        nm = nmy[x]
-                        nmax = max(nmax, nm)
-                        v = vy[0, x]
-                        w = wy[0, x]
-                        mu0 = my[0, x]
-                        d0 = mu0 - np.float32(fr[x]) * scale
-                        dist2 = d0 * d0
-                        wt = alpha1 * w + prune
-                        wt = wt + alpha
-                        ok = (nm > 0) & (dist2 < var_threshold_gen * v) & (wt >= -prune)
-                        k = alpha / wt
-                        vnew = v + k * (dist2 - v)
-                        vnew = var_min if vnew < var_min else vnew
-                        vnew = var_max if vnew > var_max else vnew
-                        my[0, x] = mu0 - k * d0 if ok else mu0
-                        vy[0, x] = vnew if ok else v
-                        wy[0, x] = wt if ok else w
-                        tot[x] = wt
-                        cnt[x] = 1
-                        bgd[x] = dist2 < var_threshold * v
-                        fast[x] = ok
-                        fit0[x] = dist2 < var_threshold_gen * v
-                # pass B: decay (and prune) the other modes of the fast pixels; sum the weights
-                for m in range(1, nmax):
-                    for x in range(width):
-                        w = wy[m, x]
-                        wm = alpha1 * w + prune
-                        keep = (m < nmy[x]) & (wm >= -prune)
-                        wm = wm if keep else f0
-                        wy[m, x] = wm if fast[x] else w
-                        tot[x] += wm
-                        cnt[x] += keep
-                # pass C: normalise (modes beyond a pixel's own count hold 0 and stay 0)
-                for x in range(width):
-                    t = tot[x]
-                    tot[x] = f1 / t if t > eps else f0
-                for m in range(nmax):
-                    for x in range(width):
-                        w = wy[m, x]
-                        wy[m, x] = w * tot[x] if fast[x] else w
-                mb = masks[b, y]
-                for x in range(width):
-                    nmy[x] = cnt[x] if fast[x] else nmy[x]
-                    mb[x] = BACKGROUND if bgd[x] else FOREGROUND
-                # the other pixels, and the shadow test of fast foreground pixels
-                for x in range(width):
-                    f = fast[x]
-                    if f and (bgd[x] or not detect_shadows):
-                        continue
-                    for c in range(n_ch):
-                        data[c] = np.float32(fr[n_ch * x + c]) * scale
-                    if f:
-                        n_alive = np.int64(nmy[x])
-                        background = False
-                    elif rgb:
-                        # a literal channel count: the inlined update's channel loops unroll
-                        n_alive, background = _update_pixel(
-                            data,
-                            diff,
-                            wy,
-                            my,
-                            vy,
-                            x,
-                            np.int64(nmy[x]),
-                            k_max,
-                            3,
-                            alpha,
-                            alpha1,
-                            prune,
-                            var_threshold,
-                            background_ratio,
-                            var_threshold_gen,
-                            var_init,
-                            var_min,
-                            var_max,
-                            not fit0[x],
-                            bgd[x],
-                        )
-                        nmy[x] = n_alive
-                    else:
-                        n_alive, background = _update_pixel(
-                            data,
-                            diff,
-                            wy,
-                            my,
-                            vy,
-                            x,
-                            np.int64(nmy[x]),
-                            k_max,
-                            1,
-                            alpha,
-                            alpha1,
-                            prune,
-                            var_threshold,
-                            background_ratio,
-                            var_threshold_gen,
-                            var_init,
-                            var_min,
-                            var_max,
-                            not fit0[x],
-                            bgd[x],
-                        )
-                        nmy[x] = n_alive
-                    if background:
-                        mb[x] = BACKGROUND
-                    else:
-                        shadow = False
-                        if detect_shadows and rgb:
-                            shadow = _is_shadow(data, wy, my, vy, x, n_alive, 3, var_threshold, background_ratio, tau)
-                        elif detect_shadows:
-                            shadow = _is_shadow(data, wy, my, vy, x, n_alive, 1, var_threshold, background_ratio, tau)
-                        mb[x] = SHADOW if shadow else FOREGROUND
-                if write_bg:
-                    # one row of the output: literal channel counts, selects instead of
-                    # branches, so the loop vectorises
-                    bo = bg_out[b, y]
-                    if rgb:
-                        for x in range(width):
-                            has = nmy[x] > 0
-                            bo[x, 0] = _bg_value(my[0, x] * inv_scale if has else 0.0, bg_round, bg_lo, bg_hi)
-                            bo[x, 1] = _bg_value(my[1, x] * inv_scale if has else 0.0, bg_round, bg_lo, bg_hi)
-                            bo[x, 2] = _bg_value(my[2, x] * inv_scale if has else 0.0, bg_round, bg_lo, bg_hi)
-                    else:
-                        for x in range(width):
-                            bo[x, 0] = _bg_value(my[0, x] * inv_scale if nmy[x] > 0 else 0.0, bg_round, bg_lo, bg_hi)
-
-
-@njit(**PJIT_EXACT)
-def _apply_scaled(
+def _apply_pixels(
     frames,
     offset,
     factors,
@@ -618,6 +321,7 @@ def _apply_scaled(
     bg_round,
     bg_lo,
     bg_hi,
+    raw,
     alphas,
     modelled,
     var_a,
@@ -635,18 +339,14 @@ def _apply_scaled(
     counter,
     n_workers,
 ):
-    """Frames with a per-frame offset and factor, and optionally modelled variances.
+    """Any number of channels C, one pixel at a time (:func:`_update_pixel`): the reference
+    form of :func:`_apply_fast` (same arguments, same float32 arithmetic, bit for bit), used
+    for C other than 1 and 3.
 
-    The model sees ``(frame - offset) / factors[b]`` (times ``scale``): bleaching or a global
-    drift divided out. With ``modelled``, every mode's variance is set, before each frame, from
-    the noise model at the mode's mean ``mu`` (model units, channel average):
-    ``var_a[b] * max(mu, 0) + var_b[b]`` (shot noise plus read noise of that frame); the
-    learned variances and their clamps are then not used. Otherwise this is :func:`_apply_any`
-    on the corrected frames, the same float32 arithmetic. The background written is in the
-    frame's own units: ``offset + factors[b] * mu / scale``. Samples at or above ``saturation``
-    carry no intensity and do not bleach: they enter as ``saturation - offset`` unscaled (a
-    saturated static region stays one constant mode; a saturated object is still far above
-    its background).
+    The model sees ``(frame - offset) / factors[b]`` (times ``scale``); samples at or above
+    ``saturation`` enter as ``saturation - offset`` unscaled. With ``modelled``, every mode's
+    variance is set, before each frame, from the noise model at the mode's mean ``mu`` (model
+    units, channel average): ``var_a[b] * max(mu, 0) + var_b[b]``.
     """
     height, width = n_modes.shape
     k_max = weights.shape[1]
@@ -655,7 +355,7 @@ def _apply_scaled(
     f0 = np.float32(0.0)
     tiny = np.float32(1e-30)
     off = np.float32(offset)
-    sat = np.float32(min(saturation, 3e38))
+    sat = np.float32(saturation)
     if modelled:  # the learned variance is replaced before it is used: no clamps
         var_min = 1e-30
         var_max = 3e38
@@ -666,6 +366,8 @@ def _apply_scaled(
     inv_ch = np.float32(1.0 / n_ch)
     sat_m = (sat - off) * scale  # a saturated sample in model units
     for _ in prange(n_workers):  # one task per thread, taking rows (see _next_row)
+        data = np.empty(n_ch, np.float32)
+        diff = np.empty(n_ch, np.float32)
         while True:
             y = _next_row(counter, rows)
             if y < 0:
@@ -673,8 +375,6 @@ def _apply_scaled(
             wy = weights[y]
             my = m3[y]
             vy = variances[y]
-            data = np.empty(n_ch, np.float32)
-            diff = np.empty(n_ch, np.float32)
             for b in range(frames.shape[0]):
                 alpha = np.float32(alphas[b])
                 prune = np.float32(-alphas[b] * ct)
@@ -686,10 +386,7 @@ def _apply_scaled(
                 for x in range(width):
                     for c in range(n_ch):
                         v = np.float32(frames[b, y, x, c])
-                        if v >= sat:
-                            data[c] = (sat - off) * scale
-                        else:
-                            data[c] = (v - off) * s_b
+                        data[c] = sat_m if v >= sat else (v - off) * s_b
                     nm = np.int64(n_modes[y, x])
                     if modelled:
                         for m in range(nm):
@@ -732,10 +429,312 @@ def _apply_scaled(
                         masks[b, y, x] = SHADOW if shadow else FOREGROUND
                     if write_bg:
                         for c in range(n_ch):
-                            v = my[c, x] * out_scale + offset if n_alive > 0 else 0.0
-                            if n_alive > 0 and my[c, x] == sat_m:  # learned from saturated data
-                                v = saturation
-                            bg_out[b, y, x, c] = _bg_value(v, bg_round, bg_lo, bg_hi)
+                            v = _bg_data(my[c, x], n_alive > 0, out_scale, offset, sat_m, saturation)
+                            bg_out[b, y, x, c] = _bg_store(v, bg_round, bg_lo, bg_hi, raw)
+
+
+@njit(inline="always", **JIT_EXACT)
+def _top_mode(dat, wy, my, vy, nmy, x, n_ch, alpha, alpha1, prune, var_threshold_gen, var_min, var_max):
+    """Pass A of :func:`_apply_fast` for pixel ``x`` (``n_ch`` a literal 1 or 3): test the sample
+    against the top mode and update that mode where it matches, with selects instead of
+    branches. Returns (matched and kept: a "fast" pixel, the top-mode weight after the decay,
+    the squared distance, the top mode's variance before the update)."""
+    nm = nmy[x]
+    v = vy[0, x]
+    w = wy[0, x]
+    mu0 = my[0, x]
+    d0 = mu0 - dat[n_ch * x]
+    dist2 = d0 * d0
+    mu1 = mu2 = d1 = d2 = np.float32(0.0)
+    if n_ch == 3:
+        mu1 = my[1, x]
+        mu2 = my[2, x]
+        d1 = mu1 - dat[3 * x + 1]
+        d2 = mu2 - dat[3 * x + 2]
+        dist2 = d0 * d0 + d1 * d1 + d2 * d2
+    wt = alpha1 * w + prune
+    wt = wt + alpha
+    ok = (nm > 0) & (dist2 < var_threshold_gen * v) & (wt >= -prune)
+    k = alpha / wt
+    vnew = v + k * (dist2 - v)
+    vnew = var_min if vnew < var_min else vnew
+    vnew = var_max if vnew > var_max else vnew
+    my[0, x] = mu0 - k * d0 if ok else mu0
+    if n_ch == 3:
+        my[1, x] = mu1 - k * d1 if ok else mu1
+        my[2, x] = mu2 - k * d2 if ok else mu2
+    vy[0, x] = vnew if ok else v
+    wy[0, x] = wt if ok else w
+    return ok, wt, dist2, v
+
+
+@njit(**PJIT_EXACT)
+def _apply_fast(
+    frames,
+    offset,
+    factors,
+    saturation,
+    scale,
+    weights,
+    means,
+    variances,
+    n_modes,
+    masks,
+    bg_out,
+    write_bg,
+    bg_round,
+    bg_lo,
+    bg_hi,
+    raw,
+    alphas,
+    modelled,
+    var_a,
+    var_b,
+    var_threshold,
+    background_ratio,
+    var_threshold_gen,
+    var_init,
+    var_min,
+    var_max,
+    ct,
+    tau,
+    detect_shadows,
+    rows,
+    counter,
+    n_workers,
+):
+    """C = 1 or 3: the common case (top mode matches) in vectorisable passes over each row.
+
+    ``frames`` is (B, H, W * C), ``bg_out`` (B, H, W, C). Per frame and row: pass 0 converts
+    the row to model units (and, with ``modelled``, sets every mode's variance from the noise
+    model); pass A tests every pixel against its top mode, updates that mode where it matches
+    ("fast" pixels) and writes the background; passes B decay the other modes of fast pixels
+    and sum the weights; passes C normalise them; then the other pixels (no match with the top
+    mode) go through :func:`_update_pixel` one at a time and write their background. Every
+    pass computes exactly the float32 operations of :func:`_update_pixel` (and of
+    :func:`_apply_pixels`), in the same order, with selects instead of branches (bit-identical
+    results). The background is written while the row's state is in cache, straight into the
+    output dtype (no second pass over the model, no float32 buffer).
+    """
+    height, width = n_modes.shape
+    k_max = weights.shape[1]
+    n_ch = means.shape[2]
+    m3 = means.reshape((height, k_max * n_ch, width))
+    f0 = np.float32(0.0)
+    f1 = np.float32(1.0)
+    eps = np.float32(1.1920929e-07)
+    tiny = np.float32(1e-30)
+    off = np.float32(offset)
+    sat = np.float32(saturation)
+    if modelled:  # the learned variance is replaced before it is used: no clamps
+        var_min = 1e-30
+        var_max = 3e38
+    scale64 = scale
+    scale, var_threshold, var_threshold_gen, background_ratio, var_min, var_max, var_init = _as_f32(
+        scale, var_threshold, var_threshold_gen, background_ratio, var_min, var_max, var_init
+    )
+    inv_ch = np.float32(1.0 / n_ch)
+    sat_m = (sat - off) * scale  # a saturated sample in model units
+    top = saturation == saturation  # not NaN: integer data, whose maximum is written exactly
+    rgb = n_ch == 3
+    for _ in prange(n_workers):  # one task per thread, taking rows (see _next_row)
+        fast = np.empty(width, np.bool_)
+        bgd = np.empty(width, np.bool_)
+        fit0 = np.empty(width, np.bool_)  # the top mode is within var_threshold_gen
+        tot = np.empty(width, np.float32)
+        cnt = np.empty(width, np.uint8)
+        dat = np.empty(width * n_ch, np.float32)  # the row in model units
+        data = np.empty(n_ch, np.float32)
+        diff = np.empty(n_ch, np.float32)
+        bgp = np.empty((n_ch, width), bg_out.dtype)  # the background row, channel-major
+        while True:
+            y = _next_row(counter, rows)
+            if y < 0:
+                break
+            wy = weights[y]
+            my = m3[y]
+            vy = variances[y]
+            nmy = n_modes[y]
+            for b in range(frames.shape[0]):
+                alpha = np.float32(alphas[b])
+                prune = np.float32(-alphas[b] * ct)
+                alpha1 = np.float32(1.0 - alphas[b])
+                s_b = np.float32(scale64 / factors[b])
+                out_scale = factors[b] / scale64
+                fr = frames[b, y]
+                # pass 0: the row in model units; the modes' variances from the noise model
+                for i in range(width * n_ch):
+                    v = np.float32(fr[i])
+                    dat[i] = sat_m if v >= sat else (v - off) * s_b
+                nmax = 0
+                for x in range(width):
+                    nmax = max(nmax, np.int64(nmy[x]))
+                if modelled:
+                    a_b = np.float32(var_a[b])
+                    c_b = np.float32(var_b[b])
+                    for m in range(nmax):
+                        if rgb:
+                            for x in range(width):
+                                mu = f0
+                                mu += my[3 * m, x]
+                                mu += my[3 * m + 1, x]
+                                mu += my[3 * m + 2, x]
+                                v = a_b * max(mu * inv_ch, f0) + c_b
+                                vy[m, x] = max(v, tiny) if m < nmy[x] else vy[m, x]
+                        else:
+                            for x in range(width):
+                                mu = f0
+                                mu += my[m, x]
+                                v = a_b * max(mu * inv_ch, f0) + c_b
+                                vy[m, x] = max(v, tiny) if m < nmy[x] else vy[m, x]
+                # pass A: the top mode, and the background where it stays the top mode
+                if rgb:
+                    for x in range(width):
+                        ok, wt, dist2, v = _top_mode(
+                            dat, wy, my, vy, nmy, x, 3, alpha, alpha1, prune, var_threshold_gen, var_min, var_max
+                        )
+                        tot[x] = wt
+                        cnt[x] = 1
+                        bgd[x] = dist2 < var_threshold * v
+                        fast[x] = ok
+                        fit0[x] = dist2 < var_threshold_gen * v
+                else:
+                    for x in range(width):
+                        ok, wt, dist2, v = _top_mode(
+                            dat, wy, my, vy, nmy, x, 1, alpha, alpha1, prune, var_threshold_gen, var_min, var_max
+                        )
+                        tot[x] = wt
+                        cnt[x] = 1
+                        bgd[x] = dist2 < var_threshold * v
+                        fast[x] = ok
+                        fit0[x] = dist2 < var_threshold_gen * v
+                # pass B: decay (and prune) the other modes of the fast pixels; sum the weights
+                for m in range(1, nmax):
+                    for x in range(width):
+                        w = wy[m, x]
+                        wm = alpha1 * w + prune
+                        keep = (m < nmy[x]) & (wm >= -prune)
+                        wm = wm if keep else f0
+                        wy[m, x] = wm if fast[x] else w
+                        tot[x] += wm
+                        cnt[x] += keep
+                # pass C: normalise (modes beyond a pixel's own count hold 0 and stay 0)
+                for x in range(width):
+                    t = tot[x]
+                    tot[x] = f1 / t if t > eps else f0
+                for m in range(nmax):
+                    for x in range(width):
+                        w = wy[m, x]
+                        wy[m, x] = w * tot[x] if fast[x] else w
+                mb = masks[b, y]
+                for x in range(width):
+                    nmy[x] = cnt[x] if fast[x] else nmy[x]
+                    mb[x] = BACKGROUND if bgd[x] else FOREGROUND
+                # the other pixels, and the shadow test of fast foreground pixels
+                for x in range(width):
+                    f = fast[x]
+                    if f and (bgd[x] or not detect_shadows):
+                        continue
+                    for c in range(n_ch):
+                        data[c] = dat[n_ch * x + c]
+                    if f:
+                        n_alive = np.int64(nmy[x])
+                        background = False
+                    else:
+                        if rgb:
+                            # a literal channel count: the inlined update's channel loops unroll
+                            n_alive, background = _update_pixel(
+                                data,
+                                diff,
+                                wy,
+                                my,
+                                vy,
+                                x,
+                                np.int64(nmy[x]),
+                                k_max,
+                                3,
+                                alpha,
+                                alpha1,
+                                prune,
+                                var_threshold,
+                                background_ratio,
+                                var_threshold_gen,
+                                var_init,
+                                var_min,
+                                var_max,
+                                not fit0[x],
+                                bgd[x],
+                            )
+                        else:
+                            n_alive, background = _update_pixel(
+                                data,
+                                diff,
+                                wy,
+                                my,
+                                vy,
+                                x,
+                                np.int64(nmy[x]),
+                                k_max,
+                                1,
+                                alpha,
+                                alpha1,
+                                prune,
+                                var_threshold,
+                                background_ratio,
+                                var_threshold_gen,
+                                var_init,
+                                var_min,
+                                var_max,
+                                not fit0[x],
+                                bgd[x],
+                            )
+                        nmy[x] = n_alive
+                    if background:
+                        mb[x] = BACKGROUND
+                    else:
+                        shadow = False
+                        if detect_shadows and rgb:
+                            shadow = _is_shadow(data, wy, my, vy, x, n_alive, 3, var_threshold, background_ratio, tau)
+                        elif detect_shadows:
+                            shadow = _is_shadow(data, wy, my, vy, x, n_alive, 1, var_threshold, background_ratio, tau)
+                        mb[x] = SHADOW if shadow else FOREGROUND
+                if write_bg:
+                    # pass D: the background row while the row's state is in cache, computed
+                    # channel-major (contiguous, vectorised), then stored into the output dtype
+                    bo = bg_out[b, y]
+                    if raw:  # the float64 buffer of wide integer dtypes: unrounded
+                        for x in range(width):
+                            has = nmy[x] > 0
+                            for c in range(n_ch):
+                                bo[x, c] = _bg_data(my[c, x], has, out_scale, offset, sat_m, saturation)
+                    else:
+                        # data units = model units (8-bit video): no float64 product needed
+                        ident = out_scale == 1.0 and offset == 0.0 and (np.float64(sat_m) == saturation or not top)
+                        for c in range(n_ch):
+                            pc = bgp[c]
+                            mc = my[c]
+                            # one loop per case, each a single vectorised form; integer outputs
+                            # convert through int32 (a direct float -> uint8 conversion is slow)
+                            if bg_round and ident:
+                                for x in range(width):
+                                    v = mc[x] if nmy[x] > 0 else f0
+                                    pc[x] = np.int32(_bg_value(v, True, bg_lo, bg_hi))
+                            elif bg_round:
+                                for x in range(width):
+                                    v = _bg_data(mc[x], nmy[x] > 0, out_scale, offset, sat_m, saturation)
+                                    pc[x] = np.int32(_bg_value(v, True, bg_lo, bg_hi))
+                            else:
+                                for x in range(width):
+                                    v = _bg_data(mc[x], nmy[x] > 0, out_scale, offset, sat_m, saturation)
+                                    pc[x] = np.float32(v)
+                        if rgb:
+                            for x in range(width):
+                                bo[x, 0] = bgp[0, x]
+                                bo[x, 1] = bgp[1, x]
+                                bo[x, 2] = bgp[2, x]
+                        else:
+                            for x in range(width):
+                                bo[x, 0] = bgp[0, x]
 
 
 def mog2_apply(
@@ -764,7 +763,8 @@ def mog2_apply(
     factors=None,
     var_a=None,
     var_b=None,
-    saturation=np.inf,
+    saturation=None,
+    per_pixel=False,
 ):
     """Classify a block of frames and update the model in place (parallel over rows).
 
@@ -772,13 +772,13 @@ def mog2_apply(
     rows through all frames of the block: one parallel launch per block, and the state of a
     row stays in cache from frame to frame. The result is identical to calling this once per
     frame. Grey (C = 1) and RGB (C = 3) frames go through :func:`_apply_fast` (the common
-    case in vectorised passes over each row), any other C through :func:`_apply_any`: the same
-    float32 arithmetic, bit for bit. With ``factors`` or ``var_a`` (bleaching correction, noise
-    model) every C goes through :func:`_apply_scaled`.
+    case in vectorised passes over each row), any other C through :func:`_apply_pixels`: the
+    same float32 arithmetic, bit for bit, with or without bleaching factors and noise model.
 
     Parameters
     ----------
-    frames : (B, H, W, C) array, any real dtype, C-contiguous
+    frames : (B, H, W, C) array, C-contiguous: uint8, uint16 or float32 (each dtype compiles
+        its own kernel: the public wrappers convert other dtypes to float32, exactly)
         The frames in data units; multiplied by ``scale`` to model units.
     scale : float
         Data units to model units (255 / data_range).
@@ -786,9 +786,11 @@ def mog2_apply(
         :func:`new_state`), updated in place.
     masks : (B, H, W) uint8
         Output: 0 background, 1 foreground, 2 shadow.
-    bg_out : (B, H, W, C) array, float32 or integer
+    bg_out : (B, H, W, C) array: float32, uint8, uint16 or float64
         Output when ``write_bg``: the mean of the most probable mode after each frame, in data
-        units (any array, e.g. (1, 1, 1, C), when ``write_bg`` is False).
+        units (any array of that dtype, e.g. (1, 1, 1, C), when ``write_bg`` is False). A
+        float64 output gets the value unrounded (the buffer of wide integer dtypes, rounded by
+        the caller); the others get float32 (rounded and clipped with ``bg_range``).
     write_bg : bool
     alphas : (B,) float64
         Learning rate of each frame (0 classifies without learning).
@@ -803,67 +805,44 @@ def mog2_apply(
         Round the background half to even and clip it into ``[lo, hi]`` (an integer
         ``bg_out``, written directly).
     offset : float
-        Subtracted from the frames before ``factors`` divides them (with ``factors`` or
-        ``var_a`` only).
+        Subtracted from the frames before ``factors`` divides them.
     factors : (B,) float64, optional
         Per-frame factors divided out of ``frames - offset`` (bleaching, global drift).
     var_a, var_b : (B,) float64, optional
         Modelled variance of a mode of mean ``mu`` (model units) in frame ``b``:
         ``var_a[b] * max(mu, 0) + var_b[b]``; learned variances are not used.
-    saturation : float
-        With ``factors`` or ``var_a``: samples at or above it are saturated (not scaled).
+    saturation : float, optional
+        Samples at or above it are saturated: they enter unscaled by ``factors`` (with factor 1
+        and offset 0 that is the plain sample), and a background mode that learned only them is
+        written as exactly this value. Default: the maximum of an integer ``frames`` dtype,
+        none for floats (give the original dtype's maximum for frames converted to float32).
+    per_pixel : bool
+        Use :func:`_apply_pixels` for any C (the reference form; tests).
     """
     n_b, height, width, n_ch = frames.shape
     rnd = bg_range is not None
     lo, hi = (float(bg_range[0]), float(bg_range[1])) if rnd else (0.0, 0.0)
+    if rnd and not 0.0 <= lo <= hi < 2.0**23:
+        raise ValueError(
+            f"bg_range must lie within [0, 2**23), got {bg_range}: wider integer outputs go through float64"
+        )
     rows = np.arange(height, dtype=np.int64)
     counter = np.zeros(1, np.int64)
     n_workers = max(1, numba.get_num_threads())
     alphas = np.ascontiguousarray(alphas, np.float64)
-    if factors is not None or var_a is not None:
-        modelled = var_a is not None
-        ones = np.ones(n_b, np.float64)
-        _apply_scaled(
-            frames,
-            float(offset),
-            ones if factors is None else np.ascontiguousarray(factors, np.float64),
-            float(saturation),
-            float(scale),
-            weights,
-            means,
-            variances,
-            n_modes,
-            masks,
-            bg_out,
-            bool(write_bg),
-            rnd,
-            lo,
-            hi,
-            alphas,
-            modelled,
-            np.ascontiguousarray(var_a if modelled else ones, np.float64),
-            np.ascontiguousarray(var_b if modelled else ones, np.float64),
-            float(var_threshold),
-            float(background_ratio),
-            float(var_threshold_gen),
-            float(var_init),
-            float(var_min),
-            float(var_max),
-            float(ct),
-            float(tau),
-            bool(detect_shadows),
-            rows,
-            counter,
-            n_workers,
-        )
-        return
-    if n_ch in (1, 3):
-        kernel = _apply_fast
+    if saturation is None:
+        saturation = float(np.iinfo(frames.dtype).max) if frames.dtype.kind in "ui" else np.nan
+    modelled = var_a is not None
+    ones = np.ones(n_b, np.float64)
+    fast = n_ch in (1, 3) and not per_pixel
+    kernel = _apply_fast if fast else _apply_pixels
+    if fast:
         frames = frames.reshape(n_b, height, width * n_ch)
-    else:
-        kernel = _apply_any
     kernel(
         frames,
+        float(offset),
+        ones if factors is None else np.ascontiguousarray(factors, np.float64),
+        float(saturation),
         float(scale),
         weights,
         means,
@@ -875,7 +854,11 @@ def mog2_apply(
         rnd,
         lo,
         hi,
+        bool(bg_out.dtype == np.float64),
         alphas,
+        modelled,
+        np.ascontiguousarray(var_a if modelled else ones, np.float64),
+        np.ascontiguousarray(var_b if modelled else ones, np.float64),
         float(var_threshold),
         float(background_ratio),
         float(var_threshold_gen),

@@ -37,10 +37,21 @@ from magicgui.widgets import (
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QTimer
 
 import napari_gmm as ng
 
-from ._common import COMPUTE_LOCK, ProgressRelay, RunCancelMixin, bound_text_width, put_output_layer, running_message
+from ._common import (
+    COMPUTE_LOCK,
+    ProgressRelay,
+    RunCancelMixin,
+    bound_combo_widths,
+    bound_text_width,
+    fit_scroll_width,
+    put_output_layer,
+    running_message,
+    scroll_area,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -131,7 +142,7 @@ class BackgroundWidget(RunCancelMixin, Container):
     """
 
     def __init__(self, viewer: napari.viewer.Viewer):
-        super().__init__(labels=True)
+        super().__init__(labels=False)
         self._viewer = viewer
         self._init_run_state()
 
@@ -244,12 +255,27 @@ class BackgroundWidget(RunCancelMixin, Container):
             value="every frame",
             tooltip="Background layer: every frame (memory: like the input), only the last frame, or none.",
         )
-        self.fg_image_out = ComboBox(label="foreground image", choices=list(FG_IMAGE_OUT), value="none")
-        self.run_button = PushButton(text="Run")
-        self.progress = ProgressBar(value=0, min=0, max=1000, label="progress")
+        self.fg_image_out = ComboBox(
+            label="foreground image",
+            choices=list(FG_IMAGE_OUT),
+            value="none",
+            tooltip="Also write the input minus the background (float32), or the input where it is\n"
+            "foreground and 0 elsewhere (input dtype); memory: like the input.",
+        )
+        self.run_button = PushButton(
+            text="Run", tooltip="Model the chosen stack in the background; click again to cancel (nothing is changed)."
+        )
+        self.progress = ProgressBar(
+            value=0,
+            min=0,
+            max=1000,
+            label="progress",
+            tooltip="Frames done in every phase (estimates, burn-in, frames).",
+        )
         self.progress.visible = False
-        self.summary = Label(value="")
-        self.extend(
+        self.summary = Label(value="", tooltip="What the last run did, or why it was refused.")
+        self.form = Container(labels=True)
+        self.form.extend(
             [
                 self.preset,
                 self.image,
@@ -270,11 +296,18 @@ class BackgroundWidget(RunCancelMixin, Container):
                 self.bleach,
                 self.background_out,
                 self.fg_image_out,
-                self.run_button,
-                self.progress,
-                self.summary,
             ]
         )
+        self.form.margins = (0, 0, 0, 0)
+        # the form, button, bar and summary scroll inside the dock, as in the segmentation widget:
+        # the dock's minimum height is then a few lines, not the whole form's (cramped, or taller
+        # than the screen, with all five plugin widgets docked)
+        self.body = Container(labels=False)
+        self.body.extend([self.form, self.run_button, self.progress, self.summary])
+        self.body.native.layout().addStretch(1)  # extra height below the summary, not between rows
+        self.margins = (0, 0, 0, 0)
+        self._scroll = scroll_area(self.body.native)
+        self.native.layout().addWidget(self._scroll)
         # the summary wraps at the dock's width: a long error message (a NaN frame) in an unwrapped
         # label widened the dock until the viewer's canvas was squeezed out
         bound_text_width(self.summary.native)
@@ -284,8 +317,32 @@ class BackgroundWidget(RunCancelMixin, Container):
         self.noise.changed.connect(self._on_noise_changed)
         self._on_noise_changed()
         self.reset_choices()
+        # combo boxes as wide as a few words, not as their longest item, and the scroll area as
+        # wide as the form; again once napari's stylesheet (a larger font) is applied, with the
+        # label column aligned: the fields were cut at the dock's right edge
+        bound_combo_widths(self.native)
+        fit_scroll_width(self._scroll)
+        QTimer.singleShot(0, lambda alive=self._alive: alive["alive"] and self._fit_form())
+
+    def _fit_form(self):
+        try:
+            labels = [w._labeled_widget()._label_widget.native for w in self.form if w._labeled_widget() is not None]
+        except (AttributeError, RuntimeError):  # magicgui internals changed / widget deleted
+            labels = []
+        if labels:
+            width = max(lbl.sizeHint().width() for lbl in labels)
+            for lbl in labels:
+                lbl.setMinimumWidth(width)
+        fit_scroll_width(self._scroll)
 
     # ---------------------------------------------------------------- choices
+    def reset_choices(self, *_):
+        """Refresh the layer and axis pickers (napari calls this when layers change); the form
+        sits in the scroll area, not among this container's own widgets."""
+        body = getattr(self, "body", None)
+        if body is not None:
+            body.reset_choices()
+
     def _image_choices(self, _widget=None):
         return [
             (lyr.name, lyr) for lyr in self._viewer.layers if isinstance(lyr, Image) and not self._is_own_output(lyr)
