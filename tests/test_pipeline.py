@@ -214,3 +214,24 @@ def test_no_import_cycles():
     for m in graph:
         if m not in state:
             visit(m, [m])
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16])
+def test_model_predict_of_a_lazy_integer_image_reads_it_once(dtype):
+    """A saved model's labels of an 8/16-bit dask image: a look-up over the dtype, no histogram pass
+    (the stack is read once, when the labels are computed), equal to the NumPy labels."""
+    da = pytest.importorskip("dask.array")
+    rng = np.random.default_rng(0)
+    a = np.clip(rng.normal(100, 30, (64, 48)), 0, 255).astype(dtype)
+    model = ng.fit_mixture(a, 3)
+    reads = []
+
+    def block(b):
+        reads.append(1)
+        return b
+
+    lazy = da.from_array(a, chunks=(32, 24)).map_blocks(block, dtype=a.dtype, meta=np.empty((0, 0), a.dtype))
+    labels = model.predict(lazy)
+    assert reads == []  # nothing read yet
+    np.testing.assert_array_equal(labels.compute(), model.predict(a))
+    assert len(reads) == 4

@@ -275,7 +275,7 @@ class MixtureModel:
     def _prepare(self, image, channel_axis, mask, bins):
         image = check_image(image, channel_axis=channel_axis)
         self._check_features(channel_axis, image)
-        return image, _pl.compress_image(image, channel_axis=channel_axis, mask=mask, bins=bins)
+        return image, _pl.lookup_histogram(image, channel_axis=channel_axis, mask=mask, bins=bins)
 
     # ---- on images ------------------------------------------------------------------------
     def _spatial(self, spatial):
@@ -325,7 +325,7 @@ class MixtureModel:
 
     def _labels(self, image, channel_axis, mask, bins, progress):
         """Labels of an image :meth:`predict` or :meth:`quantize` has validated."""
-        hist = _pl.compress_image(image, channel_axis=channel_axis, mask=mask, bins=bins)
+        hist = _pl.lookup_histogram(image, channel_axis=channel_axis, mask=mask, bins=bins)
         return _pl.label_image(self._fns(), image, hist, channel_axis=channel_axis, mask=mask, progress=progress)
 
     def predict_proba(self, image, *, channel_axis=None, mask=None, bins=None, progress=None, spatial=None):

@@ -26,6 +26,7 @@ from .compress import (
     grey_index,
     grey_label_table,
     grey_lookup,
+    histogram_from_whole_dtype,
     mask_flat,
     mean_table,
     paint_numpy,
@@ -83,6 +84,18 @@ def compress_image(image, *, channel_axis=None, mask=None, bins=None, progress=N
     if is_dask(image):
         return _dask.histogram(image, channel_axis=channel_axis, mask=mask, bins=bins)
     return compress_numpy(image, channel_axis=channel_axis, mask=mask, bins=bins, progress=progress)
+
+
+def lookup_histogram(image, *, channel_axis=None, mask=None, bins=None) -> Histogram:
+    """The histogram a fitted model's look-ups (labels, posteriors, quantised image) of ``image``
+    use. For a lazy (dask) grey image of an 8- or 16-bit integer dtype, a look-up table over the
+    dtype's every value (at most 65,536 entries): no pass over the data, so labelling a large stack
+    with a saved model reads it once; the labels are those of the image's own histogram, whose
+    values are among the dtype's. Otherwise the image's histogram (:func:`compress_image`)."""
+    dt = np.dtype(image.dtype)
+    if is_dask(image) and channel_axis is None and bins is None and dt.kind in "ui" and dt.itemsize <= 2:
+        return histogram_from_whole_dtype(np.ones(2 ** (8 * dt.itemsize), np.int64), dt)
+    return compress_image(image, channel_axis=channel_axis, mask=mask, bins=bins)
 
 
 def histogram(image, *, channel_axis=None, mask=None, bins=None) -> Histogram:
