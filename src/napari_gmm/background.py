@@ -995,7 +995,7 @@ class BackgroundModel:
         self._weights, self._means, self._variances, self._n_modes = _mog.new_state(h, w, k, self._c)
         self._masks = np.zeros((1, h, w), np.uint8)
         self._dummy_bg = np.zeros((1, 1, 1, self._c), np.float32)
-        self._bg64 = None  # the background buffer of wide integer dtypes (see _step)
+        self._bg_wide = None  # the float32 background buffer of wide integer dtypes (see _step)
         self.n_frames = 0
         #: the factor of the last frame applied (1 without bleaching correction)
         self.last_factor = 1.0
@@ -1083,11 +1083,13 @@ class BackgroundModel:
         return self._dummy_bg
 
     def _buffer(self, shape):
-        """The float64 background buffer of wide integer dtypes, at least ``shape`` (B, Y, X, C)."""
+        """The float32 background buffer of wide integer dtypes, at least ``shape`` (B, Y, X, C): the
+        specialisation of float32 frames the kernel has anyway (a float64 one compiles for about
+        half a minute, for no gain: the model state is float32)."""
         n = int(np.prod(shape))
-        if self._bg64 is None or self._bg64.size < n:
-            self._bg64 = np.empty(n, np.float64)
-        return self._bg64[:n].reshape(shape)
+        if self._bg_wide is None or self._bg_wide.size < n:
+            self._bg_wide = np.empty(n, np.float32)
+        return self._bg_wide[:n].reshape(shape)
 
     def _noise_coefficients(self, factors, integer):
         """Per-frame (var_a, var_b) of the kernel's modelled variance, in model units."""
@@ -1106,8 +1108,9 @@ class BackgroundModel:
         The kernels are compiled for uint8, uint16 and float32 frames only (each compile takes
         about a minute): every other dtype is converted to float32 here, which is exactly the
         kernels' own first operation on a sample, and its integer maximum is passed on as the
-        saturation level. Their background goes through a float64 buffer (unrounded), rounded
-        into the integer dtype here: float32 cannot carry the top of a 32- or 64-bit dtype."""
+        saturation level. Their background goes through a float32 buffer (unrounded), rounded
+        and clipped into the integer dtype here (:func:`to_int_dtype`): a mode at the dtype's top
+        is written as the top, whose float32 value rounds up past it and is clipped back to it."""
         p = self.params
         src = data.dtype
         integer = src.kind in "ui"
@@ -1115,8 +1118,10 @@ class BackgroundModel:
         native = src in _KERNEL_DTYPES
         if not native:
             data = data.astype(np.float32)
-        # the dtype the kernel writes the background in
-        kdt = src if native else np.dtype(np.float64 if integer else np.float32)
+        # the dtype the kernel writes the background in (wide integers: float32, rounded and
+        # clipped into their dtype here; the kernel writes a mode at the dtype's top as exactly the
+        # top, which float32 rounds up past it and to_int_dtype brings back to it exactly)
+        kdt = src if native else np.dtype(np.float32)
         write = bg is not None
         out = None
         if not write:

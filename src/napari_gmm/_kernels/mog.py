@@ -299,7 +299,7 @@ def _bg_data(mu, has, out_scale, offset, top_m, top):
 @njit(inline="always", **JIT_EXACT)
 def _bg_store(v, rnd, lo, hi, raw):
     """The value a kernel stores into the background output: ``v`` unrounded (float64) when
-    ``raw`` (the float64 buffer of wide integer dtypes, rounded by the wrapper), else
+    ``raw`` (a float64 output, e.g. a caller's buffer rounded by the caller), else
     :func:`_bg_value` (float32, rounded and clipped with ``rnd``), widened exactly."""
     return np.float64(v) if raw else np.float64(_bg_value(v, rnd, lo, hi))
 
@@ -702,7 +702,7 @@ def _apply_fast(
                     # pass D: the background row while the row's state is in cache, computed
                     # channel-major (contiguous, vectorised), then stored into the output dtype
                     bo = bg_out[b, y]
-                    if raw:  # the float64 buffer of wide integer dtypes: unrounded
+                    if raw:  # a float64 output: unrounded
                         for x in range(width):
                             has = nmy[x] > 0
                             for c in range(n_ch):
