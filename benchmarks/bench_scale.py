@@ -182,58 +182,28 @@ def cli_cluster(path, out):
     return seconds, list(peaks.values())
 
 
+def _cli(*args, peak=False):
+    """``python -m napari_gmm ARGS --overwrite --no-progress`` (under ``/usr/bin/time -f %M`` with
+    ``peak``); (seconds, peak RSS in bytes or None). RuntimeError with its stderr on failure."""
+    cmd = [sys.executable, "-m", "napari_gmm", *map(str, args), "--overwrite", "--no-progress"]
+    t = time.perf_counter()
+    r = subprocess.run((["/usr/bin/time", "-f", "%M"] if peak else []) + cmd, capture_output=True, text=True)
+    seconds = time.perf_counter() - t
+    if r.returncode != 0:
+        raise RuntimeError(r.stderr)
+    return seconds, int(r.stderr.strip().splitlines()[-1]) * 1024 if peak else None
+
+
 def cli_apply(path, model_from, out):
     """``napari-gmm apply MODEL STACK --out OUT.zarr``: labels from a saved model (the threaded
     run's), one pass over the stack (no histogram pass); time."""
-    t = time.perf_counter()
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "napari_gmm",
-            "apply",
-            str(model_from),
-            str(path),
-            "--out",
-            str(out),
-            "--overwrite",
-            "--no-progress",
-        ],
-        capture_output=True,
-        text=True,
-    )
-    if r.returncode != 0:
-        raise RuntimeError(r.stderr)
-    return time.perf_counter() - t
+    return _cli("apply", model_from, path, "--out", out)[0]
 
 
 def cli_background(path, out):
     """``napari-gmm background STACK --out OUT.zarr`` with the defaults (camera-video preset,
     background of every frame), threaded scheduler; time and the process's peak RSS."""
-    t = time.perf_counter()
-    r = subprocess.run(
-        [
-            "/usr/bin/time",
-            "-f",
-            "%M",
-            sys.executable,
-            "-m",
-            "napari_gmm",
-            "background",
-            str(path),
-            "--out",
-            str(out),
-            "--overwrite",
-            "--no-progress",
-        ],
-        capture_output=True,
-        text=True,
-    )
-    seconds = time.perf_counter() - t
-    if r.returncode != 0:
-        raise RuntimeError(r.stderr)
-    peak_kib = int(r.stderr.strip().splitlines()[-1])
-    return seconds, peak_kib * 1024
+    return _cli("background", path, "--out", out, peak=True)
 
 
 def check_background_crop(path, out):
