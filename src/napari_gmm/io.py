@@ -210,7 +210,8 @@ def write_zarr(path, data, *, attrs=None, axes=None, chunks=None, overwrite=Fals
         ndim = arrays["0"].ndim
         axes = axes or _default_axes(ndim)
         axes = axes if axes and len(axes) == ndim else None
-        meta["multiscales"] = [_multiscales(path.stem, [_axis(a) for a in axes] if axes else [], [1.0] * ndim)]
+        scale = [{"type": "scale", "scale": [1.0] * ndim}]
+        meta["multiscales"] = [_multiscales(path.stem, [_axis(a) for a in axes] if axes else [], scale)]
     return _write_group(path, arrays, 3, meta, attrs, axes, compute_kwargs)
 
 
@@ -268,17 +269,14 @@ def write_ome_labels(image, labels, *, name="napari-gmm", attrs=None, overwrite=
         raise InputError(f"{dst} exists: choose another name, or overwrite=True (--overwrite) to replace it")
     transforms = level.get("coordinateTransformations") or [{"type": "scale", "scale": [1.0] * len(shape)}]
     meta = {
-        "multiscales": [
-            {**_multiscales(name, axes, None), "datasets": [{"path": "0", "coordinateTransformations": transforms}]}
-        ],
+        "multiscales": [_multiscales(name, axes, transforms)],
         "image-label": {"source": {"image": "../../"}},
     }
-    labels = labels.rechunk(tuple(max(c) for c in labels.chunks))
     out = _write_group(
         dst, {"0": labels}, fmt, meta, attrs, names if len(names) == len(shape) else None, compute_kwargs
     )
     group = zarr.open_group(str(image / "labels"), mode="a", zarr_format=fmt)
-    listed = (dict(group.attrs).get("ome", {}) if fmt == 3 else dict(group.attrs)).get("labels", [])
+    listed = _ome_fields(group, fmt).get("labels", [])
     if name not in listed:
         group.attrs.update(_ome_attrs(fmt, {"labels": [*listed, name]}))
     return out
@@ -293,8 +291,7 @@ def ome_image(image):
     except Exception as e:
         raise InputError(f"{image}: not an OME-Zarr image ({type(e).__name__}: {e}); write to --out instead") from None
     fmt = root.metadata.zarr_format
-    ome = dict(root.attrs).get("ome", {}) if fmt == 3 else dict(root.attrs)
-    ms = ome.get("multiscales")
+    ms = _ome_fields(root, fmt).get("multiscales")
     if not ms:
         raise InputError(
             f"{image}: not an OME-Zarr image (no multiscales metadata), so it cannot hold a labels group: "
@@ -303,11 +300,15 @@ def ome_image(image):
     return root, fmt, ms
 
 
-def _multiscales(name, axes, scale):
-    ms = {"name": name, "axes": axes}
-    if scale is not None:
-        ms["datasets"] = [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}]
-    return ms
+def _multiscales(name, axes, transforms):
+    """One OME-Zarr multiscales entry: a single level, array ``"0"``, with ``transforms``."""
+    return {"name": name, "axes": axes, "datasets": [{"path": "0", "coordinateTransformations": transforms}]}
+
+
+def _ome_fields(group, fmt):
+    """A group's OME-Zarr metadata: under ``"ome"`` on zarr 3 (0.5), at the top level on zarr 2."""
+    attrs = dict(group.attrs)
+    return attrs.get("ome", {}) if fmt == 3 else attrs
 
 
 def _ome_attrs(fmt, fields):
