@@ -20,3 +20,15 @@ def run_and_wait(qtbot, widget, **kwargs):
     assert worker is not None, "the widget refused inputs that should be valid"
     qtbot.waitUntil(lambda: not widget.is_running, timeout=WAIT_MS)
     return worker
+
+
+def dock_segment(viewer, smoothing=None):
+    """A segmentation widget docked in ``viewer`` (``smoothing``: its spatial smoothing control's
+    value, e.g. "off" for the per-pixel model; None keeps the default)."""
+    from napari_gmm._widgets._segment import SegmentWidget
+
+    widget = SegmentWidget(viewer)
+    if smoothing is not None:
+        widget.smoothing.value = smoothing
+    viewer.window.add_dock_widget(widget, name="Gaussian mixture segmentation")
+    return widget

@@ -14,7 +14,7 @@ pytest.importorskip("pytestqt")
 import napari_gmm as ng  # noqa: E402
 from napari_gmm._widgets import _segment  # noqa: E402
 from napari_gmm._widgets._segment import SegmentWidget  # noqa: E402
-from tests._widgets._util import record_notifications, run_and_wait  # noqa: E402
+from tests._widgets._util import dock_segment, record_notifications, run_and_wait  # noqa: E402
 
 
 @pytest.fixture
@@ -23,9 +23,7 @@ def notes(monkeypatch):
 
 
 def dock(viewer) -> SegmentWidget:
-    widget = SegmentWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Gaussian mixture segmentation")
-    return widget
+    return dock_segment(viewer)
 
 
 def clipped_three_classes():

@@ -17,7 +17,7 @@ pytest.importorskip("pytestqt")
 import napari_gmm as ng  # noqa: E402
 from napari_gmm._widgets import _segment  # noqa: E402
 from napari_gmm._widgets._segment import SegmentWidget, segment_widget  # noqa: E402
-from tests._widgets._util import WAIT_MS, record_notifications, run_and_wait  # noqa: E402
+from tests._widgets._util import WAIT_MS, dock_segment, record_notifications, run_and_wait  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------ fixtures
@@ -28,10 +28,8 @@ def notes(monkeypatch):
 
 
 def dock(viewer) -> SegmentWidget:
-    widget = SegmentWidget(viewer)
-    widget.smoothing.value = "off"  # these tests check the per-pixel model (spatial: test_spatial_controls)
-    viewer.window.add_dock_widget(widget, name="Gaussian mixture segmentation")
-    return widget
+    # these tests check the per-pixel model (spatial: test_spatial_controls)
+    return dock_segment(viewer, smoothing="off")
 
 
 def layer_state(viewer):

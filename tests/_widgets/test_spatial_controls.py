@@ -16,7 +16,7 @@ import napari_gmm.spatial  # noqa: E402,F401
 from napari_gmm import datasets  # noqa: E402
 from napari_gmm._widgets import _segment  # noqa: E402
 from napari_gmm._widgets._segment import SegmentWidget  # noqa: E402
-from tests._widgets._util import WAIT_MS, record_notifications, run_and_wait  # noqa: E402
+from tests._widgets._util import WAIT_MS, dock_segment, record_notifications, run_and_wait  # noqa: E402
 
 
 @pytest.fixture
@@ -25,9 +25,7 @@ def notes(monkeypatch):
 
 
 def dock(viewer) -> SegmentWidget:
-    widget = SegmentWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Gaussian mixture segmentation")
-    return widget
+    return dock_segment(viewer)
 
 
 def accuracy(labels, truth):
