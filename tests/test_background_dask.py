@@ -13,6 +13,7 @@ from napari_gmm.datasets import fluorescence_timelapse, moving_objects  # noqa: 
 @pytest.fixture
 def small_tiles(monkeypatch):
     monkeypatch.setattr(_config, "TILE_BYTES", 60 * 32 * 32 * 2)  # several tiles on small stacks
+    monkeypatch.setattr(_config, "TIME_BLOCK_MIN_BYTES", 0)  # the chains over the input's time chunks
 
 
 def _check(stack, chunks, **kw):

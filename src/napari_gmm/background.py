@@ -35,6 +35,7 @@ import math
 import numbers
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -2011,28 +2012,200 @@ def _steps(gen, progress):
             progress(done, done + 1)
 
 
-def _tile_job(block, crop, kw):
-    """subtract_background on one tile (with its halo), cropped to the tile: (fg, bg, fg_image)."""
-    res = subtract_background(np.asarray(block), tiles=False, **kw)
-    sl = (slice(None),) + crop
-    bg = res.background
-    if bg is not None:
-        bg = bg[sl] if kw["background"] == "all" else bg[crop]
-    fgi = None if res.foreground_image is None else res.foreground_image[sl]
-    return res.foreground[sl], bg, fgi
+def _tile_groups(chunks, hi, lo=0, min_len=1):
+    """Blocks along one axis made of the input's chunks: consecutive chunks merged while a block is
+    under ``lo`` (and stays within ``hi``), a chunk longer than ``hi`` split into parts of one size
+    (at most ``hi``, its last part shorter); a block under ``min_len`` is merged into its neighbour.
+    Every block boundary is a chunk boundary unless a chunk had to be split."""
+    hi = max(1, int(hi))
+    out, acc = [], 0
+    for c in (int(c) for c in chunks):
+        if c == 0:
+            continue
+        if c > hi:
+            if acc:
+                out.append(acc)
+                acc = 0
+            k = -(-c // hi)
+            step = -(-c // k)
+            out += [step] * (c // step) + ([c % step] if c % step else [])
+            continue
+        if acc and (acc >= lo or acc + c > hi):
+            out.append(acc)
+            acc = 0
+        acc += c
+    if acc:
+        out.append(acc)
+    merged = []
+    for b in out:
+        if merged and (b < min_len or merged[-1] < min_len):
+            merged[-1] += b
+        else:
+            merged.append(b)
+    return tuple(merged)
 
 
-def _tile_edges(n, side):
-    """Tile boundaries along an axis of length n: tiles of one size (at most ``side`` pixels), the
-    last one shorter (merged into the one before when under 4 pixels). Equal tiles make the outputs'
-    dask chunks equal to the zarr chunks they are written to: unequal ones would be rechunked
-    across tiles on writing, holding several tiles' outputs in memory at once."""
-    k = max(1, -(-n // max(1, side)))
-    step = -(-n // k)
-    edges = list(range(0, n, step)) + [n]
-    if len(edges) > 2 and edges[-1] - edges[-2] < 4:
-        del edges[-2]
-    return np.asarray(edges)
+def _tile_grid(ych, xch, px_bytes, min_len):
+    """Spatial tiles (y blocks, x blocks) on the input's chunk grid: whole chunks, merged (along x
+    first) up to ``TILE_MIN_PIXELS`` pixels, within ``TILE_BYTES`` of model state (``px_bytes`` per
+    pixel); a chunk holding more state than that is split (along y first)."""
+    from ._kernels import _config
+
+    px_max = max(16, _config.TILE_BYTES // max(1, px_bytes))
+    px_min = min(_config.TILE_MIN_PIXELS, px_max)
+    cy, cx = max(ych), max(xch)
+    if cy * cx > px_max:
+        y_hi = min(cy, max(min_len, px_max // cx))
+        x_hi = min(cx, max(min_len, px_max // y_hi))
+        return _tile_groups(ych, y_hi, min_len=min_len), _tile_groups(xch, x_hi, min_len=min_len)
+    xs = _tile_groups(xch, max(cx, px_max // cy), lo=-(-px_min // cy), min_len=min_len)
+    wx = max(xs)
+    ys = _tile_groups(ych, max(cy, px_max // wx), lo=-(-px_min // wx), min_len=min_len)
+    return ys, xs
+
+
+def _time_groups(tch, frame_bytes):
+    """Time blocks of one task of a tile's chain: the input's time chunks, merged while a block holds
+    under ``TIME_BLOCK_MIN_BYTES`` of the tile's input, split over ``TILE_BYTES``."""
+    from ._kernels import _config
+
+    fb = max(1, frame_bytes)
+    return _tile_groups(tch, max(1, _config.TILE_BYTES // fb), lo=-(-_config.TIME_BLOCK_MIN_BYTES // fb))
+
+
+class _TileState:
+    """One tile's model between the tasks of its chain (updated in place: a task checks that the
+    model has learned exactly the frames before its own, so a task run twice, e.g. a recomputation
+    after a lost worker, raises instead of giving a model that learned frames twice)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def expect(self, n_frames):
+        if self.model.n_frames != n_frames:
+            raise RuntimeError(
+                f"a tile's background model has learned {self.model.n_frames} frames where {n_frames} "
+                "were expected: a task of its chain ran twice (lost worker?); compute the result again"
+            )
+
+
+def _tile_start(frame_shape, kw):
+    return _TileState(BackgroundModel(frame_shape, **kw))
+
+
+class _BlockReader:
+    """Computes one block of a dask array inside the task that uses it, from the block's own small
+    graph (culled from the array's optimised graph), in the calling thread.
+
+    A tile's chain reads its input through these, gated on its own progress: as separate tasks of
+    dask's graph, the reads (which depend on nothing) would be run ahead by every free thread of the
+    scheduler, holding decoded chunks in memory until the chain reaches them (measured: 1 GB for a
+    2 GB stack of one tile). Each read decodes its chunks once; nothing is shared between reads, so
+    the burn-in's reads never keep chunks for the classification's."""
+
+    def __init__(self, graph, key):
+        self.graph, self.key = graph, key
+
+    def __call__(self, *gate):
+        from dask.local import get_sync
+
+        return np.asarray(get_sync(self.graph, self.key))
+
+
+def _block_readers(arr):
+    """A :class:`_BlockReader` for every block of dask array ``arr`` (an ndarray of objects)."""
+    from dask.optimization import cull
+
+    keys = arr.__dask_keys__()
+    dsk = arr.__dask_optimize__(arr.__dask_graph__(), keys)
+    out = np.empty(arr.numblocks, object)
+    for idx in np.ndindex(*arr.numblocks):
+        key = (arr.name,) + idx
+        out[idx] = _BlockReader(cull(dsk, [key])[0], key)
+    return out
+
+
+def _tile_burn(state, frames, ts, n_before, kw):
+    """Burn-in of a tile's model on ``frames`` (the frames ``ts`` of the burn-in); the tuple of
+    :func:`_tile_step` with no outputs."""
+    state.expect(n_before)
+    f = kw["factors"]
+    for j in range(0, len(ts), _TILE_LAUNCH):
+        sl = slice(j, j + _TILE_LAUNCH)
+        state.model.apply_block(
+            frames[sl],
+            learning_rate=kw["learning_rate"],
+            burn_in=True,
+            frame_factors=None if f is None else f[ts[sl]],
+            _frame_ids=(ts[sl], kw["time_axis"]),
+        )
+    return state, None, None, None, None
+
+
+def _tile_step(state, frames, t0, n_before, kw):
+    """Classify frames ``t0 ...`` of a tile: (state, raw masks, background, difference image,
+    frames) as the in-memory path computes them; the masks before the post-filter (which needs the
+    neighbouring tiles: a lazy ``map_overlap`` of the assembled masks), the frames for the masked
+    image (None otherwise)."""
+    state.expect(n_before)
+    model = state.model
+    nb = len(frames)
+    hw = model.frame_shape[:2]
+    f = kw["factors"]
+    out_dtype = kw["out_dtype"]
+    diff = kw["foreground_image"] == "difference"
+    raw = _new_output((nb,) + hw, np.uint8)
+    bg_all = _new_output((nb,) + model.frame_shape, out_dtype) if kw["background"] == "all" else None
+    fg_img = _new_output((nb,) + model.frame_shape, np.float32) if diff else None
+    for out in (raw, bg_all, fg_img):
+        if out is not None:
+            _populate(out)
+    bg_buf = np.empty((min(nb, _TILE_LAUNCH),) + model.frame_shape, np.float32) if diff else None
+    for j in range(0, nb, _TILE_LAUNCH):
+        k = min(nb, j + _TILE_LAUNCH)
+        ts = np.arange(t0 + j, t0 + k)
+        bg = bg_buf[: k - j] if diff else (None if bg_all is None else bg_all[j:k])
+        model.apply_block(
+            frames[j:k],
+            learning_rate=kw["learning_rate"],
+            out=raw[j:k],
+            background_out=bg,
+            frame_factors=None if f is None else f[ts],
+            _frame_ids=(ts, kw["time_axis"]),
+        )
+        if diff:
+            if bg_all is not None:
+                bg_all[j:k] = _to_dtype(bg, out_dtype)
+            fg_img[j:k] = np.asarray(frames[j:k], np.float32) - bg
+    return state, raw, bg_all, fg_img, frames if kw["foreground_image"] == "masked" else None
+
+
+def _tile_done(unit):
+    """A tiny token that a task of a chain is done (what the chain's later reads wait for: on a
+    cluster, waiting for the state itself would move it)."""
+    return 0
+
+
+def _tile_last(state, n_before, out_dtype):
+    """The final background of a tile (``background="last"``)."""
+    state.expect(n_before)
+    return _to_dtype(state.model.background, out_dtype)
+
+
+def _majority_block(masks, radius):
+    out = np.empty_like(masks)
+    _mog.majority_filter_stack(np.ascontiguousarray(masks), radius, out)
+    return out
+
+
+def _masked_block(fg, frames, out_dtype):
+    """``foreground_image="masked"`` of a block: the frames where the (post-filtered) foreground is
+    1 (``fg`` with a length-1 channel axis for colour), 0 elsewhere."""
+    return np.where(fg == FOREGROUND, frames, 0).astype(out_dtype)
+
+
+#: frames per kernel launch in a tile's task (as the in-memory path's blocks)
+_TILE_LAUNCH = 16
 
 
 def _subtract_background_tiled(
@@ -2051,11 +2224,20 @@ def _subtract_background_tiled(
     progress,
     **params,
 ) -> BackgroundResult:
-    """Lazy outputs of subtract_background for a dask stack, one task per spatial tile."""
-    import dask
-    import dask.array as da
+    """Lazy outputs of subtract_background for a dask stack: one chain of tasks per spatial tile.
 
-    from ._kernels import _config
+    The tiles are the input's chunks along y and x (merged when small, split when their model would
+    outgrow ``TILE_BYTES``); a tile's chain learns its burn-in frames, then classifies its time blocks
+    (the input's time chunks) in order, the model carried from task to task, so that every input
+    chunk is read once by the classification (and the chunks holding burn-in frames once more, by
+    the burn-in). The post-filter, which needs the neighbouring tiles' masks, is a ``map_overlap`` of
+    the assembled masks. Memory: the tiles' models (the whole frame's state when the chains advance
+    together) plus a few time blocks per thread."""
+    import dask.array as da
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
+
+    from ._dask import task
 
     preset, res, view, info, burn_in, noise, bc = _prepare_run(
         stack,
@@ -2076,70 +2258,134 @@ def _subtract_background_tiled(
     if data_range is None:
         data_range = default_data_range(view)
     frame_shape = info["frame_shape"]
-    H, W = frame_shape[:2]
     grey = len(frame_shape) == 2
+    c = 1 if grey else frame_shape[2]
     dtype = info["dtype"]
     out_dtype = dtype if dtype.kind in "ui" else np.dtype(np.float32)
-    # tiles of about TILE_BYTES of input each (the whole time axis), square
-    px_bytes = n_t * dtype.itemsize * (1 if grey else frame_shape[2])
-    side = int(max(16, np.sqrt(_config.TILE_BYTES / max(px_bytes, 1))))
-    ys, xs = _tile_edges(H, side), _tile_edges(W, side)
     r = res["median_size"] // 2 if res["median_size"] > 1 else 0
+
+    # tiles on the chunk grid; the model state per pixel: weights, means, variances, n_modes, mask
+    k = res["n_mixtures"]
+    ys, xs = _tile_grid(view.chunks[1], view.chunks[2], k * (8 + 4 * c) + 2, max(4, r + 1))
+    ts = _time_groups(view.chunks[0], max(ys) * max(xs) * c * dtype.itemsize)
+    tail = () if grey else ((c,),)
+    chunks = (ts, ys, xs) + tail
+    src = view.rechunk(chunks)
+    burn_idx = burn_in_indices(n_t, burn_in)
+    units = []  # per tile, in order: (reader index, function, frame indices or first frame, frames)
+    if len(burn_idx):
+        # burn-in blocks of the frames of whole input chunks, as the classification's blocks
+        edges = np.cumsum((0,) + tuple(view.chunks[0]))
+        per_chunk = np.bincount(np.searchsorted(edges, burn_idx, side="right") - 1, minlength=len(edges) - 1)
+        burn_groups = _time_groups(per_chunk, max(ys) * max(xs) * c * dtype.itemsize)
+        burn_src = view if len(burn_idx) == n_t else view[burn_idx]
+        burn_readers = _block_readers(burn_src.rechunk((burn_groups,) + chunks[1:]))
+        b_edges = np.cumsum((0,) + burn_groups)
+        for g in range(len(burn_groups)):
+            units.append((burn_readers, g, "burn", burn_idx[b_edges[g] : b_edges[g + 1]]))
+    readers = _block_readers(src)
+    t_edges = np.cumsum((0,) + ts)
+    for i in range(len(ts)):
+        units.append((readers, i, "step", int(t_edges[i])))
+
+    # the tiles' models leave the masks unfiltered (median_size only filters the returned masks)
+    model_kw = dict(res, median_size=1, data_range=float(data_range), noise=model_noise)
     kw = dict(
-        preset=preset,
-        time_axis=0,
-        channel_axis=None if grey else -1,
-        burn_in=burn_in,
+        learning_rate=learning_rate,
+        factors=factors,
+        time_axis=info["time_axis"],
         background=background,
         foreground_image=foreground_image,
-        data_range=float(data_range),
-        learning_rate=learning_rate,
-        noise=model_noise,
-        bleach_correction=False if factors is None else factors,
-        **res,
+        out_dtype=out_dtype,
     )
-    from ._dask import task
+    n_tiles = len(ys) * len(xs)
+    name = f"mog2-tiles-{tokenize(src.name, burn_in, model_kw, kw, n_t)}"
+    fns = {
+        "start": task(_tile_start, n_tiles),
+        "burn": partial(task(_tile_burn, n_tiles), kw=kw),
+        "step": partial(task(_tile_step, n_tiles), kw=kw),
+        "last": task(_tile_last, n_tiles),
+    }
+    c0 = () if grey else (0,)
+    tiles = [(iy, ix) for iy in range(len(ys)) for ix in range(len(xs))]
+    dsk, last, step_keys = {}, {}, {}
+    around = {
+        (iy, ix): [
+            (jy, jx)
+            for jy in range(iy - 1, iy + 2)
+            for jx in range(ix - 1, ix + 2)
+            if (0 <= jy < len(ys) and 0 <= jx < len(xs)) and (r or (jy, jx) == (iy, ix))
+        ]
+        for iy, ix in tiles
+    }
+    for iy, ix in tiles:
+        state = (name, "start", iy, ix)
+        dsk[state] = (fns["start"], (ys[iy], xs[ix]) + frame_shape[2:], model_kw)
+        n = 0
+        for u, (rd, b, kind, arg) in enumerate(units):
+            # a unit's input is read when the unit two before it is done (one block read ahead), in
+            # this tile and, with a post-filter, in the tiles around it: the chains advance together,
+            # so that no tile's masks wait long for its neighbours' (dask's order would otherwise run
+            # one chain to its end, keeping all its masks for the post-filter)
+            read = (name, "read", u, iy, ix)
+            gates = [(name, "done", u - 2, jy, jx) for jy, jx in around[iy, ix]] if u >= 2 else []
+            dsk[read] = (rd[(b, iy, ix) + c0], *gates)
+            key = (name, kind, u, iy, ix)
+            dsk[key] = (fns[kind], state, read, arg, n)
+            dsk[(name, "done", u, iy, ix)] = (_tile_done, key)
+            state = (name, "state", u, iy, ix)
+            dsk[state] = (_getitem, key, 0)
+            n += len(arg) if kind == "burn" else ts[b]
+            if kind == "step":
+                step_keys[b, iy, ix] = key
+        last[(name + "-last", iy, ix) + c0] = (fns["last"], state, n, out_dtype)
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[])
 
-    tile_job = task(_tile_job, (len(ys) - 1) * (len(xs) - 1))
-    rows_fg, rows_bg, rows_fi = [], [], []
-    for y0, y1 in zip(ys[:-1], ys[1:]):
-        row_fg, row_bg, row_fi = [], [], []
-        for x0, x1 in zip(xs[:-1], xs[1:]):
-            ya, yb, xa, xb = max(0, y0 - r), min(H, y1 + r), max(0, x0 - r), min(W, x1 + r)
-            crop = (slice(y0 - ya, y1 - ya), slice(x0 - xa, x1 - xa))
-            job = dask.delayed(tile_job, nout=3, pure=True)(view[:, ya:yb, xa:xb], crop, kw)
-            th, tw = y1 - y0, x1 - x0
-            row_fg.append(da.from_delayed(job[0], (n_t, th, tw), np.uint8))
-            tail = () if grey else (frame_shape[2],)
-            if background == "all":
-                row_bg.append(da.from_delayed(job[1], (n_t, th, tw) + tail, out_dtype))
-            elif background == "last":
-                row_bg.append(da.from_delayed(job[1], (th, tw) + tail, out_dtype))
-            if foreground_image is not None:
-                fdt = np.float32 if foreground_image == "difference" else out_dtype
-                row_fi.append(da.from_delayed(job[2], (n_t, th, tw) + tail, fdt))
-        rows_fg.append(row_fg)
-        rows_bg.append(row_bg)
-        rows_fi.append(row_fi)
+    def output(out_name, layer, chunks_, dtype_):
+        layers = dict(graph.layers, **{out_name: layer})
+        deps = dict(graph.dependencies, **{out_name: {name}})
+        return da.Array(HighLevelGraph(layers, deps), out_name, chunks_, dtype_)
 
-    def assemble(rows, t_axis=True):
-        if not rows or not rows[0]:
-            return None
-        return da.concatenate([da.concatenate(row, axis=2 if t_axis else 1) for row in rows], axis=1 if t_axis else 0)
+    def per_block(what, j, dtype_, with_channels=False):
+        out_name = f"{name}-{what}"
+        extra = c0 if with_channels else ()
+        layer = {(out_name,) + b + extra: (_getitem, key, j) for b, key in step_keys.items()}
+        return output(out_name, layer, (ts, ys, xs) + (tail if with_channels else ()), dtype_)
 
+    # the post-filter needs the neighbouring tiles' masks: a majority vote over the assembled masks
+    # (boundary "none": the stack's own borders are the window's, as in the in-memory path)
+    fg = per_block("masks", 1, np.uint8)
+    if r:
+        fg = fg.map_overlap(_majority_block, depth=(0, r, r), boundary="none", dtype=np.uint8, radius=r)
+    bg = None
+    if background == "all":
+        bg = per_block("background", 2, out_dtype, True)
+    elif background == "last":
+        bg = output(name + "-last", last, (ys, xs) + tail, out_dtype)
+    fg_img = None
+    if foreground_image == "difference":
+        fg_img = per_block("difference", 3, np.float32, True)
+    elif foreground_image == "masked":
+        frames = per_block("frames", 4, dtype, True)
+        fgc = fg if grey else fg[..., None]
+        fg_img = da.map_blocks(_masked_block, fgc, frames, out_dtype=out_dtype, dtype=out_dtype)
     used = _used_params(
         res, preset, info, burn_in, data_range, background, foreground_image, learning_rate, model_noise, factors
     )
-    used["tiles"] = [len(ys) - 1, len(xs) - 1]
+    used["tiles"] = [len(ys), len(xs)]
     return BackgroundResult(
-        foreground=assemble(rows_fg),
-        background=assemble(rows_bg, background == "all"),
-        foreground_image=assemble(rows_fi),
+        foreground=fg,
+        background=bg,
+        foreground_image=fg_img,
         model=None,
         params=used,
         frame_factors=factors,
         noise=model_noise,
     )
+
+
+def _getitem(seq, i):
+    return seq[i]
 
 
 def pixel_history(

@@ -206,6 +206,10 @@ SPIKE_RATIO = 2.0
 SPIKE_SIGMAS = 4.0
 SPIKE_MIN = 8.0
 
-# background modelling of dask stacks (napari_gmm.background): input bytes per spatial tile (the
-# whole time axis of a tile is one task; outputs and the model add about as much again)
+# background modelling of dask stacks (napari_gmm.background): a spatial tile is a whole number of
+# the input's chunks along y and x (merged while under TILE_MIN_PIXELS) whose model state stays within
+# TILE_BYTES (a larger chunk is split); its chain of tasks takes the input's time chunks in order,
+# merged while a task's input is under TIME_BLOCK_MIN_BYTES (and split over TILE_BYTES)
 TILE_BYTES = 256 * 2**20
+TILE_MIN_PIXELS = 2**18
+TIME_BLOCK_MIN_BYTES = 8 * 2**20
