@@ -47,3 +47,51 @@ def test_tiles_rgb_and_memory_is_a_tile(small_tiles):
     # streaming instead of tiles on request: in-memory outputs, same result
     streamed = ng.subtract_background(da.from_array(rgb, chunks=(10, 40, 50, 3)), tiles=False)
     np.testing.assert_array_equal(streamed.foreground, ng.subtract_background(rgb).foreground)
+
+
+def test_tiles_follow_the_input_chunks():
+    from napari_gmm.background import _tile_grid, _time_groups
+
+    per_px = 5 * 12 + 2  # the model state of a grey pixel with 5 modes
+    # the benchmark's chunks: one tile per chunk, the time chunks as they are
+    assert _tile_grid((1024, 1024), (1024, 1024), per_px, 4) == ((1024, 1024), (1024, 1024))
+    assert _time_groups((8,) * 4 + (3,), 1024 * 1024 * 2) == (8, 8, 8, 8, 3)
+    # small chunks merged (x first) up to TILE_MIN_PIXELS, a last sliver merged into its neighbour
+    assert _tile_grid((200,) * 4, (256,) * 4 + (2,), per_px, 4) == ((400, 400), (1026,))
+    # a chunk whose model would pass TILE_BYTES is split (along y first), equal parts
+    rows = 2 * _config.TILE_BYTES // per_px // 1000
+    ys, xs = _tile_grid((rows,), (1000,), per_px, 4)
+    assert xs == (1000,) and len(ys) >= 2 and sum(ys) == rows and len(set(ys[:-1])) == 1
+    assert max(ys) * 1000 * per_px <= _config.TILE_BYTES
+
+
+class _CountingArray:
+    """An array-like that counts the reads of each of its chunks (dask calls it once per chunk read)."""
+
+    def __init__(self, a, chunks):
+        self.a, self.shape, self.dtype, self.ndim, self.reads = a, a.shape, a.dtype, a.ndim, {}
+        self.chunks = chunks
+
+    def __getitem__(self, key):
+        start = tuple(k.start or 0 for k in key)
+        self.reads[start] = self.reads.get(start, 0) + 1
+        return self.a[key]
+
+
+def test_tiled_run_reads_every_chunk_once_and_the_burn_in_chunks_once_more(monkeypatch):
+    monkeypatch.setattr(_config, "TIME_BLOCK_MIN_BYTES", 0)
+    monkeypatch.setattr(_config, "TILE_MIN_PIXELS", 1)  # a tile per input chunk
+    stack = moving_objects((24, 16, 40))[0].astype(np.uint16) * 7
+    arr = _CountingArray(stack, (4, 16, 20))
+    res = ng.subtract_background(da.from_array(arr, chunks=arr.chunks, asarray=False), burn_in=3)
+    assert res.params["tiles"] == [1, 2]
+    arr.reads.clear()  # the data range's three frames are read before, eagerly
+    fg, bg = da.compute(res.foreground, res.background)
+    # burn-in frames 0, 12 and 23: chunks 0, 3 and 5 along time, read once more each
+    want = {(t, 0, x): 1 + (t in (0, 12, 20)) for t in range(0, 24, 4) for x in (0, 20)}
+    assert arr.reads == want
+    ref = ng.subtract_background(stack, burn_in=3)
+    np.testing.assert_array_equal(fg, ref.foreground)
+    np.testing.assert_array_equal(bg, ref.background)
+    # every compute runs the chains from their start (the models are made inside the graph)
+    np.testing.assert_array_equal(res.foreground.compute(), ref.foreground)

@@ -2278,11 +2278,18 @@ def _subtract_background_tiled(
         edges = np.cumsum((0,) + tuple(view.chunks[0]))
         per_chunk = np.bincount(np.searchsorted(edges, burn_idx, side="right") - 1, minlength=len(edges) - 1)
         burn_groups = _time_groups(per_chunk, max(ys) * max(xs) * c * dtype.itemsize)
-        burn_src = view if len(burn_idx) == n_t else view[burn_idx]
-        burn_readers = _block_readers(burn_src.rechunk((burn_groups,) + chunks[1:]))
         b_edges = np.cumsum((0,) + burn_groups)
-        for g in range(len(burn_groups)):
-            units.append((burn_readers, g, "burn", burn_idx[b_edges[g] : b_edges[g + 1]]))
+        if len(burn_idx) == n_t:
+            readers = _block_readers(view.rechunk((burn_groups,) + chunks[1:]))
+            for g in range(len(burn_groups)):
+                units.append((readers, g, "burn", burn_idx[b_edges[g] : b_edges[g + 1]]))
+        else:
+            # each block of spread frames its own array: a block's reads are then those of its frames'
+            # chunks only (blocks cut from one array of all the burn-in frames each read all of them)
+            for g in range(len(burn_groups)):
+                idx = burn_idx[b_edges[g] : b_edges[g + 1]]
+                readers = _block_readers(view[idx].rechunk(((len(idx),),) + chunks[1:]))
+                units.append((readers, 0, "burn", idx))
     readers = _block_readers(src)
     t_edges = np.cumsum((0,) + ts)
     for i in range(len(ts)):
