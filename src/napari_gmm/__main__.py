@@ -538,8 +538,9 @@ def _add_batch_commands(sub) -> None:
         "background",
         parents=[common],
         help="background modelling of a stack file (per-pixel adaptive mixtures), written as zarr",
-        description="Model the background of STACK (T, Y, X[, C]) tile by tile (memory: a tile, not the "
-        "stack) and write OUT.zarr with the arrays 'foreground' (0/1/2) and 'background'.",
+        description="Model the background of STACK (T, Y, X[, C]) tile by tile, a tile being a column of "
+        "the input's chunks streamed over time (memory: the tiles' models and a few chunks, not the stack), "
+        "and write OUT.zarr with the arrays 'foreground' (0/1/2) and 'background'.",
     )
     bg.add_argument("inputs", nargs=1, metavar="STACK")
     bg.add_argument(

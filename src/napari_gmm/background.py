@@ -1876,13 +1876,18 @@ def subtract_background(
         counts them all, the last ``T`` units are the classified frames). Raising
         :class:`napari_gmm.Cancelled` in it stops the job (any exception does, and propagates).
     tiles : bool, default True
-        Dask stacks only: return lazy outputs computed per spatial tile, each tile with the whole
-        time axis (the per-pixel models are independent; the post-filter's tile borders overlap),
-        so tiles run in parallel on threads or on a ``distributed`` cluster and memory is a tile,
-        not the stack. The stack-wide estimates (data range, noise model, bleaching factors) are
-        computed first, from a sample of frames, and shared by every tile, so the result equals
-        the NumPy path's exactly. ``model`` is then None (one per tile, not kept). False streams
-        the dask stack frame by frame into in-memory outputs, as for NumPy input.
+        Dask stacks only: return lazy outputs computed per spatial tile. A tile is a whole number
+        of the input's chunks along Y and X, and a chain of tasks per tile learns the burn-in
+        frames, then classifies the input's time chunks in order, carrying the tile's model from
+        task to task (the per-pixel models are independent; the post-filter runs on the assembled
+        masks, with overlap). Every input chunk is read once, and the chunks holding burn-in frames
+        once more; the tiles run in parallel on threads or on a ``distributed`` cluster; memory is
+        the tiles' models (about 60 bytes per pixel of a frame with 5 grey modes) and a few
+        chunks per thread, not the stack. The stack-wide estimates (data range, noise model,
+        bleaching factors) are computed first, from a sample of frames, and shared by every tile,
+        so the result equals the NumPy path's exactly. ``model`` is then None (one per tile, not
+        kept). False streams the dask stack frame by frame into in-memory outputs, as for NumPy
+        input.
     should_stop : callable, optional
         Called before every frame; when it returns True the run stops with
         :class:`napari_gmm.Cancelled` (an ``InterruptedError``) and nothing is returned.

@@ -386,8 +386,9 @@ def background_file(
 ) -> dict:
     """Background modelling of one stack file, written to ``out`` (a .zarr group with the arrays
     ``foreground`` (T, Y, X) uint8 and, unless ``background=None``, ``background``): the stack is
-    read lazily and modelled per spatial tile (see :func:`napari_gmm.subtract_background`), so
-    memory is a tile's, not the stack's. ``napari-gmm background STACK --out OUT.zarr``."""
+    read lazily and modelled per spatial tile, a column of the input's chunks streamed over time
+    (see :func:`napari_gmm.subtract_background`), so memory is the tiles' models and a few chunks,
+    not the stack's. ``napari-gmm background STACK --out OUT.zarr``."""
     from .background import subtract_background
 
     t0 = time.perf_counter()
