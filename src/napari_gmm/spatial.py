@@ -343,6 +343,27 @@ class SpatialProblem(_driver.Problem):
         width = 1 + D + (D * D if int(params.cov_type) == 2 else D)
         acc = np.zeros((self._R, K, width)) if accumulate else np.zeros((1, 1, 1))
         self._obj[:] = 0.0
+        if D == 1 and not self.hard:  # grey mean field: the vectorised kernel
+            inv = inv_sd[:, 0] if int(params.cov_type) != 2 else prec_chol[:, 0, 0]
+            _mrf.sweep_grey(
+                self.X.reshape(-1),
+                self.inv_b,
+                self.valid,
+                self.q,
+                self.dims,
+                self.offs,
+                self.wts,
+                self.scheme,
+                c0,
+                np.ascontiguousarray(params.means[:, 0]),
+                np.ascontiguousarray(inv),
+                float(self.beta),
+                accumulate,
+                params.means[:, 0].copy(),
+                acc,
+                self._obj,
+            )
+            return float(self._obj.sum()) / self.total_weight + self._jac, (acc if accumulate else None)
         _mrf.sweep(
             self.X,
             self.inv_b,

@@ -188,6 +188,52 @@ def test_sweep_equals_numpy_reference(dims, conn, spacing, D, cov_type, hard):
         assert obj.sum() == pytest.approx(F, rel=1e-6)
 
 
+def _grey_sweep(X, valid, q, dims, offs, wts, scheme, means, cov, w, cov_type, beta, inv_b=None):
+    K = means.shape[0]
+    c0, inv_sd, prec_chol = _factors(means, cov, w, cov_type)
+    R = dims[0] * dims[1]
+    acc, obj, qk = np.zeros((R, K, 3)), np.zeros(R), q.copy()
+    inv = inv_sd[:, 0] if cov_type != 2 else prec_chol[:, 0, 0]
+    ib = np.zeros(0, np.float32) if inv_b is None else inv_b
+    mu = np.ascontiguousarray(means[:, 0])
+    mrf.sweep_grey(
+        X.reshape(-1),
+        ib,
+        valid,
+        qk,
+        np.array(dims),
+        offs,
+        wts,
+        scheme,
+        c0,
+        mu,
+        inv.copy(),
+        beta,
+        True,
+        mu.copy(),
+        acc,
+        obj,
+    )
+    return qk, acc, obj
+
+
+@pytest.mark.parametrize("dims, conn, spacing, _D, cov_type", CASES + [((1, 1, 7), 1, None, 1, 0)])
+def test_grey_sweep_equals_the_general_kernel(dims, conn, spacing, _D, cov_type):
+    """The vectorised grey mean-field kernel: the same posteriors, statistics and objective."""
+    nd = 2 if dims[0] == 1 else 3
+    offs, wts = S.neighbourhood(nd, conn, spacing)
+    scheme = 0 if conn == 1 else 1
+    X, valid, q, means, cov, w = _setup(dims, 1, 3, cov_type)
+    ib = np.linspace(0.8, 1.2, X.shape[0]).astype(np.float32)
+    qg, accg, objg = _grey_sweep(X, valid, q, dims, offs, wts, scheme, means, cov, w, cov_type, 0.9, inv_b=ib)
+    qk, acck, objk = _kernel_sweep(X, valid, q, dims, offs, wts, scheme, means, cov, w, cov_type, 0.9, False, inv_b=ib)
+    qr = ref_sweep(X * ib[:, None], valid, q, dims, offs, wts, scheme, np.log(w), means, cov, 0.9, False)
+    np.testing.assert_allclose(qg, qr, atol=2e-6)
+    assert np.all(qg[valid == 0] == 0)
+    np.testing.assert_allclose(accg.sum(0), acck.sum(0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(objg, objk, rtol=1e-6, atol=1e-6)
+
+
 def test_bias_divides_the_intensities():
     dims = (1, 6, 7)
     offs, wts = S.neighbourhood(2, 1, None)
@@ -211,11 +257,15 @@ def test_sweep_independent_of_thread_count(conn):
         for nt in sorted({1, n0}):
             numba.set_num_threads(nt)
             qk = q.copy()
+            qg = q.copy()
             for _ in range(3):
                 qk, acc, obj = _kernel_sweep(
                     X, valid, qk, dims, offs, wts, 0 if conn == 1 else 1, means, cov, w, 0, 1.1, False
                 )
-            outs.append((qk, acc, obj))
+                qg, accg, objg = _grey_sweep(
+                    X, valid, qg, dims, offs, wts, 0 if conn == 1 else 1, means, cov, w, 0, 1.1
+                )
+            outs.append((qk, acc, obj, qg, accg, objg))
     finally:
         numba.set_num_threads(n0)
     for o in outs[1:]:

@@ -269,6 +269,178 @@ def sweep(
                         acc[r, k, t] += ra[k, t]
 
 
+#: exp(-5/16): the centre of the reduced argument of :func:`_exp_arith`
+_EXP_C = 0.7316156289466418
+
+
+@njit(inline="always", **JIT)
+def _exp_arith(t):
+    """exp(t) for EXP_CUT <= t <= 0 to 1e-8 relative, in arithmetic only (no table, no branch), so
+    that a loop of them vectorises: exp(t) = (exp(-5/16) exp(v))**32 with v = t/32 + 5/16 in
+    [-5/16, 5/16] (for t >= -20), exp(v) by its degree-8 Taylor polynomial (truncation 1.1e-10,
+    times 32 through the five squarings)."""
+    v = t * 0.03125 + 0.3125
+    p = 1.0 + v * (
+        1.0
+        + v
+        * (
+            0.5
+            + v
+            * (
+                1.0 / 6.0
+                + v * (1.0 / 24.0 + v * (1.0 / 120.0 + v * (1.0 / 720.0 + v * (1.0 / 5040.0 + v * (1.0 / 40320.0)))))
+            )
+        )
+    )
+    y = p * _EXP_C
+    y = y * y
+    y = y * y
+    y = y * y
+    y = y * y
+    return y * y
+
+
+#: rows per chunk of :func:`sweep_grey` (fixed, so the chunks and their sums do not depend on the
+#: thread count)
+GREY_CHUNKS = 64
+#: pixels whose normalisers are multiplied before one log() in :func:`sweep_grey` (each is in
+#: [1, K]: K**64 stays far below the float64 range for any K < 6e4)
+LOG_BLOCK = 64
+
+
+@njit(**PJIT)
+def sweep_grey(X1, inv_b, valid, q, dims, offs, wts, scheme, c0, mu, inv, beta, accumulate, ref, acc, obj):
+    """:func:`sweep` for mean field on grey images (one channel; ``mu``, ``inv`` (K,): the means and
+    the inverse standard deviations, ``X1`` (N,)), the same update, statistics and objective, with
+    its arithmetic vectorised: each row's pixels of one colour (every other pixel) are gathered
+    into contiguous per-class buffers, and the neighbour sums, the unary terms, exp(), the
+    normalisation and the M-step sums run as loops over those buffers (SIMD), instead of pixel by
+    pixel with branches. ``acc`` (R, K, 3). Rows are processed in :data:`GREY_CHUNKS` fixed chunks,
+    sums kept per row: the result does not depend on the number of threads."""
+    Z, Y, Xn = dims[0], dims[1], dims[2]
+    N, K = q.shape
+    R = Z * Y
+    nof = offs.shape[0]
+    use_b = inv_b.shape[0] > 0
+    ncol = 2 if scheme == 0 else (8 if Z > 1 else 4)
+    H = (Xn + 1) // 2
+    later = np.zeros((ncol, nof), np.uint8)
+    for o in range(nof):
+        for c in range(ncol):
+            if scheme == 0:
+                later[c, o] = c == 0
+            else:
+                cz = ((c >> 2) + offs[o, 0]) & 1
+                cy = (((c >> 1) & 1) + offs[o, 1]) & 1
+                cx = ((c & 1) + offs[o, 2]) & 1
+                later[c, o] = cz * 4 + cy * 2 + cx > c
+    nch = min(R, GREY_CHUNKS)
+    step = (R + nch - 1) // nch
+    for c in range(ncol):
+        for ch in prange(nch):
+            nb = np.empty((K, H))
+            nbl = np.empty((K, H))
+            e = np.empty((K, H))
+            xs = np.empty(H)
+            vm = np.empty(H)
+            best = np.empty(H)
+            s = np.empty(H)
+            lt = np.empty(H)
+            for r in range(ch * step, min(R, (ch + 1) * step)):
+                z = r // Y
+                y = r - z * Y
+                if scheme == 0:
+                    x0 = (c + z + y) & 1
+                else:
+                    if (z & 1) * 4 + (y & 1) * 2 != (c & 6):
+                        continue
+                    x0 = c & 1
+                n = (Xn - x0 + 1) // 2
+                if n <= 0:
+                    continue
+                for k in range(K):
+                    for m in range(n):
+                        nb[k, m] = 0.0
+                        nbl[k, m] = 0.0
+                for o in range(nof):
+                    zz = z + offs[o, 0]
+                    yy = y + offs[o, 1]
+                    if zz < 0 or zz >= Z or yy < 0 or yy >= Y:
+                        continue
+                    dx = offs[o, 2]
+                    jb = (zz * Y + yy) * Xn + x0 + dx
+                    m_lo = 1 if x0 + dx < 0 else 0
+                    m_hi = min(n, (Xn - 1 - x0 - dx) // 2 + 1)
+                    w = wts[o]
+                    if later[c, o]:
+                        for k in range(K):
+                            for m in range(m_lo, m_hi):
+                                v = w * q[jb + 2 * m, k]
+                                nb[k, m] += v
+                                nbl[k, m] += v
+                    else:
+                        for k in range(K):
+                            for m in range(m_lo, m_hi):
+                                nb[k, m] += w * q[jb + 2 * m, k]
+                ib0 = r * Xn + x0
+                for m in range(n):
+                    i = ib0 + 2 * m
+                    xs[m] = X1[i] * inv_b[i] if use_b else X1[i]
+                    vm[m] = 1.0 if valid[i] != 0 else 0.0
+                    best[m] = -np.inf
+                for k in range(K):
+                    ck, mk, ik = c0[k], mu[k], inv[k]
+                    for m in range(n):
+                        t = (xs[m] - mk) * ik
+                        v = ck - 0.5 * t * t + beta * nb[k, m]
+                        e[k, m] = v
+                        best[m] = max(best[m], v)
+                for m in range(n):
+                    s[m] = 0.0
+                    lt[m] = 0.0
+                for k in range(K):
+                    for m in range(n):
+                        t = e[k, m] - best[m]
+                        v = _exp_arith(max(t, EXP_CUT))
+                        v = v if t >= EXP_CUT else 0.0
+                        e[k, m] = v
+                        s[m] += v
+                # the free energy's log(s) terms: one log per LOG_BLOCK pixels (masked: s = 1)
+                o_row = 0.0
+                for m0 in range(0, n, LOG_BLOCK):
+                    pr = 1.0
+                    for m in range(m0, min(n, m0 + LOG_BLOCK)):
+                        pr *= s[m] if vm[m] != 0.0 else 1.0
+                    o_row += np.log(pr)
+                for m in range(n):
+                    s[m] = vm[m] / s[m]  # 0 for masked pixels: their q stays 0
+                for k in range(K):
+                    for m in range(n):
+                        p = e[k, m] * s[m]
+                        e[k, m] = p
+                        lt[m] += p * nbl[k, m]
+                        q[ib0 + 2 * m, k] = p
+                for m in range(n):
+                    o_row += vm[m] * best[m] - beta * lt[m]
+                obj[r] += o_row
+                if accumulate:
+                    for k in range(K):
+                        rk = ref[k]
+                        a0 = 0.0
+                        a1 = 0.0
+                        a2 = 0.0
+                        for m in range(n):
+                            p = e[k, m]
+                            d = xs[m] - rk
+                            pd = p * d
+                            a0 += p
+                            a1 += pd
+                            a2 += pd * d
+                        acc[r, k, 0] += a0
+                        acc[r, k, 1] += a1
+                        acc[r, k, 2] += a2
+
+
 @njit(**PJIT)
 def init_posteriors(X, inv_b, valid, q, means, inv_sd, prec_chol, c0, cov_type):
     """q = the per-pixel posteriors (no neighbours), 0 for invalid pixels. Parallel over pixels."""
