@@ -499,13 +499,11 @@ class SpatialProblem(_driver.Problem):
         self.bias_coef = coef
         if self.log_b is None:
             self.log_b = np.empty(self.X.shape[0])
-        _mrf.bias_evaluate(coef, self._terms, self._Lz, self._Ly, self._Lx, self.dims, self.log_b)
+        if self.inv_b.shape[0] != self.X.shape[0]:
+            self.inv_b = np.empty(self.X.shape[0], np.float32)
         # geometric mean 1 over the pixels: the field's overall scale belongs to the class means
         # (left free, the means and the field's mean drifted against each other for 100 iterations)
-        v = self.valid.view(bool)
-        if v.any():
-            self.log_b -= float(self.log_b[v].mean())
-        self.inv_b = np.exp(-self.log_b).astype(np.float32)
+        _mrf.bias_field(coef, self._terms, self._Lz, self._Ly, self._Lx, self.dims, self.valid, self.log_b, self.inv_b)
         self._jac = 0.0
 
     def start_field(self, sm, labels):
@@ -537,13 +535,14 @@ class SpatialProblem(_driver.Problem):
         P = self._terms.shape[0]
         coef = np.zeros(P)
         log_b = np.zeros(xs.size)
+        mom = np.zeros((q.shape[1], 3))
         for _ in range(START_FIELD_ROUNDS):
-            xc = xs * np.exp(-log_b)
-            Nk = q.sum(axis=0).astype(np.float64)
+            _mrf.grey_class_moments(xs, log_b, q, mom)
+            Nk = mom[:, 0]
             if K < 2 or np.any(Nk < 2):
                 break
-            mu = (q.T @ xc) / Nk
-            var = np.maximum((q.T @ (xc * xc)) / Nk - mu * mu, 1e-6 * mu.var() + 1e-12)
+            mu = mom[:, 1] / Nk
+            var = np.maximum(mom[:, 2] / Nk - mu * mu, 1e-6 * mu.var() + 1e-12)
             AtA, Atb = np.zeros((P, P)), np.zeros(P)
             _mrf.bias_normal_equations_serial(
                 xs, valid_s, q, mu, var, log_b, dims_s, Lz, Ly, Lx, self._terms, 1, AtA, Atb
@@ -557,21 +556,15 @@ class SpatialProblem(_driver.Problem):
             coef = coef + delta
             _mrf.bias_evaluate_serial(coef, self._terms, Lz, Ly, Lx, dims_s, log_b)
             log_b -= float(log_b[ok].mean())
-            xc = xs * np.exp(-log_b)
-            lp = -0.5 * (xc[:, None] - mu) ** 2 / var - 0.5 * np.log(var)
-            lp -= lp.max(axis=1, keepdims=True)
-            e = np.exp(lp)
-            q[:] = np.where(ok[:, None], e / e.sum(axis=1, keepdims=True), 0.0)
+            _mrf.grey_posteriors(xs, log_b, ok, mu, var, q)
             if float(np.abs(delta).sum()) < BIAS_SETTLED:
                 break
         full = np.empty(self.X.shape[0])
-        _mrf.bias_evaluate(coef, self._terms, self._Lz, self._Ly, self._Lx, self.dims, full)
-        v = self.valid.view(bool)
-        if v.any():
-            full -= float(full[v].mean())
+        inv = np.empty(self.X.shape[0], np.float32)
+        _mrf.bias_field(coef, self._terms, self._Lz, self._Ly, self._Lx, self.dims, self.valid, full, inv)
         self._start_coef = coef
         self._start_log_b = full
-        self._start_inv_b = np.exp(-full).astype(np.float32)
+        self._start_inv_b = inv
 
     # ---- the driver's interface ------------------------------------------------------------
     def step(self, params, iteration):
@@ -704,13 +697,18 @@ def _smooth(X, valid, spatial, spacing):
     D = X.shape[1]
     v = valid.view(bool).reshape(spatial)
     sigma = [START_SIGMA * min(spacing) / s for s in spacing]
-    den = ndimage.gaussian_filter(v.astype(np.float32), sigma, mode="nearest")
+    full = bool(v.all())  # no masked pixel: the normaliser is 1
+    den = None if full else ndimage.gaussian_filter(v.astype(np.float32), sigma, mode="nearest")
     sm = np.empty(spatial + (D,), np.float32)
     for d in range(D):
+        if full:
+            ndimage.gaussian_filter(X[:, d].reshape(spatial), sigma, mode="nearest", output=sm[..., d])
+            continue
         num = ndimage.gaussian_filter(X[:, d].reshape(spatial), sigma, mode="nearest")
         with np.errstate(invalid="ignore", divide="ignore"):
             sm[..., d] = num / den
-    sm[~v] = np.nan
+    if not full:
+        sm[~v] = np.nan
     return sm
 
 

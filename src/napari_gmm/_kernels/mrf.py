@@ -670,14 +670,21 @@ def bias_normal_equations(Xbar, valid, q, mu, var, log_b, dims, Lz, Ly, Lx, term
     R = zs * ys
     nch = max(1, min(R, 64))
     step = (R + nch - 1) // nch
+    nx = Lx.shape[1]
     part = np.zeros((nch, P * P + P))
     for c in prange(nch):
-        phi = np.empty(P)
+        # separably: per row, the sums over x of W Lx_a Lx_b and W r Lx_a (nx = degree + 1 each),
+        # then their products with the row's z/y factors (instead of P*(P+1)/2 products per pixel)
+        sxx = np.empty((nx, nx))
+        sx = np.empty(nx)
+        zy = np.empty(P)
         loc = np.zeros(P * P + P)  # this chunk's sums (not part[c]: threads' rows share cache lines)
         for rr in range(c * step, min(R, (c + 1) * step)):
             zi = rr // ys
             z = zi * stride if Z > 1 else 0
             y = (rr - zi * ys) * stride
+            sxx[:] = 0.0
+            sx[:] = 0.0
             for x in range(0, Xn, stride):
                 i = (z * Y + y) * Xn + x
                 if valid[i] == 0:
@@ -691,14 +698,20 @@ def bias_normal_equations(Xbar, valid, q, mu, var, log_b, dims, Lz, Ly, Lx, term
                     m += wk * (xc - mu[k])
                 if W <= 0.0:
                     continue
-                res = m / W
-                for p in range(P):
-                    phi[p] = Lz[z, terms[p, 0]] * Ly[y, terms[p, 1]] * Lx[x, terms[p, 2]]
-                for a in range(P):
-                    wa = W * phi[a]
-                    loc[P * P + a] += wa * res
+                # W r = m
+                for a in range(nx):
+                    wa = W * Lx[x, a]
+                    sx[a] += m * Lx[x, a]
                     for b in range(a + 1):
-                        loc[a * P + b] += wa * phi[b]
+                        sxx[a, b] += wa * Lx[x, b]
+            for p in range(P):
+                zy[p] = Lz[z, terms[p, 0]] * Ly[y, terms[p, 1]]
+            for a in range(P):
+                ta = terms[a, 2]
+                loc[P * P + a] += zy[a] * sx[ta]
+                for b in range(a + 1):
+                    tb = terms[b, 2]
+                    loc[a * P + b] += zy[a] * zy[b] * (sxx[ta, tb] if ta >= tb else sxx[tb, ta])
         for t in range(P * P + P):
             part[c, t] = loc[t]
     for c in range(nch):
@@ -729,6 +742,94 @@ def bias_evaluate(coef, terms, Lz, Ly, Lx, dims, out_log):
             for t in range(nx):
                 v += g[t] * Lx[x, t]
             out_log[r * Xn + x] = v
+
+
+@njit(**PJIT)
+def bias_field(coef, terms, Lz, Ly, Lx, dims, valid, out_log, out_inv):
+    """:func:`bias_evaluate` centred to a mean log of 0 over the valid pixels (a geometric mean of
+    1: the field's overall scale belongs to the class means), and out_inv = 1 / b (float32), in
+    two parallel passes over the rows (the mean summed per row, then in row order: independent of
+    the thread count). Returns the constant taken out."""
+    Z, Y, Xn = dims[0], dims[1], dims[2]
+    R = Z * Y
+    P = terms.shape[0]
+    nx = Lx.shape[1]
+    rs = np.zeros(R)
+    rn = np.zeros(R)
+    for r in prange(R):
+        z = r // Y
+        y = r - z * Y
+        g = np.zeros(nx)
+        for p in range(P):
+            g[terms[p, 2]] += coef[p] * Lz[z, terms[p, 0]] * Ly[y, terms[p, 1]]
+        a = 0.0
+        n = 0.0
+        for x in range(Xn):
+            v = 0.0
+            for t in range(nx):
+                v += g[t] * Lx[x, t]
+            out_log[r * Xn + x] = v
+            if valid[r * Xn + x] != 0:
+                a += v
+                n += 1.0
+        rs[r] = a
+        rn[r] = n
+    tot = 0.0
+    cnt = 0.0
+    for r in range(R):
+        tot += rs[r]
+        cnt += rn[r]
+    shift = tot / cnt if cnt > 0 else 0.0
+    for r in prange(R):
+        for i in range(r * Xn, (r + 1) * Xn):
+            v = out_log[i] - shift
+            out_log[i] = v
+            out_inv[i] = np.exp(np.float32(-v))
+    return shift
+
+
+@njit(**JIT)
+def grey_class_moments(xs, log_b, q, out):
+    """out[k] = (sum q_k, sum q_k x, sum q_k x^2) of the bias-corrected grey levels x = xs / b
+    (serial: the start's field runs on a small grid)."""
+    n, K = q.shape
+    for k in range(K):
+        out[k, 0] = 0.0
+        out[k, 1] = 0.0
+        out[k, 2] = 0.0
+    for i in range(n):
+        xc = xs[i] * np.exp(-log_b[i])
+        for k in range(K):
+            p = np.float64(q[i, k])
+            out[k, 0] += p
+            out[k, 1] += p * xc
+            out[k, 2] += p * xc * xc
+
+
+@njit(**JIT)
+def grey_posteriors(xs, log_b, ok, mu, var, q):
+    """q = the posteriors of a grey mixture with equal weights of the corrected levels xs / b, 0
+    where not ``ok`` (serial: the start's field runs on a small grid)."""
+    n, K = q.shape
+    lp = np.empty(K)
+    half_log_var = 0.5 * np.log(var)
+    for i in range(n):
+        if not ok[i]:
+            for k in range(K):
+                q[i, k] = 0.0
+            continue
+        xc = xs[i] * np.exp(-log_b[i])
+        best = -np.inf
+        for k in range(K):
+            d = xc - mu[k]
+            lp[k] = -0.5 * d * d / var[k] - half_log_var[k]
+            best = max(best, lp[k])
+        t = 0.0
+        for k in range(K):
+            lp[k] = np.exp(lp[k] - best)
+            t += lp[k]
+        for k in range(K):
+            q[i, k] = lp[k] / t
 
 
 #: serial twins for the start's field on a small grid (:meth:`napari_gmm.spatial.SpatialProblem.start_field`):
