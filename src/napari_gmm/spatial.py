@@ -266,7 +266,10 @@ class SpatialProblem(_driver.Problem):
         N = X.shape[0]
         R = int(self.dims[0] * self.dims[1])
         self._R = R
-        self.q = None
+        self._qn = None  # the posteriors (N, K) float32
+        self._qp = None  # ... in the planar layout of the grey kernel (see the q property)
+        self._planar_fresh = False  # _qp is newer than _qn
+        self._natural_dirty = True  # _qn may have been written since _qp was packed
         self._obj = np.zeros(R)
         self.inv_b = np.zeros(0, np.float32)
         self.log_b = None
@@ -290,6 +293,42 @@ class SpatialProblem(_driver.Problem):
             self._terms = _bias_terms(3 if Z > 1 else 2, deg)
             self._xbar = np.ascontiguousarray(X.mean(axis=1, dtype=np.float64))
         del N
+
+    # ---- the posteriors ---------------------------------------------------------------------
+    # The grey kernel (``_mrf.sweep_grey``) keeps them per class and per parity of x
+    # (``_mrf.pack_planar``); the other kernels and the outputs use (N, K). Each copy is synced
+    # only when the other one was changed: reading q unpacks once after sweeps, and getting q
+    # (which may be written through) makes the next grey sweep pack again.
+    @property
+    def q(self):
+        """The posteriors (N, K) float32 (to write through; :meth:`_q_read` to only read)."""
+        q = self._q_read()
+        self._natural_dirty = True
+        return q
+
+    @q.setter
+    def q(self, value):
+        self._qn = value
+        self._planar_fresh = False
+        self._natural_dirty = True
+
+    def _q_read(self):
+        if self._planar_fresh:
+            _mrf.unpack_planar(self._qp, self.dims, self._qn)
+            self._planar_fresh = False
+        return self._qn
+
+    def _planar(self):
+        """The planar posteriors for a grey sweep, packed from q if it may have changed."""
+        K = self._qn.shape[1]
+        shape = (K, 2 * self._R, (int(self.dims[2]) + 1) // 2 + 2)
+        if self._qp is None or self._qp.shape != shape:
+            self._qp = np.empty(shape, np.float32)
+            self._natural_dirty = True
+        if self._natural_dirty and not self._planar_fresh:
+            _mrf.pack_planar(self._qn, self.dims, self._qp)
+            self._natural_dirty = False
+        return self._qp
 
     # ---- pieces ---------------------------------------------------------------------------
     def _factors(self, params, iteration=None):
@@ -316,7 +355,7 @@ class SpatialProblem(_driver.Problem):
             self.inv_b = self._start_inv_b.copy()
         self._jac = 0.0
         c0, inv_sd, prec_chol = self._factors(params, 0)
-        if self.q is None or self.q.shape[1] != K:
+        if self._qn is None or self._qn.shape[1] != K:
             self.q = np.empty((self.X.shape[0], K), np.float32)
         if self.start_labels is not None:  # one-hot of a start labelling (0 = none)
             self.q[:] = 0.0
@@ -345,11 +384,12 @@ class SpatialProblem(_driver.Problem):
         self._obj[:] = 0.0
         if D == 1 and not self.hard:  # grey mean field: the vectorised kernel
             inv = inv_sd[:, 0] if int(params.cov_type) != 2 else prec_chol[:, 0, 0]
+            qp = self._planar()
             _mrf.sweep_grey(
                 self.X.reshape(-1),
                 self.inv_b,
                 self.valid,
-                self.q,
+                qp,
                 self.dims,
                 self.offs,
                 self.wts,
@@ -363,6 +403,7 @@ class SpatialProblem(_driver.Problem):
                 acc,
                 self._obj,
             )
+            self._planar_fresh = True
             return float(self._obj.sum()) / self.total_weight + self._jac, (acc if accumulate else None)
         _mrf.sweep(
             self.X,
@@ -391,7 +432,7 @@ class SpatialProblem(_driver.Problem):
         """(distinct simulated neighbour fields (G, K), their pixel counts (G,), sum_s q_s . nbar_s)
         of the sampled pixels, or None where the codes would not fit an int64 (many classes and
         neighbours: then the per-pixel kernel)."""
-        K = self.q.shape[1]
+        K = self._q_read().shape[1]
         group, wg, ng = self._pl_groups
         radix = np.repeat(ng + 1, K).reshape(len(ng), K)
         if float(np.prod(radix.astype(np.float64))) >= 2.0**62:
@@ -401,7 +442,7 @@ class SpatialProblem(_driver.Problem):
         codes = np.empty(idx.size, np.int64)
         lin = np.zeros(64)
         _mrf.simulated_patterns(
-            self.q, self.dims, self.offs, self.wts, group, mult, idx, np.uint64(self._seed), codes, lin
+            self._q_read(), self.dims, self.offs, self.wts, group, mult, idx, np.uint64(self._seed), codes, lin
         )
         codes = codes[codes >= 0]
         span = int(np.prod(radix))
@@ -443,12 +484,12 @@ class SpatialProblem(_driver.Problem):
                     break
             return float(b)
         idx = self._pl_idx
-        K = self.q.shape[1]
+        K = self._q_read().shape[1]
         nbar = np.empty((idx.size, K))
         _mrf.neighbour_fields(
-            self.q, self.valid, self.dims, self.offs, self.wts, idx, nbar, BETA_SIMULATED, np.uint64(self._seed)
+            self._q_read(), self.valid, self.dims, self.offs, self.wts, idx, nbar, BETA_SIMULATED, np.uint64(self._seed)
         )
-        qs = self.q[idx]
+        qs = self._q_read()[idx]
         b = max(self.beta, 0.05)
         for _ in range(BETA_NEWTON):
             _, g, h = _mrf.pseudo_likelihood(qs, nbar, log_w, b)
@@ -473,7 +514,7 @@ class SpatialProblem(_driver.Problem):
         _mrf.bias_normal_equations(
             self._xbar,
             self.valid,
-            self.q,
+            self._q_read(),
             mu,
             var,
             log_b,
@@ -568,7 +609,7 @@ class SpatialProblem(_driver.Problem):
 
     # ---- the driver's interface ------------------------------------------------------------
     def step(self, params, iteration):
-        if iteration == 0 or self.q is None:
+        if iteration == 0 or self._qn is None:
             self.reset(params)
         value, acc = self.sweep(params, True, iteration)
         self.beta_history.append(self.beta)

@@ -196,11 +196,13 @@ def _grey_sweep(X, valid, q, dims, offs, wts, scheme, means, cov, w, cov_type, b
     inv = inv_sd[:, 0] if cov_type != 2 else prec_chol[:, 0, 0]
     ib = np.zeros(0, np.float32) if inv_b is None else inv_b
     mu = np.ascontiguousarray(means[:, 0])
+    qp = np.full((K, 2 * R, (dims[2] + 1) // 2 + 2), np.nan, np.float32)
+    mrf.pack_planar(qk, np.array(dims), qp)
     mrf.sweep_grey(
         X.reshape(-1),
         ib,
         valid,
-        qk,
+        qp,
         np.array(dims),
         offs,
         wts,
@@ -214,6 +216,7 @@ def _grey_sweep(X, valid, q, dims, offs, wts, scheme, means, cov, w, cov_type, b
         acc,
         obj,
     )
+    mrf.unpack_planar(qp, np.array(dims), qk)
     return qk, acc, obj
 
 

@@ -309,16 +309,49 @@ LOG_BLOCK = 64
 
 
 @njit(**PJIT)
-def sweep_grey(X1, inv_b, valid, q, dims, offs, wts, scheme, c0, mu, inv, beta, accumulate, ref, acc, obj):
+def pack_planar(q, dims, qp):
+    """qp[k, 2 r + h, 1 + m] = q[r * X + 2 m + h, k]: the posteriors of every image row r split by
+    the parity h of x, per class, contiguous, with a zero slot at each end of every half-row (and
+    after the last pixel of an odd row's second half): the layout of :func:`sweep_grey`."""
+    Z, Y, Xn = dims[0], dims[1], dims[2]
+    K = q.shape[1]
+    W2 = qp.shape[2]
+    for r in prange(Z * Y):
+        for h in range(2):
+            for k in range(K):
+                qp[k, 2 * r + h, 0] = 0.0
+                for m in range(1, W2):
+                    qp[k, 2 * r + h, m] = 0.0
+            for x in range(h, Xn, 2):
+                for k in range(K):
+                    qp[k, 2 * r + h, 1 + (x >> 1)] = q[r * Xn + x, k]
+
+
+@njit(**PJIT)
+def unpack_planar(qp, dims, q):
+    """The inverse of :func:`pack_planar`."""
+    Z, Y, Xn = dims[0], dims[1], dims[2]
+    K = q.shape[1]
+    for r in prange(Z * Y):
+        for x in range(Xn):
+            h = x & 1
+            for k in range(K):
+                q[r * Xn + x, k] = qp[k, 2 * r + h, 1 + (x >> 1)]
+
+
+@njit(**PJIT)
+def sweep_grey(X1, inv_b, valid, qp, dims, offs, wts, scheme, c0, mu, inv, beta, accumulate, ref, acc, obj):
     """:func:`sweep` for mean field on grey images (one channel; ``mu``, ``inv`` (K,): the means and
     the inverse standard deviations, ``X1`` (N,)), the same update, statistics and objective, with
-    its arithmetic vectorised: each row's pixels of one colour (every other pixel) are gathered
-    into contiguous per-class buffers, and the neighbour sums, the unary terms, exp(), the
-    normalisation and the M-step sums run as loops over those buffers (SIMD), instead of pixel by
-    pixel with branches. ``acc`` (R, K, 3). Rows are processed in :data:`GREY_CHUNKS` fixed chunks,
-    sums kept per row: the result does not depend on the number of threads."""
+    its arithmetic vectorised. The posteriors are kept per class and per parity of x
+    (:func:`pack_planar`, ``qp`` (K, 2 R, (X + 1) // 2 + 2)): one colour's pixels of a row are
+    then a contiguous run, so are their neighbours of each offset (zero slots stand for the
+    image's border), and the neighbour sums, the unary terms, exp(), the normalisation and the
+    M-step sums run as SIMD loops over runs instead of pixel by pixel with branches. ``acc``
+    (R, K, 3). Rows are processed in :data:`GREY_CHUNKS` fixed chunks, sums kept per row: the
+    result does not depend on the number of threads."""
     Z, Y, Xn = dims[0], dims[1], dims[2]
-    N, K = q.shape
+    K = qp.shape[0]
     R = Z * Y
     nof = offs.shape[0]
     use_b = inv_b.shape[0] > 0
@@ -368,25 +401,40 @@ def sweep_grey(X1, inv_b, valid, q, dims, offs, wts, scheme, c0, mu, inv, beta, 
                     if zz < 0 or zz >= Z or yy < 0 or yy >= Y:
                         continue
                     dx = offs[o, 2]
-                    jb = (zz * Y + yy) * Xn + x0 + dx
-                    m_lo = 1 if x0 + dx < 0 else 0
-                    m_hi = min(n, (Xn - 1 - x0 - dx) // 2 + 1)
+                    # pixel x = 2 m + x0 has its neighbour at x + dx: half (x0 + dx) & 1, index
+                    # m + floor((x0 + dx) / 2) (slot 1 + that; the zero slots are outside)
+                    row = 2 * (zz * Y + yy) + ((x0 + dx) & 1)
+                    sl = 1 + ((x0 + dx) >> 1)
                     w = wts[o]
+                    # (slices, so that the loops index from 0: no negative-index test per element,
+                    # which kept them from vectorising)
                     if later[c, o]:
                         for k in range(K):
-                            for m in range(m_lo, m_hi):
-                                v = w * q[jb + 2 * m, k]
-                                nb[k, m] += v
-                                nbl[k, m] += v
+                            src = qp[k, row, sl : sl + n]
+                            nbk = nb[k]
+                            nblk = nbl[k]
+                            for m in range(n):
+                                v = w * src[m]
+                                nbk[m] += v
+                                nblk[m] += v
                     else:
                         for k in range(K):
-                            for m in range(m_lo, m_hi):
-                                nb[k, m] += w * q[jb + 2 * m, k]
+                            src = qp[k, row, sl : sl + n]
+                            nbk = nb[k]
+                            for m in range(n):
+                                nbk[m] += w * src[m]
                 ib0 = r * Xn + x0
+                xr = X1[ib0 : ib0 + 2 * n - 1 : 2]
+                vr = valid[ib0 : ib0 + 2 * n - 1 : 2]
+                if use_b:
+                    br = inv_b[ib0 : ib0 + 2 * n - 1 : 2]
+                    for m in range(n):
+                        xs[m] = xr[m] * br[m]
+                else:
+                    for m in range(n):
+                        xs[m] = xr[m]
                 for m in range(n):
-                    i = ib0 + 2 * m
-                    xs[m] = X1[i] * inv_b[i] if use_b else X1[i]
-                    vm[m] = 1.0 if valid[i] != 0 else 0.0
+                    vm[m] = 1.0 if vr[m] != 0 else 0.0
                     best[m] = -np.inf
                 for k in range(K):
                     ck, mk, ik = c0[k], mu[k], inv[k]
@@ -414,12 +462,14 @@ def sweep_grey(X1, inv_b, valid, q, dims, offs, wts, scheme, c0, mu, inv, beta, 
                     o_row += np.log(pr)
                 for m in range(n):
                     s[m] = vm[m] / s[m]  # 0 for masked pixels: their q stays 0
+                own = 2 * r + x0
                 for k in range(K):
+                    dst = qp[k, own, 1 : 1 + n]
                     for m in range(n):
                         p = e[k, m] * s[m]
                         e[k, m] = p
                         lt[m] += p * nbl[k, m]
-                        q[ib0 + 2 * m, k] = p
+                        dst[m] = p
                 for m in range(n):
                     o_row += vm[m] * best[m] - beta * lt[m]
                 obj[r] += o_row
