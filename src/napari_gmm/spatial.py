@@ -281,6 +281,10 @@ class SpatialProblem(_driver.Problem):
         vidx = np.flatnonzero(valid)
         stride = max(1, int(math.ceil(vidx.size / BETA_SAMPLES)))
         self._pl_idx = np.ascontiguousarray(vidx[::stride])
+        Z_, Y_, X_ = (int(v) for v in self.dims)
+        self._pl_coords = np.ascontiguousarray(
+            np.stack(np.unravel_index(self._pl_idx, (Z_, Y_, X_)), axis=1).astype(np.int64)
+        )
         self._pl_groups = _weight_groups(wts)
         if self.bias_degree:
             Z, Y, Xn = (int(v) for v in self.dims)
@@ -442,7 +446,17 @@ class SpatialProblem(_driver.Problem):
         codes = np.empty(idx.size, np.int64)
         lin = np.zeros(64)
         _mrf.simulated_patterns(
-            self._q_read(), self.dims, self.offs, self.wts, group, mult, idx, np.uint64(self._seed), codes, lin
+            self._q_read(),
+            self.dims,
+            self.offs,
+            self.wts,
+            group,
+            mult,
+            idx,
+            self._pl_coords,
+            np.uint64(self._seed),
+            codes,
+            lin,
         )
         codes = codes[codes >= 0]
         span = int(np.prod(radix))

@@ -590,14 +590,14 @@ def neighbour_fields(q, valid, dims, offs, wts, idx, out, sample, seed):
 
 
 @njit(**PJIT)
-def simulated_patterns(q, dims, offs, wts, group, mult, idx, seed, codes, lin):
+def simulated_patterns(q, dims, offs, wts, group, mult, idx, coords, seed, codes, lin):
     """The simulated neighbour field of :func:`neighbour_fields` (``sample`` True) as exact integer
     codes: for sampled pixel i = idx[s], the number of neighbours of each weight group g
     (``group[o]``) drawn into each class k, as the mixed-radix number sum_{g,k} count_gk *
     mult[g, k] in ``codes[s]`` (-1 for a pixel with q_i = 0: masked). The field is
     nbar_ik = sum_g w_g count_gk, so pixels with one code share it and the pseudo-likelihood needs
     one term per distinct code. ``lin[c]`` gets chunk c's share of sum_s sum_k q_ik nbar_ik (64
-    fixed chunks: the same sum whatever the threads)."""
+    fixed chunks: the same sum whatever the threads). ``coords`` (M, 3): (z, y, x) of idx."""
     Z, Y, Xn = dims[0], dims[1], dims[2]
     K = q.shape[1]
     nof = offs.shape[0]
@@ -614,10 +614,9 @@ def simulated_patterns(q, dims, offs, wts, group, mult, idx, seed, codes, lin):
             if qsum == 0.0:
                 codes[s] = -1
                 continue
-            x = i % Xn
-            r = i // Xn
-            y = r % Y
-            z = r // Y
+            z = coords[s, 0]  # (precomputed: three integer divisions per pixel cost more than the rest)
+            y = coords[s, 1]
+            x = coords[s, 2]
             code = np.int64(0)
             for o in range(nof):
                 zz = z + offs[o, 0]
@@ -627,13 +626,16 @@ def simulated_patterns(q, dims, offs, wts, group, mult, idx, seed, codes, lin):
                     continue
                 j = (zz * Y + yy) * Xn + xx
                 u = _uniform(j, seed)
+                # the first k with u < q_j1 + .. + q_jk, branch-free (the class drawn is
+                # unpredictable): the number of partial sums <= u; K when there is none (masked)
                 cum = 0.0
+                kk = 0
                 for k in range(K):
                     cum += q[j, k]
-                    if u < cum:
-                        code += mult[group[o], k]
-                        acc += wts[o] * q[i, k]
-                        break
+                    kk += u >= cum
+                if kk < K:
+                    code += mult[group[o], kk]
+                    acc += wts[o] * q[i, kk]
             codes[s] = code
         lin[c] = acc
 
