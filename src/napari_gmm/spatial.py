@@ -362,10 +362,7 @@ class SpatialProblem(_driver.Problem):
         if self._qn is None or self._qn.shape[1] != K:
             self.q = np.empty((self.X.shape[0], K), np.float32)
         if self.start_labels is not None:  # one-hot of a start labelling (0 = none)
-            self.q[:] = 0.0
-            lab = self.start_labels
-            sel = lab > 0
-            self.q[np.flatnonzero(sel), lab[sel].astype(np.intp) - 1] = 1.0
+            _mrf.onehot(self.start_labels, self.q)
         else:
             _mrf.init_posteriors(
                 self.X, self.inv_b, self.valid, self.q, params.means, inv_sd, prec_chol, c0, int(params.cov_type)

@@ -520,6 +520,20 @@ def init_posteriors(X, inv_b, valid, q, means, inv_sd, prec_chol, c0, cov_type):
 
 
 @njit(**PJIT)
+def onehot(lab, q):
+    """q[i] = the one-hot vector of class lab[i] - 1 (all 0 where lab[i] = 0). Parallel."""
+    N, K = q.shape
+    nch = max(1, min(N // 8192, 256))
+    step = (N + nch - 1) // nch
+    for c in prange(nch):
+        for i in range(c * step, min(N, (c + 1) * step)):
+            for k in range(K):
+                q[i, k] = 0.0
+            if lab[i] > 0:
+                q[i, lab[i] - 1] = 1.0
+
+
+@njit(**PJIT)
 def argmax_labels(q, valid, out):
     """out[i] = 1 + argmax_k q[i, k] (ties to the lower index), 0 for invalid pixels."""
     N, K = q.shape
@@ -604,6 +618,12 @@ def simulated_patterns(q, dims, offs, wts, group, mult, idx, coords, seed, codes
     M = idx.shape[0]
     nch = lin.shape[0]
     step = (M + nch - 1) // nch
+    loff = np.empty(nof, np.int64)
+    mo = np.empty((nof, K), np.int64)
+    for o in range(nof):
+        loff[o] = (offs[o, 0] * Y + offs[o, 1]) * Xn + offs[o, 2]
+        for k in range(K):
+            mo[o, k] = mult[group[o], k]
     for c in prange(nch):
         acc = 0.0
         for s in range(c * step, min(M, (c + 1) * step)):
@@ -614,17 +634,21 @@ def simulated_patterns(q, dims, offs, wts, group, mult, idx, coords, seed, codes
             if qsum == 0.0:
                 codes[s] = -1
                 continue
-            z = coords[s, 0]  # (precomputed: three integer divisions per pixel cost more than the rest)
+            z = coords[s, 0]
             y = coords[s, 1]
             x = coords[s, 2]
+            # all neighbours inside the image (most pixels): no bounds tests, flat offsets
+            inner = (Z == 1 or (z > 0 and z < Z - 1)) and y > 0 and y < Y - 1 and x > 0 and x < Xn - 1
             code = np.int64(0)
+            a = 0.0
             for o in range(nof):
-                zz = z + offs[o, 0]
-                yy = y + offs[o, 1]
-                xx = x + offs[o, 2]
-                if zz < 0 or zz >= Z or yy < 0 or yy >= Y or xx < 0 or xx >= Xn:
-                    continue
-                j = (zz * Y + yy) * Xn + xx
+                if not inner:
+                    zz = z + offs[o, 0]
+                    yy = y + offs[o, 1]
+                    xx = x + offs[o, 2]
+                    if zz < 0 or zz >= Z or yy < 0 or yy >= Y or xx < 0 or xx >= Xn:
+                        continue
+                j = i + loff[o]
                 u = _uniform(j, seed)
                 # the first k with u < q_j1 + .. + q_jk, branch-free (the class drawn is
                 # unpredictable): the number of partial sums <= u; K when there is none (masked)
@@ -634,9 +658,10 @@ def simulated_patterns(q, dims, offs, wts, group, mult, idx, coords, seed, codes
                     cum += q[j, k]
                     kk += u >= cum
                 if kk < K:
-                    code += mult[group[o], kk]
-                    acc += wts[o] * q[i, kk]
+                    code += mo[o, kk]
+                    a += wts[o] * q[i, kk]
             codes[s] = code
+            acc += a
         lin[c] = acc
 
 
