@@ -785,21 +785,12 @@ def _smoothed_start(X, valid, sm, K, fit_kw):
         lab = model.predict(img, channel_axis=None if ch is None else -1).reshape(-1)
     cov_type = _driver.CovType.parse(fit_kw["covariance_type"])
     ok = lab > 0
-    # one M-step on the raw pixels from the labels: per-class sums by bincount (two passes: the
-    # means, then the centred second moments), not a boolean selection and np.cov per class
-    li = lab.astype(np.intp)
-    Nk = np.bincount(li, minlength=K + 1)[1:].astype(np.float64)
+    # one M-step on the raw pixels from the labels (two passes: the means, then the centred
+    # second moments; a parallel kernel, not bincounts of float64 copies of the image)
+    Nk = np.zeros(K)
     means = np.zeros((K, D))
     cov = np.zeros((K, D, D))
-    for d in range(D):
-        means[:, d] = np.bincount(li, X[:, d], minlength=K + 1)[1:] / np.maximum(Nk, 1.0)
-    dev = X.astype(np.float64) - np.vstack([np.zeros((1, D)), means])[li]
-    for a in range(D):
-        for b in range(a + 1):
-            if a != b and cov_type != _driver.CovType.FULL:
-                continue
-            v = np.bincount(li, dev[:, a] * dev[:, b], minlength=K + 1)[1:] / np.maximum(Nk, 1.0)
-            cov[:, a, b] = cov[:, b, a] = v
+    _mrf.label_moments(X, lab, cov_type == _driver.CovType.FULL, Nk, means, cov)
     if cov_type == _driver.CovType.SPHERICAL:
         tr = np.trace(cov, axis1=1, axis2=2) / D
         cov = np.eye(D)[None] * tr[:, None, None]
@@ -943,11 +934,11 @@ def fit_spatial(
     order = np.argsort(par.means.mean(axis=1), kind="stable")
     K = par.n_components
     hist = {k: (v[:, order] if k != "log_likelihood" else v) for k, v in res.history.items()}
-    flat = np.empty(X.shape[0], np.int64)
-    _mrf.argmax_labels(problem.q, valid, flat)
     rank = np.zeros(K + 1, np.int64)
     rank[order + 1] = np.arange(1, K + 1)
-    labels = rank[flat].astype(label_dtype(K)).reshape(spatial)
+    labels = np.empty(X.shape[0], label_dtype(K))
+    _mrf.ranked_labels(problem._q_read(), valid, rank, labels)
+    labels = labels.reshape(spatial)
     post = None
     if return_posteriors:
         post = np.ascontiguousarray(problem.q[:, order].T).reshape((K,) + spatial)

@@ -551,6 +551,83 @@ def argmax_labels(q, valid, out):
             out[i] = a + 1
 
 
+@njit(**PJIT)
+def ranked_labels(q, valid, rank, out):
+    """out[i] = rank[1 + argmax_k q[i, k]] (ties to the lower index), 0 for invalid pixels: the
+    labels ordered by the caller's ``rank`` (K + 1,), in ``out``'s (label) dtype, in one pass."""
+    N, K = q.shape
+    nch = max(1, min(N // 8192, 256))
+    step = (N + nch - 1) // nch
+    for c in prange(nch):
+        for i in range(c * step, min(N, (c + 1) * step)):
+            if valid[i] == 0:
+                out[i] = 0
+                continue
+            a = 0
+            for k in range(1, K):
+                if q[i, k] > q[i, a]:
+                    a = k
+            out[i] = rank[a + 1]
+
+
+@njit(**PJIT)
+def label_moments(X, lab, full, Nk, means, cov):
+    """Per class k = lab - 1 (lab 0: left out): the count Nk (K,), the means (K, D) and the centred
+    second moments divided by max(Nk, 1) in cov (K, D, D) (the diagonal only unless ``full``), in
+    two passes over the pixels (means, then moments), summed in fixed chunks (the same whatever
+    the threads)."""
+    N, D = X.shape
+    K = Nk.shape[0]
+    nch = max(1, min(N // 65536, 64))
+    step = (N + nch - 1) // nch
+    p1 = np.zeros((nch, K, D + 1))
+    for c in prange(nch):
+        loc = np.zeros((K, D + 1))
+        for i in range(c * step, min(N, (c + 1) * step)):
+            k = np.int64(lab[i]) - 1
+            if k < 0:
+                continue
+            loc[k, 0] += 1.0
+            for a in range(D):
+                loc[k, 1 + a] += X[i, a]
+        p1[c] = loc
+    for c in range(nch):
+        for k in range(K):
+            Nk[k] += p1[c, k, 0]
+            for a in range(D):
+                means[k, a] += p1[c, k, 1 + a]
+    for k in range(K):
+        for a in range(D):
+            means[k, a] /= max(Nk[k], 1.0)
+    p2 = np.zeros((nch, K, D, D))
+    for c in prange(nch):
+        loc2 = np.zeros((K, D, D))
+        d = np.empty(D)
+        for i in range(c * step, min(N, (c + 1) * step)):
+            k = np.int64(lab[i]) - 1
+            if k < 0:
+                continue
+            for a in range(D):
+                d[a] = X[i, a] - means[k, a]
+            for a in range(D):
+                if full:
+                    for b in range(a + 1):
+                        loc2[k, a, b] += d[a] * d[b]
+                else:
+                    loc2[k, a, a] += d[a] * d[a]
+        p2[c] = loc2
+    for c in range(nch):
+        for k in range(K):
+            for a in range(D):
+                for b in range(a + 1):
+                    cov[k, a, b] += p2[c, k, a, b]
+    for k in range(K):
+        for a in range(D):
+            for b in range(a + 1):
+                cov[k, a, b] /= max(Nk[k], 1.0)
+                cov[k, b, a] = cov[k, a, b]
+
+
 @njit(inline="always", **JIT)
 def _uniform(j, seed):
     """A uniform number in [0, 1) from pixel index j and a seed (splitmix64): the same for a pixel
