@@ -36,7 +36,10 @@ A fitted model's prior is applied to any image by :func:`predict_spatial` (``mod
 chunk by chunk for dask images; ``segment`` of a dask image fits once in memory and labels lazily.
 
 Cost: one sweep per EM iteration, about (neighbours + channels) x K multiply-adds and K exp per
-pixel; memory 4 K bytes per pixel for the posteriors (float32) plus a float32 copy of the image.
+pixel; memory 4 K bytes per pixel for the posteriors (float32) plus a float32 copy of the image,
+and for grey images another 4 K bytes per pixel: the vectorised grey sweep (``_mrf.sweep_grey``)
+keeps its own copy of the posteriors per class and per parity of x, synced with the (N, K) one
+only when the other kernels need it.
 """
 
 from __future__ import annotations
@@ -986,8 +989,9 @@ def fit_spatial(
 #: halo of their reach, then gives exactly the labels of the whole image; the fixed-parameter field
 #: settled within 4-9 sweeps at the fits' tol of 1e-4 on the benchmark phantoms)
 PREDICT_SWEEPS = 10
-#: pixels of a lazy (dask) image the spatial model is fitted on in memory (about 30 bytes each
-#: with K = 3 grey: 0.5 GB); a larger image is fitted on its central block of this many pixels
+#: pixels of a lazy (dask) image the spatial model is fitted on in memory (about 42 bytes each
+#: with K = 3 grey, two copies of the posteriors: 0.7 GB); a larger image is fitted on its central
+#: block of this many pixels
 LAZY_FIT_PIXELS = 2**24
 
 

@@ -380,3 +380,27 @@ def test_bias_evaluate_and_normal_equations():
         c = c + np.linalg.solve(A, b)
         mrf.bias_evaluate(c, terms, Lz, Ly, Lx, np.array(dims), log_b)
     np.testing.assert_allclose(c, coef, atol=1e-6)
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_label_moments_onehot_and_ranked_labels(full):
+    """The start's M-step sums, its one-hot posteriors and the ranked labels against NumPy."""
+    rng = np.random.default_rng(2)
+    X = rng.normal(0, 1, (500, 2)).astype(np.float32) + 3
+    lab = rng.integers(0, 4, 500).astype(np.uint8)  # 0 = left out
+    Nk, means, cov = np.zeros(3), np.zeros((3, 2)), np.zeros((3, 2, 2))
+    mrf.label_moments(X, lab, full, Nk, means, cov)
+    for k in range(3):
+        sel = X[lab == k + 1].astype(np.float64)
+        assert Nk[k] == len(sel)
+        np.testing.assert_allclose(means[k], sel.mean(0), rtol=1e-12)
+        ref = np.cov(sel.T, bias=True)
+        np.testing.assert_allclose(cov[k], ref if full else np.diag(np.diag(ref)), rtol=1e-10, atol=1e-12)
+    q = np.empty((500, 3), np.float32)
+    mrf.onehot(lab, q)
+    np.testing.assert_array_equal(q, np.eye(4, dtype=np.float32)[lab][:, 1:])
+    valid = (lab > 0).astype(np.uint8)
+    rank = np.array([0, 3, 1, 2])
+    out = np.empty(500, np.uint8)
+    mrf.ranked_labels(q, valid, rank, out)
+    np.testing.assert_array_equal(out, np.where(lab > 0, rank[lab], 0))
