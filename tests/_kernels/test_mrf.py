@@ -279,7 +279,7 @@ def test_sweep_independent_of_thread_count(conn):
 @pytest.mark.parametrize("conn", [1, 2])
 def test_icm_energy_never_decreases_its_log_posterior(conn):
     """ICM at fixed parameters: the energy (minus log posterior) never increases, sweep after sweep."""
-    dims = (1, 30, 31)
+    dims = (1, 20, 22)
     offs, wts = S.neighbourhood(2, conn, None)
     X, valid, q, means, cov, w = _setup(dims, 1, 3, 0, seed=5)
     q = np.eye(3, dtype=np.float32)[np.argmax(q, axis=1)] * valid[:, None]
