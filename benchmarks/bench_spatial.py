@@ -7,6 +7,8 @@ in one run, on phantoms with exact truth and on two scikit-image photographs wit
     ... --cache /tmp/peers.json   reuse peer results stored by an earlier run (for development
                                   only: the README table comes from one run without it)
     ... --figure docs/spatial.png the figure of the README (noisy image, per-pixel labels, ours, truth)
+    ... --only 3-D --atropos 0.2 --no-dipy   one row (the 3-D volume) with Atropos's default strength
+                                  only (its best strength and dipy take ~15 and ~9 minutes there)
 
 Images (``napari_gmm.datasets.noisy_regions``): three classes (means 60/120/180, background, blobs
 and disks) with Gaussian noise of sd 0.33, 0.58 and 0.83 of the class separation, 512 x 512; the
