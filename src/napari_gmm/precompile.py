@@ -59,6 +59,9 @@ def _colour(rng):
                 _, model = ng.segment(img, 3, channel_axis=-1, covariance_type=cov, return_model=True, random_state=0)
                 model.predict_proba(img, channel_axis=-1)
             ng.quantize(img, 3, channel_axis=-1, random_state=0)
+            # the grid compression (float colour and wide integers above 2**20 pixels, or bins=)
+            _, model = ng.segment(img, 3, channel_axis=-1, bins=32, return_model=True, random_state=0)
+            model.predict(img, channel_axis=-1)
 
 
 def _spatial(rng):
