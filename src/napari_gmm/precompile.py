@@ -75,6 +75,15 @@ def _spatial(rng):
     ng.segment(img3, 3, beta="auto")
 
 
+def _other_dtypes(rng):
+    """The less common integer dtypes (their histograms' serial kernels), on tiny images."""
+    import napari_gmm as ng
+
+    base = np.clip(rng.choice([10.0, 60.0, 110.0], size=(SMALL, SMALL)) + rng.normal(0, 4, (SMALL, SMALL)), 0, 120)
+    for dtype in (np.int8, np.uint32, np.int32, np.uint64, np.int64):
+        ng.segment(base.astype(dtype), 3, random_state=0)
+
+
 def _choosing_k(rng):
     import napari_gmm as ng
 
@@ -98,6 +107,9 @@ def _background(dtype):
         for preset in ("camera video", "fluorescence time-lapse"):
             ng.subtract_background(stack, preset=preset)
         ng.subtract_background(np.stack([stack] * 3, axis=-1), channel_axis=-1)
+        model = ng.BackgroundModel(stack.shape[1:])  # frame by frame (streaming)
+        for frame in stack[:3]:
+            model.apply(frame)
 
     return run
 
@@ -112,6 +124,7 @@ TASKS = {
     "segmentation, colour": _colour,
     "spatial model": _spatial,
     "choosing K, censored fits, intervals": _choosing_k,
+    "other integer dtypes": _other_dtypes,
 }
 
 
