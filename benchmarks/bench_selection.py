@@ -16,12 +16,24 @@
 3. Speed on the 4096 x 4096 uint16 image of bench_segment.py (3 classes): ``fit_mixture(img, "auto")``
    and ``segment(img, "auto")`` against one fit at K = 3; goal: under 3x.
 4. Real images (cameraman, coins, cell of scikit-image): chosen K per criterion and the BIC curve.
+5. Spatially coherent classes (``datasets.noisy_regions``, K = 3..6 classes 1.7 sd apart, float32, two
+   seeds): the per-pixel BIC's K against a mean-field-like BIC of the spatial model (Forbes & Peyrard
+   2003): ``fit_spatial(img, k, beta="auto")`` for k = 2 .. K + 2, each pixel's likelihood under the
+   mixture whose weights are the Potts prior given its neighbours' posteriors,
+   ``log sum_k pi_ik N(x_i | k)`` with ``pi_ik ~ w_k exp(beta sum_j w_ij q_jk)``, and p + 1 parameters
+   (beta). A measurement for a spatial K search (not in the library yet).
 
     python benchmarks/bench_selection.py                # everything (about 2-4 minutes)
     python benchmarks/bench_selection.py --quick        # uint8 rows only, no scikit-learn
     python benchmarks/bench_selection.py --plot docs/choosing_k.png   # also the criterion plot
     python benchmarks/bench_selection.py --size 2048 --parts 1   # part 1 on 2048 x 2048 (an sCMOS frame)
     python benchmarks/bench_selection.py --parts 3 --repeat 9    # the speed part alone
+    python benchmarks/bench_selection.py --size 2048 --parts 1 --dtypes uint16,float32   # by dtype
+    python benchmarks/bench_selection.py --parts 5 --spatial-size 512   # the spatial criterion
+
+At --size 2048 part 1 takes about 10 minutes on the shared 2-core machine, most of it scikit-learn's BIC
+scan (8 fits on a 65,536-pixel subsample, 5-30 s per uint8 image under load; 32 images): run the dtypes
+separately (``--dtypes``) or without scikit-learn (``--quick``: uint8 only).
 
 Part 2 also fits each clipped image from the true parameters, censored, and the same draws before
 clipping, plainly: the error those reach is the estimates' own spread at this image size, the floor
@@ -374,6 +386,56 @@ def plot(path, real):
     print(f"\nplot written to {path}")
 
 
+def run_spatial(size, seeds=(0, 1)):
+    import math
+
+    from napari_gmm import spatial
+    from napari_gmm.datasets import noisy_regions
+
+    print(
+        f"\n## 5. Spatially coherent classes ({size} x {size}, noisy_regions, 1.7 sd apart, float32): per-pixel BIC "
+        "against the spatial model's mean-field-like BIC and ICL (selection.spatial_log_likelihood)\n"
+    )
+    print("| true K | seed | per-pixel BIC | time | BIC_MF | ICL_MF | time (k = 2..K+2) | BIC_MF - min (beta) |")
+    print("|---|---|---|---|---|---|---|---|")
+    hits = {"pixels": 0, "bic": 0, "icl": 0, "n": 0}
+    for K in (3, 4, 5, 6):
+        for seed in seeds:
+            img = noisy_regions((size, size), noise=1 / 1.7, n_classes=K, seed=seed)[0]
+            N = img.size
+            t = time.perf_counter()
+            kp = ng.fit_mixture(img, "auto").n_components
+            tp = time.perf_counter() - t
+            var = float(img.astype(np.float64).var())
+            ll1 = -0.5 * N * (math.log(2 * math.pi * var) + 1.0)
+            rows = [(1, -2 * ll1 + 2 * math.log(N), -2 * ll1 + 2 * math.log(N), 0.0)]
+            t = time.perf_counter()
+            for k in range(2, K + 3):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    res = spatial.fit_spatial(img, k, beta="auto", return_posteriors=True)
+                m = res.model
+                offs, wts = spatial.neighbourhood(2, m.params["connectivity"], m.params["spacing"])
+                ll, ent = sl.spatial_log_likelihood(
+                    img, None, res.posteriors, m.weights, m.means[:, 0], m.variances[:, 0], res.beta, offs, wts
+                )
+                p = sl.n_parameters(k, 1, "spherical") + 1
+                rows.append(
+                    (k, sl.criterion_value("bic", ll, N, p), sl.criterion_value("icl", ll, N, p, ent), res.beta)
+                )
+            ts = time.perf_counter() - t
+            kb = min(rows, key=lambda r: r[1])
+            ki = min(rows, key=lambda r: r[2])[0]
+            hits["pixels"] += kp == K
+            hits["bic"] += kb[0] == K
+            hits["icl"] += ki == K
+            hits["n"] += 1
+            curve = ", ".join(f"{k}: {v - kb[1]:.0f} ({b:.2f})" for k, v, _, b in rows)
+            print(f"| {K} | {seed} | {kp} | {tp:.2f} s | {kb[0]} | {ki} | {ts:.1f} s | {curve} |", flush=True)
+    n = hits["n"]
+    print(f"\ntrue K: per-pixel BIC {hits['pixels']}/{n}, BIC_MF {hits['bic']}/{n}, ICL_MF {hits['icl']}/{n}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="uint8 rows only, no scikit-learn")
@@ -382,10 +444,16 @@ def main():
     ap.add_argument(
         "--size", type=int, default=512, help="side of the part-1 images (512: an EMCCD frame; 2048: an sCMOS frame)"
     )
-    ap.add_argument("--parts", default="1234", help="which parts to run, e.g. 13 (part 2 needs part 1's loop)")
+    ap.add_argument(
+        "--parts", default="1234", help="which parts to run, e.g. 13 (part 2 needs part 1's loop; 5 is not a default)"
+    )
+    ap.add_argument("--dtypes", default=None, help="comma-separated dtypes of parts 1-2 (default: all three)")
+    ap.add_argument("--spatial-size", type=int, default=256, help="side of the part-5 images")
     a = ap.parse_args()
     print(f"napari_gmm {ng.__version__}, numba threads {__import__('numba').get_num_threads()}, load {os.getloadavg()}")
     dtypes = ["uint8"] if a.quick else ["uint8", "uint16", "float32"]
+    if a.dtypes:
+        dtypes = a.dtypes.split(",")
     if "1" in a.parts or "2" in a.parts:
         rows, errs, misses = run_synthetic(dtypes, with_sklearn=not a.quick, size=a.size, errors="2" in a.parts)
         print_synthetic(rows, a.size)
@@ -397,6 +465,8 @@ def main():
         real = real_images()
         if a.plot:
             plot(a.plot, real)
+    if "5" in a.parts:
+        run_spatial(a.spatial_size)
     print(f"\nload at the end {os.getloadavg()}")
 
 
