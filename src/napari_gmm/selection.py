@@ -703,15 +703,6 @@ def spatial_log_likelihood(image, valid, posteriors, weights, means, variances, 
 # the default start of a fixed-K grey fit (init="auto")
 
 
-def _join(first, second):
-    """One EMResult of two consecutive runs (``second`` started where ``first`` ended): the
-    history of both, the first run's end recorded once."""
-    from .em import EMResult
-
-    h = {k: np.concatenate([first.history[k][:-1], second.history[k]]) for k in second.history}
-    return EMResult(second.params, first.n_iter + second.n_iter, second.converged, second.objective, h)
-
-
 def polished_fit(problem, classic: Params, *, max_iter, tol, progress=None):
     """The fixed-K grey fit of ``init="auto"``: the classic start (K equal slices of the range) taken
     to its optimum on the coarse histogram (:func:`coarse_problem`; a uint8 image is its own), then
@@ -719,9 +710,9 @@ def polished_fit(problem, classic: Params, *, max_iter, tol, progress=None):
 
     Returns the driver's EMResult, or None when there is nothing to polish (``tol=0``, which asks for
     exactly ``max_iter`` plain EM iterations from the classic start, or fewer than 4 coarse samples
-    per component). When the coarse histogram is the problem itself the result's history and
-    ``n_iter`` include the polishing run: they are EM's iterations from the classic start (so a plot
-    replays them), and ``n_iter`` can exceed ``max_iter``.
+    per component). The polishing is the start, as scikit-learn's k-means start is: its iterations
+    (at most :data:`_config.START_MAX_STEPS`) are not in ``n_iter`` nor in the history, which begin
+    where it ended, and ``max_iter``, ``tol`` and the ConvergenceWarning are the fit's.
 
     Why: on overlapping classes the likelihood is a long, flat ridge, and EM stopped by the per-pixel
     ``tol`` (1e-6 by default, even 1e-10) ends far from the optimum along it. On 4 classes 2.5 sd apart in
@@ -750,8 +741,7 @@ def polished_fit(problem, classic: Params, *, max_iter, tol, progress=None):
         )
     except FitError:  # the classic fit fails the same way on the full data and says why there
         return None
-    final = fit_em(problem, lambda rng: start.params, n_init=1, max_iter=max_iter, tol=tol, progress=progress)
-    return _join(start, final) if coarse is problem else final
+    return fit_em(problem, lambda rng: start.params, n_init=1, max_iter=max_iter, tol=tol, progress=progress)
 
 
 # ============================================================================================
