@@ -31,7 +31,7 @@ def running_message(kind: str, layer_name: str) -> str:
         msg += (
             "\nfirst run of this session: Numba loads\nits kernels (the first run after installing\n"
             "compiles them: up to a minute, once;\n"
-            "python -m napari_gmm.precompile does it ahead)"
+            "python -m napari_gmm.precompile does\nit ahead)"
         )
     return msg
 
