@@ -7,6 +7,8 @@ in one run, on phantoms with exact truth and on two scikit-image photographs wit
     ... --cache /tmp/peers.json   reuse peer results stored by an earlier run (for development
                                   only: the README table comes from one run without it)
     ... --figure docs/spatial.png the figure of the README (noisy image, per-pixel labels, ours, truth)
+    ... --only 3-D --atropos 0.2 --no-dipy   one row (the 3-D volume) with Atropos's default strength
+                                  only (its best strength and dipy take ~15 and ~9 minutes there)
 
 Images (``napari_gmm.datasets.noisy_regions``): three classes (means 60/120/180, background, blobs
 and disks) with Gaussian noise of sd 0.33, 0.58 and 0.83 of the class separation, 512 x 512; the
@@ -149,7 +151,17 @@ def main(argv=None):
     ap.add_argument("--figure", default=None)
     ap.add_argument("--no-peers", action="store_true")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument(
+        "--only", default=None, help="run only the images whose name contains this text (e.g. '3-D': that row alone)"
+    )
+    ap.add_argument(
+        "--atropos",
+        default=None,
+        help="comma-separated Atropos strengths to run instead of the default list (e.g. '0.2': its default only)",
+    )
+    ap.add_argument("--no-dipy", action="store_true", help="leave dipy out (its 3-D run takes ~10 minutes)")
     args = ap.parse_args(argv)
+    only_mrf = None if args.atropos is None else tuple(float(v) for v in args.atropos.split(","))
     print("load average at the start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()), flush=True)
     cache = {}
     if args.cache and os.path.exists(args.cache):
@@ -158,6 +170,8 @@ def main(argv=None):
     rows = []
     fig_data = None
     for name, img, truth, K, biased in images(args.quick):
+        if args.only and args.only not in name:
+            continue
         real = name.startswith(("cell", "coins"))
         three_d = img.ndim == 3
         res = {}
@@ -183,6 +197,7 @@ def main(argv=None):
             )
             record("ours: beta='auto'", t, lab_ours, c)
             res["ours: beta='auto'"]["beta"] = model.params["beta"]
+            res["ours: beta='auto'"]["n_iter"] = model.n_iter
             if biased:
                 t, c, (lab_b, model_b) = timed(
                     lambda img=img, K=K: napari_gmm.segment(img, K, beta="auto", bias_field=True, return_model=True),
@@ -190,12 +205,15 @@ def main(argv=None):
                 )
                 record("ours: beta='auto', bias_field=True", t, lab_b, c)
                 res["ours: beta='auto', bias_field=True"]["beta"] = model_b.params["beta"]
+                res["ours: beta='auto', bias_field=True"]["n_iter"] = model_b.n_iter
         t, c, lab = timed(lambda img=img, K=K: multi_otsu(img, K), rep)
         record("multi-Otsu (scikit-image)", t, lab, c)
         if fig_data is None and name.startswith("2-D noise 0.58"):
             fig_data = (img, lab_gmm, lab_ours, truth)
         if not args.no_peers:
             mrfs = ATROPOS_MRF if not (args.quick or three_d) else (0.2, 1.0)
+            if only_mrf is not None:
+                mrfs = only_mrf
             for mrf in mrfs:
                 key = f"{name}|atropos|{mrf}"
                 if key not in cache:
@@ -214,7 +232,7 @@ def main(argv=None):
                     flush=True,
                 )
             if biased:
-                for mrf in (0.2, 1.0) if args.quick else ATROPOS_MRF[1:]:
+                for mrf in only_mrf or ((0.2, 1.0) if args.quick else ATROPOS_MRF[1:]):
                     key = f"{name}|n4atropos|{mrf}"
                     if key not in cache:
                         t0, c0 = time.perf_counter(), time.process_time()
@@ -231,7 +249,7 @@ def main(argv=None):
                         f"{cache[key]['seconds']:8.2f} s  {cache[key]['cpu']:8.2f} s CPU",
                         flush=True,
                     )
-            for beta in DIPY_BETA if not (args.quick or three_d) else (0.5,):
+            for beta in () if args.no_dipy else DIPY_BETA if not (args.quick or three_d) else (0.5,):
                 key = f"{name}|dipy|{beta}"
                 if key not in cache:
                     t0, c0 = time.perf_counter(), time.process_time()

@@ -246,6 +246,53 @@ def test_split_start_preserves_the_component_moments():
     np.testing.assert_allclose(cov, p.cov[1], atol=1e-12)
 
 
+def test_default_start_is_the_classic_one_taken_to_its_optimum():
+    """init="auto" on grey data: the classic start run on to the optimum before the user's tol
+    applies: a higher likelihood where 4 classes 2.5 sd apart make the likelihood flat, the history
+    starting where that start ended; tol=0 keeps the classic reference run exactly."""
+    img = _classes([60, 110, 160, 210], 25, [3, 2, 2, 1], seed=5)
+    a = ng.fit_mixture(img, 4)
+    b = ng.fit_mixture(img, 4, init="ranges")
+    assert (a.lower_bound - b.lower_bound) * img.size > 5.0 and a.converged
+    assert (a.history["log_likelihood"][0] - b.history["log_likelihood"][-1]) * img.size > 5.0
+    assert a.params["init_used"] == "ranges" and len(a.history["means"]) == a.n_iter + 1 <= 101
+    c = ng.fit_mixture(img, 4, max_iter=7, tol=0)
+    d = ng.fit_mixture(img, 4, init="ranges", max_iter=7, tol=0)
+    assert c.n_iter == 7 and c.lower_bound == d.lower_bound
+    np.testing.assert_array_equal(c.means, d.means)
+
+
+def test_spatial_log_likelihood_matches_a_pixel_by_pixel_sum():
+    """The mean-field-like likelihood of a Potts fit (bench_selection.py part 5) against a direct
+    loop: each valid pixel's mixture weighted by the prior given its neighbours' posteriors."""
+    from napari_gmm.spatial import neighbourhood
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(100, 20, (6, 7))
+    q = rng.random((2, 6, 7))
+    q /= q.sum(0)
+    valid = np.ones((6, 7), bool)
+    valid[2, 3] = False
+    q[:, 2, 3] = 0
+    w, mu, var, beta = np.array([0.4, 0.6]), np.array([90.0, 115.0]), np.array([300.0, 500.0]), 0.8
+    offs, wts = neighbourhood(2, 2)
+    ll, ent = sl.spatial_log_likelihood(x, valid, q, w, mu, var, beta, offs, wts)
+    ref = ref_ent = 0.0
+    for i in range(6):
+        for j in range(7):
+            if not valid[i, j]:
+                continue
+            nb = np.zeros(2)
+            for (_, di, dj), c in zip(offs, wts):
+                if 0 <= i + di < 6 and 0 <= j + dj < 7:
+                    nb += c * q[:, i + di, j + dj]
+            prior = w * np.exp(beta * nb)
+            prior /= prior.sum()
+            ref += np.log((prior * stats.norm.pdf(x[i, j], mu, np.sqrt(var))).sum())
+            ref_ent -= (q[:, i, j] * np.log(q[:, i, j])).sum()
+    assert ll == pytest.approx(ref, rel=1e-12) and ent == pytest.approx(ref_ent, rel=1e-12)
+
+
 def test_search_reports_progress_and_can_be_cancelled():
     img = _classes([40, 120, 200], 12, [1, 1, 1], seed=6)
     calls = []

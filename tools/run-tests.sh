@@ -8,7 +8,9 @@
 # 2. Creates a virtualenv (NAPARI_GMM_VENV if set, else ./.venv in the checkout) unless it
 #    exists, and installs the package editable with its test extras: pip install -e ".[testing]".
 # 3. Runs ruff (lint and format check, as pyproject.toml configures it); a finding fails the run.
-# 4. Runs pytest under `xvfb-run -a` with QT_QPA_PLATFORM=xcb (napari's canvas needs a real X
+# 4. Compiles the Numba kernels into their on-disk cache once (python -m napari_gmm.precompile), so
+#    that the test processes load them instead of each compiling the same ones.
+# 5. Runs pytest under `xvfb-run -a` with QT_QPA_PLATFORM=xcb (napari's canvas needs a real X
 #    server; Qt's offscreen platform cannot render it) and exits with pytest's exit code. pytest's
 #    summary line is the last line printed (nothing is printed after pytest). Exit code 5 (no test
 #    collected: pytest prints "no tests ran") is passed on as is, i.e. a failure.
@@ -83,12 +85,21 @@ log "ruff check and ruff format --check"
 "$py" -m ruff check --quiet . >&2 || { log "ruff check failed: run 'ruff check --fix .'"; exit 1; }
 "$py" -m ruff format --check --quiet . >&2 || { log "not formatted: run 'ruff format .'"; exit 1; }
 
-# --- 4. pytest under Xvfb ---------------------------------------------------------------------
-export QT_QPA_PLATFORM=xcb QT_API=pyqt6 PYTEST_QT_API=pyqt6
+# --- 4. the Numba kernels into the on-disk cache ------------------------------------------------
+# Each pytest worker would otherwise compile every kernel it meets (a cold cache on a fresh clone:
+# most of the suite's CPU time, the background kernels alone ~30 s each), the two workers the same
+# ones. One precompile pass, its tasks spread over the same number of processes, compiles each once.
 export NUMBA_NUM_THREADS="${NUMBA_NUM_THREADS:-2}"
+workers="${NAPARI_GMM_TEST_WORKERS:-2}"
+log "compiling the Numba kernels into their cache: python -m napari_gmm.precompile --jobs $((workers > 0 ? workers : 1))"
+"$py" -m napari_gmm.precompile --jobs "$((workers > 0 ? workers : 1))" >&2 ||
+    log "precompile failed: the tests compile what they need (and show the error)"
+
+# --- 5. pytest under Xvfb ---------------------------------------------------------------------
+export QT_QPA_PLATFORM=xcb QT_API=pyqt6 PYTEST_QT_API=pyqt6
 unset DISPLAY WAYLAND_DISPLAY
 log "running pytest under xvfb-run ($("$py" -c 'import sys; print(sys.version.split()[0])'), NUMBA_NUM_THREADS=$NUMBA_NUM_THREADS)"
 # exec: pytest's exit code is the script's, and nothing is printed after its summary line
 # -n 2: two worker processes (pytest-xdist). With a cold Numba cache (a fresh clone, as on CI) most
 # of the suite's time is compiling kernels, one core each; NAPARI_GMM_TEST_WORKERS=0 runs in one.
-exec xvfb-run -a -s "-screen 0 1600x1000x24" "$py" -m pytest -n "${NAPARI_GMM_TEST_WORKERS:-2}" "$@" </dev/null
+exec xvfb-run -a -s "-screen 0 1600x1000x24" "$py" -m pytest -n "$workers" "$@" </dev/null

@@ -1090,6 +1090,13 @@ def fit_hist(
         )
         n_components = selection.n_components
     else:
+        res = None
+        if isinstance(init, str) and init == "auto" and hist.n_features == 1:
+            # grey init="auto": the classic start taken to its optimum on the coarse histogram
+            # first (selection.polished_fit; None: tol=0 or too few levels, the classic fit below)
+            classic = _init_ranges(X, w, n_components, integer, cov_type, reg)
+            res = _sel.polished_fit(problem, classic, max_iter=max_iter, tol=tol, progress=callback)
+    if not auto and res is None:
         res = _drv.fit_em(
             problem,
             lambda rng: _start(next(run_names), X, w, n_components, integer, cov_type, reg, rng),

@@ -93,7 +93,9 @@ def fit_mixture(
     covariance_type : {"spherical", "diag", "full"}, default "spherical"
         As scikit-learn. For grey data the three are the same model.
     init : {"auto", "ranges", "quantiles", "kmeans++", "random"} or MixtureModel, default "auto"
-        Start. ``"auto"``: ``"ranges"`` for grey data (the classic reference start) and
+        Start. ``"auto"``: ``"ranges"`` for grey data (the classic reference start), taken to its
+        optimum on the coarse histogram before ``tol`` applies (on overlapping classes EM stopped
+        by a per-pixel ``tol`` ends far from it; :func:`napari_gmm.selection.polished_fit`), and
         ``"quantiles"`` for multichannel data (the best mean rank of the final log-likelihood over
         the colour images of ``benchmarks/bench_inits.py``). ``"ranges"``: K equal slices of the
         intensity range [min, max] (integer value v starts in slice

@@ -36,7 +36,10 @@ A fitted model's prior is applied to any image by :func:`predict_spatial` (``mod
 chunk by chunk for dask images; ``segment`` of a dask image fits once in memory and labels lazily.
 
 Cost: one sweep per EM iteration, about (neighbours + channels) x K multiply-adds and K exp per
-pixel; memory 4 K bytes per pixel for the posteriors (float32) plus a float32 copy of the image.
+pixel; memory 4 K bytes per pixel for the posteriors (float32) plus a float32 copy of the image,
+and for grey images another 4 K bytes per pixel: the vectorised grey sweep (``_mrf.sweep_grey``)
+keeps its own copy of the posteriors per class and per parity of x, synced with the (N, K) one
+only when the other kernels need it.
 """
 
 from __future__ import annotations
@@ -266,7 +269,10 @@ class SpatialProblem(_driver.Problem):
         N = X.shape[0]
         R = int(self.dims[0] * self.dims[1])
         self._R = R
-        self.q = None
+        self._qn = None  # the posteriors (N, K) float32
+        self._qp = None  # ... in the planar layout of the grey kernel (see the q property)
+        self._planar_fresh = False  # _qp is newer than _qn
+        self._natural_dirty = True  # _qn may have been written since _qp was packed
         self._obj = np.zeros(R)
         self.inv_b = np.zeros(0, np.float32)
         self.log_b = None
@@ -278,6 +284,10 @@ class SpatialProblem(_driver.Problem):
         vidx = np.flatnonzero(valid)
         stride = max(1, int(math.ceil(vidx.size / BETA_SAMPLES)))
         self._pl_idx = np.ascontiguousarray(vidx[::stride])
+        Z_, Y_, X_ = (int(v) for v in self.dims)
+        self._pl_coords = np.ascontiguousarray(
+            np.stack(np.unravel_index(self._pl_idx, (Z_, Y_, X_)), axis=1).astype(np.int64)
+        )
         self._pl_groups = _weight_groups(wts)
         if self.bias_degree:
             Z, Y, Xn = (int(v) for v in self.dims)
@@ -290,6 +300,42 @@ class SpatialProblem(_driver.Problem):
             self._terms = _bias_terms(3 if Z > 1 else 2, deg)
             self._xbar = np.ascontiguousarray(X.mean(axis=1, dtype=np.float64))
         del N
+
+    # ---- the posteriors ---------------------------------------------------------------------
+    # The grey kernel (``_mrf.sweep_grey``) keeps them per class and per parity of x
+    # (``_mrf.pack_planar``); the other kernels and the outputs use (N, K). Each copy is synced
+    # only when the other one was changed: reading q unpacks once after sweeps, and getting q
+    # (which may be written through) makes the next grey sweep pack again.
+    @property
+    def q(self):
+        """The posteriors (N, K) float32 (to write through; :meth:`_q_read` to only read)."""
+        q = self._q_read()
+        self._natural_dirty = True
+        return q
+
+    @q.setter
+    def q(self, value):
+        self._qn = value
+        self._planar_fresh = False
+        self._natural_dirty = True
+
+    def _q_read(self):
+        if self._planar_fresh:
+            _mrf.unpack_planar(self._qp, self.dims, self._qn)
+            self._planar_fresh = False
+        return self._qn
+
+    def _planar(self):
+        """The planar posteriors for a grey sweep, packed from q if it may have changed."""
+        K = self._qn.shape[1]
+        shape = (K, 2 * self._R, (int(self.dims[2]) + 1) // 2 + 2)
+        if self._qp is None or self._qp.shape != shape:
+            self._qp = np.empty(shape, np.float32)
+            self._natural_dirty = True
+        if self._natural_dirty and not self._planar_fresh:
+            _mrf.pack_planar(self._qn, self.dims, self._qp)
+            self._natural_dirty = False
+        return self._qp
 
     # ---- pieces ---------------------------------------------------------------------------
     def _factors(self, params, iteration=None):
@@ -316,13 +362,10 @@ class SpatialProblem(_driver.Problem):
             self.inv_b = self._start_inv_b.copy()
         self._jac = 0.0
         c0, inv_sd, prec_chol = self._factors(params, 0)
-        if self.q is None or self.q.shape[1] != K:
+        if self._qn is None or self._qn.shape[1] != K:
             self.q = np.empty((self.X.shape[0], K), np.float32)
         if self.start_labels is not None:  # one-hot of a start labelling (0 = none)
-            self.q[:] = 0.0
-            lab = self.start_labels
-            sel = lab > 0
-            self.q[np.flatnonzero(sel), lab[sel].astype(np.intp) - 1] = 1.0
+            _mrf.onehot(self.start_labels, self.q)
         else:
             _mrf.init_posteriors(
                 self.X, self.inv_b, self.valid, self.q, params.means, inv_sd, prec_chol, c0, int(params.cov_type)
@@ -343,6 +386,29 @@ class SpatialProblem(_driver.Problem):
         width = 1 + D + (D * D if int(params.cov_type) == 2 else D)
         acc = np.zeros((self._R, K, width)) if accumulate else np.zeros((1, 1, 1))
         self._obj[:] = 0.0
+        if D == 1 and not self.hard:  # grey mean field: the vectorised kernel
+            inv = inv_sd[:, 0] if int(params.cov_type) != 2 else prec_chol[:, 0, 0]
+            qp = self._planar()
+            _mrf.sweep_grey(
+                self.X.reshape(-1),
+                self.inv_b,
+                self.valid,
+                qp,
+                self.dims,
+                self.offs,
+                self.wts,
+                self.scheme,
+                c0,
+                np.ascontiguousarray(params.means[:, 0]),
+                np.ascontiguousarray(inv),
+                float(self.beta),
+                accumulate,
+                params.means[:, 0].copy(),
+                acc,
+                self._obj,
+            )
+            self._planar_fresh = True
+            return float(self._obj.sum()) / self.total_weight + self._jac, (acc if accumulate else None)
         _mrf.sweep(
             self.X,
             self.inv_b,
@@ -370,7 +436,7 @@ class SpatialProblem(_driver.Problem):
         """(distinct simulated neighbour fields (G, K), their pixel counts (G,), sum_s q_s . nbar_s)
         of the sampled pixels, or None where the codes would not fit an int64 (many classes and
         neighbours: then the per-pixel kernel)."""
-        K = self.q.shape[1]
+        K = self._q_read().shape[1]
         group, wg, ng = self._pl_groups
         radix = np.repeat(ng + 1, K).reshape(len(ng), K)
         if float(np.prod(radix.astype(np.float64))) >= 2.0**62:
@@ -380,7 +446,17 @@ class SpatialProblem(_driver.Problem):
         codes = np.empty(idx.size, np.int64)
         lin = np.zeros(64)
         _mrf.simulated_patterns(
-            self.q, self.dims, self.offs, self.wts, group, mult, idx, np.uint64(self._seed), codes, lin
+            self._q_read(),
+            self.dims,
+            self.offs,
+            self.wts,
+            group,
+            mult,
+            idx,
+            self._pl_coords,
+            np.uint64(self._seed),
+            codes,
+            lin,
         )
         codes = codes[codes >= 0]
         span = int(np.prod(radix))
@@ -422,12 +498,12 @@ class SpatialProblem(_driver.Problem):
                     break
             return float(b)
         idx = self._pl_idx
-        K = self.q.shape[1]
+        K = self._q_read().shape[1]
         nbar = np.empty((idx.size, K))
         _mrf.neighbour_fields(
-            self.q, self.valid, self.dims, self.offs, self.wts, idx, nbar, BETA_SIMULATED, np.uint64(self._seed)
+            self._q_read(), self.valid, self.dims, self.offs, self.wts, idx, nbar, BETA_SIMULATED, np.uint64(self._seed)
         )
-        qs = self.q[idx]
+        qs = self._q_read()[idx]
         b = max(self.beta, 0.05)
         for _ in range(BETA_NEWTON):
             _, g, h = _mrf.pseudo_likelihood(qs, nbar, log_w, b)
@@ -452,7 +528,7 @@ class SpatialProblem(_driver.Problem):
         _mrf.bias_normal_equations(
             self._xbar,
             self.valid,
-            self.q,
+            self._q_read(),
             mu,
             var,
             log_b,
@@ -478,13 +554,11 @@ class SpatialProblem(_driver.Problem):
         self.bias_coef = coef
         if self.log_b is None:
             self.log_b = np.empty(self.X.shape[0])
-        _mrf.bias_evaluate(coef, self._terms, self._Lz, self._Ly, self._Lx, self.dims, self.log_b)
+        if self.inv_b.shape[0] != self.X.shape[0]:
+            self.inv_b = np.empty(self.X.shape[0], np.float32)
         # geometric mean 1 over the pixels: the field's overall scale belongs to the class means
         # (left free, the means and the field's mean drifted against each other for 100 iterations)
-        v = self.valid.view(bool)
-        if v.any():
-            self.log_b -= float(self.log_b[v].mean())
-        self.inv_b = np.exp(-self.log_b).astype(np.float32)
+        _mrf.bias_field(coef, self._terms, self._Lz, self._Ly, self._Lx, self.dims, self.valid, self.log_b, self.inv_b)
         self._jac = 0.0
 
     def start_field(self, sm, labels):
@@ -516,13 +590,14 @@ class SpatialProblem(_driver.Problem):
         P = self._terms.shape[0]
         coef = np.zeros(P)
         log_b = np.zeros(xs.size)
+        mom = np.zeros((q.shape[1], 3))
         for _ in range(START_FIELD_ROUNDS):
-            xc = xs * np.exp(-log_b)
-            Nk = q.sum(axis=0).astype(np.float64)
+            _mrf.grey_class_moments(xs, log_b, q, mom)
+            Nk = mom[:, 0]
             if K < 2 or np.any(Nk < 2):
                 break
-            mu = (q.T @ xc) / Nk
-            var = np.maximum((q.T @ (xc * xc)) / Nk - mu * mu, 1e-6 * mu.var() + 1e-12)
+            mu = mom[:, 1] / Nk
+            var = np.maximum(mom[:, 2] / Nk - mu * mu, 1e-6 * mu.var() + 1e-12)
             AtA, Atb = np.zeros((P, P)), np.zeros(P)
             _mrf.bias_normal_equations_serial(
                 xs, valid_s, q, mu, var, log_b, dims_s, Lz, Ly, Lx, self._terms, 1, AtA, Atb
@@ -536,25 +611,19 @@ class SpatialProblem(_driver.Problem):
             coef = coef + delta
             _mrf.bias_evaluate_serial(coef, self._terms, Lz, Ly, Lx, dims_s, log_b)
             log_b -= float(log_b[ok].mean())
-            xc = xs * np.exp(-log_b)
-            lp = -0.5 * (xc[:, None] - mu) ** 2 / var - 0.5 * np.log(var)
-            lp -= lp.max(axis=1, keepdims=True)
-            e = np.exp(lp)
-            q[:] = np.where(ok[:, None], e / e.sum(axis=1, keepdims=True), 0.0)
+            _mrf.grey_posteriors(xs, log_b, ok, mu, var, q)
             if float(np.abs(delta).sum()) < BIAS_SETTLED:
                 break
         full = np.empty(self.X.shape[0])
-        _mrf.bias_evaluate(coef, self._terms, self._Lz, self._Ly, self._Lx, self.dims, full)
-        v = self.valid.view(bool)
-        if v.any():
-            full -= float(full[v].mean())
+        inv = np.empty(self.X.shape[0], np.float32)
+        _mrf.bias_field(coef, self._terms, self._Lz, self._Ly, self._Lx, self.dims, self.valid, full, inv)
         self._start_coef = coef
         self._start_log_b = full
-        self._start_inv_b = np.exp(-full).astype(np.float32)
+        self._start_inv_b = inv
 
     # ---- the driver's interface ------------------------------------------------------------
     def step(self, params, iteration):
-        if iteration == 0 or self.q is None:
+        if iteration == 0 or self._qn is None:
             self.reset(params)
         value, acc = self.sweep(params, True, iteration)
         self.beta_history.append(self.beta)
@@ -683,13 +752,18 @@ def _smooth(X, valid, spatial, spacing):
     D = X.shape[1]
     v = valid.view(bool).reshape(spatial)
     sigma = [START_SIGMA * min(spacing) / s for s in spacing]
-    den = ndimage.gaussian_filter(v.astype(np.float32), sigma, mode="nearest")
+    full = bool(v.all())  # no masked pixel: the normaliser is 1
+    den = None if full else ndimage.gaussian_filter(v.astype(np.float32), sigma, mode="nearest")
     sm = np.empty(spatial + (D,), np.float32)
     for d in range(D):
+        if full:
+            ndimage.gaussian_filter(X[:, d].reshape(spatial), sigma, mode="nearest", output=sm[..., d])
+            continue
         num = ndimage.gaussian_filter(X[:, d].reshape(spatial), sigma, mode="nearest")
         with np.errstate(invalid="ignore", divide="ignore"):
             sm[..., d] = num / den
-    sm[~v] = np.nan
+    if not full:
+        sm[~v] = np.nan
     return sm
 
 
@@ -714,21 +788,12 @@ def _smoothed_start(X, valid, sm, K, fit_kw):
         lab = model.predict(img, channel_axis=None if ch is None else -1).reshape(-1)
     cov_type = _driver.CovType.parse(fit_kw["covariance_type"])
     ok = lab > 0
-    # one M-step on the raw pixels from the labels: per-class sums by bincount (two passes: the
-    # means, then the centred second moments), not a boolean selection and np.cov per class
-    li = lab.astype(np.intp)
-    Nk = np.bincount(li, minlength=K + 1)[1:].astype(np.float64)
+    # one M-step on the raw pixels from the labels (two passes: the means, then the centred
+    # second moments; a parallel kernel, not bincounts of float64 copies of the image)
+    Nk = np.zeros(K)
     means = np.zeros((K, D))
     cov = np.zeros((K, D, D))
-    for d in range(D):
-        means[:, d] = np.bincount(li, X[:, d], minlength=K + 1)[1:] / np.maximum(Nk, 1.0)
-    dev = X.astype(np.float64) - np.vstack([np.zeros((1, D)), means])[li]
-    for a in range(D):
-        for b in range(a + 1):
-            if a != b and cov_type != _driver.CovType.FULL:
-                continue
-            v = np.bincount(li, dev[:, a] * dev[:, b], minlength=K + 1)[1:] / np.maximum(Nk, 1.0)
-            cov[:, a, b] = cov[:, b, a] = v
+    _mrf.label_moments(X, lab, cov_type == _driver.CovType.FULL, Nk, means, cov)
     if cov_type == _driver.CovType.SPHERICAL:
         tr = np.trace(cov, axis1=1, axis2=2) / D
         cov = np.eye(D)[None] * tr[:, None, None]
@@ -872,11 +937,11 @@ def fit_spatial(
     order = np.argsort(par.means.mean(axis=1), kind="stable")
     K = par.n_components
     hist = {k: (v[:, order] if k != "log_likelihood" else v) for k, v in res.history.items()}
-    flat = np.empty(X.shape[0], np.int64)
-    _mrf.argmax_labels(problem.q, valid, flat)
     rank = np.zeros(K + 1, np.int64)
     rank[order + 1] = np.arange(1, K + 1)
-    labels = rank[flat].astype(label_dtype(K)).reshape(spatial)
+    labels = np.empty(X.shape[0], label_dtype(K))
+    _mrf.ranked_labels(problem._q_read(), valid, rank, labels)
+    labels = labels.reshape(spatial)
     post = None
     if return_posteriors:
         post = np.ascontiguousarray(problem.q[:, order].T).reshape((K,) + spatial)
@@ -924,8 +989,9 @@ def fit_spatial(
 #: halo of their reach, then gives exactly the labels of the whole image; the fixed-parameter field
 #: settled within 4-9 sweeps at the fits' tol of 1e-4 on the benchmark phantoms)
 PREDICT_SWEEPS = 10
-#: pixels of a lazy (dask) image the spatial model is fitted on in memory (about 30 bytes each
-#: with K = 3 grey: 0.5 GB); a larger image is fitted on its central block of this many pixels
+#: pixels of a lazy (dask) image the spatial model is fitted on in memory (about 42 bytes each
+#: with K = 3 grey, two copies of the posteriors: 0.7 GB); a larger image is fitted on its central
+#: block of this many pixels
 LAZY_FIT_PIXELS = 2**24
 
 

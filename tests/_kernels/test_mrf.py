@@ -188,6 +188,55 @@ def test_sweep_equals_numpy_reference(dims, conn, spacing, D, cov_type, hard):
         assert obj.sum() == pytest.approx(F, rel=1e-6)
 
 
+def _grey_sweep(X, valid, q, dims, offs, wts, scheme, means, cov, w, cov_type, beta, inv_b=None):
+    K = means.shape[0]
+    c0, inv_sd, prec_chol = _factors(means, cov, w, cov_type)
+    R = dims[0] * dims[1]
+    acc, obj, qk = np.zeros((R, K, 3)), np.zeros(R), q.copy()
+    inv = inv_sd[:, 0] if cov_type != 2 else prec_chol[:, 0, 0]
+    ib = np.zeros(0, np.float32) if inv_b is None else inv_b
+    mu = np.ascontiguousarray(means[:, 0])
+    qp = np.full((K, 2 * R, (dims[2] + 1) // 2 + 2), np.nan, np.float32)
+    mrf.pack_planar(qk, np.array(dims), qp)
+    mrf.sweep_grey(
+        X.reshape(-1),
+        ib,
+        valid,
+        qp,
+        np.array(dims),
+        offs,
+        wts,
+        scheme,
+        c0,
+        mu,
+        inv.copy(),
+        beta,
+        True,
+        mu.copy(),
+        acc,
+        obj,
+    )
+    mrf.unpack_planar(qp, np.array(dims), qk)
+    return qk, acc, obj
+
+
+@pytest.mark.parametrize("dims, conn, spacing, _D, cov_type", CASES + [((1, 1, 7), 1, None, 1, 0)])
+def test_grey_sweep_equals_the_general_kernel(dims, conn, spacing, _D, cov_type):
+    """The vectorised grey mean-field kernel: the same posteriors, statistics and objective."""
+    nd = 2 if dims[0] == 1 else 3
+    offs, wts = S.neighbourhood(nd, conn, spacing)
+    scheme = 0 if conn == 1 else 1
+    X, valid, q, means, cov, w = _setup(dims, 1, 3, cov_type)
+    ib = np.linspace(0.8, 1.2, X.shape[0]).astype(np.float32)
+    qg, accg, objg = _grey_sweep(X, valid, q, dims, offs, wts, scheme, means, cov, w, cov_type, 0.9, inv_b=ib)
+    qk, acck, objk = _kernel_sweep(X, valid, q, dims, offs, wts, scheme, means, cov, w, cov_type, 0.9, False, inv_b=ib)
+    qr = ref_sweep(X * ib[:, None], valid, q, dims, offs, wts, scheme, np.log(w), means, cov, 0.9, False)
+    np.testing.assert_allclose(qg, qr, atol=2e-6)
+    assert np.all(qg[valid == 0] == 0)
+    np.testing.assert_allclose(accg.sum(0), acck.sum(0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(objg, objk, rtol=1e-6, atol=1e-6)
+
+
 def test_bias_divides_the_intensities():
     dims = (1, 6, 7)
     offs, wts = S.neighbourhood(2, 1, None)
@@ -211,11 +260,15 @@ def test_sweep_independent_of_thread_count(conn):
         for nt in sorted({1, n0}):
             numba.set_num_threads(nt)
             qk = q.copy()
+            qg = q.copy()
             for _ in range(3):
                 qk, acc, obj = _kernel_sweep(
                     X, valid, qk, dims, offs, wts, 0 if conn == 1 else 1, means, cov, w, 0, 1.1, False
                 )
-            outs.append((qk, acc, obj))
+                qg, accg, objg = _grey_sweep(
+                    X, valid, qg, dims, offs, wts, 0 if conn == 1 else 1, means, cov, w, 0, 1.1
+                )
+            outs.append((qk, acc, obj, qg, accg, objg))
     finally:
         numba.set_num_threads(n0)
     for o in outs[1:]:
@@ -226,7 +279,7 @@ def test_sweep_independent_of_thread_count(conn):
 @pytest.mark.parametrize("conn", [1, 2])
 def test_icm_energy_never_decreases_its_log_posterior(conn):
     """ICM at fixed parameters: the energy (minus log posterior) never increases, sweep after sweep."""
-    dims = (1, 30, 31)
+    dims = (1, 20, 22)
     offs, wts = S.neighbourhood(2, conn, None)
     X, valid, q, means, cov, w = _setup(dims, 1, 3, 0, seed=5)
     q = np.eye(3, dtype=np.float32)[np.argmax(q, axis=1)] * valid[:, None]
@@ -327,3 +380,27 @@ def test_bias_evaluate_and_normal_equations():
         c = c + np.linalg.solve(A, b)
         mrf.bias_evaluate(c, terms, Lz, Ly, Lx, np.array(dims), log_b)
     np.testing.assert_allclose(c, coef, atol=1e-6)
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_label_moments_onehot_and_ranked_labels(full):
+    """The start's M-step sums, its one-hot posteriors and the ranked labels against NumPy."""
+    rng = np.random.default_rng(2)
+    X = rng.normal(0, 1, (500, 2)).astype(np.float32) + 3
+    lab = rng.integers(0, 4, 500).astype(np.uint8)  # 0 = left out
+    Nk, means, cov = np.zeros(3), np.zeros((3, 2)), np.zeros((3, 2, 2))
+    mrf.label_moments(X, lab, full, Nk, means, cov)
+    for k in range(3):
+        sel = X[lab == k + 1].astype(np.float64)
+        assert Nk[k] == len(sel)
+        np.testing.assert_allclose(means[k], sel.mean(0), rtol=1e-12)
+        ref = np.cov(sel.T, bias=True)
+        np.testing.assert_allclose(cov[k], ref if full else np.diag(np.diag(ref)), rtol=1e-10, atol=1e-12)
+    q = np.empty((500, 3), np.float32)
+    mrf.onehot(lab, q)
+    np.testing.assert_array_equal(q, np.eye(4, dtype=np.float32)[lab][:, 1:])
+    valid = (lab > 0).astype(np.uint8)
+    rank = np.array([0, 3, 1, 2])
+    out = np.empty(500, np.uint8)
+    mrf.ranked_labels(q, valid, rank, out)
+    np.testing.assert_array_equal(out, np.where(lab > 0, rank[lab], 0))

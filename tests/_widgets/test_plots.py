@@ -543,3 +543,18 @@ def test_dask_image_is_histogrammed_in_a_thread(viewer, qtbot):
         lambda: len(w.artists.get("components", [])) == 3 and w.artists.get("hist") is not None, timeout=WAIT_MS
     )
     assert_grey_curves(w.artists, model, ng.histogram(data), labels_layer)
+
+
+def test_plots_opened_together_share_one_tabbed_dock(make_napari_viewer, qtbot):
+    """Opened from the Plugins menu one after another, the plots become tabs of the first plot's
+    dock (stacked, each would show its toolbar only); the segmentation widget keeps its own dock."""
+    viewer = make_napari_viewer(show=True)
+    win = viewer.window._qt_window
+    seg_dock, _ = viewer.window.add_plugin_dock_widget("napari-gmm", "Gaussian mixture segmentation")
+    docks = [
+        viewer.window.add_plugin_dock_widget("napari-gmm", n)[0]
+        for n in ("Mixture plot", "EM evolution", "Pixel trace")
+    ]
+    qtbot.waitUntil(lambda: set(win.tabifiedDockWidgets(docks[0])) == set(docks[1:]), timeout=WAIT_MS)
+    assert seg_dock not in win.tabifiedDockWidgets(docks[0])
+    assert not win.tabifiedDockWidgets(seg_dock)

@@ -269,6 +269,228 @@ def sweep(
                         acc[r, k, t] += ra[k, t]
 
 
+#: exp(-5/16): the centre of the reduced argument of :func:`_exp_arith`
+_EXP_C = 0.7316156289466418
+
+
+@njit(inline="always", **JIT)
+def _exp_arith(t):
+    """exp(t) for EXP_CUT <= t <= 0 to 1e-8 relative, in arithmetic only (no table, no branch), so
+    that a loop of them vectorises: exp(t) = (exp(-5/16) exp(v))**32 with v = t/32 + 5/16 in
+    [-5/16, 5/16] (for t >= -20), exp(v) by its degree-8 Taylor polynomial (truncation 1.1e-10,
+    times 32 through the five squarings)."""
+    v = t * 0.03125 + 0.3125
+    p = 1.0 + v * (
+        1.0
+        + v
+        * (
+            0.5
+            + v
+            * (
+                1.0 / 6.0
+                + v * (1.0 / 24.0 + v * (1.0 / 120.0 + v * (1.0 / 720.0 + v * (1.0 / 5040.0 + v * (1.0 / 40320.0)))))
+            )
+        )
+    )
+    y = p * _EXP_C
+    y = y * y
+    y = y * y
+    y = y * y
+    y = y * y
+    return y * y
+
+
+#: rows per chunk of :func:`sweep_grey` (fixed, so the chunks and their sums do not depend on the
+#: thread count)
+GREY_CHUNKS = 64
+#: pixels whose normalisers are multiplied before one log() in :func:`sweep_grey` (each is in
+#: [1, K]: K**64 stays far below the float64 range for any K < 6e4)
+LOG_BLOCK = 64
+
+
+@njit(**PJIT)
+def pack_planar(q, dims, qp):
+    """qp[k, 2 r + h, 1 + m] = q[r * X + 2 m + h, k]: the posteriors of every image row r split by
+    the parity h of x, per class, contiguous, with a zero slot at each end of every half-row (and
+    after the last pixel of an odd row's second half): the layout of :func:`sweep_grey`."""
+    Z, Y, Xn = dims[0], dims[1], dims[2]
+    K = q.shape[1]
+    W2 = qp.shape[2]
+    for r in prange(Z * Y):
+        for h in range(2):
+            for k in range(K):
+                qp[k, 2 * r + h, 0] = 0.0
+                for m in range(1, W2):
+                    qp[k, 2 * r + h, m] = 0.0
+            for x in range(h, Xn, 2):
+                for k in range(K):
+                    qp[k, 2 * r + h, 1 + (x >> 1)] = q[r * Xn + x, k]
+
+
+@njit(**PJIT)
+def unpack_planar(qp, dims, q):
+    """The inverse of :func:`pack_planar`."""
+    Z, Y, Xn = dims[0], dims[1], dims[2]
+    K = q.shape[1]
+    for r in prange(Z * Y):
+        for x in range(Xn):
+            h = x & 1
+            for k in range(K):
+                q[r * Xn + x, k] = qp[k, 2 * r + h, 1 + (x >> 1)]
+
+
+@njit(**PJIT)
+def sweep_grey(X1, inv_b, valid, qp, dims, offs, wts, scheme, c0, mu, inv, beta, accumulate, ref, acc, obj):
+    """:func:`sweep` for mean field on grey images (one channel; ``mu``, ``inv`` (K,): the means and
+    the inverse standard deviations, ``X1`` (N,)), the same update, statistics and objective, with
+    its arithmetic vectorised. The posteriors are kept per class and per parity of x
+    (:func:`pack_planar`, ``qp`` (K, 2 R, (X + 1) // 2 + 2)): one colour's pixels of a row are
+    then a contiguous run, so are their neighbours of each offset (zero slots stand for the
+    image's border), and the neighbour sums, the unary terms, exp(), the normalisation and the
+    M-step sums run as SIMD loops over runs instead of pixel by pixel with branches. ``acc``
+    (R, K, 3). Rows are processed in :data:`GREY_CHUNKS` fixed chunks, sums kept per row: the
+    result does not depend on the number of threads."""
+    Z, Y, Xn = dims[0], dims[1], dims[2]
+    K = qp.shape[0]
+    R = Z * Y
+    nof = offs.shape[0]
+    use_b = inv_b.shape[0] > 0
+    ncol = 2 if scheme == 0 else (8 if Z > 1 else 4)
+    H = (Xn + 1) // 2
+    later = np.zeros((ncol, nof), np.uint8)
+    for o in range(nof):
+        for c in range(ncol):
+            if scheme == 0:
+                later[c, o] = c == 0
+            else:
+                cz = ((c >> 2) + offs[o, 0]) & 1
+                cy = (((c >> 1) & 1) + offs[o, 1]) & 1
+                cx = ((c & 1) + offs[o, 2]) & 1
+                later[c, o] = cz * 4 + cy * 2 + cx > c
+    nch = min(R, GREY_CHUNKS)
+    step = (R + nch - 1) // nch
+    for c in range(ncol):
+        for ch in prange(nch):
+            nb = np.empty((K, H))
+            nbl = np.empty((K, H))
+            e = np.empty((K, H))
+            xs = np.empty(H)
+            vm = np.empty(H)
+            best = np.empty(H)
+            s = np.empty(H)
+            lt = np.empty(H)
+            for r in range(ch * step, min(R, (ch + 1) * step)):
+                z = r // Y
+                y = r - z * Y
+                if scheme == 0:
+                    x0 = (c + z + y) & 1
+                else:
+                    if (z & 1) * 4 + (y & 1) * 2 != (c & 6):
+                        continue
+                    x0 = c & 1
+                n = (Xn - x0 + 1) // 2
+                if n <= 0:
+                    continue
+                for k in range(K):
+                    for m in range(n):
+                        nb[k, m] = 0.0
+                        nbl[k, m] = 0.0
+                for o in range(nof):
+                    zz = z + offs[o, 0]
+                    yy = y + offs[o, 1]
+                    if zz < 0 or zz >= Z or yy < 0 or yy >= Y:
+                        continue
+                    dx = offs[o, 2]
+                    # pixel x = 2 m + x0 has its neighbour at x + dx: half (x0 + dx) & 1, index
+                    # m + floor((x0 + dx) / 2) (slot 1 + that; the zero slots are outside)
+                    row = 2 * (zz * Y + yy) + ((x0 + dx) & 1)
+                    sl = 1 + ((x0 + dx) >> 1)
+                    w = wts[o]
+                    # (slices, so that the loops index from 0: no negative-index test per element,
+                    # which kept them from vectorising)
+                    if later[c, o]:
+                        for k in range(K):
+                            src = qp[k, row, sl : sl + n]
+                            nbk = nb[k]
+                            nblk = nbl[k]
+                            for m in range(n):
+                                v = w * src[m]
+                                nbk[m] += v
+                                nblk[m] += v
+                    else:
+                        for k in range(K):
+                            src = qp[k, row, sl : sl + n]
+                            nbk = nb[k]
+                            for m in range(n):
+                                nbk[m] += w * src[m]
+                ib0 = r * Xn + x0
+                xr = X1[ib0 : ib0 + 2 * n - 1 : 2]
+                vr = valid[ib0 : ib0 + 2 * n - 1 : 2]
+                if use_b:
+                    br = inv_b[ib0 : ib0 + 2 * n - 1 : 2]
+                    for m in range(n):
+                        xs[m] = xr[m] * br[m]
+                else:
+                    for m in range(n):
+                        xs[m] = xr[m]
+                for m in range(n):
+                    vm[m] = 1.0 if vr[m] != 0 else 0.0
+                    best[m] = -np.inf
+                for k in range(K):
+                    ck, mk, ik = c0[k], mu[k], inv[k]
+                    for m in range(n):
+                        t = (xs[m] - mk) * ik
+                        v = ck - 0.5 * t * t + beta * nb[k, m]
+                        e[k, m] = v
+                        best[m] = max(best[m], v)
+                for m in range(n):
+                    s[m] = 0.0
+                    lt[m] = 0.0
+                for k in range(K):
+                    for m in range(n):
+                        t = e[k, m] - best[m]
+                        v = _exp_arith(max(t, EXP_CUT))
+                        v = v if t >= EXP_CUT else 0.0
+                        e[k, m] = v
+                        s[m] += v
+                # the free energy's log(s) terms: one log per LOG_BLOCK pixels (masked: s = 1)
+                o_row = 0.0
+                for m0 in range(0, n, LOG_BLOCK):
+                    pr = 1.0
+                    for m in range(m0, min(n, m0 + LOG_BLOCK)):
+                        pr *= s[m] if vm[m] != 0.0 else 1.0
+                    o_row += np.log(pr)
+                for m in range(n):
+                    s[m] = vm[m] / s[m]  # 0 for masked pixels: their q stays 0
+                own = 2 * r + x0
+                for k in range(K):
+                    dst = qp[k, own, 1 : 1 + n]
+                    for m in range(n):
+                        p = e[k, m] * s[m]
+                        e[k, m] = p
+                        lt[m] += p * nbl[k, m]
+                        dst[m] = p
+                for m in range(n):
+                    o_row += vm[m] * best[m] - beta * lt[m]
+                obj[r] += o_row
+                if accumulate:
+                    for k in range(K):
+                        rk = ref[k]
+                        a0 = 0.0
+                        a1 = 0.0
+                        a2 = 0.0
+                        for m in range(n):
+                            p = e[k, m]
+                            d = xs[m] - rk
+                            pd = p * d
+                            a0 += p
+                            a1 += pd
+                            a2 += pd * d
+                        acc[r, k, 0] += a0
+                        acc[r, k, 1] += a1
+                        acc[r, k, 2] += a2
+
+
 @njit(**PJIT)
 def init_posteriors(X, inv_b, valid, q, means, inv_sd, prec_chol, c0, cov_type):
     """q = the per-pixel posteriors (no neighbours), 0 for invalid pixels. Parallel over pixels."""
@@ -298,6 +520,20 @@ def init_posteriors(X, inv_b, valid, q, means, inv_sd, prec_chol, c0, cov_type):
 
 
 @njit(**PJIT)
+def onehot(lab, q):
+    """q[i] = the one-hot vector of class lab[i] - 1 (all 0 where lab[i] = 0). Parallel."""
+    N, K = q.shape
+    nch = max(1, min(N // 8192, 256))
+    step = (N + nch - 1) // nch
+    for c in prange(nch):
+        for i in range(c * step, min(N, (c + 1) * step)):
+            for k in range(K):
+                q[i, k] = 0.0
+            if lab[i] > 0:
+                q[i, lab[i] - 1] = 1.0
+
+
+@njit(**PJIT)
 def argmax_labels(q, valid, out):
     """out[i] = 1 + argmax_k q[i, k] (ties to the lower index), 0 for invalid pixels."""
     N, K = q.shape
@@ -313,6 +549,83 @@ def argmax_labels(q, valid, out):
                 if q[i, k] > q[i, a]:
                     a = k
             out[i] = a + 1
+
+
+@njit(**PJIT)
+def ranked_labels(q, valid, rank, out):
+    """out[i] = rank[1 + argmax_k q[i, k]] (ties to the lower index), 0 for invalid pixels: the
+    labels ordered by the caller's ``rank`` (K + 1,), in ``out``'s (label) dtype, in one pass."""
+    N, K = q.shape
+    nch = max(1, min(N // 8192, 256))
+    step = (N + nch - 1) // nch
+    for c in prange(nch):
+        for i in range(c * step, min(N, (c + 1) * step)):
+            if valid[i] == 0:
+                out[i] = 0
+                continue
+            a = 0
+            for k in range(1, K):
+                if q[i, k] > q[i, a]:
+                    a = k
+            out[i] = rank[a + 1]
+
+
+@njit(**PJIT)
+def label_moments(X, lab, full, Nk, means, cov):
+    """Per class k = lab - 1 (lab 0: left out): the count Nk (K,), the means (K, D) and the centred
+    second moments divided by max(Nk, 1) in cov (K, D, D) (the diagonal only unless ``full``), in
+    two passes over the pixels (means, then moments), summed in fixed chunks (the same whatever
+    the threads)."""
+    N, D = X.shape
+    K = Nk.shape[0]
+    nch = max(1, min(N // 65536, 64))
+    step = (N + nch - 1) // nch
+    p1 = np.zeros((nch, K, D + 1))
+    for c in prange(nch):
+        loc = np.zeros((K, D + 1))
+        for i in range(c * step, min(N, (c + 1) * step)):
+            k = np.int64(lab[i]) - 1
+            if k < 0:
+                continue
+            loc[k, 0] += 1.0
+            for a in range(D):
+                loc[k, 1 + a] += X[i, a]
+        p1[c] = loc
+    for c in range(nch):
+        for k in range(K):
+            Nk[k] += p1[c, k, 0]
+            for a in range(D):
+                means[k, a] += p1[c, k, 1 + a]
+    for k in range(K):
+        for a in range(D):
+            means[k, a] /= max(Nk[k], 1.0)
+    p2 = np.zeros((nch, K, D, D))
+    for c in prange(nch):
+        loc2 = np.zeros((K, D, D))
+        d = np.empty(D)
+        for i in range(c * step, min(N, (c + 1) * step)):
+            k = np.int64(lab[i]) - 1
+            if k < 0:
+                continue
+            for a in range(D):
+                d[a] = X[i, a] - means[k, a]
+            for a in range(D):
+                if full:
+                    for b in range(a + 1):
+                        loc2[k, a, b] += d[a] * d[b]
+                else:
+                    loc2[k, a, a] += d[a] * d[a]
+        p2[c] = loc2
+    for c in range(nch):
+        for k in range(K):
+            for a in range(D):
+                for b in range(a + 1):
+                    cov[k, a, b] += p2[c, k, a, b]
+    for k in range(K):
+        for a in range(D):
+            for b in range(a + 1):
+                cov[k, a, b] /= max(Nk[k], 1.0)
+                cov[k, b, a] = cov[k, a, b]
 
 
 @njit(inline="always", **JIT)
@@ -368,20 +681,26 @@ def neighbour_fields(q, valid, dims, offs, wts, idx, out, sample, seed):
 
 
 @njit(**PJIT)
-def simulated_patterns(q, dims, offs, wts, group, mult, idx, seed, codes, lin):
+def simulated_patterns(q, dims, offs, wts, group, mult, idx, coords, seed, codes, lin):
     """The simulated neighbour field of :func:`neighbour_fields` (``sample`` True) as exact integer
     codes: for sampled pixel i = idx[s], the number of neighbours of each weight group g
     (``group[o]``) drawn into each class k, as the mixed-radix number sum_{g,k} count_gk *
     mult[g, k] in ``codes[s]`` (-1 for a pixel with q_i = 0: masked). The field is
     nbar_ik = sum_g w_g count_gk, so pixels with one code share it and the pseudo-likelihood needs
     one term per distinct code. ``lin[c]`` gets chunk c's share of sum_s sum_k q_ik nbar_ik (64
-    fixed chunks: the same sum whatever the threads)."""
+    fixed chunks: the same sum whatever the threads). ``coords`` (M, 3): (z, y, x) of idx."""
     Z, Y, Xn = dims[0], dims[1], dims[2]
     K = q.shape[1]
     nof = offs.shape[0]
     M = idx.shape[0]
     nch = lin.shape[0]
     step = (M + nch - 1) // nch
+    loff = np.empty(nof, np.int64)
+    mo = np.empty((nof, K), np.int64)
+    for o in range(nof):
+        loff[o] = (offs[o, 0] * Y + offs[o, 1]) * Xn + offs[o, 2]
+        for k in range(K):
+            mo[o, k] = mult[group[o], k]
     for c in prange(nch):
         acc = 0.0
         for s in range(c * step, min(M, (c + 1) * step)):
@@ -392,27 +711,34 @@ def simulated_patterns(q, dims, offs, wts, group, mult, idx, seed, codes, lin):
             if qsum == 0.0:
                 codes[s] = -1
                 continue
-            x = i % Xn
-            r = i // Xn
-            y = r % Y
-            z = r // Y
+            z = coords[s, 0]
+            y = coords[s, 1]
+            x = coords[s, 2]
+            # all neighbours inside the image (most pixels): no bounds tests, flat offsets
+            inner = (Z == 1 or (z > 0 and z < Z - 1)) and y > 0 and y < Y - 1 and x > 0 and x < Xn - 1
             code = np.int64(0)
+            a = 0.0
             for o in range(nof):
-                zz = z + offs[o, 0]
-                yy = y + offs[o, 1]
-                xx = x + offs[o, 2]
-                if zz < 0 or zz >= Z or yy < 0 or yy >= Y or xx < 0 or xx >= Xn:
-                    continue
-                j = (zz * Y + yy) * Xn + xx
+                if not inner:
+                    zz = z + offs[o, 0]
+                    yy = y + offs[o, 1]
+                    xx = x + offs[o, 2]
+                    if zz < 0 or zz >= Z or yy < 0 or yy >= Y or xx < 0 or xx >= Xn:
+                        continue
+                j = i + loff[o]
                 u = _uniform(j, seed)
+                # the first k with u < q_j1 + .. + q_jk, branch-free (the class drawn is
+                # unpredictable): the number of partial sums <= u; K when there is none (masked)
                 cum = 0.0
+                kk = 0
                 for k in range(K):
                     cum += q[j, k]
-                    if u < cum:
-                        code += mult[group[o], k]
-                        acc += wts[o] * q[i, k]
-                        break
+                    kk += u >= cum
+                if kk < K:
+                    code += mo[o, kk]
+                    a += wts[o] * q[i, kk]
             codes[s] = code
+            acc += a
         lin[c] = acc
 
 
@@ -498,14 +824,21 @@ def bias_normal_equations(Xbar, valid, q, mu, var, log_b, dims, Lz, Ly, Lx, term
     R = zs * ys
     nch = max(1, min(R, 64))
     step = (R + nch - 1) // nch
+    nx = Lx.shape[1]
     part = np.zeros((nch, P * P + P))
     for c in prange(nch):
-        phi = np.empty(P)
+        # separably: per row, the sums over x of W Lx_a Lx_b and W r Lx_a (nx = degree + 1 each),
+        # then their products with the row's z/y factors (instead of P*(P+1)/2 products per pixel)
+        sxx = np.empty((nx, nx))
+        sx = np.empty(nx)
+        zy = np.empty(P)
         loc = np.zeros(P * P + P)  # this chunk's sums (not part[c]: threads' rows share cache lines)
         for rr in range(c * step, min(R, (c + 1) * step)):
             zi = rr // ys
             z = zi * stride if Z > 1 else 0
             y = (rr - zi * ys) * stride
+            sxx[:] = 0.0
+            sx[:] = 0.0
             for x in range(0, Xn, stride):
                 i = (z * Y + y) * Xn + x
                 if valid[i] == 0:
@@ -519,14 +852,20 @@ def bias_normal_equations(Xbar, valid, q, mu, var, log_b, dims, Lz, Ly, Lx, term
                     m += wk * (xc - mu[k])
                 if W <= 0.0:
                     continue
-                res = m / W
-                for p in range(P):
-                    phi[p] = Lz[z, terms[p, 0]] * Ly[y, terms[p, 1]] * Lx[x, terms[p, 2]]
-                for a in range(P):
-                    wa = W * phi[a]
-                    loc[P * P + a] += wa * res
+                # W r = m
+                for a in range(nx):
+                    wa = W * Lx[x, a]
+                    sx[a] += m * Lx[x, a]
                     for b in range(a + 1):
-                        loc[a * P + b] += wa * phi[b]
+                        sxx[a, b] += wa * Lx[x, b]
+            for p in range(P):
+                zy[p] = Lz[z, terms[p, 0]] * Ly[y, terms[p, 1]]
+            for a in range(P):
+                ta = terms[a, 2]
+                loc[P * P + a] += zy[a] * sx[ta]
+                for b in range(a + 1):
+                    tb = terms[b, 2]
+                    loc[a * P + b] += zy[a] * zy[b] * (sxx[ta, tb] if ta >= tb else sxx[tb, ta])
         for t in range(P * P + P):
             part[c, t] = loc[t]
     for c in range(nch):
@@ -557,6 +896,94 @@ def bias_evaluate(coef, terms, Lz, Ly, Lx, dims, out_log):
             for t in range(nx):
                 v += g[t] * Lx[x, t]
             out_log[r * Xn + x] = v
+
+
+@njit(**PJIT)
+def bias_field(coef, terms, Lz, Ly, Lx, dims, valid, out_log, out_inv):
+    """:func:`bias_evaluate` centred to a mean log of 0 over the valid pixels (a geometric mean of
+    1: the field's overall scale belongs to the class means), and out_inv = 1 / b (float32), in
+    two parallel passes over the rows (the mean summed per row, then in row order: independent of
+    the thread count). Returns the constant taken out."""
+    Z, Y, Xn = dims[0], dims[1], dims[2]
+    R = Z * Y
+    P = terms.shape[0]
+    nx = Lx.shape[1]
+    rs = np.zeros(R)
+    rn = np.zeros(R)
+    for r in prange(R):
+        z = r // Y
+        y = r - z * Y
+        g = np.zeros(nx)
+        for p in range(P):
+            g[terms[p, 2]] += coef[p] * Lz[z, terms[p, 0]] * Ly[y, terms[p, 1]]
+        a = 0.0
+        n = 0.0
+        for x in range(Xn):
+            v = 0.0
+            for t in range(nx):
+                v += g[t] * Lx[x, t]
+            out_log[r * Xn + x] = v
+            if valid[r * Xn + x] != 0:
+                a += v
+                n += 1.0
+        rs[r] = a
+        rn[r] = n
+    tot = 0.0
+    cnt = 0.0
+    for r in range(R):
+        tot += rs[r]
+        cnt += rn[r]
+    shift = tot / cnt if cnt > 0 else 0.0
+    for r in prange(R):
+        for i in range(r * Xn, (r + 1) * Xn):
+            v = out_log[i] - shift
+            out_log[i] = v
+            out_inv[i] = np.exp(np.float32(-v))
+    return shift
+
+
+@njit(**JIT)
+def grey_class_moments(xs, log_b, q, out):
+    """out[k] = (sum q_k, sum q_k x, sum q_k x^2) of the bias-corrected grey levels x = xs / b
+    (serial: the start's field runs on a small grid)."""
+    n, K = q.shape
+    for k in range(K):
+        out[k, 0] = 0.0
+        out[k, 1] = 0.0
+        out[k, 2] = 0.0
+    for i in range(n):
+        xc = xs[i] * np.exp(-log_b[i])
+        for k in range(K):
+            p = np.float64(q[i, k])
+            out[k, 0] += p
+            out[k, 1] += p * xc
+            out[k, 2] += p * xc * xc
+
+
+@njit(**JIT)
+def grey_posteriors(xs, log_b, ok, mu, var, q):
+    """q = the posteriors of a grey mixture with equal weights of the corrected levels xs / b, 0
+    where not ``ok`` (serial: the start's field runs on a small grid)."""
+    n, K = q.shape
+    lp = np.empty(K)
+    half_log_var = 0.5 * np.log(var)
+    for i in range(n):
+        if not ok[i]:
+            for k in range(K):
+                q[i, k] = 0.0
+            continue
+        xc = xs[i] * np.exp(-log_b[i])
+        best = -np.inf
+        for k in range(K):
+            d = xc - mu[k]
+            lp[k] = -0.5 * d * d / var[k] - half_log_var[k]
+            best = max(best, lp[k])
+        t = 0.0
+        for k in range(K):
+            lp[k] = np.exp(lp[k] - best)
+            t += lp[k]
+        for k in range(K):
+            q[i, k] = lp[k] / t
 
 
 #: serial twins for the start's field on a small grid (:meth:`napari_gmm.spatial.SpatialProblem.start_field`):

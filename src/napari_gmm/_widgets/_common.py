@@ -30,7 +30,8 @@ def running_message(kind: str, layer_name: str) -> str:
         # until the viewer's canvas was squeezed out (seen in a headless screenshot)
         msg += (
             "\nfirst run of this session: Numba loads\nits kernels (the first run after installing\n"
-            "compiles them: up to a minute, once)"
+            "compiles them: up to a minute, once;\n"
+            "python -m napari_gmm.precompile does\nit ahead)"
         )
     return msg
 

@@ -28,6 +28,7 @@ worker thread for large or lazy (dask) images so the viewer never freezes.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections import OrderedDict
 
 import matplotlib.style as mplstyle
@@ -39,7 +40,7 @@ from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
 from napari.utils.theme import get_theme
 from qtpy.QtCore import Qt, QTimer
-from qtpy.QtWidgets import QLabel, QSizePolicy
+from qtpy.QtWidgets import QDockWidget, QLabel, QMainWindow, QSizePolicy
 
 import napari_gmm as ng
 from napari_gmm import plotting
@@ -55,6 +56,8 @@ _log = logging.getLogger(__name__)
 THREAD_PIXELS = 2**22
 #: redraw requests arriving within this many milliseconds are merged into one redraw
 DEBOUNCE_MS = 40
+#: the least share of the window's height the plots' tabbed dock gets when a second plot joins it
+PLOT_DOCK_SHARE = 0.45
 #: histograms kept per widget (per image, frame, bins and mask)
 CACHE_SIZE = 64
 
@@ -130,6 +133,9 @@ class _PlotWidget(ThemedCanvasWidget):
     #: figure size in inches at creation (the canvas' size hint), and minimum canvas size in pixels
     figsize = (4.6, 3.8)
     min_canvas = (320, 300)
+    #: the plot widgets alive (weakly held), to dock a new one as a tab of another
+    _live: weakref.WeakSet = weakref.WeakSet()
+    _serial_next = 0
 
     def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__(viewer)
@@ -144,6 +150,10 @@ class _PlotWidget(ThemedCanvasWidget):
         self.canvas.setMinimumSize(*self.min_canvas)
         self.canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.n_draws = 0
+        self._tabbed = False
+        _PlotWidget._serial_next += 1
+        self._serial = _PlotWidget._serial_next
+        _PlotWidget._live.add(self)
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(DEBOUNCE_MS)
@@ -159,6 +169,55 @@ class _PlotWidget(ThemedCanvasWidget):
         viewer.layers.events.inserted.connect(self._on_layers_changed)
         viewer.layers.events.removed.connect(self._on_layers_changed)
         viewer.layers.events.moved.connect(self._on_layers_changed)
+
+    def showEvent(self, event):
+        super().showEvent(event)
+        if not self._tabbed:
+            self._tabbed = True
+            QTimer.singleShot(0, self._tabify_with_other_plots)
+
+    def _dock(self):
+        """The QDockWidget holding this widget (napari's), or None when not docked."""
+        w = self.parentWidget()
+        while w is not None and not isinstance(w, QDockWidget):
+            w = w.parentWidget()
+        return w
+
+    def _tabify_with_other_plots(self):
+        """Docked beside another of the plugin's plots, become a tab of it instead of a strip.
+
+        Stacked in one dock area with the segmentation and background widgets, each plot would get a
+        sixth of the height and show its toolbar only (seen at 1600 x 1000 with all five docked); as
+        tabs of the first plot opened, the plots share one dock, given at least ``PLOT_DOCK_SHARE`` of
+        the window's height. A plot dragged elsewhere or floated stays where it is put."""
+        dock = self._dock()
+        win = None if dock is None else dock.parentWidget()
+        if not isinstance(win, QMainWindow) or dock.isFloating():
+            return
+        area = win.dockWidgetArea(dock)
+        for other in sorted(_PlotWidget._live, key=lambda w: w._serial):
+            if other._serial >= self._serial:
+                break
+            try:
+                other_dock = other._dock()
+            except RuntimeError:  # its Qt object is already deleted
+                continue
+            if (
+                other_dock is None
+                or other_dock is dock
+                or other_dock.parentWidget() is not win
+                or other_dock.isFloating()
+                or not other_dock.isVisible()
+                or win.dockWidgetArea(other_dock) != area
+            ):
+                continue
+            win.tabifyDockWidget(other_dock, dock)
+            dock.show()
+            dock.raise_()
+            want = int(win.height() * PLOT_DOCK_SHARE)
+            if dock.height() < want:
+                win.resizeDocks([dock], [want], Qt.Orientation.Vertical)
+            return
 
     def _finish_form(self):
         """Once the form is filled: combo boxes no wider than a few characters, and the scroll
