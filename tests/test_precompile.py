@@ -29,3 +29,13 @@ def test_command_line_refuses_zero_jobs(capsys):
         pc.main(["--jobs", "0"])
     assert exc.value.code == 2
     assert "jobs must be an integer >= 1" in capsys.readouterr().err
+
+
+def test_napari_gmm_precompile_subcommand(monkeypatch):
+    from napari_gmm.__main__ import main
+
+    calls = []
+    monkeypatch.setattr(pc, "precompile", lambda jobs=None, progress=None: calls.append(jobs) or {})
+    assert main(["precompile", "--jobs", "1"]) == 0
+    assert main(["precompile"]) == 0
+    assert calls == [1, None]

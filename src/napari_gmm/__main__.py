@@ -464,6 +464,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="run only these steps (default: all: " + ", ".join(name for name, _ in DEMO_STEPS) + ")",
     )
     _add_batch_commands(sub)
+    pre = sub.add_parser(
+        "precompile",
+        help="compile the Numba kernels into their on-disk cache (once after installing)",
+        description="Compile every kernel into Numba's on-disk cache, so that the first segmentation "
+        "or background run does not wait for the compiler (python -m napari_gmm.precompile).",
+    )
+    pre.add_argument("--jobs", "-j", type=_positive_int, default=None, help="worker processes (default: all CPUs)")
     return parser
 
 
@@ -667,6 +674,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"napari-gmm demo: error: {exc}", file=sys.stderr)
             return 2
         return 0
+    if args.command == "precompile":
+        from .precompile import main as precompile_main
+
+        return precompile_main([] if args.jobs is None else ["--jobs", str(args.jobs)])
     if args.command in ("segment", "apply", "background"):
         return _run_batch(args)
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover
