@@ -17,7 +17,8 @@
 #
 # Environment: PYTHON (interpreter that creates the venv, default python3), NAPARI_GMM_VENV,
 # NAPARI_GMM_SKIP_INSTALL=1 (use the venv as it is), NUMBA_NUM_THREADS (default 2),
-# NAPARI_GMM_TEST_WORKERS (pytest-xdist worker processes, default 2; 0 = none).
+# NAPARI_GMM_TEST_WORKERS (pytest-xdist worker processes, default 2; 0 = none), NAPARI_GMM_PRECOMPILE=0
+# (no precompile step: the tests compile what they use).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -91,9 +92,11 @@ log "ruff check and ruff format --check"
 # ones. One precompile pass, its tasks spread over the same number of processes, compiles each once.
 export NUMBA_NUM_THREADS="${NUMBA_NUM_THREADS:-2}"
 workers="${NAPARI_GMM_TEST_WORKERS:-2}"
-log "compiling the Numba kernels into their cache: python -m napari_gmm.precompile --jobs $((workers > 0 ? workers : 1))"
-"$py" -m napari_gmm.precompile --jobs "$((workers > 0 ? workers : 1))" >&2 ||
-    log "precompile failed: the tests compile what they need (and show the error)"
+if [[ "${NAPARI_GMM_PRECOMPILE:-1}" != 0 ]]; then
+    log "compiling the Numba kernels into their cache: python -m napari_gmm.precompile --jobs $((workers > 0 ? workers : 1))"
+    "$py" -m napari_gmm.precompile --jobs "$((workers > 0 ? workers : 1))" >&2 ||
+        log "precompile failed: the tests compile what they need (and show the error)"
+fi
 
 # --- 5. pytest under Xvfb ---------------------------------------------------------------------
 export QT_QPA_PLATFORM=xcb QT_API=pyqt6 PYTEST_QT_API=pyqt6
