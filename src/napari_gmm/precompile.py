@@ -110,6 +110,11 @@ def _background(dtype):
         model = ng.BackgroundModel(stack.shape[1:])  # frame by frame (streaming)
         for frame in stack[:3]:
             model.apply(frame)
+        if dtype == np.uint8:
+            # streamed 8-bit video with a float background (the 16-bit variant compiles on first use)
+            bg = np.empty(stack.shape[1:], np.float32)
+            for frame in stack[:3]:
+                model.apply(frame, background_out=bg)
 
     return run
 
