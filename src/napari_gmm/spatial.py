@@ -1060,7 +1060,7 @@ def _predict_block(model, image, channel_axis, mask, origin, full, proba):
     smv = np.ascontiguousarray(np.where(valid.view(bool)[:, None], sm, 0.0), dtype=np.float32)
     _mrf.init_posteriors(smv, np.zeros(0, np.float32), valid, q, par.means, inv_sd, prec_chol, c0, int(cov_type))
     lab = np.empty(X.shape[0], np.int64)
-    _mrf.argmax_labels(q, valid, lab)
+    _argmax_labels(q, valid, lab)
     q[:] = 0.0
     sel = lab > 0
     q[np.flatnonzero(sel), lab[sel] - 1] = 1.0
@@ -1070,8 +1070,14 @@ def _predict_block(model, image, channel_axis, mask, origin, full, proba):
         problem.sweep(par, False, it)
     if proba:
         return np.ascontiguousarray(problem.q.T).reshape((K,) + tuple(spatial))
-    _mrf.argmax_labels(problem.q, valid, lab)
+    _argmax_labels(problem.q, valid, lab)
     return lab.astype(label_dtype(K)).reshape(spatial)
+
+
+def _argmax_labels(q, valid, out):
+    """out[i] = 1 + argmax_k q[i, k] (ties to the lower index), 0 for invalid pixels: the ranked
+    labels' kernel with the identity rank."""
+    _mrf.ranked_labels(q, valid, np.arange(q.shape[1] + 1, dtype=out.dtype), out)
 
 
 def predict_spatial(model, image, *, channel_axis=None, mask=None, progress=None, proba=False):

@@ -534,24 +534,6 @@ def onehot(lab, q):
 
 
 @njit(**PJIT)
-def argmax_labels(q, valid, out):
-    """out[i] = 1 + argmax_k q[i, k] (ties to the lower index), 0 for invalid pixels."""
-    N, K = q.shape
-    nch = max(1, min(N // 8192, 256))
-    step = (N + nch - 1) // nch
-    for c in prange(nch):
-        for i in range(c * step, min(N, (c + 1) * step)):
-            if valid[i] == 0:
-                out[i] = 0
-                continue
-            a = 0
-            for k in range(1, K):
-                if q[i, k] > q[i, a]:
-                    a = k
-            out[i] = a + 1
-
-
-@njit(**PJIT)
 def ranked_labels(q, valid, rank, out):
     """out[i] = rank[1 + argmax_k q[i, k]] (ties to the lower index), 0 for invalid pixels: the
     labels ordered by the caller's ``rank`` (K + 1,), in ``out``'s (label) dtype, in one pass."""
