@@ -70,6 +70,25 @@ def _unary(X, i, ib, means, inv_sd, prec_chol, c0, cov_type, lp, xv):
         lp[k] = c0[k] - 0.5 * m
 
 
+@njit(**JIT)
+def _later_colours(offs, scheme, ncol):
+    """later[c, o] = 1 where the neighbour at offset ``offs[o]`` of a pixel of colour ``c`` has a
+    colour swept after ``c`` (so its posterior is still the previous sweep's): the two-colour
+    scheme (0) or the 4/8-colour parity scheme."""
+    nof = offs.shape[0]
+    later = np.zeros((ncol, nof), np.uint8)
+    for o in range(nof):
+        for c in range(ncol):
+            if scheme == 0:
+                later[c, o] = c == 0
+            else:
+                cz = ((c >> 2) + offs[o, 0]) & 1
+                cy = (((c >> 1) & 1) + offs[o, 1]) & 1
+                cx = ((c & 1) + offs[o, 2]) & 1
+                later[c, o] = cz * 4 + cy * 2 + cx > c
+    return later
+
+
 @njit(**PJIT)
 def sweep(
     X,
@@ -119,17 +138,9 @@ def sweep(
     ncol = 2 if scheme == 0 else (8 if Z > 1 else 4)
     W = acc.shape[2]
     loff = np.empty(nof, np.int64)
-    later = np.zeros((ncol, nof), np.uint8)
     for o in range(nof):
         loff[o] = (offs[o, 0] * Y + offs[o, 1]) * Xn + offs[o, 2]
-        for c in range(ncol):
-            if scheme == 0:
-                later[c, o] = c == 0
-            else:
-                cz = ((c >> 2) + offs[o, 0]) & 1
-                cy = (((c >> 1) & 1) + offs[o, 1]) & 1
-                cx = ((c & 1) + offs[o, 2]) & 1
-                later[c, o] = cz * 4 + cy * 2 + cx > c
+    later = _later_colours(offs, scheme, ncol)
     for c in range(ncol):
         for r in prange(R):
             z = r // Y
@@ -357,16 +368,7 @@ def sweep_grey(X1, inv_b, valid, qp, dims, offs, wts, scheme, c0, mu, inv, beta,
     use_b = inv_b.shape[0] > 0
     ncol = 2 if scheme == 0 else (8 if Z > 1 else 4)
     H = (Xn + 1) // 2
-    later = np.zeros((ncol, nof), np.uint8)
-    for o in range(nof):
-        for c in range(ncol):
-            if scheme == 0:
-                later[c, o] = c == 0
-            else:
-                cz = ((c >> 2) + offs[o, 0]) & 1
-                cy = (((c >> 1) & 1) + offs[o, 1]) & 1
-                cx = ((c & 1) + offs[o, 2]) & 1
-                later[c, o] = cz * 4 + cy * 2 + cx > c
+    later = _later_colours(offs, scheme, ncol)
     nch = min(R, GREY_CHUNKS)
     step = (R + nch - 1) // nch
     for c in range(ncol):
