@@ -71,6 +71,17 @@ def _unary(X, i, ib, means, inv_sd, prec_chol, c0, cov_type, lp, xv):
 
 
 @njit(**JIT)
+def _first_x(c, z, y, scheme):
+    """The first x of colour ``c`` in row (z, y) (its pixels are x0, x0 + 2, ...), or -1 when the
+    row holds no pixel of that colour (the 4/8-colour scheme)."""
+    if scheme == 0:
+        return (c + z + y) & 1
+    if (z & 1) * 4 + (y & 1) * 2 != (c & 6):
+        return -1
+    return c & 1
+
+
+@njit(**JIT)
 def _later_colours(offs, scheme, ncol):
     """later[c, o] = 1 where the neighbour at offset ``offs[o]`` of a pixel of colour ``c`` has a
     colour swept after ``c`` (so its posterior is still the previous sweep's): the two-colour
@@ -145,12 +156,9 @@ def sweep(
         for r in prange(R):
             z = r // Y
             y = r - z * Y
-            if scheme == 0:
-                x0 = (c + z + y) & 1
-            else:
-                if (z & 1) * 4 + (y & 1) * 2 != (c & 6):
-                    continue
-                x0 = c & 1
+            x0 = _first_x(c, z, y, scheme)
+            if x0 < 0:
+                continue
             # is every neighbour of this row's pixels inside along z and y?
             row_in = True
             for o in range(nof):
@@ -384,12 +392,9 @@ def sweep_grey(X1, inv_b, valid, qp, dims, offs, wts, scheme, c0, mu, inv, beta,
             for r in range(ch * step, min(R, (ch + 1) * step)):
                 z = r // Y
                 y = r - z * Y
-                if scheme == 0:
-                    x0 = (c + z + y) & 1
-                else:
-                    if (z & 1) * 4 + (y & 1) * 2 != (c & 6):
-                        continue
-                    x0 = c & 1
+                x0 = _first_x(c, z, y, scheme)
+                if x0 < 0:
+                    continue
                 n = (Xn - x0 + 1) // 2
                 if n <= 0:
                     continue
