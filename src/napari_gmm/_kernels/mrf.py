@@ -498,6 +498,17 @@ def sweep_grey(X1, inv_b, valid, qp, dims, offs, wts, scheme, c0, mu, inv, beta,
                         acc[r, k, 2] += a2
 
 
+@njit(**JIT)
+def _normalised_into(lp, best, q, i):
+    """q[i] = the posteriors from the log-probabilities lp (K,) whose maximum is ``best``."""
+    s = 0.0
+    for k in range(lp.shape[0]):
+        lp[k] = np.exp(lp[k] - best)
+        s += lp[k]
+    for k in range(lp.shape[0]):
+        q[i, k] = lp[k] / s
+
+
 @njit(**PJIT)
 def init_posteriors(X, inv_b, valid, q, means, inv_sd, prec_chol, c0, cov_type):
     """q = the per-pixel posteriors (no neighbours), 0 for invalid pixels. Parallel over pixels."""
@@ -518,12 +529,7 @@ def init_posteriors(X, inv_b, valid, q, means, inv_sd, prec_chol, c0, cov_type):
             best = -np.inf
             for k in range(K):
                 best = max(best, lp[k])
-            s = 0.0
-            for k in range(K):
-                lp[k] = np.exp(lp[k] - best)
-                s += lp[k]
-            for k in range(K):
-                q[i, k] = lp[k] / s
+            _normalised_into(lp, best, q, i)
 
 
 @njit(**PJIT)
@@ -967,12 +973,7 @@ def grey_posteriors(xs, log_b, ok, mu, var, q):
             d = xc - mu[k]
             lp[k] = -0.5 * d * d / var[k] - half_log_var[k]
             best = max(best, lp[k])
-        t = 0.0
-        for k in range(K):
-            lp[k] = np.exp(lp[k] - best)
-            t += lp[k]
-        for k in range(K):
-            q[i, k] = lp[k] / t
+        _normalised_into(lp, best, q, i)
 
 
 #: serial twins for the start's field on a small grid (:meth:`napari_gmm.spatial.SpatialProblem.start_field`):
