@@ -71,6 +71,15 @@ def _unary(X, i, ib, means, inv_sd, prec_chol, c0, cov_type, lp, xv):
 
 
 @njit(**JIT)
+def _inside(offs, o, z, y, x, Z, Y, Xn):
+    """Whether the neighbour at offset ``offs[o]`` of pixel (z, y, x) lies inside the image."""
+    zz = z + offs[o, 0]
+    yy = y + offs[o, 1]
+    xx = x + offs[o, 2]
+    return 0 <= zz < Z and 0 <= yy < Y and 0 <= xx < Xn
+
+
+@njit(**JIT)
 def _first_x(c, z, y, scheme):
     """The first x of colour ``c`` in row (z, y) (its pixels are x0, x0 + 2, ...), or -1 when the
     row holds no pixel of that colour (the 4/8-colour scheme)."""
@@ -198,10 +207,7 @@ def sweep(
                                 nb[k] += w * q[j, k]
                 else:
                     for o in range(nof):
-                        zz = z + offs[o, 0]
-                        yy = y + offs[o, 1]
-                        xx = x + offs[o, 2]
-                        if zz < 0 or zz >= Z or yy < 0 or yy >= Y or xx < 0 or xx >= Xn:
+                        if not _inside(offs, o, z, y, x, Z, Y, Xn):
                             continue
                         j = i + loff[o]
                         w = wts[o]
@@ -715,10 +721,7 @@ def simulated_patterns(q, dims, offs, wts, group, mult, idx, coords, seed, codes
             a = 0.0
             for o in range(nof):
                 if not inner:
-                    zz = z + offs[o, 0]
-                    yy = y + offs[o, 1]
-                    xx = x + offs[o, 2]
-                    if zz < 0 or zz >= Z or yy < 0 or yy >= Y or xx < 0 or xx >= Xn:
+                    if not _inside(offs, o, z, y, x, Z, Y, Xn):
                         continue
                 j = i + loff[o]
                 u = _uniform(j, seed)
