@@ -6,6 +6,17 @@ import pytest
 
 
 @pytest.fixture
+def notes(monkeypatch):
+    """The segmentation widget's notifications, recorded instead of shown: {kind: [messages]}
+    (modules testing another widget define their own)."""
+    from napari_gmm._widgets import _segment
+
+    from ._util import record_notifications
+
+    return record_notifications(monkeypatch, _segment)
+
+
+@pytest.fixture
 def viewer(make_napari_viewer):
     return make_napari_viewer()
 

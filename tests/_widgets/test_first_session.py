@@ -19,12 +19,7 @@ pytest.importorskip("pytestqt")
 
 from napari_gmm._widgets import _common, _segment  # noqa: E402
 from napari_gmm._widgets._segment import SegmentWidget  # noqa: E402
-from tests._widgets._util import WAIT_MS, record_notifications, run_and_wait  # noqa: E402
-
-
-@pytest.fixture
-def notes(monkeypatch):
-    return record_notifications(monkeypatch, _segment)
+from tests._widgets._util import WAIT_MS, run_and_wait  # noqa: E402
 
 
 def bands(shape=(48, 64), dtype=np.uint16, seed=0):

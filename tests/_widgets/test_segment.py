@@ -17,16 +17,10 @@ pytest.importorskip("pytestqt")
 import napari_gmm as ng  # noqa: E402
 from napari_gmm._widgets import _segment  # noqa: E402
 from napari_gmm._widgets._segment import SegmentWidget, segment_widget  # noqa: E402
-from tests._widgets._util import WAIT_MS, dock_segment, record_notifications, run_and_wait  # noqa: E402
+from tests._widgets._util import WAIT_MS, dock_segment, run_and_wait  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------ fixtures
-@pytest.fixture
-def notes(monkeypatch):
-    """Record the widget's notifications instead of showing them."""
-    return record_notifications(monkeypatch, _segment)
-
-
 def dock(viewer) -> SegmentWidget:
     # these tests check the per-pixel model (spatial: test_spatial_controls)
     return dock_segment(viewer, smoothing="off")

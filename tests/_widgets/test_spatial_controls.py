@@ -14,18 +14,8 @@ pytest.importorskip("pytestqt")
 import napari_gmm as ng  # noqa: E402
 import napari_gmm.spatial  # noqa: E402,F401
 from napari_gmm import datasets  # noqa: E402
-from napari_gmm._widgets import _segment  # noqa: E402
-from napari_gmm._widgets._segment import SegmentWidget  # noqa: E402
-from tests._widgets._util import WAIT_MS, dock_segment, record_notifications, run_and_wait  # noqa: E402
-
-
-@pytest.fixture
-def notes(monkeypatch):
-    return record_notifications(monkeypatch, _segment)
-
-
-def dock(viewer) -> SegmentWidget:
-    return dock_segment(viewer)
+from tests._widgets._util import WAIT_MS, run_and_wait  # noqa: E402
+from tests._widgets._util import dock_segment as dock
 
 
 def accuracy(labels, truth):
