@@ -1688,6 +1688,24 @@ def _used_params(
     )
 
 
+def _classify_block(model, frames, ts, fg, bg_all, diff, bg, learning_rate, factors, time_axis, out_dtype):
+    """Classify one block of frames ``ts`` into ``fg``, as every run of subtract_background does:
+    the kernel writes the background into ``bg`` (the block of ``bg_all``, or a float32 buffer when
+    the difference image ``diff`` needs the unrounded values, then converted into ``bg_all``)."""
+    model.apply_block(
+        frames,
+        learning_rate=learning_rate,
+        out=fg,
+        background_out=bg,
+        frame_factors=None if factors is None else factors[ts],
+        _frame_ids=(ts, time_axis),
+    )
+    if diff is not None:
+        if bg_all is not None:
+            bg_all[...] = _to_dtype(bg, out_dtype)
+        diff[...] = np.asarray(frames, np.float32) - bg
+
+
 def _subtract_background_steps(
     stack,
     *,
@@ -1790,19 +1808,20 @@ def _subtract_background_steps(
         for out in (fg, bg_all, fg_img):
             if out is not None:
                 _populate(out[t0:t1])
-        model.apply_block(
+        _classify_block(
+            model,
             frames,
-            learning_rate=learning_rate,
-            out=fg[t0:t1],
-            background_out=bg,
-            frame_factors=None if factors is None else factors[t0:t1],
-            _frame_ids=(ts, time_axis),
+            ts,
+            fg[t0:t1],
+            None if bg_all is None else bg_all[t0:t1],
+            fg_img[t0:t1] if need_buf else None,
+            bg,
+            learning_rate,
+            factors,
+            time_axis,
+            out_dtype,
         )
-        if need_buf and bg_all is not None:
-            bg_all[t0:t1] = _to_dtype(bg, out_dtype)
-        if foreground_image == "difference":
-            fg_img[t0:t1] = np.asarray(frames, np.float32) - bg
-        elif foreground_image == "masked":
+        if foreground_image == "masked":
             m = fg[t0:t1] == FOREGROUND
             fg_img[t0:t1] = np.where(m if grey else m[..., None], frames, 0).astype(out_dtype)
         done += nb
@@ -2195,18 +2214,19 @@ def _tile_step(state, frames, t0, n_before, kw):
         k = min(nb, j + _TILE_LAUNCH)
         ts = np.arange(t0 + j, t0 + k)
         bg = bg_buf[: k - j] if diff else (None if bg_all is None else bg_all[j:k])
-        model.apply_block(
+        _classify_block(
+            model,
             frames[j:k],
-            learning_rate=kw["learning_rate"],
-            out=raw[j:k],
-            background_out=bg,
-            frame_factors=None if f is None else f[ts],
-            _frame_ids=(ts, kw["time_axis"]),
+            ts,
+            raw[j:k],
+            None if bg_all is None else bg_all[j:k],
+            fg_img[j:k] if diff else None,
+            bg,
+            kw["learning_rate"],
+            f,
+            kw["time_axis"],
+            out_dtype,
         )
-        if diff:
-            if bg_all is not None:
-                bg_all[j:k] = _to_dtype(bg, out_dtype)
-            fg_img[j:k] = np.asarray(frames[j:k], np.float32) - bg
     return state, raw, bg_all, fg_img, frames if kw["foreground_image"] == "masked" else None
 
 
