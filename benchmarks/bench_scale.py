@@ -23,11 +23,23 @@ Gaussian noise, a slow intensity drift), then, in one run:
    kernel alone the same way (frames in memory, every frame's background written as the command
    does, the default burn-in's frames counted): what the background job costs without any I/O.
 
-Prints one table (throughput in MB/s of input, ratio to the I/O floor, peak memory). Goals
-(issue 15): segmentation within 2x of the I/O floor, peak memory bounded by chunks (not by the
-stack), workers within their limit.
+Before any timed job, each command runs once on a tiny stack (untimed): the Numba kernels are
+then in their on-disk cache, as after ``napari-gmm precompile``. A first run with a stale cache
+(after installing, or after editing a kernel) compiles them inside the job: measured 24 s of CPU
+for the background command, which would otherwise be counted as throughput.
+
+Prints one table (throughput in MB/s of input, ratio to the I/O floor, peak memory, and the CPU
+seconds (user + sys, every thread of the job's process) with the cores they kept busy on average:
+on a shared machine the wall times move with the others' load, the CPU seconds much less, and a
+job that keeps 2 cores busy cannot gain from more overlap, only from less work). Goals (issue
+15): segmentation within 2x of the I/O floor, background within 4x, peak memory bounded by
+chunks (not by the stack), workers within their limit.
 
     python benchmarks/bench_scale.py [--gb 8] [--dir /tmp/napari-gmm-scale] [--keep]
+        [--only floor,api,cluster,apply,background,peers]
+
+``--dir`` holds the generated stack (``DIR/stack.zarr``, reused when its shape matches ``--gb``);
+``--only`` runs a subset of the jobs (the I/O floors are always measured).
 """
 
 from __future__ import annotations
@@ -115,9 +127,23 @@ def io_floor(path, cold):
         evict(path)
     else:
         read()
-    t = time.perf_counter()
-    read()
-    return time.perf_counter() - t
+    with Timed() as t:
+        read()
+    return t.seconds, t.cpu
+
+
+class Timed:
+    """Wall seconds and CPU seconds (user + sys of every thread of this process) of a block."""
+
+    def __enter__(self):
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        self._cpu, self._t = r.ru_utime + r.ru_stime, time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self._t
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        self.cpu = r.ru_utime + r.ru_stime - self._cpu
 
 
 def mog2_compute(path, n_frames=48):
@@ -138,7 +164,7 @@ def mog2_compute(path, n_frames=48):
 
 
 def kernel_compute(path, n_warm=16, n_frames=48):
-    """Seconds per pixel-frame of our background kernel alone (``BackgroundModel.apply_block`` with
+    """(Seconds, CPU seconds) per pixel-frame of our background kernel alone (``BackgroundModel.apply_block`` with
     the default parameters, the masks and every frame's uint16 background written, the machine's
     threads) on frames in memory, after ``n_warm`` frames: the compute of the background job
     without reading, compressing or writing."""
@@ -153,10 +179,11 @@ def kernel_compute(path, n_warm=16, n_frames=48):
     masks = np.empty((16,) + frames.shape[1:], np.uint8)
     bg = np.empty((16,) + frames.shape[1:], frames.dtype)
     model.apply_block(frames[:n_warm], out=masks[:n_warm], background_out=bg[:n_warm])
-    t = time.perf_counter()
-    for i in range(n_warm, n_warm + n_frames, 16):
-        model.apply_block(frames[i : i + 16], out=masks, background_out=bg)
-    return (time.perf_counter() - t) / (n_frames * frames[0].size)
+    with Timed() as t:
+        for i in range(n_warm, n_warm + n_frames, 16):
+            model.apply_block(frames[i : i + 16], out=masks, background_out=bg)
+    n = n_frames * frames[0].size
+    return t.seconds / n, t.cpu / n
 
 
 def api_threaded(path, out):
@@ -170,16 +197,24 @@ def api_threaded(path, out):
         io.write_zarr(out, labels, attrs={"model": model.to_dict()}, axes="tyx", overwrite=True)
         return model
 
-    t = time.perf_counter()
-    grew, model = peak_growth(job)
-    return time.perf_counter() - t, grew, model
+    with Timed() as t:
+        grew, model = peak_growth(job)
+    return t.seconds, t.cpu, grew, model
+
+
+def _worker_cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def cli_cluster(path, out):
+    """``napari-gmm segment --scheduler`` against a LocalCluster of 2 workers x 2 GB: (seconds,
+    every worker's peak RSS, the workers' CPU seconds during the job)."""
     from distributed import Client, LocalCluster
 
     with LocalCluster(n_workers=2, threads_per_worker=1, memory_limit="2GB", dashboard_address=None) as lc:
         with Client(lc) as client:
+            cpu0 = sum(client.run(_worker_cpu).values())
             t = time.perf_counter()
             r = subprocess.run(
                 [
@@ -201,34 +236,54 @@ def cli_cluster(path, out):
                 text=True,
             )
             seconds = time.perf_counter() - t
+            cpu = sum(client.run(_worker_cpu).values()) - cpu0
             peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     if r.returncode != 0:
         raise RuntimeError(r.stderr)
-    return seconds, list(peaks.values())
+    return seconds, list(peaks.values()), cpu
 
 
-def _cli(*args, peak=False):
-    """``python -m napari_gmm ARGS --overwrite --no-progress`` (under ``/usr/bin/time -f %M`` with
-    ``peak``); (seconds, peak RSS in bytes or None). RuntimeError with its stderr on failure."""
+def _cli(*args):
+    """``python -m napari_gmm ARGS --overwrite --no-progress`` under ``/usr/bin/time``: (seconds,
+    peak RSS in bytes, CPU seconds: user + sys of the process). RuntimeError with its stderr on
+    failure."""
     cmd = [sys.executable, "-m", "napari_gmm", *map(str, args), "--overwrite", "--no-progress"]
     t = time.perf_counter()
-    r = subprocess.run((["/usr/bin/time", "-f", "%M"] if peak else []) + cmd, capture_output=True, text=True)
+    r = subprocess.run(["/usr/bin/time", "-f", "%M %U %S"] + cmd, capture_output=True, text=True)
     seconds = time.perf_counter() - t
     if r.returncode != 0:
         raise RuntimeError(r.stderr)
-    return seconds, int(r.stderr.strip().splitlines()[-1]) * 1024 if peak else None
+    peak, user, sys_ = r.stderr.strip().splitlines()[-1].split()
+    return seconds, int(peak) * 1024, float(user) + float(sys_)
+
+
+def warm_up(root):
+    """Each command once on a tiny stack (untimed), so that the timed jobs find the Numba kernels
+    in their on-disk cache instead of compiling them (as after ``napari-gmm precompile``)."""
+    import zarr
+
+    tiny = root / "warm-up.zarr"
+    z = zarr.create_array(str(tiny), shape=(16, 64, 64), chunks=(8, 32, 32), dtype=np.uint16, overwrite=True)
+    z[:] = np.random.default_rng(0).normal(2000, 300, (16, 64, 64)).clip(0, 65535).astype(np.uint16)
+    try:
+        _cli("segment", tiny, "-k", "3", "--out", root / "warm-up-labels.zarr")
+        _cli("apply", root / "warm-up-labels.zarr", tiny, "--out", root / "warm-up-apply.zarr")
+        _cli("background", tiny, "--out", root / "warm-up-bg.zarr")
+    finally:
+        for p in root.glob("warm-up*"):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
 
 def cli_apply(path, model_from, out):
     """``napari-gmm apply MODEL STACK --out OUT.zarr``: labels from a saved model (the threaded
-    run's), one pass over the stack (no histogram pass); time."""
-    return _cli("apply", model_from, path, "--out", out)[0]
+    run's), one pass over the stack (no histogram pass); (seconds, peak RSS, CPU seconds)."""
+    return _cli("apply", model_from, path, "--out", out)
 
 
 def cli_background(path, out):
     """``napari-gmm background STACK --out OUT.zarr`` with the defaults (camera-video preset,
-    background of every frame), threaded scheduler; time and the process's peak RSS."""
-    return _cli("background", path, "--out", out, peak=True)
+    background of every frame), threaded scheduler; (seconds, peak RSS, CPU seconds)."""
+    return _cli("background", path, "--out", out)
 
 
 def check_background_crop(path, out):
@@ -257,71 +312,88 @@ def check_crop(path, out):
     return bool(np.array_equal(labels[:4, :512, :512].compute(), model.predict(crop)))
 
 
+JOBS = ("floor", "api", "cluster", "apply", "background", "peers")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--gb", type=float, default=8.0)
     ap.add_argument("--dir", default="/tmp/napari-gmm-scale")
     ap.add_argument("--keep", action="store_true", help="keep the generated stack and outputs")
+    ap.add_argument("--only", default=",".join(JOBS), help=f"comma-separated subset of {','.join(JOBS)}")
     args = ap.parse_args()
+    only = set(args.only.split(",")) | {"floor"}
+    if not only <= set(JOBS):
+        ap.error(f"--only: unknown job(s) {sorted(only - set(JOBS))}; choose among {', '.join(JOBS)}")
+    if "apply" in only:
+        only.add("api")  # apply uses the model the threaded run saved
     root = Path(args.dir)
     root.mkdir(parents=True, exist_ok=True)
     stack = root / "stack.zarr"
     T = generate(stack, args.gb)
     mb = T * SIDE * SIDE * 2 / 1e6
-    floor_cold = io_floor(stack, cold=True)
-    floor = io_floor(stack, cold=False)
-    # every job starts from a cold page cache: the stack comes from disk, as a new acquisition does
-    evict(stack)
-    t_api, grew, _ = api_threaded(stack, root / "labels_api.zarr")
-    ok_api = check_crop(stack, root / "labels_api.zarr")
-    evict(stack)
-    t_cli, peaks = cli_cluster(stack, root / "labels_cli.zarr")
-    ok_cli = check_crop(stack, root / "labels_cli.zarr")
-    evict(stack)
-    t_apply = cli_apply(stack, root / "labels_api.zarr", root / "labels_apply.zarr")
-    ok_apply = check_crop(stack, root / "labels_apply.zarr")
-    evict(stack)
-    t_bg, bg_peak = cli_background(stack, root / "background.zarr")
-    ok_bg = check_background_crop(stack, root / "background.zarr")
-    t_mog2 = mog2_compute(stack) * T * SIDE * SIDE
-    from napari_gmm.background import PRESETS, burn_in_indices
-
-    n_burn = len(burn_in_indices(T, PRESETS["camera video"]["burn_in"]))
-    t_kernel = kernel_compute(stack) * (T + n_burn) * SIDE * SIDE
+    warm_up(root)
+    floor_cold, cpu_cold = io_floor(stack, cold=True)
+    floor, cpu_warm = io_floor(stack, cold=False)
+    # rows: (job, seconds, CPU seconds or None, peak memory, equal to the in-memory path)
     rows = [
-        ("read the zarr from disk (cold I/O floor)", floor_cold, "-", "-"),
-        ("read the zarr from the page cache (warm I/O floor)", floor, "-", "-"),
-        ("API segment + write_zarr, threaded scheduler", t_api, f"+{grew / 2**20:.0f} MiB (process)", ok_api),
-        ("CLI segment, LocalCluster 2 x 2 GB", t_cli, " / ".join(f"{p / 2**20:.0f} MiB" for p in peaks), ok_cli),
-        ("CLI apply a saved model (one pass), threaded", t_apply, "-", ok_apply),
-        ("CLI background, threaded (defaults)", t_bg, f"{bg_peak / 2**20:.0f} MiB (process)", ok_bg),
-        ("peer: OpenCV MOG2 compute alone (8-bit frames in memory, no I/O; extrapolated)", t_mog2, "-", "-"),
-        ("ours: the background kernel alone (frames in memory, no I/O; extrapolated)", t_kernel, "-", "-"),
+        ("read the zarr from disk (cold I/O floor)", floor_cold, cpu_cold, "-", "-"),
+        ("read the zarr from the page cache (warm I/O floor)", floor, cpu_warm, "-", "-"),
     ]
+    result = {"gb": mb / 1e3, "floor_cold_s": floor_cold, "floor_s": floor, "floor_cold_cpu": cpu_cold}
+    # every job starts from a cold page cache: the stack comes from disk, as a new acquisition does
+    if "api" in only:
+        evict(stack)
+        t_api, cpu_api, grew, _ = api_threaded(stack, root / "labels_api.zarr")
+        ok = check_crop(stack, root / "labels_api.zarr")
+        mem = f"+{grew / 2**20:.0f} MiB (process)"
+        rows.append(("API segment + write_zarr, threaded scheduler", t_api, cpu_api, mem, ok))
+        result.update(api_s=t_api, api_cpu=cpu_api, api_peak_growth=grew, api_equal=ok)
+    if "cluster" in only:
+        evict(stack)
+        t_cli, peaks, cpu_cli = cli_cluster(stack, root / "labels_cli.zarr")
+        ok = check_crop(stack, root / "labels_cli.zarr")
+        mem = " / ".join(f"{p / 2**20:.0f} MiB" for p in peaks)
+        rows.append(("CLI segment, LocalCluster 2 x 2 GB (CPU: the workers')", t_cli, cpu_cli, mem, ok))
+        result.update(cli_s=t_cli, cli_cpu=cpu_cli, worker_peaks=peaks, cli_equal=ok)
+    if "apply" in only:
+        evict(stack)
+        t_apply, peak, cpu_apply = cli_apply(stack, root / "labels_api.zarr", root / "labels_apply.zarr")
+        ok = check_crop(stack, root / "labels_apply.zarr")
+        mem = f"{peak / 2**20:.0f} MiB (process)"
+        rows.append(("CLI apply a saved model (one pass), threaded", t_apply, cpu_apply, mem, ok))
+        result.update(apply_s=t_apply, apply_cpu=cpu_apply, apply_peak=peak, apply_equal=ok)
+    if "background" in only:
+        evict(stack)
+        t_bg, bg_peak, cpu_bg = cli_background(stack, root / "background.zarr")
+        ok = check_background_crop(stack, root / "background.zarr")
+        rows.append(("CLI background, threaded (defaults)", t_bg, cpu_bg, f"{bg_peak / 2**20:.0f} MiB (process)", ok))
+        result.update(background_s=t_bg, background_cpu=cpu_bg, background_peak=bg_peak, background_equal=ok)
+    if "peers" in only:
+        from napari_gmm.background import PRESETS, burn_in_indices
+
+        t_mog2 = mog2_compute(stack) * T * SIDE * SIDE
+        n_burn = len(burn_in_indices(T, PRESETS["camera video"]["burn_in"]))
+        per_s, per_cpu = kernel_compute(stack)
+        n_px = (T + n_burn) * SIDE * SIDE
+        peer = "peer: OpenCV MOG2 compute alone (8-bit frames in memory, no I/O; extrapolated)"
+        ours = "ours: the background kernel alone (frames in memory, no I/O; extrapolated)"
+        rows.append((peer, t_mog2, None, "-", "-"))
+        rows.append((ours, per_s * n_px, per_cpu * n_px, "-", "-"))
+        result.update(mog2_s=t_mog2, kernel_s=per_s * n_px, kernel_cpu=per_cpu * n_px)
     print(f"\nstack: {T} x {SIDE} x {SIDE} uint16 = {mb / 1e3:.1f} GB as zarr ({CHUNK} chunks), 3 classes\n")
-    print("| job | seconds | MB/s | x cold I/O floor | x warm I/O floor | peak memory | equals in-memory crop |")
-    print("|---|---|---|---|---|---|---|")
-    for name, s, mem, ok in rows:
-        print(f"| {name} | {s:.1f} | {mb / s:.0f} | {s / floor_cold:.2f} | {s / floor:.2f} | {mem} | {ok} |")
     print(
-        json.dumps(
-            {
-                "gb": mb / 1e3,
-                "floor_cold_s": floor_cold,
-                "mog2_s": t_mog2,
-                "kernel_s": t_kernel,
-                "floor_s": floor,
-                "api_s": t_api,
-                "api_peak_growth": grew,
-                "cli_s": t_cli,
-                "worker_peaks": peaks,
-                "apply_s": t_apply,
-                "background_s": t_bg,
-                "background_peak": bg_peak,
-                "equal": [ok_api, ok_cli, ok_bg],
-            }
-        )
+        "| job | seconds | MB/s | x cold I/O floor | x warm I/O floor | CPU seconds | cores busy | peak memory "
+        "| equals in-memory crop |"
     )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, sec, cpu, mem, ok in rows:
+        c = "-" if cpu is None else f"{cpu:.1f}"
+        busy = "-" if cpu is None else f"{cpu / sec:.2f}"
+        ratios = f"{sec / floor_cold:.2f} | {sec / floor:.2f}"
+        print(f"| {name} | {sec:.1f} | {mb / sec:.0f} | {ratios} | {c} | {busy} | {mem} | {ok} |")
+    print(f"load average: {open('/proc/loadavg').read().split()[:3]}, cores: {os.cpu_count()}")
+    print(json.dumps(result))
     if not args.keep:
         for p in (
             "labels_api.zarr",
