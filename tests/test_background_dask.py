@@ -7,6 +7,7 @@ da = pytest.importorskip("dask.array")
 
 import napari_gmm as ng  # noqa: E402
 from napari_gmm._kernels import _config  # noqa: E402
+from napari_gmm.background import estimate_bleaching  # noqa: E402
 from napari_gmm.datasets import fluorescence_timelapse, moving_objects  # noqa: E402
 
 
@@ -95,3 +96,17 @@ def test_tiled_run_reads_every_chunk_once_and_the_burn_in_chunks_once_more(monke
     np.testing.assert_array_equal(bg, ref.background)
     # every compute runs the chains from their start (the models are made inside the graph)
     np.testing.assert_array_equal(res.foreground.compute(), ref.foreground)
+
+
+def test_stack_estimates_read_each_chunk_once():
+    # the bleaching estimate reads every frame: a dask stack is read a time chunk at a time, so each
+    # chunk is decoded once (frame by frame, a chunk of 4 frames was read 4 times); same factors
+    rng = np.random.default_rng(0)
+    decay = np.linspace(1.0, 0.7, 12)[:, None, None]
+    stack = (100 + rng.poisson(200, (12, 16, 40)) * decay).astype(np.uint16)
+    arr = _CountingArray(stack, (4, 16, 20))
+    lazy = da.from_array(arr, chunks=arr.chunks, asarray=False)
+    arr.reads.clear()  # (dask's zero-size read for the array's meta)
+    lazy = estimate_bleaching(lazy, offset=100)
+    assert arr.reads == {(t, 0, x): 1 for t in (0, 4, 8) for x in (0, 20)}
+    np.testing.assert_array_equal(lazy, estimate_bleaching(stack, offset=100))

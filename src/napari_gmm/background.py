@@ -476,9 +476,39 @@ def _pixel_sample(n_pixels: int, n_max: int) -> np.ndarray | slice:
     return np.sort(rng.choice(n_pixels, n_max, replace=False))
 
 
-def _frame_at(view, dask, t) -> np.ndarray:
-    f = view[int(t)]
-    return np.asarray(f.compute() if dask else f)
+class _Frames:
+    """Frames of a time-first stack by index, for the stack-wide estimates (noise, bleaching).
+
+    A dask stack is read a time block at a time: the frames of the time chunk holding the frame
+    asked for (at most ``_DASK_BLOCK_BYTES`` of them), kept until a frame outside the block is
+    asked for. zarr decodes whole chunks, so reading the frames of a chunk one by one decoded it
+    once per frame (8 times for chunks of 8 frames: the bleaching estimate, which reads every
+    frame in order, decoded the stack 8 times over, serially); now once. NumPy stacks: the frame
+    itself, as before. The values are the same either way."""
+
+    def __init__(self, view, dask):
+        self.view, self.dask = view, dask
+        self._lo = self._hi = 0
+        self._block = None
+        if dask:
+            self._bounds = np.cumsum((0,) + tuple(view.chunks[0]))
+            frame_bytes = int(np.prod(view.shape[1:])) * view.dtype.itemsize
+            self._max = max(1, _DASK_BLOCK_BYTES // max(1, frame_bytes))
+
+    def __call__(self, t) -> np.ndarray:
+        t = int(t)
+        if not self.dask:
+            return np.asarray(self.view[t])
+        if not self._lo <= t < self._hi:
+            i = int(np.searchsorted(self._bounds, t, side="right")) - 1
+            lo, hi = int(self._bounds[i]), int(self._bounds[i + 1])
+            if hi - lo > self._max:  # a long time chunk: the part of it holding t
+                lo += (t - lo) // self._max * self._max
+                hi = min(hi, lo + self._max)
+            self._block = None  # (the previous block freed before the next is read)
+            self._block = np.asarray(self.view[lo:hi].compute())
+            self._lo, self._hi = lo, hi
+        return self._block[t - self._lo]
 
 
 def _saturation_level(dtype) -> float:
@@ -527,10 +557,11 @@ def _estimate_noise_steps(view, info, offset=None, read_noise=None, n_pairs=48, 
     raw = np.empty((n_pix, n_p), np.float32)  # the first frame of each pair
     rng = np.random.default_rng(1)
     integer = info["dtype"].kind in "ui"
+    frame = _Frames(view, info["dask"])
     for i, t in enumerate(starts):
-        a = _frame_at(view, info["dask"], t).reshape(-1)[pick].astype(np.float64)
+        a = frame(t).reshape(-1)[pick].astype(np.float64)
         yield
-        b = _frame_at(view, info["dask"], t + 1).reshape(-1)[pick].astype(np.float64)
+        b = frame(t + 1).reshape(-1)[pick].astype(np.float64)
         yield
         bad = ~(np.isfinite(a) & np.isfinite(b) & (a < sat) & (b < sat))
         raw[:, i] = np.where(bad, np.nan, a)
@@ -721,7 +752,7 @@ def _offset_from_frames(raw, variance):
 
 def _check_offset(offset, view, info):
     """Refuse an offset above most of the data (a dark level must lie below the background)."""
-    f = _frame_at(view, info["dask"], 0)
+    f = _Frames(view, info["dask"])(0)
     f = f[np.isfinite(f)] if f.dtype.kind == "f" else f
     med = float(np.median(f)) if f.size else 0.0
     if offset > med:
@@ -786,9 +817,10 @@ def _estimate_bleaching_steps(view, info, offset=None, n_ref=25, n_pixels=2**16)
     sat = _saturation_level(info["dtype"])
     size = int(np.prod(info["frame_shape"]))
     pick = _pixel_sample(size, n_pixels)
+    frame = _Frames(view, info["dask"])
 
     def sample(t):
-        v = _frame_at(view, info["dask"], t).reshape(-1)[pick].astype(np.float64)
+        v = frame(t).reshape(-1)[pick].astype(np.float64)
         v[~np.isfinite(v) | (v >= sat)] = np.nan
         return v
 
