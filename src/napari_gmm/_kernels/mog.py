@@ -595,14 +595,18 @@ def _apply_fast(
     counter,
     n_workers,
 ):
-    """C = 1 or 3: the common case (top mode matches) in vectorisable passes over each row.
+    """C = 1 or 3: the common cases (the top or the second mode matches) in vectorisable passes
+    over each row.
 
     ``frames`` and ``bg_out`` are (B, H, W * C). Per frame and row: pass 0 converts
     the row to model units (and, with ``modelled``, sets every mode's variance from the noise
-    model); pass A tests every pixel against its top mode, updates that mode where it matches
-    ("fast" pixels) and writes the background; passes B decay the other modes of fast pixels
-    and sum the weights; passes C normalise them; then the other pixels (no match with the top
-    mode) go through :func:`_update_pixel` one at a time and write their background. Every
+    model); pass A tests every pixel against its top mode and updates that mode where it
+    matches ("fast" pixels); pass A2 does the same with the second mode where the top one does
+    not match (decaying the top mode, swapping the two when the second's weight reaches it);
+    passes B decay the other modes of fast pixels and sum the weights; passes C normalise them;
+    then the other pixels (neither of the first two modes matches: 7 % of the pixel-frames on
+    the issue-15 stack, 1 % on CDnet highway, 13 % on traffic, 22 % on fall) go through
+    :func:`_update_pixel` one at a time. Every
     pass computes exactly the float32 operations of :func:`_update_pixel` (and of
     :func:`_apply_pixels`), in the same order, with selects instead of branches (bit-identical
     results). The background is written while the row's state is in cache, straight into the
