@@ -41,7 +41,9 @@ within :data:`_config.REFINE_TOL_NATS`, and the pass repeats while the best K mo
 2.5 sd apart give likelihoods so flat that EM from different starts stops at optima tens of nats
 apart (on 4 classes 1.7 sd apart in a 2048 x 2048 image the first pass alone ended 36 nats below the
 fit started from the true parameters, and BIC chose 6), enough to change the criterion's choice.
-The chosen K then runs to convergence on the full histogram from its fit. The search's cost against
+EM on the coarse samples is deterministic, so a start the second pass meets again (the range slices of
+K, a split of an unchanged K - 1 fit) is not run again. The chosen K then runs to convergence on the
+full histogram from its fit. The search's cost against
 one fit at a fixed K on a 4096 x 4096 uint16 image is measured by ``benchmarks/bench_selection.py``.
 
 Why each K goes to its optimum: the criterion compares log-likelihoods summed over all pixels,
