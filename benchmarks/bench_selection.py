@@ -307,7 +307,8 @@ def print_synthetic(rows, size=512):
             "that K, to tol 1e-13) minus BIC of the K found; > 0: the criterion itself prefers the K found at this "
             "size, whatever the search does. The true K's log-likelihood gain grows with the pixel count N and BIC's "
             "penalty only with log N, so more pixels make these classes identifiable; below, the pixel count at "
-            "which the floor-free gain per pixel measured here pays BIC's penalty:"
+            "which the floor-free gain per pixel measured here pays BIC's penalty (a rough extrapolation from one "
+            "image: a gain of a few nats is itself noisy at this size):"
         )
         for dtype, clip, K, sep, k, _plain, _skl, gap, _dt, _cens in missed:
             dp = sl.n_parameters(K, 1, "spherical") - sl.n_parameters(k, 1, "spherical")
