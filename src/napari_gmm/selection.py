@@ -395,6 +395,12 @@ def _params_key(params: Params):
 class _Fit:
     params: Params
     objective: float
+    converged: bool = True
+
+    @classmethod
+    def of(cls, result):
+        """An EMResult without its history (the search keeps many runs)."""
+        return cls(result.params, result.objective, result.converged)
 
 
 def classification_entropy(problem, params: Params) -> float:
@@ -514,8 +520,10 @@ def search_n_components(
             key = _params_key(s)
             if key not in screened_runs:
                 try:
-                    screened_runs[key] = run_em(
-                        coarse, s, max_iter=min(_config.SCREEN_ITER, max_iter), tol=tol, progress=within(unit, 100)
+                    screened_runs[key] = _Fit.of(
+                        run_em(
+                            coarse, s, max_iter=min(_config.SCREEN_ITER, max_iter), tol=tol, progress=within(unit, 100)
+                        )
                     )
                 except FitError:  # a collapsed start is only a worse start
                     screened_runs[key] = None
@@ -546,12 +554,14 @@ def search_n_components(
                     continue
                 ran.add(_params_key(origin))
                 try:
-                    f = run_em(
-                        coarse,
-                        origin,
-                        max_iter=_config.SEARCH_MAX_STEPS,
-                        tol=nats / N,
-                        progress=within(unit, _config.SEARCH_MAX_STEPS),
+                    f = _Fit.of(
+                        run_em(
+                            coarse,
+                            origin,
+                            max_iter=_config.SEARCH_MAX_STEPS,
+                            tol=nats / N,
+                            progress=within(unit, _config.SEARCH_MAX_STEPS),
+                        )
                     )
                 except FitError:
                     f = None
