@@ -644,6 +644,36 @@ def search_n_components(
             refined.add(K)
             if fit is not None:
                 score_k(K, fit, max_components + 1)
+    # a close call: the best K and its neighbours within FINAL_MARGIN of its criterion each continue
+    # from their best fits to FINAL_TOL_NATS, so that the comparison that decides is between optima;
+    # again while the best K moves
+    polished_k = set()
+    for _ in range(_config.REFINE_ROUNDS):
+        if not sel.candidates:
+            break
+        ib = int(np.argmin(sel.values))
+        Kb = sel.candidates[ib]
+        close = [
+            k
+            for k in (Kb - 1, Kb + 1)
+            if k in coarse_fits and sel.values[sel.candidates.index(k)] - sel.values[ib] < _config.FINAL_MARGIN
+        ]
+        todo = [k for k in sorted(close + [Kb] * bool(close)) if k not in polished_k]
+        if not todo:
+            break
+        for K in todo:
+            polished_k.add(K)
+            try:
+                f = run_em(
+                    coarse,
+                    coarse_fits[K],
+                    max_iter=_config.SEARCH_MAX_STEPS,
+                    tol=_config.FINAL_TOL_NATS / N,
+                    progress=within(max_components + 1, _config.SEARCH_MAX_STEPS),
+                )
+            except FitError:
+                continue
+            score_k(K, _Fit.of(f), max_components + 1)
     if not sel.candidates:
         raise InputError("no number of components could be fitted: every start collapsed")
     i = int(np.argmin(sel.values))
