@@ -41,7 +41,9 @@ within :data:`_config.REFINE_TOL_NATS`, and the pass repeats while the best K mo
 2.5 sd apart give likelihoods so flat that EM from different starts stops at optima tens of nats
 apart (on 4 classes 1.7 sd apart in a 2048 x 2048 image the first pass alone ended 36 nats below the
 fit started from the true parameters, and BIC chose 6), enough to change the criterion's choice.
-The chosen K then runs to convergence on the full histogram from its fit. The search's cost against
+EM on the coarse samples is deterministic, so a start the second pass meets again (the range slices of
+K, a split of an unchanged K - 1 fit) is not run again. The chosen K then runs to convergence on the
+full histogram from its fit. The search's cost against
 one fit at a fixed K on a 4096 x 4096 uint16 image is measured by ``benchmarks/bench_selection.py``.
 
 Why each K goes to its optimum: the criterion compares log-likelihoods summed over all pixels,
@@ -384,10 +386,21 @@ def _objective(problem: Problem, params: Params) -> float:
     return problem.step(params.copy(), 0)
 
 
+def _params_key(params: Params):
+    """The bytes of a parameter set (the search's memo of EM runs on the coarse samples)."""
+    return params.weights.tobytes(), params.means.tobytes(), params.cov.tobytes()
+
+
 @dataclass
 class _Fit:
     params: Params
     objective: float
+    converged: bool = True
+
+    @classmethod
+    def of(cls, result):
+        """An EMResult without its history (the search keeps many runs)."""
+        return cls(result.params, result.objective, result.converged)
 
 
 def classification_entropy(problem, params: Params) -> float:
@@ -485,12 +498,18 @@ def search_n_components(
         censoring=getattr(getattr(problem, "censoring", None), "to_dict", lambda: None)(),
     )
     coarse_fits, fits = {}, {}
+    # EM on the coarse samples is deterministic: a start run before (the range slices of K, a split
+    # of an unchanged K - 1 fit, which the second pass meets again) is not run again, and a run
+    # finished before to a looser tolerance continues from where it stopped
+    screened_runs, finished_runs, range_starts = {}, {}, {}
 
     def fit_k(K, thorough, unit):
         """K's fit on the coarse samples: the starts, SCREEN_ITER EM steps each, the best one (the
         best REFINE_FINISH, ``thorough``) to the optimum; None when every start collapsed."""
         prev = coarse_fits.get(K - 1)
-        starts = [range_start(Xc, wc, K, cov_type, coarse.reg)]
+        if K not in range_starts:
+            range_starts[K] = range_start(Xc, wc, K, cov_type, coarse.reg)
+        starts = [range_starts[K]]
         if prev is not None:
             js = range(K - 1) if thorough else _split_candidates(prev)
             starts += [split_start(prev, j) for j in js]
@@ -498,11 +517,18 @@ def search_n_components(
             starts.append(extra_start(Xc, wc, K))
         screened = []
         for i, s in enumerate(starts):
-            try:
-                r = run_em(coarse, s, max_iter=min(_config.SCREEN_ITER, max_iter), tol=tol, progress=within(unit, 100))
-            except FitError:  # a collapsed start is only a worse start
-                continue
-            screened.append((i, r))
+            key = _params_key(s)
+            if key not in screened_runs:
+                try:
+                    screened_runs[key] = _Fit.of(
+                        run_em(
+                            coarse, s, max_iter=min(_config.SCREEN_ITER, max_iter), tol=tol, progress=within(unit, 100)
+                        )
+                    )
+                except FitError:  # a collapsed start is only a worse start
+                    screened_runs[key] = None
+            if screened_runs[key] is not None:
+                screened.append((i, screened_runs[key]))
         screened.sort(key=lambda ir: -ir[1].objective)
         n_finish = _config.REFINE_FINISH if thorough else 1
         if screened:  # a start far behind after screening sits in a worse basin: not worth finishing
@@ -515,25 +541,43 @@ def search_n_components(
         if not screened:
             return None
         nats = _config.REFINE_TOL_NATS if thorough else _config.SEARCH_TOL_NATS
-        best = None
+        best, ran = None, set()
         # to the optimum (the driver switches to SQUAREM when EM creeps): see _config.SEARCH_TOL_NATS
         for r in screened:
-            try:
-                f = run_em(
-                    coarse,
-                    r.params,
-                    max_iter=_config.SEARCH_MAX_STEPS,
-                    tol=nats / N,
-                    progress=within(unit, _config.SEARCH_MAX_STEPS),
-                )
-            except FitError:
-                continue
-            if best is None or f.objective > best.objective:
+            key = _params_key(r.params)
+            done = finished_runs.get(key)
+            if done is not None and (done[1] is None or done[0] <= nats):
+                f = done[1]
+            else:
+                origin = r.params if done is None else done[1].params
+                if _params_key(origin) in ran:  # the first pass's fit, continued above already
+                    continue
+                ran.add(_params_key(origin))
+                try:
+                    f = _Fit.of(
+                        run_em(
+                            coarse,
+                            origin,
+                            max_iter=_config.SEARCH_MAX_STEPS,
+                            tol=nats / N,
+                            progress=within(unit, _config.SEARCH_MAX_STEPS),
+                        )
+                    )
+                except FitError:
+                    f = None
+                finished_runs[key] = (nats, f)
+                if f is not None and f.converged:
+                    finished_runs[_params_key(f.params)] = (nats, f)
+            if f is not None and (best is None or f.objective > best.objective):
                 best = f
         return best
 
+    coarse_objective = {}  # K -> the coarse objective of its recorded fit
+
     def score_k(K, fit, unit):
         """The criterion of K's coarse fit on all samples, recorded in ``sel``."""
+        if K in fits and (fit.objective - coarse_objective[K]) * N <= _config.SEARCH_TOL_NATS:
+            return  # the refinement found nothing better on the coarse samples (or the same fit)
         if coarse is problem:
             polished = _Fit(fit.params, fit.objective)
         elif D > 1:  # a colour grid is cruder than a grey re-binning: a few EM steps on all samples
@@ -566,6 +610,7 @@ def search_n_components(
             if sel.entropy is not None:
                 sel.entropy.append(ent)
         coarse_fits[K] = fit.params
+        coarse_objective[K] = fit.objective
         fits[K] = polished
 
     # first pass: K = 1, 2, ... with the cheap starts, until SEARCH_PATIENCE K in a row are worse
@@ -599,6 +644,36 @@ def search_n_components(
             refined.add(K)
             if fit is not None:
                 score_k(K, fit, max_components + 1)
+    # a close call: the best K and its neighbours within FINAL_MARGIN of its criterion each continue
+    # from their best fits to FINAL_TOL_NATS, so that the comparison that decides is between optima;
+    # again while the best K moves
+    polished_k = set()
+    for _ in range(_config.REFINE_ROUNDS):
+        if not sel.candidates:
+            break
+        ib = int(np.argmin(sel.values))
+        Kb = sel.candidates[ib]
+        close = [
+            k
+            for k in (Kb - 1, Kb + 1)
+            if k in coarse_fits and sel.values[sel.candidates.index(k)] - sel.values[ib] < _config.FINAL_MARGIN
+        ]
+        todo = [k for k in sorted(close + [Kb] * bool(close)) if k not in polished_k]
+        if not todo:
+            break
+        for K in todo:
+            polished_k.add(K)
+            try:
+                f = run_em(
+                    coarse,
+                    coarse_fits[K],
+                    max_iter=_config.SEARCH_MAX_STEPS,
+                    tol=_config.FINAL_TOL_NATS / N,
+                    progress=within(max_components + 1, _config.SEARCH_MAX_STEPS),
+                )
+            except FitError:
+                continue
+            score_k(K, _Fit.of(f), max_components + 1)
     if not sel.candidates:
         raise InputError("no number of components could be fitted: every start collapsed")
     i = int(np.argmin(sel.values))
