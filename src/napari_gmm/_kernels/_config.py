@@ -214,6 +214,10 @@ REFINE_MARGIN = 400.0
 #: with K = 8, the issue's clipped phantom) the 300 steps cost about 4-5 ms
 START_TOL_NATS = 1e-5
 START_MAX_STEPS = 300
+#: ... and so does a second start, the equal-count slices (``init="quantiles"``); the fit starts from
+#: it only where its log-likelihood on the full histogram beats the classic one's by more than this
+#: many nats (summed over all pixels), so that near-ties keep the classic fit
+START_OTHER_MARGIN = 1.0
 #: EM iterations a K gets at most in the search
 SEARCH_MAX_STEPS = 2000
 #: the search stops once this many consecutive K have been worse than the best one. 3 until session 4;
