@@ -240,8 +240,14 @@ def _coarse_colours(X, w, bins):
 
 def _coarse_samples(X, w, bins):
     """Grey samples re-binned into at most ``bins`` equal bins (weighted means, summed counts), and
-    the bin width (0 when nothing was merged). Multichannel: :func:`_coarse_colours` on a grid of
-    :data:`_config.COARSE_COLOUR_BINS` per channel."""
+    the width whose variance is the coarse fit's floor (0 when nothing was merged). Multichannel:
+    :func:`_coarse_colours` on a grid of :data:`_config.COARSE_COLOUR_BINS` per channel.
+
+    A bin holding more than :data:`_config.COARSE_BIN_SHARE` of the pixels (a narrow class in a
+    range that a few bright pixels stretch) is cut into equal sub-bins holding about that share
+    each, again while one holds more and has more than one level; the floor is then the widest
+    sub-bin's width (the wide bins are where the pixels are sparse). Gaussian classes spread over
+    the range never get there (a class would have to be narrower than about 8 equal bins)."""
     if X.shape[1] != 1:
         return _coarse_colours(X, w, _config.COARSE_COLOUR_BINS)
     if X.shape[0] <= bins:
@@ -254,9 +260,45 @@ def _coarse_samples(X, w, bins):
         width = math.ceil(width / step * (1 - 1e-12)) * step
     idx = np.minimum(((v - lo) / width).astype(np.int64), bins - 1)
     cnt = np.bincount(idx, weights=w, minlength=bins)
-    s = np.bincount(idx, weights=w * (v - lo), minlength=bins)
+    cap = _config.COARSE_BIN_SHARE * float(cnt.sum())
+    if cnt.max() > cap:
+        idx, width = _split_full_bins(v, w, idx, width, step, cap)
+        cnt = np.bincount(idx, weights=w)
+    s = np.bincount(idx, weights=w * (v - lo), minlength=cnt.size)
     nz = cnt > 0
     return np.ascontiguousarray((s[nz] / cnt[nz] + lo)[:, None]), np.ascontiguousarray(cnt[nz]), width
+
+
+def _split_full_bins(v, w, idx, width, step, cap):
+    """Bin indices (still ordered with ``v``) after cutting every bin holding more than ``cap``
+    pixels into equal sub-bins (whole lattice steps) holding about ``cap`` each, repeated while a
+    bin holds more and spans more than one level; and the widest sub-bin's width."""
+    fine = 0.0
+    for _ in range(_config.COARSE_SPLIT_ROUNDS):
+        n_bins = int(idx[-1]) + 1
+        cnt = np.bincount(idx, weights=w, minlength=n_bins)
+        first = np.searchsorted(idx, np.arange(n_bins), side="left")
+        last = np.searchsorted(idx, np.arange(n_bins), side="right") - 1
+        full = np.flatnonzero((cnt > cap) & (last > first))
+        if full.size == 0:
+            break
+        # sub-bins per bin: 1 for the others, ceil(count / cap) for the full ones
+        parts = np.ones(n_bins, np.int64)
+        parts[full] = np.ceil(cnt[full] / cap).astype(np.int64)
+        offset = np.concatenate([[0], np.cumsum(parts)[:-1]])
+        sub = np.zeros(v.size, np.int64)
+        for b in full:
+            a, z = first[b], last[b] + 1
+            lo_b, span = float(v[a]), float(v[z - 1] - v[a])
+            sw = span / parts[b] * (1 + 1e-12)
+            if step > 0 and sw > step:
+                sw = math.ceil(sw / step * (1 - 1e-12)) * step
+            sw = max(sw, step if step > 0 else span)
+            sub[a:z] = np.minimum(((v[a:z] - lo_b) / sw).astype(np.int64), parts[b] - 1)
+            fine = max(fine, sw)
+        idx = offset[idx] + sub
+        _, idx = np.unique(idx, return_inverse=True)  # drop empty sub-bins, keep the order
+    return idx, (min(width, fine) if fine > 0 else width)
 
 
 def coarse_problem(problem: Problem):

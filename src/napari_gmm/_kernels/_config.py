@@ -150,6 +150,13 @@ LABEL_SLICE = 2**20
 #: the full histogram: measured on 4096 x 4096 uint16 images, EM on the full histogram from the coarse
 #: optimum gained under 0.4 nats of log-likelihood in total, against criterion steps of 20-40
 COARSE_BINS = 1024
+#: ... where a bin holds more than this share of the pixels, it is cut into sub-bins holding about
+#: that share (at most COARSE_SPLIT_ROUNDS rounds): a narrow dim class beside a few bright pixels that
+#: stretch the range (background at 100 sd 4, cells at 130 sd 5, bright structures at 30,000 sd
+#: 3,000 in uint16: equal bins 44 levels wide put background and cells in one or two bins). A
+#: Gaussian class reaches this share in one equal bin only when narrower than about 8 bins
+COARSE_BIN_SHARE = 0.02
+COARSE_SPLIT_ROUNDS = 3
 #: multichannel data: the search fits each K on the occupied cells of a grid of this many bins per
 #: channel (each cell's mean colour) ...
 COARSE_COLOUR_BINS = 32
