@@ -841,9 +841,12 @@ def polished_fit(problem, classic: Params, *, max_iter, tol, progress=None, othe
     :data:`_config.START_TOL_NATS` summed over all pixels (at most :data:`_config.START_MAX_STEPS`
     iterations, SQUAREM), microseconds per iteration on at most :data:`_config.COARSE_BINS` bins.
 
-    ``others``: more deterministic starts (``init="auto"`` passes the equal-count slices), each
-    polished the same way; the fit starts from the one whose log-likelihood on the full ``problem``
-    is the highest, the classic one unless another beats it by more than
+    ``others``: more deterministic starts, callables ``start(X, w) -> Params`` on the coarse samples
+    (``init="auto"`` passes the equal-count slices). Each runs :data:`_config.SCREEN_ITER` EM steps
+    and is polished as the classic one only where it is then already above the classic start's
+    optimum on the coarse histogram (by :data:`_config.START_OTHER_MARGIN` nats); the fit starts
+    from the one whose log-likelihood on the full ``problem`` is the highest, the classic one unless
+    another beats it by more than
     :data:`_config.START_OTHER_MARGIN` nats summed over all pixels (so the fit is the classic one
     wherever the classic start is as good) and also in the classification likelihood (log L minus
     the classification entropy, ICL's at a fixed K: two components on one heavy-tailed peak raise
@@ -872,12 +875,22 @@ def polished_fit(problem, classic: Params, *, max_iter, tol, progress=None, othe
     best = start.params
     if others:
         N = problem.total_weight
-        best_ll = _objective(problem, best) * N
+        Xc, wc = _all_samples(coarse)
+        best_ll = None
         for other in others:
+            # screened first: only a start already above the classic one's optimum after SCREEN_ITER
+            # EM steps (another basin, clearly) is worth its polishing and the full histogram's E-steps
+            tol_n = _config.START_TOL_NATS / N
             try:
-                r = run_em(coarse, other, max_iter=_config.START_MAX_STEPS, tol=_config.START_TOL_NATS / N, progress=cb)
+                r = run_em(coarse, other(Xc, wc), max_iter=_config.SCREEN_ITER, tol=tol_n, progress=cb)
+                if (r.objective - start.objective) * N <= _config.START_OTHER_MARGIN:
+                    continue
+                if not r.converged:
+                    r = run_em(coarse, r.params, max_iter=_config.START_MAX_STEPS, tol=tol_n, progress=cb)
             except FitError:  # a collapsed start is only a worse start
                 continue
+            if best_ll is None:
+                best_ll = _objective(problem, best) * N
             ll = _objective(problem, r.params) * N
             if ll <= best_ll + _config.START_OTHER_MARGIN:
                 continue
