@@ -1097,7 +1097,7 @@ def fit_hist(
             classic = _init_ranges(X, w, n_components, integer, cov_type, reg)
             # and the equal-count slices, kept where they end clearly higher (narrow dim classes
             # beside a few bright pixels: the range slices put two starts in the bright class)
-            others = (_init_quantiles(X, w, n_components, cov_type, reg),) if n_components > 1 else ()
+            others = (lambda Xc, wc: _init_quantiles(Xc, wc, n_components, cov_type, reg),) if n_components > 1 else ()
             res = _sel.polished_fit(problem, classic, max_iter=max_iter, tol=tol, progress=callback, others=others)
     if not auto and res is None:
         res = _drv.fit_em(
