@@ -262,6 +262,23 @@ def test_default_start_is_the_classic_one_taken_to_its_optimum():
     np.testing.assert_array_equal(c.means, d.means)
 
 
+def test_narrow_dim_classes_beside_a_few_bright_pixels():
+    """Background at 100 (sd 4, 50 %), cells at 130 (sd 5, 30 %) and bright structures at 30,000
+    (sd 3,000, 20 %) in uint16: the range slices put two starts in the bright class, and the search's
+    equal coarse bins (44 levels wide at 2048 x 2048) merged the two dim classes. Fixed K = 3 and
+    "auto" both separate background and cells now."""
+    img = _classes([100, 130, 30000], [4, 5, 3000], [5, 3, 2], seed=3, dtype=np.uint16, top=65535)
+    truth = np.where(img < 115, 1, np.where(img < 1000, 2, 3))
+    for k in (3, "auto"):
+        m = ng.fit_mixture(img, k)
+        assert m.n_components == 3
+        np.testing.assert_allclose(m.means.ravel()[:2], [100, 130], atol=0.5)
+        assert (m.predict(img) == truth).mean() > 0.99
+    h = ng.histogram(img)
+    Xc = sl.coarse_problem(em.WeightedSamples(h.values, h.counts, 1 / 12)).X[:, 0]
+    assert np.sum((Xc > 90) & (Xc < 140)) >= 10  # fine coarse bins where the dim pixels are
+
+
 def test_spatial_log_likelihood_matches_a_pixel_by_pixel_sum():
     """The mean-field-like likelihood of a Potts fit (bench_selection.py part 5) against a direct
     loop: each valid pixel's mixture weighted by the prior given its neighbours' posteriors."""
