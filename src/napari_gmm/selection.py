@@ -246,8 +246,9 @@ def _coarse_samples(X, w, bins):
     A bin holding more than :data:`_config.COARSE_BIN_SHARE` of the pixels (a narrow class in a
     range that a few bright pixels stretch) is cut into equal sub-bins holding about that share
     each, again while one holds more and has more than one level; the floor is then the widest
-    sub-bin's width (the wide bins are where the pixels are sparse). Gaussian classes spread over
-    the range never get there (a class would have to be narrower than about 8 equal bins)."""
+    sub-bin's width^2 / 12 (the wide bins are where the pixels are sparse). Gaussian classes spread over
+    the range never get there (a class holding a share w of the pixels puts that share into one equal
+    bin only when its sd is under about 20 w bins)."""
     if X.shape[1] != 1:
         return _coarse_colours(X, w, _config.COARSE_COLOUR_BINS)
     if X.shape[0] <= bins:

@@ -154,7 +154,8 @@ COARSE_BINS = 1024
 #: that share (at most COARSE_SPLIT_ROUNDS rounds): a narrow dim class beside a few bright pixels that
 #: stretch the range (background at 100 sd 4, cells at 130 sd 5, bright structures at 30,000 sd
 #: 3,000 in uint16: equal bins 44 levels wide put background and cells in one or two bins). A
-#: Gaussian class reaches this share in one equal bin only when narrower than about 8 bins
+#: Gaussian class holding a share w of the pixels fills 2 % of one equal bin only when its sd is under
+#: about 20 w bins (w h / (sd sqrt(2 pi)) > 0.02 for bins h wide)
 COARSE_BIN_SHARE = 0.02
 COARSE_SPLIT_ROUNDS = 3
 #: multichannel data: the search fits each K on the occupied cells of a grid of this many bins per
