@@ -1163,17 +1163,21 @@ class BackgroundModel:
         ``shadows=False`` skips the shadow test (shadow pixels are marked foreground) where
         the masks are not used, as in the burn-in; the model is the same either way.
 
-        The kernels are compiled for uint8, uint16 and float32 frames only (each compile takes
-        about a minute): every other dtype is converted to float32 here, which is exactly the
-        kernels' own first operation on a sample, and its integer maximum is passed on as the
-        saturation level. Their background goes through a float32 buffer (unrounded), rounded
-        and clipped into the integer dtype here (:func:`to_int_dtype`): a mode at the dtype's top
-        is written as the top, whose float32 value rounds up past it and is clipped back to it."""
+        The kernels are compiled for three (frames, background) dtype pairs only, uint8/uint8,
+        uint16/uint16 and float32/float32 (each compile takes about half a minute of CPU): every
+        other frames dtype, and frames whose background is asked for in another dtype (float32:
+        the unrounded background of the difference image, or ``apply(background_out=)``), are
+        converted to float32 here, which is exactly the kernels' own first operation on a
+        sample, and the integer maximum is passed on as the saturation level (bit for bit the
+        same result). The background of other integer dtypes goes through a float32 buffer
+        (unrounded), rounded and clipped into the integer dtype here (:func:`to_int_dtype`): a
+        mode at the dtype's top is written as the top, whose float32 value rounds up past it and
+        is clipped back to it."""
         p = self.params
         src = data.dtype
         integer = src.kind in "ui"
         saturation = float(np.iinfo(src).max) if integer else None
-        native = src in _KERNEL_DTYPES
+        native = src in _KERNEL_DTYPES and (bg is None or bg.dtype == src)
         if not native:
             data = data.astype(np.float32)
         # the dtype the kernel writes the background in (wide integers: float32, rounded and
@@ -1186,7 +1190,7 @@ class BackgroundModel:
             # a dummy of the dtype the output would have: the kernel's compiled specialisation
             # (frames dtype, output dtype) is the same with and without the output
             bg = self._dummy(kdt)
-        elif bg.dtype not in _KERNEL_DTYPES:
+        elif bg.dtype != kdt:  # another integer dtype: through the float32 buffer
             out, bg = bg, self._buffer(bg.shape)
         bg_range = None
         if bg.dtype.kind in "ui":

@@ -2,7 +2,7 @@
 
 Every kernel is compiled on its first call with a new argument type and kept in the on-disk cache
 (``cache=True``: next to the sources, or in ``NUMBA_CACHE_DIR``), so only the first call in a fresh
-installation pays for it: about a minute of CPU for background modelling's three kernel variants
+installation pays for it: about a minute and a half of CPU for background modelling's three kernel variants
 (8-bit, 16-bit, float), a few seconds for each segmentation path. ``precompile`` pays it up front,
 spread over several processes: after installing on a shared workstation or a cluster image, before
 a first napari session, or before a test run (``tools/run-tests.sh`` does it so that its two test
@@ -110,11 +110,6 @@ def _background(dtype):
         model = ng.BackgroundModel(stack.shape[1:])  # frame by frame (streaming)
         for frame in stack[:3]:
             model.apply(frame)
-        if dtype == np.uint8:
-            # streamed 8-bit video with a float background (the 16-bit variant compiles on first use)
-            bg = np.empty(stack.shape[1:], np.float32)
-            for frame in stack[:3]:
-                model.apply(frame, background_out=bg)
 
     return run
 
