@@ -666,19 +666,26 @@ def search_n_components(
             report(100 * K)
         if K - sel.candidates[int(np.argmin(sel.values))] >= _config.SEARCH_PATIENCE:
             break
+
+    def contenders(fitted, margin, lowest):
+        """The best K so far and those of its neighbours (K - 1, K + 1), at least ``lowest`` and
+        fitted in ``fitted``, whose criterion is within ``margin`` of the best's."""
+        ib = int(np.argmin(sel.values))
+        Kb = sel.candidates[ib]
+        near = [
+            k
+            for k in (Kb - 1, Kb + 1)
+            if k in fitted and k >= lowest and sel.values[sel.candidates.index(k)] - sel.values[ib] < margin
+        ]
+        return Kb, near
+
     # second pass: the K that compete with the best (its neighbours) again from every split of the
     # refined K - 1 fit, the best few starts to a tighter optimum; repeated while the best K moves
     refined = set()
     for _ in range(_config.REFINE_ROUNDS):
         if not sel.candidates:
             break
-        ib = int(np.argmin(sel.values))
-        Kb = sel.candidates[ib]
-        near = [
-            k
-            for k in (Kb - 1, Kb + 1)
-            if k in fits and k > 1 and sel.values[sel.candidates.index(k)] - sel.values[ib] < _config.REFINE_MARGIN
-        ]
+        Kb, near = contenders(fits, _config.REFINE_MARGIN, 2)
         todo = [k for k in sorted(near + [Kb] * bool(near and Kb > 1)) if k not in refined]
         if not todo:
             break
@@ -694,13 +701,7 @@ def search_n_components(
     for _ in range(_config.REFINE_ROUNDS):
         if not sel.candidates:
             break
-        ib = int(np.argmin(sel.values))
-        Kb = sel.candidates[ib]
-        close = [
-            k
-            for k in (Kb - 1, Kb + 1)
-            if k in coarse_fits and sel.values[sel.candidates.index(k)] - sel.values[ib] < _config.FINAL_MARGIN
-        ]
+        Kb, close = contenders(coarse_fits, _config.FINAL_MARGIN, 1)
         todo = [k for k in sorted(close + [Kb] * bool(close)) if k not in polished_k]
         if not todo:
             break
