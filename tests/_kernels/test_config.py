@@ -33,9 +33,11 @@ def test_parallel_kernel_does_not_load_the_serial_twins_cached_code(tmp_path):
     code = textwrap.dedent("""
         import numpy as np
         from napari_gmm._kernels import hist as k
+        # the look-up pair: the cheapest of the pairs to compile (about 1 s of CPU for both
+        # instead of 4 for int_range's); every pair is made by the same serial_copy
         a = np.arange(100, dtype=np.uint16)
-        for f in (k.int_range_serial, k.int_range):  # the serial twin first, then its kernel
-            f(a, np.zeros(0, np.uint8), 2)
+        for f in (k.lut_offset_serial, k.lut_offset):  # the serial twin first, then its kernel
+            f(a, np.zeros(0, np.uint8), 0, np.arange(100, dtype=np.uint8), np.empty(100, np.uint8))
             print(sum(f.stats.cache_hits.values()), sum(f.stats.cache_misses.values()))
     """)
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), PYTHONPATH=SRC)
