@@ -22,6 +22,12 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# Python's bytecode caches (.pyc) are written as modules are first imported (pip installs with
+# --no-compile below): the later interpreters (the precompile workers, the pytest workers, the
+# tests' fresh interpreters: the demo, npe2, pip wheel...) load napari, Qt, Numba and SciPy from
+# them instead of compiling their sources again. An inherited PYTHONDONTWRITEBYTECODE=1 made every
+# one of them compile every module it imports, and pytest re-rewrite napari's modules each time.
+unset PYTHONDONTWRITEBYTECODE
 cd "$here"
 log() { printf 'run-tests: %s\n' "$*" >&2; }
 
