@@ -3,9 +3,18 @@
 Generates a (T, 2048, 2048) uint16 stack of ``--gb`` GB (default 8) as zarr (3 classes of blobs,
 Gaussian noise, a slow intensity drift), then, in one run:
 
-1. **I/O floor**: reading (and decompressing) the whole zarr with dask, doing nothing else, from
-   disk (the page cache dropped first: the case of a stack larger than memory) and from the page
-   cache (read twice). Every job below starts from a cold page cache.
+1. **I/O floor**: reading (and decompressing) the whole zarr with dask's defaults, doing nothing
+   else, from disk and from the page cache (read twice). The cold floor is measured fairly and
+   repeatedly in the same run: before each cold measurement, of the floor AND of every job, the
+   dirty pages are written back (``sync``: no earlier job's outputs are flushed during the next
+   measurement) and, as root, the kernel's page, dentry and inode caches are dropped (``echo 3 >
+   /proc/sys/vm/drop_caches``; without root, ``posix_fadvise(DONTNEED)`` of the stack's files), so
+   the floor and the jobs all read the stack from the disk, as a stack larger than memory is read.
+   The disk's speed moves on a shared machine (9.2 to 17.2 s for the 8 GB stack in earlier runs), so
+   the cold floor is measured before the first job and again after every job (at least
+   ``--floors`` times): every job has a floor just before and just after it. The table gives each
+   job's ratio to the median of the run's cold floors and to the floors around it, and prints every
+   floor with the load average.
 2. **API, threaded scheduler** (no cluster): ``segment(stack, 3)`` lazily and
    ``napari_gmm.io.write_zarr`` of the labels; time and the process's peak RSS growth.
 3. **Command line on a cluster**: ``napari-gmm segment STACK.zarr --scheduler ADDRESS`` against a
@@ -36,10 +45,11 @@ job that keeps 2 cores busy cannot gain from more overlap, only from less work).
 chunks (not by the stack), workers within their limit.
 
     python benchmarks/bench_scale.py [--gb 8] [--dir /tmp/napari-gmm-scale] [--keep]
-        [--only floor,api,cluster,apply,background,peers]
+        [--only floor,api,cluster,apply,background,peers] [--floors 3]
 
 ``--dir`` holds the generated stack (``DIR/stack.zarr``, reused when its shape matches ``--gb``);
-``--only`` runs a subset of the jobs (the I/O floors are always measured).
+``--only`` runs a subset of the jobs (the I/O floors are always measured; ``--only floor --floors 5``
+measures the cold floor 5 times).
 """
 
 from __future__ import annotations
@@ -113,9 +123,30 @@ def evict(root):
                 os.close(fd)
 
 
+def drop_caches(root):
+    """Make the next read of ``root`` come from the disk: ``sync`` (so that no earlier job's dirty
+    outputs are written back during the next measurement), then, as root, the kernel's whole page,
+    dentry and inode cache dropped (``echo 3 > /proc/sys/vm/drop_caches``: a truly cold read, the
+    zarr's directories included); without the right to do that, :func:`evict` of ``root``'s files
+    (their data pages only). Returns the method used."""
+    os.sync()
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+        DROP_METHOD[0] = "echo 3 > /proc/sys/vm/drop_caches"
+    except OSError:
+        evict(root)
+        DROP_METHOD[0] = "posix_fadvise(DONTNEED) of the stack's files (not root)"
+    return DROP_METHOD[0]
+
+
+DROP_METHOD = ["?"]
+
+
 def io_floor(path, cold):
-    """Seconds to read (and decompress) the whole zarr with dask, doing nothing else: from disk
-    (``cold``, the page cache dropped first) or from the page cache (read once before)."""
+    """(Seconds, CPU seconds) to read (and decompress) the whole zarr with dask's defaults, doing
+    nothing else: from disk (``cold``: :func:`drop_caches` first) or from the page cache (read
+    once before)."""
     import dask.array as da
 
     stack = da.from_zarr(str(path))
@@ -124,7 +155,7 @@ def io_floor(path, cold):
         stack.map_blocks(lambda b: np.zeros((1,) * b.ndim, np.uint8), chunks=(1,) * stack.ndim).sum().compute()
 
     if cold:
-        evict(path)
+        drop_caches(path)
     else:
         read()
     with Timed() as t:
@@ -321,6 +352,9 @@ def main():
     ap.add_argument("--dir", default="/tmp/napari-gmm-scale")
     ap.add_argument("--keep", action="store_true", help="keep the generated stack and outputs")
     ap.add_argument("--only", default=",".join(JOBS), help=f"comma-separated subset of {','.join(JOBS)}")
+    ap.add_argument(
+        "--floors", type=int, default=3, help="at least this many cold floors (one before the jobs, one after each)"
+    )
     args = ap.parse_args()
     only = set(args.only.split(",")) | {"floor"}
     if not only <= set(JOBS):
@@ -333,42 +367,75 @@ def main():
     T = generate(stack, args.gb)
     mb = T * SIDE * SIDE * 2 / 1e6
     warm_up(root)
-    floor_cold, cpu_cold = io_floor(stack, cold=True)
+    colds = []  # (seconds, CPU seconds, load average) of every cold floor, in order
+
+    def cold_floor():
+        sec, cpu = io_floor(stack, cold=True)
+        colds.append((sec, cpu, os.getloadavg()[0]))
+
+    def job_start():
+        # every job starts from a cold page cache: the stack comes from disk, as a new acquisition does
+        drop_caches(stack)
+
+    def job_end():
+        # the floor again after every job: the disk's speed moves on this machine, so each job has
+        # a floor measured just before and just after it
+        cold_floor()
+
+    cold_floor()
+    for _ in range(max(0, args.floors - 1 - len(only - {"floor", "peers"}))):
+        cold_floor()
     floor, cpu_warm = io_floor(stack, cold=False)
-    # rows: (job, seconds, CPU seconds or None, peak memory, equal to the in-memory path)
-    rows = [
-        ("read the zarr from disk (cold I/O floor)", floor_cold, cpu_cold, "-", "-"),
-        ("read the zarr from the page cache (warm I/O floor)", floor, cpu_warm, "-", "-"),
-    ]
-    result = {"gb": mb / 1e3, "floor_cold_s": floor_cold, "floor_s": floor, "floor_cold_cpu": cpu_cold}
-    # every job starts from a cold page cache: the stack comes from disk, as a new acquisition does
+    # rows: (job, seconds, CPU seconds or None, peak memory, equal to the in-memory path, load, floors)
+    rows = []
+    result = {"gb": mb / 1e3, "floor_s": floor}
+
+    def row(name, sec, cpu, mem, ok):
+        rows.append((name, sec, cpu, mem, ok, os.getloadavg()[0], colds[-2:]))
+
     if "api" in only:
-        evict(stack)
+        job_start()
         t_api, cpu_api, grew, _ = api_threaded(stack, root / "labels_api.zarr")
+        row("API segment + write_zarr, threaded scheduler", t_api, cpu_api, f"+{grew / 2**20:.0f} MiB (process)", None)
+        job_end()
         ok = check_crop(stack, root / "labels_api.zarr")
-        mem = f"+{grew / 2**20:.0f} MiB (process)"
-        rows.append(("API segment + write_zarr, threaded scheduler", t_api, cpu_api, mem, ok))
+        rows[-1] = rows[-1][:4] + (ok,) + rows[-1][5:]
         result.update(api_s=t_api, api_cpu=cpu_api, api_peak_growth=grew, api_equal=ok)
     if "cluster" in only:
-        evict(stack)
+        job_start()
         t_cli, peaks, cpu_cli = cli_cluster(stack, root / "labels_cli.zarr")
-        ok = check_crop(stack, root / "labels_cli.zarr")
         mem = " / ".join(f"{p / 2**20:.0f} MiB" for p in peaks)
-        rows.append(("CLI segment, LocalCluster 2 x 2 GB (CPU: the workers')", t_cli, cpu_cli, mem, ok))
+        row("CLI segment, LocalCluster 2 x 2 GB (CPU: the workers')", t_cli, cpu_cli, mem, None)
+        job_end()
+        ok = check_crop(stack, root / "labels_cli.zarr")
+        rows[-1] = rows[-1][:4] + (ok,) + rows[-1][5:]
         result.update(cli_s=t_cli, cli_cpu=cpu_cli, worker_peaks=peaks, cli_equal=ok)
     if "apply" in only:
-        evict(stack)
+        job_start()
         t_apply, peak, cpu_apply = cli_apply(stack, root / "labels_api.zarr", root / "labels_apply.zarr")
+        row(
+            "CLI apply a saved model (one pass), threaded",
+            t_apply,
+            cpu_apply,
+            f"{peak / 2**20:.0f} MiB (process)",
+            None,
+        )
+        job_end()
         ok = check_crop(stack, root / "labels_apply.zarr")
-        mem = f"{peak / 2**20:.0f} MiB (process)"
-        rows.append(("CLI apply a saved model (one pass), threaded", t_apply, cpu_apply, mem, ok))
+        rows[-1] = rows[-1][:4] + (ok,) + rows[-1][5:]
         result.update(apply_s=t_apply, apply_cpu=cpu_apply, apply_peak=peak, apply_equal=ok)
     if "background" in only:
-        evict(stack)
+        job_start()
         t_bg, bg_peak, cpu_bg = cli_background(stack, root / "background.zarr")
+        row("CLI background, threaded (defaults)", t_bg, cpu_bg, f"{bg_peak / 2**20:.0f} MiB (process)", None)
+        job_end()
         ok = check_background_crop(stack, root / "background.zarr")
-        rows.append(("CLI background, threaded (defaults)", t_bg, cpu_bg, f"{bg_peak / 2**20:.0f} MiB (process)", ok))
+        rows[-1] = rows[-1][:4] + (ok,) + rows[-1][5:]
         result.update(background_s=t_bg, background_cpu=cpu_bg, background_peak=bg_peak, background_equal=ok)
+    cold_s = [c[0] for c in colds]
+    floor_cold = float(np.median(cold_s))
+    cpu_cold = float(np.median([c[1] for c in colds]))
+    result.update(floor_cold_s=floor_cold, floors_cold_s=cold_s, floor_cold_cpu=cpu_cold)
     if "peers" in only:
         from napari_gmm.background import PRESETS, burn_in_indices
 
@@ -378,20 +445,40 @@ def main():
         n_px = (T + n_burn) * SIDE * SIDE
         peer = "peer: OpenCV MOG2 compute alone (8-bit frames in memory, no I/O; extrapolated)"
         ours = "ours: the background kernel alone (frames in memory, no I/O; extrapolated)"
-        rows.append((peer, t_mog2, None, "-", "-"))
-        rows.append((ours, per_s * n_px, per_cpu * n_px, "-", "-"))
+        rows.append((peer, t_mog2, None, "-", "-", os.getloadavg()[0], []))
+        rows.append((ours, per_s * n_px, per_cpu * n_px, "-", "-", os.getloadavg()[0], []))
         result.update(mog2_s=t_mog2, kernel_s=per_s * n_px, kernel_cpu=per_cpu * n_px)
     print(f"\nstack: {T} x {SIDE} x {SIDE} uint16 = {mb / 1e3:.1f} GB as zarr ({CHUNK} chunks), 3 classes\n")
     print(
-        "| job | seconds | MB/s | x cold I/O floor | x warm I/O floor | CPU seconds | cores busy | peak memory "
-        "| equals in-memory crop |"
+        f"cold I/O floor (sync, then the page cache dropped with {DROP_METHOD[0]}), "
+        f"{len(cold_s)} measurements in this run, in order: "
+        + ", ".join(f"{s_:.1f} s (load {ld:.1f})" for s_, _, ld in colds)
+        + f"; median {floor_cold:.1f} s, spread {min(cold_s):.1f}-{max(cold_s):.1f} s "
+        f"({100 * (max(cold_s) - min(cold_s)) / floor_cold:.0f} % of the median)\n"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
-    for name, sec, cpu, mem, ok in rows:
+    print(
+        "| job | seconds | MB/s | x cold floor (median) | x the floors before/after it | x warm floor | CPU seconds "
+        "| cores busy | load (1 min) | peak memory | equals in-memory crop |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    floor_rows = [
+        (
+            f"read the zarr from disk (cold I/O floor, median of {len(cold_s)})",
+            floor_cold,
+            cpu_cold,
+            "-",
+            "-",
+            float(np.median([c[2] for c in colds])),
+            [],
+        ),
+        ("read the zarr from the page cache (warm I/O floor)", floor, cpu_warm, "-", "-", os.getloadavg()[0], []),
+    ]
+    for name, sec, cpu, mem, ok, load, around in floor_rows + rows:
         c = "-" if cpu is None else f"{cpu:.1f}"
         busy = "-" if cpu is None else f"{cpu / sec:.2f}"
-        ratios = f"{sec / floor_cold:.2f} | {sec / floor:.2f}"
-        print(f"| {name} | {sec:.1f} | {mb / sec:.0f} | {ratios} | {c} | {busy} | {mem} | {ok} |")
+        near = " / ".join(f"{sec / f[0]:.2f}" for f in around) or "-"
+        ratios = f"{sec / floor_cold:.2f} | {near} | {sec / floor:.2f}"
+        print(f"| {name} | {sec:.1f} | {mb / sec:.0f} | {ratios} | {c} | {busy} | {load:.1f} | {mem} | {ok} |")
     print(f"load average: {open('/proc/loadavg').read().split()[:3]}, cores: {os.cpu_count()}")
     print(json.dumps(result))
     if not args.keep:

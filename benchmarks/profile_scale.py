@@ -34,7 +34,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_scale import evict  # noqa: E402
+from bench_scale import drop_caches  # noqa: E402
 
 
 class Runnable:
@@ -141,7 +141,7 @@ def main():
 
     stack = Path(args.stack)
     out = Path(args.out or stack.with_name(f".profile-{args.job}.zarr"))
-    evict(stack)
+    drop_caches(stack)
     cpu0, sys0 = _cpu()
     t0 = time.perf_counter()
     with Runnable() as rn:
