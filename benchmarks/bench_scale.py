@@ -233,6 +233,37 @@ def api_threaded(path, out):
     return t.seconds, t.cpu, grew, model
 
 
+def segment_passes(path, out, model):
+    """Segmentation's two passes, each alone from a cold page cache, in the API (threaded
+    scheduler): (1) the exact histogram of the whole stack (what the fit needs; the fit itself is
+    milliseconds), (2) the labels of the fitted ``model`` computed and dropped (read, decode,
+    look-up), (3) the labels computed and written with ``write_zarr`` (2 + compress + write).
+    Yields (name, seconds, CPU seconds) after each (the caller measures a floor between them)."""
+    import dask.array as da
+
+    from napari_gmm import _dask, io
+
+    def hist():
+        _dask.histogram(da.from_zarr(str(path)))
+
+    def labels():
+        lab = model.predict(da.from_zarr(str(path)))
+        lab.map_blocks(lambda b: np.zeros((1,) * b.ndim, np.uint8), chunks=(1,) * lab.ndim).sum().compute()
+
+    def labels_written():
+        io.write_zarr(out, model.predict(da.from_zarr(str(path))), axes="tyx", overwrite=True)
+
+    for name, f in (
+        ("pass 1 alone: the exact histogram", hist),
+        ("pass 2 alone: the labels, computed and dropped", labels),
+        ("pass 2 + write_zarr (labels compressed and written)", labels_written),
+    ):
+        drop_caches(path)
+        with Timed() as t:
+            f()
+        yield name, t.seconds, t.cpu
+
+
 def _worker_cpu():
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
@@ -343,7 +374,7 @@ def check_crop(path, out):
     return bool(np.array_equal(labels[:4, :512, :512].compute(), model.predict(crop)))
 
 
-JOBS = ("floor", "api", "cluster", "apply", "background", "peers")
+JOBS = ("floor", "api", "passes", "cluster", "apply", "background", "peers")
 
 
 def main():
@@ -359,8 +390,8 @@ def main():
     only = set(args.only.split(",")) | {"floor"}
     if not only <= set(JOBS):
         ap.error(f"--only: unknown job(s) {sorted(only - set(JOBS))}; choose among {', '.join(JOBS)}")
-    if "apply" in only:
-        only.add("api")  # apply uses the model the threaded run saved
+    if only & {"apply", "passes"}:
+        only.add("api")  # apply and the passes use the model the threaded run saved
     root = Path(args.dir)
     root.mkdir(parents=True, exist_ok=True)
     stack = root / "stack.zarr"
@@ -401,6 +432,15 @@ def main():
         ok = check_crop(stack, root / "labels_api.zarr")
         rows[-1] = rows[-1][:4] + (ok,) + rows[-1][5:]
         result.update(api_s=t_api, api_cpu=cpu_api, api_peak_growth=grew, api_equal=ok)
+    if "passes" in only:
+        import napari_gmm as ng
+        from napari_gmm import io
+
+        model = ng.MixtureModel.from_dict(io.read_result(root / "labels_api.zarr")[1]["model"])
+        for name, sec, cpu in segment_passes(stack, root / "labels_passes.zarr", model):
+            row(f"segmentation {name}, threaded", sec, cpu, "-", "-")
+            job_end()
+            result.setdefault("passes", []).append([name, sec, cpu])
     if "cluster" in only:
         job_start()
         t_cli, peaks, cpu_cli = cli_cluster(stack, root / "labels_cli.zarr")
@@ -488,6 +528,7 @@ def main():
             "labels_cli.zarr.summary.json",
             "labels_apply.zarr",
             "labels_apply.zarr.summary.json",
+            "labels_passes.zarr",
             "background.zarr",
             "background.zarr.summary.json",
         ):
