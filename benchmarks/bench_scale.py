@@ -17,6 +17,9 @@ Gaussian noise, a slow intensity drift), then, in one run:
    floor with the load average.
 2. **API, threaded scheduler** (no cluster): ``segment(stack, 3)`` lazily and
    ``napari_gmm.io.write_zarr`` of the labels; time and the process's peak RSS growth.
+2b. **Segmentation's passes** (``--only passes``): each of its two passes alone from a cold page
+   cache, between two cold floors: the exact histogram; the labels of the fitted model computed
+   and dropped; the labels compressed and written. Which part is above a cold read.
 3. **Command line on a cluster**: ``napari-gmm segment STACK.zarr --scheduler ADDRESS`` against a
    ``LocalCluster`` of 2 workers with a 2 GB memory limit each; time and every worker's peak RSS.
 3b. **Background modelling from the command line**: ``napari-gmm background STACK.zarr`` with its
@@ -31,6 +34,9 @@ Gaussian noise, a slow intensity drift), then, in one run:
    these pixel-frames, to set the background job's ratio in context. Beside it, our own per-pixel
    kernel alone the same way (frames in memory, every frame's background written as the command
    does, the default burn-in's frames counted): what the background job costs without any I/O.
+7. **Compressors** (``--only codecs``, after the jobs have written their outputs): the outputs'
+   compressor (Blosc LZ4, byte shuffle) against Blosc LZ4/BloscLZ/Zstd with byte, bit or no
+   shuffle and plain Zstd, on chunks of the written background, masks and labels: size and speed.
 
 Before any timed job, each command runs once on a tiny stack (untimed): the Numba kernels are
 then in their on-disk cache, as after ``napari-gmm precompile``. A first run with a stale cache
@@ -45,7 +51,7 @@ job that keeps 2 cores busy cannot gain from more overlap, only from less work).
 chunks (not by the stack), workers within their limit.
 
     python benchmarks/bench_scale.py [--gb 8] [--dir /tmp/napari-gmm-scale] [--keep]
-        [--only floor,api,cluster,apply,background,peers] [--floors 3]
+        [--only floor,api,passes,cluster,apply,background,peers,codecs] [--floors 3]
 
 ``--dir`` holds the generated stack (``DIR/stack.zarr``, reused when its shape matches ``--gb``);
 ``--only`` runs a subset of the jobs (the I/O floors are always measured; ``--only floor --floors 5``
@@ -264,6 +270,54 @@ def segment_passes(path, out, model):
         yield name, t.seconds, t.cpu
 
 
+def codecs(root, n=3):
+    """The outputs' compressor against others, on ``n`` chunks of each kind of output the jobs wrote
+    (every frame's uint16 background, the uint8 foreground masks, the uint8 labels): (kind, codec,
+    compressed size / raw size, encode MB/s, decode MB/s), best of 3, one thread per codec call (as
+    zarr calls them from its thread pool). The first codec is the one ``napari_gmm.io`` writes."""
+    import numcodecs
+    import zarr
+    from numcodecs import Blosc, Zstd
+
+    numcodecs.blosc.use_threads = False
+    kinds = {
+        "background uint16": root / "background.zarr" / "background",
+        "foreground masks uint8": root / "background.zarr" / "foreground",
+        "labels uint8 (K = 3)": root / "labels_api.zarr" / "0",
+    }
+    cands = {
+        "Blosc LZ4 5 shuffle (napari-gmm's)": Blosc("lz4", 5, Blosc.SHUFFLE),
+        "Blosc LZ4 1 shuffle": Blosc("lz4", 1, Blosc.SHUFFLE),
+        "Blosc LZ4 5 bitshuffle": Blosc("lz4", 5, Blosc.BITSHUFFLE),
+        "Blosc LZ4 5 no shuffle": Blosc("lz4", 5, Blosc.NOSHUFFLE),
+        "Blosc BloscLZ 5 shuffle": Blosc("blosclz", 5, Blosc.SHUFFLE),
+        "Blosc Zstd 1 shuffle": Blosc("zstd", 1, Blosc.SHUFFLE),
+        "Blosc Zstd 1 bitshuffle": Blosc("zstd", 1, Blosc.BITSHUFFLE),
+        "Zstd 1": Zstd(1),
+        "Zstd 3 (zarr's default)": Zstd(0),
+    }
+    out = []
+    for kind, path in kinds.items():
+        if not path.exists():
+            continue
+        z = zarr.open_array(str(path), mode="r")
+        starts = np.linspace(0, z.shape[0] - z.chunks[0], n).astype(int) // z.chunks[0] * z.chunks[0]
+        arrs = [np.ascontiguousarray(z[t : t + z.chunks[0], : z.chunks[1], : z.chunks[2]]) for t in starts]
+        raw = sum(a.nbytes for a in arrs)
+        for name, c in cands.items():
+            enc_s = dec_s = np.inf
+            for _ in range(3):
+                t = time.perf_counter()
+                enc = [c.encode(a) for a in arrs]
+                enc_s = min(enc_s, time.perf_counter() - t)
+                t = time.perf_counter()
+                for e in enc:
+                    c.decode(e)
+                dec_s = min(dec_s, time.perf_counter() - t)
+            out.append((kind, name, sum(len(e) for e in enc) / raw, raw / 1e6 / enc_s, raw / 1e6 / dec_s))
+    return out
+
+
 def _worker_cpu():
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
@@ -374,7 +428,7 @@ def check_crop(path, out):
     return bool(np.array_equal(labels[:4, :512, :512].compute(), model.predict(crop)))
 
 
-JOBS = ("floor", "api", "passes", "cluster", "apply", "background", "peers")
+JOBS = ("floor", "api", "passes", "cluster", "apply", "background", "peers", "codecs")
 
 
 def main():
@@ -520,6 +574,15 @@ def main():
         ratios = f"{sec / floor_cold:.2f} | {near} | {sec / floor:.2f}"
         print(f"| {name} | {sec:.1f} | {mb / sec:.0f} | {ratios} | {c} | {busy} | {load:.1f} | {mem} | {ok} |")
     print(f"load average: {open('/proc/loadavg').read().split()[:3]}, cores: {os.cpu_count()}")
+    if "codecs" in only:
+        table = codecs(root)
+        print("\noutputs' compressors on the jobs' own outputs (3 chunks each, best of 3, one thread):\n")
+        print("| output | codec | compressed / raw | encode MB/s | decode MB/s |")
+        print("|---|---|---|---|---|")
+        for kind, name, ratio, enc, dec in table:
+            print(f"| {kind} | {name} | {ratio:.3f} | {enc:.0f} | {dec:.0f} |")
+        print(f"load average: {open('/proc/loadavg').read().split()[:3]}")
+        result["codecs"] = table
     print(json.dumps(result))
     if not args.keep:
         for p in (
