@@ -217,9 +217,10 @@ def kernel_compute(path, n_warm=16, n_frames=48):
     bg = np.empty((16,) + frames.shape[1:], frames.dtype)
     model.apply_block(frames[:n_warm], out=masks[:n_warm], background_out=bg[:n_warm])
     with Timed() as t:
-        for i in range(n_warm, n_warm + n_frames, 16):
-            model.apply_block(frames[i : i + 16], out=masks, background_out=bg)
-    n = n_frames * frames[0].size
+        for i in range(n_warm, len(frames), 16):  # (fewer frames than asked for on a tiny stack)
+            nb = len(frames[i : i + 16])
+            model.apply_block(frames[i : i + 16], out=masks[:nb], background_out=bg[:nb])
+    n = (len(frames) - n_warm) * frames[0].size
     return t.seconds / n, t.cpu / n
 
 
@@ -480,7 +481,8 @@ def main():
     result = {"gb": mb / 1e3, "floor_s": floor}
 
     def row(name, sec, cpu, mem, ok):
-        rows.append((name, sec, cpu, mem, ok, os.getloadavg()[0], colds[-2:]))
+        # the index of the floor measured just before the job (the one after it comes next)
+        rows.append((name, sec, cpu, mem, ok, os.getloadavg()[0], len(colds) - 1))
 
     if "api" in only:
         job_start()
@@ -543,8 +545,8 @@ def main():
         n_px = (T + n_burn) * SIDE * SIDE
         peer = "peer: OpenCV MOG2 compute alone (8-bit frames in memory, no I/O; extrapolated)"
         ours = "ours: the background kernel alone (frames in memory, no I/O; extrapolated)"
-        rows.append((peer, t_mog2, None, "-", "-", os.getloadavg()[0], []))
-        rows.append((ours, per_s * n_px, per_cpu * n_px, "-", "-", os.getloadavg()[0], []))
+        rows.append((peer, t_mog2, None, "-", "-", os.getloadavg()[0], None))
+        rows.append((ours, per_s * n_px, per_cpu * n_px, "-", "-", os.getloadavg()[0], None))
         result.update(mog2_s=t_mog2, kernel_s=per_s * n_px, kernel_cpu=per_cpu * n_px)
     print(f"\nstack: {T} x {SIDE} x {SIDE} uint16 = {mb / 1e3:.1f} GB as zarr ({CHUNK} chunks), 3 classes\n")
     print(
@@ -567,14 +569,14 @@ def main():
             "-",
             "-",
             float(np.median([c[2] for c in colds])),
-            [],
+            None,
         ),
-        ("read the zarr from the page cache (warm I/O floor)", floor, cpu_warm, "-", "-", os.getloadavg()[0], []),
+        ("read the zarr from the page cache (warm I/O floor)", floor, cpu_warm, "-", "-", os.getloadavg()[0], None),
     ]
     for name, sec, cpu, mem, ok, load, around in floor_rows + rows:
         c = "-" if cpu is None else f"{cpu:.1f}"
         busy = "-" if cpu is None else f"{cpu / sec:.2f}"
-        near = " / ".join(f"{sec / f[0]:.2f}" for f in around) or "-"
+        near = "-" if around is None else " / ".join(f"{sec / f[0]:.2f}" for f in colds[around : around + 2])
         ratios = f"{sec / floor_cold:.2f} | {near} | {sec / floor:.2f}"
         print(f"| {name} | {sec:.1f} | {mb / sec:.0f} | {ratios} | {c} | {busy} | {load:.1f} | {mem} | {ok} |")
     print(f"load average: {open('/proc/loadavg').read().split()[:3]}, cores: {os.cpu_count()}")
