@@ -3,11 +3,23 @@
 Generates a (T, 2048, 2048) uint16 stack of ``--gb`` GB (default 8) as zarr (3 classes of blobs,
 Gaussian noise, a slow intensity drift), then, in one run:
 
-1. **I/O floor**: reading (and decompressing) the whole zarr with dask, doing nothing else, from
-   disk (the page cache dropped first: the case of a stack larger than memory) and from the page
-   cache (read twice). Every job below starts from a cold page cache.
+1. **I/O floor**: reading (and decompressing) the whole zarr with dask's defaults, doing nothing
+   else, from disk and from the page cache (read twice). The cold floor is measured fairly and
+   repeatedly in the same run: before each cold measurement, of the floor AND of every job, the
+   dirty pages are written back (``sync``: no earlier job's outputs are flushed during the next
+   measurement) and, as root, the kernel's page, dentry and inode caches are dropped (``echo 3 >
+   /proc/sys/vm/drop_caches``; without root, ``posix_fadvise(DONTNEED)`` of the stack's files), so
+   the floor and the jobs all read the stack from the disk, as a stack larger than memory is read.
+   The disk's speed moves on a shared machine (9.2 to 17.2 s for the 8 GB stack in earlier runs), so
+   the cold floor is measured before the first job and again after every job (at least
+   ``--floors`` times): every job has a floor just before and just after it. The table gives each
+   job's ratio to the median of the run's cold floors and to the floors around it, and prints every
+   floor with the load average.
 2. **API, threaded scheduler** (no cluster): ``segment(stack, 3)`` lazily and
    ``napari_gmm.io.write_zarr`` of the labels; time and the process's peak RSS growth.
+2b. **Segmentation's passes** (``--only passes``): each of its two passes alone from a cold page
+   cache, between two cold floors: the exact histogram; the labels of the fitted model computed
+   and dropped; the labels compressed and written. Which part is above a cold read.
 3. **Command line on a cluster**: ``napari-gmm segment STACK.zarr --scheduler ADDRESS`` against a
    ``LocalCluster`` of 2 workers with a 2 GB memory limit each; time and every worker's peak RSS.
 3b. **Background modelling from the command line**: ``napari-gmm background STACK.zarr`` with its
@@ -22,6 +34,9 @@ Gaussian noise, a slow intensity drift), then, in one run:
    these pixel-frames, to set the background job's ratio in context. Beside it, our own per-pixel
    kernel alone the same way (frames in memory, every frame's background written as the command
    does, the default burn-in's frames counted): what the background job costs without any I/O.
+7. **Compressors** (``--only codecs``, after the jobs have written their outputs): the outputs'
+   compressor (Blosc LZ4, byte shuffle) against Blosc LZ4/BloscLZ/Zstd with byte, bit or no
+   shuffle and plain Zstd, on chunks of the written background, masks and labels: size and speed.
 
 Before any timed job, each command runs once on a tiny stack (untimed): the Numba kernels are
 then in their on-disk cache, as after ``napari-gmm precompile``. A first run with a stale cache
@@ -36,10 +51,11 @@ job that keeps 2 cores busy cannot gain from more overlap, only from less work).
 chunks (not by the stack), workers within their limit.
 
     python benchmarks/bench_scale.py [--gb 8] [--dir /tmp/napari-gmm-scale] [--keep]
-        [--only floor,api,cluster,apply,background,peers]
+        [--only floor,api,passes,cluster,apply,background,peers,codecs] [--floors 3]
 
 ``--dir`` holds the generated stack (``DIR/stack.zarr``, reused when its shape matches ``--gb``);
-``--only`` runs a subset of the jobs (the I/O floors are always measured).
+``--only`` runs a subset of the jobs (the I/O floors are always measured; ``--only floor --floors 5``
+measures the cold floor 5 times).
 """
 
 from __future__ import annotations
@@ -113,9 +129,30 @@ def evict(root):
                 os.close(fd)
 
 
+def drop_caches(root):
+    """Make the next read of ``root`` come from the disk: ``sync`` (so that no earlier job's dirty
+    outputs are written back during the next measurement), then, as root, the kernel's whole page,
+    dentry and inode cache dropped (``echo 3 > /proc/sys/vm/drop_caches``: a truly cold read, the
+    zarr's directories included); without the right to do that, :func:`evict` of ``root``'s files
+    (their data pages only). Returns the method used."""
+    os.sync()
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+        DROP_METHOD[0] = "echo 3 > /proc/sys/vm/drop_caches"
+    except OSError:
+        evict(root)
+        DROP_METHOD[0] = "posix_fadvise(DONTNEED) of the stack's files (not root)"
+    return DROP_METHOD[0]
+
+
+DROP_METHOD = ["?"]
+
+
 def io_floor(path, cold):
-    """Seconds to read (and decompress) the whole zarr with dask, doing nothing else: from disk
-    (``cold``, the page cache dropped first) or from the page cache (read once before)."""
+    """(Seconds, CPU seconds) to read (and decompress) the whole zarr with dask's defaults, doing
+    nothing else: from disk (``cold``: :func:`drop_caches` first) or from the page cache (read
+    once before)."""
     import dask.array as da
 
     stack = da.from_zarr(str(path))
@@ -124,7 +161,7 @@ def io_floor(path, cold):
         stack.map_blocks(lambda b: np.zeros((1,) * b.ndim, np.uint8), chunks=(1,) * stack.ndim).sum().compute()
 
     if cold:
-        evict(path)
+        drop_caches(path)
     else:
         read()
     with Timed() as t:
@@ -180,9 +217,10 @@ def kernel_compute(path, n_warm=16, n_frames=48):
     bg = np.empty((16,) + frames.shape[1:], frames.dtype)
     model.apply_block(frames[:n_warm], out=masks[:n_warm], background_out=bg[:n_warm])
     with Timed() as t:
-        for i in range(n_warm, n_warm + n_frames, 16):
-            model.apply_block(frames[i : i + 16], out=masks, background_out=bg)
-    n = n_frames * frames[0].size
+        for i in range(n_warm, len(frames), 16):  # (fewer frames than asked for on a tiny stack)
+            nb = len(frames[i : i + 16])
+            model.apply_block(frames[i : i + 16], out=masks[:nb], background_out=bg[:nb])
+    n = (len(frames) - n_warm) * frames[0].size
     return t.seconds / n, t.cpu / n
 
 
@@ -200,6 +238,89 @@ def api_threaded(path, out):
     with Timed() as t:
         grew, model = peak_growth(job)
     return t.seconds, t.cpu, grew, model
+
+
+def segment_passes(path, out, model):
+    """Segmentation's two passes, each alone from a cold page cache, in the API (threaded
+    scheduler): (1) the exact histogram of the whole stack (what the fit needs; the fit itself is
+    milliseconds), (2) the labels of the fitted ``model`` computed and dropped (read, decode,
+    look-up), (3) the labels computed and written with ``write_zarr`` (2 + compress + write).
+    Yields (name, seconds, CPU seconds) after each (the caller measures a floor between them)."""
+    import dask.array as da
+
+    from napari_gmm import _dask, io
+
+    def hist():
+        _dask.histogram(da.from_zarr(str(path)))
+
+    def labels():
+        lab = model.predict(da.from_zarr(str(path)))
+        lab.map_blocks(lambda b: np.zeros((1,) * b.ndim, np.uint8), chunks=(1,) * lab.ndim).sum().compute()
+
+    def labels_written():
+        io.write_zarr(out, model.predict(da.from_zarr(str(path))), axes="tyx", overwrite=True)
+
+    for name, f in (
+        ("pass 1 alone: the exact histogram", hist),
+        ("pass 2 alone: the labels, computed and dropped", labels),
+        ("pass 2 + write_zarr (labels compressed and written)", labels_written),
+    ):
+        drop_caches(path)
+        with Timed() as t:
+            f()
+        yield name, t.seconds, t.cpu
+
+
+def codecs(root, n=3):
+    """The outputs' compressor against others, on ``n`` chunks of each kind of output the jobs wrote
+    (every frame's uint16 background, the uint8 foreground masks, the uint8 labels): (kind, codec,
+    compressed size / raw size, encode MB/s, decode MB/s), best of 5 rounds over the codecs, one
+    thread per codec call (as zarr calls them from its thread pool). The first codec is the one
+    ``napari_gmm.io`` writes."""
+    import numcodecs
+    import zarr
+    from numcodecs import Blosc, Zstd
+
+    numcodecs.blosc.use_threads = False
+    kinds = {
+        "background uint16": root / "background.zarr" / "background",
+        "foreground masks uint8": root / "background.zarr" / "foreground",
+        "labels uint8 (K = 3)": root / "labels_api.zarr" / "0",
+    }
+    cands = {
+        "Blosc LZ4 5 shuffle (napari-gmm's)": Blosc("lz4", 5, Blosc.SHUFFLE),
+        "Blosc LZ4 1 shuffle": Blosc("lz4", 1, Blosc.SHUFFLE),
+        "Blosc LZ4 5 bitshuffle": Blosc("lz4", 5, Blosc.BITSHUFFLE),
+        "Blosc LZ4 5 no shuffle": Blosc("lz4", 5, Blosc.NOSHUFFLE),
+        "Blosc BloscLZ 5 shuffle": Blosc("blosclz", 5, Blosc.SHUFFLE),
+        "Blosc Zstd 1 shuffle": Blosc("zstd", 1, Blosc.SHUFFLE),
+        "Blosc Zstd 1 bitshuffle": Blosc("zstd", 1, Blosc.BITSHUFFLE),
+        "Zstd 1": Zstd(1),
+        "Zstd 3 (zarr's default)": Zstd(0),
+    }
+    out = []
+    for kind, path in kinds.items():
+        if not path.exists():
+            continue
+        z = zarr.open_array(str(path), mode="r")
+        starts = np.linspace(0, z.shape[0] - z.chunks[0], n).astype(int) // z.chunks[0] * z.chunks[0]
+        arrs = [np.ascontiguousarray(z[t : t + z.chunks[0], : z.chunks[1], : z.chunks[2]]) for t in starts]
+        raw = sum(a.nbytes for a in arrs)
+        best = {name: [np.inf, np.inf, 0] for name in cands}
+        for _ in range(5):  # rounds over every codec in turn (a load spike hits one round, not one codec)
+            for name, c in cands.items():
+                t = time.perf_counter()
+                enc = [c.encode(a) for a in arrs]
+                t_enc = time.perf_counter() - t
+                t = time.perf_counter()
+                for e in enc:
+                    c.decode(e)
+                t_dec = time.perf_counter() - t
+                b = best[name]
+                b[:] = min(b[0], t_enc), min(b[1], t_dec), sum(len(e) for e in enc)
+        for name, (t_enc, t_dec, size) in best.items():
+            out.append((kind, name, size / raw, raw / 1e6 / t_enc, raw / 1e6 / t_dec))
+    return out
 
 
 def _worker_cpu():
@@ -312,7 +433,7 @@ def check_crop(path, out):
     return bool(np.array_equal(labels[:4, :512, :512].compute(), model.predict(crop)))
 
 
-JOBS = ("floor", "api", "cluster", "apply", "background", "peers")
+JOBS = ("floor", "api", "passes", "cluster", "apply", "background", "peers", "codecs")
 
 
 def main():
@@ -321,54 +442,100 @@ def main():
     ap.add_argument("--dir", default="/tmp/napari-gmm-scale")
     ap.add_argument("--keep", action="store_true", help="keep the generated stack and outputs")
     ap.add_argument("--only", default=",".join(JOBS), help=f"comma-separated subset of {','.join(JOBS)}")
+    ap.add_argument(
+        "--floors", type=int, default=3, help="at least this many cold floors (one before the jobs, one after each)"
+    )
     args = ap.parse_args()
     only = set(args.only.split(",")) | {"floor"}
     if not only <= set(JOBS):
         ap.error(f"--only: unknown job(s) {sorted(only - set(JOBS))}; choose among {', '.join(JOBS)}")
-    if "apply" in only:
-        only.add("api")  # apply uses the model the threaded run saved
+    if only & {"apply", "passes"}:
+        only.add("api")  # apply and the passes use the model the threaded run saved
     root = Path(args.dir)
     root.mkdir(parents=True, exist_ok=True)
     stack = root / "stack.zarr"
     T = generate(stack, args.gb)
     mb = T * SIDE * SIDE * 2 / 1e6
     warm_up(root)
-    floor_cold, cpu_cold = io_floor(stack, cold=True)
+    colds = []  # (seconds, CPU seconds, load average) of every cold floor, in order
+
+    def cold_floor():
+        sec, cpu = io_floor(stack, cold=True)
+        colds.append((sec, cpu, os.getloadavg()[0]))
+
+    def job_start():
+        # every job starts from a cold page cache: the stack comes from disk, as a new acquisition does
+        drop_caches(stack)
+
+    def job_end():
+        # the floor again after every job: the disk's speed moves on this machine, so each job has
+        # a floor measured just before and just after it
+        cold_floor()
+
+    cold_floor()
+    for _ in range(max(0, args.floors - 1 - len(only - {"floor", "peers"}))):
+        cold_floor()
     floor, cpu_warm = io_floor(stack, cold=False)
-    # rows: (job, seconds, CPU seconds or None, peak memory, equal to the in-memory path)
-    rows = [
-        ("read the zarr from disk (cold I/O floor)", floor_cold, cpu_cold, "-", "-"),
-        ("read the zarr from the page cache (warm I/O floor)", floor, cpu_warm, "-", "-"),
-    ]
-    result = {"gb": mb / 1e3, "floor_cold_s": floor_cold, "floor_s": floor, "floor_cold_cpu": cpu_cold}
-    # every job starts from a cold page cache: the stack comes from disk, as a new acquisition does
+    # rows: (job, seconds, CPU seconds or None, peak memory, equal to the in-memory path, load, floors)
+    rows = []
+    result = {"gb": mb / 1e3, "floor_s": floor}
+
+    def row(name, sec, cpu, mem, ok):
+        # the index of the floor measured just before the job (the one after it comes next)
+        rows.append((name, sec, cpu, mem, ok, os.getloadavg()[0], len(colds) - 1))
+
     if "api" in only:
-        evict(stack)
+        job_start()
         t_api, cpu_api, grew, _ = api_threaded(stack, root / "labels_api.zarr")
+        row("API segment + write_zarr, threaded scheduler", t_api, cpu_api, f"+{grew / 2**20:.0f} MiB (process)", None)
+        job_end()
         ok = check_crop(stack, root / "labels_api.zarr")
-        mem = f"+{grew / 2**20:.0f} MiB (process)"
-        rows.append(("API segment + write_zarr, threaded scheduler", t_api, cpu_api, mem, ok))
+        rows[-1] = rows[-1][:4] + (ok,) + rows[-1][5:]
         result.update(api_s=t_api, api_cpu=cpu_api, api_peak_growth=grew, api_equal=ok)
+    if "passes" in only:
+        import napari_gmm as ng
+        from napari_gmm import io
+
+        model = ng.MixtureModel.from_dict(io.read_result(root / "labels_api.zarr")[1]["model"])
+        for name, sec, cpu in segment_passes(stack, root / "labels_passes.zarr", model):
+            row(f"segmentation {name}, threaded", sec, cpu, "-", "-")
+            job_end()
+            result.setdefault("passes", []).append([name, sec, cpu])
     if "cluster" in only:
-        evict(stack)
+        job_start()
         t_cli, peaks, cpu_cli = cli_cluster(stack, root / "labels_cli.zarr")
-        ok = check_crop(stack, root / "labels_cli.zarr")
         mem = " / ".join(f"{p / 2**20:.0f} MiB" for p in peaks)
-        rows.append(("CLI segment, LocalCluster 2 x 2 GB (CPU: the workers')", t_cli, cpu_cli, mem, ok))
+        row("CLI segment, LocalCluster 2 x 2 GB (CPU: the workers')", t_cli, cpu_cli, mem, None)
+        job_end()
+        ok = check_crop(stack, root / "labels_cli.zarr")
+        rows[-1] = rows[-1][:4] + (ok,) + rows[-1][5:]
         result.update(cli_s=t_cli, cli_cpu=cpu_cli, worker_peaks=peaks, cli_equal=ok)
     if "apply" in only:
-        evict(stack)
+        job_start()
         t_apply, peak, cpu_apply = cli_apply(stack, root / "labels_api.zarr", root / "labels_apply.zarr")
+        row(
+            "CLI apply a saved model (one pass), threaded",
+            t_apply,
+            cpu_apply,
+            f"{peak / 2**20:.0f} MiB (process)",
+            None,
+        )
+        job_end()
         ok = check_crop(stack, root / "labels_apply.zarr")
-        mem = f"{peak / 2**20:.0f} MiB (process)"
-        rows.append(("CLI apply a saved model (one pass), threaded", t_apply, cpu_apply, mem, ok))
+        rows[-1] = rows[-1][:4] + (ok,) + rows[-1][5:]
         result.update(apply_s=t_apply, apply_cpu=cpu_apply, apply_peak=peak, apply_equal=ok)
     if "background" in only:
-        evict(stack)
+        job_start()
         t_bg, bg_peak, cpu_bg = cli_background(stack, root / "background.zarr")
+        row("CLI background, threaded (defaults)", t_bg, cpu_bg, f"{bg_peak / 2**20:.0f} MiB (process)", None)
+        job_end()
         ok = check_background_crop(stack, root / "background.zarr")
-        rows.append(("CLI background, threaded (defaults)", t_bg, cpu_bg, f"{bg_peak / 2**20:.0f} MiB (process)", ok))
+        rows[-1] = rows[-1][:4] + (ok,) + rows[-1][5:]
         result.update(background_s=t_bg, background_cpu=cpu_bg, background_peak=bg_peak, background_equal=ok)
+    cold_s = [c[0] for c in colds]
+    floor_cold = float(np.median(cold_s))
+    cpu_cold = float(np.median([c[1] for c in colds]))
+    result.update(floor_cold_s=floor_cold, floors_cold_s=cold_s, floor_cold_cpu=cpu_cold)
     if "peers" in only:
         from napari_gmm.background import PRESETS, burn_in_indices
 
@@ -378,21 +545,53 @@ def main():
         n_px = (T + n_burn) * SIDE * SIDE
         peer = "peer: OpenCV MOG2 compute alone (8-bit frames in memory, no I/O; extrapolated)"
         ours = "ours: the background kernel alone (frames in memory, no I/O; extrapolated)"
-        rows.append((peer, t_mog2, None, "-", "-"))
-        rows.append((ours, per_s * n_px, per_cpu * n_px, "-", "-"))
+        rows.append((peer, t_mog2, None, "-", "-", os.getloadavg()[0], None))
+        rows.append((ours, per_s * n_px, per_cpu * n_px, "-", "-", os.getloadavg()[0], None))
         result.update(mog2_s=t_mog2, kernel_s=per_s * n_px, kernel_cpu=per_cpu * n_px)
     print(f"\nstack: {T} x {SIDE} x {SIDE} uint16 = {mb / 1e3:.1f} GB as zarr ({CHUNK} chunks), 3 classes\n")
     print(
-        "| job | seconds | MB/s | x cold I/O floor | x warm I/O floor | CPU seconds | cores busy | peak memory "
-        "| equals in-memory crop |"
+        f"cold I/O floor (sync, then the page cache dropped with {DROP_METHOD[0]}), "
+        f"{len(cold_s)} measurements in this run, in order: "
+        + ", ".join(f"{s_:.1f} s (load {ld:.1f})" for s_, _, ld in colds)
+        + f"; median {floor_cold:.1f} s, spread {min(cold_s):.1f}-{max(cold_s):.1f} s "
+        f"({100 * (max(cold_s) - min(cold_s)) / floor_cold:.0f} % of the median)\n"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
-    for name, sec, cpu, mem, ok in rows:
+    print(
+        "| job | seconds | MB/s | x cold floor (median) | x the floors before/after it | x warm floor | CPU seconds "
+        "| cores busy | load (1 min) | peak memory | equals in-memory crop |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    floor_rows = [
+        (
+            f"read the zarr from disk (cold I/O floor, median of {len(cold_s)})",
+            floor_cold,
+            cpu_cold,
+            "-",
+            "-",
+            float(np.median([c[2] for c in colds])),
+            None,
+        ),
+        ("read the zarr from the page cache (warm I/O floor)", floor, cpu_warm, "-", "-", os.getloadavg()[0], None),
+    ]
+    for name, sec, cpu, mem, ok, load, around in floor_rows + rows:
         c = "-" if cpu is None else f"{cpu:.1f}"
         busy = "-" if cpu is None else f"{cpu / sec:.2f}"
-        ratios = f"{sec / floor_cold:.2f} | {sec / floor:.2f}"
-        print(f"| {name} | {sec:.1f} | {mb / sec:.0f} | {ratios} | {c} | {busy} | {mem} | {ok} |")
+        near = "-" if around is None else " / ".join(f"{sec / f[0]:.2f}" for f in colds[around : around + 2])
+        ratios = f"{sec / floor_cold:.2f} | {near} | {sec / floor:.2f}"
+        print(f"| {name} | {sec:.1f} | {mb / sec:.0f} | {ratios} | {c} | {busy} | {load:.1f} | {mem} | {ok} |")
     print(f"load average: {open('/proc/loadavg').read().split()[:3]}, cores: {os.cpu_count()}")
+    if "codecs" in only:
+        table = codecs(root)
+        print(
+            "\noutputs' compressors on the jobs' own outputs (3 chunks each, best of 5 alternating rounds, "
+            "one thread):\n"
+        )
+        print("| output | codec | compressed / raw | encode MB/s | decode MB/s |")
+        print("|---|---|---|---|---|")
+        for kind, name, ratio, enc, dec in table:
+            print(f"| {kind} | {name} | {ratio:.3f} | {enc:.0f} | {dec:.0f} |")
+        print(f"load average: {open('/proc/loadavg').read().split()[:3]}")
+        result["codecs"] = table
     print(json.dumps(result))
     if not args.keep:
         for p in (
@@ -401,6 +600,7 @@ def main():
             "labels_cli.zarr.summary.json",
             "labels_apply.zarr",
             "labels_apply.zarr.summary.json",
+            "labels_passes.zarr",
             "background.zarr",
             "background.zarr.summary.json",
         ):

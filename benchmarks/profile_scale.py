@@ -9,7 +9,10 @@ with:
 - the thread-CPU seconds spent in each activity of the calling threads, by wrapping the functions
   that do them: the per-pixel kernel, the post-filter, faulting in the outputs, the histogram and
   look-up kernels. zarr decodes, encodes and writes in its own threads (the dask thread waits), so
-  reading and writing show as wall time waited by the dask threads; their CPU is in "the rest";
+  reading and writing show as wall time waited by the dask threads; the file I/O's CPU is in "the
+  rest";
+- the chunks zarr decoded and encoded, and the thread-CPU seconds of doing so, by codec (zarr runs
+  them in its own threads: counted there);
 - the threads of the process that were runnable (state R, or D: waiting for the disk), sampled
   every 20 ms: the cores the job could keep busy. On a machine shared with other jobs, runnable
   also counts waiting for a core, so this is the job's parallelism, not the cores it got.
@@ -34,7 +37,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_scale import evict  # noqa: E402
+from bench_scale import drop_caches  # noqa: E402
 
 
 class Runnable:
@@ -138,10 +141,17 @@ def main():
     acts.wrap(_dask, "grey_lookup", "labels look-up kernel")
     acts.wrap(za.Array, "__getitem__", "zarr read (dask thread waits)")
     acts.wrap(za.Array, "__setitem__", "zarr write (dask thread waits)")
+    # zarr runs its codecs in its own threads (asyncio.to_thread): each call is counted there, so
+    # these rows are the decoding and compressing themselves (calls = chunks decoded / encoded)
+    from zarr.codecs import BloscCodec, ZstdCodec
+
+    for cls, cname in ((ZstdCodec, "Zstd"), (BloscCodec, "Blosc")):
+        acts.wrap(cls, "_decode_sync", f"zarr decode, {cname} (zarr's threads)")
+        acts.wrap(cls, "_encode_sync", f"zarr encode, {cname} (zarr's threads)")
 
     stack = Path(args.stack)
     out = Path(args.out or stack.with_name(f".profile-{args.job}.zarr"))
-    evict(stack)
+    drop_caches(stack)
     cpu0, sys0 = _cpu()
     t0 = time.perf_counter()
     with Runnable() as rn:
@@ -173,7 +183,7 @@ def main():
         counted += c
         print(f"| {name} | {n} | {w:.2f} | {c:.2f} | {100 * c / cpu:.1f}% |")
     rest = cpu - counted
-    rest_name = "the rest: zarr's threads (decode, encode, file I/O), the OS, dask"
+    rest_name = "the rest: zarr's file I/O and event loop, the OS, dask, Python"
     print(f"| {rest_name} | - | - | {rest:.2f} | {100 * rest / cpu:.1f}% |")
     print(rn.report(cores))
     if args.out is None:

@@ -6,11 +6,15 @@
 # 1. Installs Xvfb, xauth and the X/xcb/GL libraries Qt 6 needs through apt where any is missing
 #    (Debian/Ubuntu as root, or with sudo); skipped when all are present.
 # 2. Creates a virtualenv (NAPARI_GMM_VENV if set, else ./.venv in the checkout) unless it
-#    exists, and installs the package editable with its test extras: pip install -e ".[testing]".
-# 3. Runs ruff (lint and format check, as pyproject.toml configures it); a finding fails the run.
-# 4. Compiles the Numba kernels into their on-disk cache once (python -m napari_gmm.precompile), so
-#    that the test processes load them instead of each compiling the same ones.
-# 5. Runs pytest under `xvfb-run -a` with QT_QPA_PLATFORM=xcb (napari's canvas needs a real X
+#    exists, and installs the package editable with its core dependencies: pip install -e .
+# 3. Starts compiling the Numba kernels into their on-disk cache, in the background (python -m
+#    napari_gmm.precompile), so that the test processes load them instead of each compiling the
+#    same ones.
+# 4. Meanwhile installs the [testing] extra's requirements (napari, PyQt6, pytest...): together with
+#    step 2, what pip install -e ".[testing]" installs.
+# 5. Runs ruff (lint and format check, as pyproject.toml configures it); a finding fails the run.
+#    Then waits for the precompile.
+# 6. Runs pytest under `xvfb-run -a` with QT_QPA_PLATFORM=xcb (napari's canvas needs a real X
 #    server; Qt's offscreen platform cannot render it) and exits with pytest's exit code. pytest's
 #    summary line is the last line printed (nothing is printed after pytest). Exit code 5 (no test
 #    collected: pytest prints "no tests ran") is passed on as is, i.e. a failure.
@@ -80,31 +84,73 @@ if [[ ! -x "$py" ]]; then
     fi
     "$py" -m pip install -q --disable-pip-version-check --upgrade pip >&2
 fi
-if [[ "${NAPARI_GMM_SKIP_INSTALL:-0}" != 1 ]]; then
-    log "pip install -e .[testing] into $venv"
-    # --no-compile: no byte-compiling of every installed module up front (napari, Qt, numba...):
-    # 35 s instead of 62 s here; the modules the tests import are compiled when first imported
-    "$py" -m pip install -q --no-compile --disable-pip-version-check -e ".[testing]" >&2
+# The library with its core dependencies first: the kernels' precompile (step 3) needs nothing
+# else, so it compiles while pip installs the test extras (napari, Qt, dask, OpenCV...): about 25 s
+# of pip's unpacking overlapped with the compiler instead of before it.
+# --no-compile: no byte-compiling of every installed module up front (napari, Qt, numba...):
+# 35 s instead of 62 s here; the modules the tests import are compiled when first imported
+pip_install() { "$py" -m pip install -q --no-compile --disable-pip-version-check "$@" >&2; }
+install="${NAPARI_GMM_SKIP_INSTALL:-0}"
+if [[ "$install" != 1 ]]; then
+    log "pip install -e . (the library and its core dependencies) into $venv"
+    pip_install -e .
 fi
 
-# --- 3. lint and format (ruff, configured in pyproject.toml) ----------------------------------
+# --- 3. the Numba kernels into the on-disk cache, in the background ------------------------------
+# Each pytest worker would otherwise compile every kernel it meets (a cold cache on a fresh clone:
+# most of the suite's CPU time, the background kernels alone ~30 s each), the two workers the same
+# ones. One precompile pass, its tasks spread over the same number of processes, compiles each once,
+# while steps 4 and 5 run; pytest starts when it has finished.
+export NUMBA_NUM_THREADS="${NUMBA_NUM_THREADS:-2}"
+workers="${NAPARI_GMM_TEST_WORKERS:-2}"
+precompile_pid=""
+if [[ "${NAPARI_GMM_PRECOMPILE:-1}" != 0 ]]; then
+    log "compiling the Numba kernels into their cache: python -m napari_gmm.precompile --jobs $((workers > 0 ? workers : 1))"
+    "$py" -m napari_gmm.precompile --jobs "$((workers > 0 ? workers : 1))" >&2 &
+    precompile_pid=$!
+    # a failed install or lint below stops the script: stop the compiler with it
+    trap '[[ -z "$precompile_pid" ]] || kill "$precompile_pid" 2>/dev/null || true' EXIT
+fi
+
+# --- 4. the test extras (the project itself is not reinstalled under the running precompile) ----
+if [[ "$install" != 1 ]]; then
+    # the [testing] extra's requirements, its references to the project's other extras expanded
+    mapfile -t testing_reqs < <("$py" - <<'PY'
+import re
+import tomllib
+
+with open("pyproject.toml", "rb") as f:
+    extras = tomllib.load(f)["project"]["optional-dependencies"]
+
+
+def expand(name):
+    for req in extras[name]:
+        own = re.fullmatch(r"napari-gmm\[([^\]]+)\]", req.replace(" ", ""))
+        if own:
+            for sub in own.group(1).split(","):
+                yield from expand(sub)
+        else:
+            yield req
+
+
+print("\n".join(dict.fromkeys(expand("testing"))))
+PY
+    )
+    log "pip install the [testing] extra (${#testing_reqs[@]} requirements) into $venv"
+    pip_install "${testing_reqs[@]}"
+fi
+
+# --- 5. lint and format (ruff, configured in pyproject.toml) ----------------------------------
 log "ruff check and ruff format --check"
 "$py" -m ruff check --quiet . >&2 || { log "ruff check failed: run 'ruff check --fix .'"; exit 1; }
 "$py" -m ruff format --check --quiet . >&2 || { log "not formatted: run 'ruff format .'"; exit 1; }
 
-# --- 4. the Numba kernels into the on-disk cache ------------------------------------------------
-# Each pytest worker would otherwise compile every kernel it meets (a cold cache on a fresh clone:
-# most of the suite's CPU time, the background kernels alone ~30 s each), the two workers the same
-# ones. One precompile pass, its tasks spread over the same number of processes, compiles each once.
-export NUMBA_NUM_THREADS="${NUMBA_NUM_THREADS:-2}"
-workers="${NAPARI_GMM_TEST_WORKERS:-2}"
-if [[ "${NAPARI_GMM_PRECOMPILE:-1}" != 0 ]]; then
-    log "compiling the Numba kernels into their cache: python -m napari_gmm.precompile --jobs $((workers > 0 ? workers : 1))"
-    "$py" -m napari_gmm.precompile --jobs "$((workers > 0 ? workers : 1))" >&2 ||
-        log "precompile failed: the tests compile what they need (and show the error)"
+if [[ -n "$precompile_pid" ]]; then
+    wait "$precompile_pid" || log "precompile failed: the tests compile what they need (and show the error)"
+    precompile_pid=""
 fi
 
-# --- 5. pytest under Xvfb ---------------------------------------------------------------------
+# --- 6. pytest under Xvfb ---------------------------------------------------------------------
 export QT_QPA_PLATFORM=xcb QT_API=pyqt6 PYTEST_QT_API=pyqt6
 unset DISPLAY WAYLAND_DISPLAY
 log "running pytest under xvfb-run ($("$py" -c 'import sys; print(sys.version.split()[0])'), NUMBA_NUM_THREADS=$NUMBA_NUM_THREADS)"
