@@ -73,8 +73,6 @@ def _spatial(rng):
     ng.segment(img2, 3, beta="auto", bias_field=True)
     img3 = noisy_regions((16, 40, 40), noise=0.58, seed=0)[0]
     ng.segment(img3, 3, beta="auto")
-    # several channels (colour, or channels from separate layers): the general sweep
-    ng.segment(np.stack([img2, img2[::-1]], axis=-1).astype(np.float32), 3, channel_axis=-1, beta="auto")
 
 
 def _other_dtypes(rng):
