@@ -477,3 +477,41 @@ def test_wide_integers_keep_the_exact_top_and_share_one_kernel(dtype):
     from napari_gmm._kernels import mog
 
     assert {sig[0].dtype.name for sig in mog._apply_fast.signatures} <= {"uint8", "uint16", "float32"}
+
+
+def _resident(a):
+    """Whether each 4 KiB page inside ``a`` is resident (Linux ``mincore``)."""
+    import ctypes
+
+    start, n = napari_gmm.background._page_range(a)
+    vec = (ctypes.c_ubyte * (n // 4096))()
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mincore.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
+    assert libc.mincore(ctypes.c_void_p(start), ctypes.c_size_t(n), vec) == 0
+    return np.frombuffer(vec, np.uint8) & 1
+
+
+def test_outputs_are_faulted_in_one_block_ahead_of_the_kernel(monkeypatch):
+    import mmap
+
+    def fresh(shape):  # never touched memory (np.empty may reuse the heap's)
+        return np.frombuffer(mmap.mmap(-1, int(np.prod(shape))), np.uint8).reshape(shape)
+
+    bgm = napari_gmm.background
+    probe = fresh((2**18,))
+    bgm._populate_serial(probe)
+    if bgm._MADVISE is None or not _resident(probe).all():
+        pytest.skip("MADV_POPULATE_WRITE is not available here (Linux 5.14 or later)")
+    monkeypatch.setattr(bgm, "_AHEAD", 1)
+    out = fresh((64, 128, 128))  # blocks of 16 frames: 256 KiB each
+    assert not _resident(out).any()
+    ahead = bgm._PopulateAhead((out, None), 64, 16)
+    ahead.ready(0, 16)  # the first block now, in this thread; the second on the pool
+    assert _resident(out[:16]).all()
+    ahead.pending[16].result()
+    assert _resident(out[16:32]).all() and not _resident(out[32:]).any()
+    ahead.ready(16, 32)
+    ahead.ready(32, 48)
+    ahead.ready(48, 64)  # the last block: nothing left to submit
+    assert _resident(out).all() and not ahead.pending
+    # (every subtract_background of the other tests with blocks over 256 KiB goes through it)
