@@ -100,6 +100,25 @@ def test_log_likelihood_line(ax):
     assert art["marker"].get_xdata()[0] == 2
 
 
+def test_log_likelihood_that_changed_by_rounding_only_is_drawn_flat(ax):
+    """The cameraman's K=3 demo plot: EM from a converged start, log-likelihood values 1e-10
+    apart drew a steep falling curve under matplotlib's offset notation."""
+    from types import SimpleNamespace
+
+    ll = -5.154750304 - np.array([0.0, 1e-10, 1.7e-10])
+    art = plotting.plot_log_likelihood(ax, SimpleNamespace(history={"log_likelihood": ll}))
+    np.testing.assert_array_equal(art["line"].get_ydata(), ll)  # the values, not adjusted
+    lo, hi = ax.get_ylim()
+    assert lo < ll.min() and ll.max() < hi and hi - lo > 1e-3  # flat within the axis
+    ax.figure.canvas.draw()
+    assert ax.yaxis.get_major_formatter().get_offset() == ""  # no "1e-11 - 5.15475" offset
+    assert any("rounding" in t.get_text() for t in ax.texts)
+    # a real climb is not flattened
+    ax.clear()
+    plotting.plot_log_likelihood(ax, SimpleNamespace(history={"log_likelihood": np.array([-6.0, -5.5, -5.2, -5.15])}))
+    assert not ax.texts and ax.get_ylim()[1] - ax.get_ylim()[0] < 1.0
+
+
 def colour_image(seed=0):
     rng = np.random.default_rng(seed)
     centres = np.array([[40, 60, 200], [200, 40, 60], [90, 200, 90]], float)

@@ -114,6 +114,7 @@ def plot_grey_model(path, image: np.ndarray, model, *, title: str = "") -> list[
     from matplotlib.figure import Figure
 
     import napari_gmm as ng
+    from napari_gmm.plotting import plot_log_likelihood
 
     hist = ng.histogram(image)
     values = np.asarray(hist.values, dtype=np.float64)[:, 0]
@@ -154,8 +155,7 @@ def plot_grey_model(path, image: np.ndarray, model, *, title: str = "") -> list[
     ax.set_ylabel("density")
     ax.legend(fontsize=8, loc="upper right")
 
-    ll = np.asarray(model.history["log_likelihood"], dtype=np.float64)
-    ax2.plot(np.arange(ll.size), ll, marker="o", ms=3, color="tab:blue")
+    plot_log_likelihood(ax2, model)  # one drawing of EM's evolution (flat when nothing changed)
     ax2.set_xlabel("EM iteration (0 = initialisation)")
     ax2.set_ylabel("mean log-likelihood per pixel")
     state = "converged" if model.converged else "not converged"

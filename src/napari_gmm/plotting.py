@@ -545,6 +545,10 @@ def plot_density_2d(
 # EM evolution
 
 
+#: a log-likelihood history whose values all lie within this relative span is drawn flat (rounding)
+_FLAT_LL = 1e-9
+
+
 def plot_log_likelihood(ax, model, iteration=None, *, style=None):
     """Mean log-likelihood per pixel after each EM iteration, with a marker at ``iteration``.
 
@@ -565,7 +569,24 @@ def plot_log_likelihood(ax, model, iteration=None, *, style=None):
     ax.set_ylabel("log-likelihood / pixel")
     ax.set_xlim(-0.5, max(ll.size - 0.5, 0.5))
     fin = ll[np.isfinite(ll)]
-    if fin.size > 2:
+    if fin.size and float(fin.max() - fin.min()) <= _FLAT_LL * max(1.0, float(np.abs(fin).max())):
+        # EM started at (or next to) a converged fit (the polished classic start often is): the
+        # values differ by rounding only. Without this, matplotlib's offset notation magnifies
+        # 1e-10 into a steep, falling curve ("1e-11 - 5.1547"), which reads as EM going wrong.
+        hi = float(fin.max())
+        pad = 1e-3 * max(1.0, abs(hi))
+        ax.ticklabel_format(axis="y", useOffset=False)
+        ax.set_ylim(hi - pad, hi + pad)
+        ax.text(
+            0.5,
+            0.3,
+            "unchanged beyond rounding:\nthe start was already converged",
+            transform=ax.transAxes,
+            ha="center",
+            fontsize=8,
+            color=style.get("text", "black"),
+        )
+    elif fin.size > 2:
         # start and end differ a lot; show the last 95 % of the climb so late iterations stay visible
         lo, hi = float(np.quantile(fin, 0.02)), float(fin.max())
         pad = 0.06 * (hi - lo) if hi > lo else 1e-3
