@@ -499,7 +499,7 @@ def test_outputs_are_faulted_in_one_block_ahead_of_the_kernel(monkeypatch):
 
     bgm = napari_gmm.background
     probe = fresh((2**18,))
-    bgm._populate_serial(probe)
+    bgm._populate(probe, serial=True)
     if bgm._MADVISE is None or not _resident(probe).all():
         pytest.skip("MADV_POPULATE_WRITE is not available here (Linux 5.14 or later)")
     monkeypatch.setattr(bgm, "_AHEAD", 1)

@@ -143,9 +143,10 @@ def _new_output(shape, dtype) -> np.ndarray:
     return a
 
 
-def _populate(a: np.ndarray) -> None:
+def _populate(a: np.ndarray, *, serial: bool = False) -> None:
     """Fault in the pages of the C-contiguous block ``a`` of a fresh output in one call
-    (``MADV_POPULATE_WRITE``) before a kernel writes it.
+    (``MADV_POPULATE_WRITE``) before a kernel writes it; ``serial``: in one call in the calling
+    thread (a pool thread's job, :class:`_PopulateAhead`), else split over the populate pool.
 
     The kernels write every output once, in parallel, and the first write to each fresh 4 KiB
     page faults: on the shared VM of the benchmarks a 400 MB output faulted page by page inside
@@ -162,7 +163,7 @@ def _populate(a: np.ndarray) -> None:
     # 400 MB on 2 threads, measured on the shared VM)
     import numba
 
-    parts = min(numba.get_num_threads(), 4) if n >= 2**21 else 1
+    parts = min(numba.get_num_threads(), 4) if n >= 2**21 and not serial else 1
     step = -(-n // parts // 4096) * 4096
     jobs = [(start + i, min(step, n - i)) for i in range(0, n, step)]
     if len(jobs) > 1:
@@ -178,15 +179,6 @@ def _populate(a: np.ndarray) -> None:
 #: blocks of frames whose outputs are faulted in ahead of the kernel, on a pool thread (see
 #: :class:`_PopulateAhead`)
 _AHEAD = 1
-
-
-def _populate_serial(a: np.ndarray) -> None:
-    """:func:`_populate` in one call in the calling thread (a pool thread's job)."""
-    if _MADVISE is None or a.nbytes < 2**18 or not a.flags.c_contiguous:
-        return
-    start, n = _page_range(a)
-    if n > 0:
-        _MADVISE(start, n, _MADV_POPULATE_WRITE)
 
 
 class _PopulateAhead:
@@ -222,7 +214,7 @@ class _PopulateAhead:
         if t0 >= t1 or t0 in self.pending:
             return
         parts = [a[t0:t1] for a in self.outputs]
-        self.pending[t0] = _populate_pool(1).submit(lambda: [_populate_serial(p) for p in parts])
+        self.pending[t0] = _populate_pool(1).submit(lambda: [_populate(p, serial=True) for p in parts])
 
     def ready(self, t0, t1):
         job = self.pending.pop(t0, None)
