@@ -149,21 +149,28 @@ def test_labels_written_into_an_ome_zarr_image(tmp_path, fmt):
 
 @pytest.mark.parametrize("fmt", [2, 3])
 def test_zarr_whole_chunks_decoded_directly_equal_zarr(tmp_path, fmt, monkeypatch):
-    """open_image reads whole stored chunks by decoding them straight into the block (no zarr copy):
-    the same values as zarr for Zstd, Blosc and uncompressed arrays, edge chunks, a chunk never
-    written (the fill value), sub-chunk and fancy selections (read through zarr)."""
+    """open_image reads whole stored chunks (and frames of one chunk) by decoding them straight into
+    the block (no zarr copy): the same values as zarr for Zstd, Blosc and uncompressed arrays, edge
+    chunks, a chunk never written (the fill value), other selections (read through zarr)."""
     import numcodecs
     import zarr
     from zarr.codecs import BloscCodec, ZstdCodec
 
-    whole = io._ZarrChunks._whole_chunk
+    part = io._ZarrChunks._chunk_part
     direct = []
 
     def counted(self, key):
-        direct.append(whole(self, key))
+        direct.append(part(self, key))
         return direct[-1]
 
-    monkeypatch.setattr(io._ZarrChunks, "_whole_chunk", counted)
+    monkeypatch.setattr(io._ZarrChunks, "_chunk_part", counted)
+    prefixes = []
+    read_prefix = io._read_prefix
+    monkeypatch.setattr(io, "_read_prefix", lambda *a: prefixes.append(1) or read_prefix(*a))
+    try:
+        import zstandard
+    except ImportError:
+        zstandard = None
     rng = np.random.default_rng(3)
     data = rng.integers(0, 4000, (7, 10, 9), dtype=np.uint16)
     want = data.copy()
@@ -186,6 +193,15 @@ def test_zarr_whole_chunks_decoded_directly_equal_zarr(tmp_path, fmt, monkeypatc
         assert sum(c is not None for c in direct) == 27
         np.testing.assert_array_equal(a[1:5, 2:9, 3].compute(), want[1:5, 2:9, 3])
         np.testing.assert_array_equal(a[[0, 4, 6]].compute(), want[[0, 4, 6]])
+        # frames of one chunk, whole along y and x (the burn-in's reads): from the chunk's start
+        # only as far as needed (Zstd with zstandard installed), else the whole chunk decoded
+        direct.clear()
+        prefixes.clear()
+        for sl in (np.s_[4:5], np.s_[3:4], np.s_[5:6], np.s_[6:7]):
+            np.testing.assert_array_equal(a[sl].compute(), want[sl])
+        assert sum(c is not None for c in direct) == 4 * 9
+        # frames 4 and 3 of the chunk of frames 3-5 decoded up to them, frame 5 with the whole chunk
+        assert len(prefixes) == (18 if zstandard is not None and i == 1 else 0)
     # anything else (a filter) goes through zarr
     f = np.arange(16.0).reshape(4, 4)
     delta = [numcodecs.Delta("<f8")]
