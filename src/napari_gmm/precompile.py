@@ -64,6 +64,24 @@ def _colour(rng):
             model.predict(img, channel_axis=-1)
 
 
+def _megapixel(rng):
+    """Images above ``_config.SERIAL_BELOW`` pixels (a megapixel): the parallel range, histogram,
+    colour-key and look-up kernels, which the smaller images above leave to their serial twins (a
+    first megapixel image compiled them: about 10 s of CPU for uint8, uint16, float32 and RGB)."""
+    import napari_gmm as ng
+    from napari_gmm._kernels import _config
+
+    side = int(np.ceil(np.sqrt(_config.SERIAL_BELOW))) + 1
+    base = rng.choice([40.0, 120.0, 200.0], size=(side, side)) + rng.normal(0, 8, (side, side))
+    for dtype in (np.uint8, np.uint16, np.float32):
+        img = np.clip(base, 0, 255).astype(dtype)
+        ng.segment(img, 3, random_state=0)
+        ng.segment(img, 3, mask=img > img.min(), random_state=0)
+    cls = rng.integers(0, 3, (side, side))
+    rgb = np.array([[30, 60, 200], [200, 40, 40], [60, 200, 90]], float)[cls] + rng.normal(0, 6, (side, side, 3))
+    ng.segment(np.clip(rgb, 0, 255).astype(np.uint8), 3, channel_axis=-1, random_state=0)
+
+
 def _spatial(rng):
     import napari_gmm as ng
     from napari_gmm.datasets import noisy_regions
@@ -124,6 +142,7 @@ TASKS = {
     "segmentation, colour": _colour,
     "spatial model": _spatial,
     "choosing K, censored fits, intervals": _choosing_k,
+    "megapixel images": _megapixel,
     "other integer dtypes": _other_dtypes,
 }
 

@@ -93,3 +93,14 @@ def test_packed_keys_dense_and_sorted_agree():
     k.lut_packed_dense(a, np.zeros(0, np.uint8), mins, shifts, big, o2)
     np.testing.assert_array_equal(o1, o2)
     np.testing.assert_array_equal(u[o1 - 1], keys)
+
+
+def test_search_left_is_numpys_searchsorted():
+    rng = np.random.default_rng(7)
+    for a, v in (
+        (np.sort(rng.integers(-5, 5, 40)), np.arange(-7, 8)),  # duplicates, values outside both ends
+        (np.cumsum(rng.random(33)), np.concatenate([[0.0], rng.random(50) * 17, [np.inf]])),
+        (np.zeros(0, np.int64), np.array([3])),
+    ):
+        got = [k.search_left(a, x) for x in v]
+        np.testing.assert_array_equal(got, np.searchsorted(a, v))

@@ -16,6 +16,49 @@ def _nchunks(n, nthreads):
     return max(1, min(nthreads * 4, n // 65536))
 
 
+@njit(**JIT)
+def _sum_rows(part):
+    """The column sums of a 2-D table of per-chunk partial results (a histogram per thread), added
+    row after row from zero: what ``part.sum(axis=0)`` gives, without compiling Numba's general
+    axis reduction into every kernel that merges its partial results (about 3.5 s of CPU in each
+    fresh process that compiled one: ``array_sum_impl`` and its ``check_axis_bounds``)."""
+    n, k = part.shape
+    out = np.zeros(k, part.dtype)
+    for c in range(n):
+        for j in range(k):
+            out[j] += part[c, j]
+    return out
+
+
+@njit(**JIT)
+def search_left(a, v):
+    """``np.searchsorted(a, v)`` (side "left": the first ``i`` with ``a[i] >= v``) for a sorted
+    array ``a`` without NaN and a value ``v`` that is not NaN, by bisection: Numba's
+    ``np.searchsorted`` compiled about 1.7 s into each kernel calling it (CPU, per fresh process)."""
+    lo = 0
+    hi = a.size
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if a[mid] < v:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(**JIT)
+def _min_max(lo, hi):
+    """(min of ``lo``, max of ``hi``): the per-chunk ranges (1-D arrays) merged by a loop;
+    ``lo.min()`` and ``hi.max()`` compile Numba's reductions into every range kernel (about 1 s of
+    each one's cold compile)."""
+    mn = lo[0]
+    mx = hi[0]
+    for c in range(1, lo.size):
+        mn = min(mn, lo[c])
+        mx = max(mx, hi[c])
+    return mn, mx
+
+
 def _int_range(a, m, nthreads):
     """(min, max, n_counted) of the masked integer pixels; min > max when none is counted."""
     n = a.size
@@ -50,7 +93,8 @@ def _int_range(a, m, nthreads):
         lo[c] = mn
         hi[c] = mx
         cnt[c] = k
-    return lo.min(), hi.max(), cnt.sum()
+    mn, mx = _min_max(lo, hi)
+    return mn, mx, _sum_rows(cnt.reshape((nc, 1)))[0]
 
 
 def _float_range(a, m, nthreads):
@@ -87,8 +131,9 @@ def _float_range(a, m, nthreads):
         cnt[c, 0] = kf
         cnt[c, 1] = kn
         cnt[c, 2] = ki
-    s = cnt.sum(axis=0)
-    return lo.min(), hi.max(), s[0], s[1], s[2]
+    s = _sum_rows(cnt)
+    mn, mx = _min_max(lo, hi)
+    return mn, mx, s[0], s[1], s[2]
 
 
 def _bincount_offset(a, m, vmin, nbins, nthreads):
@@ -103,7 +148,7 @@ def _bincount_offset(a, m, vmin, nbins, nthreads):
             if has_mask and m[i] == 0:
                 continue
             part[c, np.int64(a[i]) - vmin] += 1
-    return part.sum(axis=0)  # the per-thread partial histograms
+    return _sum_rows(part)  # the per-thread partial histograms
 
 
 def _bincount_direct(a, m, size, nthreads):
@@ -126,7 +171,7 @@ def _bincount_direct(a, m, size, nthreads):
         else:
             for i in range(ac.size):
                 pc[np.uint32(ac[i])] += 1
-    return part.sum(axis=0)  # the per-thread partial histograms
+    return _sum_rows(part)  # the per-thread partial histograms
 
 
 def _bincount_float(a, m, lo, inv_width, nbins, nthreads):
@@ -154,7 +199,7 @@ def _bincount_float(a, m, lo, inv_width, nbins, nthreads):
                 b = 0
             pc[c, b] += 1
             ps[c, b] += v
-    return pc.sum(axis=0), ps.sum(axis=0)
+    return _sum_rows(pc), _sum_rows(ps)
 
 
 def _lut_offset(a, m, vmin, lut, out):
@@ -296,12 +341,22 @@ def channel_ranges(a, m, nthreads):
                     lo[c, d] = v
                 if v > hi[c, d]:
                     hi[c, d] = v
+    # merged by loops: a column's .min() and .max() compile Numba's reductions over strided views
+    # (about 1 s of each dtype's cold compile)
     outlo = np.empty(D)
     outhi = np.empty(D)
+    nbad = 0
     for d in range(D):
-        outlo[d] = lo[:, d].min()
-        outhi[d] = hi[:, d].max()
-    return outlo, outhi, bad.sum()
+        mn = lo[0, d]
+        mx = hi[0, d]
+        for c in range(1, nc):
+            mn = min(mn, lo[c, d])
+            mx = max(mx, hi[c, d])
+        outlo[d] = mn
+        outhi[d] = mx
+    for c in range(nc):
+        nbad += bad[c]
+    return outlo, outhi, nbad
 
 
 @njit(inline="always", **JIT)
@@ -356,7 +411,7 @@ def grid_accumulate(a, m, lo, inv_width, nbins, ncells, nthreads):
             counts[c, key] += 1
             for d in range(D):
                 sums[c, key, d] += np.float64(a[i, d])
-    return counts.sum(axis=0), sums.sum(axis=0)
+    return _sum_rows(counts), _sum_rows(sums.reshape((nc, ncells * D))).reshape((ncells, D))
 
 
 @njit(**JIT)
@@ -401,7 +456,7 @@ def lookup_sorted(keys, table_keys, lut, negative_is_masked, out):
         if negative_is_masked and k < 0:
             out[i] = 0
             continue
-        j = np.searchsorted(table_keys, k)
+        j = search_left(table_keys, k)
         if j < G and table_keys[j] == k:
             out[i] = lut[j]
         else:

@@ -10,6 +10,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._config import JIT, PJIT, serial_copy
+from .hist import search_left
 
 #: samples per block of the assignment loops
 BLOCK = 256
@@ -107,7 +108,7 @@ def kmeanspp(X, w, first, u, out):
             jc = min(np.int64(u[c - 1, 0] * M), M - 1)
         else:
             for t in range(n_trials):
-                cand[t] = min(np.searchsorted(cum, u[c - 1, t] * pot), M - 1)
+                cand[t] = min(search_left(cum, u[c - 1, t] * pot), M - 1)
                 pots[t] = 0.0
             for b0 in range(0, M, KPP_BLOCK):
                 b1 = min(M, b0 + KPP_BLOCK)

@@ -591,7 +591,11 @@ def label_moments(X, lab, full, Nk, means, cov):
             loc[k, 0] += 1.0
             for a in range(D):
                 loc[k, 1 + a] += X[i, a]
-        p1[c] = loc
+        # element by element: a slice assignment (p1[c] = loc) compiles Numba's broadcasting
+        # shape check and its error message (string joins): 6-7 s of this kernel's cold compile
+        for k in range(K):
+            for a in range(D + 1):
+                p1[c, k, a] = loc[k, a]
     for c in range(nch):
         for k in range(K):
             Nk[k] += p1[c, k, 0]
@@ -616,7 +620,10 @@ def label_moments(X, lab, full, Nk, means, cov):
                         loc2[k, a, b] += d[a] * d[b]
                 else:
                     loc2[k, a, a] += d[a] * d[a]
-        p2[c] = loc2
+        for k in range(K):
+            for a in range(D):
+                for b in range(D):
+                    p2[c, k, a, b] = loc2[k, a, b]
     for c in range(nch):
         for k in range(K):
             for a in range(D):
