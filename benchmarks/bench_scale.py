@@ -14,9 +14,13 @@ Gaussian noise, a slow intensity drift), then, in one run:
    the cold floor is measured before the first job and again after every job (at least
    ``--floors`` times): every job has a floor just before and just after it. The table gives each
    job's ratio to the median of the run's cold floors and to the floors around it, and prints every
-   floor with the load average.
+   floor with the load average. Once, the same cold read with napari-gmm's own reader
+   (``napari_gmm.io.open_image``, what the command line reads with: a whole chunk decoded straight
+   into its block, without zarr's second buffer and copy), as a row of its own.
 2. **API, threaded scheduler** (no cluster): ``segment(stack, 3)`` lazily and
-   ``napari_gmm.io.write_zarr`` of the labels; time and the process's peak RSS growth.
+   ``napari_gmm.io.write_zarr`` of the labels; time and the process's peak RSS growth. Twice: the
+   stack read with ``da.from_zarr`` (as in earlier sessions' tables), then with
+   ``napari_gmm.io.open_image``.
 2b. **Segmentation's passes** (``--only passes``): each of its two passes alone from a cold page
    cache, between two cold floors: the exact histogram; the labels of the fitted model computed
    and dropped; the labels compressed and written. Which part is above a cold read.
@@ -149,13 +153,24 @@ def drop_caches(root):
 DROP_METHOD = ["?"]
 
 
-def io_floor(path, cold):
-    """(Seconds, CPU seconds) to read (and decompress) the whole zarr with dask's defaults, doing
-    nothing else: from disk (``cold``: :func:`drop_caches` first) or from the page cache (read
-    once before)."""
+def _read(path, reader):
+    """The stack as a dask array: ``"dask"``, ``da.from_zarr`` (dask's defaults, the floor's
+    reader); ``"napari-gmm"``, ``napari_gmm.io.open_image`` (what the command line reads with: whole
+    chunks decoded straight into the block, no zarr copy)."""
     import dask.array as da
 
-    stack = da.from_zarr(str(path))
+    if reader == "napari-gmm":
+        from napari_gmm import io
+
+        return io.open_image(path).data
+    return da.from_zarr(str(path))
+
+
+def io_floor(path, cold, reader="dask"):
+    """(Seconds, CPU seconds) to read (and decompress) the whole zarr with dask's defaults (or
+    ``reader``, see :func:`_read`), doing nothing else: from disk (``cold``: :func:`drop_caches`
+    first) or from the page cache (read once before)."""
+    stack = _read(path, reader)
 
     def read():
         stack.map_blocks(lambda b: np.zeros((1,) * b.ndim, np.uint8), chunks=(1,) * stack.ndim).sum().compute()
@@ -224,14 +239,13 @@ def kernel_compute(path, n_warm=16, n_frames=48):
     return t.seconds / n, t.cpu / n
 
 
-def api_threaded(path, out):
-    import dask.array as da
-
+def api_threaded(path, out, reader="dask"):
+    """``segment`` of the stack read by ``reader`` (:func:`_read`) + ``write_zarr`` of the labels."""
     import napari_gmm as ng
     from napari_gmm import io
 
     def job():
-        labels, model = ng.segment(da.from_zarr(str(path)), 3, return_model=True)
+        labels, model = ng.segment(_read(path, reader), 3, return_model=True)
         io.write_zarr(out, labels, attrs={"model": model.to_dict()}, axes="tyx", overwrite=True)
         return model
 
@@ -473,12 +487,16 @@ def main():
         cold_floor()
 
     cold_floor()
+    # the same cold read with napari-gmm's reader (io.open_image), once: the floor of the jobs that
+    # read with it (the command line's)
+    ours_cold = io_floor(stack, cold=True, reader="napari-gmm") + (os.getloadavg()[0],)
     for _ in range(max(0, args.floors - 1 - len(only - {"floor", "peers"}))):
         cold_floor()
     floor, cpu_warm = io_floor(stack, cold=False)
+    result = {"ours_cold_s": ours_cold[0], "ours_cold_cpu": ours_cold[1]}
     # rows: (job, seconds, CPU seconds or None, peak memory, equal to the in-memory path, load, floors)
     rows = []
-    result = {"gb": mb / 1e3, "floor_s": floor}
+    result.update(gb=mb / 1e3, floor_s=floor)
 
     def row(name, sec, cpu, mem, ok):
         # the index of the floor measured just before the job (the one after it comes next)
@@ -492,6 +510,15 @@ def main():
         ok = check_crop(stack, root / "labels_api.zarr")
         rows[-1] = rows[-1][:4] + (ok,) + rows[-1][5:]
         result.update(api_s=t_api, api_cpu=cpu_api, api_peak_growth=grew, api_equal=ok)
+        # the same job reading the stack with napari-gmm's reader (io.open_image) instead of da.from_zarr
+        job_start()
+        t_io, cpu_io, grew_io, _ = api_threaded(stack, root / "labels_api_io.zarr", reader="napari-gmm")
+        name = "API segment (read with io.open_image) + write_zarr, threaded"
+        row(name, t_io, cpu_io, f"+{grew_io / 2**20:.0f} MiB (process)", None)
+        job_end()
+        ok = check_crop(stack, root / "labels_api_io.zarr")
+        rows[-1] = rows[-1][:4] + (ok,) + rows[-1][5:]
+        result.update(api_io_s=t_io, api_io_cpu=cpu_io, api_io_equal=ok)
     if "passes" in only:
         import napari_gmm as ng
         from napari_gmm import io
@@ -572,6 +599,15 @@ def main():
             None,
         ),
         ("read the zarr from the page cache (warm I/O floor)", floor, cpu_warm, "-", "-", os.getloadavg()[0], None),
+        (
+            "read the zarr from disk with napari-gmm's reader (io.open_image), once",
+            ours_cold[0],
+            ours_cold[1],
+            "-",
+            "-",
+            ours_cold[2],
+            None,
+        ),
     ]
     for name, sec, cpu, mem, ok, load, around in floor_rows + rows:
         c = "-" if cpu is None else f"{cpu:.1f}"
@@ -596,6 +632,7 @@ def main():
     if not args.keep:
         for p in (
             "labels_api.zarr",
+            "labels_api_io.zarr",
             "labels_cli.zarr",
             "labels_cli.zarr.summary.json",
             "labels_apply.zarr",

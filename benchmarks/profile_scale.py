@@ -8,7 +8,8 @@ with:
   zarr's event loop and codec threads, Numba's);
 - the thread-CPU seconds spent in each activity of the calling threads, by wrapping the functions
   that do them: the per-pixel kernel, the post-filter, faulting in the outputs, the histogram and
-  look-up kernels. zarr decodes, encodes and writes in its own threads (the dask thread waits), so
+  look-up kernels, napari-gmm's zarr reader (``io.open_image``: a chunk read and decoded in the
+  calling thread). zarr decodes, encodes and writes in its own threads (the dask thread waits), so
   reading and writing show as wall time waited by the dask threads; the file I/O's CPU is in "the
   rest";
 - the chunks zarr decoded and encoded, and the thread-CPU seconds of doing so, by codec (zarr runs
@@ -140,6 +141,11 @@ def main():
     acts.wrap(_dask, "whole_dtype_counts", "histogram kernel")
     acts.wrap(_dask, "grey_lookup", "labels look-up kernel")
     acts.wrap(za.Array, "__getitem__", "zarr read (dask thread waits)")
+    # napari-gmm's reader (io.open_image) reads a whole chunk, or a chunk's first frames, itself
+    # and decodes it in the calling dask thread (calls = chunks; zarr's own reads counted above)
+    from napari_gmm import io as nio
+
+    acts.wrap(nio._ZarrChunks, "__getitem__", "napari-gmm zarr reader: read + decode (dask thread)")
     acts.wrap(za.Array, "__setitem__", "zarr write (dask thread waits)")
     # zarr runs its codecs in its own threads (asyncio.to_thread): each call is counted there, so
     # these rows are the decoding and compressing themselves (calls = chunks decoded / encoded)

@@ -96,6 +96,11 @@ def test_tiled_run_reads_every_chunk_once_and_the_burn_in_chunks_once_more(monke
     np.testing.assert_array_equal(bg, ref.background)
     # every compute runs the chains from their start (the models are made inside the graph)
     np.testing.assert_array_equal(res.foreground.compute(), ref.foreground)
+    # chunks holding several burn-in frames (0, 3 of 0-3; 9 of 8-11 ...): each read once more
+    res = ng.subtract_background(da.from_array(arr, chunks=arr.chunks, asarray=False), burn_in=8)
+    arr.reads.clear()
+    np.testing.assert_array_equal(res.foreground.compute(), ng.subtract_background(stack, burn_in=8).foreground)
+    assert arr.reads == {(t, 0, x): 2 for t in range(0, 24, 4) for x in (0, 20)}
 
 
 def test_stack_estimates_read_each_chunk_once():

@@ -145,3 +145,69 @@ def test_labels_written_into_an_ome_zarr_image(tmp_path, fmt):
 
     nodes = list(ome_zarr.Reader(parse_url(str(image)))())
     assert any(type(s).__name__ == "Label" for n in nodes for s in n.specs)
+
+
+@pytest.mark.parametrize("fmt", [2, 3])
+def test_zarr_whole_chunks_decoded_directly_equal_zarr(tmp_path, fmt, monkeypatch):
+    """open_image reads whole stored chunks (and frames of one chunk) by decoding them straight into
+    the block (no zarr copy): the same values as zarr for Zstd, Blosc and uncompressed arrays, edge
+    chunks, a chunk never written (the fill value), other selections (read through zarr)."""
+    import numcodecs
+    import zarr
+    from zarr.codecs import BloscCodec, ZstdCodec
+
+    part = io._ZarrChunks._chunk_part
+    direct = []
+
+    def counted(self, key):
+        direct.append(part(self, key))
+        return direct[-1]
+
+    monkeypatch.setattr(io._ZarrChunks, "_chunk_part", counted)
+    prefixes = []
+    read_prefix = io._read_prefix
+    monkeypatch.setattr(io, "_read_prefix", lambda *a: prefixes.append(1) or read_prefix(*a))
+    try:
+        import zstandard
+    except ImportError:
+        zstandard = None
+    rng = np.random.default_rng(3)
+    data = rng.integers(0, 4000, (7, 10, 9), dtype=np.uint16)
+    want = data.copy()
+    want[6] = 7
+    if fmt == 3:
+        comps = [None, ZstdCodec(), BloscCodec(cname="lz4", shuffle="shuffle")]
+    else:
+        comps = [None, numcodecs.Zstd(), numcodecs.Blosc("lz4", 5, numcodecs.Blosc.SHUFFLE)]
+    for i, comp in enumerate(comps):
+        path = str(tmp_path / f"a{i}.zarr")
+        z = zarr.create_array(
+            path, shape=data.shape, chunks=(3, 4, 4), dtype=data.dtype, zarr_format=fmt, fill_value=7, compressors=comp
+        )
+        z[:6] = data[:6]  # frame 6's chunks never written: the fill value
+        assert io._chunk_decoder(z) is not False
+        direct.clear()
+        a = io.open_image(path).data
+        assert a.chunks == ((3, 3, 1), (4, 4, 2), (4, 4, 1))
+        np.testing.assert_array_equal(a.compute(), want)
+        assert sum(c is not None for c in direct) == 27
+        np.testing.assert_array_equal(a[1:5, 2:9, 3].compute(), want[1:5, 2:9, 3])
+        np.testing.assert_array_equal(a[[0, 4, 6]].compute(), want[[0, 4, 6]])
+        # frames of one chunk, whole along y and x (the burn-in's reads): from the chunk's start
+        # only as far as needed (Zstd with zstandard installed), else the whole chunk decoded
+        direct.clear()
+        prefixes.clear()
+        for sl in (np.s_[4:5], np.s_[3:4], np.s_[5:6], np.s_[6:7]):
+            np.testing.assert_array_equal(a[sl].compute(), want[sl])
+        assert sum(c is not None for c in direct) == 4 * 9
+        # frames 4 and 3 of the chunk of frames 3-5 decoded up to them, frame 5 with the whole chunk
+        assert len(prefixes) == (18 if zstandard is not None and i == 1 else 0)
+    # anything else (a filter) goes through zarr
+    f = np.arange(16.0).reshape(4, 4)
+    delta = [numcodecs.Delta("<f8")]
+    z = zarr.create_array(
+        str(tmp_path / "f.zarr"), shape=(4, 4), chunks=(2, 2), dtype="f8", zarr_format=2, filters=delta
+    )
+    z[:] = f
+    assert io._chunk_decoder(z) is False
+    np.testing.assert_array_equal(io.open_image(tmp_path / "f.zarr").data.compute(), f)

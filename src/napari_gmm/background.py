@@ -2261,6 +2261,25 @@ def _block_readers(arr):
     return out
 
 
+def _take_frames(view, idx, edges):
+    """``view[idx]`` (sorted frame indices of a dask stack whose time chunks start at ``edges``) as
+    one slice of frames per time chunk (the subset taken from it when the chunk holds several): a
+    zarr input is then asked for the frames of a chunk up to the last one needed (see
+    ``napari_gmm.io._ZarrChunks``, which decodes no further), where ``view[idx]`` asks for the
+    whole chunk. The same values."""
+    import dask.array as da
+
+    which = np.searchsorted(edges, idx, side="right") - 1
+    parts = []
+    for c in np.unique(which):
+        t = idx[which == c]
+        part = view[int(t[0]) : int(t[-1]) + 1]
+        if len(t) != t[-1] - t[0] + 1:
+            part = part[t - t[0]]
+        parts.append(part)
+    return parts[0] if len(parts) == 1 else da.concatenate(parts, axis=0)
+
+
 def _tile_burn(state, frames, ts, n_before, kw):
     """Burn-in of a tile's model on ``frames`` (the frames ``ts`` of the burn-in); the tuple of
     :func:`_tile_step` with no outputs."""
@@ -2425,7 +2444,7 @@ def _subtract_background_tiled(
             # chunks only (blocks cut from one array of all the burn-in frames each read all of them)
             for g in range(len(burn_groups)):
                 idx = burn_idx[b_edges[g] : b_edges[g + 1]]
-                readers = _block_readers(view[idx].rechunk(((len(idx),),) + chunks[1:]))
+                readers = _block_readers(_take_frames(view, idx, edges).rechunk(((len(idx),),) + chunks[1:]))
                 units.append((readers, 0, "burn", idx))
     readers = _block_readers(src)
     t_edges = np.cumsum((0,) + ts)
