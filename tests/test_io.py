@@ -211,3 +211,29 @@ def test_zarr_whole_chunks_decoded_directly_equal_zarr(tmp_path, fmt, monkeypatc
     z[:] = f
     assert io._chunk_decoder(z) is False
     np.testing.assert_array_equal(io.open_image(tmp_path / "f.zarr").data.compute(), f)
+
+
+def test_zarr_reader_falls_back_to_zarr_when_its_internals_change(tmp_path):
+    """The direct chunk reader uses zarr internals (zarr.core): where they are not as expected, the
+    chunks are read through zarr instead, with the same values, and it stops trying."""
+    import zarr
+
+    data = np.arange(6 * 4 * 4, dtype=np.uint16).reshape(6, 4, 4)
+    z = zarr.create_array(str(tmp_path / "a.zarr"), shape=data.shape, chunks=(3, 4, 4), dtype=data.dtype)
+    z[:] = data
+
+    class Changed:  # the array as a zarr without the internal attribute
+        def __getattr__(self, name):
+            if name == "_async_array":
+                raise AttributeError(name)
+            return getattr(z, name)
+
+        def __getitem__(self, key):
+            return z[key]
+
+    r = io._ZarrChunks(z)
+    assert r._codec is not False
+    r.z = Changed()
+    np.testing.assert_array_equal(r[0:3, 0:4, 0:4], data[:3])
+    assert r._codec is False
+    np.testing.assert_array_equal(r[3:6, 0:4, 0:4], data[3:])

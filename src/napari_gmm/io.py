@@ -242,18 +242,28 @@ class _ZarrChunks:
             coords.append(start // c)
         return tuple(coords), first, end
 
-    def __getitem__(self, key):
-        part = None if self._codec is False else self._chunk_part(key)
-        if part is not None:
+    def _stored_bytes(self, coords):
+        """The stored bytes of chunk ``coords`` as a uint8 array, or None when it is missing or
+        when this zarr's internals (``zarr.core``, not public API) are not the ones this was
+        written for: the chunk is then read through zarr, and this reader stops trying."""
+        try:
             from zarr.core.buffer import default_buffer_prototype
             from zarr.core.sync import sync
 
-            coords, first, end = part
             z = self.z
             stored = z._async_array.store_path / z.metadata.encode_chunk_key(coords)
             raw = sync(stored.get(prototype=default_buffer_prototype()))
+            return None if raw is None else raw.as_numpy_array()
+        except (ImportError, AttributeError, TypeError):
+            self._codec = False
+            return None
+
+    def __getitem__(self, key):
+        part = None if self._codec is False else self._chunk_part(key)
+        if part is not None:
+            coords, first, end = part
+            raw = self._stored_bytes(coords)
             if raw is not None:
-                raw = raw.as_numpy_array()
                 # the stored chunk's shape (the last chunk along an axis is stored whole), or its
                 # first ``end`` entries along the first axis
                 n = end if self._stream is not None and end < self.chunks[0] else self.chunks[0]
