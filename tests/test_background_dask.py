@@ -115,3 +115,50 @@ def test_stack_estimates_read_each_chunk_once():
     lazy = estimate_bleaching(lazy, offset=100)
     assert arr.reads == {(t, 0, x): 1 for t in (0, 4, 8) for x in (0, 20)}
     np.testing.assert_array_equal(lazy, estimate_bleaching(stack, offset=100))
+
+
+def test_writing_tiled_outputs_keeps_the_chains_at_the_writes(tmp_path, monkeypatch):
+    """io.write_zarr of a tiled run's foreground and background: a block waits in memory from its
+    step to its store for a bounded number of steps, whatever the stack's length (the chains wait
+    for the writes: background._StoreGate); without the gate, dask's order ran the chains ahead of
+    the writes and the finished blocks piled up (measured here: 35 blocks waiting at most on 160
+    frames, 119 on 640, against 12 with the gate). Same values."""
+    pytest.importorskip("zarr")
+    from dask.callbacks import Callback
+
+    from napari_gmm import background as bgmod
+    from napari_gmm import io
+
+    monkeypatch.setattr(_config, "TILE_BYTES", 400_000)  # 2 x 2 tiles of 64 x 64
+    monkeypatch.setattr(_config, "TIME_BLOCK_MIN_BYTES", 0)  # a step per time chunk of 8 frames
+    stack = moving_objects((160, 128, 128))[0]
+
+    class Count(Callback):
+        waiting = peak = 0
+
+        def _posttask(self, key, result, dsk, state, id):
+            name = key[0] if isinstance(key, tuple) else key
+            if isinstance(key, tuple) and key[1:2] == ("step",):
+                self.waiting += 2  # a block of each output
+            elif name.startswith("store-map"):
+                self.waiting -= 1
+            self.peak = max(self.peak, self.waiting)
+
+    def write(out):
+        res = ng.subtract_background(da.from_array(stack, chunks=(8, 64, 64)))
+        assert res.params["tiles"] == [2, 2] and len(res.background.chunks[0]) == 20
+        count = Count()
+        with count:
+            arrays = {"foreground": res.foreground, "background": res.background}
+            io.write_zarr(out, arrays, compute_kwargs={"scheduler": "threads"})
+        assert count.waiting == 0
+        return count.peak
+
+    gated = write(tmp_path / "gated.zarr")
+    assert gated <= 3 * 4  # a few steps per tile
+    ref = ng.subtract_background(stack)
+    for what in ("foreground", "background"):
+        got = io.read_result(tmp_path / "gated.zarr", what)[0].compute()
+        np.testing.assert_array_equal(got, getattr(ref, what))
+    monkeypatch.setattr(bgmod._StoreGate, "rewire", lambda self, dsk, stores: None)
+    assert write(tmp_path / "free.zarr") > 2 * gated  # what the count sees without the gate

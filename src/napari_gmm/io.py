@@ -495,12 +495,41 @@ def _as_dask_arrays(arrays, chunks):
     return out
 
 
+def _store(sources, targets, compute_kwargs):
+    """``da.store(sources, targets, lock=False)``; where a source carries a writer gate (the tiled
+    outputs of :func:`napari_gmm.subtract_background`, whose chains must not run ahead of their
+    writes: ``background._StoreGate``), the writes' graph is materialised, the gate ties it, and
+    it runs on the scheduler dask would use (the threaded one, or an active distributed client)."""
+    import dask
+    import dask.array as da
+    from dask.base import get_scheduler
+    from dask.highlevelgraph import HighLevelGraph
+
+    stores = da.store(sources, targets, lock=False, compute=False, return_stored=False)
+    stores = [stores] if isinstance(stores, da.Array) else list(stores)
+    gates = {}
+    for a, st in zip(sources, stores):
+        g = getattr(a, "_napari_gmm_store_gate", None)
+        if g is not None:
+            gates.setdefault(id(g), (g, []))[1].append(st)
+    if not gates:
+        dask.compute(stores, **compute_kwargs)
+        return
+    dsk = dict(HighLevelGraph.merge(*(st.__dask_graph__() for st in stores)))
+    for g, sts in gates.values():
+        g.rewire(dsk, sts)
+    keys = [k for st in stores for k in dask.core.flatten(st.__dask_keys__())]
+    kw = dict(compute_kwargs)
+    get = get_scheduler(scheduler=kw.pop("scheduler", None), collections=stores)
+    get(dsk, keys, **kw)
+
+
 def _write_group(path, arrays, fmt, ome, attrs, axes, compute_kwargs):
     """Write the dask ``arrays`` into a new zarr group at ``path`` (zarr format ``fmt``) with the
     OME-Zarr metadata ``ome`` and the ``"napari_gmm"`` attributes, under a temporary name renamed
     into place when every chunk is written; an existing ``path`` is replaced only then."""
     zarr = _need("zarr")
-    da = _need("dask.array")
+    _need("dask.array")  # a clear message when dask is missing
     tmp = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}")
     try:
         group = zarr.open_group(str(tmp), mode="w", zarr_format=fmt)
@@ -522,7 +551,7 @@ def _write_group(path, arrays, fmt, ome, attrs, axes, compute_kwargs):
                     **kw,
                 )
             )
-        da.store(list(arrays.values()), targets, lock=False, compute=True, **(compute_kwargs or {}))
+        _store(list(arrays.values()), targets, compute_kwargs or {})
         meta = {"napari_gmm": {"complete": True, **_jsonable(attrs or {})}}
         if ome:
             meta.update(_ome_attrs(fmt, ome))
