@@ -58,7 +58,9 @@ PJIT_EXACT = dict(PJIT, fastmath=False, error_model="numpy")
 #: loops unroll there). :func:`_top_mode` and :func:`_second_mode` stay inlined by Numba with a
 #: literal channel count: as LLVM-inlined functions the uint8 compile took 17 s, but the grey
 #: uint16 kernel ran 1.3-1.4x slower (with the channel count literal through
-#: ``numba.literally``, the RGB video kernel too), measured.
+#: ``numba.literally``, the RGB video kernel too); only :func:`_second_mode` so, 1.4x slower on
+#: grey (uint16 compile 17.6 s); LLVM-inlined copies for the RGB calls only, 17 s (uint8 and
+#: uint16), but in one process of two the RGB kernel ran 1.3x slower (CDnet, measured).
 JIT_LLVM_INLINE = dict(JIT_EXACT, forceinline=True, _nrt=False)
 
 
