@@ -27,8 +27,10 @@ Differences from OpenCV (deliberate, documented in ``napari_gmm.background``):
 
 Kernels trust their input: shapes, dtypes and contiguity are checked by the public wrappers.
 The update arithmetic is float32 (as OpenCV's), IEEE without fast-math; the shadow test runs in
-float64, also without fast-math. The per-pixel helpers are inlined into the parallel kernels
-(``inline="always"``): a call per pixel that passes array views costs more than the update.
+float64, also without fast-math. The per-pixel helpers are inlined into the parallel kernels (a
+call per pixel that passes array views costs more than the update): the small ones of the
+vectorised passes by Numba (``inline="always"``), the per-pixel update and the shadow test by
+LLVM (:data:`JIT_LLVM_INLINE`: typed once, not at every call site).
 """
 
 import numba
@@ -44,6 +46,22 @@ from ._config import JIT, PJIT
 #: result is then discarded, and a check per division would stop the vectorisation)
 JIT_EXACT = dict(JIT, fastmath=False, error_model="numpy")
 PJIT_EXACT = dict(PJIT, fastmath=False, error_model="numpy")
+
+#: per-pixel helpers that LLVM inlines into their callers (``alwaysinline``) instead of Numba
+#: (``inline="always"`` types and lowers the callee again at every call site, and the parallel
+#: kernel's body is typed twice). Cold compile CPU of a kernel (precompile's background tasks)
+#: with :func:`_update_pixel` and :func:`_is_shadow` inlined by Numba at their four call sites,
+#: then this way: uint8 36 -> 23 s, uint16 35 -> 24 s, float32 38 -> 31 s. Without NRT (they
+#: allocate nothing): a Numba function increfs and decrefs the arrays it is given, atomic calls
+#: that LLVM cannot remove across the callee's branches. The channel count is a run-time
+#: argument where Numba compiles the helper, a constant again where LLVM inlines it (the channel
+#: loops unroll there). :func:`_top_mode` and :func:`_second_mode` stay inlined by Numba with a
+#: literal channel count: as LLVM-inlined functions the uint8 compile took 17 s, but the grey
+#: uint16 kernel ran 1.3-1.4x slower (with the channel count literal through
+#: ``numba.literally``, the RGB video kernel too); only :func:`_second_mode` so, 1.4x slower on
+#: grey (uint16 compile 17.6 s); LLVM-inlined copies for the RGB calls only, 17 s (uint8 and
+#: uint16), but in one process of two the RGB kernel ran 1.3x slower (CDnet, measured).
+JIT_LLVM_INLINE = dict(JIT_EXACT, forceinline=True, _nrt=False)
 
 
 @intrinsic
@@ -134,7 +152,7 @@ def new_state(height, width, n_mixtures, n_channels):
     )
 
 
-@njit(inline="always", **JIT_EXACT)
+@njit(**JIT_LLVM_INLINE)
 def _is_shadow(data, wy, my, vy, x, nm, n_ch, var_threshold, background_ratio, tau):
     """Prati et al. shadow test of pixel ``x`` of a row against its background modes.
 
@@ -165,7 +183,7 @@ def _is_shadow(data, wy, my, vy, x, nm, n_ch, var_threshold, background_ratio, t
     return False
 
 
-@njit(inline="always", **JIT_EXACT)
+@njit(**JIT_LLVM_INLINE)
 def _update_pixel(
     data,
     diff,
@@ -825,7 +843,7 @@ def _apply_fast(
                         background = False
                     else:
                         if rgb:
-                            # a literal channel count: the inlined update's channel loops unroll
+                            # a literal channel count: LLVM inlines the update, its channel loops unroll
                             n_alive, background = _update_pixel(
                                 data,
                                 diff,
