@@ -2,8 +2,9 @@
 
 Every kernel is compiled on its first call with a new argument type and kept in the on-disk cache
 (``cache=True``: next to the sources, or in ``NUMBA_CACHE_DIR``), so only the first call in a fresh
-installation pays for it: about a minute and a half of CPU for background modelling's three kernel variants
-(8-bit, 16-bit, float), a few seconds for each segmentation path. ``precompile`` pays it up front,
+installation pays for it: about 20 s of CPU for each of background modelling's three kernel
+variants (8-bit, 16-bit, float), 20-30 s for the segmentation and spatial paths, a few seconds for
+megapixel images' parallel kernels (all of it: about 75 s on 2 cores, 145 s of CPU). ``precompile`` pays it up front,
 spread over several processes: after installing on a shared workstation or a cluster image, before
 a first napari session, or before a test run (``tools/run-tests.sh`` does it so that its two test
 processes do not each compile the same kernels).
@@ -93,6 +94,17 @@ def _spatial(rng):
     ng.segment(img3, 3, beta="auto")
 
 
+def _spatial_channels(rng):
+    """The spatial model of a two-channel image (the general sweep: several channels, a layer per
+    channel in the widget)."""
+    import napari_gmm as ng
+    from napari_gmm.datasets import noisy_regions
+
+    a = noisy_regions((64, 64), noise=0.58, seed=0)[0]
+    b = noisy_regions((64, 64), noise=0.58, seed=1)[0]
+    ng.segment(np.stack([a, b], axis=-1), 3, channel_axis=-1, beta="auto")
+
+
 def _other_dtypes(rng):
     """The less common integer dtypes (their histograms' serial kernels), on tiny images."""
     import napari_gmm as ng
@@ -132,8 +144,9 @@ def _background(dtype):
     return run
 
 
-#: name -> job, ordered from the longest to compile (the background kernels) to the shortest, so
-#: that a pool of processes finishes them at about the same time
+#: name -> job, ordered from the longest to compile to the shortest (cold, 2 processes: 19-23 s
+#: each down to "spatial model", then 0.1-7 s), so that a pool of processes finishes them at about
+#: the same time
 TASKS = {
     "background, 16-bit": _background(np.uint16),
     "background, 8-bit": _background(np.uint8),
@@ -141,6 +154,7 @@ TASKS = {
     "segmentation, grey": _segmentation,
     "segmentation, colour": _colour,
     "spatial model": _spatial,
+    "spatial model, two channels": _spatial_channels,
     "choosing K, censored fits, intervals": _choosing_k,
     "megapixel images": _megapixel,
     "other integer dtypes": _other_dtypes,
