@@ -237,3 +237,23 @@ def test_zarr_reader_falls_back_to_zarr_when_its_internals_change(tmp_path):
     np.testing.assert_array_equal(r[0:3, 0:4, 0:4], data[:3])
     assert r._codec is False
     np.testing.assert_array_equal(r[3:6, 0:4, 0:4], data[3:])
+
+
+def test_writes_run_one_thread_more_than_cores_unless_the_user_chose():
+    """io.write_zarr's computation on dask's threaded scheduler: one thread more than the cores
+    (reads and writes wait on the disk part of the time); the user's choice (a scheduler or
+    num_workers in compute_kwargs or in dask's config, another scheduler) is kept as it is."""
+    import os
+
+    import dask
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert io._io_threads({}) == {"num_workers": cores + 1}
+    assert io._io_threads({"scheduler": "threads"}) == {"scheduler": "threads"}
+    assert io._io_threads({"num_workers": 1}) == {"num_workers": 1}
+    with dask.config.set(num_workers=5):
+        assert io._io_threads({}) == {}
+    with dask.config.set(scheduler="synchronous"):
+        assert io._io_threads({}) == {}
+    with dask.config.set(scheduler="threads"):
+        assert io._io_threads({}) == {"num_workers": cores + 1}

@@ -495,6 +495,28 @@ def _as_dask_arrays(arrays, chunks):
     return out
 
 
+def _io_threads(compute_kwargs):
+    """``compute_kwargs`` with ``num_workers`` set to one thread more than the usable cores, when
+    the writes run on dask's threaded scheduler and nobody chose its threads (no ``scheduler`` or
+    ``num_workers`` given, none in dask's config, no distributed client): a job that reads and
+    writes files waits on the disk and the page cache part of the time, and a thread per core left
+    a core idle then (8 GB benchmark, cold cache, 2 cores: segmentation + write 17.4 / 17.8 s with 2
+    threads, 16.4 / 16.7 s with 3; the background job 45.3 / 47.8 s against 42.0 / 44.0 s, the same
+    CPU and memory)."""
+    import dask
+    from dask.base import get_scheduler
+    from dask.threaded import get as threaded_get
+
+    kw = dict(compute_kwargs)
+    if "scheduler" in kw or "num_workers" in kw or dask.config.get("num_workers", None) is not None:
+        return kw
+    if get_scheduler() not in (None, threaded_get):
+        return kw
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    kw["num_workers"] = cores + 1
+    return kw
+
+
 def _store(sources, targets, compute_kwargs):
     """``da.store(sources, targets, lock=False)``; where a source carries a writer gate (the tiled
     outputs of :func:`napari_gmm.subtract_background`, whose chains must not run ahead of their
@@ -505,6 +527,7 @@ def _store(sources, targets, compute_kwargs):
     from dask.base import get_scheduler
     from dask.highlevelgraph import HighLevelGraph
 
+    compute_kwargs = _io_threads(compute_kwargs)
     stores = da.store(sources, targets, lock=False, compute=False, return_stored=False)
     stores = [stores] if isinstance(stores, da.Array) else list(stores)
     gates = {}
