@@ -243,11 +243,9 @@ def test_writes_run_one_thread_more_than_cores_unless_the_user_chose():
     """io.write_zarr's computation on dask's threaded scheduler: one thread more than the cores
     (reads and writes wait on the disk part of the time); the user's choice (a scheduler or
     num_workers in compute_kwargs or in dask's config, another scheduler) is kept as it is."""
-    import os
-
     import dask
+    from dask.system import CPU_COUNT as cores  # the threaded scheduler's default threads
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     assert io._io_threads({}) == {"num_workers": cores + 1}
     assert io._io_threads({"scheduler": "threads"}) == {"scheduler": "threads"}
     assert io._io_threads({"num_workers": 1}) == {"num_workers": 1}

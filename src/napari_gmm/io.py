@@ -505,6 +505,7 @@ def _io_threads(compute_kwargs):
     CPU and memory)."""
     import dask
     from dask.base import get_scheduler
+    from dask.system import CPU_COUNT  # the threaded scheduler's own default: the usable cores
     from dask.threaded import get as threaded_get
 
     kw = dict(compute_kwargs)
@@ -512,8 +513,7 @@ def _io_threads(compute_kwargs):
         return kw
     if get_scheduler() not in (None, threaded_get):
         return kw
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    kw["num_workers"] = cores + 1
+    kw["num_workers"] = CPU_COUNT + 1
     return kw
 
 
@@ -542,9 +542,8 @@ def _store(sources, targets, compute_kwargs):
     for g, sts in gates.values():
         g.rewire(dsk, sts)
     keys = [k for st in stores for k in dask.core.flatten(st.__dask_keys__())]
-    kw = dict(compute_kwargs)
-    get = get_scheduler(scheduler=kw.pop("scheduler", None), collections=stores)
-    get(dsk, keys, **kw)
+    get = get_scheduler(scheduler=compute_kwargs.pop("scheduler", None), collections=stores)
+    get(dsk, keys, **compute_kwargs)
 
 
 def _write_group(path, arrays, fmt, ome, attrs, axes, compute_kwargs):

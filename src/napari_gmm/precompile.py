@@ -29,10 +29,21 @@ import numpy as np
 SMALL, LARGE = 48, 400
 
 
+def _grey_base(rng, side):
+    """A side x side float image of three separated grey classes (clip it into a dtype)."""
+    return rng.choice([40.0, 120.0, 200.0], size=(side, side)) + rng.normal(0, 8, (side, side))
+
+
+def _rgb_base(rng, side):
+    """A side x side x 3 float image of three separated colour classes (clip it into a dtype)."""
+    cls = rng.integers(0, 3, (side, side))
+    return np.array([[30, 60, 200], [200, 40, 40], [60, 200, 90]], float)[cls] + rng.normal(0, 6, (side, side, 3))
+
+
 def _grey_images(rng):
     """Grey test images, three separated classes, in the dtypes the kernels are specialised for."""
     for side in (SMALL, LARGE):
-        base = rng.choice([40.0, 120.0, 200.0], size=(side, side)) + rng.normal(0, 8, (side, side))
+        base = _grey_base(rng, side)
         for dtype in (np.uint8, np.uint16, np.int16, np.float32, np.float64):
             yield np.clip(base, 0, 255).astype(dtype)
 
@@ -52,8 +63,7 @@ def _colour(rng):
     import napari_gmm as ng
 
     for side in (SMALL, LARGE):
-        cls = rng.integers(0, 3, (side, side))
-        rgb = np.array([[30, 60, 200], [200, 40, 40], [60, 200, 90]], float)[cls] + rng.normal(0, 6, (side, side, 3))
+        rgb = _rgb_base(rng, side)
         for dtype in (np.uint8, np.uint16, np.float32):
             img = np.clip(rgb, 0, 255).astype(dtype)
             for cov in ("spherical", "diag", "full"):
@@ -73,14 +83,12 @@ def _megapixel(rng):
     from napari_gmm._kernels import _config
 
     side = int(np.ceil(np.sqrt(_config.SERIAL_BELOW))) + 1
-    base = rng.choice([40.0, 120.0, 200.0], size=(side, side)) + rng.normal(0, 8, (side, side))
+    base = _grey_base(rng, side)
     for dtype in (np.uint8, np.uint16, np.float32):
         img = np.clip(base, 0, 255).astype(dtype)
         ng.segment(img, 3, random_state=0)
         ng.segment(img, 3, mask=img > img.min(), random_state=0)
-    cls = rng.integers(0, 3, (side, side))
-    rgb = np.array([[30, 60, 200], [200, 40, 40], [60, 200, 90]], float)[cls] + rng.normal(0, 6, (side, side, 3))
-    ng.segment(np.clip(rgb, 0, 255).astype(np.uint8), 3, channel_axis=-1, random_state=0)
+    ng.segment(np.clip(_rgb_base(rng, side), 0, 255).astype(np.uint8), 3, channel_axis=-1, random_state=0)
 
 
 def _spatial(rng):
