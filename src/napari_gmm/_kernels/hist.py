@@ -341,22 +341,11 @@ def channel_ranges(a, m, nthreads):
                     lo[c, d] = v
                 if v > hi[c, d]:
                     hi[c, d] = v
-    # merged by loops: a column's .min() and .max() compile Numba's reductions over strided views
-    # (about 1 s of each dtype's cold compile)
     outlo = np.empty(D)
     outhi = np.empty(D)
-    nbad = 0
     for d in range(D):
-        mn = lo[0, d]
-        mx = hi[0, d]
-        for c in range(1, nc):
-            mn = min(mn, lo[c, d])
-            mx = max(mx, hi[c, d])
-        outlo[d] = mn
-        outhi[d] = mx
-    for c in range(nc):
-        nbad += bad[c]
-    return outlo, outhi, nbad
+        outlo[d], outhi[d] = _min_max(lo[:, d], hi[:, d])
+    return outlo, outhi, _sum_rows(bad.reshape((nc, 1)))[0]
 
 
 @njit(inline="always", **JIT)
