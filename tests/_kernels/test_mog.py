@@ -344,7 +344,7 @@ def _majority_reference(mask, r):
     return ref
 
 
-@pytest.mark.parametrize("shape", [(9, 13), (1, 6), (6, 1), (2, 2), (5, 3)])
+@pytest.mark.parametrize("shape", [(9, 13), (1, 6), (6, 1), (2, 2), (5, 3), (4, 5)])
 @pytest.mark.parametrize("radius", [1, 2, 3])
 def test_majority_filter_random_masks(shape, radius):
     rng = np.random.default_rng(shape[0] * 100 + shape[1] + radius)

@@ -1082,6 +1082,19 @@ def mog2_background(means, n_modes, scale, out):
                 out[y, x, c] = means[y, 0, c, x] * inv_scale if n_modes[y, x] > 0 else 0.0
 
 
+@njit(inline="always", **JIT)
+def _box_edges(col, radius, acc):
+    """``acc[x]`` = the sum of ``col`` over ``[x - radius, x + radius]`` clipped to the row, for
+    the ``radius`` first and last ``x`` of a row (at least ``2 * radius + 1`` long)."""
+    width = col.shape[0]
+    for i in range(2 * radius):
+        x = i if i < radius else width - 2 * radius + i
+        s = 0
+        for xx in range(max(0, x - radius), min(width, x + radius + 1)):
+            s += col[xx]
+        acc[x] = s
+
+
 @njit(**JIT)
 def majority_filter(mask, radius, out):
     """Binary majority vote of ``mask == 1`` over a (2r+1)^2 window (clipped at the borders).
@@ -1089,8 +1102,9 @@ def majority_filter(mask, radius, out):
     Pixels where more than half of the window is foreground become 1; other pixels keep
     their value if it is 0 or 2 and become 0 if it was 1. This is the post-filtering step
     of Zivkovic's reference implementation (a median filter of the binary mask), written as
-    running column counts (one row added, one removed per row) and a horizontal box sum; every
-    loop but the general-radius horizontal sum vectorises.
+    running column counts (one row added, one removed per row) and a horizontal box sum (written
+    out for the 3 x 3 and 5 x 5 windows, so that every loop vectorises; a running sum for
+    larger ones).
     """
     height, width = mask.shape
     col = np.zeros(width, np.int32)
@@ -1110,11 +1124,14 @@ def majority_filter(mask, radius, out):
         if yr >= 0:
             for x in range(width):
                 col[x] -= mask[yr, x] == FOREGROUND
-        if radius == 1 and width >= 2:
-            acc[0] = col[0] + col[1]
+        if radius == 1 and width >= 3:
             for x in range(1, width - 1):
                 acc[x] = col[x - 1] + col[x] + col[x + 1]
-            acc[width - 1] = col[width - 2] + col[width - 1]
+            _box_edges(col, radius, acc)
+        elif radius == 2 and width >= 5:
+            for x in range(2, width - 2):
+                acc[x] = col[x - 2] + col[x - 1] + col[x] + col[x + 1] + col[x + 2]
+            _box_edges(col, radius, acc)
         else:
             s = 0
             for x in range(min(radius, width)):
