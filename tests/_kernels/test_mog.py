@@ -518,3 +518,9 @@ def test_fast_kernel_equals_per_pixel_kernel_with_bleaching_and_noise_model():
     for a, b in zip(*out):
         np.testing.assert_array_equal(a, b)
     assert (out[0][1][6, 1:3, 2:6] == 65535).all()  # a saturated background stays exactly saturated
+
+
+def test_llvm_inline_options_are_only_those_numba_knows():
+    # a Numba release without one of these target options still imports napari-gmm
+    assert mog._known_options(forceinline=True, no_such_option=1) == {"forceinline": True}
+    assert mog.JIT_LLVM_INLINE["forceinline"] is True and mog.JIT_LLVM_INLINE["_nrt"] is False

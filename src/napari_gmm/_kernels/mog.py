@@ -47,6 +47,18 @@ from ._config import JIT, PJIT
 JIT_EXACT = dict(JIT, fastmath=False, error_model="numpy")
 PJIT_EXACT = dict(PJIT, fastmath=False, error_model="numpy")
 
+
+def _known_options(**options):
+    """The ``options`` this Numba release knows as target options. ``forceinline`` and ``_nrt``
+    (private) are not in every release: one it does not know is left out (the helpers are then
+    called, not inlined, with the same results) rather than failing the import of napari-gmm."""
+    try:
+        from numba.core.cpu import CPUTargetOptions
+    except ImportError:  # pragma: no cover - a Numba that moved its options
+        return {}
+    return {k: v for k, v in options.items() if hasattr(CPUTargetOptions, k)}
+
+
 #: per-pixel helpers that LLVM inlines into their callers (``alwaysinline``) instead of Numba
 #: (``inline="always"`` types and lowers the callee again at every call site, and the parallel
 #: kernel's body is typed twice). Cold compile CPU of a kernel (precompile's background tasks)
@@ -61,7 +73,7 @@ PJIT_EXACT = dict(PJIT, fastmath=False, error_model="numpy")
 #: ``numba.literally``, the RGB video kernel too); only :func:`_second_mode` so, 1.4x slower on
 #: grey (uint16 compile 17.6 s); LLVM-inlined copies for the RGB calls only, 17 s (uint8 and
 #: uint16), but in one process of two the RGB kernel ran 1.3x slower (CDnet, measured).
-JIT_LLVM_INLINE = dict(JIT_EXACT, forceinline=True, _nrt=False)
+JIT_LLVM_INLINE = dict(JIT_EXACT, **_known_options(forceinline=True, _nrt=False))
 
 
 @intrinsic
