@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -161,3 +162,14 @@ def test_demo_options_and_errors(tmp_path):
     )
     assert proc.returncode == 2 and "demo" in proc.stderr
     assert not (tmp_path / "napari-gmm-demo").exists()
+
+
+def test_batch_commands_limit_malloc_arenas(monkeypatch):
+    from napari_gmm import __main__ as cli
+
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert cli._limit_malloc_arenas(2) is False  # the user's choice stands
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    # glibc's own default (8 per core), so the test process keeps its behaviour
+    assert cli._limit_malloc_arenas(8 * os.cpu_count()) is glibc

