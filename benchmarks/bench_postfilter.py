@@ -36,19 +36,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT.parent / "src"))
 
 from bench_background import SEQUENCES, cdnet_scores, data_dir, load_sequence, load_truth  # noqa: E402
+from bench_fluorescence import f_measure  # noqa: E402
 
 from napari_gmm.background import subtract_background  # noqa: E402
 from napari_gmm.datasets import moving_objects  # noqa: E402
-
-
-def scores(pred, truth):
-    """(recall, precision, F) of boolean masks."""
-    tp = np.count_nonzero(pred & truth)
-    fp = np.count_nonzero(pred & ~truth)
-    fn = np.count_nonzero(~pred & truth)
-    r = tp / max(tp + fn, 1)
-    p = tp / max(tp + fp, 1)
-    return r, p, 2 * tp / max(2 * tp + fp + fn, 1)
 
 
 def squares(side, n_frames=300, shape=(120, 160), seed=0):
@@ -105,7 +96,7 @@ def main(argv=None):
         stack, truth = squares(side)
         cells = []
         for n in sizes:
-            r, _, f = scores(fg(stack, n)[50:], truth[50:])
+            f, _, r = f_measure(fg(stack, n)[50:], truth[50:])
             cells.append(f"{r:.2f} / {f:.2f}")
         print(f"| {side} px | " + " | ".join(cells) + " |", flush=True)
     print()
@@ -114,7 +105,7 @@ def main(argv=None):
     for shape, n_obj, seed in (((100, 64, 96), 3, 3), ((200, 240, 320), 6, 2), ((200, 480, 640), 12, 1)):
         for rgb in (False, True):
             stack, truth = moving_objects(shape, n_objects=n_obj, rgb=rgb, seed=seed)
-            cells = [f"{scores(fg(stack, n), truth)[2]:.3f}" for n in sizes]
+            cells = [f"{f_measure(fg(stack, n), truth)[0]:.3f}" for n in sizes]
             label = f"{shape[2]}x{shape[1]} {'colour' if rgb else 'grey'}, {shape[0]} fr"
             print(f"| {label} | " + " | ".join(cells) + " |", flush=True)
     return 0
