@@ -679,6 +679,7 @@ def _apply_fast(
         tot = np.empty(width, np.float32)
         cnt = np.empty(width, np.uint8)
         dat = np.empty(width * n_ch, np.float32)  # the row in model units
+        others = np.empty(width, np.int64)  # the columns left to the per-pixel update
         data = np.empty(n_ch, np.float32)
         diff = np.empty(n_ch, np.float32)
         while True:
@@ -831,11 +832,15 @@ def _apply_fast(
                 for x in range(width):
                     nmy[x] = cnt[x] if fast[x] else nmy[x]
                     mb[x] = BACKGROUND if bgd[x] else FOREGROUND
-                # the other pixels, and the shadow test of fast foreground pixels
+                # the other pixels, and the shadow test of fast foreground pixels: their
+                # columns listed first (a branch-free pass), then a loop over the list only
+                n_other = 0
                 for x in range(width):
+                    others[n_other] = x
+                    n_other += not (fast[x] & (bgd[x] | (not detect_shadows)))
+                for j in range(n_other):
+                    x = others[j]
                     f = fast[x]
-                    if f and (bgd[x] or not detect_shadows):
-                        continue
                     for c in range(n_ch):
                         data[c] = dat[n_ch * x + c]
                     if f:
