@@ -840,7 +840,10 @@ def _apply_fast(
                 # (29; the passes did not vectorise); written with selects over all k_max modes
                 # instead of data-dependent branches (9.8); their state gathered into compact
                 # arrays and updated there (12.8); every pass on chunks of 256 columns (9.3-9.5;
-                # a loop over Numba's range(x0, x1) does not vectorise, range(n) from 0 does)
+                # a loop over Numba's range(x0, x1) does not vectorise, range(n) from 0 does); a
+                # pass A3 for the third mode as A2 for the second (9.2-9.7: it took half of these
+                # updates, the loop fell from 9-11 to 6 cycles per pixel-frame, but the pass
+                # itself cost 5.9 against A2's 2.2, rdtsc per pass, most likely not vectorised)
                 n_other = 0
                 for x in range(width):
                     others[n_other] = x
