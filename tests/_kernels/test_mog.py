@@ -525,3 +525,42 @@ def test_llvm_inline_options_are_only_those_numba_knows():
     assert mog._known_options(forceinline=True, no_such_option=1) == {"forceinline": True}
     extra = {k: v for k, v in mog.JIT_LLVM_INLINE.items() if k not in mog.JIT_EXACT}
     assert extra == mog._known_options(forceinline=True, _nrt=False)
+
+
+@pytest.mark.parametrize("c", [1, 3])
+def test_new_mode_pass_equals_per_pixel_kernel(c):
+    """Pass N (the new mode where a row's pixels have at most two modes) against the per-pixel
+    reference form, bit for bit: random states of 0-2 modes with weights that the complexity
+    prior prunes (one mode, both, none), samples near or far from each mode, stale values in the
+    unused slots, learning rates that put the new mode above, between or under the others (and
+    level with the top mode: alpha 0.5 without prior)."""
+    rng = np.random.default_rng(20 + c)
+    h, w, k_max = 6, 40, 3
+    n_modes = rng.integers(0, 3, (h, w)).astype(np.uint8)
+    n_modes[0] = 0  # a first frame
+    weights = np.zeros((h, k_max, w), np.float32)
+    w0 = rng.choice([1.0, 0.9, 0.6, 0.52, 0.97, 0.999], (h, w))
+    two = n_modes == 2
+    weights[:, 0] = np.where(n_modes >= 1, np.where(two, w0, 1.0), 0.0)
+    weights[:, 1] = np.where(two, 1.0 - w0, 0.0)
+    means = rng.uniform(20, 230, (h, k_max, c, w)).astype(np.float32)  # stale beyond n_modes
+    variances = rng.uniform(4, 75, (h, k_max, w)).astype(np.float32)
+    frame = means[:, 0].transpose(0, 2, 1) + rng.normal(0, 1, (h, w, c)) * rng.choice([1.0, 40.0], (h, w, 1))
+    second = rng.random((h, w)) < 0.3  # samples near the second mode
+    frame[second] = means[:, 1].transpose(0, 2, 1)[second] + 0.5
+    stack = np.ascontiguousarray(frame[None], np.float32)
+    for alpha, ct in ((0.5, 0.05), (0.02, 0.05), (0.3, 0.5), (0.02, 2.5), (0.5, 1.0), (0.1, 0.0), (0.5, 0.0)):
+        out = []
+        for per_pixel in (False, True):
+            state = tuple(a.copy() for a in (weights, means, variances, n_modes))
+            masks = np.zeros((1, h, w), np.uint8)
+            bg = np.zeros((1, h, w, c), np.float32)
+            mog.mog2_apply(
+                stack, 1.0, *state, masks, bg, True, np.array([alpha]), 16.0, 0.9, 9.0, 15.0, 4.0, 75.0, ct, 0.5,
+                True, saturation=65535.0, per_pixel=per_pixel,
+            )  # fmt: skip
+            out.append((masks, bg) + state)
+        for a, b in zip(*out):
+            np.testing.assert_array_equal(a, b)
+        # not vacuous: modes were made, pruned and kept
+        assert (out[0][5] > n_modes).any() and (out[0][5] <= n_modes).any()
