@@ -609,117 +609,6 @@ def _second_mode(
     return ok, wt0 + wt1, background
 
 
-@njit(inline="always", **JIT_EXACT)
-def _new_mode(
-    dat,
-    wy,
-    my,
-    vy,
-    nmy,
-    cand,
-    x,
-    n_ch,
-    alpha,
-    alpha1,
-    prune,
-    var_threshold,
-    background_ratio,
-    var_threshold_gen,
-    var_init,
-    top_background,
-):
-    """Pass N of :func:`_apply_fast` for pixel ``x`` (``n_ch`` a literal 1 or 3) where ``cand[x]``
-    (at most two modes, not a fast pixel, the top mode does not match): where the second mode
-    does not match either, the update of :func:`_update_pixel` that makes a new mode, with
-    selects (``alpha > 0`` and ``k_max >= 3``: the new mode is added, never replaces one): decay
-    and prune the pixel's modes, normalise, then insert the sample as a mode of weight ``alpha``
-    (1 without live modes) and variance ``var_init``, bubbled up past the modes it outweighs.
-    Bit for bit the steps of :func:`_update_pixel`. Returns (the new mode count, 0 where not
-    done here; the background test)."""
-    f0 = np.float32(0.0)
-    f1 = np.float32(1.0)
-    nm = np.int32(nmy[x])
-    w0 = wy[0, x]
-    w1 = wy[1, x]
-    w2 = wy[2, x]
-    v0 = vy[0, x]
-    v1 = vy[1, x]
-    v2 = vy[2, x]
-    a0 = my[0, x]
-    b0 = my[n_ch, x]
-    c0 = my[2 * n_ch, x]
-    x0 = dat[n_ch * x]
-    e0 = b0 - x0
-    dist1 = e0 * e0
-    a1 = a2 = b1 = b2 = c1 = c2 = x1 = x2 = f0
-    if n_ch == 3:
-        a1 = my[1, x]
-        a2 = my[2, x]
-        b1 = my[4, x]
-        b2 = my[5, x]
-        c1 = my[7, x]
-        c2 = my[8, x]
-        x1 = dat[3 * x + 1]
-        x2 = dat[3 * x + 2]
-        e1 = b1 - x1
-        e2 = b2 - x2
-        dist1 = e0 * e0 + e1 * e1 + e2 * e2
-    has0 = nm >= 1
-    has1 = nm >= 2
-    ok = cand[x] & ((nm < 2) | (dist1 >= var_threshold_gen * v1))
-    # decay, prune and sum the live modes (as the loop of _update_pixel)
-    wt0 = alpha1 * w0 + prune
-    p0 = wt0 < -prune
-    wt0 = f0 if p0 else wt0
-    wt1 = alpha1 * w1 + prune
-    p1 = wt1 < -prune
-    wt1 = f0 if p1 else wt1
-    t1 = wt0 if has0 else f0
-    background = (top_background & has0) | (has1 & (t1 < background_ratio) & (dist1 < var_threshold * v1))
-    total = t1 + wt1 if has1 else t1
-    na = nm - np.int32(has0 & p0) - np.int32(has1 & p1)
-    inv = f1 / total if total > np.float32(1.1920929e-07) else f0
-    s0 = (wt0 * inv if na > 0 else f0) if has0 else w0
-    s1 = (wt1 * inv if na > 1 else f0) if has1 else w1
-    # the new mode at slot na, bubbled up past the (decayed) modes it outweighs
-    sc0 = s0 * alpha1
-    sc1 = s1 * alpha1
-    up0 = alpha >= sc0
-    up1 = alpha >= sc1
-    one = na == 1
-    two = na == 2
-    new0 = (na == 0) | (one & up0) | (two & up1 & up0)
-    from0 = (one & up0) | (two & up1 & up0)  # slot 1 takes the old top mode
-    new1 = (one & (not up0)) | (two & up1 & (not up0))
-    wn = f1 if na == 0 else alpha
-    r0w = wn if new0 else sc0
-    r0v = var_init if new0 else v0
-    r1w = sc0 if from0 else (alpha if new1 else (sc1 if two else s1))
-    r1v = v0 if from0 else (var_init if new1 else v1)
-    r2w = (sc1 if up1 else alpha) if two else w2
-    r2v = (v1 if up1 else var_init) if two else v2
-    wy[0, x] = r0w if ok else w0
-    wy[1, x] = r1w if ok else w1
-    wy[2, x] = r2w if ok else w2
-    vy[0, x] = r0v if ok else v0
-    vy[1, x] = r1v if ok else v1
-    vy[2, x] = r2v if ok else v2
-    m0 = x0 if new0 else a0
-    m1 = a0 if from0 else (x0 if new1 else b0)
-    m2 = (b0 if up1 else x0) if two else c0
-    my[0, x] = m0 if ok else a0
-    my[n_ch, x] = m1 if ok else b0
-    my[2 * n_ch, x] = m2 if ok else c0
-    if n_ch == 3:
-        my[1, x] = (x1 if new0 else a1) if ok else a1
-        my[2, x] = (x2 if new0 else a2) if ok else a2
-        my[4, x] = (a1 if from0 else (x1 if new1 else b1)) if ok else b1
-        my[5, x] = (a2 if from0 else (x2 if new1 else b2)) if ok else b2
-        my[7, x] = ((b1 if up1 else x1) if two else c1) if ok else c1
-        my[8, x] = ((b2 if up1 else x2) if two else c2) if ok else c2
-    return np.uint8(na + np.int32(1)) if ok else np.uint8(0), background
-
-
 @njit(**PJIT_EXACT)
 def _apply_fast(
     frames,
@@ -763,10 +652,9 @@ def _apply_fast(
     matches ("fast" pixels); pass A2 does the same with the second mode where the top one does
     not match (decaying the top mode, swapping the two when the second's weight reaches it);
     passes B decay the other modes of fast pixels and sum the weights; passes C normalise them;
-    pass N, in a row whose pixels have at most two modes (the model's first frames), makes the
-    new mode where no mode matches (:func:`_new_mode`); then the other pixels (neither of the
-    first two modes matches: 7 % of the pixel-frames on the issue-15 stack, 1 % on CDnet
-    highway, 13 % on traffic, 22 % on fall) go through :func:`_update_pixel` one at a time. Every
+    then the other pixels (neither of the first two modes matches: 7 % of the pixel-frames on
+    the issue-15 stack, 1 % on CDnet highway, 13 % on traffic, 22 % on fall) go through
+    :func:`_update_pixel` one at a time. Every
     pass computes exactly the float32 operations of :func:`_update_pixel` (and of
     :func:`_apply_pixels`), in the same order, with selects instead of branches (bit-identical
     results). The background is written while the row's state is in cache, straight into the
@@ -802,7 +690,6 @@ def _apply_fast(
         bg2s = np.empty(width, np.bool_)  # pass A2: the second mode's background test
         tot = np.empty(width, np.float32)
         cnt = np.empty(width, np.uint8)
-        nn = np.empty(width, np.uint8)  # pass N: the new mode count, 0 where not done there
         dat = np.empty(width * n_ch, np.float32)  # the row in model units
         others = np.empty(width, np.int64)  # the columns left to the per-pixel update
         data = np.empty(n_ch, np.float32)
@@ -953,59 +840,6 @@ def _apply_fast(
                     for x in range(width):
                         w = wy[m, x]
                         wy[m, x] = w * tot[x] if fast[x] else w
-                # pass N: in a row whose pixels have at most two modes (the model's first
-                # frames: every pixel of the first one), where no mode matches, the new mode.
-                # Later, where fewer of the others are its candidates, the pass cost more than
-                # it saved (measured: 1.5x pass A2's time; up to 1.5x slower RGB video)
-                if alpha > f0 and k_max >= 3 and nmax <= 2:
-                    for x in range(width):
-                        two[x] = not (fast[x] | (fit0[x] & (nmy[x] > 0)))
-                    if rgb:
-                        for x in range(width):
-                            nn[x], bg2s[x] = _new_mode(
-                                dat,
-                                wy,
-                                my,
-                                vy,
-                                nmy,
-                                two,
-                                x,
-                                3,
-                                alpha,
-                                alpha1,
-                                prune,
-                                var_threshold,
-                                background_ratio,
-                                var_threshold_gen,
-                                var_init,
-                                bgd[x],
-                            )
-                    else:
-                        for x in range(width):
-                            nn[x], bg2s[x] = _new_mode(
-                                dat,
-                                wy,
-                                my,
-                                vy,
-                                nmy,
-                                two,
-                                x,
-                                1,
-                                alpha,
-                                alpha1,
-                                prune,
-                                var_threshold,
-                                background_ratio,
-                                var_threshold_gen,
-                                var_init,
-                                bgd[x],
-                            )
-                    for x in range(width):
-                        n = nn[x]
-                        use = n > 0
-                        cnt[x] = n if use else cnt[x]
-                        bgd[x] = bg2s[x] if use else bgd[x]
-                        fast[x] = fast[x] | use
                 mb = masks[b, y]
                 for x in range(width):
                     nmy[x] = cnt[x] if fast[x] else nmy[x]
@@ -1021,7 +855,13 @@ def _apply_fast(
                 # a loop over Numba's range(x0, x1) does not vectorise, range(n) from 0 does); a
                 # pass A3 for the third mode as A2 for the second (9.2-9.7: it took half of these
                 # updates, the loop fell from 9-11 to 6 cycles per pixel-frame, but the pass
-                # itself cost 5.9 against A2's 2.2, rdtsc per pass, most likely not vectorised)
+                # itself cost 5.9 against A2's 2.2, rdtsc per pass, most likely not vectorised);
+                # a pass N making the new mode with selects (no mode matches, at most two modes:
+                # the model's first frames, every pixel of the first one; only in rows whose
+                # pixels all have at most two modes: elsewhere it cost more than it saved, 1.5x
+                # A2's time, RGB video up to 1.5x slower): frames 1-3 of a burn-in 11-12 against
+                # 13-20 ns, 1-2 % of a 100-frame burn-in, for a cold compile of 38-46 s against
+                # 22-28 s per dtype (inlined by LLVM instead: 29 against 23 s, uint16)
                 n_other = 0
                 for x in range(width):
                     others[n_other] = x
