@@ -1363,12 +1363,6 @@ class BackgroundModel:
                 raise InputError(f"background_out must be a C-contiguous float32 or integer array of shape {want}")
             bg = background_out.reshape((nb,) + self._hw + (self._c,))
         self._ensure_buffers(nb)
-        if burn_in and self.n_frames == 0:
-            # the fresh state's pages faulted in one call each (its zeros unchanged) rather than
-            # page by page by the kernel's first writes: on the benchmarks' VM that took 0.15-0.3 s
-            # of the 1.6 GB issue-15 stack's 3.5-3.8 s burn-in (60 bytes per pixel)
-            for a in (self._weights, self._means, self._variances, self._n_modes):
-                _populate(a)
         rates = self.learning_rates(nb, learning_rate=learning_rate, burn_in=burn_in)
         self._step(data, rates, self._masks[:nb], bg, shadows=not burn_in, factors=frame_factors)
         if burn_in:
