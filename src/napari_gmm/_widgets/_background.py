@@ -213,8 +213,9 @@ class BackgroundWidget(RunCancelMixin, Container):
             step=1,
             tooltip=(
                 "Majority filter window of the mask (odd; 0 or 1: off). A window of n erases objects "
-                "narrower than about n/2 + 1 pixels and removes specks of that size: 3 keeps objects "
-                "from 3 pixels; 5 or 7 suit video of large objects in clutter (leaves, camera jitter)."
+                "narrower than about n/2 + 1 pixels (and shaves the corners of larger ones) and removes "
+                "specks of that size: 3 keeps objects from 3 pixels wide; 5 or 7 suit video of large "
+                "objects in clutter (leaves, camera jitter)."
             ),
         )
         self.burn_in = ComboBox(
