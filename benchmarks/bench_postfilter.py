@@ -1,13 +1,16 @@
-"""Benchmark: the majority post-filter's window (``median_size``) of ``subtract_background``.
+"""Benchmark: the post-filters of ``subtract_background``: the majority vote's window
+(``median_size``) and hole filling (``fill_holes``).
 
-The post-filter trades small objects for clutter: a window of ``n`` erases objects narrower than
+The majority vote trades small objects for clutter: a window of ``n`` erases objects narrower than
 about ``n / 2 + 1`` pixels, and removes noise specks, camera-jitter edges and waving leaves of the
-same size. This prints both sides in one run, with the library's defaults otherwise (the video
-preset):
+same size. Hole filling only adds foreground: background or shadow regions of at most
+``fill_holes`` pixels that foreground encloses. This prints both sides in one run, for pairs
+``median_size:fill_holes``, with the library's defaults otherwise (the video preset, whose default
+pair is 3:1024):
 
 1. **CDnet 2014** (highway, fall, traffic from ``../shared/data/bgs``, as in
    ``bench_background.py``: official metrics, temporal ROI, ROI mask): F, precision and recall of
-   ``subtract_background(frames, median_size=n)``.
+   ``subtract_background(frames, median_size=n, fill_holes=f)``.
 2. **Small objects with exact truth**: grey 8-bit video (300 frames of 120 x 160, a smooth static
    scene, Gaussian noise sd 3), six bright squares of one side (1-10 pixels) moving 1 pixel per
    frame, 70 grey levels above the scene (over 20 noise sd: every method sees them in the raw
@@ -18,7 +21,7 @@ preset):
 
 Run::
 
-    python benchmarks/bench_postfilter.py [--sizes 0 3 5 7] [--no-cdnet]
+    python benchmarks/bench_postfilter.py [--filters 0:0 3:0 3:256 3:1024 5:1024 7:1024] [--no-cdnet]
 
 Prints markdown tables. The CDnet part is skipped (with a message) where the data is absent.
 """
@@ -60,17 +63,29 @@ def squares(side, n_frames=300, shape=(120, 160), seed=0):
     return stack, truth
 
 
-def fg(stack, size):
-    return subtract_background(stack, median_size=size, background=None).foreground == 1
+def fg(stack, pair):
+    size, fill = pair
+    return subtract_background(stack, median_size=size, fill_holes=fill, background=None).foreground == 1
+
+
+def _pair(text):
+    size, _, fill = text.partition(":")
+    return int(size), int(fill or 0)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sizes", type=int, nargs="*", default=[0, 3, 5, 7], help="windows (0: no post-filter)")
+    ap.add_argument(
+        "--filters",
+        type=_pair,
+        nargs="*",
+        default=[_pair(p) for p in ("0:0", "3:0", "3:256", "3:1024", "5:1024", "7:1024")],
+        help="median_size:fill_holes pairs (0:0: no post-filter)",
+    )
     ap.add_argument("--no-cdnet", action="store_true")
     args = ap.parse_args(argv)
-    sizes = args.sizes
-    head = "| " + " | ".join(f"median_size={n}" for n in sizes) + " |"
+    sizes = args.filters
+    head = "| " + " | ".join(f"{n}:{f}" for n, f in sizes) + " |"
     rule = "|---|" + "---|" * len(sizes)
 
     root = data_dir()

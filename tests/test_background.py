@@ -239,6 +239,8 @@ def test_nan_frames_are_refused_and_input_untouched():
         (dict(var_min=10, var_max=5), "var_min"),
         (dict(var_init=100), "var_init"),
         (dict(median_size=4), "odd"),
+        (dict(fill_holes=-1), r"0 <= fill_holes"),
+        (dict(fill_holes=2.5), "integer"),
         (dict(detect_shadows="yes"), "detect_shadows"),
         (dict(burn_in="first"), "burn_in"),
         (dict(background="some"), "background"),
@@ -249,6 +251,49 @@ def test_parameters_out_of_range(grey, bad, match):
     stack, _ = grey
     with pytest.raises(InputError, match=match):
         subtract_background(stack[:4], **bad)
+
+
+def _ring_video(n_frames=160, shape=(48, 320)):
+    """Grey uint8 video: a ring (outer 14 x 14, its 6 x 6 inside the scene's own grey) moving 2
+    pixels per frame over a flat noisy scene, entering from the left border (so it covers a pixel
+    for 7 of the 160 frames, never a background mode); its exact inside, and the
+    frames where the inside is enclosed (the ring whole in the frame) and open (the ring cut by
+    the border through its inside)."""
+    rng = np.random.default_rng(5)
+    stack = np.clip(rng.normal(100, 2, (n_frames,) + shape), 0, 255).astype(np.uint8)
+    inside = np.zeros(stack.shape, bool)
+    xs = 2 * np.arange(n_frames) - 8  # the ring's left edge: off the frame at first
+    for t, x in enumerate(xs):
+        ring = np.zeros(shape, bool)
+        ring[17:31, max(0, x) : max(0, x + 14)] = True
+        inside[t, 21:27, max(0, x + 4) : max(0, x + 10)] = True
+        stack[t][ring & ~inside[t]] = 200
+    closed = (xs >= 0) & (xs + 14 <= shape[1])
+    opened = (xs + 4 <= 0) & (xs + 10 > 0)
+    return stack, inside, closed, opened
+
+
+def test_fill_holes_makes_enclosed_background_foreground():
+    stack, inside, closed, opened = _ring_video()
+    assert closed.sum() > 100 and opened.sum() == 3
+    res = subtract_background(stack, background=None)  # the default: fill_holes=1024
+    assert res.params["fill_holes"] == 1024
+    raw = subtract_background(stack, background=None, fill_holes=0)
+    fg, fg0 = res.foreground[closed] == 1, raw.foreground[closed] == 1
+    assert fg[inside[closed]].all()  # the inside is foreground in every frame where it is enclosed
+    assert fg0[inside[closed]].mean() < 0.2  # background (the scene's grey; the majority vote takes corners)
+    np.testing.assert_array_equal(fg & ~inside[closed], fg0 & ~inside[closed])  # nothing else changes
+    # while the ring enters through the border its inside is open: never filled
+    np.testing.assert_array_equal(res.foreground[opened], raw.foreground[opened])
+    assert (raw.foreground[opened][inside[opened]] == 0).mean() > 0.8
+    # a hole larger than the limit (36 pixels, 32 once the majority vote took its corners): kept
+    np.testing.assert_array_equal(subtract_background(stack, fill_holes=16).foreground, raw.foreground)
+    # the online model filters the same way
+    model = BackgroundModel(stack.shape[1:])
+    online = np.stack([model.apply(f).copy() for f in stack])
+    late = closed & (np.arange(len(stack)) >= 40)  # after the online model's own warm-up
+    assert (online[late][inside[late]] == 1).all()
+    assert napari_gmm.background.preset_params("fluorescence time-lapse")["fill_holes"] == 0
 
 
 def test_unknown_parameter_and_bad_dtype(grey):

@@ -355,6 +355,55 @@ def test_majority_filter_random_masks(shape, radius):
         np.testing.assert_array_equal(out[b], _majority_reference(masks[b], radius))
 
 
+def _fill_holes_reference(mask, max_area):
+    """scipy.ndimage: the non-foreground regions (4-connected) not connected to the border, of at
+    most ``max_area`` pixels, set to 1."""
+    ndi = pytest.importorskip("scipy.ndimage")
+    fg = mask == 1
+    holes = ndi.binary_fill_holes(fg) & ~fg
+    lab, _ = ndi.label(holes)
+    keep = np.bincount(lab.ravel()) <= max_area
+    keep[0] = False
+    out = mask.copy()
+    out[keep[lab]] = 1
+    return out
+
+
+def test_fill_holes():
+    mask = np.zeros((9, 12), np.uint8)
+    mask[1:6, 1:6] = 1
+    mask[2:5, 2:5] = 0  # a 3 x 3 hole: filled
+    mask[3, 3] = 2  # shadow inside it: filled too
+    mask[4:9, 7:11] = 1
+    mask[6:9, 8:10] = 0  # open at the bottom border: kept
+    mask[0, 11] = 1
+    out = mask[None].copy()
+    assert mog.fill_holes_stack(out, 1024, 2) == 9
+    assert (out[0, 1:6, 1:6] == 1).all() and (out[0, 6:9, 8:10] == 0).all()
+    np.testing.assert_array_equal(out[0], _fill_holes_reference(mask, 1024))
+    small = mask[None].copy()
+    assert mog.fill_holes_stack_serial(small, 8, 1) == 0  # the hole has 9 pixels
+    np.testing.assert_array_equal(small[0], mask)
+    empty = np.zeros((2, 5, 5), np.uint8)
+    assert mog.fill_holes_stack(empty, 10, 2) == 0 and not empty.any()
+
+
+@pytest.mark.parametrize("shape", [(9, 13), (1, 6), (6, 1), (2, 2), (5, 3), (4, 5), (7, 400), (40, 33)])
+@pytest.mark.parametrize("max_area", [0, 1, 3, 20, 10**6])
+def test_fill_holes_random_masks(shape, max_area):
+    # wide rows of random masks have far more runs than the work arrays start with (they grow)
+    rng = np.random.default_rng(shape[0] * 1000 + shape[1] + max_area)
+    masks = rng.choice(3, size=(5,) + shape, p=[0.35, 0.5, 0.15]).astype(np.uint8)
+    masks[0] = 0  # a frame without foreground
+    ref = np.stack([_fill_holes_reference(m, max_area) for m in masks])
+    for fill, threads in ((mog.fill_holes_stack, 2), (mog.fill_holes_stack_serial, 1), (mog.fill_holes_stack, 3)):
+        out = masks.copy()
+        assert fill(out, max_area, threads) == np.count_nonzero(out != masks)
+        np.testing.assert_array_equal(out, ref)
+    if max_area >= 1 and shape[0] * shape[1] >= 100:  # not vacuous: these have one-pixel holes
+        assert (ref != masks).any()
+
+
 def test_result_does_not_depend_on_the_thread_count():
     numba = pytest.importorskip("numba")
     rng = np.random.default_rng(12)

@@ -181,11 +181,13 @@ def test_preset_round_trips_through_the_widget_and_the_layer_metadata(viewer, qt
     viewer.add_image(stack, name="cells")
     widget = dock(viewer)
     assert widget.preset.value == "camera video" and widget.var_threshold.value == 16.0
+    assert widget.fill_holes.value == 1024
     widget.preset.value = "fluorescence time-lapse"
     # the preset fills the fields
     assert widget.background_ratio.value == 0.5 and widget.noise.value == "estimate from the stack"
     assert widget.bleach.value and widget.burn_in.value == "whole stack (one extra pass)"
     assert widget.var_threshold.value == 6.25 and widget.detect_shadows.value == "off"
+    assert widget.fill_holes.value == 0
     progress = []
     widget._relay.progressed.connect(lambda d, t: progress.append(widget.summary.value))
     run_and_wait(qtbot, widget)
@@ -211,10 +213,11 @@ def test_preset_round_trips_through_the_widget_and_the_layer_metadata(viewer, qt
     assert other.gain.value == pytest.approx(params["noise"]["gain"], rel=1e-5)
     assert other.background_ratio.value == 0.5 and other.bleach.value
     job = other._make_job(viewer.layers["cells"])
-    assert job.kwargs["preset"] == "fluorescence time-lapse"
+    assert job.kwargs["preset"] == "fluorescence time-lapse" and job.kwargs["fill_holes"] == 0
     # back to the video preset: its values again
     other.preset.value = "camera video"
     assert other.var_threshold.value == 16.0 and other.noise.value == "off (learned variances)"
+    assert other.fill_holes.value == 1024 and other._make_job(viewer.layers["cells"]).kwargs["fill_holes"] == 1024
     assert not other.bleach.value
 
 

@@ -258,6 +258,9 @@ SPIKE_MIN = 8.0
 TILE_BYTES = 256 * 2**20
 TILE_MIN_PIXELS = 2**18
 TIME_BLOCK_MIN_BYTES = 8 * 2**20
+#: a tiled run's hole filling (``fill_holes``) needs whole frames: its blocks of masks are whole
+#: frames (as many as fit in this, at least one), cut back into the tiles afterwards
+FILL_BLOCK_BYTES = 64 * 2**20
 
 #: glibc malloc arenas of the command line's batch jobs (``napari-gmm segment / apply /
 #: background``), set with ``mallopt(M_ARENA_MAX)`` when it starts (see

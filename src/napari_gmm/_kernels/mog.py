@@ -38,7 +38,7 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 
-from ._config import JIT, PJIT
+from ._config import JIT, PJIT, serial_copy
 
 #: the update kernels compute in float32 without fast-math, so that they are bit-for-bit
 #: reproducible by a plain NumPy float32 reference (tests) and do not depend on the compiler;
@@ -1182,6 +1182,180 @@ def majority_filter(mask, radius, out):
             m = mask[y, x]
             keep = BACKGROUND if m == FOREGROUND else m
             out[y, x] = FOREGROUND if 2 * acc[x] > hy * widths[x] else keep
+
+
+@njit(**JIT)
+def _find(parent, i):
+    """Root of ``i`` in the union-find forest ``parent`` (with path halving)."""
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i
+
+
+@njit(**JIT)
+def _skip_fg(row, words, x, width, fg):
+    """The first index from ``x`` where ``row`` (uint8; ``words``: its first ``width // 8 * 8``
+    bytes as uint64) is foreground (``fg``) or not (``not fg``), or ``width``: 8 bytes at a time
+    (a word of eight bytes that are not 1 has no zero byte after ``^ 0x01..01``)."""
+    ones = np.uint64(0x0101010101010101)
+    highs = np.uint64(0x8080808080808080)
+    while x < width and x & 7:
+        if (row[x] == FOREGROUND) == fg:
+            return x
+        x += 1
+    w = x >> 3
+    nw = words.shape[0]
+    while w < nw:
+        v = words[w] ^ ones
+        if fg:
+            if ((v - ones) & ~v & highs) != 0:
+                break
+        elif v != 0:
+            break
+        w += 1
+    x = max(x, w << 3)
+    while x < width and (row[x] == FOREGROUND) != fg:
+        x += 1
+    return x
+
+
+@njit(**JIT)
+def fill_holes(mask, max_area, starts, stops, rows, parent, area, edge):
+    """Set to 1 (foreground) every hole of ``mask`` (H, W) uint8, in place: a 4-connected region
+    of pixels other than 1 (background 0 or shadow 2) that does not touch the frame's border,
+    of at most ``max_area`` pixels. Returns the number of pixels filled, or -1 (``mask``
+    unchanged) when the frame has more runs than the work arrays hold.
+
+    Runs of non-foreground pixels along the rows are joined to the overlapping runs of the row
+    above (union-find); a region is a hole when none of its runs touches the border. The work
+    arrays hold one entry per run; a frame without foreground returns after one scan.
+    """
+    height, width = mask.shape
+    cap = starts.shape[0]
+    n = 0
+    prev0 = 0  # runs of the row above: [prev0, prev1)
+    prev1 = 0
+    any_fg = False
+    for y in range(height):
+        row = mask[y]
+        cur0 = n
+        has_fg = False
+        for x in range(width):  # vectorised: most rows have no foreground
+            has_fg |= row[x] == FOREGROUND
+        x = 0
+        if not has_fg:  # one run, the whole row: it touches the border
+            if n == cap:
+                return -1
+            starts[n] = 0
+            stops[n] = width
+            rows[n] = y
+            parent[n] = n
+            area[n] = width
+            edge[n] = True
+            x = width
+            j = prev0
+            while j < prev1:
+                a = _find(parent, j)
+                b = _find(parent, n)
+                if a != b:
+                    parent[b] = a
+                    area[a] += area[b]
+                    edge[a] = True
+                j += 1
+            n += 1
+        any_fg |= has_fg
+        if has_fg:
+            words = row[: width - width % 8].view(np.uint64)
+        else:
+            words = row[:0].view(np.uint64)
+        while x < width:
+            x0 = _skip_fg(row, words, x, width, False)
+            if x0 == width:
+                break
+            x = _skip_fg(row, words, x0, width, True)
+            if n == cap:
+                return -1
+            starts[n] = x0
+            stops[n] = x
+            rows[n] = y
+            parent[n] = n
+            area[n] = x - x0
+            edge[n] = y == 0 or y == height - 1 or x0 == 0 or x == width
+            # join the overlapping runs of the row above (both lists sorted along x)
+            j = prev0
+            while j < prev1 and stops[j] <= x0:
+                j += 1
+            while j < prev1 and starts[j] < x:
+                a = _find(parent, j)
+                b = _find(parent, n)
+                if a != b:
+                    parent[b] = a
+                    area[a] += area[b]
+                    edge[a] = edge[a] or edge[b]
+                j += 1
+            # the next run may overlap the same run above: step back to it
+            prev0 = max(prev0, j - 1)
+            n += 1
+        prev0 = cur0
+        prev1 = n
+    if not any_fg:
+        return 0
+    filled = 0
+    for i in range(n):
+        r = _find(parent, i)
+        if not edge[r] and area[r] <= max_area:
+            y = rows[i]
+            for x in range(starts[i], stops[i]):
+                mask[y, x] = FOREGROUND
+            filled += stops[i] - starts[i]
+    return filled
+
+
+@njit(**JIT)
+def _fill_frames(masks, lo, hi, max_area):
+    """:func:`fill_holes` of frames ``lo:hi`` of ``masks`` with work arrays of their own: a few
+    runs per row at first, doubled when a frame has more (and kept for the next frames)."""
+    height, width = masks.shape[1], masks.shape[2]
+    m = 4 * height + 64
+    starts = np.empty(m, np.int32)
+    stops = np.empty(m, np.int32)
+    rows = np.empty(m, np.int32)
+    parent = np.empty(m, np.int32)
+    area = np.empty(m, np.int64)
+    edge = np.empty(m, np.bool_)
+    filled = 0
+    for b in range(lo, hi):
+        while True:
+            k = fill_holes(masks[b], max_area, starts, stops, rows, parent, area, edge)
+            if k >= 0:
+                break
+            m = min(2 * m, height * (width // 2 + 1))
+            starts = np.empty(m, np.int32)
+            stops = np.empty(m, np.int32)
+            rows = np.empty(m, np.int32)
+            parent = np.empty(m, np.int32)
+            area = np.empty(m, np.int64)
+            edge = np.empty(m, np.bool_)
+        filled += k
+    return filled
+
+
+def _fill_holes_stack(masks, max_area, n_threads):
+    """:func:`fill_holes` of every frame of (B, H, W) ``masks``, in place, the frames split into
+    ``n_threads`` parts (Numba's thread count: the parts run in parallel); returns the number of
+    pixels filled. ``fill_holes_stack_serial``: the same in the calling thread (inside dask's
+    tasks; ``n_threads`` 1)."""
+    n = masks.shape[0]
+    parts = max(1, min(n, n_threads))
+    filled = 0
+    for i in prange(parts):
+        filled += _fill_frames(masks, i * n // parts, (i + 1) * n // parts, max_area)
+    return filled
+
+
+fill_holes_stack = njit(**PJIT)(_fill_holes_stack)
+fill_holes_stack_serial = njit(**JIT)(serial_copy(_fill_holes_stack))
 
 
 @njit(**JIT)

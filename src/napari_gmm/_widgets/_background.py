@@ -218,6 +218,18 @@ class BackgroundWidget(RunCancelMixin, Container):
                 "objects in clutter (leaves, camera jitter)."
             ),
         )
+        self.fill_holes = SpinBox(
+            label="fill holes (px)",
+            value=d["fill_holes"],
+            min=0,
+            max=10_000_000,
+            step=64,
+            tooltip=(
+                "Background or shadow regions enclosed by foreground, of at most this many pixels,\n"
+                "become foreground (a car's window of road colour); 0: off. Never removes foreground.\n"
+                "Off in the fluorescence preset: gaps enclosed by touching cells stay background."
+            ),
+        )
         self.burn_in = ComboBox(
             label="burn-in",
             choices=list(BURN_IN),
@@ -292,6 +304,7 @@ class BackgroundWidget(RunCancelMixin, Container):
                 self.background_ratio,
                 self.detect_shadows,
                 self.median_size,
+                self.fill_holes,
                 self.burn_in,
                 self.burn_in_frames,
                 self.noise,
@@ -404,7 +417,7 @@ class BackgroundWidget(RunCancelMixin, Container):
         if p.get("preset") in ng.background.PRESETS and self.preset.value != p["preset"]:
             with self.preset.changed.blocked():
                 self.preset.value = p["preset"]
-        for name in ("history", "n_mixtures", "median_size"):
+        for name in ("history", "n_mixtures", "median_size", "fill_holes"):
             if name in p:
                 getattr(self, name).value = int(p[name])
         for name in ("var_threshold", "background_ratio"):
@@ -510,6 +523,7 @@ class BackgroundWidget(RunCancelMixin, Container):
             background_ratio=float(self.background_ratio.value),
             detect_shadows=SHADOWS[self.detect_shadows.value],
             median_size=int(self.median_size.value),
+            fill_holes=int(self.fill_holes.value),
             burn_in=burn,
             background=BACKGROUND_OUT[self.background_out.value],
             foreground_image=FG_IMAGE_OUT[self.fg_image_out.value],
