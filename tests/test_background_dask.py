@@ -50,6 +50,30 @@ def test_tiles_equal_numpy_with_holes_across_tiles(small_tiles):
     assert (refs[0] == 1).sum() > (unfilled == 1).sum() + 30 * 100  # the insides were filled
 
 
+def test_burn_in_reads_only_the_frames_it_needs_from_a_zarr_stack(tmp_path, monkeypatch):
+    """A zarr stack opened with io.open_image (time first): the burn-in asks the reader for the
+    first frames of a chunk up to the one it needs, not for whole chunks (an identity transpose of
+    the stack stopped dask from passing such reads on: every chunk was decoded whole). Same result."""
+    pytest.importorskip("zstandard")
+    zarr = pytest.importorskip("zarr")
+    from zarr.codecs import ZstdCodec
+
+    from napari_gmm import io
+
+    stack = moving_objects((64, 32, 48))[0]
+    path = tmp_path / "s.zarr"
+    z = zarr.create_array(str(path), shape=stack.shape, chunks=(8, 32, 48), dtype=stack.dtype, compressors=ZstdCodec())
+    z[:] = stack
+    keys = []
+    get = io._ZarrChunks.__getitem__
+    monkeypatch.setattr(io._ZarrChunks, "__getitem__", lambda self, key: keys.append(key) or get(self, key))
+    lazy = ng.subtract_background(io.open_image(path).data, burn_in=8, background=None)
+    np.testing.assert_array_equal(lazy.foreground.compute(), ng.subtract_background(stack, burn_in=8).foreground)
+    # the reader decodes a chunk from its start up to the last frame asked for (io._ZarrChunks)
+    parts = sorted(k[0].stop - 1 for k in keys if 0 < k[0].stop - k[0].start < 8)
+    assert parts == [int(t) for t in ng.background.burn_in_indices(64, 8)]
+
+
 def test_tiles_equal_numpy_fluorescence_preset(small_tiles):
     stack = fluorescence_timelapse(shape=(60, 64, 64), seed=2)[0]
     ref, lazy = _check(stack, (20, 64, 32), preset="fluorescence time-lapse")
@@ -102,19 +126,28 @@ def test_tiled_run_reads_every_chunk_once_and_the_burn_in_chunks_once_more(monke
     assert res.params["tiles"] == [1, 2]
     arr.reads.clear()  # (stack-wide estimates read their frames before, eagerly: none for uint8)
     fg, bg = da.compute(res.foreground, res.background)
-    # burn-in frames 0, 12 and 23: chunks 0, 3 and 5 along time, read once more each
-    want = {(t, 0, x): 1 + (t in (0, 12, 20)) for t in range(0, 24, 4) for x in (0, 20)}
+    # burn-in frames 0, 12 and 23: chunks 0, 3 and 5 along time, read once more each (frame 23
+    # asked for alone: the reader gets the frames the burn-in needs, not the whole chunk)
+    want = {(t, 0, x): 1 + (t in (0, 12)) for t in range(0, 24, 4) for x in (0, 20)}
+    want.update({(23, 0, x): 1 for x in (0, 20)})
     assert arr.reads == want
     ref = ng.subtract_background(stack, burn_in=3)
     np.testing.assert_array_equal(fg, ref.foreground)
     np.testing.assert_array_equal(bg, ref.background)
     # every compute runs the chains from their start (the models are made inside the graph)
     np.testing.assert_array_equal(res.foreground.compute(), ref.foreground)
-    # chunks holding several burn-in frames (0, 3 of 0-3; 9 of 8-11 ...): each read once more
+    # chunks holding several burn-in frames (0, 3 of 0-3; 9 of 8-11 ...): each read once more, from
+    # its first burn-in frame to its last
     res = ng.subtract_background(da.from_array(arr, chunks=arr.chunks, asarray=False), burn_in=8)
     arr.reads.clear()
     np.testing.assert_array_equal(res.foreground.compute(), ng.subtract_background(stack, burn_in=8).foreground)
-    assert arr.reads == {(t, 0, x): 2 for t in range(0, 24, 4) for x in (0, 20)}
+    want = {(t, 0, x): 1 for t in range(0, 24, 4) for x in (0, 20)}
+    burn = ng.background.burn_in_indices(24, 8)
+    assert len(np.unique(burn // 4)) == 6  # every chunk holds burn-in frames
+    for first in [int(burn[burn // 4 == c][0]) for c in range(6)]:
+        for x in (0, 20):
+            want[first, 0, x] = want.get((first, 0, x), 0) + 1
+    assert arr.reads == want
 
 
 def test_stack_estimates_read_each_chunk_once():

@@ -213,6 +213,40 @@ def test_zarr_whole_chunks_decoded_directly_equal_zarr(tmp_path, fmt, monkeypatc
     np.testing.assert_array_equal(io.open_image(tmp_path / "f.zarr").data.compute(), f)
 
 
+def test_zarr_chunk_prefix_is_read_from_its_file_only_as_far_as_needed(tmp_path, monkeypatch):
+    """The first frames of a Zstd chunk in a local file are read from the file's start in blocks,
+    only as far as the decoder needs (the burn-in's reads); the same values as zarr. A chunk in
+    another store (memory) goes through zarr's store, with the same values."""
+    pytest.importorskip("zstandard")
+    import zarr
+    from zarr.codecs import ZstdCodec
+
+    from napari_gmm._kernels import _config
+
+    monkeypatch.setattr(_config, "PREFIX_READ_BYTES", 16 * 1024)
+    data = np.random.default_rng(4).integers(0, 65535, (8, 64, 64), dtype=np.uint16)  # incompressible
+    path = tmp_path / "s.zarr"
+    z = zarr.create_array(str(path), shape=data.shape, chunks=data.shape, dtype=data.dtype, compressors=ZstdCodec())
+    z[:] = data
+    size = (path / "c" / "0" / "0" / "0").stat().st_size
+    got = []
+    read = io._PrefixFile.read
+    monkeypatch.setattr(io._PrefixFile, "read", lambda self, n=-1: got.append(read(self, n)) or got[-1])
+    r = io._ZarrChunks(zarr.open_array(str(path), mode="r"))
+    np.testing.assert_array_equal(r[0:1, 0:64, 0:64], data[:1])
+    assert 0 < sum(map(len, got)) < size / 4  # a frame is an eighth of the chunk
+    got.clear()
+    np.testing.assert_array_equal(r[2:4, 0:64, 0:64], data[2:4])
+    assert sum(map(len, got)) < size * 3 / 4
+    np.testing.assert_array_equal(r[0:8, 0:64, 0:64], data)  # the whole chunk: its file read whole
+    mem = zarr.create_array(zarr.storage.MemoryStore(), shape=data.shape, chunks=data.shape, dtype=data.dtype)
+    mem[:] = data
+    m = io._ZarrChunks(mem)
+    assert m._stored_file((0, 0, 0)) is None and m._codec is not False
+    np.testing.assert_array_equal(m[1:3, 0:64, 0:64], data[1:3])
+    np.testing.assert_array_equal(m[0:8, 0:64, 0:64], data)
+
+
 def test_zarr_reader_falls_back_to_zarr_when_its_internals_change(tmp_path):
     """The direct chunk reader uses zarr internals (zarr.core): where they are not as expected, the
     chunks are read through zarr instead, with the same values, and it stops trying."""

@@ -1624,14 +1624,18 @@ def _normalise_stack(stack, time_axis, channel_axis):
             f"{time_axis}), but the stack of shape {shape} has {n_t} there. If time is another "
             "axis, pass its index as time_axis."
         )
-    # move axes: time first, channels last
+    # move axes: time first, channels last (a stack already so is kept as it is: a dask
+    # transpose, even the identity, stops dask from passing a read of a few frames of a chunk on to
+    # the reader, which then decodes the whole chunk: the burn-in's reads of zarr stacks)
     if dask:
         import dask.array as da
 
         move = da.moveaxis
     else:
         move = np.moveaxis
-    if c_ax is None:
+    if t_ax == 0 and c_ax in (None, stack.ndim - 1):
+        view = stack
+    elif c_ax is None:
         view = move(stack, t_ax, 0)
     else:
         view = move(stack, [t_ax, c_ax], [0, -1])

@@ -262,6 +262,11 @@ TIME_BLOCK_MIN_BYTES = 8 * 2**20
 #: frames (as many as fit in this, at least one), cut back into the tiles afterwards
 FILL_BLOCK_BYTES = 64 * 2**20
 
+#: napari_gmm.io reads the first frames of a zarr chunk stored in a local file (the background
+#: job's burn-in: one frame of most chunks) in blocks of this many bytes from the file's start,
+#: only as far as the Zstd decoder needs them (see ``napari_gmm.io._PrefixFile``)
+PREFIX_READ_BYTES = 2**20
+
 #: glibc malloc arenas of the command line's batch jobs (``napari-gmm segment / apply /
 #: background``), set with ``mallopt(M_ARENA_MAX)`` when it starts (see
 #: ``napari_gmm.__main__._limit_malloc_arenas``; glibc only, the command's own process only, never
