@@ -148,6 +148,10 @@ def _background(dtype):
         model = ng.BackgroundModel(stack.shape[1:])  # frame by frame (streaming)
         for frame in stack[:3]:
             model.apply(frame)
+        # the serial twin of hole filling, which tiled (dask) runs use inside their tasks
+        from napari_gmm._kernels import mog
+
+        mog.fill_holes_stack_serial(np.zeros((1, 4, 4), np.uint8), 1, 1)
 
     return run
 

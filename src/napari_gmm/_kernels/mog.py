@@ -1313,30 +1313,33 @@ def fill_holes(mask, max_area, starts, stops, rows, parent, area, edge):
 
 
 @njit(**JIT)
+def _run_arrays(m):
+    """Work arrays of :func:`fill_holes` for ``m`` runs: starts, stops, rows, parent, area, edge."""
+    return (
+        np.empty(m, np.int32),
+        np.empty(m, np.int32),
+        np.empty(m, np.int32),
+        np.empty(m, np.int32),
+        np.empty(m, np.int64),
+        np.empty(m, np.bool_),
+    )
+
+
+@njit(**JIT)
 def _fill_frames(masks, lo, hi, max_area):
     """:func:`fill_holes` of frames ``lo:hi`` of ``masks`` with work arrays of their own: a few
     runs per row at first, doubled when a frame has more (and kept for the next frames)."""
     height, width = masks.shape[1], masks.shape[2]
     m = 4 * height + 64
-    starts = np.empty(m, np.int32)
-    stops = np.empty(m, np.int32)
-    rows = np.empty(m, np.int32)
-    parent = np.empty(m, np.int32)
-    area = np.empty(m, np.int64)
-    edge = np.empty(m, np.bool_)
+    work = _run_arrays(m)
     filled = 0
     for b in range(lo, hi):
         while True:
-            k = fill_holes(masks[b], max_area, starts, stops, rows, parent, area, edge)
+            k = fill_holes(masks[b], max_area, *work)
             if k >= 0:
                 break
             m = min(2 * m, height * (width // 2 + 1))
-            starts = np.empty(m, np.int32)
-            stops = np.empty(m, np.int32)
-            rows = np.empty(m, np.int32)
-            parent = np.empty(m, np.int32)
-            area = np.empty(m, np.int64)
-            edge = np.empty(m, np.bool_)
+            work = _run_arrays(m)
         filled += k
     return filled
 
