@@ -1194,33 +1194,6 @@ def _find(parent, i):
 
 
 @njit(**JIT)
-def _skip_fg(row, words, x, width, fg):
-    """The first index from ``x`` where ``row`` (uint8; ``words``: its first ``width // 8 * 8``
-    bytes as uint64) is foreground (``fg``) or not (``not fg``), or ``width``: 8 bytes at a time
-    (a word of eight bytes that are not 1 has no zero byte after ``^ 0x01..01``)."""
-    ones = np.uint64(0x0101010101010101)
-    highs = np.uint64(0x8080808080808080)
-    while x < width and x & 7:
-        if (row[x] == FOREGROUND) == fg:
-            return x
-        x += 1
-    w = x >> 3
-    nw = words.shape[0]
-    while w < nw:
-        v = words[w] ^ ones
-        if fg:
-            if ((v - ones) & ~v & highs) != 0:
-                break
-        elif v != 0:
-            break
-        w += 1
-    x = max(x, w << 3)
-    while x < width and (row[x] == FOREGROUND) != fg:
-        x += 1
-    return x
-
-
-@njit(**JIT)
 def fill_holes(mask, max_area, starts, stops, rows, parent, area, edge):
     """Set to 1 (foreground) every hole of ``mask`` (H, W) uint8, in place: a 4-connected region
     of pixels other than 1 (background 0 or shadow 2) that does not touch the frame's border,
@@ -1243,37 +1216,19 @@ def fill_holes(mask, max_area, starts, stops, rows, parent, area, edge):
         has_fg = False
         for x in range(width):  # vectorised: most rows have no foreground
             has_fg |= row[x] == FOREGROUND
-        x = 0
-        if not has_fg:  # one run, the whole row: it touches the border
-            if n == cap:
-                return -1
-            starts[n] = 0
-            stops[n] = width
-            rows[n] = y
-            parent[n] = n
-            area[n] = width
-            edge[n] = True
-            x = width
-            j = prev0
-            while j < prev1:
-                a = _find(parent, j)
-                b = _find(parent, n)
-                if a != b:
-                    parent[b] = a
-                    area[a] += area[b]
-                    edge[a] = True
-                j += 1
-            n += 1
         any_fg |= has_fg
-        if has_fg:
-            words = row[: width - width % 8].view(np.uint64)
-        else:
-            words = row[:0].view(np.uint64)
+        x = 0
         while x < width:
-            x0 = _skip_fg(row, words, x, width, False)
-            if x0 == width:
-                break
-            x = _skip_fg(row, words, x0, width, True)
+            if has_fg:  # the next run of non-foreground pixels
+                while x < width and row[x] == FOREGROUND:
+                    x += 1
+                if x == width:
+                    break
+                x0 = x
+                while x < width and row[x] != FOREGROUND:
+                    x += 1
+            else:  # one run, the whole row (no scan)
+                x0, x = 0, width
             if n == cap:
                 return -1
             starts[n] = x0
