@@ -2408,14 +2408,9 @@ def _tile_last(state, n_before, out_dtype):
     return _to_dtype(state.model.background, out_dtype)
 
 
-def _majority_block(masks, radius):
-    out = np.empty_like(masks)
-    _mog.majority_filter_stack(np.ascontiguousarray(masks), radius, out)
-    return out
-
-
 def _postfilter_block(masks, median_size, fill_holes):
-    """The post-filters of a block of whole frames (a dask task: serial)."""
+    """The post-filters of a block of masks (a dask task: serial); hole filling only on whole
+    frames."""
     out = np.empty_like(masks)
     _postfilter_masks(np.ascontiguousarray(masks), out, median_size, fill_holes, serial=True)
     return out
@@ -2613,7 +2608,14 @@ def _subtract_background_tiled(
         fg = fg.map_blocks(_postfilter_block, dtype=np.uint8, median_size=res["median_size"], fill_holes=fill)
         fg = fg.rechunk((ts, ys, xs))
     elif r:
-        fg = fg.map_overlap(_majority_block, depth=(0, r, r), boundary="none", dtype=np.uint8, radius=r)
+        fg = fg.map_overlap(
+            _postfilter_block,
+            depth=(0, r, r),
+            boundary="none",
+            dtype=np.uint8,
+            median_size=res["median_size"],
+            fill_holes=0,
+        )
     bg = None
     if background == "all":
         bg = per_block("background", out_dtype, True)
