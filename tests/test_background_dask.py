@@ -1,5 +1,7 @@
 """subtract_background on dask stacks: lazy outputs per spatial tile, equal to the NumPy path."""
 
+import time
+
 import numpy as np
 import pytest
 
@@ -170,8 +172,9 @@ def test_writing_tiled_outputs_keeps_the_chains_at_the_writes(tmp_path, monkeypa
     step to its store for a bounded number of steps, whatever the stack's length (the chains wait
     for the writes: background._StoreGate); without the gate, dask's order ran the chains ahead of
     the writes and the finished blocks piled up (measured here: 35 blocks waiting at most on 160
-    frames, 119 on 640, against 12 with the gate). Same values. With hole filling (the masks
-    post-filtered as whole frames) the gate keeps the same bound."""
+    frames, 119 on 640, against 12 with the gate; the writes are slowed down here, as on a slow
+    disk). Same values. With hole filling (the masks post-filtered as whole frames) the gate keeps
+    the same bound."""
     pytest.importorskip("zarr")
     from dask.callbacks import Callback
 
@@ -181,6 +184,9 @@ def test_writing_tiled_outputs_keeps_the_chains_at_the_writes(tmp_path, monkeypa
     monkeypatch.setattr(_config, "TILE_BYTES", 400_000)  # 2 x 2 tiles of 64 x 64
     monkeypatch.setattr(_config, "TIME_BLOCK_MIN_BYTES", 0)  # a step per time chunk of 8 frames
     stack = moving_objects((160, 128, 128))[0]
+    # writes slower than the steps (as on a slow disk): what the gate must hold the chains to
+    write_file = io._write_file
+    monkeypatch.setattr(io, "_write_file", lambda *a: time.sleep(0.01) or write_file(*a))
 
     class Count(Callback):
         waiting = peak = 0
@@ -211,4 +217,5 @@ def test_writing_tiled_outputs_keeps_the_chains_at_the_writes(tmp_path, monkeypa
         np.testing.assert_array_equal(got, getattr(ref, what))
     if fill_holes == 0:
         monkeypatch.setattr(bgmod._StoreGate, "rewire", lambda self, dsk, stores: None)
-        assert write(tmp_path / "free.zarr") > 2 * gated  # what the count sees without the gate
+        free = write(tmp_path / "free.zarr")
+        assert free > 2 * gated  # what the count sees without the gate

@@ -1,6 +1,7 @@
 """Lazy readers and the chunk-by-chunk zarr writer (napari_gmm.io)."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -289,3 +290,119 @@ def test_writes_run_one_thread_more_than_cores_unless_the_user_chose():
         assert io._io_threads({}) == {}
     with dask.config.set(scheduler="threads"):
         assert io._io_threads({}) == {"num_workers": cores + 1}
+
+
+def _chunk_files(folder):
+    """{relative path: bytes} of the chunk files under ``folder`` (not the metadata)."""
+    out = {}
+    for f in sorted(folder.rglob("*")):
+        if f.is_file() and f.name not in ("zarr.json", ".zarray", ".zattrs", ".zgroup"):
+            out[str(f.relative_to(folder))] = f.read_bytes()
+    return out
+
+
+@pytest.mark.parametrize("fmt", [2, 3])
+def test_chunk_writer_stores_zarrs_bytes(tmp_path, fmt, monkeypatch):
+    """The direct chunk writer (what write_zarr stores with) writes the very bytes zarr writes,
+    file for file: every dtype, edge chunks (stored whole, padded with the fill value), an
+    incompressible chunk (stored as Blosc's copy), with and without direct I/O, and from dask's
+    store on threads; a block that is not one chunk and an array in memory go through zarr."""
+    import zarr
+
+    from napari_gmm._kernels import _config
+
+    rng = np.random.default_rng(5)
+    cases = [
+        (rng.normal(1000, 30, (16, 100, 130)).astype(np.uint16), (8, 64, 64)),
+        (rng.normal(1000, 30, (9, 64, 64)).astype(np.float32), (8, 64, 64)),
+        (rng.integers(0, 3, (5, 70, 70), dtype=np.uint8), (4, 32, 32)),
+        (rng.integers(0, 256, (8, 64, 64), dtype=np.uint8), (8, 64, 64)),  # incompressible
+        (rng.normal(0, 1e6, (4, 40, 40)).astype(np.int32), (2, 16, 16)),
+    ]
+    written = []
+    real = io._write_file
+    monkeypatch.setattr(io, "_write_file", lambda *a: written.append(a[0]) or real(*a))
+    for i, (data, chunks) in enumerate(cases):
+        for direct in (True, False):
+            monkeypatch.setattr(_config, "DIRECT_WRITES", direct)
+            files = []
+            for how in ("zarr", "writer"):
+                path = tmp_path / f"{i}-{direct}-{how}.zarr"
+                z = zarr.create_array(
+                    str(path),
+                    shape=data.shape,
+                    chunks=chunks,
+                    dtype=data.dtype,
+                    fill_value=3,
+                    zarr_format=fmt,
+                    compressors=io._compressors(fmt),
+                    config={"write_empty_chunks": True},
+                )
+                if how == "zarr":
+                    da.store(da.from_array(data, chunks=chunks), z, lock=False)
+                else:
+                    w = io._ZarrChunkWriter(z)
+                    assert w._dir is not None
+                    written.clear()
+                    da.store(da.from_array(data, chunks=chunks), w, lock=False, scheduler="threads")
+                    assert len(written) == np.prod([-(-n // c) for n, c in zip(data.shape, chunks)])
+                np.testing.assert_array_equal(zarr.open_array(str(path))[:], data)
+                files.append(_chunk_files(path))
+            assert files[0] == files[1] and files[0]
+    # not one whole chunk, or not in a local directory: through zarr
+    data, chunks = cases[0]
+    z = zarr.create_array(
+        str(tmp_path / "part.zarr"), shape=data.shape, chunks=chunks, dtype=data.dtype, compressors=io._compressors(3)
+    )
+    w = io._ZarrChunkWriter(z)
+    written.clear()
+    w[0:4, 0:64, 0:64] = data[0:4, 0:64, 0:64]
+    w[0:8, 64:100, 64:100] = data[0:8, 64:100, 64:100]
+    assert written == []
+    np.testing.assert_array_equal(z[0:4, 0:64, 0:64], data[0:4, 0:64, 0:64])
+    np.testing.assert_array_equal(z[0:8, 64:100, 64:100], data[0:8, 64:100, 64:100])
+    mem = zarr.create_array(
+        zarr.storage.MemoryStore(), shape=data.shape, chunks=chunks, dtype=data.dtype, compressors=io._compressors(3)
+    )
+    assert io._ZarrChunkWriter(mem)._dir is None
+    # other codecs (zarr's default Zstd): through zarr
+    zs = zarr.create_array(str(tmp_path / "zstd.zarr"), shape=data.shape, chunks=chunks, dtype=data.dtype)
+    assert io._ZarrChunkWriter(zs)._dir is None
+
+
+def test_direct_write_falls_back_to_an_ordinary_write(tmp_path, monkeypatch):
+    """Where the system refuses direct I/O, at open (a file system without it) or at the write
+    (alignment), the chunk is written the ordinary way: the same file."""
+    if not hasattr(os, "O_DIRECT"):
+        pytest.skip("no O_DIRECT on this system: every write is an ordinary one")
+    payload = np.frombuffer(b"napari-gmm" * 1000, np.uint8)
+    buf = io._aligned_empty(payload.size + 16)
+    assert buf.ctypes.data % 4096 == 0 and buf.size % 4096 == 0
+    buf[: payload.size] = payload
+    io._write_file(str(tmp_path / "direct"), buf, payload.size)
+    assert (tmp_path / "direct").read_bytes() == payload.tobytes()
+    real_open, real_write = os.open, os.write
+
+    def refuse_open(path, flags, *a):
+        if flags & os.O_DIRECT:
+            raise OSError(22, "Invalid argument")
+        return real_open(path, flags, *a)
+
+    monkeypatch.setattr(os, "open", refuse_open)
+    io._write_file(str(tmp_path / "no-open"), buf, payload.size)
+    monkeypatch.setattr(os, "open", real_open)
+    import fcntl
+
+    refused = []
+
+    def refuse_write(fd, data):
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
+            refused.append(fd)
+            raise OSError(22, "Invalid argument")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", refuse_write)
+    io._write_file(str(tmp_path / "no-write"), buf, payload.size)
+    assert refused
+    for name in ("no-open", "no-write"):
+        assert (tmp_path / name).read_bytes() == payload.tobytes()
