@@ -28,7 +28,9 @@ Gaussian noise, a slow intensity drift), then, in one run:
    ``LocalCluster`` of 2 workers with a 2 GB memory limit each; time and every worker's peak RSS.
 3b. **Background modelling from the command line**: ``napari-gmm background STACK.zarr`` with its
    defaults (one chain of tasks per input chunk column, carrying the model over the time chunks;
-   foreground and every frame's background written).
+   foreground and every frame's background written), on dask's threaded scheduler, and
+   (``cluster-background``) the same with ``--scheduler`` on the LocalCluster of 2 x 2 GB. For
+   both cluster jobs, the most bytes any worker held spilled to disk (polled every second).
 4. **Equality** with the in-memory path on a crop: the written labels against ``model.predict`` of
    the crop as a NumPy array.
 5. **Apply**: ``napari-gmm apply`` of the threaded run's saved model to the stack: labels in one
@@ -55,7 +57,7 @@ job that keeps 2 cores busy cannot gain from more overlap, only from less work).
 chunks (not by the stack), workers within their limit.
 
     python benchmarks/bench_scale.py [--gb 8] [--dir /tmp/napari-gmm-scale] [--keep]
-        [--only floor,api,passes,cluster,apply,background,peers,codecs] [--floors 3]
+        [--only floor,api,passes,cluster,apply,background,cluster-background,peers,codecs] [--floors 3]
 
 ``--dir`` holds the generated stack (``DIR/stack.zarr``, reused when its shape matches ``--gb``);
 ``--only`` runs a subset of the jobs (the I/O floors are always measured; ``--only floor --floors 5``
@@ -342,40 +344,44 @@ def _worker_cpu():
     return r.ru_utime + r.ru_stime
 
 
-def cli_cluster(path, out):
-    """``napari-gmm segment --scheduler`` against a LocalCluster of 2 workers x 2 GB: (seconds,
-    every worker's peak RSS, the workers' CPU seconds during the job)."""
+def cli_cluster(job, path, out, *args):
+    """``napari-gmm JOB STACK --out OUT ARGS --scheduler`` against a LocalCluster of 2 workers x
+    2 GB: (seconds, every worker's peak RSS, the workers' CPU seconds during the job, the most
+    bytes any worker held spilled to its disk, polled every second)."""
+    import threading
+
     from distributed import Client, LocalCluster
+
+    def spilled(dask_worker):
+        total = getattr(dask_worker.data, "spilled_total", None)
+        return 0 if total is None else int(getattr(total, "disk", total[1]))
 
     with LocalCluster(n_workers=2, threads_per_worker=1, memory_limit="2GB", dashboard_address=None) as lc:
         with Client(lc) as client:
             cpu0 = sum(client.run(_worker_cpu).values())
+            most, done = [0], threading.Event()
+
+            def poll():
+                while not done.wait(1.0):
+                    try:
+                        most[0] = max([most[0], *client.run(spilled).values()])
+                    except Exception:  # the poll must not stop the job
+                        pass
+
+            poller = threading.Thread(target=poll, daemon=True)
+            poller.start()
             t = time.perf_counter()
-            r = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "napari_gmm",
-                    "segment",
-                    str(path),
-                    "--out",
-                    str(out),
-                    "-k",
-                    "3",
-                    "--scheduler",
-                    lc.scheduler_address,
-                    "--overwrite",
-                    "--no-progress",
-                ],
-                capture_output=True,
-                text=True,
-            )
+            cmd = [sys.executable, "-m", "napari_gmm", job, str(path), "--out", str(out), *map(str, args)]
+            cmd += ["--scheduler", lc.scheduler_address, "--overwrite", "--no-progress"]
+            r = subprocess.run(cmd, capture_output=True, text=True)
             seconds = time.perf_counter() - t
+            done.set()
+            poller.join()
             cpu = sum(client.run(_worker_cpu).values()) - cpu0
             peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     if r.returncode != 0:
         raise RuntimeError(r.stderr)
-    return seconds, list(peaks.values()), cpu
+    return seconds, list(peaks.values()), cpu, most[0]
 
 
 def _cli(*args):
@@ -447,7 +453,7 @@ def check_crop(path, out):
     return bool(np.array_equal(labels[:4, :512, :512].compute(), model.predict(crop)))
 
 
-JOBS = ("floor", "api", "passes", "cluster", "apply", "background", "peers", "codecs")
+JOBS = ("floor", "api", "passes", "cluster", "apply", "background", "cluster-background", "peers", "codecs")
 
 
 def main():
@@ -530,13 +536,28 @@ def main():
             result.setdefault("passes", []).append([name, sec, cpu])
     if "cluster" in only:
         job_start()
-        t_cli, peaks, cpu_cli = cli_cluster(stack, root / "labels_cli.zarr")
-        mem = " / ".join(f"{p / 2**20:.0f} MiB" for p in peaks)
+        t_cli, peaks, cpu_cli, spill = cli_cluster("segment", stack, root / "labels_cli.zarr", "-k", "3")
+        mem = " / ".join(f"{p / 2**20:.0f} MiB" for p in peaks) + f" per worker, {spill / 2**20:.0f} MiB spilled"
         row("CLI segment, LocalCluster 2 x 2 GB (CPU: the workers')", t_cli, cpu_cli, mem, None)
         job_end()
         ok = check_crop(stack, root / "labels_cli.zarr")
         rows[-1] = rows[-1][:4] + (ok,) + rows[-1][5:]
-        result.update(cli_s=t_cli, cli_cpu=cpu_cli, worker_peaks=peaks, cli_equal=ok)
+        result.update(cli_s=t_cli, cli_cpu=cpu_cli, worker_peaks=peaks, cli_spilled=spill, cli_equal=ok)
+    if "cluster-background" in only:
+        job_start()
+        t_cb, peaks, cpu_cb, spill = cli_cluster("background", stack, root / "background_cli.zarr")
+        mem = " / ".join(f"{p / 2**20:.0f} MiB" for p in peaks) + f" per worker, {spill / 2**20:.0f} MiB spilled"
+        row("CLI background, LocalCluster 2 x 2 GB (defaults; CPU: the workers')", t_cb, cpu_cb, mem, None)
+        job_end()
+        ok = check_background_crop(stack, root / "background_cli.zarr")
+        rows[-1] = rows[-1][:4] + (ok,) + rows[-1][5:]
+        result.update(
+            cluster_background_s=t_cb,
+            cluster_background_cpu=cpu_cb,
+            cluster_background_peaks=peaks,
+            cluster_background_spilled=spill,
+            cluster_background_equal=ok,
+        )
     if "apply" in only:
         job_start()
         t_apply, peak, cpu_apply = cli_apply(stack, root / "labels_api.zarr", root / "labels_apply.zarr")
