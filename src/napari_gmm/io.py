@@ -391,9 +391,9 @@ class _ZarrChunkWriter:
     into a second one, and the file system copies it once more into the page cache, where a
     result that is not read again only evicts the input the job is still reading. On the 8 GB
     background job (4.7 GB of compressed background written), 3 alternating pairs from a cold
-    cache: system CPU 24.1-26.1 -> 12.3-13.4 s, wall 43.8-45.5 -> 37.9-40.1 s; the reused
-    buffers alone (buffered writes) changed neither. Pickles as the zarr array (a cluster
-    worker makes its own)."""
+    cache: system CPU 23.0-25.8 -> 12.9-15.5 s, all CPU 73.8-77.6 -> 63.7-68.3 s, wall 41.9-44.5
+    -> 36.9-41.4 s; the compression into reused buffers alone (ordinary writes) changed neither.
+    Pickles as the zarr array (a cluster worker makes its own)."""
 
     def __init__(self, z):
         self.z = z

@@ -259,7 +259,9 @@ TILE_BYTES = 256 * 2**20
 TILE_MIN_PIXELS = 2**18
 TIME_BLOCK_MIN_BYTES = 8 * 2**20
 #: a tiled run's hole filling (``fill_holes``) needs whole frames: its blocks of masks are whole
-#: frames (as many as fit in this, at least one), cut back into the tiles afterwards
+#: frames (as many as fit in this, at least one), cut back into the tiles afterwards. 32 MiB (8
+#: frames of 2048 x 2048, as many as a time chunk of the benchmark's stack): the background
+#: command's peak on a 1.6 GB stack 854-893 MiB, against 885-934 MiB with 64 MiB (3 runs each), same time
 FILL_BLOCK_BYTES = 32 * 2**20
 
 #: napari_gmm.io reads the first frames of a zarr chunk stored in a local file (the background
@@ -271,8 +273,8 @@ PREFIX_READ_BYTES = 2**20
 #: where the system allows it (Linux; elsewhere, and where a file system refuses it, ordinary
 #: writes): from the compressed chunk to the disk without a copy into the page cache, where a
 #: result that is not read again would only evict the input still being read. The 8 GB background
-#: job: system CPU 24.1-26.1 -> 12.3-13.4 s, wall 43.8-45.5 -> 37.9-40.1 s (3 alternating pairs,
-#: cold cache; see ``napari_gmm.io._ZarrChunkWriter``)
+#: job: CPU 73.8-77.6 -> 63.7-68.3 s, wall 41.9-44.5 -> 36.9-41.4 s (3 alternating pairs, cold
+#: cache; see ``napari_gmm.io._ZarrChunkWriter``)
 DIRECT_WRITES = True
 #: the buffer, file offset and length alignment of those writes (the usual logical block size of
 #: disks and file systems is 512 or 4096 bytes)
