@@ -78,13 +78,19 @@ def test_unreachable_scheduler_is_a_clear_error():
         batch.connect("tcp://127.0.0.1:9", timeout="1s")
 
 
-def test_on_a_local_cluster(folder, tmp_path):
+def test_on_a_local_cluster(folder, tmp_path, monkeypatch):
+    """The batch job on a distributed cluster; its workers write the labels' chunks directly (the
+    writer travels to them as its zarr array)."""
     distributed = pytest.importorskip("distributed")
     d, imgs = folder
+    written = []
+    write_file = io._write_file
+    monkeypatch.setattr(io, "_write_file", lambda *a: written.append(a[0]) or write_file(*a))
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as lc:
         with distributed.Client(lc) as client:
             summary = batch.segment_files(batch.expand_inputs([d]), tmp_path / "out", 3, client=client)
     assert summary["n_ok"] == 3
+    assert written
     labels, _ = io.read_result(tmp_path / "out" / "img0_labels.zarr")
     np.testing.assert_array_equal(labels.compute(), ng.segment(imgs[0], 3))
 

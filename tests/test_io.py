@@ -2,6 +2,7 @@
 
 import json
 import os
+import pickle
 
 import numpy as np
 import pytest
@@ -343,6 +344,7 @@ def test_chunk_writer_stores_zarrs_bytes(tmp_path, fmt, monkeypatch):
                 else:
                     w = io._ZarrChunkWriter(z)
                     assert w._dir is not None
+                    assert pickle.loads(pickle.dumps(w))._dir == w._dir  # as a cluster worker gets it
                     written.clear()
                     da.store(da.from_array(data, chunks=chunks), w, lock=False, scheduler="threads")
                     assert len(written) == np.prod([-(-n // c) for n, c in zip(data.shape, chunks)])
