@@ -408,3 +408,26 @@ def test_direct_write_falls_back_to_an_ordinary_write(tmp_path, monkeypatch):
     assert refused
     for name in ("no-open", "no-write"):
         assert (tmp_path / name).read_bytes() == payload.tobytes()
+
+
+def test_chunk_files_get_the_permissions_zarr_gives_them(tmp_path):
+    """Under a group-writable umask (shared lab folders), the written chunk files are as writable
+    by the group as zarr's own."""
+    import stat
+
+    import zarr
+
+    data = np.arange(2 * 8 * 8, dtype=np.uint16).reshape(2, 8, 8)
+    old = os.umask(0o002)
+    try:
+        modes = []
+        for how in ("zarr", "writer"):
+            path = tmp_path / f"{how}.zarr"
+            z = zarr.create_array(
+                str(path), shape=data.shape, chunks=data.shape, dtype=data.dtype, compressors=io._compressors(3)
+            )
+            (z if how == "zarr" else io._ZarrChunkWriter(z))[0:2, 0:8, 0:8] = data
+            modes.append(stat.S_IMODE((path / "c" / "0" / "0" / "0").stat().st_mode))
+    finally:
+        os.umask(old)
+    assert modes[0] == modes[1] == 0o664

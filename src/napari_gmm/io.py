@@ -454,7 +454,7 @@ def _write_file(path, buf, n):
     direct = getattr(os, "O_DIRECT", 0) if DIRECT_WRITES else 0
     if direct:
         try:
-            fd = os.open(path, flags | direct, 0o644)
+            fd = os.open(path, flags | direct, 0o666)  # as open() makes files: the umask decides
         except OSError:  # e.g. a file system without direct I/O (EINVAL)
             fd = None
         if fd is not None:
@@ -466,7 +466,7 @@ def _write_file(path, buf, n):
                 pass
             finally:
                 os.close(fd)
-    fd = os.open(path, flags, 0o644)
+    fd = os.open(path, flags, 0o666)  # as open() makes files: the umask decides
     try:
         _write_all(fd, memoryview(buf)[:n])
     finally:
