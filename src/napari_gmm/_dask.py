@@ -8,6 +8,8 @@ compressed in memory (their unique colours need the whole array) and looked up l
 
 from __future__ import annotations
 
+import sys
+from contextlib import contextmanager
 from functools import partial
 
 import numpy as np
@@ -57,6 +59,32 @@ def _in_threads(f, n, *args, **kw):
         return f(*args, **kw)
     finally:
         numba.set_num_threads(old)
+
+
+@contextmanager
+def off_worker_slots():
+    """Inside a task of a dask.distributed worker, run the enclosed code outside the worker's task
+    slots (``distributed.secede``, then ``rejoin`` when done, which waits for a free slot); elsewhere
+    do nothing. For reads, which wait on the disk: a worker of one thread otherwise idles its core
+    while a read waits, where the threaded scheduler runs a thread more than the cores."""
+    worker = None
+    if "distributed" in sys.modules:
+        from distributed import get_worker
+
+        try:
+            worker = get_worker()
+        except ValueError:  # not in a worker's task
+            worker = None
+    if worker is None:
+        yield
+        return
+    from distributed import rejoin, secede
+
+    secede()
+    try:
+        yield
+    finally:
+        rejoin()
 
 
 def task(f, n_tasks):

@@ -2248,6 +2248,17 @@ class _TileState:
     def __init__(self, model):
         self.model = model
 
+    def __sizeof__(self):
+        # the model's arrays, which dask.distributed's scheduler weighs (``dask.sizeof``: otherwise
+        # the object's 48 bytes) when it places the next task of the chain: a step then runs where
+        # the model is, not where its input block was read (measured on a LocalCluster: the steps
+        # followed their 16 MiB reads and the 62 MiB models moved between the workers, 9 s of
+        # transfers in a 17 s run of a 1.6 GB stack)
+        m = self.model
+        return object.__sizeof__(self) + sum(
+            a.nbytes for a in (m._weights, m._means, m._variances, m._n_modes, m._masks)
+        )
+
     def expect(self, n_frames):
         if self.model.n_frames != n_frames:
             raise RuntimeError(
@@ -2276,7 +2287,10 @@ class _BlockReader:
     def __call__(self, *gate):
         from dask.local import get_sync
 
-        return np.asarray(get_sync(self.graph, self.key))
+        from ._dask import off_worker_slots
+
+        with off_worker_slots():
+            return np.asarray(get_sync(self.graph, self.key))
 
 
 def _block_readers(arr):
@@ -2383,15 +2397,30 @@ class _StoreGate:
     already made, so finished blocks waited in memory, more of them the longer the stack (measured:
     the writer's held blocks grew from 112 to 244 MiB over a 640-frame 1024 x 1024 stack of 4 tiles;
     a 952-frame 8 GB stack held up to 47 blocks). ``done`` maps (time block, tile y, tile x) to
-    (the done token's key, the keys it is made from)."""
+    (the done token's key, the keys it is made from); ``placed`` maps the chains' read keys to
+    their tasks on a cluster (see :meth:`rewire`)."""
 
-    def __init__(self, done):
+    def __init__(self, done, placed=None):
         self.done = done
+        self.placed = placed or {}
 
-    def rewire(self, dsk, stores):
+    def rewire(self, dsk, stores, cluster=False):
         """In the materialised graph ``dsk`` of the writes, make the done tokens wait for the store
         tasks of the dask arrays ``stores`` (each the store of an array of this run, block for
-        block: keys ``(name, b, iy, ix[, 0])``)."""
+        block: keys ``(name, b, iy, ix[, 0])``).
+
+        ``cluster`` (the graph runs on dask.distributed): each read of a chain also takes the
+        tile's model of two units before (which the read ignores), so that the scheduler, which
+        places a task by the sizes of its inputs, reads the block on the worker holding the model,
+        where the step using both runs (:class:`_TileState` reports the model's size). A read
+        placed by its tiny gates alone went to either worker and its block moved (LocalCluster of 2
+        workers, 1.6 GB stack, cold: 14.5 / 14.7 / 15.1 s against 14.0 / 14.1 / 14.2 s with the
+        placement). Only there: on the threaded scheduler the extra inputs change dask's order of
+        the tasks (peak 887-1052 MiB against 880-922 MiB)."""
+        if cluster:
+            for key, t in self.placed.items():
+                if key in dsk:
+                    dsk[key] = t
         for (b, iy, ix), (key, made) in self.done.items():
             extra = []
             for st in stores:
@@ -2551,10 +2580,11 @@ def _subtract_background_tiled(
         ]
         for iy, ix in tiles
     }
-    dsk, last, gate_done = {}, {}, {}
+    dsk, last, gate_done, placed = {}, {}, {}, {}
     for iy, ix in tiles:
         state = (name, "start", iy, ix)
         dsk[state] = (fns["start"], (ys[iy], xs[ix]) + frame_shape[2:], model_kw)
+        states = [state]
         n = 0
         for u, (rd, b, kind, arg) in enumerate(units):
             # A unit's input is read when the unit two before it is done (one block read ahead), in
@@ -2566,10 +2596,13 @@ def _subtract_background_tiled(
             read = (name, "read", u, iy, ix)
             gates = [(name, "done", u - 2, jy, jx) for jy, jx in around[iy, ix]] if u >= 2 else []
             dsk[read] = (rd[(b, iy, ix) + c0], *gates)
+            # on a cluster, also on the tile's model as it was then (see _StoreGate.rewire)
+            placed[read] = dsk[read] + (states[-2] if u >= 2 else states[0],)
             key = (name, kind, u, iy, ix)
             dsk[key] = (fns[kind], state, read, arg, n)
             state = (name, "state", u, iy, ix)
             dsk[state] = (_getitem, key, 0)
+            states.append(state)
             n += len(arg) if kind == "burn" else ts[b]
             made = [key]
             if kind == "step":
@@ -2636,7 +2669,7 @@ def _subtract_background_tiled(
         fg_img = da.map_blocks(_masked_block, fgc, frames, out_dtype=out_dtype, dtype=out_dtype)
     # a writer of these arrays (napari_gmm.io.write_zarr) makes each unit's "done" wait for the
     # unit's outputs to be written, so that the chains cannot run ahead of the writes
-    gate = _StoreGate(gate_done)
+    gate = _StoreGate(gate_done, placed)
     for a in (fg, bg if background == "all" else None):
         if a is not None:
             a._napari_gmm_store_gate = gate

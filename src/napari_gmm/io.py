@@ -800,10 +800,12 @@ def _store(sources, targets, compute_kwargs):
         dask.compute(stores, **compute_kwargs)
         return
     dsk = dict(HighLevelGraph.merge(*(st.__dask_graph__() for st in stores)))
-    for g, sts in gates.values():
-        g.rewire(dsk, sts)
-    keys = [k for st in stores for k in dask.core.flatten(st.__dask_keys__())]
     get = get_scheduler(scheduler=compute_kwargs.pop("scheduler", None), collections=stores)
+    # a distributed client's get is its bound method
+    cluster = type(getattr(get, "__self__", None)).__module__.split(".")[0] == "distributed"
+    for g, sts in gates.values():
+        g.rewire(dsk, sts, cluster=cluster)
+    keys = [k for st in stores for k in dask.core.flatten(st.__dask_keys__())]
     get(dsk, keys, **compute_kwargs)
 
 
