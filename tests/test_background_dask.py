@@ -74,6 +74,37 @@ def test_burn_in_reads_only_the_frames_it_needs_from_a_zarr_stack(tmp_path, monk
     assert parts == [int(t) for t in ng.background.burn_in_indices(64, 8)]
 
 
+def test_tiled_reads_of_a_zarr_stack_go_past_the_page_cache(tmp_path, monkeypatch):
+    """A zarr stack opened with io.open_image: the tiles' reads (the job reads each chunk once)
+    read the chunk files not in the page cache with O_DIRECT (io.reading_once); the same result."""
+    import os
+
+    zarr = pytest.importorskip("zarr")
+    if not hasattr(os, "RWF_NOWAIT"):
+        pytest.skip("direct reads need Linux's RWF_NOWAIT")
+    from napari_gmm import io
+
+    stack = moving_objects((32, 64, 64))[0]
+    path = tmp_path / "s.zarr"
+    z = zarr.create_array(str(path), shape=stack.shape, chunks=(8, 32, 64), dtype=stack.dtype)
+    z[:] = stack
+    files = [os.path.join(d, f) for d, _, fs in os.walk(path / "c") for f in fs]
+    for f in files:
+        fd = os.open(f, os.O_RDONLY)
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.close(fd)
+    monkeypatch.setattr(_config, "DIRECT_READ_MIN_BYTES", 0)
+    monkeypatch.setattr(_config, "TILE_BYTES", 60 * 32 * 64 * 2)  # 2 tiles
+    direct = []
+    read = io._read_file_direct
+    monkeypatch.setattr(io, "_read_file_direct", lambda p: direct.append(p) or read(p))
+    got = ng.subtract_background(io.open_image(path).data, burn_in=0, background=None)
+    np.testing.assert_array_equal(got.foreground.compute(), ng.subtract_background(stack, burn_in=0).foreground)
+    assert sorted(direct) == sorted(files)  # every chunk once, through the direct read
+    assert io._once.on is False
+
+
 def test_tiles_equal_numpy_fluorescence_preset(small_tiles):
     stack = fluorescence_timelapse(shape=(60, 64, 64), seed=2)[0]
     ref, lazy = _check(stack, (20, 64, 32), preset="fluorescence time-lapse")

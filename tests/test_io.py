@@ -431,3 +431,104 @@ def test_chunk_files_get_the_permissions_zarr_gives_them(tmp_path):
     finally:
         os.umask(old)
     assert modes[0] == modes[1] == 0o664
+
+
+def _resident(path):
+    """How many of the file's pages are in the page cache (mincore of a mapping of the file, which
+    reads nothing; the test owns the file, so the kernel reports them)."""
+    import ctypes
+    import mmap
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long)
+    libc.mincore.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p)
+    libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+    size = os.path.getsize(path)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        addr = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+        assert addr not in (None, ctypes.c_void_p(-1).value)
+        vec = ctypes.create_string_buffer(-(-size // mmap.PAGESIZE))
+        assert libc.mincore(addr, size, vec) == 0
+        libc.munmap(addr, size)
+    finally:
+        os.close(fd)
+    return sum(b & 1 for b in vec.raw)
+
+
+def _evict(path):
+    """Drop the file's pages from the page cache; whether they are gone (a file system that keeps
+    files in memory, e.g. tmpfs, keeps them)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    return _resident(path) == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "RWF_NOWAIT"), reason="direct reads need Linux's RWF_NOWAIT")
+@pytest.mark.parametrize("size", [2**20, 2**20 + 1, 3 * 2**20 - 4095])
+def test_files_read_once_are_read_past_the_page_cache(tmp_path, size):
+    """A chunk file read once (io.reading_once) that is not in the page cache is read with
+    O_DIRECT: the same bytes, and the file stays out of the page cache; a file in the page cache,
+    a small file, or a read outside reading_once are ordinary reads (which cache the file)."""
+    from napari_gmm._kernels import _config
+
+    data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8)
+    path = str(tmp_path / "c")
+    data.tofile(path)
+    if not _evict(path):
+        pytest.skip("this file system keeps files in memory")
+    pages = -(-size // 4096)
+    got = io._read_file(path, direct=True)
+    np.testing.assert_array_equal(got, data)
+    assert got.flags.c_contiguous and got.ctypes.data % _config.DIRECT_IO_ALIGN == 0
+    # read past the page cache: only the last page (the check whether it was cached) is there
+    assert _resident(path) <= 1
+    np.testing.assert_array_equal(io._read_file(path), data)  # an ordinary read caches it
+    assert _resident(path) == pages
+    np.testing.assert_array_equal(io._read_file(path, direct=True), data)  # cached: from there
+    small = str(tmp_path / "small")
+    data[: _config.DIRECT_READ_MIN_BYTES - 1].tofile(small)
+    assert _evict(small)
+    np.testing.assert_array_equal(io._read_file(small, direct=True), data[: _config.DIRECT_READ_MIN_BYTES - 1])
+    assert _resident(small) == 256
+
+
+@pytest.mark.skipif(not hasattr(os, "RWF_NOWAIT"), reason="direct reads need Linux's RWF_NOWAIT")
+def test_direct_read_falls_back_to_an_ordinary_read(tmp_path, monkeypatch):
+    """Where the system refuses the direct read (the O_DIRECT flag, or the read itself), the file
+    is read the ordinary way: same bytes."""
+    import fcntl
+
+    data = np.arange(2**21, dtype=np.uint8)
+    path = str(tmp_path / "c")
+    data.tofile(path)
+    if not _evict(path):
+        pytest.skip("this file system keeps files in memory")
+    real = fcntl.fcntl
+
+    def refuse(fd, cmd, *arg):
+        if cmd == fcntl.F_SETFL:
+            raise OSError(22, "Invalid argument")
+        return real(fd, cmd, *arg)
+
+    monkeypatch.setattr(fcntl, "fcntl", refuse)
+    np.testing.assert_array_equal(io._read_file(path, direct=True), data)
+    monkeypatch.undo()
+    assert _evict(path)
+    calls = []
+    preadv = os.preadv
+
+    def fail_second(fd, bufs, offset, *flags):
+        calls.append(flags)
+        if not flags:
+            raise OSError(22, "Invalid argument")
+        return preadv(fd, bufs, offset, *flags)
+
+    monkeypatch.setattr(os, "preadv", fail_second)
+    np.testing.assert_array_equal(io._read_file(path, direct=True), data)
+    assert calls == [(os.RWF_NOWAIT,), ()]  # the probe, then the refused direct read

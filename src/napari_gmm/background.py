@@ -2279,7 +2279,10 @@ class _BlockReader:
     dask's graph, the reads (which depend on nothing) would be run ahead by every free thread of the
     scheduler, holding decoded chunks in memory until the chain reaches them (measured: 1 GB for a
     2 GB stack of one tile). Each read decodes its chunks once; nothing is shared between reads, so
-    the burn-in's reads never keep chunks for the classification's."""
+    the burn-in's reads never keep chunks for the classification's. The job reads each chunk once
+    (the burn-in's chunks twice): chunk files not in the page cache are read past it
+    (:func:`napari_gmm.io.reading_once`). On a dask.distributed worker a read leaves the worker's
+    task slot while it runs (:func:`napari_gmm._dask.off_worker_slots`)."""
 
     def __init__(self, graph, key):
         self.graph, self.key = graph, key
@@ -2288,8 +2291,9 @@ class _BlockReader:
         from dask.local import get_sync
 
         from ._dask import off_worker_slots
+        from .io import reading_once
 
-        with off_worker_slots():
+        with off_worker_slots(), reading_once():
             return np.asarray(get_sync(self.graph, self.key))
 
 
