@@ -36,14 +36,21 @@ def test_tiles_equal_numpy_video_with_post_filter(small_tiles):
     _check(stack, (40, 50, 60), background="last", foreground_image="difference")
 
 
-def test_tiles_equal_numpy_with_holes_across_tiles(small_tiles):
-    # the ring's inside spans the tiles' borders (y 24, x every 40): hole filling runs on whole frames
+@pytest.mark.parametrize("frames_per_fill", [5, 10])
+def test_tiles_equal_numpy_with_holes_across_tiles(small_tiles, monkeypatch, frames_per_fill):
+    """The ring's inside spans the tiles' borders (y 24, x every 40): hole filling runs on whole
+    frames, in blocks of at most FILL_BLOCK_BYTES: the time chunks (a task per time block takes its
+    tiles' masks whole, and the tiles' parts are cut from it), or, where a time chunk holds more
+    than that, shorter blocks (the masks rechunked to whole frames and back)."""
     from tests.test_background import _ring_video
 
     stack = _ring_video()[0]
+    monkeypatch.setattr(_config, "FILL_BLOCK_BYTES", frames_per_fill * stack.shape[1] * stack.shape[2])
     refs = []
     for kw in (dict(), dict(median_size=0), dict(median_size=5, fill_holes=20)):
-        ref, lazy = _check(stack, (40, 24, 40), background=None, **kw)
+        ref, lazy = _check(stack, (10, 24, 40), background=None, **kw)
+        layers = lazy.foreground.__dask_graph__().layers
+        assert any(k.endswith("-fill") for k in layers) == (frames_per_fill == 10)
         assert lazy.params["tiles"][0] == 2 and lazy.params["tiles"][1] >= 4
         refs.append(ref.foreground)
     unfilled = ng.subtract_background(stack, background=None, fill_holes=0).foreground

@@ -2449,6 +2449,17 @@ def _postfilter_block(masks, median_size, fill_holes):
     return out
 
 
+def _postfilter_tiles(rows, median_size, fill_holes):
+    """The post-filters of whole frames assembled from their tiles' blocks of masks (``rows``: a
+    list per tile row of the blocks along x), as one block (a dask task: serial)."""
+    return _postfilter_block(np.block(rows), median_size, fill_holes)
+
+
+def _cut(block, y0, y1, x0, x1):
+    """A tile's part of a block of whole frames."""
+    return block[:, y0:y1, x0:x1]
+
+
 def _masked_block(fg, frames, out_dtype):
     """``foreground_image="masked"`` of a block: the frames where the (post-filtered) foreground is
     1 (``fg`` with a length-1 channel axis for colour), 0 elsewhere."""
@@ -2644,11 +2655,43 @@ def _subtract_background_tiled(
         h, w = frame_shape[:2]
         per = max(1, FILL_BLOCK_BYTES // (h * w))
         frames_ = _tile_groups(ts, per)
-        fg = fg.rechunk((frames_, (h,), (w,)))
-        fg = fg.map_blocks(
-            _postfilter_block, dtype=np.uint8, meta=meta, median_size=res["median_size"], fill_holes=fill
-        )
-        fg = fg.rechunk((ts, ys, xs))
+        if frames_ == ts:
+            # a task per time block takes its tiles' masks whole and filters the frames; the tiles'
+            # parts are cut from it (what the rechunks below do, in 595 instead of 1,666 tasks on
+            # the 8 GB stack, which dask.distributed's workers and scheduler spend time on each)
+            fill_name = f"{name}-fill"
+            cut_name = f"{name}-masks-filled"
+            y_edges, x_edges = np.cumsum((0,) + ys), np.cumsum((0,) + xs)
+            filled = {
+                (fill_name, b): (
+                    _postfilter_tiles,
+                    [[(name, "masks", b, iy, ix) for ix in range(len(xs))] for iy in range(len(ys))],
+                    res["median_size"],
+                    fill,
+                )
+                for b in range(len(ts))
+            }
+            cuts = {
+                (cut_name, b, iy, ix): (
+                    _cut,
+                    (fill_name, b),
+                    int(y_edges[iy]),
+                    int(y_edges[iy + 1]),
+                    int(x_edges[ix]),
+                    int(x_edges[ix + 1]),
+                )
+                for b in range(len(ts))
+                for iy, ix in tiles
+            }
+            layers = dict(graph.layers, **{fill_name: filled, cut_name: cuts})
+            deps = dict(graph.dependencies, **{fill_name: {name}, cut_name: {fill_name}})
+            fg = da.Array(HighLevelGraph(layers, deps), cut_name, (ts, ys, xs), np.uint8, meta=meta)
+        else:
+            fg = fg.rechunk((frames_, (h,), (w,)))
+            fg = fg.map_blocks(
+                _postfilter_block, dtype=np.uint8, meta=meta, median_size=res["median_size"], fill_holes=fill
+            )
+            fg = fg.rechunk((ts, ys, xs))
     elif r:
         fg = fg.map_overlap(
             _postfilter_block,
