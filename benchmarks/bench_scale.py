@@ -30,7 +30,10 @@ Gaussian noise, a slow intensity drift), then, in one run:
    defaults (one chain of tasks per input chunk column, carrying the model over the time chunks;
    foreground and every frame's background written), on dask's threaded scheduler, and
    (``cluster-background``) the same with ``--scheduler`` on the LocalCluster of 2 x 2 GB. For
-   both cluster jobs, the most bytes any worker held spilled to disk (polled every second).
+   both cluster jobs, the most bytes any worker held spilled to disk (polled every second). Before
+   them, once, the cold read of the zarr with dask's defaults on that LocalCluster (the cluster's
+   own I/O floor: one thread per worker, the scheduler's messages), as a row of its own; the cluster
+   jobs' ratio to it is given in their rows' names, beside their ratios to the in-process floors.
 4. **Equality** with the in-memory path on a crop: the written labels against ``model.predict`` of
    the crop as a NumPy array.
 5. **Apply**: ``napari-gmm apply`` of the threaded run's saved model to the stack: labels in one
@@ -344,6 +347,25 @@ def _worker_cpu():
     return r.ru_utime + r.ru_stime
 
 
+def cluster_floor(path):
+    """(Seconds, the workers' CPU seconds) to read (and decompress) the whole zarr from disk with
+    dask's defaults (``da.from_zarr``) on the LocalCluster of 2 workers x 2 GB the cluster jobs run
+    on, doing nothing else: the I/O floor of that setup (its workers, their one thread each, the
+    scheduler's messages), beside the in-process floor."""
+    import dask.array as da
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, memory_limit="2GB", dashboard_address=None) as lc:
+        with Client(lc) as client:
+            stack = da.from_zarr(str(path))
+            cpu0 = sum(client.run(_worker_cpu).values())
+            drop_caches(path)
+            t = time.perf_counter()
+            stack.map_blocks(lambda b: np.zeros((1,) * b.ndim, np.uint8), chunks=(1,) * stack.ndim).sum().compute()
+            seconds = time.perf_counter() - t
+            return seconds, sum(client.run(_worker_cpu).values()) - cpu0
+
+
 def cli_cluster(job, path, out, *args):
     """``napari-gmm JOB STACK --out OUT ARGS --scheduler`` against a LocalCluster of 2 workers x
     2 GB: (seconds, every worker's peak RSS, the workers' CPU seconds during the job, the most
@@ -534,11 +556,20 @@ def main():
             row(f"segmentation {name}, threaded", sec, cpu, "-", "-")
             job_end()
             result.setdefault("passes", []).append([name, sec, cpu])
+    cl_floor = None
+    if only & {"cluster", "cluster-background"}:
+        # the cold read on the cluster itself, once, before its jobs: their ratio to it is given too
+        cl_floor = cluster_floor(stack)
+        result.update(cluster_floor_s=cl_floor[0], cluster_floor_cpu=cl_floor[1])
+
+    def on_cluster(name, sec):
+        return name if cl_floor is None else f"{name}; {sec / cl_floor[0]:.2f}x the cluster's I/O floor"
+
     if "cluster" in only:
         job_start()
         t_cli, peaks, cpu_cli, spill = cli_cluster("segment", stack, root / "labels_cli.zarr", "-k", "3")
         mem = " / ".join(f"{p / 2**20:.0f} MiB" for p in peaks) + f" per worker, {spill / 2**20:.0f} MiB spilled"
-        row("CLI segment, LocalCluster 2 x 2 GB (CPU: the workers')", t_cli, cpu_cli, mem, None)
+        row(on_cluster("CLI segment, LocalCluster 2 x 2 GB (CPU: the workers')", t_cli), t_cli, cpu_cli, mem, None)
         job_end()
         ok = check_crop(stack, root / "labels_cli.zarr")
         rows[-1] = rows[-1][:4] + (ok,) + rows[-1][5:]
@@ -547,7 +578,8 @@ def main():
         job_start()
         t_cb, peaks, cpu_cb, spill = cli_cluster("background", stack, root / "background_cli.zarr")
         mem = " / ".join(f"{p / 2**20:.0f} MiB" for p in peaks) + f" per worker, {spill / 2**20:.0f} MiB spilled"
-        row("CLI background, LocalCluster 2 x 2 GB (defaults; CPU: the workers')", t_cb, cpu_cb, mem, None)
+        name = on_cluster("CLI background, LocalCluster 2 x 2 GB (defaults; CPU: the workers')", t_cb)
+        row(name, t_cb, cpu_cb, mem, None)
         job_end()
         ok = check_background_crop(stack, root / "background_cli.zarr")
         rows[-1] = rows[-1][:4] + (ok,) + rows[-1][5:]
@@ -630,6 +662,9 @@ def main():
             None,
         ),
     ]
+    if cl_floor is not None:
+        name = "read the zarr from disk on the LocalCluster 2 x 2 GB (the cluster's I/O floor; CPU: the workers'), once"
+        floor_rows.append((name, cl_floor[0], cl_floor[1], "-", "-", os.getloadavg()[0], None))
     for name, sec, cpu, mem, ok, load, around in floor_rows + rows:
         c = "-" if cpu is None else f"{cpu:.1f}"
         busy = "-" if cpu is None else f"{cpu / sec:.2f}"

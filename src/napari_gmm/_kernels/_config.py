@@ -279,15 +279,15 @@ DIRECT_WRITES = True
 #: ... and reads with ``O_DIRECT`` the chunk files (of at least ``DIRECT_READ_MIN_BYTES``) that a job
 #: reads once (the background job's tiles: ``napari_gmm.io.reading_once``) and that are not in the
 #: page cache (their last block, asked without waiting: ``RWF_NOWAIT``): from the disk into the
-#: array without the page cache's copy. The 8 GB stack, cold cache, 2 alternating pairs: all its
-#: chunks read 5.6 / 5.6 s (6.6 s CPU) against 9.0 / 8.2 s (11.5 s CPU); the background job 34.5 /
-#: 33.7 s against 36.1 / 34.8 s, on a LocalCluster of 2 workers 48.5 / 48.5 s against 50.1 / 50.7 s.
-#: Not for segmentation, which reads the stack twice: its second pass found the first's chunks in
-#: the page cache (on the LocalCluster 24.8 / 24.7 s with direct reads against 23.1 / 24.3 s)
+#: array without the page cache's copy. The 8 GB stack, cold cache, alternating: all its chunks
+#: read 5.6 / 5.6 s (6.6 s CPU) against 9.0 / 8.2 s (11.5 s CPU); the background job 32.8 / 33.2 /
+#: 32.2 s against 37.0 / 35.4 / 35.5 s (system CPU 6.2-7.6 s against 13.5-14.8 s). Not for
+#: segmentation, which reads the stack twice: its second pass found the first's chunks in the
+#: page cache (on a LocalCluster 24.8 / 24.7 s with direct reads against 23.1 / 24.3 s)
 DIRECT_READS = True
 DIRECT_READ_MIN_BYTES = 2**20
-#: the buffer, file offset and length alignment of those writes and reads (the usual logical block size of
-#: disks and file systems is 512 or 4096 bytes)
+#: the buffer, file offset and length alignment of those writes and reads (the usual logical block
+#: size of disks and file systems is 512 or 4096 bytes)
 DIRECT_IO_ALIGN = 4096
 
 #: glibc malloc arenas of the command line's batch jobs (``napari-gmm segment / apply /
