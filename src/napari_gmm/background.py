@@ -2414,13 +2414,17 @@ class _StoreGate:
         block: keys ``(name, b, iy, ix[, 0])``).
 
         ``cluster`` (the graph runs on dask.distributed): each read of a chain also takes the
-        tile's model of two units before (which the read ignores), so that the scheduler, which
-        places a task by the sizes of its inputs, reads the block on the worker holding the model,
-        where the step using both runs (:class:`_TileState` reports the model's size). A read
-        placed by its tiny gates alone went to either worker and its block moved (LocalCluster of 2
-        workers, 1.6 GB stack, cold: 14.5 / 14.7 / 15.1 s against 14.0 / 14.1 / 14.2 s with the
-        placement). Only there: on the threaded scheduler the extra inputs change dask's order of
-        the tasks (peak 887-1052 MiB against 880-922 MiB)."""
+        tile's model as the unit before left it (which the read ignores), so that the scheduler,
+        which places a task by the sizes of its inputs, reads the block on the worker holding the
+        model, where the step using both runs (:class:`_TileState` reports the model's size). A
+        read placed by its tiny gates alone went to either worker and its block moved (LocalCluster
+        of 2 workers, 1.6 GB stack, cold: 14.5 / 14.7 / 15.1 s against 14.0 / 14.1 / 14.2 s with the
+        placement). The model of the unit before, not of two units before (as the gates): the
+        worker counts the model once per key holding it, and the older key stayed held longer
+        (the same stack on workers of 700 MB: 19.9 s and 263 MiB spilled against 33.9 s and 845
+        MiB; the most memory a worker counted with 2 GB: 314 against 468 MiB; the same time). Only
+        on a cluster: on the threaded scheduler the extra inputs change dask's order of the tasks
+        (peak 887-1052 MiB against 880-922 MiB)."""
         if cluster:
             for key, t in self.placed.items():
                 if key in dsk:
@@ -2611,8 +2615,8 @@ def _subtract_background_tiled(
             read = (name, "read", u, iy, ix)
             gates = [(name, "done", u - 2, jy, jx) for jy, jx in around[iy, ix]] if u >= 2 else []
             dsk[read] = (rd[(b, iy, ix) + c0], *gates)
-            # on a cluster, also on the tile's model as it was then (see _StoreGate.rewire)
-            placed[read] = dsk[read] + (states[-2] if u >= 2 else states[0],)
+            # on a cluster, also on the tile's model as the unit before left it (_StoreGate.rewire)
+            placed[read] = dsk[read] + (states[-1],)
             key = (name, kind, u, iy, ix)
             dsk[key] = (fns[kind], state, read, arg, n)
             state = (name, "state", u, iy, ix)
