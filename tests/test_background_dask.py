@@ -279,6 +279,9 @@ def test_on_a_cluster_each_tiles_chain_stays_on_one_worker(tmp_path, monkeypatch
     off the workers' task slots (distributed.secede, then rejoin), and only there. Same values."""
     pytest.importorskip("zarr")
     distributed = pytest.importorskip("distributed")
+    import dask
+
+    from napari_gmm import background as bgmod
     from napari_gmm import io
 
     monkeypatch.setattr(_config, "TILE_BYTES", 400_000)  # 2 x 2 tiles of 64 x 64
@@ -297,7 +300,17 @@ def test_on_a_cluster_each_tiles_chain_stays_on_one_worker(tmp_path, monkeypatch
 
     run(tmp_path / "threads.zarr")
     assert calls == []  # nothing seceded outside a worker
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as lc:
+    # the scheduler weighs moving a task's inputs against waiting for a busy worker: the models
+    # here (250 KB) are cheap to move, so the test's models report a real tile's size (62 MiB for
+    # 1024 x 1024 pixels; the reads' blocks stay small), and work stealing, which may move a chain
+    # once when a worker idles, is off: the placement alone is tested
+    size = bgmod._TileState.__sizeof__
+    monkeypatch.setattr(bgmod._TileState, "__sizeof__", lambda self: size(self) + 62 * 2**20)
+    stealing = dask.config.set({"distributed.scheduler.work-stealing": False})
+    with (
+        stealing,
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as lc,
+    ):
         with distributed.Client(lc) as client, distributed.get_task_stream(client) as ts:
             run(tmp_path / "cluster.zarr")
     where = {}
