@@ -2603,7 +2603,6 @@ def _subtract_background_tiled(
     for iy, ix in tiles:
         state = (name, "start", iy, ix)
         dsk[state] = (fns["start"], (ys[iy], xs[ix]) + frame_shape[2:], model_kw)
-        states = [state]
         n = 0
         for u, (rd, b, kind, arg) in enumerate(units):
             # A unit's input is read when the unit two before it is done (one block read ahead), in
@@ -2616,12 +2615,11 @@ def _subtract_background_tiled(
             gates = [(name, "done", u - 2, jy, jx) for jy, jx in around[iy, ix]] if u >= 2 else []
             dsk[read] = (rd[(b, iy, ix) + c0], *gates)
             # on a cluster, also on the tile's model as the unit before left it (_StoreGate.rewire)
-            placed[read] = dsk[read] + (states[-1],)
+            placed[read] = dsk[read] + (state,)
             key = (name, kind, u, iy, ix)
             dsk[key] = (fns[kind], state, read, arg, n)
             state = (name, "state", u, iy, ix)
             dsk[state] = (_getitem, key, 0)
-            states.append(state)
             n += len(arg) if kind == "burn" else ts[b]
             made = [key]
             if kind == "step":
