@@ -179,6 +179,19 @@ def _read(path, reader):
     return da.from_zarr(str(path))
 
 
+def compute_and_drop(a):
+    """Compute every block of dask array ``a`` and keep nothing of it (a one-byte block each)."""
+    a.map_blocks(lambda b: np.zeros((1,) * b.ndim, np.uint8), chunks=(1,) * a.ndim).sum().compute()
+
+
+def local_cluster():
+    """The cluster jobs' LocalCluster: 2 workers x 1 thread x 2 GB (what ``LocalCluster(n_workers=2)``
+    gives on 2 cores, with the issue's memory cap)."""
+    from distributed import LocalCluster
+
+    return LocalCluster(n_workers=2, threads_per_worker=1, memory_limit="2GB", dashboard_address=None)
+
+
 def io_floor(path, cold, reader="dask"):
     """(Seconds, CPU seconds) to read (and decompress) the whole zarr with dask's defaults (or
     ``reader``, see :func:`_read`), doing nothing else: from disk (``cold``: :func:`drop_caches`
@@ -186,7 +199,7 @@ def io_floor(path, cold, reader="dask"):
     stack = _read(path, reader)
 
     def read():
-        stack.map_blocks(lambda b: np.zeros((1,) * b.ndim, np.uint8), chunks=(1,) * stack.ndim).sum().compute()
+        compute_and_drop(stack)
 
     if cold:
         drop_caches(path)
@@ -281,8 +294,7 @@ def segment_passes(path, out, model):
         _dask.histogram(da.from_zarr(str(path)))
 
     def labels():
-        lab = model.predict(da.from_zarr(str(path)))
-        lab.map_blocks(lambda b: np.zeros((1,) * b.ndim, np.uint8), chunks=(1,) * lab.ndim).sum().compute()
+        compute_and_drop(model.predict(da.from_zarr(str(path))))
 
     def labels_written():
         io.write_zarr(out, model.predict(da.from_zarr(str(path))), axes="tyx", overwrite=True)
@@ -361,15 +373,15 @@ def cluster_floor(path):
     on, doing nothing else: the I/O floor of that setup (its workers, their one thread each, the
     scheduler's messages), beside the in-process floor."""
     import dask.array as da
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, memory_limit="2GB", dashboard_address=None) as lc:
+    with local_cluster() as lc:
         with Client(lc) as client:
             stack = da.from_zarr(str(path))
             cpu0 = sum(client.run(_worker_cpu).values())
             drop_caches(path)
             t = time.perf_counter()
-            stack.map_blocks(lambda b: np.zeros((1,) * b.ndim, np.uint8), chunks=(1,) * stack.ndim).sum().compute()
+            compute_and_drop(stack)
             seconds = time.perf_counter() - t
             return seconds, sum(client.run(_worker_cpu).values()) - cpu0
 
@@ -380,13 +392,13 @@ def cli_cluster(job, path, out, *args):
     bytes any worker held spilled to its disk, polled every second)."""
     import threading
 
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     def spilled(dask_worker):
         total = getattr(dask_worker.data, "spilled_total", None)
         return 0 if total is None else int(getattr(total, "disk", total[1]))
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, memory_limit="2GB", dashboard_address=None) as lc:
+    with local_cluster() as lc:
         with Client(lc) as client:
             cpu0 = sum(client.run(_worker_cpu).values())
             most, done = [0], threading.Event()
