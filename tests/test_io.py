@@ -378,7 +378,7 @@ def test_direct_write_falls_back_to_an_ordinary_write(tmp_path, monkeypatch):
     if not hasattr(os, "O_DIRECT"):
         pytest.skip("no O_DIRECT on this system: every write is an ordinary one")
     payload = np.frombuffer(b"napari-gmm" * 1000, np.uint8)
-    buf = io._aligned_empty(payload.size + 16)
+    buf = io._chunk_buffer(payload.size + 16, aligned=True)
     assert buf.ctypes.data % 4096 == 0 and buf.size % 4096 == 0
     buf[: payload.size] = payload
     io._write_file(str(tmp_path / "direct"), buf, payload.size)

@@ -8,7 +8,11 @@ compressed in memory (their unique colours need the whole array) and looked up l
 
 from __future__ import annotations
 
+import math
+import os
 import sys
+import threading
+import weakref
 from contextlib import contextmanager
 from functools import partial
 
@@ -192,7 +196,7 @@ def _tree_merge(parts, merge, fan_in=8):
 
 
 def _grey_labels_block(b, m=None, *, spec, lut):
-    out = np.empty(b.size, lut.dtype)
+    out = chunk_buffer(b.size, lut.dtype)
     grey_lookup(as_flat(b), _flat_mask(m), spec, lut, out)
     return out.reshape(b.shape)
 
@@ -334,3 +338,88 @@ def paint(image, labels, table, *, channel_axis=None):
 
 def _paint_colour_block(b, lab, *, table, ch):
     return paint_numpy(b, np.take(lab, 0, axis=ch), table, ch)
+
+
+def aligned_empty(size):
+    """An uninitialised uint8 array of ``size`` bytes rounded up to whole ``DIRECT_IO_ALIGN``
+    blocks, starting at such a boundary."""
+    from ._kernels._config import DIRECT_IO_ALIGN as a
+
+    size = -(-size // a) * a
+    raw = np.empty(size + a, np.uint8)
+    start = -raw.ctypes.data % a
+    return raw[start : start + size]
+
+
+def chunk_buffer(shape, dtype=np.uint8, aligned=False):
+    """``np.empty(shape, dtype)`` (C order; ``aligned``: a 1-D uint8 array starting at a
+    ``DIRECT_IO_ALIGN`` boundary, see :func:`aligned_empty`) for a chunk read or written, from
+    :data:`_POOL` where glibc's thresholds are fixed (see ``_config.CHUNK_BUFFER_POOL_BYTES``):
+    there every new chunk-sized buffer is a fresh mapping whose pages the system zeroes (on a
+    cluster worker, 12 % of the samples of a segmentation's profile). Only for arrays a task
+    makes (a block read, labels, a compressed chunk): the buffer is reused once the array and
+    every view of it are gone."""
+    if not _POOL.on():
+        return aligned_empty(shape) if aligned else np.empty(shape, dtype)
+    return _POOL.empty(shape, dtype, aligned)
+
+
+class _BufferPool:
+    """Freed chunk buffers kept for reuse, up to ``_config.CHUNK_BUFFER_POOL_BYTES`` in all.
+
+    A buffer is handed out as a view of a fresh array that does not own its memory (a
+    ``np.frombuffer`` of the kept buffer): numpy makes every view of a view refer to that array
+    (its ``base``), so the buffer goes back to the pool when the array and every view of it are
+    gone (``weakref.finalize``), never while a view is alive."""
+
+    def __init__(self):
+        self._free = []  # uint8 arrays
+        self._lock = threading.Lock()
+        self._on = None
+
+    def on(self):
+        if self._on is None:
+            fixed = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_")
+            tunables = os.environ.get("GLIBC_TUNABLES", "")
+            self._on = any(k in os.environ for k in fixed) or any(
+                f"glibc.malloc.{t}=" in tunables for t in ("trim_threshold", "mmap_threshold", "top_pad", "mmap_max")
+            )
+        return self._on
+
+    def empty(self, shape, dtype, aligned):
+        from ._kernels._config import DIRECT_IO_ALIGN as a
+
+        dtype = np.dtype(dtype)
+        shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+        nbytes = math.prod(shape) * dtype.itemsize
+        need = nbytes + a if aligned else nbytes
+        buf = self._take(need)
+        # through a memoryview: numpy would make an array of an array a view of it, and views of
+        # views would then refer to ``buf``, not to ``root``
+        root = np.frombuffer(memoryview(buf), np.uint8)
+        weakref.finalize(root, self._give_back, buf)
+        if aligned:
+            start = -root.ctypes.data % a
+            return root[start : start + -(-nbytes // a) * a]
+        return root[:nbytes].view(dtype).reshape(shape)
+
+    def _take(self, need):
+        """The smallest kept buffer of ``need`` to 1.5 x ``need`` bytes, else a new one of ``need``
+        rounded up to a 16th of a power of 2 (compressed chunks differ in size: they then share
+        buffers)."""
+        with self._lock:
+            fits = [i for i, b in enumerate(self._free) if need <= b.size <= need * 3 // 2]
+            if fits:
+                return self._free.pop(min(fits, key=lambda i: self._free[i].size))
+        step = max(4096, 2 ** max(need.bit_length() - 5, 0))
+        return np.empty(-(-need // step) * step, np.uint8)
+
+    def _give_back(self, buf):
+        from ._kernels._config import CHUNK_BUFFER_POOL_BYTES
+
+        with self._lock:
+            if sum(b.size for b in self._free) + buf.size <= CHUNK_BUFFER_POOL_BYTES:
+                self._free.append(buf)
+
+
+_POOL = _BufferPool()

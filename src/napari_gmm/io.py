@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._dask import chunk_buffer as _chunk_buffer
 from ._validate import InputError
 
 __all__ = ["ImageSource", "open_image", "write_zarr", "write_ome_labels", "read_result", "SUFFIXES"]
@@ -289,13 +290,13 @@ class _ZarrChunks:
             if path is not None and n < self.chunks[0]:
                 # frames from the start of a chunk in a local file: read from the file only as far
                 # as the decoder needs (the background job's burn-in reads one frame of most chunks)
-                out = np.empty((n,) + self.chunks[1:], self.dtype)
+                out = _chunk_buffer((n,) + self.chunks[1:], self.dtype)
                 with _PrefixFile(path) as f:
                     _read_prefix(self._stream, f, out.reshape(-1).view(np.uint8), f.block)
                 return out[(slice(first, end),) + self._edge(coords)]
             raw = _read_file(path, direct=_once.on) if path is not None else self._stored_bytes(coords)
             if raw is not None:
-                out = np.empty((n,) + self.chunks[1:], self.dtype)
+                out = _chunk_buffer((n,) + self.chunks[1:], self.dtype)
                 flat = out.reshape(-1).view(np.uint8)
                 if self._codec is None:
                     flat[...] = raw[: flat.size]
@@ -345,7 +346,7 @@ def _read_file(path, direct=False):
             return got
     with open(path, "rb", buffering=0) as f:
         size = os.fstat(f.fileno()).st_size
-        buf = np.empty(size, np.uint8)
+        buf = _chunk_buffer(size)
         view = memoryview(buf)
         got = 0
         while got < size:
@@ -380,7 +381,7 @@ def _read_file_direct(path):
             return None  # in the page cache: read from there
         except BlockingIOError:  # not in the page cache
             pass
-        buf = _aligned_empty(size)
+        buf = _chunk_buffer(size, aligned=True)
         fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_DIRECT)
         view = memoryview(buf)  # whole aligned blocks: the last one past the end of the file
         got = 0
@@ -489,9 +490,10 @@ class _ZarrChunkWriter:
             pad = np.full(self.chunks, self.z.fill_value, self.dtype)
             pad[tuple(slice(0, n) for n in value.shape)] = value
             value = pad
-        # a new buffer per chunk: one kept per thread measured 2-4 s of system CPU less on the 8 GB
+        # a new buffer per chunk (reused only where every new one would be fresh pages: see
+        # _chunk_buffer): one kept per thread measured 2-4 s of system CPU less on the 8 GB
         # background job, but raised its peak by 50-100 MiB (memory the heap no longer shares)
-        dest = _aligned_empty(nbytes + _BLOSC_MAX_OVERHEAD)
+        dest = _chunk_buffer(nbytes + _BLOSC_MAX_OVERHEAD, aligned=True)
         n = self._encode(np.ascontiguousarray(value), dest)
         path = os.path.join(self._dir, self.z.metadata.encode_chunk_key(coords))
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -502,19 +504,8 @@ class _ZarrChunkWriter:
 _BLOSC_MAX_OVERHEAD = 16
 
 
-def _aligned_empty(size):
-    """An uninitialised uint8 array of ``size`` bytes rounded up to whole ``DIRECT_IO_ALIGN``
-    blocks, starting at such a boundary."""
-    from ._kernels._config import DIRECT_IO_ALIGN as a
-
-    size = -(-size // a) * a
-    raw = np.empty(size + a, np.uint8)
-    start = -raw.ctypes.data % a
-    return raw[start : start + size]
-
-
 def _write_file(path, buf, n):
-    """Write the first ``n`` bytes of ``buf`` (from :func:`_aligned_empty`) as the new file
+    """Write the first ``n`` bytes of ``buf`` (from :func:`_chunk_buffer` with ``aligned``) as the new file
     ``path``: with ``O_DIRECT`` (Linux; ``_config.DIRECT_WRITES``), i.e. from the buffer to the
     disk without a copy into the page cache, as whole aligned blocks, the file then cut to ``n``
     bytes; where the system or the file system refuses that, an ordinary write."""

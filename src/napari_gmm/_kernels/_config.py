@@ -299,3 +299,12 @@ DIRECT_IO_ALIGN = 4096
 #: GiB with 1, for the same CPU with 2 (19.7 / 19.7 s against 19.8 / 19.6 s, cold cache, under
 #: load) and 3-5 % more with 1 (measured with ``MALLOC_ARENA_MAX``).
 CLI_MALLOC_ARENAS = 2
+
+#: Where glibc's malloc thresholds are fixed by the environment (``MALLOC_TRIM_THRESHOLD_``,
+#: ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TOP_PAD_`` or ``MALLOC_MMAP_MAX_``, or their
+#: ``GLIBC_TUNABLES``: dask's nanny starts every worker with ``MALLOC_TRIM_THRESHOLD_=65536``),
+#: every chunk-sized buffer is a fresh mapping whose pages the system zeroes when they are first
+#: touched; napari_gmm.io then reads chunks into, and compresses them from, buffers it reuses (see
+#: ``napari_gmm.io._chunk_buffer``), keeping at most this many bytes of freed ones per process.
+#: Elsewhere glibc reuses freed chunk buffers itself, and nothing is pooled.
+CHUNK_BUFFER_POOL_BYTES = 64 * 2**20

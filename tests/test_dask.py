@@ -1,0 +1,101 @@
+"""napari_gmm._dask: the chunk buffer pool (used where glibc's malloc thresholds are fixed)."""
+
+import numpy as np
+import pytest
+
+from napari_gmm import _dask
+from napari_gmm._kernels import _config
+
+
+@pytest.fixture
+def pool():
+    p = _dask._BufferPool()
+    p._on = True
+    return p
+
+
+def test_a_chunk_buffer_is_reused_only_once_every_view_of_it_is_gone(pool):
+    a = pool.empty((8, 1024), np.uint16, False)
+    assert a.shape == (8, 1024) and a.dtype == np.uint16 and a.flags.c_contiguous
+    first = a.ctypes.data
+    a[...] = 7
+    view = a[2:5].reshape(-1).view(np.uint8)[1:][::3]  # a view of a view of a view...
+    assert np.shares_memory(view, a)
+    expect = view.copy()
+    del a
+    b = pool.empty((8, 1024), np.uint16, False)  # the first buffer is still in use: a new one
+    b[...] = 9
+    second = b.ctypes.data
+    assert second != first and not np.shares_memory(b, view)
+    np.testing.assert_array_equal(view, expect)
+    del view
+    c = pool.empty((8, 1024), np.uint16, False)  # now free: the same memory again
+    assert c.ctypes.data == first
+    del b, c
+    # a smaller request takes a kept buffer of up to 1.5 x its size; a much smaller one a new one
+    kept = {first, second}
+    assert pool.empty(12000, np.uint8, False).ctypes.data in kept
+    small = pool.empty(4000, np.uint8, False)
+    assert small.size == 4000 and small.ctypes.data not in kept
+
+
+def test_aligned_chunk_buffers_start_and_end_on_whole_blocks(pool):
+    a = _config.DIRECT_IO_ALIGN
+    for size in (1, a, 3 * a + 17, 2**20 + 16):
+        buf = pool.empty(size, np.uint8, True)
+        assert buf.ctypes.data % a == 0 and buf.size % a == 0 and buf.size >= size
+        buf[:] = 1  # all of it is writable memory of its own
+    plain = _dask.chunk_buffer(3 * a + 17, aligned=True)  # the pool is off in the tests' process
+    assert plain.ctypes.data % a == 0 and plain.size == 4 * a
+
+
+def test_the_pool_keeps_at_most_its_bytes(pool, monkeypatch):
+    monkeypatch.setattr(_config, "CHUNK_BUFFER_POOL_BYTES", 3 * 2**20)
+    bufs = [pool.empty(2**20, np.uint8, False) for _ in range(5)]
+    del bufs
+    assert sum(b.size for b in pool._free) <= 3 * 2**20 and len(pool._free) == 3
+
+
+@pytest.mark.parametrize(
+    "env, on",
+    [
+        ({}, False),
+        ({"MALLOC_TRIM_THRESHOLD_": "65536"}, True),  # what dask's nanny gives every worker
+        ({"MALLOC_MMAP_THRESHOLD_": "1048576"}, True),
+        ({"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=65536"}, True),
+        ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, False),
+        ({"MALLOC_ARENA_MAX": "2"}, False),  # arenas leave glibc's thresholds dynamic
+    ],
+)
+def test_the_pool_is_on_where_glibcs_thresholds_are_fixed(monkeypatch, env, on):
+    for k in ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert _dask._BufferPool().on() is on
+    got = _dask.chunk_buffer((3, 5), np.float32)
+    assert got.shape == (3, 5) and got.dtype == np.float32
+
+
+def test_pooled_reads_labels_and_writes_equal_numpys(tmp_path, monkeypatch):
+    """With the pool on, a zarr stack read, segmented and written on dask's threads (blocks made
+    and dropped concurrently, buffers reused) gives numpy's labels and zarr's values."""
+    zarr = pytest.importorskip("zarr")
+    pytest.importorskip("dask.array")
+    import napari_gmm as ng
+    from napari_gmm import io
+
+    monkeypatch.setattr(_dask, "_POOL", _dask._BufferPool())
+    _dask._POOL._on = True
+    rng = np.random.default_rng(3)
+    data = (rng.normal(1000, 200, (24, 64, 48)) + 800 * (rng.random((24, 64, 48)) > 0.7)).astype(np.uint16)
+    z = zarr.create_array(str(tmp_path / "in.zarr"), shape=data.shape, chunks=(4, 32, 48), dtype=np.uint16)
+    z[:] = data
+    img = io.open_image(tmp_path / "in.zarr").data
+    np.testing.assert_array_equal(img.compute(scheduler="threads"), data)
+    labels, model = ng.segment(img, 3, return_model=True)
+    io.write_zarr(tmp_path / "labels.zarr", labels)
+    got, _ = io.read_result(tmp_path / "labels.zarr")
+    np.testing.assert_array_equal(np.asarray(got), model.predict(data))
+    assert _dask._POOL._free  # the buffers came back to the pool
