@@ -99,3 +99,31 @@ def test_pooled_reads_labels_and_writes_equal_numpys(tmp_path, monkeypatch):
     got, _ = io.read_result(tmp_path / "labels.zarr")
     np.testing.assert_array_equal(np.asarray(got), model.predict(data))
     assert _dask._POOL._free  # the buffers came back to the pool
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32])
+def test_the_histogram_pass_reads_and_counts_each_block_in_one_task(dtype):
+    """One task per block reads it and counts it (no block is handed from a task to another: on
+    a cluster that is a block stored, counted and looked up per chunk), then the merges; the
+    counts are numpy's."""
+    da = pytest.importorskip("dask.array")
+    from dask.callbacks import Callback
+
+    class Source:  # a file's reader (as napari_gmm.io's): dask reads each block from it in a task
+        def __init__(self, data):
+            self.data, self.shape, self.dtype, self.ndim = data, data.shape, data.dtype, data.ndim
+
+        def __getitem__(self, key):
+            return self.data[key]
+
+    rng = np.random.default_rng(0)
+    data = (rng.random((6, 40, 30)) * 1000).astype(dtype)
+    img = da.from_array(Source(data), chunks=(2, 20, 15))  # 12 blocks
+    ran = []
+    with Callback(pretask=lambda key, dsk, state: ran.append(key[0] if isinstance(key, tuple) else key)):
+        got = _dask.histogram(img)
+    merges = 2 + 1  # 12 blocks -> 2 merges of up to 8 -> 1
+    passes = 1 if dtype == np.uint16 else 2  # floats: the range, then the counts
+    assert len(ran) == passes * (12 + merges), sorted(ran)
+    ref = _dask.compress_numpy(data)
+    np.testing.assert_array_equal(got.counts, ref.counts)

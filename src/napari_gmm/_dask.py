@@ -142,7 +142,7 @@ def histogram(image, *, channel_axis=None, mask=None, bins=None):
 def pooled_histogram(images, masks=None, *, bins=None):
     """One exact grey histogram of several dask images together (a pooled fit): each chunk is
     counted on the binning fixed by the images' common range, and the counts merge exactly."""
-    import dask
+    import dask.array as da
 
     masks = masks or [None] * len(images)
     dtypes = {np.dtype(im.dtype) for im in images}
@@ -151,41 +151,64 @@ def pooled_histogram(images, masks=None, *, bins=None):
             f"images of different dtypes ({', '.join(sorted(map(str, dtypes)))}) cannot share one "
             "histogram: convert them to one dtype, or fit each on its own"
         )
-    blocks, mblocks = [], []
     for im, mask in zip(images, masks):
         _check_mask(mask, im.shape)
-        bs = list(im.to_delayed().ravel())
-        m = _mask_array(im, mask, im.chunks)
-        blocks += bs
-        mblocks += [None] * len(bs) if m is None else list(m.to_delayed().ravel())
+    n_blocks = sum(im.npartitions for im in images)
+
+    def per_block(f, *args):
+        """``f(block, mask block, *args)`` of every block of every image, as delayed results:
+        one task per block that reads it and computes ``f`` (dask fuses the read into it), so
+        that no block is kept between two tasks (on a cluster: stored, counted and looked up)."""
+        f = task(f, n_blocks)
+        out = []
+        for im, mask in zip(images, masks):
+            m = _mask_array(im, mask, im.chunks)
+            one = (1,) * im.ndim
+            cell = partial(_in_cell, f, args=args)
+            blocks = da.map_blocks(cell, im, *(() if m is None else (m,)), chunks=one, dtype=object)
+            out += list(blocks.to_delayed().ravel())
+        return out
+
     dtype = dtypes.pop()
     if dtype.kind in "ui" and dtype.itemsize <= 2:  # one pass: whole-dtype counts add up exactly
         if bins is not None:
             grey_spec(dtype, 0, 0, bins)  # the InputError for bins on integer data
-        f = task(_block_whole, len(blocks))
-        parts = [dask.delayed(f)(b, mb) for b, mb in zip(blocks, mblocks)]
-        return histogram_from_whole_dtype(_tree_merge(parts, _sum_counts), dtype)
-    f = task(_block_range, len(blocks))
-    rng = _tree_merge([dask.delayed(f)(b, mb) for b, mb in zip(blocks, mblocks)], merge_ranges)
+        return histogram_from_whole_dtype(_tree_merge(per_block(_block_whole), _sum_counts), dtype)
+    rng = _tree_merge(per_block(_block_range), merge_ranges)
     if rng[2] == 0:
         return empty_grey(rng, dtype)
     spec = grey_spec(dtype, rng[0], rng[1], bins)
-    f = task(_block_counts, len(blocks))
-    parts = [dask.delayed(f)(b, mb, spec) for b, mb in zip(blocks, mblocks)]
+    parts = per_block(_block_counts, spec)
     return grey_histogram(_tree_merge(parts, partial(merge_counts, spec=spec)), spec, rng, dtype)
+
+
+def _in_cell(f, b, m=None, *, args):
+    """``f(b, m, *args)`` in a 1-element object array of ``b``'s dimensions (a block of
+    ``map_blocks``)."""
+    out = np.empty((1,) * b.ndim, object)
+    out.flat[0] = f(b, m, *args)
+    return out
+
+
+def _merge_cells(merge, cells):
+    """``merge`` of the results in the 1-element blocks ``cells`` (see :func:`_in_cell`)."""
+    return merge([c.flat[0] for c in cells])
 
 
 def _sum_counts(parts):
     return sum(parts[1:], parts[0].copy())
 
 
-def _tree_merge(parts, merge, fan_in=8):
-    """Compute the per-chunk results ``parts`` (delayed) merged by ``merge(list)`` in a tree of
-    tasks of ``fan_in`` inputs: the merges run where the parts are (threads or cluster workers),
-    so neither the memory of all parts at once (476 chunks x 512 KiB of 16-bit counts) nor their
-    transfer to the client is paid, only one merged result."""
+def _tree_merge(cells, merge, fan_in=8):
+    """The per-block results in ``cells`` (delayed 1-element blocks, see :func:`_in_cell`) merged
+    by ``merge(list)`` in a tree of tasks of ``fan_in`` inputs, computed: the merges run where the
+    parts are (threads or cluster workers), so neither the memory of all parts at once (476
+    chunks x 512 KiB of 16-bit counts) nor their transfer to the client is paid, only one merged
+    result."""
     import dask
 
+    first = partial(_merge_cells, merge)
+    parts = [dask.delayed(first)(cells[i : i + fan_in]) for i in range(0, len(cells), fan_in)]
     while len(parts) > 1:
         parts = [dask.delayed(merge)(parts[i : i + fan_in]) for i in range(0, len(parts), fan_in)]
     return dask.compute(parts[0])[0]
@@ -374,7 +397,8 @@ class _BufferPool:
 
     def __init__(self):
         self._free = []  # uint8 arrays
-        self._lock = threading.Lock()
+        # reentrant: a garbage collection inside _take may free a pooled array in the same thread
+        self._lock = threading.RLock()
         self._on = None
 
     def on(self):
@@ -405,8 +429,8 @@ class _BufferPool:
 
     def _take(self, need):
         """The smallest kept buffer of ``need`` to 1.5 x ``need`` bytes, else a new one of ``need``
-        rounded up to a 16th of a power of 2 (compressed chunks differ in size: they then share
-        buffers)."""
+        rounded up to a multiple of a 16th of the power of 2 below it (compressed chunks differ in
+        size: they then share buffers)."""
         with self._lock:
             fits = [i for i, b in enumerate(self._free) if need <= b.size <= need * 3 // 2]
             if fits:
