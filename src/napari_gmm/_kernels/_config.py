@@ -304,7 +304,8 @@ CLI_MALLOC_ARENAS = 2
 #: ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TOP_PAD_`` or ``MALLOC_MMAP_MAX_``, or their
 #: ``GLIBC_TUNABLES``: dask's nanny starts every worker with ``MALLOC_TRIM_THRESHOLD_=65536``),
 #: every chunk-sized buffer is a fresh mapping whose pages the system zeroes when they are first
-#: touched; napari_gmm.io then reads chunks into, and compresses them from, buffers it reuses (see
-#: ``napari_gmm.io._chunk_buffer``), keeping at most this many bytes of freed ones per process.
+#: touched; napari-gmm then reads chunks into, looks labels up into and compresses chunks from
+#: buffers it reuses (see ``napari_gmm._dask.chunk_buffer``), keeping at most this many bytes of
+#: freed ones per process.
 #: Elsewhere glibc reuses freed chunk buffers itself, and nothing is pooled.
 CHUNK_BUFFER_POOL_BYTES = 64 * 2**20
