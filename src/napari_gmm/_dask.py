@@ -153,6 +153,7 @@ def pooled_histogram(images, masks=None, *, bins=None):
         )
     for im, mask in zip(images, masks):
         _check_mask(mask, im.shape)
+    marrays = [_mask_array(im, mask, im.chunks) for im, mask in zip(images, masks)]
     n_blocks = sum(im.npartitions for im in images)
 
     def per_block(f, *args):
@@ -161,8 +162,7 @@ def pooled_histogram(images, masks=None, *, bins=None):
         that no block is kept between two tasks (on a cluster: stored, counted and looked up)."""
         f = task(f, n_blocks)
         out = []
-        for im, mask in zip(images, masks):
-            m = _mask_array(im, mask, im.chunks)
+        for im, m in zip(images, marrays):
             one = (1,) * im.ndim
             cell = partial(_in_cell, f, args=args)
             # ``meta`` given: dask does not call the count on an empty block to learn its type
@@ -371,10 +371,16 @@ def aligned_empty(size):
     blocks, starting at such a boundary."""
     from ._kernels._config import DIRECT_IO_ALIGN as a
 
-    size = -(-size // a) * a
-    raw = np.empty(size + a, np.uint8)
+    return _aligned_part(np.empty(-(-size // a) * a + a, np.uint8), size)
+
+
+def _aligned_part(raw, size):
+    """The part of uint8 array ``raw`` (at least ``DIRECT_IO_ALIGN`` bytes more than ``size``) that
+    starts at a ``DIRECT_IO_ALIGN`` boundary and holds ``size`` bytes rounded up to whole blocks."""
+    from ._kernels._config import DIRECT_IO_ALIGN as a
+
     start = -raw.ctypes.data % a
-    return raw[start : start + size]
+    return raw[start : start + -(-size // a) * a]
 
 
 def chunk_buffer(shape, dtype=np.uint8, aligned=False):
@@ -426,8 +432,7 @@ class _BufferPool:
         root = np.frombuffer(memoryview(buf), np.uint8)
         weakref.finalize(root, self._give_back, buf)
         if aligned:
-            start = -root.ctypes.data % a
-            return root[start : start + -(-nbytes // a) * a]
+            return _aligned_part(root, nbytes)
         return root[:nbytes].view(dtype).reshape(shape)
 
     def _take(self, need):
