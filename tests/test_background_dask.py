@@ -324,3 +324,70 @@ def test_on_a_cluster_each_tiles_chain_stays_on_one_worker(tmp_path, monkeypatch
     for what in ("foreground", "background"):
         got = io.read_result(tmp_path / "cluster.zarr", what)[0].compute()
         np.testing.assert_array_equal(got, getattr(ref, what))
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},  # the default post-filter: hole filling on whole frames, cut back into the tiles
+        {"fill_holes": 0, "median_size": 3, "foreground_image": "difference"},
+        {"fill_holes": 0, "median_size": 1, "background": "last", "foreground_image": "masked"},
+    ],
+    ids=["fill", "median-difference", "last-masked"],
+)
+def test_on_a_cluster_the_small_tasks_run_inside_the_tasks_that_take_them(tmp_path, monkeypatch, kw):
+    """io.write_zarr of a tiled run on a dask.distributed cluster: the tasks that only pick a store's
+    block from a step's result (the background, the difference image) or from a block of whole
+    frames (a tile of the filled masks), or rename a block, run inside the tasks that take them
+    (every task costs a cluster's worker and scheduler a few milliseconds), not as tasks of their
+    own; the masks, which the post-filter takes from tiles on other workers, the models, which
+    keep the chains in place, and the frames of the masked image stay tasks. The threaded graph
+    keeps them all (its order of the tasks is tuned:
+    test_writing_tiled_outputs_keeps_the_chains_at_the_writes). The same values as NumPy's."""
+    pytest.importorskip("zarr")
+    distributed = pytest.importorskip("distributed")
+
+    from napari_gmm import background as bgmod
+    from napari_gmm import io
+
+    monkeypatch.setattr(_config, "TILE_BYTES", 400_000)  # 2 x 2 tiles of 64 x 64
+    monkeypatch.setattr(_config, "TIME_BLOCK_MIN_BYTES", 0)  # a step per time chunk of 8 frames
+    stack = moving_objects((32, 128, 128))[0]
+    graphs = []
+    nest = bgmod._nest_into_stores
+    monkeypatch.setattr(bgmod, "_nest_into_stores", lambda dsk, *a: (graphs.append(len(dsk)), nest(dsk, *a)))
+
+    def outputs(res):
+        out = {"foreground": res.foreground, "background": res.background}
+        if res.foreground_image is not None:
+            out["foreground_image"] = res.foreground_image
+        return out
+
+    def kind(key):
+        name = key[0] if isinstance(key, tuple) else key
+        if isinstance(key, tuple) and len(key) > 1 and isinstance(key[1], str):
+            return key[1]
+        return "alias" if name.split("-")[-1] in ("background", "difference", "frames") else name.split("-")[-1]
+
+    res = ng.subtract_background(da.from_array(stack, chunks=(8, 64, 64)), **kw)
+    assert res.params["tiles"] == [2, 2]
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as lc:
+        with distributed.Client(lc) as client, distributed.get_task_stream(client) as ts:
+            io.write_zarr(tmp_path / "cluster.zarr", outputs(res))
+    ran = {}
+    for rec in ts.data:
+        ran.setdefault(kind(rec["key"]), set()).add(rec["key"])
+    assert len(graphs) == 1  # the stores' graph went through the nesting, once
+    # the backgrounds, difference images and tiles of filled masks picked inside the stores
+    for gone in ("background", "difference", "alias", "filled"):
+        assert gone not in ran, (gone, sorted(ran))
+    assert len(ran["masks"]) == len(ran["step"]) == 4 * 4  # the masks: tasks of their own
+    # the models, a task per unit (the last one's taken only for background="last")
+    assert len(ran["state"]) == len(ran["step"]) + len(ran["burn"]) - (kw.get("background") != "last") * 4
+    assert ("fill" in ran) == (kw == {})
+    if kw.get("foreground_image") == "masked":
+        assert len(ran["frames"]) == 4 * 4  # taken by the masked image's tasks, not by a store
+    ref = ng.subtract_background(stack, **kw)
+    for what, a in outputs(ref).items():
+        got = io.read_result(tmp_path / "cluster.zarr", what)[0].compute()
+        np.testing.assert_array_equal(got, a)

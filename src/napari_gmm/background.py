@@ -2401,12 +2401,15 @@ class _StoreGate:
     already made, so finished blocks waited in memory, more of them the longer the stack (measured:
     the writer's held blocks grew from 112 to 244 MiB over a 640-frame 1024 x 1024 stack of 4 tiles;
     a 952-frame 8 GB stack held up to 47 blocks). ``done`` maps (time block, tile y, tile x) to
-    (the done token's key, the keys it is made from); ``placed`` maps the chains' read keys to
-    their tasks on a cluster (see :meth:`rewire`)."""
+    (the done token's key, the keys it is made from, those of them on a cluster); ``cluster``
+    maps keys of the run to their tasks on a cluster (the chains' reads), and ``nested`` is the
+    set of the run's small tasks that a cluster's stores take inside their own task (see
+    :meth:`rewire`)."""
 
-    def __init__(self, done, placed=None):
+    def __init__(self, done, cluster=None, nested=()):
         self.done = done
-        self.placed = placed or {}
+        self.cluster = cluster or {}
+        self.nested = set(nested)
 
     def rewire(self, dsk, stores, cluster=False):
         """In the materialised graph ``dsk`` of the writes, make the done tokens wait for the store
@@ -2424,19 +2427,78 @@ class _StoreGate:
         (the same stack on workers of 700 MB: 19.9 s and 263 MiB spilled against 33.9 s and 845
         MiB; the most memory a worker counted with 2 GB: 314 against 468 MiB; the same time). Only
         on a cluster: on the threaded scheduler the extra inputs change dask's order of the tasks
-        (peak 887-1052 MiB against 880-922 MiB)."""
+        (peak 887-1052 MiB against 880-922 MiB).
+
+        Also only on a cluster, where every task costs the worker's event loop and the scheduler
+        CPU (about 2.5 and 1.2 ms a task measured on the 8 GB stack's 5,300 tasks): a store takes
+        its block inside its own task where the block is an item of a step's result (the
+        background, the difference image) or the tile of a block of whole frames of masks, and
+        no task takes an alias of an output's block (:func:`_nest_into_stores`); on the 8 GB stack
+        1,430 tasks fewer (3,873), 36-37 s against 38-40 s on the benchmark's LocalCluster. The
+        masks stay a task of their own: the hole filling of whole frames takes them from the tiles
+        on other workers, and a nested item would make it take (and move) the whole result, model
+        included."""
         if cluster:
-            for key, t in self.placed.items():
+            for key, t in self.cluster.items():
                 if key in dsk:
                     dsk[key] = t
-        for (b, iy, ix), (key, made) in self.done.items():
+        for (b, iy, ix), (key, made, made_cluster) in self.done.items():
             extra = []
             for st in stores:
                 k = (st.name, b, iy, ix) + (0,) * (st.ndim - 3)
                 if k in dsk:
                     extra.append(k)
             if extra and key in dsk:
-                dsk[key] = (_tile_done, *made, *extra)
+                dsk[key] = (_tile_done, *(made_cluster if cluster else made), *extra)
+        if cluster:
+            _nest_into_stores(dsk, stores, self.nested)
+
+
+def _nest_into_stores(dsk, stores, nested):
+    """On a cluster (see :meth:`_StoreGate.rewire`): in the graph ``dsk`` (changed in place), the
+    store tasks of the dask arrays ``stores`` take their inputs that are keys of ``nested`` or
+    aliases (and so on down such a chain) inside their own task, and every other task takes an
+    alias's target in place of the alias; then the aliases and keys of ``nested`` that no task
+    takes any more leave the graph."""
+    from dask._task_spec import Alias, TaskRef, convert_legacy_graph
+
+    g = convert_legacy_graph(dsk)
+
+    def alias(k):
+        return isinstance(g.get(k), Alias)
+
+    def target(k):
+        while alias(k):
+            (k,) = g[k].dependencies
+        return k
+
+    def inner(k):
+        """The node to take in place of key ``k``: its task, its own such inputs nested."""
+        k = target(k)
+        if k not in nested:
+            return TaskRef(k)
+        t = g[k]
+        return t.substitute({d: inner(d) for d in t.dependencies if d in nested or alias(d)})
+
+    names = {st.name for st in stores}
+    for k, t in g.items():
+        if alias(k):
+            continue
+        if isinstance(k, tuple) and k[0] in names:
+            subs = {d: inner(d) for d in t.dependencies if d in nested or alias(d)}
+        else:
+            subs = {d: TaskRef(target(d)) for d in t.dependencies if alias(d)}
+        if subs:
+            g[k] = t.substitute(subs)
+    while True:  # (a chain's inner keys are free once the keys that took them are gone)
+        taken = set().union(*(t.dependencies for t in g.values()))
+        gone = [k for k in g if (k in nested or alias(k)) and k not in taken]
+        if not gone:
+            break
+        for k in gone:
+            del g[k]
+    dsk.clear()
+    dsk.update(g)
 
 
 def _tile_last(state, n_before, out_dtype):
@@ -2599,7 +2661,9 @@ def _subtract_background_tiled(
         ]
         for iy, ix in tiles
     }
-    dsk, last, gate_done, placed = {}, {}, {}, {}
+    # on a cluster (_StoreGate.rewire): tasks that replace the graph's, and small tasks nested into
+    # the stores that take them
+    dsk, last, gate_done, cluster, nested = {}, {}, {}, {}, set()
     for iy, ix in tiles:
         state = (name, "start", iy, ix)
         dsk[state] = (fns["start"], (ys[iy], xs[ix]) + frame_shape[2:], model_kw)
@@ -2615,9 +2679,12 @@ def _subtract_background_tiled(
             gates = [(name, "done", u - 2, jy, jx) for jy, jx in around[iy, ix]] if u >= 2 else []
             dsk[read] = (rd[(b, iy, ix) + c0], *gates)
             # on a cluster, also on the tile's model as the unit before left it (_StoreGate.rewire)
-            placed[read] = dsk[read] + (state,)
+            cluster[read] = dsk[read] + (state,)
             key = (name, kind, u, iy, ix)
             dsk[key] = (fns[kind], state, read, arg, n)
+            # (the model stays a task of its own: with the steps and reads taking it from the unit's
+            # result, the scheduler moved chains between the workers in 4 of 6 runs of
+            # test_on_a_cluster_each_tiles_chain_stays_on_one_worker; no faster on the 8 GB stack)
             state = (name, "state", u, iy, ix)
             dsk[state] = (_getitem, key, 0)
             n += len(arg) if kind == "burn" else ts[b]
@@ -2626,7 +2693,11 @@ def _subtract_background_tiled(
                 made = [(name, what, b, iy, ix) for what in outs]
                 for what, j in outs.items():
                     dsk[(name, what, b, iy, ix)] = (_getitem, key, j)
-                gate_done[b, iy, ix] = ((name, "done", u, iy, ix), made)
+                    if what != "masks":
+                        nested.add((name, what, b, iy, ix))
+                # on a cluster, the outputs but the masks go inside their stores, which the done
+                # token waits for (rewire)
+                gate_done[b, iy, ix] = ((name, "done", u, iy, ix), made, [(name, "masks", b, iy, ix)])
             dsk[(name, "done", u, iy, ix)] = (_tile_done, *made)
         last[(name + "-last", iy, ix) + c0] = (fns["last"], state, n, out_dtype)
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[])
@@ -2685,6 +2756,7 @@ def _subtract_background_tiled(
                 for b in range(len(ts))
                 for iy, ix in tiles
             }
+            nested.update(cuts)
             layers = dict(graph.layers, **{fill_name: filled, cut_name: cuts})
             deps = dict(graph.dependencies, **{fill_name: {name}, cut_name: {fill_name}})
             fg = da.Array(HighLevelGraph(layers, deps), cut_name, (ts, ys, xs), np.uint8, meta=meta)
@@ -2718,8 +2790,8 @@ def _subtract_background_tiled(
         fg_img = da.map_blocks(_masked_block, fgc, frames, out_dtype=out_dtype, dtype=out_dtype)
     # a writer of these arrays (napari_gmm.io.write_zarr) makes each unit's "done" wait for the
     # unit's outputs to be written, so that the chains cannot run ahead of the writes
-    gate = _StoreGate(gate_done, placed)
-    for a in (fg, bg if background == "all" else None):
+    gate = _StoreGate(gate_done, cluster, nested)
+    for a in (fg, bg if background == "all" else None, fg_img):
         if a is not None:
             a._napari_gmm_store_gate = gate
     used = _used_params(
