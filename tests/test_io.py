@@ -169,6 +169,9 @@ def test_zarr_whole_chunks_decoded_directly_equal_zarr(tmp_path, fmt, monkeypatc
     prefixes = []
     read_prefix = io._read_prefix
     monkeypatch.setattr(io, "_read_prefix", lambda *a: prefixes.append(1) or read_prefix(*a))
+    streamed = []
+    read_streamed = io._read_streamed
+    monkeypatch.setattr(io, "_read_streamed", lambda *a: streamed.append(1) or read_streamed(*a))
     try:
         import zstandard
     except ImportError:
@@ -189,10 +192,13 @@ def test_zarr_whole_chunks_decoded_directly_equal_zarr(tmp_path, fmt, monkeypatc
         z[:6] = data[:6]  # frame 6's chunks never written: the fill value
         assert io._chunk_decoder(z) is not False
         direct.clear()
+        streamed.clear()
         a = io.open_image(path).data
         assert a.chunks == ((3, 3, 1), (4, 4, 2), (4, 4, 1))
         np.testing.assert_array_equal(a.compute(), want)
         assert sum(c is not None for c in direct) == 27
+        # whole Zstd chunks in their files decoded while read (zstandard installed): the 18 written
+        assert len(streamed) == (18 if zstandard is not None and i == 1 else 0)
         np.testing.assert_array_equal(a[1:5, 2:9, 3].compute(), want[1:5, 2:9, 3])
         np.testing.assert_array_equal(a[[0, 4, 6]].compute(), want[[0, 4, 6]])
         # frames of one chunk, whole along y and x (the burn-in's reads): from the chunk's start
@@ -213,6 +219,36 @@ def test_zarr_whole_chunks_decoded_directly_equal_zarr(tmp_path, fmt, monkeypatc
     z[:] = f
     assert io._chunk_decoder(z) is False
     np.testing.assert_array_equal(io.open_image(tmp_path / "f.zarr").data.compute(), f)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "appended", "short", "garbage"])
+def test_a_damaged_zstd_chunk_file_is_an_error_that_names_it(tmp_path, damage):
+    """A whole Zstd chunk decoded while its file is read: a file cut short, with bytes after its
+    frame, holding a frame of fewer bytes than the chunk, or not Zstd at all raises an error that
+    names the chunk's file, never wrong values."""
+    zstandard = pytest.importorskip("zstandard")
+    import zarr
+    from zarr.codecs import ZstdCodec
+
+    data = np.arange(2 * 8 * 8, dtype=np.uint16).reshape(2, 8, 8)
+    path = tmp_path / "a.zarr"
+    z = zarr.create_array(str(path), shape=data.shape, chunks=(2, 8, 8), dtype=data.dtype, compressors=ZstdCodec())
+    z[:] = data
+    chunk = path / "c" / "0" / "0" / "0"
+    raw = chunk.read_bytes()
+    damaged = {
+        "truncated": raw[: len(raw) // 2],
+        "appended": raw + zstandard.ZstdCompressor().compress(b"more"),
+        "short": zstandard.ZstdCompressor().compress(data.tobytes()[:100]),
+        "garbage": b"not a zstd frame" * 10,
+    }[damage]
+    chunk.write_bytes(damaged)
+    with pytest.raises(ValueError, match="damaged or not this array's") as info:
+        io.open_image(path).data.compute(scheduler="synchronous")
+    assert str(chunk) in str(info.value)
+    # the thread's decoder, reused, is not left broken: the chunk mended reads right in this thread
+    chunk.write_bytes(raw)
+    np.testing.assert_array_equal(io.open_image(path).data.compute(scheduler="synchronous"), data)
 
 
 def test_zarr_chunk_prefix_is_read_from_its_file_only_as_far_as_needed(tmp_path, monkeypatch):
