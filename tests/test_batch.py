@@ -1,6 +1,7 @@
 """Batch segmentation over files and the command line (napari_gmm.batch, ``napari-gmm segment``)."""
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -76,6 +77,31 @@ def test_unreachable_scheduler_is_a_clear_error():
     pytest.importorskip("distributed")
     with pytest.raises(ng.InputError, match="cannot reach the dask scheduler at tcp://127.0.0.1:9"):
         batch.connect("tcp://127.0.0.1:9", timeout="1s")
+
+
+def test_connecting_prepares_the_workers_without_waiting(monkeypatch):
+    """batch.connect (the command line's --scheduler) has every worker import what reading zarr
+    chunks takes and load the 8/16-bit histogram kernels, in a thread of the worker's, without
+    waiting for it; the preparation itself runs on a worker without error."""
+    distributed = pytest.importorskip("distributed")
+    ran = []
+
+    def load():
+        ran.append(1)
+        batch_load()
+
+    batch_load = batch._load_readers
+    monkeypatch.setattr(batch, "_load_readers", load)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as lc:
+        client = batch.connect(lc.scheduler_address)
+        try:
+            deadline = time.monotonic() + 30
+            while len(ran) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert len(ran) == 2  # once per worker (in-process workers: this process's modules)
+            assert client.submit(lambda: 1).result() == 1  # the workers still run tasks
+        finally:
+            client.close()
 
 
 def test_on_a_local_cluster(folder, tmp_path, monkeypatch):
