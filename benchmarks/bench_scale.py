@@ -26,6 +26,9 @@ Gaussian noise, a slow intensity drift), then, in one run:
    and dropped; the labels compressed and written. Which part is above a cold read.
 3. **Command line on a cluster**: ``napari-gmm segment STACK.zarr --scheduler ADDRESS`` against a
    ``LocalCluster`` of 2 workers with a 2 GB memory limit each; time and every worker's peak RSS.
+   (``cluster-api``) the API job of 2 (``io.open_image``) with a ``Client`` of a fresh such
+   LocalCluster in this process: the same work without the command line's start (its imports,
+   about 1 s, and connecting), as a script on a cluster runs it.
 3b. **Background modelling from the command line**: ``napari-gmm background STACK.zarr`` with its
    defaults (one chain of tasks per input chunk column, carrying the model over the time chunks;
    foreground and every frame's background written), on dask's threaded scheduler, and
@@ -60,7 +63,8 @@ job that keeps 2 cores busy cannot gain from more overlap, only from less work).
 chunks (not by the stack), workers within their limit.
 
     python benchmarks/bench_scale.py [--gb 8] [--dir /tmp/napari-gmm-scale] [--keep]
-        [--only floor,api,passes,cluster,apply,background,cluster-background,peers,codecs] [--floors 3]
+        [--only floor,api,passes,cluster,cluster-api,apply,background,cluster-background,peers,codecs]
+        [--floors 3]
 
 ``--dir`` holds the generated stack (``DIR/stack.zarr``, reused when its shape matches ``--gb``);
 ``--only`` runs a subset of the jobs (the I/O floors are always measured; ``--only floor --floors 5``
@@ -441,6 +445,29 @@ def cli_cluster(job, path, out, *args):
     return seconds, list(peaks.values()), cpu, most[0]
 
 
+def api_cluster(path, out):
+    """The threaded API job (``segment`` of the stack read with ``io.open_image`` + ``write_zarr``)
+    with a ``distributed.Client`` of a fresh LocalCluster of 2 workers x 2 GB active in this
+    process, as a script on a cluster runs it (no command line starting): (seconds, every worker's
+    peak RSS, the workers' CPU seconds)."""
+    from distributed import Client
+
+    import napari_gmm as ng
+    from napari_gmm import io
+
+    with local_cluster() as lc:
+        with Client(lc) as client:
+            cpu0 = sum(client.run(_worker_cpu).values())
+            drop_caches(path)
+            t = time.perf_counter()
+            labels, model = ng.segment(_read(path, "napari-gmm"), 3, return_model=True)
+            io.write_zarr(out, labels, attrs={"model": model.to_dict()}, axes="tyx", overwrite=True)
+            seconds = time.perf_counter() - t
+            cpu = sum(client.run(_worker_cpu).values()) - cpu0
+            peaks = client.run(_worker_peak)
+    return seconds, list(peaks.values()), cpu
+
+
 def _cli(*args):
     """``python -m napari_gmm ARGS --overwrite --no-progress`` under ``/usr/bin/time``: (seconds,
     peak RSS in bytes, CPU seconds: user + sys of the process). RuntimeError with its stderr on
@@ -510,7 +537,18 @@ def check_crop(path, out):
     return bool(np.array_equal(labels[:4, :512, :512].compute(), model.predict(crop)))
 
 
-JOBS = ("floor", "api", "passes", "cluster", "apply", "background", "cluster-background", "peers", "codecs")
+JOBS = (
+    "floor",
+    "api",
+    "passes",
+    "cluster",
+    "cluster-api",
+    "apply",
+    "background",
+    "cluster-background",
+    "peers",
+    "codecs",
+)
 
 
 def main():
@@ -592,7 +630,7 @@ def main():
             job_end()
             result.setdefault("passes", []).append([name, sec, cpu])
     cl_floor = None
-    if only & {"cluster", "cluster-background"}:
+    if only & {"cluster", "cluster-api", "cluster-background"}:
         # the cold read on the cluster itself, once, before its jobs: their ratio to it is given too
         cl_floor = cluster_floor(stack)
         result.update(cluster_floor_s=cl_floor[0], cluster_floor_cpu=cl_floor[1])
@@ -609,6 +647,16 @@ def main():
         ok = check_crop(stack, root / "labels_cli.zarr")
         rows[-1] = rows[-1][:4] + (ok,) + rows[-1][5:]
         result.update(cli_s=t_cli, cli_cpu=cpu_cli, worker_peaks=peaks, cli_spilled=spill, cli_equal=ok)
+    if "cluster-api" in only:
+        job_start()
+        t_ca, peaks, cpu_ca = api_cluster(stack, root / "labels_cluster_api.zarr")
+        mem = " / ".join(f"{p / 2**20:.0f} MiB" for p in peaks) + " per worker"
+        name = on_cluster("API segment (io.open_image) + write_zarr, Client of a LocalCluster 2 x 2 GB", t_ca)
+        row(name, t_ca, cpu_ca, mem, None)
+        job_end()
+        ok = check_crop(stack, root / "labels_cluster_api.zarr")
+        rows[-1] = rows[-1][:4] + (ok,) + rows[-1][5:]
+        result.update(cluster_api_s=t_ca, cluster_api_cpu=cpu_ca, cluster_api_peaks=peaks, cluster_api_equal=ok)
     if "cluster-background" in only:
         job_start()
         t_cb, peaks, cpu_cb, spill = cli_cluster("background", stack, root / "background_cli.zarr")
