@@ -221,9 +221,9 @@ class _ZarrChunks:
     not for the background job's tiles, which read the chunks not in the page cache past it,
     :func:`reading_once`: streamed from the page cache, that job took 25.7 / 27.8 s against 25.5 /
     25.3 s on the 8 GB stack), and when only its first frames are asked for, from the file's
-    start only as far as the decoder needs (:class:`_PrefixFile`). Arrays whose codecs are anything but bytes
-    + Zstd or Blosc (see :func:`_chunk_decoder`), and missing chunks (the fill value), are read
-    through zarr. Pickles as the zarr array (for cluster workers)."""
+    start only as far as the decoder needs (:class:`_PrefixFile`). Arrays whose codecs are
+    anything but bytes + Zstd or Blosc (see :func:`_chunk_decoder`), and missing chunks (the fill
+    value), are read through zarr. Pickles as the zarr array (for cluster workers)."""
 
     def __init__(self, z):
         self.z = z
