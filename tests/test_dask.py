@@ -101,6 +101,46 @@ def test_pooled_reads_labels_and_writes_equal_numpys(tmp_path, monkeypatch):
     assert _dask._POOL._free  # the buffers came back to the pool
 
 
+@pytest.mark.parametrize("kw", [{}, {"fill_holes": 0, "median_size": 3, "foreground_image": "difference"}])
+def test_pooled_tiled_background_equals_numpys(tmp_path, monkeypatch, kw):
+    """With the pool on, the tiled background written on dask's threads takes its steps' outputs
+    and its blocks of whole frames of masks (hole filling) from the pool, and equals the NumPy
+    path: foreground, background and difference image."""
+    pytest.importorskip("zarr")
+    pytest.importorskip("dask.array")
+    import dask.array as da
+
+    import napari_gmm as ng
+    from napari_gmm import io
+    from napari_gmm.datasets import moving_objects
+
+    monkeypatch.setattr(_dask, "_POOL", _dask._BufferPool())
+    _dask._POOL._on = True
+    taken = []
+    empty = _dask._POOL.empty
+
+    def record(shape, *a):
+        taken.append((shape,) if isinstance(shape, int) else tuple(shape))
+        return empty(shape, *a)
+
+    monkeypatch.setattr(_dask._POOL, "empty", record)
+    monkeypatch.setattr(_config, "TILE_BYTES", 400_000)  # 2 x 2 tiles of 64 x 64
+    monkeypatch.setattr(_config, "TIME_BLOCK_MIN_BYTES", 0)  # a step per time chunk of 8 frames
+    stack = moving_objects((48, 128, 128))[0]
+    res = ng.subtract_background(da.from_array(stack, chunks=(8, 64, 64)), **kw)
+    out = {"foreground": res.foreground, "background": res.background}
+    if res.foreground_image is not None:
+        out["foreground_image"] = res.foreground_image
+    io.write_zarr(tmp_path / "bg.zarr", out)
+    assert (8, 64, 64) in taken  # a step's masks and background
+    assert ((8, 128, 128) in taken) == (kw == {})  # hole filling's blocks of whole frames
+    ref = ng.subtract_background(stack, **kw)
+    for what in out:
+        got = io.read_result(tmp_path / "bg.zarr", what)[0].compute()
+        np.testing.assert_array_equal(got, getattr(ref, what))
+    assert _dask._POOL._free  # the buffers came back to the pool
+
+
 @pytest.mark.parametrize("dtype", [np.uint16, np.float32])
 def test_the_histogram_pass_reads_and_counts_each_block_in_one_task(dtype, monkeypatch):
     """One task per block reads it and counts it (no block is handed from a task to another: on

@@ -383,14 +383,20 @@ def _aligned_part(raw, size):
     return raw[start : start + -(-size // a) * a]
 
 
+def pooling():
+    """Whether :func:`chunk_buffer` hands out reused buffers (glibc's thresholds fixed by the
+    environment: a dask.distributed worker)."""
+    return _POOL.on()
+
+
 def chunk_buffer(shape, dtype=np.uint8, aligned=False):
     """``np.empty(shape, dtype)`` (C order; ``aligned``: a 1-D uint8 array starting at a
     ``DIRECT_IO_ALIGN`` boundary, see :func:`aligned_empty`) for a chunk read or written, from
     :data:`_POOL` where glibc's thresholds are fixed (see ``_config.CHUNK_BUFFER_POOL_BYTES``):
     there every new chunk-sized buffer is a fresh mapping whose pages the system zeroes (on a
     cluster worker, 12 % of the samples of a segmentation's profile). Only for arrays a task
-    makes (a block read, labels, a compressed chunk): the buffer is reused once the array and
-    every view of it are gone."""
+    makes (a block read, labels, a compressed chunk, a background step's outputs, a block of
+    whole frames of masks): the buffer is reused once the array and every view of it are gone."""
     if not _POOL.on():
         return aligned_empty(shape) if aligned else np.empty(shape, dtype)
     return _POOL.empty(shape, dtype, aligned)

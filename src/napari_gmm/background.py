@@ -2358,9 +2358,9 @@ def _tile_step(state, frames, t0, n_before, kw):
     f = kw["factors"]
     out_dtype = kw["out_dtype"]
     diff = kw["foreground_image"] == "difference"
-    raw = _new_output((nb,) + hw, np.uint8)
-    bg_all = _new_output((nb,) + model.frame_shape, out_dtype) if kw["background"] == "all" else None
-    fg_img = _new_output((nb,) + model.frame_shape, np.float32) if diff else None
+    raw = _task_output((nb,) + hw, np.uint8)
+    bg_all = _task_output((nb,) + model.frame_shape, out_dtype) if kw["background"] == "all" else None
+    fg_img = _task_output((nb,) + model.frame_shape, np.float32) if diff else None
     for out in (raw, bg_all, fg_img):
         if out is not None:
             _populate(out)
@@ -2383,6 +2383,15 @@ def _tile_step(state, frames, t0, n_before, kw):
             out_dtype,
         )
     return state, raw, bg_all, fg_img, frames if kw["foreground_image"] == "masked" else None
+
+
+def _task_output(shape, dtype):
+    """An output block of a task of the tiled run: :func:`_new_output`, or where a fresh buffer
+    would be a fresh mapping (a dask.distributed worker) a reused one
+    (:func:`napari_gmm._dask.chunk_buffer`)."""
+    from ._dask import chunk_buffer, pooling
+
+    return chunk_buffer(shape, dtype) if pooling() else _new_output(shape, dtype)
 
 
 def _tile_done(*made):
@@ -2510,7 +2519,7 @@ def _tile_last(state, n_before, out_dtype):
 def _postfilter_block(masks, median_size, fill_holes):
     """The post-filters of a block of masks (a dask task: serial); hole filling only on whole
     frames."""
-    out = np.empty_like(masks)
+    out = _task_output(masks.shape, masks.dtype)
     _postfilter_masks(np.ascontiguousarray(masks), out, median_size, fill_holes, serial=True)
     return out
 
@@ -2518,7 +2527,14 @@ def _postfilter_block(masks, median_size, fill_holes):
 def _postfilter_tiles(rows, median_size, fill_holes):
     """The post-filters of whole frames assembled from their tiles' blocks of masks (``rows``: a
     list per tile row of the blocks along x), as one block (a dask task: serial)."""
-    return _postfilter_block(np.block(rows), median_size, fill_holes)
+    first = rows[0][0]
+    ys = np.cumsum([0] + [r[0].shape[1] for r in rows])
+    xs = np.cumsum([0] + [b.shape[2] for b in rows[0]])
+    block = _task_output((first.shape[0], int(ys[-1]), int(xs[-1])), first.dtype)
+    for i, r in enumerate(rows):
+        for j, b in enumerate(r):
+            block[:, ys[i] : ys[i + 1], xs[j] : xs[j + 1]] = b
+    return _postfilter_block(block, median_size, fill_holes)
 
 
 def _cut(block, y0, y1, x0, x1):

@@ -317,5 +317,10 @@ CLI_MALLOC_ARENAS = 2
 #: touched; napari-gmm then reads chunks into, looks labels up into and compresses chunks from
 #: buffers it reuses (see ``napari_gmm._dask.chunk_buffer``), keeping at most this many bytes of
 #: freed ones per process.
-#: Elsewhere glibc reuses freed chunk buffers itself, and nothing is pooled.
-CHUNK_BUFFER_POOL_BYTES = 64 * 2**20
+#: Elsewhere glibc reuses freed chunk buffers itself, and nothing is pooled. 256 MiB: the
+#: background job's tile steps (masks and background of each step) and hole filling (blocks of
+#: whole frames, 32 MiB) take their buffers from the pool too, and the 8 GB background on the
+#: benchmark's LocalCluster (2 workers x 2 GB) took 33.4 / 33.8 / 34.1 s with 256 MiB against
+#: 35.3 / 36.1 s with 128 MiB, 36.8 s with 64 MiB and 37.5 / 38.5 s without those buffers
+#: pooled (the workers' CPU 51-52 s against 59-60 s; 33.7 / 34.5 s with dask's setting removed)
+CHUNK_BUFFER_POOL_BYTES = 256 * 2**20
