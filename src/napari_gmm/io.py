@@ -448,6 +448,15 @@ class _PrefixFile:
 _decoders = threading.local()
 
 
+def _decoder(decompressor):
+    """This thread's Zstd decompressor (``decompressor()`` the first time), reused: a fresh one
+    allocates its window (MiBs) every time, fresh pages where glibc's thresholds are fixed."""
+    d = getattr(_decoders, "zstd", None)
+    if d is None:
+        d = _decoders.zstd = decompressor()
+    return d
+
+
 def _read_streamed(decompressor, path, out):
     """Decode the Zstd chunk in the file ``path`` into the uint8 array ``out`` (exactly its size)
     while reading the file, ``STREAM_READ_BYTES`` at a time: the decoder works on the file's start
@@ -458,9 +467,7 @@ def _read_streamed(decompressor, path, out):
     exactly ``out``'s bytes raises ``ValueError`` naming it."""
     from ._kernels._config import STREAM_READ_BYTES
 
-    d = getattr(_decoders, "zstd", None)
-    if d is None:  # one per thread, reused: a fresh one allocates its window (MiBs) every time
-        d = _decoders.zstd = decompressor()
+    d = _decoder(decompressor)
     view = memoryview(out)
     got = 0
     with open(path, "rb", buffering=0) as f:
