@@ -17,6 +17,13 @@ def small_tiles(monkeypatch):
     monkeypatch.setattr(_config, "TIME_BLOCK_MIN_BYTES", 0)  # the chains over the input's time chunks
 
 
+@pytest.fixture
+def two_by_two_tiles(monkeypatch):
+    """Tiles of 64 x 64 pixels (2 x 2 on 128 x 128 frames), a step per time chunk of 8 frames."""
+    monkeypatch.setattr(_config, "TILE_BYTES", 400_000)
+    monkeypatch.setattr(_config, "TIME_BLOCK_MIN_BYTES", 0)
+
+
 def _check(stack, chunks, **kw):
     ref = ng.subtract_background(stack, **kw)
     lazy = ng.subtract_background(da.from_array(stack, chunks=chunks), **kw)
@@ -201,7 +208,7 @@ def test_stack_estimates_read_each_chunk_once():
 
 
 @pytest.mark.parametrize("fill_holes", [0, 1024])
-def test_writing_tiled_outputs_keeps_the_chains_at_the_writes(tmp_path, monkeypatch, fill_holes):
+def test_writing_tiled_outputs_keeps_the_chains_at_the_writes(tmp_path, monkeypatch, fill_holes, two_by_two_tiles):
     """io.write_zarr of a tiled run's foreground and background: a block waits in memory from its
     step to its store for a bounded number of steps, whatever the stack's length (the chains wait
     for the writes: background._StoreGate); without the gate, dask's order ran the chains ahead of
@@ -215,8 +222,6 @@ def test_writing_tiled_outputs_keeps_the_chains_at_the_writes(tmp_path, monkeypa
     from napari_gmm import background as bgmod
     from napari_gmm import io
 
-    monkeypatch.setattr(_config, "TILE_BYTES", 400_000)  # 2 x 2 tiles of 64 x 64
-    monkeypatch.setattr(_config, "TIME_BLOCK_MIN_BYTES", 0)  # a step per time chunk of 8 frames
     stack = moving_objects((160, 128, 128))[0]
 
     class Count(Callback):
@@ -269,7 +274,7 @@ def test_a_tiles_model_reports_its_size_to_dask():
     assert sizeof(state) >= arrays
 
 
-def test_on_a_cluster_each_tiles_chain_stays_on_one_worker(tmp_path, monkeypatch):
+def test_on_a_cluster_each_tiles_chain_stays_on_one_worker(tmp_path, monkeypatch, two_by_two_tiles):
     """io.write_zarr of a tiled run on a dask.distributed cluster of two workers: each tile's chain
     (its start, reads, burn-in and steps) runs on one worker, so neither the tile's model nor its
     input blocks move between the workers (before, the steps followed their reads, placed by tiny
@@ -282,8 +287,6 @@ def test_on_a_cluster_each_tiles_chain_stays_on_one_worker(tmp_path, monkeypatch
     from napari_gmm import background as bgmod
     from napari_gmm import io
 
-    monkeypatch.setattr(_config, "TILE_BYTES", 400_000)  # 2 x 2 tiles of 64 x 64
-    monkeypatch.setattr(_config, "TIME_BLOCK_MIN_BYTES", 0)  # a step per time chunk of 8 frames
     stack = moving_objects((48, 128, 128))[0]
     calls = []
     for what in ("secede", "rejoin"):
@@ -335,7 +338,7 @@ def test_on_a_cluster_each_tiles_chain_stays_on_one_worker(tmp_path, monkeypatch
     ],
     ids=["fill", "median-difference", "last-masked"],
 )
-def test_on_a_cluster_the_small_tasks_run_inside_the_tasks_that_take_them(tmp_path, monkeypatch, kw):
+def test_on_a_cluster_the_small_tasks_run_inside_the_tasks_that_take_them(tmp_path, monkeypatch, kw, two_by_two_tiles):
     """io.write_zarr of a tiled run on a dask.distributed cluster: the tasks that only pick a store's
     block from a step's result (the background, the difference image) or from a block of whole
     frames (a tile of the filled masks), or rename a block, run inside the tasks that take them
@@ -350,8 +353,6 @@ def test_on_a_cluster_the_small_tasks_run_inside_the_tasks_that_take_them(tmp_pa
     from napari_gmm import background as bgmod
     from napari_gmm import io
 
-    monkeypatch.setattr(_config, "TILE_BYTES", 400_000)  # 2 x 2 tiles of 64 x 64
-    monkeypatch.setattr(_config, "TIME_BLOCK_MIN_BYTES", 0)  # a step per time chunk of 8 frames
     stack = moving_objects((32, 128, 128))[0]
     graphs = []
     nest = bgmod._nest_into_stores
