@@ -221,26 +221,31 @@ def test_zarr_whole_chunks_decoded_directly_equal_zarr(tmp_path, fmt, monkeypatc
     np.testing.assert_array_equal(io.open_image(tmp_path / "f.zarr").data.compute(), f)
 
 
-@pytest.mark.parametrize("damage", ["truncated", "appended", "short", "garbage"])
+@pytest.mark.parametrize("damage", ["truncated", "appended", "short", "garbage", "checksum"])
 def test_a_damaged_zstd_chunk_file_is_an_error_that_names_it(tmp_path, damage):
     """A whole Zstd chunk decoded while its file is read: a file cut short, with bytes after its
-    frame, holding a frame of fewer bytes than the chunk, or not Zstd at all raises an error that
-    names the chunk's file, never wrong values."""
+    frame, holding a frame of fewer bytes than the chunk, not Zstd at all, or (stored with Zstd's
+    checksum) with a byte changed raises an error that names the chunk's file, never wrong
+    values."""
     zstandard = pytest.importorskip("zstandard")
     import zarr
     from zarr.codecs import ZstdCodec
 
     data = np.arange(2 * 8 * 8, dtype=np.uint16).reshape(2, 8, 8)
     path = tmp_path / "a.zarr"
-    z = zarr.create_array(str(path), shape=data.shape, chunks=(2, 8, 8), dtype=data.dtype, compressors=ZstdCodec())
+    codec = ZstdCodec(checksum=damage == "checksum")
+    z = zarr.create_array(str(path), shape=data.shape, chunks=(2, 8, 8), dtype=data.dtype, compressors=codec)
     z[:] = data
     chunk = path / "c" / "0" / "0" / "0"
     raw = chunk.read_bytes()
+    flipped = bytearray(raw)
+    flipped[len(raw) // 2] ^= 0xFF
     damaged = {
         "truncated": raw[: len(raw) // 2],
         "appended": raw + zstandard.ZstdCompressor().compress(b"more"),
         "short": zstandard.ZstdCompressor().compress(data.tobytes()[:100]),
         "garbage": b"not a zstd frame" * 10,
+        "checksum": bytes(flipped),
     }[damage]
     chunk.write_bytes(damaged)
     with pytest.raises(ValueError, match="damaged or not this array's") as info:
