@@ -2410,10 +2410,10 @@ class _StoreGate:
     already made, so finished blocks waited in memory, more of them the longer the stack (measured:
     the writer's held blocks grew from 112 to 244 MiB over a 640-frame 1024 x 1024 stack of 4 tiles;
     a 952-frame 8 GB stack held up to 47 blocks). ``done`` maps (time block, tile y, tile x) to
-    (the done token's key, the keys it is made from, those of them on a cluster); ``cluster``
-    maps keys of the run to their tasks on a cluster (the chains' reads), and ``nested`` is the
-    set of the run's small tasks that a cluster's stores take inside their own task (see
-    :meth:`rewire`)."""
+    (the done token's key, the keys it is made from); ``cluster`` maps keys of the run to their
+    tasks on a cluster (the chains' reads), and ``nested`` is the set of the run's small tasks
+    that a cluster's stores take inside their own task (see :meth:`rewire`): there the done
+    token is made from the others only, and waits for the stores."""
 
     def __init__(self, done, cluster=None, nested=()):
         self.done = done
@@ -2443,7 +2443,8 @@ class _StoreGate:
         its block inside its own task where the block is an item of a step's result (the
         background, the difference image) or the tile of a block of whole frames of masks, and
         no task takes an alias of an output's block (:func:`_nest_into_stores`); on the 8 GB stack
-        1,430 tasks fewer (3,873), 36-37 s against 38-40 s on the benchmark's LocalCluster. The
+        1,430 tasks fewer (3,873), 35.8 / 37.1 s against 38.0 / 38.1 s on the benchmark's
+        LocalCluster. The
         masks stay a task of their own: the hole filling of whole frames takes them from the tiles
         on other workers, and a nested item would make it take (and move) the whole result, model
         included."""
@@ -2451,14 +2452,16 @@ class _StoreGate:
             for key, t in self.cluster.items():
                 if key in dsk:
                     dsk[key] = t
-        for (b, iy, ix), (key, made, made_cluster) in self.done.items():
+        for (b, iy, ix), (key, made) in self.done.items():
+            if cluster:
+                made = [k for k in made if k not in self.nested]
             extra = []
             for st in stores:
                 k = (st.name, b, iy, ix) + (0,) * (st.ndim - 3)
                 if k in dsk:
                     extra.append(k)
             if extra and key in dsk:
-                dsk[key] = (_tile_done, *(made_cluster if cluster else made), *extra)
+                dsk[key] = (_tile_done, *made, *extra)
         if cluster:
             _nest_into_stores(dsk, stores, self.nested)
 
@@ -2711,9 +2714,8 @@ def _subtract_background_tiled(
                     dsk[(name, what, b, iy, ix)] = (_getitem, key, j)
                     if what != "masks":
                         nested.add((name, what, b, iy, ix))
-                # on a cluster, the outputs but the masks go inside their stores, which the done
-                # token waits for (rewire)
-                gate_done[b, iy, ix] = ((name, "done", u, iy, ix), made, [(name, "masks", b, iy, ix)])
+                # (on a cluster, the outputs but the masks go inside their stores: rewire)
+                gate_done[b, iy, ix] = ((name, "done", u, iy, ix), made)
             dsk[(name, "done", u, iy, ix)] = (_tile_done, *made)
         last[(name + "-last", iy, ix) + c0] = (fns["last"], state, n, out_dtype)
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[])
