@@ -469,15 +469,10 @@ def _read_streamed(decompressor, path, out):
 
     d = _decoder(decompressor)
     view = memoryview(out)
-    got = 0
     with open(path, "rb", buffering=0) as f:
         try:
             with d.stream_reader(f, read_size=STREAM_READ_BYTES, read_across_frames=True) as r:
-                while got < len(view):
-                    k = r.readinto(view[got:])
-                    if k == 0:
-                        break
-                    got += k
+                got = _read_into(r, view)
                 extra = r.read(1) if got == len(view) else b""
         except Exception as e:  # zstandard.ZstdError: not Zstd, cut short, a bad checksum
             raise ValueError(
@@ -495,14 +490,23 @@ def _read_prefix(decompressor, raw, out, read_size=None):
     object read only as far as needed, ``read_size`` bytes at a time) into the uint8 array
     ``out``."""
     view = memoryview(out)
-    got = 0
     kw = {} if read_size is None else {"read_size": read_size}
     with decompressor().stream_reader(raw, read_across_frames=False, **kw) as r:
-        while got < len(view):
-            k = r.readinto(view[got:])
-            if k == 0:
-                raise ValueError(f"a zarr chunk decoded to {got} bytes where {len(view)} were expected")
-            got += k
+        got = _read_into(r, view)
+    if got < len(view):
+        raise ValueError(f"a zarr chunk decoded to {got} bytes where {len(view)} were expected")
+
+
+def _read_into(reader, view):
+    """Fill the memoryview ``view`` from the stream ``reader`` (``readinto``) as far as it gives;
+    the number of bytes read."""
+    got = 0
+    while got < len(view):
+        k = reader.readinto(view[got:])
+        if k == 0:
+            break
+        got += k
+    return got
 
 
 class _ZarrChunkWriter:
