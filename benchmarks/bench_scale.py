@@ -269,18 +269,21 @@ def kernel_compute(path, n_warm=16, n_frames=48):
     return t.seconds / n, t.cpu / n
 
 
-def api_threaded(path, out, reader="dask"):
-    """``segment`` of the stack read by ``reader`` (:func:`_read`) + ``write_zarr`` of the labels."""
+def segment_and_write(path, out, reader):
+    """The API job: ``segment`` of the stack read by ``reader`` (:func:`_read`) + ``write_zarr`` of
+    the labels with the model; on whatever scheduler is active. Returns the model."""
     import napari_gmm as ng
     from napari_gmm import io
 
-    def job():
-        labels, model = ng.segment(_read(path, reader), 3, return_model=True)
-        io.write_zarr(out, labels, attrs={"model": model.to_dict()}, axes="tyx", overwrite=True)
-        return model
+    labels, model = ng.segment(_read(path, reader), 3, return_model=True)
+    io.write_zarr(out, labels, attrs={"model": model.to_dict()}, axes="tyx", overwrite=True)
+    return model
 
+
+def api_threaded(path, out, reader="dask"):
+    """:func:`segment_and_write` on the threaded scheduler."""
     with Timed() as t:
-        grew, model = peak_growth(job)
+        grew, model = peak_growth(lambda: segment_and_write(path, out, reader))
     return t.seconds, t.cpu, grew, model
 
 
@@ -446,22 +449,18 @@ def cli_cluster(job, path, out, *args):
 
 
 def api_cluster(path, out):
-    """The threaded API job (``segment`` of the stack read with ``io.open_image`` + ``write_zarr``)
-    with a ``distributed.Client`` of a fresh LocalCluster of 2 workers x 2 GB active in this
-    process, as a script on a cluster runs it (no command line starting): (seconds, every worker's
-    peak RSS, the workers' CPU seconds)."""
+    """:func:`segment_and_write` (the stack read with ``io.open_image``) with a
+    ``distributed.Client`` of a fresh LocalCluster of 2 workers x 2 GB active in this process, as
+    a script on a cluster runs it (no command line starting): (seconds, every worker's peak RSS,
+    the workers' CPU seconds)."""
     from distributed import Client
-
-    import napari_gmm as ng
-    from napari_gmm import io
 
     with local_cluster() as lc:
         with Client(lc) as client:
             cpu0 = sum(client.run(_worker_cpu).values())
             drop_caches(path)
             t = time.perf_counter()
-            labels, model = ng.segment(_read(path, "napari-gmm"), 3, return_model=True)
-            io.write_zarr(out, labels, attrs={"model": model.to_dict()}, axes="tyx", overwrite=True)
+            segment_and_write(path, out, "napari-gmm")
             seconds = time.perf_counter() - t
             cpu = sum(client.run(_worker_cpu).values()) - cpu0
             peaks = client.run(_worker_peak)
