@@ -173,3 +173,68 @@ def test_the_histogram_pass_reads_and_counts_each_block_in_one_task(dtype, monke
     assert len(ran) == passes * (12 + merges), sorted(ran)
     ref = _dask.compress_numpy(data)
     np.testing.assert_array_equal(got.counts, ref.counts)
+
+
+@pytest.mark.parametrize(
+    "n_tasks, threads, size",
+    [(476, 0, 1), (476, 2, 4), (40, 2, 2), (20, 2, 1), (476, 64, 1), (5000, 64, 4)],
+)
+def test_a_cluster_task_takes_several_chunks_while_every_thread_keeps_enough_tasks(n_tasks, threads, size):
+    # (0 threads: not a cluster)
+    assert _config.CLUSTER_GROUP == 4 and _config.CLUSTER_TASKS_PER_THREAD == 8
+    assert _dask.group_size(n_tasks, threads) == size
+
+
+def test_grouped_tasks_run_inside_the_groups_and_a_task_another_one_takes_stays():
+    pytest.importorskip("dask")
+    from dask.threaded import get
+
+    def inc(x):
+        ran.append(x)
+        return x + 1
+
+    ran = []
+    dsk = {"a": (inc, 1), "b": (inc, 2), "c": (inc, 3), "ab": "a", "d": (str, "a")}
+    g, keys = _dask.grouped_graph(dsk, ["ab", "b", "c"], 2, "grp", lambda *r: list(r))
+    assert keys == [("grp", 0), ("grp", 1)]
+    assert {"b", "c", "ab"}.isdisjoint(g) and "a" in g  # "d" takes a, not through the alias
+    assert get(g, keys + ["d"]) == ([2, 3], [4], "2")
+    assert sorted(ran) == [1, 1, 2, 3]  # "a" ran in its group and for "d", "b" and "c" once
+
+
+def test_on_a_cluster_a_task_counts_and_writes_several_chunks(tmp_path):
+    """On a dask.distributed cluster the histogram pass counts, and the labels' writes store,
+    several chunks per task (``group_size``); the values are numpy's, and a pooled histogram of
+    two stacks (their graphs merged) is theirs."""
+    distributed = pytest.importorskip("distributed")
+    zarr = pytest.importorskip("zarr")
+    from collections import Counter
+
+    from distributed.utils import key_split
+
+    import napari_gmm as ng
+    from napari_gmm import io
+
+    rng = np.random.default_rng(5)
+    data = (rng.normal(1000, 60, (32, 64, 64)) + 500 * (rng.random((32, 64, 64)) > 0.6)).astype(np.uint16)
+    for name, d in (("a", data), ("b", data[::-1] // 2)):
+        z = zarr.create_array(str(tmp_path / f"{name}.zarr"), shape=d.shape, chunks=(2, 16, 16), dtype=d.dtype)
+        z[:] = d  # 256 chunks each
+    img, img2 = (io.open_image(tmp_path / f"{n}.zarr").data for n in "ab")
+    with (
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as lc,
+        distributed.Client(lc) as client,
+    ):
+        with distributed.get_task_stream(client) as ts:
+            labels, model = ng.segment(img, 3, return_model=True)
+            io.write_zarr(tmp_path / "labels.zarr", labels)
+        pooled = _dask.pooled_histogram([img, img2])
+    ran = Counter(key_split(r["key"]) for r in ts.data)
+    assert ran["napari-gmm-cells"] == 256 // 4 and ran["napari-gmm-store"] == 256 // 4, ran
+    # the counts, 2 levels of merges, the stores, and the reader (a data node) for each pass
+    assert sum(ran.values()) == 64 + 8 + 1 + 64 + 2 and ran["original-from-zarr-direct"] == 2, ran
+    np.testing.assert_array_equal(model.predict(data), ng.segment(data, 3))
+    got, _ = io.read_result(tmp_path / "labels.zarr")
+    np.testing.assert_array_equal(np.asarray(got), model.predict(data))
+    ref = _dask.compress_numpy(np.concatenate([data, data[::-1] // 2]))
+    np.testing.assert_array_equal(pooled.counts, ref.counts)

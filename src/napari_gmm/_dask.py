@@ -202,13 +202,104 @@ def _sum_counts(parts):
     return sum(parts[1:], parts[0].copy())
 
 
+def cluster_threads(get) -> int:
+    """The worker threads of the dask.distributed cluster whose client's ``get`` (a bound method)
+    ``get`` is, or 0 for any other scheduler."""
+    client = getattr(get, "__self__", None)
+    if type(client).__module__.split(".")[0] != "distributed":
+        return 0
+    try:
+        return max(1, sum(client.nthreads().values()))
+    except Exception:  # the scheduler's answer is only a hint
+        return 1
+
+
+def group_size(n_tasks, threads) -> int:
+    """How many of ``n_tasks`` like tasks (a chunk each) one task runs on a cluster of ``threads``
+    worker threads (0: not a cluster; see ``_config.CLUSTER_GROUP``): every task costs the
+    worker's event loop and the scheduler a few ms of CPU, taken from the cores the tasks run on,
+    while enough tasks stay to keep every thread busy to the end."""
+    from ._kernels._config import CLUSTER_GROUP, CLUSTER_TASKS_PER_THREAD
+
+    if threads <= 0:
+        return 1
+    return max(1, min(CLUSTER_GROUP, n_tasks // (CLUSTER_TASKS_PER_THREAD * threads)))
+
+
+def alias_target(g, key):
+    """The key an alias ``key`` in the graph ``g`` (of ``dask._task_spec`` nodes) stands for,
+    through a chain of aliases; ``key`` itself when it is no alias."""
+    from dask._task_spec import Alias
+
+    while isinstance(g.get(key), Alias):
+        (key,) = g[key].dependencies
+    return key
+
+
+def grouped_graph(dsk, keys, size, name, combine, *args):
+    """``(graph, group keys)``: the graph ``dsk`` (materialised) in which the tasks of ``keys``,
+    taken ``size`` at a time in order, run inside tasks of their own, keyed ``(name, i)``, that
+    return ``combine(*args, *their results)``; the tasks of ``keys`` (and the aliases on the way
+    to them) leave the graph. A key that another task also takes keeps its task (the group then
+    runs it again). For tasks whose only user is the caller: a chunk's count, a chunk's store."""
+    from dask._task_spec import Task, convert_legacy_graph
+
+    g = convert_legacy_graph(dict(dsk))
+    targets = [alias_target(g, k) for k in keys]
+    groups = []
+    for i in range(0, len(targets), size):
+        key = (name, i // size)
+        g[key] = Task(key, combine, *args, *(g[t] for t in targets[i : i + size]))
+        groups.append(key)
+    taken = set().union(*(t.dependencies for t in g.values()))
+    for k in dict.fromkeys([*keys, *targets]):
+        if k not in taken:
+            del g[k]
+    return g, groups
+
+
+def _merge_cells_of(merge, *cells):
+    """:func:`_merge_cells` of the cells given one by one (the blocks a task of a cluster's
+    histogram pass counts inside it, see :func:`_tree_merge`)."""
+    return _merge_cells(merge, cells)
+
+
+def _merge_parts(merge, *parts):
+    return merge(list(parts))
+
+
 def _tree_merge(cells, merge, fan_in=8):
     """The per-block results in ``cells`` (delayed 1-element blocks, see :func:`_in_cell`) merged
     by ``merge(list)`` in a tree of tasks of ``fan_in`` inputs, computed: the merges run where the
     parts are (threads or cluster workers), so neither the memory of all parts at once (476
     chunks x 512 KiB of 16-bit counts) nor their transfer to the client is paid, only one merged
-    result."""
+    result. On a dask.distributed cluster the blocks are counted several to a task, inside the
+    tree's first merges (see :func:`grouped_graph`)."""
     import dask
+    from dask.base import get_scheduler
+
+    get = get_scheduler(collections=cells[:1])
+    size = group_size(len(cells), cluster_threads(get))
+    if size > 1:
+        from dask._task_spec import Task, TaskRef
+        from dask.base import tokenize
+
+        graphs = {id(c.dask): c.dask for c in cells}
+        dsk = {k: v for g in graphs.values() for k, v in g.items()}
+        keys = [c.key for c in cells]
+        token = tokenize(keys, merge)
+        g, parts = grouped_graph(dsk, keys, size, "napari-gmm-cells-" + token, _merge_cells_of, merge)
+        name = "napari-gmm-merge-" + token
+        level = 0
+        while len(parts) > 1:
+            level += 1
+            new = []
+            for i in range(0, len(parts), fan_in):
+                key = (name, level, i // fan_in)
+                g[key] = Task(key, _merge_parts, merge, *map(TaskRef, parts[i : i + fan_in]))
+                new.append(key)
+            parts = new
+        return get(g, parts[0])
 
     first = partial(_merge_cells, merge)
     parts = [dask.delayed(first)(cells[i : i + fan_in]) for i in range(0, len(cells), fan_in)]

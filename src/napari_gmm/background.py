@@ -2474,15 +2474,15 @@ def _nest_into_stores(dsk, stores, nested):
     takes any more leave the graph."""
     from dask._task_spec import Alias, TaskRef, convert_legacy_graph
 
+    from ._dask import alias_target
+
     g = convert_legacy_graph(dsk)
 
     def alias(k):
         return isinstance(g.get(k), Alias)
 
     def target(k):
-        while alias(k):
-            (k,) = g[k].dependencies
-        return k
+        return alias_target(g, k)
 
     def inner(k):
         """The node to take in place of key ``k``: its task, its own such inputs nested."""

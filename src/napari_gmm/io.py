@@ -900,11 +900,15 @@ def _store(sources, targets, compute_kwargs):
     """``da.store(sources, targets, lock=False)``; where a source carries a writer gate (the tiled
     outputs of :func:`napari_gmm.subtract_background`, whose chains must not run ahead of their
     writes: ``background._StoreGate``), the writes' graph is materialised, the gate ties it, and
-    it runs on the scheduler dask would use (the threaded one, or an active distributed client)."""
+    it runs on the scheduler dask would use (the threaded one, or an active distributed client).
+    Other writes on a cluster: a task writes several chunks, one after the other
+    (:func:`napari_gmm._dask.group_size`)."""
     import dask
     import dask.array as da
-    from dask.base import get_scheduler
+    from dask.base import collections_to_expr, get_scheduler, tokenize
     from dask.highlevelgraph import HighLevelGraph
+
+    from ._dask import cluster_threads, group_size, grouped_graph
 
     compute_kwargs = _io_threads(compute_kwargs)
     targets = [_ZarrChunkWriter(t) if hasattr(t, "metadata") else t for t in targets]
@@ -915,17 +919,29 @@ def _store(sources, targets, compute_kwargs):
         g = getattr(a, "_napari_gmm_store_gate", None)
         if g is not None:
             gates.setdefault(id(g), (g, []))[1].append(st)
+    get = get_scheduler(scheduler=compute_kwargs.pop("scheduler", None), collections=stores)
+    threads = cluster_threads(get)
     if not gates:
-        dask.compute(stores, **compute_kwargs)
+        keys = [k for st in stores for k in dask.core.flatten(st.__dask_keys__())]
+        size = group_size(len(keys), threads)
+        if size == 1:
+            dask.compute(stores, scheduler=get, **compute_kwargs)
+            return
+        # on a cluster, several chunks written by a task, one after the other
+        expr = collections_to_expr(stores, True)
+        keys = list(dask.core.flatten(expr.__dask_keys__()))
+        dsk, keys = grouped_graph(expr.__dask_graph__(), keys, size, "napari-gmm-store-" + tokenize(keys), _nothing)
+        get(dsk, keys, **compute_kwargs)
         return
     dsk = dict(HighLevelGraph.merge(*(st.__dask_graph__() for st in stores)))
-    get = get_scheduler(scheduler=compute_kwargs.pop("scheduler", None), collections=stores)
-    # a distributed client's get is its bound method
-    cluster = type(getattr(get, "__self__", None)).__module__.split(".")[0] == "distributed"
     for g, sts in gates.values():
-        g.rewire(dsk, sts, cluster=cluster)
+        g.rewire(dsk, sts, cluster=threads > 0)
     keys = [k for st in stores for k in dask.core.flatten(st.__dask_keys__())]
     get(dsk, keys, **compute_kwargs)
+
+
+def _nothing(*_):
+    """The result of a task that only writes (chunks stored inside it, see :func:`_store`)."""
 
 
 def _write_group(path, arrays, fmt, ome, attrs, axes, compute_kwargs):

@@ -264,6 +264,17 @@ TIME_BLOCK_MIN_BYTES = 8 * 2**20
 #: command's peak on a 1.6 GB stack 854-893 MiB, against 885-934 MiB with 64 MiB (3 runs each), same time
 FILL_BLOCK_BYTES = 32 * 2**20
 
+#: On a dask.distributed cluster, a task of the segmentation's passes (a chunk's count, a chunk's
+#: labels written) costs the worker's event loop and the scheduler a few ms of CPU, taken from the
+#: cores the tasks run on: there a task counts, or labels and writes, up to CLUSTER_GROUP chunks
+#: one after the other, as long as every worker thread still gets CLUSTER_TASKS_PER_THREAD tasks
+#: (see ``napari_gmm._dask.group_size``). The 8 GB stack's histogram pass (476 chunks) on the
+#: benchmark's LocalCluster (2 workers x 1 thread), cold cache, alternating: 1 chunk a task 5.98 -
+#: 6.25 s, 2 5.67 - 5.82 s, 4 5.32 - 5.47 s, 8 5.45 s; on dask's threaded scheduler 4.83 - 4.91 s
+#: either way (so there nothing is grouped)
+CLUSTER_GROUP = 4
+CLUSTER_TASKS_PER_THREAD = 8
+
 #: napari_gmm.io reads the first frames of a zarr chunk stored in a local file (the background
 #: job's burn-in: one frame of most chunks) in blocks of this many bytes from the file's start,
 #: only as far as the Zstd decoder needs them (see ``napari_gmm.io._PrefixFile``)
