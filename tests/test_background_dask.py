@@ -356,7 +356,7 @@ def test_on_a_cluster_the_small_tasks_run_inside_the_tasks_that_take_them(tmp_pa
     stack = moving_objects((32, 128, 128))[0]
     graphs = []
     nest = bgmod._nest_into_stores
-    monkeypatch.setattr(bgmod, "_nest_into_stores", lambda dsk, *a: (graphs.append(len(dsk)), nest(dsk, *a)))
+    monkeypatch.setattr(bgmod, "_nest_into_stores", lambda dsk, *a: (graphs.append(dsk), nest(dsk, *a)))
 
     def outputs(res):
         out = {"foreground": res.foreground, "background": res.background}
@@ -378,7 +378,7 @@ def test_on_a_cluster_the_small_tasks_run_inside_the_tasks_that_take_them(tmp_pa
     ran = {}
     for rec in ts.data:
         ran.setdefault(kind(rec["key"]), set()).add(rec["key"])
-    assert len(graphs) == 1  # the stores' graph went through the nesting, once
+    assert len(graphs) == 1  # the stores' graph (as it ran) went through the nesting, once
     # the backgrounds, difference images and tiles of filled masks picked inside the stores
     for gone in ("background", "difference", "alias", "filled"):
         assert gone not in ran, (gone, sorted(ran))
@@ -386,9 +386,40 @@ def test_on_a_cluster_the_small_tasks_run_inside_the_tasks_that_take_them(tmp_pa
     # the models, a task per unit (the last one's taken only for background="last")
     assert len(ran["state"]) == len(ran["step"]) + len(ran["burn"]) - (kw.get("background") != "last") * 4
     assert ("fill" in ran) == (kw == {})
+    # the masks that hole filling takes from the tiles travel compressed (_MasksInTransit)
+    wrapped = [t for t in graphs[0].values() if getattr(t, "func", None) is bgmod._masks_in_transit]
+    assert len(wrapped) == (4 * 4 if kw == {} else 0)
     if kw.get("foreground_image") == "masked":
         assert len(ran["frames"]) == 4 * 4  # taken by the masked image's tasks, not by a store
     ref = ng.subtract_background(stack, **kw)
     for what, a in outputs(ref).items():
         got = io.read_result(tmp_path / "cluster.zarr", what)[0].compute()
         np.testing.assert_array_equal(got, a)
+
+
+def test_masks_travel_between_workers_compressed_and_fill_the_same():
+    """On a cluster a tile's masks go to the hole filling's worker as :class:`_MasksInTransit`:
+    pickled (what a transfer between workers does) as LZ4 bytes, a fraction of the array, back to
+    the same values; the hole filling takes them as it takes arrays, and they report their
+    array's size to the scheduler."""
+    import pickle
+    import sys
+
+    from napari_gmm import background as bgmod
+
+    rng = np.random.default_rng(2)
+    masks = np.zeros((8, 64, 96), np.uint8)
+    masks[:, 10:40, 20:70] = 1  # a blob across the two tiles with a hole, and specks
+    masks[:, 20:25, 30:35] = 0
+    masks[rng.random(masks.shape) > 0.999] = 1
+    wrapped = bgmod._masks_in_transit((None, masks), 1)
+    raw = pickle.dumps(wrapped, protocol=5)
+    assert len(raw) < masks.nbytes / 10
+    back = pickle.loads(raw)
+    assert isinstance(back, bgmod._MasksInTransit)
+    np.testing.assert_array_equal(back.masks, masks)
+    assert sys.getsizeof(wrapped) >= masks.nbytes
+    got = bgmod._postfilter_tiles([[bgmod._MasksInTransit(masks[:, :, :48]), masks[:, :, 48:]]], 1, 100)
+    ref = bgmod._postfilter_tiles([[masks[:, :, :48], masks[:, :, 48:]]], 1, 100)
+    np.testing.assert_array_equal(got, ref)
+    assert (ref[:, 20:25, 30:35] == 1).all()  # the hole was filled
