@@ -269,8 +269,8 @@ FILL_BLOCK_BYTES = 32 * 2**20
 #: cores the tasks run on: there a task counts, or labels and writes, up to CLUSTER_GROUP chunks
 #: one after the other, as long as every worker thread still gets CLUSTER_TASKS_PER_THREAD tasks
 #: (see ``napari_gmm._dask.group_size``). The 8 GB stack's histogram pass (476 chunks) on the
-#: benchmark's LocalCluster (2 workers x 1 thread), cold cache, alternating: 1 chunk a task 5.98 -
-#: 6.25 s, 2 5.67 - 5.82 s, 4 5.32 - 5.47 s, 8 5.45 s; on dask's threaded scheduler 4.83 - 4.91 s
+#: benchmark's LocalCluster (2 workers x 1 thread), cold cache, alternating: 1 chunk a task 5.97 -
+#: 6.39 s, 2 5.34 - 6.29 s, 4 5.30 - 5.74 s, 8 5.45 s; on dask's threaded scheduler 4.83 - 4.92 s
 #: either way (so there nothing is grouped)
 CLUSTER_GROUP = 4
 CLUSTER_TASKS_PER_THREAD = 8
