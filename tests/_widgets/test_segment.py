@@ -429,9 +429,17 @@ def test_bool_image_layer_is_offered_as_mask(viewer):
 
 
 # ------------------------------------------------------------------------------------------ bad input
+def _data_copy(layer):
+    """A copy of a layer's data: of every level of a multiscale layer (whose data, napari's
+    MultiScaleData, is no array)."""
+    if getattr(layer, "multiscale", False):
+        return [np.array(level, copy=True) for level in layer.data]
+    return np.array(layer.data, copy=True)
+
+
 def assert_refused(viewer, w, notes, qtbot, expect, **run_kwargs):
     state = layer_state(viewer)
-    datas = [np.array(layer.data, copy=True) for layer in viewer.layers]
+    datas = [_data_copy(layer) for layer in viewer.layers]
     worker = w.run(**run_kwargs)
     if worker is not None:  # refused by the core inside the worker
         qtbot.waitUntil(lambda: not w.is_running, timeout=WAIT_MS)
@@ -440,7 +448,11 @@ def assert_refused(viewer, w, notes, qtbot, expect, **run_kwargs):
     assert any(e.lower() in msg.lower() for e in expect), msg
     assert layer_state(viewer) == state, "the viewer's layer list changed"
     for layer, before in zip(viewer.layers, datas, strict=True):
-        np.testing.assert_array_equal(layer.data, before)
+        if isinstance(before, list):
+            for level, level_before in zip(layer.data, before, strict=True):
+                np.testing.assert_array_equal(level, level_before)
+        else:
+            np.testing.assert_array_equal(layer.data, before)
     return msg
 
 
