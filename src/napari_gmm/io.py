@@ -922,8 +922,7 @@ def _store(sources, targets, compute_kwargs):
     get = get_scheduler(scheduler=compute_kwargs.pop("scheduler", None), collections=stores)
     threads = cluster_threads(get)
     if not gates:
-        keys = [k for st in stores for k in dask.core.flatten(st.__dask_keys__())]
-        size = group_size(len(keys), threads)
+        size = group_size(sum(1 for st in stores for _ in dask.core.flatten(st.__dask_keys__())), threads)
         if size == 1:
             dask.compute(stores, scheduler=get, **compute_kwargs)
             return
