@@ -208,6 +208,7 @@ def test_on_a_cluster_a_task_counts_and_writes_several_chunks(tmp_path):
     two stacks (their graphs merged) is theirs."""
     distributed = pytest.importorskip("distributed")
     zarr = pytest.importorskip("zarr")
+    da = pytest.importorskip("dask.array")
     from collections import Counter
 
     from distributed.utils import key_split
@@ -229,6 +230,8 @@ def test_on_a_cluster_a_task_counts_and_writes_several_chunks(tmp_path):
             labels, model = ng.segment(img, 3, return_model=True)
             io.write_zarr(tmp_path / "labels.zarr", labels)
         pooled = _dask.pooled_histogram([img, img2])
+        floats = (data / 7).astype(np.float32)  # two passes: the range, then the counts
+        float_hist = _dask.histogram(da.from_array(floats, chunks=(2, 16, 16)))
     ran = Counter(key_split(r["key"]) for r in ts.data)
     assert ran["napari-gmm-cells"] == 256 // 4 and ran["napari-gmm-store"] == 256 // 4, ran
     # the counts, 2 levels of merges, the stores, and the reader (a data node) for each pass
@@ -238,3 +241,4 @@ def test_on_a_cluster_a_task_counts_and_writes_several_chunks(tmp_path):
     np.testing.assert_array_equal(np.asarray(got), model.predict(data))
     ref = _dask.compress_numpy(np.concatenate([data, data[::-1] // 2]))
     np.testing.assert_array_equal(pooled.counts, ref.counts)
+    np.testing.assert_array_equal(float_hist.counts, _dask.compress_numpy(floats).counts)
