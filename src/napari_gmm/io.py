@@ -921,21 +921,21 @@ def _store(sources, targets, compute_kwargs):
             gates.setdefault(id(g), (g, []))[1].append(st)
     get = get_scheduler(scheduler=compute_kwargs.pop("scheduler", None), collections=stores)
     threads = cluster_threads(get)
+    keys = [k for st in stores for k in dask.core.flatten(st.__dask_keys__())]
     if not gates:
-        size = group_size(sum(1 for st in stores for _ in dask.core.flatten(st.__dask_keys__())), threads)
+        size = group_size(len(keys), threads)
         if size == 1:
             dask.compute(stores, scheduler=get, **compute_kwargs)
             return
-        # on a cluster, several chunks written by a task, one after the other
-        expr = collections_to_expr(stores, True)
-        keys = list(dask.core.flatten(expr.__dask_keys__()))
-        dsk, keys = grouped_graph(expr.__dask_graph__(), keys, size, "napari-gmm-store-" + tokenize(keys), _nothing)
-        get(dsk, keys, **compute_kwargs)
+        # on a cluster, several chunks written by a task, one after the other (the stores'
+        # optimised graph: each chunk's task fused with the tasks that make its block)
+        graph = collections_to_expr(stores, True).__dask_graph__()
+        dsk, groups = grouped_graph(graph, keys, size, "napari-gmm-store-" + tokenize(keys), _nothing)
+        get(dsk, groups, **compute_kwargs)
         return
     dsk = dict(HighLevelGraph.merge(*(st.__dask_graph__() for st in stores)))
     for g, sts in gates.values():
         g.rewire(dsk, sts, cluster=threads > 0)
-    keys = [k for st in stores for k in dask.core.flatten(st.__dask_keys__())]
     get(dsk, keys, **compute_kwargs)
 
 
